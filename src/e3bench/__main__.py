@@ -1,0 +1,3 @@
+from e3bench.cli import main
+
+main()

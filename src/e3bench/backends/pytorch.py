@@ -1,0 +1,304 @@
+"""PyTorch / transformers backend: decoder-only, encoder-decoder and encoder-only models on CPU
+or CUDA in fp32, bf16 or fp16.
+
+It never reads a clock. Per-token progress reaches the runner through a transformers
+``BaseStreamer`` whose ``put`` is called once per decode step with the new tokens (already
+copied to the host, so on CUDA the token is really available when the callback fires).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from e3bench.api import (
+    Capabilities,
+    GenParams,
+    Generation,
+    LoadInfo,
+    LogLik,
+    ModelSpec,
+    OnToken,
+)
+from e3bench.errors import E3Error
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class _StepStreamer:
+    """Adapts transformers' streamer calls to ``on_token(n_steps)``.
+
+    ``generate`` first ``put``s the prompt (or the decoder start token); that call is skipped.
+    """
+
+    def __init__(self, on_token: OnToken) -> None:
+        self.on_token = on_token
+        self.steps = -1
+
+    def put(self, value) -> None:  # noqa: ARG002 - the tokens themselves are not needed
+        self.steps += 1
+        if self.steps:
+            self.on_token(self.steps)
+
+    def end(self) -> None:
+        return None
+
+
+def _hub_error(path: str, exc: Exception) -> E3Error:
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    kind = type(exc).__name__
+    if "RepositoryNotFound" in kind or "404" in str(exc):
+        return E3Error(
+            f"model '{path}' was not found on the Hugging Face hub",
+            "check the id (org/name), or pass a local directory or .gguf file",
+        )
+    why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached and it is not cached"
+    return E3Error(
+        f"could not load '{path}' from the Hugging Face hub: {why} ({kind})",
+        "connect to the internet once to cache it, or pass a local directory / .gguf file "
+        "(e.g. --model smollm2-135m for the bundled model)",
+    )
+
+
+def _quiet_transformers() -> None:
+    """Load reports and progress bars belong to transformers' CLI, not to our output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+class PyTorchBackend:
+    name: ClassVar[str] = "pytorch"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        devices=frozenset({"cpu", "cuda"}),
+        precisions=frozenset({"fp32", "bf16", "fp16"}),
+        architectures=frozenset({"decoder-only", "encoder-decoder", "encoder-only"}),
+        streaming=True,
+        loglikelihood=True,
+        # fp16 matmuls on CPU are emulated and far slower than fp32; refuse rather than mislead.
+        precisions_by_device=(("cpu", frozenset({"fp32", "bf16"})),),
+    )
+
+    def __init__(self, *, cache_dir: str | None = None, threads: int | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.threads = threads
+        self.model = None
+        self.tokenizer = None
+        self.device = None
+        self.architecture = ""
+        self.load_notes: list[str] = []
+
+    # ----------------------------------------------------------------------- loading
+    def _local_dir(self, spec: ModelSpec) -> str:
+        if spec.source == "gguf":
+            from e3bench.models import load_converted_gguf
+
+            path, cached = load_converted_gguf(spec, self.cache_dir)
+            self.load_notes.append(
+                f"GGUF {spec.gguf_file} dequantised to safetensors "
+                f"({'reused cache' if cached else 'converted now'}: {path})"
+            )
+            return str(path)
+        return spec.path
+
+    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
+        import torch
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
+
+        from e3bench.models import detect_architecture
+
+        _quiet_transformers()
+
+        reason = self.capabilities.check(device=device, precision=precision)
+        if reason:
+            raise E3Error(f"pytorch backend: {reason}", "choose a supported --dtype / --device")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise E3Error(
+                "--device cuda was requested but PyTorch sees no CUDA GPU "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})",
+                "use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU",
+            )
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        path = self._local_dir(model)
+        try:
+            config = AutoConfig.from_pretrained(path, revision=model.revision)
+        except OSError as exc:
+            if model.source == "hub":
+                raise _hub_error(path, exc) from None
+            raise E3Error(f"cannot read model config in {path}: {exc}", "check the model directory") from None
+        except ValueError as exc:
+            raise E3Error(f"unsupported model in {path}: {exc}", "use a transformers model") from None
+        self.architecture = detect_architecture(config)
+        cls = {
+            "decoder-only": AutoModelForCausalLM,
+            "encoder-decoder": AutoModelForSeq2SeqLM,
+            "encoder-only": AutoModel,
+        }[self.architecture]
+        dtype = getattr(torch, _DTYPES[precision])
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, revision=model.revision)
+            self.model = cls.from_pretrained(path, dtype=dtype, revision=model.revision)
+        except OSError as exc:
+            if model.source == "hub":
+                raise _hub_error(path, exc) from None
+            raise E3Error(f"cannot load weights from {path}: {exc}", "check the model files") from None
+        self.device = torch.device("cuda:0" if device == "cuda" else "cpu")
+        self.model.to(self.device).eval()
+        tok = self.tokenizer
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+        params = list({id(p): p for p in self.model.parameters()}.values())
+        n_params = sum(p.numel() for p in params)
+        weights_bytes = sum(p.numel() * p.element_size() for p in params)
+        return LoadInfo(
+            architecture=self.architecture,
+            model_type=config.model_type,
+            parameters=n_params,
+            weights_bytes=weights_bytes,
+            dtype=precision,
+            device=str(self.device),
+            vocab_size=int(getattr(config, "vocab_size", len(tok))),
+            max_positions=getattr(config, "max_position_embeddings", None),
+            notes=tuple(self.load_notes),
+        )
+
+    # ---------------------------------------------------------------------- tokens
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def _batch(self, prompts: Sequence[Sequence[int]], side: str):
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            n = len(p)
+            sl = slice(width - n, width) if side == "left" else slice(0, n)
+            ids[i, sl] = torch.tensor(list(p), dtype=torch.long)
+            mask[i, sl] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------------- inference
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: GenParams, on_token: OnToken | None = None
+    ) -> list[Generation]:
+        import torch
+
+        if self.architecture == "encoder-only":
+            raise E3Error(
+                "encoder-only models do not generate text",
+                "the runner measures forward latency for them; use a decoder or encoder-decoder model",
+            )
+        side = "left" if self.architecture == "decoder-only" else "right"
+        ids, mask = self._batch(prompts, side)
+        tok = self.tokenizer
+        kwargs = dict(
+            max_new_tokens=params.max_new_tokens,
+            min_new_tokens=params.max_new_tokens if params.ignore_eos else params.min_new_tokens,
+            do_sample=params.do_sample,
+            pad_token_id=tok.pad_token_id,
+        )
+        if params.do_sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+            torch.manual_seed(params.seed)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        if on_token is not None:
+            kwargs["streamer"] = _StepStreamer(on_token)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new = out[:, ids.shape[1] :] if self.architecture == "decoder-only" else out[:, 1:]
+        eos = tok.eos_token_id
+        gens: list[Generation] = []
+        for row in new.tolist():
+            reason = "length"
+            if not params.ignore_eos and eos is not None and eos in row:
+                row = row[: row.index(eos)]
+                reason = "eos"
+            while not params.ignore_eos and row and row[-1] == tok.pad_token_id:
+                row.pop()  # padding after a sequence finished early
+            text = tok.decode(row, skip_special_tokens=True)
+            for s in params.stop:
+                cut = text.find(s)
+                if cut >= 0:
+                    text, reason = text[:cut], "stop"
+            gens.append(Generation(token_ids=row, text=text, finish_reason=reason))
+        return gens
+
+    def forward(self, prompts: Sequence[Sequence[int]]) -> None:
+        import torch
+
+        ids, mask = self._batch(prompts, "right")
+        with torch.inference_mode():
+            if self.architecture == "encoder-decoder":
+                start = self.model.config.decoder_start_token_id or 0
+                dec = torch.full((ids.shape[0], 1), start, dtype=torch.long, device=self.device)
+                self.model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+            else:
+                self.model(input_ids=ids, attention_mask=mask)
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
+        if self.architecture == "encoder-only":
+            raise E3Error(
+                "encoder-only models have no log-likelihood for text continuations",
+                "multiple-choice tasks need a fine-tuned head: see `e3bench finetune`",
+            )
+        from e3bench.scoring import hf_loglikelihood
+
+        return hf_loglikelihood(
+            self.model, self.tokenizer, requests, device=self.device, architecture=self.architecture
+        )
+
+    # ---------------------------------------------------------------------- device
+    def synchronize(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def reset_peak_memory(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_bytes(self) -> int | None:
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return None
+
+    def close(self) -> None:
+        import gc
+
+        self.model = None
+        self.tokenizer = None
+        gc.collect()
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def model_dir_of(spec: ModelSpec) -> Path | None:
+    """Local directory holding the model files, if any (used by the manifest)."""
+    return Path(spec.path) if spec.source in ("local-dir", "gguf") else None

@@ -1,0 +1,145 @@
+"""Command line: parse → config → runner → store → summary. No measurement logic here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from e3bench.errors import E3Error
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="e3bench: efficiency, energy and effectiveness of small language models from one run.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: E3Error) -> None:
+    typer.echo(f"error: {exc.one_line()}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+
+
+@app.command()
+def run(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="alias, HF id, local dir or .gguf file"),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="backend (default pytorch)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32 | bf16 | fp16"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="comma list, e.g. 1,4,8"),
+    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="synthetic prompt length"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="fixed output length"),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="prompts.txt or dataset:field"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="comma list, e.g. mmlu,hellaswag,gsm8k"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="items per task (first N)"),
+    log_samples: Optional[bool] = typer.Option(None, "--log-samples", help="save per-item predictions"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="e3bench | lm-eval"),
+    meter: Optional[str] = typer.Option(None, "--meter", help="auto|nvml|rapl|estimate|codecarbon|none"),
+    cpu_tdp_w: Optional[float] = typer.Option(None, "--cpu-tdp-w", help="CPU TDP for the estimate meter"),
+    region: Optional[str] = typer.Option(None, "--region", help="grid region for CO2e, e.g. DE, US-CA"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads"),
+    min_iters: Optional[int] = typer.Option(None, "--min-iters"),
+    min_seconds: Optional[float] = typer.Option(None, "--min-seconds"),
+    warmup_iters: Optional[int] = typer.Option(None, "--warmup-iters"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="default results/"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config"),
+    set_: list[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
+) -> None:
+    """Benchmark one model configuration: speed, energy and (with --tasks) quality."""
+    from e3bench.config import build_config
+
+    try:
+        cfg = build_config(
+            yaml_path=config,
+            overrides=dict(
+                model=model, backend=backend, device=device, dtype=dtype, batch_sizes=batch_size,
+                prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, prompts=prompts,
+                tasks=tasks, limit=limit, log_samples=log_samples, engine=engine, meter=meter,
+                cpu_tdp_w=cpu_tdp_w, region=region, threads=threads, min_iters=min_iters,
+                min_seconds=min_seconds, warmup_iters=warmup_iters, output_dir=output_dir,
+            ),  # fmt: skip
+            sets=set_,
+        )
+        from e3bench import store
+        from e3bench.report.summary import print_summary
+        from e3bench.runner import run_one
+
+        console = _console()
+
+        def progress(msg: str) -> None:
+            if not quiet:
+                console.print(f"[dim]·[/dim] {msg}", highlight=False)
+
+        record = run_one(cfg, progress=progress)
+        path = store.save(record, cfg.output_dir, cfg.sweep)
+        print_summary(record, console)
+        console.print(f"result: {path}", highlight=False)
+    except E3Error as exc:
+        _fail(exc)
+
+
+@app.command()
+def env() -> None:
+    """Print the hardware/software fingerprint recorded in every result."""
+    from e3bench import envinfo
+
+    m = envinfo.collect()
+    console = _console()
+    from rich.table import Table
+
+    t = Table(title="e3bench environment", show_header=False)
+    for k, v in m.model_dump().items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
+        elif isinstance(v, list):
+            v = "; ".join(str(x) for x in v) or "none"
+        t.add_row(k, str(v))
+    console.print(t)
+
+
+@app.command()
+def models() -> None:
+    """List model aliases, whether each is available here, and the installed backends."""
+    from rich.table import Table
+
+    from e3bench import registry
+    from e3bench.models import ALIASES, bundled_gguf_path
+
+    console = _console()
+    t = Table(title="model aliases")
+    for col in ("alias", "hub id", "available here", "description"):
+        t.add_column(col)
+    for a in ALIASES.values():
+        local = bundled_gguf_path(a)
+        t.add_row(a.name, a.hub_id, f"yes: {local}" if local else "hub only", a.description)
+    console.print(t)
+    b = Table(title="backends")
+    b.add_column("backend")
+    b.add_column("installed")
+    b.add_column("description")
+    for name, ok in registry.installed("backend").items():
+        b.add_row(name, "yes" if ok else "no", registry.entries("backend")[name].description)
+    console.print(b)
+    console.print("Any Hugging Face id (org/name), local model directory or .gguf file also works.")
+
+
+def main() -> None:
+    try:
+        app()
+    except E3Error as exc:  # errors raised outside a command body
+        typer.echo(f"error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Hardware/software fingerprint recorded in every result (the manifest)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+from pydantic import BaseModel
+
+_LIBS = (
+    "torch", "transformers", "tokenizers", "accelerate", "gguf", "numpy", "pydantic",
+    "onnxruntime", "optimum", "llama_cpp_python", "vllm", "lm_eval", "nvidia-ml-py",
+    "codecarbon", "peft",
+)  # fmt: skip
+
+
+class GpuInfo(BaseModel):
+    index: int
+    name: str
+    memory_total_bytes: int | None = None
+    driver: str | None = None
+    cuda: str | None = None
+    power_limit_w: float | None = None
+
+
+class Manifest(BaseModel):
+    e3bench_version: str
+    git_sha: str | None
+    python: str
+    platform: str
+    libraries: dict[str, str]
+    cpu_model: str
+    cpu_cores_logical: int
+    cpu_cores_physical: int | None
+    cpu_affinity_cores: int | None
+    memory_total_bytes: int | None
+    gpus: list[GpuInfo]
+    torch_threads: int | None
+    thread_env: dict[str, str]
+    load_avg_1m_before: float | None
+    hostname: str
+
+
+def e3bench_version() -> str:
+    try:
+        return metadata.version("e3bench")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        sha = out.stdout.strip() or None
+        if sha:
+            dirty = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout.strip()  # fmt: skip
+            return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return None
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in _LIBS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def gpu_info() -> list[GpuInfo]:
+    """GPUs as torch sees them (only if torch is already imported or cheap to import)."""
+    gpus: list[GpuInfo] = []
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return gpus
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            gpus.append(GpuInfo(index=i, name=p.name, memory_total_bytes=p.total_memory, cuda=torch.version.cuda))
+    except Exception:  # noqa: BLE001 - a fingerprint must never break a run
+        return gpus
+    try:  # driver and power limit from NVML when available
+        import pynvml
+
+        pynvml.nvmlInit()
+        drv = pynvml.nvmlSystemGetDriverVersion()
+        for g in gpus:
+            h = pynvml.nvmlDeviceGetHandleByIndex(g.index)
+            g.driver = drv if isinstance(drv, str) else drv.decode()
+            g.power_limit_w = pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0
+    except Exception:  # noqa: BLE001
+        pass
+    return gpus
+
+
+def collect(torch_threads: int | None = None) -> Manifest:
+    import psutil
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return Manifest(
+        e3bench_version=e3bench_version(),
+        git_sha=git_sha(),
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        libraries=library_versions(),
+        cpu_model=cpu_model(),
+        cpu_cores_logical=os.cpu_count() or 1,
+        cpu_cores_physical=psutil.cpu_count(logical=False),
+        cpu_affinity_cores=affinity,
+        memory_total_bytes=psutil.virtual_memory().total,
+        gpus=gpu_info(),
+        torch_threads=torch_threads,
+        thread_env={
+            k: v
+            for k, v in os.environ.items()
+            if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "CUDA_VISIBLE_DEVICES")
+        },
+        load_avg_1m_before=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        hostname=platform.node(),
+    )

@@ -1,0 +1,46 @@
+"""User-facing errors: one line naming the problem and the fix.
+
+The CLI catches :class:`E3Error` and prints ``error: <problem> — fix: <fix>`` with a
+nonzero exit code and no traceback. Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class E3Error(Exception):
+    """An error caused by user input or the environment, with a suggested fix."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+    def one_line(self) -> str:
+        text = " ".join(self.problem.split())
+        if self.fix:
+            text += " — fix: " + " ".join(self.fix.split())
+        return text
+
+
+class MissingExtra(E3Error):
+    """An optional dependency is not installed."""
+
+    def __init__(self, module: str, extra: str, what: str) -> None:
+        super().__init__(
+            f"{what} needs the Python package '{module}', which is not installed",
+            f"pip install 'e3bench[{extra}]'",
+        )
+        self.module = module
+        self.extra = extra
+
+
+def require(module: str, extra: str, what: str):
+    """Import ``module`` lazily; raise :class:`MissingExtra` naming the extra if absent."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised via tests with fake names
+        raise MissingExtra(module, extra, what) from exc

@@ -1,0 +1,100 @@
+"""Terminal summary of one result record (reads the record only; measures nothing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e3bench.records import ResultRecord
+
+
+def _f(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _ci(stats) -> str:
+    if stats is None:
+        return "-"
+    half = (stats.ci95_high - stats.ci95_low) / 2
+    return f"{stats.mean:.1f} ± {half:.1f}" if half == half else f"{stats.mean:.1f}"
+
+
+def _energy_cells(e: dict[str, Any] | None) -> list[str]:
+    if not e or e.get("method") == "missing":
+        reason = (e or {}).get("reason") or (e or {}).get("error") or "no meter"
+        return ["missing", "-", "-", "-", "-", reason[:30]]
+    return [
+        _f(e.get("gross_energy_j"), ".2f"),
+        _f(e.get("net_energy_j"), ".2f"),
+        _f(e.get("ept_total_j_per_token"), ".4f"),
+        _f(e.get("tokens_per_j"), ".2f"),
+        _f(e.get("co2e_g"), ".4f"),
+        f"{e.get('method')}: {e.get('sensor')}",
+    ]
+
+
+def print_summary(rec: ResultRecord, console) -> None:
+    from rich.table import Table
+
+    m = rec.model
+    eff = rec.efficiency
+    if m is None or eff is None:
+        console.print(f"run {rec.run_id}: {rec.status} {rec.error or ''}")
+        return
+    console.print(
+        f"[bold]{m.name}[/bold] · {m.architecture} · {m.parameters / 1e6:.1f}M params · "
+        f"{rec.config['backend']} {m.dtype} on {m.device} · load {eff.load_time_s:.1f} s · "
+        f"peak RSS {eff.peak_rss_bytes / 2**20:.0f} MiB"
+        + (f" · peak GPU {eff.peak_device_memory_bytes / 2**20:.0f} MiB" if eff.peak_device_memory_bytes else ""),
+        highlight=False,
+    )
+    console.print(f"prompts: {eff.prompt_source}", highlight=False)
+    if eff.generation:
+        t = Table(title="speed (mean ± 95% CI; p50/p99 in the record)")
+        for col in ("batch", "iters", "TTFT ms", "TPOT ms", "ITL p99 ms", "prefill tok/s",
+                    "decode tok/s", "throughput tok/s", "roofline %"):  # fmt: skip
+            t.add_column(col, justify="right")
+        for g in eff.generation:
+            t.add_row(
+                str(g.batch_size), str(g.iterations), _ci(g.ttft_ms), _ci(g.tpot_ms),
+                _f(g.itl_ms.p99 if g.itl_ms else None), _ci(g.prefill_tokens_per_s),
+                _ci(g.decode_tokens_per_s), _f(g.throughput_tokens_per_s),
+                _f(g.roofline_fraction * 100 if g.roofline_fraction is not None else None),
+            )  # fmt: skip
+        console.print(t)
+    for f in eff.forward:
+        console.print(
+            f"forward batch {f.batch_size}: {_ci(f.latency_ms)} ms, {f.tokens_per_s:.0f} input tok/s "
+            f"({f.iterations} iters)",
+            highlight=False,
+        )
+    if eff.roofline:
+        r = eff.roofline
+        console.print(
+            f"roofline: bandwidth {r.bandwidth_bytes_per_s / 1e9:.1f} GB/s ({r.bandwidth_method}); "
+            f"weights {r.weights_bytes / 2**20:.0f} MiB per decode step",
+            highlight=False,
+        )
+    rows = [(f"gen bs{g.batch_size}", g.energy) for g in eff.generation]
+    rows += [(f"fwd bs{f.batch_size}", f.energy) for f in eff.forward]
+    rows += [(f"task {t.task}", t.energy) for t in rec.effectiveness]
+    if any(e for _, e in rows):
+        t = Table(title="energy (net = idle-subtracted)")
+        for col in ("window", "gross J", "net J", "EPT_total J/tok", "tok/J", "CO2e g", "method"):
+            t.add_column(col, justify="right" if col not in ("window", "method") else "left")
+        for name, e in rows:
+            t.add_row(name, *_energy_cells(e))
+        console.print(t)
+        if rec.energy:
+            console.print(f"meter: {rec.energy.meter_choice_reason}", highlight=False)
+    if rec.effectiveness:
+        t = Table(title="effectiveness (± standard error)")
+        for col in ("task", "metric", "value", "items", "examples/s"):
+            t.add_column(col)
+        for tr in rec.effectiveness:
+            for k, v in tr.metrics.items():
+                se = tr.stderr.get(k)
+                t.add_row(tr.task, k, f"{v:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+                          str(tr.n_items), f"{tr.examples_per_s:.2f}")  # fmt: skip
+        console.print(t)
+    for w in rec.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)

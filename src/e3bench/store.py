@@ -1,0 +1,62 @@
+"""Results on disk: ``<output_dir>/<sweep>/<run_id>.json``, written atomically (temp file +
+``os.replace``) so a crash never leaves a half-written record and never touches earlier ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from e3bench.errors import E3Error
+from e3bench.records import ResultRecord
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def run_dir(output_dir: str | Path, sweep: str) -> Path:
+    return Path(output_dir) / sweep
+
+
+def save(record: ResultRecord, output_dir: str | Path, sweep: str) -> Path:
+    path = run_dir(output_dir, sweep) / f"{record.run_id}.json"
+    try:
+        atomic_write_text(path, record.model_dump_json(indent=1))
+    except OSError as exc:
+        raise E3Error(f"cannot write results to {path}: {exc.strerror}", "choose a writable --output-dir") from None
+    return path
+
+
+def load(path: Path) -> ResultRecord:
+    try:
+        return ResultRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise E3Error(f"{path} is not a readable e3bench result ({type(exc).__name__})", "remove or fix it") from None
+
+
+def iter_records(root: Path) -> Iterator[tuple[Path, ResultRecord]]:
+    for p in sorted(root.rglob("*.json")):
+        if p.name.startswith("."):
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "schema_version" in data and "run_id" in data:
+            yield p, ResultRecord.model_validate(data)

@@ -1,0 +1,49 @@
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from e3bench.timing import TokenClock, percentile, summarize, t_critical_95
+
+
+def test_percentile_matches_numpy():
+    rng = np.random.default_rng(0)
+    xs = sorted(rng.normal(size=37).tolist())
+    for q in (0, 10, 50, 90, 99, 100):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_summary_stats_and_ci():
+    xs = [10.0, 12.0, 11.0, 13.0, 9.0]
+    s = summarize(xs)
+    assert s.n == 5 and s.mean == pytest.approx(11.0)
+    assert s.std == pytest.approx(statistics.stdev(xs))
+    half = 2.776 * statistics.stdev(xs) / math.sqrt(5)
+    assert s.ci95_low == pytest.approx(11.0 - half) and s.ci95_high == pytest.approx(11.0 + half)
+    assert s.p50 == 11.0 and s.min == 9.0 and s.max == 13.0
+
+
+def test_ci_covers_true_mean_about_95_percent():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(400):
+        s = summarize(rng.normal(5.0, 2.0, size=8).tolist())
+        hits += s.ci95_low <= 5.0 <= s.ci95_high
+    assert 0.91 <= hits / 400 <= 0.99
+
+
+def test_edge_cases():
+    assert summarize([]) is None
+    one = summarize([3.0])
+    assert one.std == 0 and math.isnan(one.ci95_low)
+    assert t_critical_95(1000) == pytest.approx(1.96)
+
+
+def test_token_clock():
+    tc = TokenClock()
+    tc.start()
+    tc(1)
+    tc(2)
+    tc(3)
+    assert tc.ttft_s >= 0 and len(tc.itl_s()) == 2
