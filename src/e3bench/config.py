@@ -118,7 +118,7 @@ def _coerce(key: str, value: Any) -> Any:
             return (value,)
         if isinstance(value, list):
             return tuple(value)
-    if isinstance(value, str) and value.lower() in ("null", "none", "~"):
+    if isinstance(value, str) and value.lower() in ("null", "~"):
         return None
     return value
 

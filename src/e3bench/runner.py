@@ -109,9 +109,18 @@ class Runner:
             reading = self.meter.end(window)
         return result, reading
 
-    def _energy_summary(self, reading, *, input_tokens: int, output_tokens: int, requests: int, phases=None):
+    def _energy_summary(self, reading, *, input_tokens: int, output_tokens: int, requests: int, intervals=None):
+        """Energy figures for one window; ``intervals`` = (start, first token, end) per request
+        split the window's power trace into prefill and decode energy."""
         from e3bench import energy
 
+        phases = durations = None
+        if intervals and reading.samples and reading.method != "missing":
+            phases = energy.attribute_phases(reading.samples, intervals)
+            durations = (
+                sum(f - s for s, f, _ in intervals),
+                sum(e - f for _, f, e in intervals),
+            )
         summary = energy.summarize(
             reading,
             self.idle,
@@ -119,9 +128,10 @@ class Runner:
             output_tokens=output_tokens,
             requests=requests,
             phases=phases,
+            phase_durations_s=durations,
             region=self.cfg.region,
         )
-        return summary.model_dump()
+        return summary.model_dump(mode="json")
 
     # ------------------------------------------------------------------- phases
     def _generation(self, ps: prompts.PromptSet, batch: int) -> BatchResult:
@@ -191,7 +201,7 @@ class Runner:
             raw=raw,
         )
         result.energy = self._energy_summary(
-            reading, input_tokens=total_in, output_tokens=total_out, requests=n * batch, phases=intervals
+            reading, input_tokens=total_in, output_tokens=total_out, requests=n * batch, intervals=intervals
         )
         return result
 
@@ -242,6 +252,9 @@ class Runner:
                 f"machine busy before the run: 1-min load average {manifest.load_avg_1m_before:.2f} on "
                 f"{cores} cores; CPU timings will be slower and noisier"
             )
+        from e3bench import carbon
+
+        carbon.lookup(cfg.region)  # unknown region: fail before any work, not after
         spec = models.resolve(cfg.model)
         if self.backend is None:
             self.backend = make_backend(cfg)

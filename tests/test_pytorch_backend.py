@@ -1,0 +1,110 @@
+"""The PyTorch backend on tiny locally-built models of all three architectures."""
+
+import pytest
+
+from e3bench.api import GenParams
+from e3bench.backends.pytorch import PyTorchBackend
+from e3bench.errors import E3Error
+from e3bench.models import resolve
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_models):
+    b = PyTorchBackend()
+    info = b.load(resolve(str(tiny_models["decoder"])), "fp32", "cpu")
+    yield b, info
+    b.close()
+
+
+def test_load_info(decoder):
+    _, info = decoder
+    assert info.architecture == "decoder-only"
+    assert info.parameters > 50_000
+    assert info.weights_bytes == 4 * info.parameters  # fp32, tied embeddings counted once
+
+
+def test_fixed_length_generation_with_per_token_callbacks(decoder):
+    b, _ = decoder
+    ids = b.encode("the quick brown fox jumps")
+    steps: list[int] = []
+    gens = b.generate([ids, ids[:2]], GenParams(max_new_tokens=7), on_token=steps.append)
+    assert steps == [1, 2, 3, 4, 5, 6, 7]  # one callback per decode step, prompt skipped
+    assert [len(g.token_ids) for g in gens] == [7, 7]
+
+
+def test_batching_does_not_change_greedy_tokens(decoder):
+    b, _ = decoder
+    a = b.encode("energy is measured in joules")
+    c = b.encode("latency")
+    solo = b.generate([a], GenParams(max_new_tokens=6))[0].token_ids
+    both = b.generate([a, c], GenParams(max_new_tokens=6))[0].token_ids
+    assert solo == both  # left padding + attention mask are right
+
+
+def test_encoder_decoder_generates(tiny_models):
+    b = PyTorchBackend()
+    info = b.load(resolve(str(tiny_models["encoder-decoder"])), "fp32", "cpu")
+    assert info.architecture == "encoder-decoder"
+    steps: list[int] = []
+    gens = b.generate([b.encode("hello world")], GenParams(max_new_tokens=5), on_token=steps.append)
+    assert steps == [1, 2, 3, 4, 5] and len(gens[0].token_ids) == 5
+    b.forward([b.encode("hello")])
+    b.close()
+
+
+def test_encoder_only_forward_but_no_generation(tiny_models):
+    b = PyTorchBackend()
+    info = b.load(resolve(str(tiny_models["encoder"])), "fp32", "cpu")
+    assert info.architecture == "encoder-only"
+    b.forward([b.encode("hello world"), b.encode("hi")])
+    with pytest.raises(E3Error, match="do not generate"):
+        b.generate([b.encode("x")], GenParams(max_new_tokens=2))
+    b.close()
+
+
+def test_bf16_on_cpu(tiny_models):
+    b = PyTorchBackend()
+    info = b.load(resolve(str(tiny_models["decoder"])), "bf16", "cpu")
+    assert info.weights_bytes == 2 * info.parameters
+    assert len(b.generate([b.encode("abc")], GenParams(max_new_tokens=3))[0].token_ids) == 3
+
+
+@pytest.mark.parametrize(
+    "dtype, device, needle",
+    [("fp16", "cpu", "not supported on cpu"), ("int4", "cpu", "not supported"), ("fp32", "cuda", "no CUDA GPU")],
+)
+def test_unsupported_combinations(tiny_models, dtype, device, needle):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(E3Error, match=needle):
+        PyTorchBackend().load(resolve(str(tiny_models["decoder"])), dtype, device)
+
+
+def test_hub_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(E3Error) as ei:
+        PyTorchBackend().load(resolve("e3bench-test/definitely-not-a-model"), "fp32", "cpu")
+    assert "Hugging Face hub" in ei.value.problem and "local directory" in ei.value.fix
+
+
+def test_cuda_paths_with_fake_torch_cuda(decoder, monkeypatch):
+    """synchronize / peak memory call the CUDA APIs when the model is on a GPU."""
+    import torch
+
+    b, _ = decoder
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 123)
+    saved = b.device
+    b.device = torch.device("cuda:0")
+    try:
+        b.synchronize()
+        b.reset_peak_memory()
+        assert b.peak_memory_bytes() == 123
+    finally:
+        b.device = saved
+    assert calls == ["sync", "reset"]
+    assert b.peak_memory_bytes() is None  # CPU: RSS is the runner's job
