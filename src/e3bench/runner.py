@@ -117,10 +117,7 @@ class Runner:
         phases = durations = None
         if intervals and reading.samples and reading.method != "missing":
             phases = energy.attribute_phases(reading.samples, intervals)
-            durations = (
-                sum(f - s for s, f, _ in intervals),
-                sum(e - f for _, f, e in intervals),
-            )
+            durations = energy.phase_durations(intervals)
         summary = energy.summarize(
             reading,
             self.idle,
@@ -255,6 +252,9 @@ class Runner:
         from e3bench import carbon
 
         carbon.lookup(cfg.region)  # unknown region: fail before any work, not after
+        from e3bench.evaluate import check_tasks
+
+        check_tasks(cfg)  # unknown task / missing extra: fail before the model loads
         spec = models.resolve(cfg.model)
         if self.backend is None:
             self.backend = make_backend(cfg)
