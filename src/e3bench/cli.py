@@ -44,6 +44,7 @@ def run(
     log_samples: Optional[bool] = typer.Option(None, "--log-samples", help="save per-item predictions"),
     engine: Optional[str] = typer.Option(None, "--engine", help="e3bench | lm-eval"),
     meter: Optional[str] = typer.Option(None, "--meter", help="auto|nvml|rapl|estimate|codecarbon|none"),
+    cross_check: Optional[str] = typer.Option(None, "--cross-check", help="second meter, e.g. codecarbon"),
     cpu_tdp_w: Optional[float] = typer.Option(None, "--cpu-tdp-w", help="CPU TDP for the estimate meter"),
     region: Optional[str] = typer.Option(None, "--region", help="grid region for CO2e, e.g. DE, US-CA"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads"),
@@ -65,7 +66,7 @@ def run(
                 model=model, backend=backend, device=device, dtype=dtype, batch_sizes=batch_size,
                 prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, prompts=prompts,
                 tasks=tasks, limit=limit, log_samples=log_samples, engine=engine, meter=meter,
-                cpu_tdp_w=cpu_tdp_w, region=region, threads=threads, min_iters=min_iters,
+                cross_check_meter=cross_check, cpu_tdp_w=cpu_tdp_w, region=region, threads=threads, min_iters=min_iters,
                 min_seconds=min_seconds, warmup_iters=warmup_iters, output_dir=output_dir,
             ),  # fmt: skip
             sets=set_,

@@ -39,6 +39,9 @@ class RunConfig(BaseModel):
     threads: int | None = Field(None, description="torch intra-op threads (None = library default)")
     seed: int = 0
     meter: str = Field("auto", description="auto|nvml|rapl|estimate|codecarbon|none")
+    cross_check_meter: str | None = Field(
+        None, description="a second meter over the same windows, e.g. codecarbon (labelled cross-check)"
+    )
     cpu_tdp_w: float | None = Field(None, description="CPU TDP override for the estimate meter")
     idle_seconds: float = Field(3.0, description="idle-baseline measurement before the workload")
     region: str | None = Field(None, description="grid region for CO2e (None = world average)")

@@ -67,6 +67,7 @@ class BatchResult(BaseModel):
     requests_per_s: float
     roofline_fraction: float | None = None
     energy: dict[str, Any] | None = None  # e3bench.energy.EnergySummary as a dict
+    energy_cross_check: dict[str, Any] | None = None  # same window, second meter (if asked)
     raw: RawSamples
 
 
@@ -115,6 +116,8 @@ class EnergyRun(BaseModel):
     meter: str
     meter_choice_reason: str
     idle: dict[str, Any] | None = None
+    cross_check_meter: str | None = None
+    cross_check_idle: dict[str, Any] | None = None
     power_trace_file: str | None = None
 
 

@@ -79,37 +79,56 @@ class Runner:
         self.progress = progress or (lambda _msg: None)
         self.warnings: list[str] = []
         self.meter = None
-        self.energy_ctx: Any = None
+        self.cross = None  # optional cross-check meter over the same windows
+        self.idle = None
+        self.cross_idle = None
+        self.last_cross_reading = None
 
     # ------------------------------------------------------------------ energy
     def _setup_energy(self) -> EnergyRun:
         from e3bench import energy
         from e3bench.meters import make_meter
 
-        meter, why = make_meter(self.cfg.meter, device=self.cfg.device, cpu_tdp_w=self.cfg.cpu_tdp_w)
+        cfg = self.cfg
+        meter, why = make_meter(cfg.meter, device=cfg.device, cpu_tdp_w=cfg.cpu_tdp_w)
         self.meter = meter
-        run = EnergyRun(meter=getattr(meter, "name", type(meter).__name__), meter_choice_reason=why)
-        if self.cfg.idle_seconds > 0 and self.cfg.meter != "none":
-            self.progress(f"measuring idle power for {self.cfg.idle_seconds:g} s ({run.meter})")
-            self.idle = energy.measure_idle_baseline(meter, self.cfg.idle_seconds)
-            run.idle = self.idle.model_dump()
-        else:
-            self.idle = None
+        run = EnergyRun(meter=meter.name, meter_choice_reason=why)
+        if cfg.cross_check_meter:
+            self.cross, _ = make_meter(cfg.cross_check_meter, device=cfg.device, cpu_tdp_w=cfg.cpu_tdp_w)
+            run.cross_check_meter = self.cross.name
+        if cfg.idle_seconds > 0 and cfg.meter != "none":
+            self.progress(f"measuring idle power for {cfg.idle_seconds:g} s ({run.meter})")
+            self.idle = energy.measure_idle_baseline(meter, cfg.idle_seconds)
+            run.idle = self.idle.model_dump(mode="json")
+            if self.cross is not None:
+                self.cross_idle = energy.measure_idle_baseline(self.cross, cfg.idle_seconds)
+                run.cross_check_idle = self.cross_idle.model_dump(mode="json")
         return run
 
+    def _meters(self):
+        return [m for m in (self.meter, self.cross) if m is not None]
+
     def _metered(self, window: str, fn: Callable[[], Any]) -> tuple[Any, Any]:
-        """Run ``fn`` inside a synchronized meter window; return (result, reading)."""
+        """Run ``fn`` inside a synchronized meter window; return (result, reading).
+
+        With a cross-check meter, both meters see the same window; its reading is kept in
+        ``self.last_cross_reading``.
+        """
         assert self.backend is not None
         self.backend.synchronize()
-        self.meter.begin(window)
+        for m in self._meters():
+            m.begin(window)
         try:
             result = fn()
         finally:
             self.backend.synchronize()
             reading = self.meter.end(window)
+            self.last_cross_reading = self.cross.end(window) if self.cross is not None else None
         return result, reading
 
-    def _energy_summary(self, reading, *, input_tokens: int, output_tokens: int, requests: int, intervals=None):
+    def _energy_summary(
+        self, reading, *, input_tokens: int, output_tokens: int, requests: int, intervals=None, idle=None
+    ):
         """Energy figures for one window; ``intervals`` = (start, first token, end) per request
         split the window's power trace into prefill and decode energy."""
         from e3bench import energy
@@ -120,7 +139,7 @@ class Runner:
             durations = energy.phase_durations(intervals)
         summary = energy.summarize(
             reading,
-            self.idle,
+            idle if idle is not None else self.idle,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             requests=requests,
@@ -129,6 +148,13 @@ class Runner:
             region=self.cfg.region,
         )
         return summary.model_dump(mode="json")
+
+    def _cross_summary(self, **counts):
+        if self.last_cross_reading is None:
+            return None
+        out = self._energy_summary(self.last_cross_reading, idle=self.cross_idle, **counts)
+        out["notes"] = list(out.get("notes", [])) + ["cross-check meter over the same window"]
+        return out
 
     # ------------------------------------------------------------------- phases
     def _generation(self, ps: prompts.PromptSet, batch: int) -> BatchResult:
@@ -197,9 +223,9 @@ class Runner:
             requests_per_s=n * batch / sum(e2e_s),
             raw=raw,
         )
-        result.energy = self._energy_summary(
-            reading, input_tokens=total_in, output_tokens=total_out, requests=n * batch, intervals=intervals
-        )
+        counts = dict(input_tokens=total_in, output_tokens=total_out, requests=n * batch, intervals=intervals)
+        result.energy = self._energy_summary(reading, **counts)
+        result.energy_cross_check = self._cross_summary(**counts)
         return result
 
     def _forward(self, ps: prompts.PromptSet, batch: int) -> ForwardResult:
@@ -312,8 +338,8 @@ class Runner:
                 eff.peak_device_memory_bytes = peak_dev
                 eff.peak_device_memory_method = "torch.cuda.max_memory_allocated since after load"
             backend.close()
-            if self.meter is not None:
-                self.meter.close()
+            for m in self._meters():
+                m.close()
         return ResultRecord(
             run_id=_run_id(cfg),
             created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
