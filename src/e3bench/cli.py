@@ -90,6 +90,24 @@ def run(
 
 
 @app.command()
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="YAML sweep file (name, base, grid)"),
+    executor: str = typer.Option("local", "--executor", help="local (a subprocess per run) | ray"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="default: the file's or results/"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, run nothing"),
+) -> None:
+    """Run a grid of configurations; resumable (completed runs, by config hash, are skipped)."""
+    try:
+        from e3bench.sweepcli import run_sweep
+
+        run_sweep(sweep_file, executor=executor, output_dir=output_dir, ray_address=ray_address,
+                  dry_run=dry_run, console=_console())  # fmt: skip
+    except E3Error as exc:
+        _fail(exc)
+
+
+@app.command()
 def env() -> None:
     """Print the hardware/software fingerprint recorded in every result."""
     from e3bench import envinfo

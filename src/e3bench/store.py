@@ -34,8 +34,10 @@ def run_dir(output_dir: str | Path, sweep: str) -> Path:
     return Path(output_dir) / sweep
 
 
-def save(record: ResultRecord, output_dir: str | Path, sweep: str) -> Path:
-    path = run_dir(output_dir, sweep) / f"{record.run_id}.json"
+def save(record: ResultRecord, output_dir: str | Path, sweep: str, *, stem: str | None = None) -> Path:
+    """Write one record. Sweeps pass ``stem=config_hash`` so a retried run replaces its
+    failed record instead of adding a duplicate."""
+    path = run_dir(output_dir, sweep) / f"{stem or record.run_id}.json"
     try:
         atomic_write_text(path, record.model_dump_json(indent=1))
     except OSError as exc:
@@ -60,3 +62,8 @@ def iter_records(root: Path) -> Iterator[tuple[Path, ResultRecord]]:
             continue
         if isinstance(data, dict) and "schema_version" in data and "run_id" in data:
             yield p, ResultRecord.model_validate(data)
+
+
+def completed_hashes(root: Path) -> set[str]:
+    """Config hashes of runs under ``root`` that finished successfully (resume skips them)."""
+    return {rec.config_hash for _, rec in iter_records(root) if rec.status == "ok"} if root.exists() else set()

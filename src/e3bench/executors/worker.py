@@ -1,0 +1,37 @@
+"""Run one RunConfig in this process and store its record (used by the subprocess executor).
+
+    python -m e3bench.executors.worker '<RunConfig JSON>'
+
+Writes ``<output_dir>/<sweep>/<config_hash>.json`` — ``status: ok`` or, for a user error,
+``status: failed`` with the one-line message — and exits 0 when a record was written.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from e3bench.config import RunConfig
+from e3bench.errors import E3Error
+
+
+def run_and_store(cfg: RunConfig):
+    from e3bench import store
+    from e3bench.runner import failed_record, run_one
+
+    try:
+        record = run_one(cfg, progress=lambda m: print(f"· {m}", file=sys.stderr, flush=True))
+    except E3Error as exc:
+        record = failed_record(cfg, exc.one_line())
+    store.save(record, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
+    return record
+
+
+def main(argv: list[str]) -> int:
+    cfg = RunConfig.model_validate_json(argv[1])
+    rec = run_and_store(cfg)
+    print(rec.status)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
