@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-EXTRAS="gguf"
-if [[ "${1:-}" == "--dev" ]]; then EXTRAS="gguf,dev,lmeval,codecarbon,nvml"; fi
+EXTRAS="gguf,report"
+if [[ "${1:-}" == "--dev" ]]; then EXTRAS="gguf,report,dev,lmeval,codecarbon,nvml"; fi
 
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv

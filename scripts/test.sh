@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+# Headless Chromium renders the HTML report in a test (skipped with a reason when absent).
+if [[ "${CI:-}" == "true" ]] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the report screenshot test will be skipped"
+fi
 if [[ -z "${E3BENCH_DATA_DIR:-}" && -d ../shared/data ]]; then
   export E3BENCH_DATA_DIR="$(cd ../shared/data && pwd)"
 fi

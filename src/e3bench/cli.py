@@ -108,6 +108,76 @@ def sweep(
 
 
 @app.command()
+def report(
+    results_dir: Path = typer.Argument(..., help="results directory (or one sweep inside it)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="default: <results_dir>/report"),
+) -> None:
+    """Tables (CSV, LaTeX), plots, Pareto fronts, a Markdown summary and one HTML page."""
+    try:
+        from e3bench.report.render import build_report
+
+        rep = build_report(results_dir, out)
+        console = _console()
+        for w in rep.warnings:
+            console.print(f"[yellow]note:[/yellow] {w}", highlight=False)
+        console.print(f"report: {rep.out_dir / 'report.html'} ({len(rep.configs)} configurations, "
+                      f"{len(rep.files)} files)", highlight=False)  # fmt: skip
+    except E3Error as exc:
+        _fail(exc)
+
+
+@app.command("ls")
+def ls_(
+    results_dir: Path = typer.Argument(Path("results"), help="results directory"),
+    filter_: list[str] = typer.Option([], "--filter", "-f", help="column=value (also != > < >= <=)"),
+    columns: Optional[str] = typer.Option(None, "--columns", help="comma list of columns"),
+) -> None:
+    """List runs (one row per run × batch size), filtered through the SQLite index."""
+    try:
+        from rich.table import Table
+
+        from e3bench.index import query
+        from e3bench.report.tables import fmt
+
+        rows = query(results_dir, filter_, columns.split(",") if columns else None)
+        console = _console()
+        if not rows:
+            console.print("no matching runs")
+            return
+        t = Table()
+        for c in rows[0]:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*(fmt(v) for v in r.values()))
+        console.print(t)
+    except E3Error as exc:
+        _fail(exc)
+
+
+@app.command()
+def export(
+    results_dir: Path = typer.Argument(..., help="results directory"),
+    out: Path = typer.Option(..., "--out", "-o", help="file ending in .csv or .parquet"),
+) -> None:
+    """Export the flat run table (one row per run × batch size) to CSV or Parquet."""
+    try:
+        from e3bench.index import load_rows
+        from e3bench.report.tables import RUN_COLUMNS, to_csv, to_parquet
+        from e3bench.store import atomic_write_text
+
+        runs, _, _ = load_rows(results_dir)
+        if out.suffix == ".csv":
+            atomic_write_text(out, to_csv(runs, RUN_COLUMNS))
+        elif out.suffix == ".parquet":
+            to_parquet(runs, RUN_COLUMNS, out)
+        else:
+            raise E3Error(f"cannot export to '{out.suffix or out.name}'", "use a .csv or .parquet file name")
+        typer.echo(f"wrote {len(runs)} rows to {out}")
+    except E3Error as exc:
+        _fail(exc)
+
+
+@app.command()
 def env() -> None:
     """Print the hardware/software fingerprint recorded in every result."""
     from e3bench import envinfo

@@ -52,16 +52,35 @@ def load(path: Path) -> ResultRecord:
         raise E3Error(f"{path} is not a readable e3bench result ({type(exc).__name__})", "remove or fix it") from None
 
 
-def iter_records(root: Path) -> Iterator[tuple[Path, ResultRecord]]:
+def scan(root: Path) -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
+    """Every readable record under ``root`` and a list of problems with the other JSON files
+    (unreadable, another schema_version, invalid) — reports say what they skipped."""
+    from e3bench.records import SCHEMA_VERSION
+
+    found: list[tuple[Path, ResultRecord]] = []
+    problems: list[str] = []
     for p in sorted(root.rglob("*.json")):
-        if p.name.startswith("."):
+        if p.name.startswith(".") or "samples" in p.parts:
             continue
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            problems.append(f"{p}: not readable JSON ({type(exc).__name__})")
             continue
-        if isinstance(data, dict) and "schema_version" in data and "run_id" in data:
-            yield p, ResultRecord.model_validate(data)
+        if not (isinstance(data, dict) and "schema_version" in data and "run_id" in data):
+            continue  # not an e3bench run record (e.g. a train/finetune record or user file)
+        if data["schema_version"] != SCHEMA_VERSION:
+            problems.append(f"{p}: schema_version {data['schema_version']} (this e3bench reads {SCHEMA_VERSION})")
+            continue
+        try:
+            found.append((p, ResultRecord.model_validate(data)))
+        except ValueError as exc:
+            problems.append(f"{p}: invalid record ({str(exc).splitlines()[0]})")
+    return found, problems
+
+
+def iter_records(root: Path) -> Iterator[tuple[Path, ResultRecord]]:
+    yield from scan(root)[0]
 
 
 def completed_hashes(root: Path) -> set[str]:

@@ -1,0 +1,155 @@
+"""Comparisons the user actually asks for, computed from stored records only:
+
+* one summary row per configuration (model × backend × precision × device),
+* quantized variants against their full-precision reference (quality retained %, speed-up,
+  energy saved; MLPerf's rule of thumb: a variant is "quality-ok" at ≥ 99% of the reference),
+* Pareto fronts (maximise accuracy, minimise J/token or latency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from e3bench.records import ResultRecord
+
+PRIMARY_METRICS = ("acc_norm", "acc", "exact_match_flexible", "exact_match", "f1")
+REFERENCE_ORDER = ("fp32", "bf16", "fp16")
+MLPERF_QUALITY_TARGET = 0.99
+
+
+@dataclass
+class ConfigSummary:
+    label: str
+    model: str
+    backend: str
+    dtype: str
+    device: str
+    run_id: str
+    decode_tokens_per_s_bs1: float | None = None
+    ttft_ms_bs1: float | None = None
+    tpot_ms_bs1: float | None = None
+    peak_rss_mib: float | None = None
+    ept_total_j_per_token: float | None = None
+    energy_method: str | None = None
+    throughput_by_batch: dict[int, float] = field(default_factory=dict)
+    task_scores: dict[str, tuple[str, float, float | None]] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        vals = [v for _, v, _ in self.task_scores.values()]
+        return sum(vals) / len(vals) if vals else None
+
+
+def primary_metric(metrics: dict[str, float]) -> str | None:
+    for m in PRIMARY_METRICS:
+        if m in metrics:
+            return m
+    return None
+
+
+def summarize_configs(records: Sequence[ResultRecord]) -> list[ConfigSummary]:
+    """Latest successful record per configuration."""
+    latest: dict[str, ResultRecord] = {}
+    for rec in records:
+        if rec.status != "ok" or rec.efficiency is None:
+            continue
+        key = rec.config_hash
+        if key not in latest or rec.created_utc > latest[key].created_utc:
+            latest[key] = rec
+    out = []
+    for rec in latest.values():
+        c = rec.config
+        model = rec.model.name if rec.model else c["model"]
+        short = model.rstrip("/").split("/")[-1]
+        s = ConfigSummary(
+            label=f"{short} {c['backend']} {c['dtype']} {c['device']}",
+            model=model, backend=c["backend"], dtype=c["dtype"], device=c["device"], run_id=rec.run_id,
+            peak_rss_mib=rec.efficiency.peak_rss_bytes / 2**20,
+        )  # fmt: skip
+        gens = sorted(rec.efficiency.generation, key=lambda g: g.batch_size)
+        if gens:
+            g = gens[0]
+            s.decode_tokens_per_s_bs1 = g.decode_tokens_per_s.mean if g.decode_tokens_per_s else None
+            s.ttft_ms_bs1 = g.ttft_ms.mean if g.ttft_ms else None
+            s.tpot_ms_bs1 = g.tpot_ms.mean if g.tpot_ms else None
+            e = g.energy or {}
+            s.ept_total_j_per_token = e.get("ept_total_j_per_token")
+            s.energy_method = f"{e.get('method')}: {e.get('sensor')}" if e else None
+            s.throughput_by_batch = {x.batch_size: x.throughput_tokens_per_s for x in gens}
+        for t in rec.effectiveness:
+            m = primary_metric(t.metrics)
+            if m is not None:
+                s.task_scores[t.task] = (m, t.metrics[m], t.stderr.get(m))
+        out.append(s)
+    return sorted(out, key=lambda s: (s.model, s.backend, s.device, _dtype_rank(s.dtype)))
+
+
+def _dtype_rank(d: str) -> int:
+    order = ("fp32", "bf16", "fp16", "int8", "int4")
+    return order.index(d) if d in order else len(order)
+
+
+@dataclass
+class VariantComparison:
+    variant: str
+    reference: str
+    quality_retained_pct: float | None
+    speedup: float | None
+    energy_saved_pct: float | None
+    quality_ok: bool | None  # ≥ 99% of the reference on every common task (None: no tasks)
+    per_task_retained_pct: dict[str, float]
+
+
+def compare_to_reference(configs: Sequence[ConfigSummary]) -> list[VariantComparison]:
+    groups: dict[tuple[str, str, str], list[ConfigSummary]] = {}
+    for c in configs:
+        groups.setdefault((c.model, c.backend, c.device), []).append(c)
+    out = []
+    for members in groups.values():
+        ref = next((m for d in REFERENCE_ORDER for m in members if m.dtype == d), None)
+        if ref is None:
+            continue
+        for v in members:
+            if v is ref:
+                continue
+            common = set(v.task_scores) & set(ref.task_scores)
+            per_task = {
+                t: 100 * v.task_scores[t][1] / ref.task_scores[t][1]
+                for t in sorted(common)
+                if ref.task_scores[t][1] > 0
+            }
+            retained = sum(per_task.values()) / len(per_task) if per_task else None
+            out.append(
+                VariantComparison(
+                    variant=v.label,
+                    reference=ref.label,
+                    quality_retained_pct=retained,
+                    speedup=_ratio(v.decode_tokens_per_s_bs1, ref.decode_tokens_per_s_bs1),
+                    energy_saved_pct=(
+                        100 * (1 - v.ept_total_j_per_token / ref.ept_total_j_per_token)
+                        if v.ept_total_j_per_token and ref.ept_total_j_per_token
+                        else None
+                    ),
+                    quality_ok=(all(p >= 100 * MLPERF_QUALITY_TARGET for p in per_task.values()) if per_task else None),
+                    per_task_retained_pct=per_task,
+                )
+            )
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def pareto_front(points: Sequence[tuple[Any, float, float]]) -> list[Any]:
+    """Keys of points not dominated when minimising x (cost) and maximising y (quality)."""
+    front = []
+    for key, x, y in points:
+        dominated = any(
+            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for k2, x2, y2 in points if k2 != key
+        )
+        if not dominated:
+            front.append(key)
+    return front

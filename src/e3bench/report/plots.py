@@ -1,0 +1,126 @@
+"""Report figures (matplotlib, Agg backend, PNG). Each function takes config summaries and a
+path, and returns the path or None when there is nothing to plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from e3bench.errors import require
+from e3bench.report.compare import ConfigSummary, pareto_front
+
+
+def _plt():
+    mpl = require("matplotlib", "report", "Report plots")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bar(configs, values, ylabel, title, path: Path, note: str = "") -> Path | None:
+    pairs = [(c.label, v) for c, v in zip(configs, values, strict=True) if v is not None]
+    if not pairs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(pairs) + 2), 3.6))
+    labels, vals = zip(*pairs, strict=True)
+    ax.bar(range(len(vals)), vals, color="#4c72b0")
+    ax.set_xticks(range(len(vals)), labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def latency(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
+    if not any(c.ttft_ms_bs1 for c in configs):
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.4 * len(configs) + 3), 3.6))
+    for ax, attr, name in ((axes[0], "ttft_ms_bs1", "TTFT (ms)"), (axes[1], "tpot_ms_bs1", "TPOT (ms)")):
+        vals = [getattr(c, attr) or 0 for c in configs]
+        ax.bar(range(len(vals)), vals, color="#dd8452")
+        ax.set_xticks(range(len(vals)), [c.label for c in configs], rotation=25, ha="right", fontsize=8)
+        ax.set_title(f"{name}, batch 1 (mean)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def throughput_vs_batch(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
+    if not any(c.throughput_by_batch for c in configs):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for c in configs:
+        if c.throughput_by_batch:
+            bs = sorted(c.throughput_by_batch)
+            ax.plot(bs, [c.throughput_by_batch[b] for b in bs], marker="o", label=c.label)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("output tokens/s")
+    ax.set_title("Throughput vs batch size", fontsize=10)
+    ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def memory(configs, path):
+    return _bar(configs, [c.peak_rss_mib for c in configs], "MiB", "Peak RSS (process lifetime)", path)
+
+
+def energy_per_token(configs, path):
+    methods = sorted({c.energy_method for c in configs if c.energy_method})
+    return _bar(configs, [c.ept_total_j_per_token for c in configs], "J / token",
+                "Energy per token (EPT_total, batch 1)", path, note="; ".join(methods))  # fmt: skip
+
+
+def accuracy(configs, path):
+    return _bar(configs, [c.accuracy for c in configs], "mean primary metric",
+                "Accuracy (mean over tasks of acc_norm / acc / exact match)", path)  # fmt: skip
+
+
+def pareto(configs: Sequence[ConfigSummary], path: Path, x_attr: str, x_label: str, title: str) -> Path | None:
+    """Quality (y, higher is better) against a cost (x, lower is better); the front is drawn.
+
+    Without task scores, quality falls back to decode tokens/s so the plot still ranks speed
+    against energy; the title says so.
+    """
+    use_acc = any(c.accuracy is not None for c in configs)
+    pts = []
+    for c in configs:
+        y = c.accuracy if use_acc else c.decode_tokens_per_s_bs1
+        x = getattr(c, x_attr)
+        if x is not None and y is not None:
+            pts.append((c.label, x, y))
+    if not pts:
+        return None
+    front = set(pareto_front(pts))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, x, y in pts:
+        on = label in front
+        ax.scatter([x], [y], s=60 if on else 30, color="#c44e52" if on else "#8c8c8c", zorder=3)
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    fr = sorted((x, y) for label, x, y in pts if label in front)
+    ax.plot([p[0] for p in fr], [p[1] for p in fr], color="#c44e52", lw=1.2, ls="--", label="Pareto front")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("accuracy (mean primary metric)" if use_acc else "decode tokens/s (no task scores)")
+    if not use_acc:
+        title = title.replace("Accuracy", "Decode speed") + " (no task scores in these runs)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,216 @@
+"""`e3bench report`: from a results directory to CSV, LaTeX, PNG plots, a Markdown summary and
+one self-contained HTML page. Reads stored records only; can be rebuilt at any time."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from e3bench import store
+from e3bench.errors import E3Error
+from e3bench.index import load_rows
+from e3bench.report import plots
+from e3bench.report.compare import (
+    MLPERF_QUALITY_TARGET,
+    ConfigSummary,
+    VariantComparison,
+    compare_to_reference,
+    pareto_front,
+    summarize_configs,
+)
+from e3bench.report.tables import RUN_COLUMNS, TASK_COLUMNS, fmt, latex_table, to_csv
+
+PIVOT_COLUMNS = ("configuration", "decode_tokens_per_s_bs1", "ttft_ms_bs1", "tpot_ms_bs1", "peak_rss_mib",
+                 "ept_total_j_per_token", "accuracy", "energy_method")  # fmt: skip
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    files: dict[str, Path]
+    configs: list[ConfigSummary]
+    comparisons: list[VariantComparison]
+    warnings: list[str]
+
+
+def _pivot_rows(configs: list[ConfigSummary]) -> list[dict]:
+    return [
+        {"configuration": c.label, "decode_tokens_per_s_bs1": c.decode_tokens_per_s_bs1, "ttft_ms_bs1": c.ttft_ms_bs1,
+         "tpot_ms_bs1": c.tpot_ms_bs1, "peak_rss_mib": c.peak_rss_mib, "ept_total_j_per_token": c.ept_total_j_per_token,
+         "accuracy": c.accuracy, "energy_method": c.energy_method}  # fmt: skip
+        for c in configs
+    ]
+
+
+def _md_table(rows: list[dict], columns) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _cmp_rows(comps: list[VariantComparison]) -> list[dict]:
+    return [
+        {"variant": c.variant, "reference": c.reference, "quality_retained_pct": c.quality_retained_pct,
+         "speedup_x": c.speedup, "energy_saved_pct": c.energy_saved_pct,
+         "mlperf_99pct": {True: "PASS", False: "FAIL", None: "no tasks"}[c.quality_ok]}  # fmt: skip
+        for c in comps
+    ]
+
+
+def _summary_md(configs, comps, failed, warnings, figures) -> str:
+    out = [f"# e3bench report\n\n_generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
+           f"{len(configs)} configuration(s)_\n"]  # fmt: skip
+    if configs:
+        fastest = max((c for c in configs if c.decode_tokens_per_s_bs1), key=lambda c: c.decode_tokens_per_s_bs1,
+                      default=None)  # fmt: skip
+        frugal = min((c for c in configs if c.ept_total_j_per_token), key=lambda c: c.ept_total_j_per_token,
+                     default=None)  # fmt: skip
+        best = max((c for c in configs if c.accuracy is not None), key=lambda c: c.accuracy, default=None)
+        out.append("## Executive summary\n")
+        if fastest:
+            out.append(f"- **Fastest decode (batch 1):** {fastest.label} — {fastest.decode_tokens_per_s_bs1:.1f} tokens/s")
+        if frugal:
+            out.append(f"- **Least energy per token:** {frugal.label} — {frugal.ept_total_j_per_token:.4g} J/token "
+                       f"({frugal.energy_method})")  # fmt: skip
+        if best:
+            out.append(f"- **Most accurate:** {best.label} — mean primary metric {best.accuracy:.3f}")
+        pts = [(c.label, c.ept_total_j_per_token, c.accuracy) for c in configs
+               if c.ept_total_j_per_token is not None and c.accuracy is not None]  # fmt: skip
+        if pts:
+            out.append(f"- **Pareto-optimal (accuracy vs J/token):** {', '.join(pareto_front(pts))}")
+        for c in comps:
+            if c.quality_ok is False:
+                out.append(f"- **Quality warning:** {c.variant} keeps {c.quality_retained_pct:.1f}% of "
+                           f"{c.reference}'s score (< {100 * MLPERF_QUALITY_TARGET:.0f}%)")  # fmt: skip
+        out.append("")
+        out.append("## Configurations\n")
+        out.append(_md_table(_pivot_rows(configs), PIVOT_COLUMNS))
+    if comps:
+        out.append("\n## Quantized / reduced precision vs full-precision reference\n")
+        out.append(f"MLPerf rule of thumb: a variant should keep ≥ {100 * MLPERF_QUALITY_TARGET:.0f}% of the "
+                   "reference score on every task.\n")  # fmt: skip
+        out.append(_md_table(_cmp_rows(comps), ["variant", "reference", "quality_retained_pct", "speedup_x",
+                                                "energy_saved_pct", "mlperf_99pct"]))  # fmt: skip
+    if failed:
+        out.append("\n## Failed runs\n")
+        out += [f"- {r['run_id']} ({r['model']} {r['backend']} {r['dtype']}): {r['error']}" for r in failed]
+    if figures:
+        out.append("\n## Figures\n")
+        out += [f"![{name}](plots/{p.name})" for name, p in figures.items()]
+    if warnings:
+        out.append("\n## Notes\n")
+        out += [f"- {w}" for w in warnings]
+    out.append("\nEnergy figures are labelled with how they were obtained (measured: sensor; estimated: model). "
+               "Net energy subtracts the idle baseline measured before each run.")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5rem 0}
+.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
+code{background:#f6f8fa;padding:0 .2rem}"""
+
+
+def _html_table(rows: list[dict], columns) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = fmt(r.get(c))
+            cls = ' class="pass"' if v == "PASS" else ' class="fail"' if v == "FAIL" else ""
+            cells.append(f"<td{cls}>{html.escape(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>e3bench report</title><style>{_CSS}</style>"
+             "</head><body><h1>e3bench report</h1>"]  # fmt: skip
+    exec_lines = [ln[2:] for ln in summary_md.splitlines() if ln.startswith("- **")]
+    if exec_lines:
+        import re
+
+        bold = re.compile(r"[*][*](.+?)[*][*]")
+        items = "".join("<li>" + bold.sub(r"<b>\1</b>", html.escape(x)) + "</li>" for x in exec_lines)
+        parts.append(f"<h2>Executive summary</h2><ul>{items}</ul>")
+    if "pareto_accuracy_vs_energy" in figures:
+        parts.append("<h2>Pareto front</h2><div class='grid'>")
+        for key in ("pareto_accuracy_vs_energy", "pareto_accuracy_vs_latency"):
+            if key in figures:
+                data = base64.b64encode(figures[key].read_bytes()).decode()
+                parts.append(f"<img alt='{key}' src='data:image/png;base64,{data}'>")
+        parts.append("</div>")
+    parts.append("<h2>Configurations</h2>" + _html_table(_pivot_rows(configs), PIVOT_COLUMNS))
+    if comps:
+        parts.append("<h2>Reduced precision vs reference</h2>"
+                     + _html_table(_cmp_rows(comps), ["variant", "reference", "quality_retained_pct", "speedup_x",
+                                                      "energy_saved_pct", "mlperf_99pct"]))  # fmt: skip
+    parts.append("<h2>Figures</h2><div class='grid'>")
+    for name, p in figures.items():
+        if name.startswith("pareto"):
+            continue
+        data = base64.b64encode(p.read_bytes()).decode()
+        parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+    parts.append("</div>")
+    if failed:
+        parts.append("<h2>Failed runs</h2><ul>" + "".join(
+            f"<li>{html.escape(str(r['run_id']))}: {html.escape(str(r['error']))}</li>" for r in failed) + "</ul>")  # fmt: skip
+    parts.append("<p><small>Energy figures say how they were obtained (measured: sensor; estimated: model). "
+                 "Everything here is rebuilt from the JSON records by <code>e3bench report</code>.</small></p>")  # fmt: skip
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
+    results_dir = Path(results_dir)
+    runs, tasks, warnings = load_rows(results_dir)
+    found, _ = store.scan(results_dir)
+    records = [r for _, r in found]
+    configs = summarize_configs(records)
+    if not configs:
+        raise E3Error(f"no successful runs under {results_dir} to report on",
+                      "see the failed records (e3bench ls DIR --filter status=failed)")  # fmt: skip
+    comps = compare_to_reference(configs)
+    failed = [r for r in runs if r["status"] == "failed"]
+    out = Path(out_dir) if out_dir else results_dir / "report"
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+
+    def write(name: str, text: str) -> None:
+        p = out / name
+        store.atomic_write_text(p, text)
+        files[name] = p
+
+    write("runs.csv", to_csv(runs, RUN_COLUMNS))
+    write("tasks.csv", to_csv(tasks, TASK_COLUMNS))
+    write("pivot.csv", to_csv(_pivot_rows(configs), PIVOT_COLUMNS))
+    write("table.tex", latex_table(_pivot_rows(configs), PIVOT_COLUMNS, "e3bench: speed, energy and accuracy"))
+    if comps:
+        write("quantization.csv", to_csv(_cmp_rows(comps), list(_cmp_rows(comps)[0])))
+    pd = out / "plots"
+    figures = {
+        name: p
+        for name, p in {
+            "pareto_accuracy_vs_energy": plots.pareto(configs, pd / "pareto_energy.png", "ept_total_j_per_token",
+                                                      "energy per token (J, batch 1)", "Accuracy vs energy per token"),
+            "pareto_accuracy_vs_latency": plots.pareto(configs, pd / "pareto_latency.png", "tpot_ms_bs1",
+                                                       "TPOT (ms, batch 1)", "Accuracy vs latency"),
+            "latency": plots.latency(configs, pd / "latency.png"),
+            "throughput_vs_batch": plots.throughput_vs_batch(configs, pd / "throughput.png"),
+            "memory": plots.memory(configs, pd / "memory.png"),
+            "energy_per_token": plots.energy_per_token(configs, pd / "energy_per_token.png"),
+            "accuracy": plots.accuracy(configs, pd / "accuracy.png"),
+        }.items()
+        if p is not None
+    }  # fmt: skip
+    for name, p in figures.items():
+        files[f"plots/{p.name}"] = p
+    md = _summary_md(configs, comps, failed, warnings, figures)
+    write("summary.md", md)
+    write("report.html", _html(md, configs, comps, failed, figures))
+    return Report(out, files, configs, comps, warnings)

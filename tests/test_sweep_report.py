@@ -1,0 +1,207 @@
+"""Sweeps (expand, capability skips, subprocess runs, kill -9 + resume) and the report."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_cli
+from e3bench.errors import E3Error
+from e3bench.sweep import expand
+
+
+def _write_sweep(tmp_path, tiny_models, *, name="s", extra_base="", grid_extra=""):
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(
+        "\n".join(
+            json.dumps({"query": q, "choices": ["joules", "watts", "seconds"], "gold": g})
+            for q, g in [("Energy is measured in", 0), ("Power is measured in", 1), ("Time is measured in", 2),
+                         ("The answer is", 0)]  # fmt: skip
+        )
+        + "\n"
+    )
+    y = tmp_path / "sweep.yaml"
+    y.write_text(
+        f"""name: {name}
+base:
+  batch_sizes: [1, 2]
+  max_new_tokens: 3
+  prompt_tokens: 8
+  min_iters: 2
+  min_seconds: 0
+  idle_seconds: 0.2
+  tasks: ["jsonl_mc:path={mc}"]
+{extra_base}
+grid:
+  model: ["{tiny_models['decoder']}"]
+  dtype: [fp32, bf16, fp16]
+{grid_extra}
+"""
+    )
+    return y
+
+
+def test_expand_skips_impossible_combinations(tmp_path, tiny_models):
+    plan = expand(_write_sweep(tmp_path, tiny_models), output_dir=str(tmp_path / "out"))
+    assert [c.dtype for c in plan.runs] == ["fp32", "bf16"]
+    assert len(plan.skipped) == 1 and "fp16" in plan.skipped[0].reason and "cpu" in plan.skipped[0].reason
+    assert all(c.sweep == "s" for c in plan.runs)
+
+
+def test_sweep_typo_names_the_key(tmp_path):
+    y = tmp_path / "bad.yaml"
+    y.write_text("name: x\ngrid:\n  dtpye: [fp32]\n")
+    with pytest.raises(E3Error) as ei:
+        expand(y)
+    assert "dtpye" in ei.value.problem and "dtype" in ei.value.fix
+    y.write_text("name: x\ngird:\n  dtype: [fp32]\n")
+    with pytest.raises(E3Error, match="gird"):
+        expand(y)
+
+
+def _records(root):
+    return sorted(p for p in root.rglob("*.json") if "samples" not in p.parts and not p.name.startswith("."))
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_models):
+    y = _write_sweep(tmp_path, tiny_models, name="resume", grid_extra="  seed: [0, 1]")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e3bench", "sweep", str(y), "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not _records(out):
+        time.sleep(0.5)
+    assert _records(out), "first run never finished"
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running child die mid-way
+    proc.wait()
+    n_before = len(_records(out))
+    assert n_before < 4
+    res = run_cli("sweep", str(y), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert f"({n_before} already complete)" in res.stdout
+    recs = _records(out)
+    assert len(recs) == 4  # 2 dtypes × 2 seeds, each exactly once
+    hashes = [json.loads(p.read_text())["config_hash"] for p in recs]
+    assert len(set(hashes)) == 4
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in recs)
+    again = run_cli("sweep", str(y), "-o", str(out))
+    assert "(4 already complete)" in again.stdout and len(_records(out)) == 4
+
+
+def test_crashing_run_becomes_a_failed_record(tmp_path, tiny_models):
+    from e3bench.config import build_config
+    from e3bench.executors.local import LocalExecutor
+
+    cfg = build_config(overrides=dict(model="not/a-real-model-anywhere", output_dir=str(tmp_path), sweep="f"))
+    rec = LocalExecutor().run(cfg)
+    assert rec.status == "failed" and "Hugging Face hub" in rec.error
+    assert (tmp_path / "f" / f"{cfg.config_hash()}.json").exists()
+
+
+@pytest.fixture(scope="module")
+def report_results(tmp_path_factory, tiny_models):
+    """Two real runs (fp32, bf16) of the tiny decoder with a multiple-choice task, in-process."""
+    from e3bench import store
+    from e3bench.config import build_config
+    from e3bench.runner import run_one
+
+    tmp = tmp_path_factory.mktemp("rep")
+    y = _write_sweep(tmp, tiny_models, name="rep")
+    plan = expand(y, output_dir=str(tmp / "out"))
+    for cfg in plan.runs:
+        rec = run_one(cfg)
+        store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
+    failed = build_config(overrides=dict(model="x/y", output_dir=str(tmp / "out"), sweep="rep"))
+    from e3bench.runner import failed_record
+
+    store.save(failed_record(failed, "example failure"), failed.output_dir, "rep", stem=failed.config_hash())
+    return tmp / "out"
+
+
+def test_report_files_and_content(report_results):
+    from e3bench.report.render import build_report
+
+    rep = build_report(report_results)
+    names = set(rep.files)
+    for f in ("runs.csv", "tasks.csv", "pivot.csv", "table.tex", "summary.md", "report.html",
+              "plots/pareto_energy.png", "plots/throughput.png", "plots/accuracy.png", "quantization.csv"):  # fmt: skip
+        assert f in names, f
+    md = (rep.out_dir / "summary.md").read_text()
+    assert "Executive summary" in md and "Pareto-optimal" in md and "example failure" in md
+    (cmp,) = rep.comparisons
+    assert cmp.reference.endswith("fp32 cpu") and cmp.variant.endswith("bf16 cpu")
+    assert cmp.quality_retained_pct is not None and cmp.quality_ok in (True, False)
+    html = (rep.out_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    tex = (rep.out_dir / "table.tex").read_text()
+    assert r"\begin{tabular}" in tex and "ept\\_total" in tex
+    runs_csv = (rep.out_dir / "runs.csv").read_text().splitlines()
+    assert len(runs_csv) == 1 + 2 * 2 + 1  # header + 2 runs × 2 batch sizes + the failed run
+
+
+def test_report_screenshot_in_headless_chromium(report_results, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not chromium:
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    from PIL import Image
+
+    from e3bench.report.render import build_report
+
+    rep = build_report(report_results, tmp_path / "r")
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'ud'}", "--hide-scrollbars", "--window-size=1300,1400",
+         f"--screenshot={shot}", (rep.out_dir / "report.html").as_uri()],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert shot.exists()
+    img = Image.open(shot).convert("L")
+    hist = img.histogram()
+    dark = sum(hist[:128]) / sum(hist)
+    assert 0.005 < dark < 0.5  # text and the Pareto plot are drawn, not a blank page
+    # the Pareto figure sits near the top: its area has plot ink (not just background)
+    top = img.crop((0, 200, 1300, 700))
+    assert len(set(top.getdata())) > 20
+
+
+def test_ls_filters_and_errors(report_results):
+    res = run_cli("ls", str(report_results), "--filter", "dtype=bf16", "--columns", "dtype,batch_size,status")
+    assert res.returncode == 0 and "bf16" in res.stdout and "fp32" not in res.stdout
+    bad = run_cli("ls", str(report_results), "--filter", "dtyp=bf16")
+    assert bad.returncode == 2 and "did you mean 'dtype'" in bad.stderr
+
+
+def test_export_csv_and_parquet(report_results, tmp_path):
+    res = run_cli("export", str(report_results), "-o", str(tmp_path / "t.csv"))
+    assert res.returncode == 0 and (tmp_path / "t.csv").read_text().startswith("run_id,")
+    res = run_cli("export", str(report_results), "-o", str(tmp_path / "t.parquet"))
+    assert res.returncode == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "t.parquet").num_rows == 5
+    bad = run_cli("export", str(report_results), "-o", str(tmp_path / "t.xlsx"))
+    assert bad.returncode == 2 and ".csv or .parquet" in bad.stderr
+
+
+def test_empty_and_mixed_schema_dirs(tmp_path, report_results):
+    from e3bench.report.render import build_report
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(E3Error, match="no e3bench results"):
+        build_report(empty)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(report_results, mixed)
+    (mixed / "rep" / "old.json").write_text(json.dumps({"schema_version": 99, "run_id": "old"}))
+    rep = build_report(mixed)
+    assert any("schema_version 99" in w for w in rep.warnings)
