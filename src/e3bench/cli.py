@@ -52,6 +52,7 @@ def run(
     min_seconds: Optional[float] = typer.Option(None, "--min-seconds"),
     warmup_iters: Optional[int] = typer.Option(None, "--warmup-iters"),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="default results/"),
+    trackers: Optional[str] = typer.Option(None, "--trackers", help="wandb,mlflow: log metrics there too"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config"),
     set_: list[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
@@ -67,7 +68,7 @@ def run(
                 prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, prompts=prompts,
                 tasks=tasks, limit=limit, log_samples=log_samples, engine=engine, meter=meter,
                 cross_check_meter=cross_check, cpu_tdp_w=cpu_tdp_w, region=region, threads=threads, min_iters=min_iters,
-                min_seconds=min_seconds, warmup_iters=warmup_iters, output_dir=output_dir,
+                min_seconds=min_seconds, warmup_iters=warmup_iters, output_dir=output_dir, trackers=trackers,
             ),  # fmt: skip
             sets=set_,
         )
@@ -85,6 +86,11 @@ def run(
         path = store.save(record, cfg.output_dir, cfg.sweep)
         print_summary(record, console)
         console.print(f"result: {path}", highlight=False)
+        if cfg.trackers:
+            from e3bench import trackers as tr
+
+            for line in tr.log(record, cfg.trackers, output_dir=cfg.output_dir):
+                console.print(f"tracker: {line}", highlight=False)
     except E3Error as exc:
         _fail(exc)
 

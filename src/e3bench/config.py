@@ -49,6 +49,7 @@ class RunConfig(BaseModel):
     limit: int | None = Field(None, description="items per task (first N)")
     log_samples: bool = False
     engine: Literal["e3bench", "lm-eval"] = "e3bench"
+    trackers: tuple[str, ...] = Field((), description="wandb and/or mlflow: log each run's metrics")
     output_dir: str = "results"
     sweep: str = Field("runs", description="sub-directory of output_dir grouping runs")
     cache_dir: str | None = Field(None, description="converted-model cache (default ~/.cache/e3bench)")
@@ -84,6 +85,14 @@ class RunConfig(BaseModel):
             raise ValueError(f"must be ≥ 0 (got {v})")
         return v
 
+    @field_validator("trackers")
+    @classmethod
+    def _trackers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [t for t in v if t not in ("wandb", "mlflow")]
+        if bad:
+            raise ValueError(f"unknown tracker '{bad[0]}' (use wandb and/or mlflow)")
+        return v
+
     @field_validator("limit")
     @classmethod
     def _limit(cls, v: int | None) -> int | None:
@@ -93,7 +102,7 @@ class RunConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """Fields that define *what is measured* (not where results go)."""
-        return self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples"})
+        return self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers"})
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -106,7 +115,7 @@ _ALIASES = {"batch_size": "batch_sizes", "batch-size": "batch_sizes", "task": "t
 
 def _coerce(key: str, value: Any) -> Any:
     """Turn CLI strings ("1,4,8", "null") into what the field expects."""
-    if key in ("batch_sizes", "tasks"):
+    if key in ("batch_sizes", "tasks", "trackers"):
         if isinstance(value, str):
             parts = [p.strip() for p in value.split(",") if p.strip()]
             if key == "batch_sizes":
@@ -163,7 +172,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             out[k] = yaml.safe_load(v) if v.strip() else v
         except yaml.YAMLError:
             out[k] = v
-        if isinstance(out[k], (str, int)) and k in ("batch_sizes", "batch_size", "tasks"):
+        if isinstance(out[k], (str, int)) and k in ("batch_sizes", "batch_size", "tasks", "trackers"):
             out[k] = str(out[k])
     return out
 

@@ -23,6 +23,11 @@ def run_and_store(cfg: RunConfig):
     except E3Error as exc:
         record = failed_record(cfg, exc.one_line())
     store.save(record, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
+    if cfg.trackers and record.status == "ok":
+        from e3bench import trackers
+
+        for line in trackers.log(record, cfg.trackers, project=cfg.sweep, output_dir=cfg.output_dir):
+            print(f"tracker: {line}", file=sys.stderr)
     return record
 
 
