@@ -228,6 +228,23 @@ def models() -> None:
     console.print("Any Hugging Face id (org/name), local model directory or .gguf file also works.")
 
 
+@app.command()
+def tasks() -> None:
+    """List the built-in effectiveness tasks (use them with `e3bench run --tasks a,b`)."""
+    from rich.table import Table
+
+    from e3bench.tasks import describe_tasks
+
+    t = Table(title="tasks")
+    t.add_column("task")
+    t.add_column("description")
+    for name, desc in describe_tasks().items():
+        t.add_row(name, desc)
+    console = _console()
+    console.print(t)
+    console.print("Data: $E3BENCH_DATA_DIR first, then the Hugging Face hub. Options: name:key=value,...")
+
+
 def main() -> None:
     try:
         app()
