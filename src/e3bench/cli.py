@@ -245,6 +245,18 @@ def tasks() -> None:
     console.print("Data: $E3BENCH_DATA_DIR first, then the Hugging Face hub. Options: name:key=value,...")
 
 
+def _register_training() -> None:
+    # training commands live with the training code; registered here so there is one CLI
+    from e3bench.train.cli import finetune as _finetune
+    from e3bench.train.cli import train as _train
+
+    app.command("finetune")(_finetune)
+    app.command("train")(_train)
+
+
+_register_training()
+
+
 def main() -> None:
     try:
         app()

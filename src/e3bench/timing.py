@@ -52,7 +52,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 class Stats(BaseModel):
     """Summary of samples in the unit named by the field that holds it (e.g. ``ttft_ms``).
 
-    ``ci95_*`` is the 95% confidence interval of the mean (Student t, sample std).
+    ``ci95_*`` is the 95% confidence interval of the mean (Student t, sample std); None with
+    fewer than two samples.
     """
 
     n: int
@@ -63,8 +64,8 @@ class Stats(BaseModel):
     p90: float
     p99: float
     max: float
-    ci95_low: float
-    ci95_high: float
+    ci95_low: float | None
+    ci95_high: float | None
 
 
 def summarize(values: Sequence[float]) -> Stats | None:
@@ -74,7 +75,7 @@ def summarize(values: Sequence[float]) -> Stats | None:
         return None
     mean = sum(vals) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-    half = t_critical_95(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
+    half = t_critical_95(n - 1) * std / math.sqrt(n) if n > 1 else None
     s = sorted(vals)
     return Stats(
         n=n,
@@ -85,8 +86,8 @@ def summarize(values: Sequence[float]) -> Stats | None:
         p90=percentile(s, 90),
         p99=percentile(s, 99),
         max=s[-1],
-        ci95_low=mean - half,
-        ci95_high=mean + half,
+        ci95_low=None if half is None else mean - half,
+        ci95_high=None if half is None else mean + half,
     )
 
 

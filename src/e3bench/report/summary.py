@@ -14,8 +14,9 @@ def _f(x: float | None, fmt: str = ".1f") -> str:
 def _ci(stats) -> str:
     if stats is None:
         return "-"
-    half = (stats.ci95_high - stats.ci95_low) / 2
-    return f"{stats.mean:.1f} ± {half:.1f}" if half == half else f"{stats.mean:.1f}"
+    if stats.ci95_low is None or stats.ci95_high is None:
+        return f"{stats.mean:.1f}"
+    return f"{stats.mean:.1f} ± {(stats.ci95_high - stats.ci95_low) / 2:.1f}"
 
 
 def _energy_cells(e: dict[str, Any] | None) -> list[str]:

@@ -1,0 +1,120 @@
+"""The suite's model: a small Llama-style decoder (transformers ``LlamaForCausalLM`` built from
+a config, random init) with optional multi-token prediction (MTP) heads.
+
+MTP (Gloeckle et al. 2024, "Better & Faster Large Language Models via Multi-token Prediction";
+DeepSeek-V3 uses a sequential variant): head ``j`` (j = 1..k) maps the trunk's final hidden state
+at position t through its own residual block (RMSNorm → Linear(h, 2h) → SiLU → Linear(2h, h))
+and a final RMSNorm, then through the *shared* output head, to predict token t + 1 + j. The
+training loss is ``next-token loss + weight × mean(head losses)``. Validation loss is always the
+plain next-token loss, so configurations compare on the same quantity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    intermediate_size: int = 344
+    seq_len: int = 128
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+
+
+def build_model(ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weight: float = 0.3, seed: int = 0):
+    import torch
+    from torch import nn
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from e3bench.errors import E3Error
+
+    if ms.hidden_size % ms.heads:
+        raise E3Error(
+            f"model.hidden_size {ms.hidden_size} is not divisible by model.heads {ms.heads}",
+            "choose heads that divide hidden_size",
+        )
+    if ms.heads % ms.kv_heads:
+        raise E3Error(f"model.heads {ms.heads} is not a multiple of model.kv_heads {ms.kv_heads}", "fix kv_heads")
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=ms.hidden_size,
+        intermediate_size=ms.intermediate_size,
+        num_hidden_layers=ms.layers,
+        num_attention_heads=ms.heads,
+        num_key_value_heads=ms.kv_heads,
+        max_position_embeddings=max(ms.seq_len, 64),
+        tie_word_embeddings=ms.tie_embeddings,
+        attention_dropout=ms.dropout,
+        use_cache=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    base = LlamaForCausalLM(cfg)
+
+    class MTPHead(nn.Module):
+        def __init__(self, h: int) -> None:
+            super().__init__()
+            self.norm_in = nn.RMSNorm(h, eps=1e-6)
+            self.up = nn.Linear(h, 2 * h, bias=False)
+            self.down = nn.Linear(2 * h, h, bias=False)
+            self.norm_out = nn.RMSNorm(h, eps=1e-6)
+            nn.init.normal_(self.up.weight, std=0.02)
+            nn.init.zeros_(self.down.weight)  # starts as identity on the trunk's state
+
+        def forward(self, x):
+            return self.norm_out(x + self.down(nn.functional.silu(self.up(self.norm_in(x)))))
+
+    class LM(nn.Module):
+        """``forward(block)`` with ``block`` [B, T+1] → (loss to optimise, next-token loss, aux loss)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = base
+            self.mtp_k = mtp_k
+            self.mtp_weight = mtp_weight
+            self.mtp_heads = nn.ModuleList(MTPHead(ms.hidden_size) for _ in range(mtp_k))
+
+        def forward(self, block):
+            inp, tgt = block[:, :-1], block[:, 1:]
+            h = self.base.model(input_ids=inp).last_hidden_state
+            logits = self.base.lm_head(h)
+            ce = nn.functional.cross_entropy
+            main = ce(logits.float().reshape(-1, logits.size(-1)), tgt.reshape(-1))
+            if not self.mtp_k or not self.training:
+                return main, main, None
+            aux = []
+            T = inp.size(1)
+            for j, head in enumerate(self.mtp_heads, start=1):
+                if T - j <= 0:
+                    break
+                hj = head(h[:, : T - j])
+                lj = self.base.lm_head(hj)
+                aux.append(ce(lj.float().reshape(-1, lj.size(-1)), tgt[:, j:].reshape(-1)))
+            aux_loss = torch.stack(aux).mean()
+            return main + self.mtp_weight * aux_loss, main, aux_loss
+
+        def embedding_ids(self) -> set[int]:
+            ids = {id(self.base.model.embed_tokens.weight), id(self.base.lm_head.weight)}
+            return ids
+
+        def enable_gradient_checkpointing(self) -> None:
+            enable_checkpointing(self.base)
+
+    return LM()
+
+
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing on a transformers model (the method was renamed
+    ``activation_checkpointing_enable`` in transformers 5)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers < 5
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -1,0 +1,224 @@
+"""Optimizers by name, for the training suite (and ``finetune --optimizer``).
+
+* ``adamw``     — ``torch.optim.AdamW`` (the reference).
+* ``muon``      — ``torch.optim.Muon`` (orthogonalised momentum via Newton–Schulz) for the 2-D
+  *hidden* weight matrices; AdamW (or 8-bit AdamW with ``muon_aux = "adamw8bit"``) for
+  embeddings, the output head, norms and biases, which Muon is not meant for. Muon's learning
+  rate is rescaled with ``adjust_lr_fn="match_rms_adamw"`` so the AdamW ``lr`` carries over.
+* ``adamw8bit`` — AdamW with block-wise 8-bit quantised moments: bitsandbytes (default; it has a
+  CPU path since 0.45) or torchao (``impl = "torchao"``; compiles its kernels with
+  ``torch.compile`` on first use — about a minute on CPU).
+* ``galore``    — GaLore (galore-torch): gradients of hidden matrices projected to rank ``r``
+  (SVD refreshed every ``update_proj_gap`` steps), Adam moments kept in the small space.
+
+Weight decay applies to matrices only (not to norms and biases), for every optimizer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+
+from e3bench.errors import E3Error, require
+
+OPTIMIZERS: dict[str, str] = {
+    "adamw": "torch.optim.AdamW",
+    "muon": "torch.optim.Muon on 2-D hidden matrices + AdamW for the rest",
+    "adamw8bit": "AdamW with 8-bit optimizer states (bitsandbytes or torchao)",
+    "galore": "GaLore low-rank gradient projection (galore-torch) on hidden matrices + AdamW",
+}
+EIGHT_BIT_IMPLS = ("bitsandbytes", "torchao")
+
+
+def check_optimizer_name(name: str, where: str = "") -> None:
+    if name in OPTIMIZERS:
+        return
+    near = difflib.get_close_matches(name, list(OPTIMIZERS), n=1, cutoff=0.5)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    raise E3Error(
+        f"{where}unknown optimizer '{name}'{hint}",
+        f"use one of: {', '.join(OPTIMIZERS)}",
+    )
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    name: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    muon_lr: float | None = None  # None: same as lr (match_rms_adamw scaling)
+    muon_momentum: float = 0.95
+    muon_aux: str = "adamw"  # optimizer for non-matrix params under muon: adamw | adamw8bit
+    impl: str = "bitsandbytes"  # 8-bit implementation
+    galore_rank: int = 32
+    galore_update_proj_gap: int = 50
+    galore_scale: float = 0.25
+
+
+class CombinedOptimizer:
+    """Several optimizers stepping together (Muon + AdamW). Duck-types the parts of
+    ``torch.optim.Optimizer`` that training loops, schedulers and checkpoints use."""
+
+    def __init__(self, optimizers: list) -> None:
+        self.optimizers = [o for o in optimizers if o is not None]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    @property
+    def state(self) -> dict:
+        out: dict = {}
+        for o in self.optimizers:
+            out.update(o.state)
+        return out
+
+    def step(self, closure=None):
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"combined": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        parts = state["combined"]
+        if len(parts) != len(self.optimizers):
+            raise E3Error("checkpoint optimizer does not match this configuration", "start without --resume")
+        for o, s in zip(self.optimizers, parts, strict=True):
+            o.load_state_dict(s)
+
+
+def parts(optimizer) -> list:
+    return list(getattr(optimizer, "optimizers", [optimizer]))
+
+
+def split_params(named_params, exclude_ids: set[int]) -> tuple[list, list, list]:
+    """(hidden matrices, other matrices (embeddings/head), vectors) — trainable params only."""
+    hidden, other_mat, vectors = [], [], []
+    seen: set[int] = set()
+    for name, p in named_params:
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if p.ndim >= 2:
+            if id(p) in exclude_ids or "embed" in name or "lm_head" in name or "wte" in name:
+                other_mat.append(p)
+            else:
+                hidden.append(p)
+        else:
+            vectors.append(p)
+    return hidden, other_mat, vectors
+
+
+def _quiet_bnb() -> None:
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def _adamw8bit(groups: list[dict], s: OptimSettings, device: str):
+    if s.impl not in EIGHT_BIT_IMPLS:
+        raise E3Error(f"unknown 8-bit optimizer impl '{s.impl}'", f"use one of: {', '.join(EIGHT_BIT_IMPLS)}")
+    if s.impl == "bitsandbytes":
+        _quiet_bnb()
+        bnb = require("bitsandbytes", "train", "the adamw8bit optimizer")
+        return bnb.optim.AdamW8bit(groups, lr=s.lr, betas=s.betas, eps=s.eps)
+    ao = require("torchao.optim", "train", "the adamw8bit optimizer (impl torchao)")
+    return ao.AdamW8bit(groups, lr=s.lr, betas=s.betas, eps=s.eps)
+
+
+def build_optimizer(named_params, s: OptimSettings, *, device: str = "cpu", exclude_ids: set[int] | None = None):
+    """Return ``(optimizer, one-line description)``."""
+    import torch
+
+    check_optimizer_name(s.name)
+    named_params = list(named_params)
+    hidden, other_mat, vectors = split_params(named_params, exclude_ids or set())
+    if not hidden + other_mat + vectors:
+        raise E3Error("the model has no trainable parameters", "check the fine-tuning mode / LoRA targets")
+    wd = s.weight_decay
+
+    def groups(mats, vecs):
+        out = []
+        if mats:
+            out.append({"params": mats, "weight_decay": wd})
+        if vecs:
+            out.append({"params": vecs, "weight_decay": 0.0})
+        return out
+
+    n = lambda ps: sum(p.numel() for p in ps)
+    if s.name == "adamw":
+        opt = torch.optim.AdamW(groups(hidden + other_mat, vectors), lr=s.lr, betas=s.betas, eps=s.eps)
+        detail = f"AdamW lr={s.lr:g} betas={s.betas} wd={wd:g} (matrices only)"
+    elif s.name == "adamw8bit":
+        opt = _adamw8bit(groups(hidden + other_mat, vectors), s, device)
+        detail = f"AdamW8bit ({s.impl}) lr={s.lr:g} betas={s.betas} wd={wd:g}"
+    elif s.name == "muon":
+        if not hasattr(torch.optim, "Muon"):
+            raise E3Error(
+                f"torch {torch.__version__} has no torch.optim.Muon (added in torch 2.9)",
+                "upgrade torch, or use another optimizer",
+            )
+        muon = None
+        if hidden:
+            muon = torch.optim.Muon(
+                hidden, lr=s.muon_lr or s.lr, weight_decay=wd, momentum=s.muon_momentum,
+                adjust_lr_fn="match_rms_adamw",
+            )  # fmt: skip
+        rest = groups(other_mat, vectors)
+        if s.muon_aux == "adamw8bit":
+            aux = _adamw8bit(rest, s, device) if rest else None
+        elif s.muon_aux == "adamw":
+            aux = torch.optim.AdamW(rest, lr=s.lr, betas=s.betas, eps=s.eps) if rest else None
+        else:
+            raise E3Error(f"unknown muon_aux optimizer '{s.muon_aux}'", "use adamw or adamw8bit")
+        opt = CombinedOptimizer([muon, aux])
+        detail = (
+            f"Muon lr={s.muon_lr or s.lr:g} momentum={s.muon_momentum} (match_rms_adamw) on "
+            f"{len(hidden)} hidden matrices ({n(hidden):,} params) + {s.muon_aux} on "
+            f"{len(other_mat) + len(vectors)} others ({n(other_mat) + n(vectors):,} params)"
+        )
+    else:  # galore
+        galore = require("galore_torch", "train", "the galore optimizer")
+        gl = []
+        if hidden:
+            gl.append({
+                "params": hidden, "rank": s.galore_rank, "update_proj_gap": s.galore_update_proj_gap,
+                "scale": s.galore_scale, "proj_type": "std", "weight_decay": wd,
+            })  # fmt: skip
+        gl += groups(other_mat, vectors)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            opt = galore.GaLoreAdamW(gl, lr=s.lr, betas=s.betas, eps=s.eps, no_deprecation_warning=True)
+        detail = (
+            f"GaLoreAdamW rank={s.galore_rank} gap={s.galore_update_proj_gap} scale={s.galore_scale} on "
+            f"{len(hidden)} hidden matrices ({n(hidden):,} params); AdamW on the rest"
+        )
+    for g in (g for o in parts(opt) for g in o.param_groups):
+        g["base_lr"] = g["lr"]
+    return opt, detail
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:
+    """Linear warm-up, then cosine (or constant) decay to ``min_ratio``."""
+    import math
+
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or total_steps <= warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer, factor: float) -> None:
+    for o in parts(optimizer):
+        for g in o.param_groups:
+            g["lr"] = g.get("base_lr", g["lr"]) * factor

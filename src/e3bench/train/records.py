@@ -1,0 +1,242 @@
+"""Records for the training scenarios. Units are in field names (``_s``, ``_j``, ``_kwh``,
+``_bytes``, ``_w``, ``_g``, ``tokens_per_s``); every figure says how it was obtained in the
+docstring of the model holding it.
+
+* :class:`FinetuneRecord` — one ``e3bench finetune`` run (``<output_dir>/finetune/<run_id>.json``).
+* :class:`SuiteRecord` — one ``e3bench train`` suite (``<output_dir>/train/<suite_id>/suite.json``)
+  holding a :class:`ConfigResult` per named configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from e3bench.envinfo import Manifest
+from e3bench.timing import Stats
+
+TRAIN_SCHEMA_VERSION = 1
+
+
+class EnergyFigures(BaseModel):
+    """Energy of one or more metered windows (summed), from one meter.
+
+    ``gross_energy_j`` is what the meter saw; ``net_energy_j`` subtracts the idle baseline
+    measured before the run with the same meter (``None`` when no usable baseline: see
+    ``basis``). ``method`` is ``measured`` (sensor named) or ``estimated`` (model named) — never
+    mixed. ``j_per_token`` / ``j_per_sample`` use ``basis`` (net when available).
+    """
+
+    method: str
+    sensor: str
+    basis: str
+    windows: int = 0
+    duration_s: float = 0.0
+    gross_energy_j: float | None = None
+    net_energy_j: float | None = None
+    gross_energy_kwh: float | None = None
+    net_energy_kwh: float | None = None
+    idle_power_w: float | None = None
+    mean_power_w: float | None = None
+    j_per_token: float | None = None
+    j_per_sample: float | None = None
+    co2e_g: float | None = None
+    co2e_net_g: float | None = None
+    grid_g_per_kwh: float | None = None
+    grid_region: str | None = None
+    error: str | None = None
+    notes: list[str] = []
+
+
+class MemoryFigures(BaseModel):
+    """Peak memory during the measured part of a run.
+
+    ``peak_rss_bytes``: highest resident set size seen by a 20 Hz psutil sampler during the run
+    (``rss_start_bytes`` is RSS when it started, so ``peak_rss_bytes - rss_start_bytes`` is what
+    the run added). ``process_peak_rss_bytes``: getrusage lifetime peak of the process (includes
+    anything that ran before). ``peak_device_memory_bytes``: ``torch.cuda.max_memory_allocated``
+    after a reset at the start (CUDA only); ``device_memory_reserved_bytes`` the allocator's peak
+    reservation.
+    """
+
+    rss_start_bytes: int
+    peak_rss_bytes: int
+    process_peak_rss_bytes: int
+    rss_method: str = "psutil RSS sampled at 20 Hz during the run"
+    peak_device_memory_bytes: int | None = None
+    device_memory_reserved_bytes: int | None = None
+    device_memory_method: str | None = None
+
+
+# ----------------------------------------------------------------------------- finetune
+class EvalPoint(BaseModel):
+    """One validation evaluation. Times and energy are cumulative *training* figures up to this
+    point (evaluation time and energy excluded; they are in ``eval_s`` / ``eval_energy_j``)."""
+
+    step: int
+    samples_seen: int
+    tokens_seen: int
+    train_time_s: float
+    wall_time_s: float  # training + evaluations so far (excludes model load and idle baseline)
+    train_energy_j: float | None  # on the energy basis of the record (net when available)
+    train_energy_gross_j: float | None
+    accuracy: float
+    eval_loss: float
+    n_items: int
+    eval_s: float
+    eval_energy_j: float | None = None
+
+
+class TargetResult(BaseModel):
+    """Time/energy to a target validation accuracy.
+
+    When ``reached`` is false, ``best_accuracy``/``best_step`` say how far it got and the
+    ``budget_*`` fields what was spent trying; the ``*_to_target*`` fields are then ``None``.
+    Accuracy is only checked at evaluation points, so the figures are upper bounds with the
+    resolution of ``--eval-every``.
+    """
+
+    target_accuracy: float
+    reached: bool
+    reached_at_step: int | None = None
+    time_to_target_s: float | None = None  # training time (evaluations excluded)
+    wall_time_to_target_s: float | None = None
+    energy_to_target_j: float | None = None
+    energy_to_target_kwh: float | None = None
+    samples_to_target: int | None = None
+    tokens_to_target: int | None = None
+    best_accuracy: float
+    best_step: int
+    budget_steps: int
+    budget_samples: int
+    budget_tokens: int
+    budget_train_time_s: float
+    budget_energy_j: float | None = None
+    note: str | None = None
+
+
+class FinetuneRecord(BaseModel):
+    schema_version: int = TRAIN_SCHEMA_VERSION
+    kind: Literal["finetune"] = "finetune"
+    run_id: str
+    created_utc: str
+    status: Literal["ok", "diverged", "failed"]
+    error: str | None = None
+    config: dict[str, Any]
+    config_hash: str
+    manifest: Manifest
+    model: dict[str, Any]  # name, path, architecture, model_type, parameters, head
+    method: dict[str, Any]  # how classification is done for this architecture (documented)
+    data: dict[str, Any]  # sources, split sizes, majority-class accuracy
+    trainable_parameters: int
+    total_parameters: int
+    trainable_fraction: float
+    steps: int
+    samples_seen: int
+    tokens_seen: int
+    train_time_s: float
+    train_tokens_per_s: float
+    train_samples_per_s: float
+    step_time_ms: Stats | None = None
+    load_time_s: float
+    resumed_from_step: int | None = None
+    train_loss_curve: list[tuple[int, float]] = []  # (step, mean loss since previous point)
+    evals: list[EvalPoint] = []
+    final_accuracy: float | None = None
+    best_accuracy: float | None = None
+    target: TargetResult | None = None
+    memory: MemoryFigures | None = None
+    energy_meter: str = ""
+    energy_meter_reason: str = ""
+    idle: dict[str, Any] | None = None
+    train_energy: EnergyFigures | None = None
+    eval_energy: EnergyFigures | None = None
+    checkpoint_dir: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    duration_s: float = 0.0
+
+
+# -------------------------------------------------------------------------------- train
+class GradNormStats(BaseModel):
+    """Global L2 gradient norm before clipping, every step. A *spike* is a step whose norm
+    exceeds ``spike_factor`` × the median of the previous ``window`` steps."""
+
+    stats: Stats | None
+    spike_factor: float
+    window: int
+    spikes: list[tuple[int, float]] = []  # (step, norm)
+    clipped_steps: int = 0
+    clip_threshold: float | None = None
+
+
+class CurvePoint(BaseModel):
+    step: int
+    tokens: int
+    loss: float
+
+
+class ConfigResult(BaseModel):
+    """One named configuration of the training suite.
+
+    ``tokens_per_s``: training tokens / training wall time (evaluation excluded; device
+    synchronised at both ends of each step). ``optimizer_state_bytes``: bytes of every tensor
+    held in the optimizer state (8-bit states counted at 1 byte/element, GaLore projection
+    matrices included), measured after the last step. ``loss_at_equal_tokens`` compares
+    validation losses with the baseline at the baseline's evaluation token counts
+    (linear interpolation); ``tokens_to_baseline_final_loss`` is how many tokens this config
+    needed to reach the baseline's final validation loss (None if never).
+    """
+
+    name: str
+    file: str | None = None
+    description: str = ""
+    expected: str = ""
+    status: Literal["ok", "diverged", "skipped", "failed"]
+    reason: str | None = None
+    spec: dict[str, Any] = {}
+    optimizer: str = ""
+    optimizer_detail: str = ""
+    parameters: int = 0
+    steps: int = 0
+    tokens: int = 0
+    train_time_s: float = 0.0
+    tokens_per_s: float | None = None
+    #: tokens per step / median step time: robust to bursts of load from other processes
+    tokens_per_s_median_step: float | None = None
+    step_time_ms: Stats | None = None
+    train_loss_curve: list[CurvePoint] = []
+    val_loss_curve: list[CurvePoint] = []
+    final_val_loss: float | None = None
+    best_val_loss: float | None = None
+    final_train_loss: float | None = None
+    mtp_aux_loss_final: float | None = None
+    optimizer_state_bytes: int | None = None
+    parameter_bytes: int | None = None
+    gradient_bytes: int | None = None
+    grad_norm: GradNormStats | None = None
+    memory: MemoryFigures | None = None
+    energy: EnergyFigures | None = None  # training windows only
+    eval_energy: EnergyFigures | None = None
+    vs_baseline: dict[str, Any] = {}
+    warnings: list[str] = []
+    duration_s: float = 0.0
+
+
+class SuiteRecord(BaseModel):
+    schema_version: int = TRAIN_SCHEMA_VERSION
+    kind: Literal["train-suite"] = "train-suite"
+    suite_id: str
+    created_utc: str
+    baseline: str | None
+    corpus: dict[str, Any]
+    tokenizer: dict[str, Any]
+    device: str
+    precision: str
+    manifest: Manifest
+    energy_meter: str = ""
+    energy_meter_reason: str = ""
+    idle: dict[str, Any] | None = None
+    configs: list[ConfigResult] = []
+    warnings: list[str] = Field(default_factory=list)
+    duration_s: float = 0.0

@@ -1,0 +1,223 @@
+"""e3bench finetune: LoRA / full fine-tuning for the three architectures on tiny local models."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from e3bench.errors import E3Error
+
+
+@pytest.fixture(scope="module")
+def mc_files(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """BoolQ-like (fixed labels) train/eval files and a COPA-like (per-item choices) file.
+    The label is learnable: it is 'yes' exactly when the query contains the word 'blue'."""
+    rng = random.Random(0)
+    d = tmp_path_factory.mktemp("mc")
+    words = ["red", "green", "blue", "small", "large", "fox", "dog", "jumps", "over", "the", "lazy", "energy", "joules", "watts"]
+
+    def item():
+        q = " ".join(rng.choice(words) for _ in range(8))
+        return {"query": f"Passage: {q}\nQuestion: is it blue?", "choices": ["no", "yes"], "gold": int("blue" in q.split())}
+
+    train, ev = d / "train.jsonl", d / "eval.jsonl"
+    train.write_text("\n".join(json.dumps(item()) for _ in range(64)))
+    ev.write_text("\n".join(json.dumps(item()) for _ in range(24)))
+    copa = d / "copa.jsonl"
+    rows = []
+    for _ in range(40):
+        a, b = rng.sample(words, 2)
+        rows.append({"query": f"The {a} fox, therefore", "choices": [f"it was {a}", f"it was {b}"], "gold": 0})
+    copa.write_text("\n".join(json.dumps(r) for r in rows))
+    return train, ev, copa
+
+
+def _cfg(model: Path, out: Path, **kw):
+    from e3bench.train.finetune import FinetuneConfig
+
+    base = dict(
+        model=str(model), max_steps=4, eval_every=2, batch_size=4, max_eval_samples=16, lr=3e-3,
+        meter="estimate", idle_seconds=0.1, output_dir=str(out), max_seq_len=64,
+    )  # fmt: skip
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+@pytest.mark.parametrize("arch", ["encoder", "encoder-decoder", "decoder"])
+def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
+    from e3bench.train.finetune import run_finetune
+    from e3bench.train.records import FinetuneRecord
+
+    train, ev, _ = mc_files
+    msgs: list[str] = []
+    rec, path = run_finetune(
+        _cfg(tiny_models[arch], tmp_path, train_file=str(train), eval_file=str(ev), target_accuracy=0.99),
+        progress=msgs.append,
+    )
+    assert rec.status == "ok" and rec.steps == 4 and rec.samples_seen == 16
+    assert rec.model["architecture"] == {"encoder": "encoder-only", "decoder": "decoder-only"}.get(arch, arch)
+    assert 0 < rec.trainable_parameters < rec.total_parameters
+    assert rec.tokens_seen > 0 and rec.train_tokens_per_s > 0 and rec.train_samples_per_s > 0
+    assert [e.step for e in rec.evals] == [0, 2, 4]
+    assert all(0 <= e.accuracy <= 1 and e.n_items == 16 for e in rec.evals)
+    assert rec.evals[-1].train_time_s == pytest.approx(rec.train_time_s)
+    assert rec.evals[2].tokens_seen > rec.evals[1].tokens_seen > 0
+    # energy: estimated, labelled, net of idle, cumulative at each evaluation
+    e = rec.train_energy
+    assert e.method == "estimated" and e.sensor == "tdp-model" and e.basis == "net"
+    assert e.gross_energy_j > 0 and e.gross_energy_kwh == pytest.approx(e.gross_energy_j / 3.6e6)
+    assert rec.evals[2].train_energy_j >= rec.evals[1].train_energy_j >= 0
+    assert rec.memory.peak_rss_bytes > 0
+    # the target was not reached: best and the budget spent are reported
+    t = rec.target
+    if not t.reached:
+        assert t.time_to_target_s is None and t.budget_steps == 4 and t.budget_train_time_s > 0
+        assert "never reached" in t.note and f"{t.best_accuracy:.3f}" in t.note
+    # the JSON record is under <output_dir>/finetune and reads back
+    assert path.parent == tmp_path / "finetune"
+    assert FinetuneRecord.model_validate_json(path.read_text()).run_id == rec.run_id
+    # the adapter is a normal peft directory
+    assert (Path(rec.checkpoint_dir) / "adapter" / "adapter_config.json").is_file()
+
+
+def test_encoder_head_and_decoder_method_are_recorded(tiny_models, mc_files, tmp_path):
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, copa = mc_files
+    rec, _ = run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(train), eval_file=str(ev), max_steps=1))
+    assert rec.method["mode"] == "labels" and "classification head" in rec.method["head"]
+    # per-item choices (COPA-like): pairs for the encoder, sequence scores for the encoder-decoder
+    rec, _ = run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(copa), max_steps=1, eval_every=1))
+    assert rec.method["mode"] == "choices" and "pair" in rec.method["head"]
+    assert "held-out" in rec.data["eval_source"]
+    rec, _ = run_finetune(_cfg(tiny_models["encoder-decoder"], tmp_path, train_file=str(copa), max_steps=1, eval_every=1))
+    assert rec.method["mode"] == "choices" and "log p" in rec.method["head"]
+
+
+def test_full_finetuning_trains_everything(tiny_models, mc_files, tmp_path):
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, _ = mc_files
+    rec, _ = run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(train), eval_file=str(ev), mode="full", max_steps=2))
+    assert rec.trainable_parameters == rec.total_parameters and rec.trainable_fraction == 1.0
+
+
+def test_resume_continues_exactly(tiny_models, mc_files, tmp_path):
+    """2 steps + resume to 4 steps = 4 steps in one go (same batches, optimizer state, RNG)."""
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, _ = mc_files
+    m = tiny_models["encoder-decoder"]
+    kw = dict(train_file=str(train), eval_file=str(ev), eval_every=2)
+    straight, _ = run_finetune(_cfg(m, tmp_path / "a", max_steps=4, **kw))
+    first, _ = run_finetune(_cfg(m, tmp_path / "b", max_steps=2, **kw))
+    assert first.steps == 2 and first.checkpoint_dir
+    resumed, _ = run_finetune(_cfg(m, tmp_path / "b", max_steps=4, **kw), resume=True)
+    assert resumed.resumed_from_step == 2 and resumed.steps == 4
+    assert [e.step for e in resumed.evals] == [0, 2, 4]
+    assert resumed.evals[-1].eval_loss == pytest.approx(straight.evals[-1].eval_loss, rel=1e-5, abs=1e-6)
+    assert resumed.samples_seen == straight.samples_seen and resumed.tokens_seen == straight.tokens_seen
+    assert resumed.train_time_s > resumed.evals[1].train_time_s  # cumulative across sessions
+    # --resume with nothing to resume starts fresh, and says so
+    fresh, _ = run_finetune(_cfg(m, tmp_path / "c", max_steps=1, **kw), resume=True)
+    assert fresh.resumed_from_step is None and any("no checkpoint" in w for w in fresh.warnings)
+
+
+def test_target_reached_reports_time_and_energy(tiny_models, mc_files, tmp_path):
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, _ = mc_files
+    rec, _ = run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(train), eval_file=str(ev),
+                               target_accuracy=0.01, max_steps=2))  # fmt: skip
+    t = rec.target
+    assert t.reached and t.reached_at_step == 0 and t.time_to_target_s == 0.0 and "before any training" in t.note
+
+
+def test_absurd_learning_rate_diverges_and_is_recorded(tiny_models, mc_files, tmp_path):
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, _ = mc_files
+    rec, path = run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(train), eval_file=str(ev),
+                                  mode="full", lr=1e5, grad_clip=None, max_steps=20, eval_every=10))  # fmt: skip
+    assert rec.status == "diverged" and rec.steps < 20 and "loss" in rec.error
+    assert json.loads(path.read_text())["status"] == "diverged"
+
+
+def test_bad_input_is_one_clear_error(tiny_models, tmp_path):
+    from e3bench.train.finetune import run_finetune
+
+    with pytest.raises(E3Error) as ei:
+        run_finetune(_cfg(tiny_models["encoder"], tmp_path, task="boolk"))
+    assert "did you mean 'boolq'" in ei.value.one_line() and "copa" in ei.value.fix
+    with pytest.raises(E3Error) as ei:
+        run_finetune(_cfg(tiny_models["encoder"], tmp_path, optimizer="adamx"))
+    assert "unknown optimizer 'adamx'" in ei.value.problem and "galore" in ei.value.fix
+    with pytest.raises(E3Error, match="not found"):
+        run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(tmp_path / "missing.jsonl")))
+    with pytest.raises(E3Error, match="unknown model"):
+        run_finetune(_cfg(Path("no-such-model-alias"), tmp_path))
+
+
+def test_local_boolq_is_split_into_disjoint_parts(tmp_path, monkeypatch):
+    from e3bench.train.finetune import FinetuneConfig, load_task_data
+
+    d = tmp_path / "data" / "boolq"
+    d.mkdir(parents=True)
+    rows = [{"query": f"Passage: p{i}\nQuestion: q{i}?", "choices": ["no", "yes"], "gold": i % 2} for i in range(50)]
+    (d / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    monkeypatch.setenv("E3BENCH_DATA_DIR", str(tmp_path / "data"))
+    data = load_task_data(FinetuneConfig(model="x", task="boolq", max_eval_samples=10, max_train_samples=30))
+    assert len(data.eval) == 10 and len(data.train) == 30
+    assert not {r["query"] for r in data.train} & {r["query"] for r in data.eval}
+    assert "not comparable" in data.info["split_note"]
+    assert data.info["majority_class_accuracy"] >= 0.5
+
+
+def test_lora_targets_error_lists_linear_modules(tiny_models, mc_files, tmp_path):
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, _ = mc_files
+    with pytest.raises(E3Error) as ei:
+        run_finetune(_cfg(tiny_models["decoder"], tmp_path, train_file=str(train), eval_file=str(ev), lora_targets=("nope",)))
+    assert "--lora-targets" in ei.value.fix and "q_proj" in ei.value.fix
+
+
+def test_cli_finetune(tiny_models, mc_files, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from e3bench.train.cli import finetune
+
+    app = typer.Typer()
+    app.command()(finetune)
+    app.command("noop")(lambda: None)
+    train, ev, _ = mc_files
+    r = CliRunner().invoke(app, [
+        "finetune", "--model", str(tiny_models["encoder"]), "--train-file", str(train), "--eval-file", str(ev),
+        "--max-steps", "2", "--eval-every", "1", "--batch-size", "4", "--meter", "none", "--idle-seconds", "0",
+        "-q", "-o", str(tmp_path),
+    ])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "encoder-only" in r.stdout and "tokens/s" in r.stdout and "result:" in r.stdout
+    r = CliRunner().invoke(app, ["finetune", "--model", "x", "--mode", "qlora"])
+    assert isinstance(r.exception, E3Error) and "--mode" in r.exception.problem
+
+
+@pytest.mark.slow
+def test_smollm2_boolq_lora_tiny_budget(bundled_gguf, tmp_path):
+    """The bundled SmolLM2-135M on the real BoolQ data (verbalizer on ' no'/' yes')."""
+    import os
+
+    from e3bench.train.finetune import FinetuneConfig, run_finetune
+
+    if not os.environ.get("E3BENCH_DATA_DIR"):
+        pytest.skip("no local data directory (E3BENCH_DATA_DIR)")
+    cfg = FinetuneConfig(model="smollm2-135m", task="boolq", max_steps=2, eval_every=2, batch_size=2,
+                         max_eval_samples=8, max_seq_len=96, meter="estimate", idle_seconds=0.2,
+                         output_dir=str(tmp_path))  # fmt: skip
+    rec, _ = run_finetune(cfg)
+    assert rec.method["mode"] == "labels" and len(set(rec.method["label_token_ids"])) == 2
+    assert rec.trainable_parameters < 0.01 * rec.total_parameters and rec.steps == 2
