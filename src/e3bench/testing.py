@@ -35,18 +35,11 @@ _FIXTURE_VERSION = "1"
 
 
 def _train_tokenizer(vocab_size: int = 512):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator([_CORPUS] * 50, trainer=trainer)
+    from e3bench.bpe import train_byte_bpe
+
+    tok = train_byte_bpe([_CORPUS] * 50, vocab_size, _SPECIALS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<pad>",

@@ -140,22 +140,15 @@ def train_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 512) ->
     import time
 
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     t0 = time.perf_counter()
     if kind == "bpe":
         if vocab_size < 260:
             raise E3Error(f"a byte-level BPE needs vocab_size ≥ 260, got {vocab_size}", "raise data.vocab_size")
-        tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=_SPECIALS,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-        tok.train_from_iterator(_chunks(corpus.text_train), trainer=trainer)
+        from e3bench.bpe import train_byte_bpe
+
+        tok = train_byte_bpe(_chunks(corpus.text_train), vocab_size, _SPECIALS)
     elif kind == "char":
         chars = sorted(set(corpus.text_train))
         vocab = {c: i + len(_SPECIALS) for i, c in enumerate(chars)}
