@@ -228,6 +228,7 @@ def _bundled_model_dir() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_agreement_bundled_model(tmp_path):
     model_dir = _bundled_model_dir()
     report = _agree(model_dir, tmp_path, limit=20, mmlu_per_subject=2, mmlu_subjects=10, five_shot_n=5)
