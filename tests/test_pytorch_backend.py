@@ -71,7 +71,7 @@ def test_bf16_on_cpu(tiny_models):
 
 @pytest.mark.parametrize(
     "dtype, device, needle",
-    [("fp16", "cpu", "not supported on cpu"), ("int4", "cpu", "not supported"), ("fp32", "cuda", "no CUDA GPU")],
+    [("fp16", "cpu", "not supported on cpu"), ("q4_k_m", "cpu", "not supported"), ("fp32", "cuda", "no CUDA GPU")],
 )
 def test_unsupported_combinations(tiny_models, dtype, device, needle):
     import torch
@@ -108,3 +108,63 @@ def test_cuda_paths_with_fake_torch_cuda(decoder, monkeypatch):
         b.device = saved
     assert calls == ["sync", "reset"]
     assert b.peak_memory_bytes() is None  # CPU: RSS is the runner's job
+
+
+# ----------------------------------------------------------------- int8 / int4 (torchao)
+def _torchao_or_skip():
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("torchao not installed: pip install 'e3bench[quant]'")
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_weight_quantization_on_cpu(tiny_models, precision):
+    _torchao_or_skip()
+    ref = PyTorchBackend()
+    fp32 = ref.load(resolve(str(tiny_models["decoder"])), "fp32", "cpu")
+    reqs = [("the quick brown fox", " jumps over"), ("energy is", " measured in joules")]
+    want = ref.loglikelihood(reqs)
+    ref.close()
+    b = PyTorchBackend()
+    info = b.load(resolve(str(tiny_models["decoder"])), precision, "cpu")
+    assert any("torchao" in n and "LM head unquantized" in n for n in info.notes), info.notes
+    assert info.parameters == fp32.parameters
+    assert info.weights_bytes < fp32.weights_bytes  # packed Linear weights counted, not fp32 sizes
+    import torch
+
+    linears = [m for m in b.model.modules() if isinstance(m, torch.nn.Linear)]
+    kinds = {type(m.weight).__name__ for m in linears}
+    assert kinds - {"Parameter", "Tensor"}, f"no Linear layer was quantized: {kinds}"
+    steps: list[int] = []
+    gen = b.generate([b.encode("hello world")], GenParams(max_new_tokens=4), on_token=steps.append)
+    assert steps == [1, 2, 3, 4] and len(gen[0].token_ids) == 4
+    for got, w in zip(b.loglikelihood(reqs), want, strict=True):
+        assert got.logprob == pytest.approx(w.logprob, rel=0.1, abs=0.5)
+    b.close()
+
+
+def test_quantization_without_torchao_names_the_extra(tiny_models, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torchao" else real(n, *a))
+    with pytest.raises(E3Error) as ei:
+        PyTorchBackend().load(resolve(str(tiny_models["decoder"])), "int8", "cpu")
+    assert "e3bench[quant]" in ei.value.fix
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_torch_compile_option(tiny_models):
+    b = PyTorchBackend(compile=True)
+    info = b.load(resolve(str(tiny_models["decoder"])), "fp32", "cpu")
+    assert any("torch.compile" in n for n in info.notes)
+    ref = PyTorchBackend()
+    ref.load(resolve(str(tiny_models["decoder"])), "fp32", "cpu")
+    ids = b.encode("the quick brown fox")
+    assert b.generate([ids], GenParams(max_new_tokens=4))[0].token_ids == ref.generate(
+        [ids], GenParams(max_new_tokens=4)
+    )[0].token_ids
+    b.close()
+    ref.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from e3bench.errors import E3Error
 
 DTYPES = ("fp32", "bf16", "fp16", "int8", "int4")
+#: backend-specific precision names (llama.cpp GGUF types such as q4_k_m, q8_0, f16; "native" =
+#: the file as shipped). Whether a backend can run one is its capabilities' call, not ours.
+_BACKEND_PRECISION = re.compile(r"^(native|f16|f32|i?q[1-8](_[0-9a-z]+)*)$")
 DEVICES = ("cpu", "cuda")
 
 
@@ -25,7 +29,7 @@ class RunConfig(BaseModel):
     model: str = Field("smollm2-135m", description="alias, Hugging Face id, local dir or .gguf file")
     backend: str = Field("pytorch", description="backend name (see `e3bench backends`)")
     device: Literal["cpu", "cuda"] = "cpu"
-    dtype: Literal["fp32", "bf16", "fp16", "int8", "int4"] = "fp32"
+    dtype: str = Field("fp32", description="fp32|bf16|fp16|int8|int4, or a backend's own (q4_k_m, native)")
     batch_sizes: tuple[int, ...] = Field((1, 4), description="batch sizes to measure")
     prompt_tokens: int = Field(128, description="synthetic prompt length in tokens")
     max_new_tokens: int = Field(32, description="fixed output length for speed runs")
@@ -53,6 +57,16 @@ class RunConfig(BaseModel):
     output_dir: str = "results"
     sweep: str = Field("runs", description="sub-directory of output_dir grouping runs")
     cache_dir: str | None = Field(None, description="converted-model cache (default ~/.cache/e3bench)")
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        v = v.lower()
+        if v not in DTYPES and not _BACKEND_PRECISION.match(v):
+            raise ValueError(
+                f"unknown precision {v!r}: use one of {', '.join(DTYPES)}, or a GGUF type such as q4_k_m / q8_0 / f16"
+            )
+        return v
 
     @field_validator("batch_sizes")
     @classmethod

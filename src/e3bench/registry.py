@@ -29,7 +29,31 @@ BACKENDS: dict[str, Entry] = {
         "e3bench.backends.pytorch:PyTorchBackend",
         None,
         ("torch", "transformers"),
-        "PyTorch + transformers; CPU and CUDA; fp32/bf16/fp16",
+        "PyTorch + transformers; CPU and CUDA; fp32/bf16/fp16, int8/int4 weights (torchao)",
+    ),
+    "pytorch-compile": Entry(
+        "e3bench.backends.pytorch:PyTorchCompiledBackend",
+        None,
+        ("torch", "transformers"),
+        "the pytorch backend under torch.compile (warm-up pays the compilation)",
+    ),
+    "onnxrt": Entry(
+        "e3bench.backends.onnxrt:OnnxRuntimeBackend",
+        "onnx",
+        ("onnxruntime", "onnx", "transformers"),
+        "ONNX Runtime (own KV-cache export); CPU fp32/dynamic int8, CUDA fp32/fp16",
+    ),
+    "llamacpp": Entry(
+        "e3bench.backends.llamacpp:LlamaCppBackend",
+        "llamacpp",
+        ("llama_cpp", "gguf"),
+        "llama.cpp via llama-cpp-python; GGUF quant types (Q4_K_M, Q8_0, F16, ...)",
+    ),
+    "vllm": Entry(
+        "e3bench.backends.vllm:VllmBackend",
+        "vllm",
+        ("vllm",),
+        "vLLM offline engine; CUDA only; fp16/bf16, GPTQ/AWQ/W8A8 checkpoints",
     ),
 }
 _GROUPS = {"backend": ("e3bench.backends", BACKENDS)}

@@ -336,7 +336,9 @@ class Runner:
             peak_dev = backend.peak_memory_bytes()
             if peak_dev is not None:
                 eff.peak_device_memory_bytes = peak_dev
-                eff.peak_device_memory_method = "torch.cuda.max_memory_allocated since after load"
+                eff.peak_device_memory_method = getattr(
+                    backend, "peak_memory_method", "torch.cuda.max_memory_allocated since after load"
+                )
             backend.close()
             for m in self._meters():
                 m.close()

@@ -1,5 +1,7 @@
 """PyTorch / transformers backend: decoder-only, encoder-decoder and encoder-only models on CPU
-or CUDA in fp32, bf16 or fp16.
+or CUDA in fp32, bf16 or fp16, and int8 / int4 weight quantization with torchao
+(see :data:`QUANT_RECIPES` and docs/backends.md for why torchao and which recipe), optionally
+under ``torch.compile`` (``PyTorchBackend(compile=True)``, registered as ``pytorch-compile``).
 
 It never reads a clock. Per-token progress reaches the runner through a transformers
 ``BaseStreamer`` whose ``put`` is called once per decode step with the new tokens (already
@@ -14,8 +16,8 @@ from typing import ClassVar
 
 from e3bench.api import (
     Capabilities,
-    GenParams,
     Generation,
+    GenParams,
     LoadInfo,
     LogLik,
     ModelSpec,
@@ -24,6 +26,71 @@ from e3bench.api import (
 from e3bench.errors import E3Error
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+#: (device, precision) → (compute dtype, torchao config class, kwargs, description).
+#: Chosen by measuring speed *and* quality retained on SmolLM2-135M (benchmarks/backends.py,
+#: docs/backends.md). Linear layers only; the LM head (tied to the embedding) stays unquantized.
+QUANT_RECIPES: dict[tuple[str, str], tuple[str, str, dict, str]] = {
+    ("cpu", "int8"): (
+        "float32",
+        "Int8WeightOnlyConfig",
+        {},
+        "torchao int8 weight-only (per-channel scales, fp32 activations)",
+    ),
+    ("cpu", "int4"): (
+        "float32",
+        "prototype.quantization.int4:PrototypeInt4WeightOnlyConfig",
+        {"group_size": 32},
+        "torchao int4 weight-only, group size 32, CPU tinygemm kernel (_weight_int4pack_mm_for_cpu)",
+    ),
+    ("cuda", "int8"): ("bfloat16", "Int8WeightOnlyConfig", {}, "torchao int8 weight-only (bf16 activations)"),
+    ("cuda", "int4"): (
+        "bfloat16",
+        "Int4WeightOnlyConfig",
+        {"group_size": 128},
+        "torchao int4 weight-only, group size 128 (tinygemm kernel, bf16 activations)",
+    ),
+}
+
+
+def _tensor_bytes(t) -> int:
+    """Storage bytes of a tensor, looking inside tensor subclasses (torchao's packed weights)."""
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is not None and type(t).__name__ not in ("Tensor", "Parameter"):
+        try:
+            names, _ = flatten()
+            return sum(_tensor_bytes(getattr(t, n)) for n in names)
+        except Exception:  # noqa: BLE001, S110 - fall back to the outer tensor's size
+            pass
+    return t.numel() * t.element_size()
+
+
+def _quantize(model, device: str, precision: str) -> str:
+    """Quantize the Linear layers in place; return a one-line description for the record."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("torchao") is None:
+        raise E3Error(
+            f"--dtype {precision} on the pytorch backend needs torchao, which is not installed",
+            "pip install 'e3bench[quant]'",
+        )
+    import importlib
+
+    _, cfg_name, kwargs, desc = QUANT_RECIPES[(device, precision)]
+    module, _, cls = cfg_name.rpartition(":")
+    config = getattr(importlib.import_module("torchao." + (module or "quantization")), cls)(**kwargs)
+    tq = importlib.import_module("torchao.quantization")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def linear_but_head(module, fqn: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and module is not head
+
+    tq.quantize_(model, config, filter_fn=linear_but_head)
+    import torchao
+
+    return f"{desc} (torchao {torchao.__version__}); LM head unquantized"
 
 
 class _StepStreamer:
@@ -36,7 +103,7 @@ class _StepStreamer:
         self.on_token = on_token
         self.steps = -1
 
-    def put(self, value) -> None:  # noqa: ARG002 - the tokens themselves are not needed
+    def put(self, value) -> None:
         self.steps += 1
         if self.steps:
             self.on_token(self.steps)
@@ -75,17 +142,20 @@ class PyTorchBackend:
     name: ClassVar[str] = "pytorch"
     capabilities: ClassVar[Capabilities] = Capabilities(
         devices=frozenset({"cpu", "cuda"}),
-        precisions=frozenset({"fp32", "bf16", "fp16"}),
+        precisions=frozenset({"fp32", "bf16", "fp16", "int8", "int4"}),
         architectures=frozenset({"decoder-only", "encoder-decoder", "encoder-only"}),
         streaming=True,
         loglikelihood=True,
         # fp16 matmuls on CPU are emulated and far slower than fp32; refuse rather than mislead.
-        precisions_by_device=(("cpu", frozenset({"fp32", "bf16"})),),
+        precisions_by_device=(("cpu", frozenset({"fp32", "bf16", "int8", "int4"})),),
     )
 
-    def __init__(self, *, cache_dir: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, *, cache_dir: str | None = None, threads: int | None = None, compile: bool = False
+    ) -> None:
         self.cache_dir = cache_dir
         self.threads = threads
+        self.compile = compile
         self.model = None
         self.tokenizer = None
         self.device = None
@@ -145,7 +215,8 @@ class PyTorchBackend:
             "encoder-decoder": AutoModelForSeq2SeqLM,
             "encoder-only": AutoModel,
         }[self.architecture]
-        dtype = getattr(torch, _DTYPES[precision])
+        quant = precision in ("int8", "int4")
+        dtype = getattr(torch, QUANT_RECIPES[(device, precision)][0] if quant else _DTYPES[precision])
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, revision=model.revision)
             self.model = cls.from_pretrained(path, dtype=dtype, revision=model.revision)
@@ -155,12 +226,19 @@ class PyTorchBackend:
             raise E3Error(f"cannot load weights from {path}: {exc}", "check the model files") from None
         self.device = torch.device("cuda:0" if device == "cuda" else "cpu")
         self.model.to(self.device).eval()
+        if quant:
+            self.load_notes.append(_quantize(self.model, device, precision))
+        if self.compile:
+            # dynamic=True: prompt and cache lengths change every step; the first generate()
+            # (the runner's warm-up) pays the compilation.
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
+            self.load_notes.append(f"torch.compile(model.forward, dynamic=True) (torch {torch.__version__})")
         tok = self.tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
         params = list({id(p): p for p in self.model.parameters()}.values())
         n_params = sum(p.numel() for p in params)
-        weights_bytes = sum(p.numel() * p.element_size() for p in params)
+        weights_bytes = sum(_tensor_bytes(p) for p in params)
         return LoadInfo(
             architecture=self.architecture,
             model_type=config.model_type,
@@ -297,6 +375,15 @@ class PyTorchBackend:
             import torch
 
             torch.cuda.empty_cache()
+
+
+class PyTorchCompiledBackend(PyTorchBackend):
+    """The PyTorch backend with ``torch.compile`` on the model's forward."""
+
+    name: ClassVar[str] = "pytorch-compile"
+
+    def __init__(self, *, cache_dir: str | None = None, threads: int | None = None) -> None:
+        super().__init__(cache_dir=cache_dir, threads=threads, compile=True)
 
 
 def model_dir_of(spec: ModelSpec) -> Path | None:

@@ -1,0 +1,215 @@
+"""Backends × precisions on the bundled SmolLM2-135M: decode tok/s, TTFT, peak RSS, accuracy.
+
+Every configuration runs ``e3bench.runner.run_one`` — the same path as ``e3bench run`` — in its
+own subprocess, so peak RSS (``ru_maxrss``) belongs to that configuration alone. Accuracy is
+HellaSwag (``--limit`` items, acc_norm) through ``e3bench.tasks`` on the same loaded backend;
+"retained" is the ratio to PyTorch fp32 (MLPerf's rule of thumb: ≥ 99 %).
+
+For llama.cpp the script also times a 64-token generation twice over: with our clock inside
+``on_token`` and with the library's own counters (``llama_perf_context``: eval time / eval
+tokens) on the same file, and prints the difference (target: within 5 %).
+
+    E3BENCH_DATA_DIR=../shared/data python benchmarks/backends.py            # full table
+    python benchmarks/backends.py --configs pytorch:fp32,llamacpp:int4 --limit 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT = (
+    "pytorch:fp32,pytorch:bf16,pytorch:int8,pytorch:int4,"
+    "onnxrt:fp32,onnxrt:int8,"
+    "llamacpp:int4,llamacpp:int8,llamacpp:fp16"
+)
+#: what the generic precision means on each backend, for the table
+LABEL = {("llamacpp", "int4"): "Q4_1 (shipped)", ("llamacpp", "int8"): "Q8_0", ("llamacpp", "fp16"): "F16"}
+
+
+def child(backend: str, precision: str, args) -> dict:
+    from e3bench.config import RunConfig
+    from e3bench.runner import run_one
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cfg = RunConfig(
+        model=args.model,
+        backend=backend,
+        dtype=precision,
+        threads=args.threads,
+        batch_sizes=(1,),
+        prompt_tokens=args.prompt_tokens,
+        max_new_tokens=args.max_new_tokens,
+        warmup_iters=1,
+        min_iters=args.iters,
+        min_seconds=0.0,
+        max_seconds=120.0,
+        idle_seconds=0.0,
+        tasks=tuple(t for t in args.tasks.split(",") if t),
+        limit=args.limit,
+        output_dir=tempfile.mkdtemp(prefix="e3b-bench-"),
+    )
+    t0 = time.perf_counter()
+    rec = run_one(cfg)
+    g = rec.efficiency.generation[0]
+    out = {
+        "backend": backend,
+        "precision": precision,
+        "dtype_run": rec.model.dtype,
+        "weights_mb": rec.model.weights_bytes / 2**20,
+        "load_s": rec.efficiency.load_time_s,
+        "decode_tok_s": g.decode_tokens_per_s.mean if g.decode_tokens_per_s else None,
+        "decode_ci95": (
+            (g.decode_tokens_per_s.ci95_high - g.decode_tokens_per_s.ci95_low) / 2 if g.decode_tokens_per_s else None
+        ),
+        "ttft_ms": g.ttft_ms.p50 if g.ttft_ms else None,
+        "peak_rss_mb": rec.efficiency.peak_rss_bytes / 2**20,
+        "accuracy": {t.task: t.metrics for t in rec.effectiveness},
+        "warnings": rec.warnings,
+        "wall_s": time.perf_counter() - t0,
+    }
+    if backend == "llamacpp":
+        out["llama_perf"] = llama_perf_check(precision, args)
+    return out
+
+
+def llama_perf_check(precision: str, args) -> dict:
+    """Our decode tok/s (clock in on_token) vs llama.cpp's own counters, same file, same run."""
+    from e3bench.api import GenParams
+    from e3bench.backends.llamacpp import LlamaCppBackend
+    from e3bench.models import resolve
+    from e3bench.timing import clock
+
+    b = LlamaCppBackend(threads=args.threads)
+    b.load(resolve(args.model), precision, "cpu")
+    ids = b.encode("The history of the Roman Empire begins with the founding of the city of Rome. " * 4)
+    b.generate([ids], GenParams(max_new_tokens=8))  # warm-up
+    rows = []
+    for _ in range(3):
+        stamps: list[float] = []
+        b.perf_reset()
+        b.generate([ids], GenParams(max_new_tokens=64), on_token=lambda _n, s=stamps: s.append(clock()))
+        p = b.perf()
+        ours = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        lib = p["eval_tokens"] / (p["eval_ms"] / 1e3)
+        rows.append((ours, lib))
+    b.close()
+    ours = sum(r[0] for r in rows) / len(rows)
+    lib = sum(r[1] for r in rows) / len(rows)
+    return {"ours_tok_s": ours, "llama_perf_tok_s": lib, "diff_pct": 100 * (ours - lib) / lib, "file": str(b.gguf_path)}
+
+
+def fmt(x, spec=".1f", none="—"):
+    return none if x is None else format(x, spec)
+
+
+def table(rows: list[dict], task: str) -> str:
+    ref = next((r for r in rows if r.get("backend") == "pytorch" and r.get("precision") == "fp32" and "error" not in r), None)
+    ref_acc = (ref or {}).get("accuracy", {}).get(task, {}).get("acc_norm")
+    head = (
+        "| backend | precision | weights MiB | decode tok/s (±95% CI) | TTFT p50 ms | peak RSS MiB | "
+        f"{task} acc_norm | retained vs pytorch fp32 |\n|---|---|---:|---:|---:|---:|---:|---|"
+    )
+    lines = [head]
+    for r in rows:
+        label = LABEL.get((r["backend"], r["precision"]), r["precision"])
+        if "error" in r:
+            err = " ".join(r["error"].split())[:100]
+            lines.append(f"| {r['backend']} | {label} | — | failed: {err} | | | | |")
+            continue
+        acc = r["accuracy"].get(task, {}).get("acc_norm")
+        kept = ""
+        if acc is not None and ref_acc:
+            ratio = acc / ref_acc
+            kept = f"{100 * ratio:.1f}% {'ok' if ratio >= 0.99 else 'BELOW 99%'}"
+        lines.append(
+            f"| {r['backend']} | {label} | {fmt(r['weights_mb'], '.0f')} | {fmt(r['decode_tok_s'])} "
+            f"(±{fmt(r['decode_ci95'])}) | {fmt(r['ttft_ms'], '.0f')} | {fmt(r['peak_rss_mb'], '.0f')} | "
+            f"{fmt(acc, '.3f')} | {kept} |"
+        )
+    for r in rows:
+        lp = r.get("llama_perf")
+        if lp:
+            lines.append(
+                f"\nllama.cpp {LABEL.get(('llamacpp', r['precision']), r['precision'])}: our decode "
+                f"{lp['ours_tok_s']:.1f} tok/s vs llama_perf {lp['llama_perf_tok_s']:.1f} tok/s "
+                f"({lp['diff_pct']:+.1f}%; {Path(lp['file']).name})"
+            )
+    lines.append(
+        f"\n{task}: the standard error of acc_norm is ~0.035 at 200 items, so 'retained' "
+        "differences under ~7 points are noise; ≥ 99 % is MLPerf's rule of thumb."
+        if task
+        else ""
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default=DEFAULT, help="comma-separated backend:precision")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--tasks", default="hellaswag", help="'' to skip accuracy")
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--json", default=None, help="write all rows here")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        backend, precision = args.one.split(":")
+        try:
+            print("E3B-ROW " + json.dumps(child(backend, precision, args)))
+        except Exception as exc:  # noqa: BLE001 - the parent prints it in the table
+            print("E3B-ROW " + json.dumps({"backend": backend, "precision": precision, "error": f"{type(exc).__name__}: {exc}"}))
+        return 0
+    rows = []
+    for item in args.configs.split(","):
+        backend, precision = item.split(":")
+        print(f"running {backend} {precision} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", item, *_strip_configs(sys.argv[1:])],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("E3B-ROW ")), None)
+        if line:
+            row = json.loads(line[8:])
+        else:  # crashed or killed: say how, with the last line that is not a warning
+            last = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Warning" not in ln and " W1" not in ln[:6]]
+            why = f"exit {proc.returncode}" + (f": {last[-1].strip()[:200]}" if last else "")
+            row = {"backend": backend, "precision": precision, "error": why}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    task = args.tasks.split(",")[0] if args.tasks else ""
+    print(table(rows, task))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _strip_configs(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--configs":
+            skip = True
+            continue
+        if a.startswith("--configs="):
+            continue
+        out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,441 @@
+"""llama.cpp backend (llama-cpp-python): GGUF models on the CPU (or CUDA with a CUDA build).
+
+* **Precisions are GGUF quant types** — ``q4_1``, ``q8_0``, ``f16``, ``q4_k_m``, ... — plus the
+  generic names the rest of e3bench uses: ``native`` (the file as shipped), ``fp32``→F32,
+  ``fp16``→F16, ``bf16``→BF16, ``int8``→Q8_0, ``int4``→the file as shipped when it is already a
+  4-bit type, else Q4_K_M. A type other than the file's is made once with llama.cpp's own
+  quantizer (``llama_model_quantize``) and cached under ``cache_root/gguf-quantized/``.
+  Re-quantizing an already quantized file needs ``allow_requantize`` and inherits its error: the
+  record says so.
+* **Own decode loop on the low-level API** — one ``llama_decode`` per step for the whole batch
+  (one KV-cache sequence per prompt), the next token chosen on the host from the step's logits
+  (the same greedy/sampling code as the ONNX backend, with EOS masked below ``min_new_tokens``
+  as transformers does), then ``on_token``. Prompts of a batch are prefilled one after another
+  (each in ``n_batch`` chunks); decode steps are batched.
+* **Log-likelihood** — lm-eval's tokenization through an adapter over llama.cpp's tokenizer;
+  the shared context of a question is evaluated once, each choice reuses its KV cache.
+* ``llama_perf_context`` (the library's own timing) is exposed by :meth:`perf` so benchmarks can
+  compare our decode tok/s with llama.cpp's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from e3bench.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
+from e3bench.backends import _common as C
+from e3bench.errors import E3Error
+
+#: GGUF quant type name → llama_ftype value (llama.h); the ones users ask for.
+GGUF_TYPES: dict[str, int] = {
+    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
+    "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16,
+    "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30, "bf16": 32,
+}  # fmt: skip
+_BY_FTYPE = {v: k for k, v in GGUF_TYPES.items()}
+_FOUR_BIT = {"q4_0", "q4_1", "q4_k_s", "q4_k_m", "iq4_nl", "iq4_xs"}
+GENERIC = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "q8_0"}  # int4/native: see _target
+
+
+def _file_type(path: Path) -> tuple[str | None, str | None]:
+    """(architecture, quant type name) from the GGUF header (gguf package, memory-mapped)."""
+    try:
+        import gguf
+    except ImportError:
+        return None, None
+    try:
+        r = gguf.GGUFReader(str(path))
+    except Exception as exc:  # noqa: BLE001 - the reader raises many kinds on bad files
+        raise E3Error(f"GGUF file {path} is corrupt or truncated ({type(exc).__name__})", "copy the file again") from None
+
+    def field(name):
+        f = r.fields.get(name)
+        if f is None:
+            return None
+        v = f.parts[f.data[0]]
+        return bytes(v).decode("utf-8", "replace") if v.dtype == np.uint8 else int(v[0])
+
+    ft = field("general.file_type")
+    return field("general.architecture"), (_BY_FTYPE.get(ft, f"ftype{ft}") if isinstance(ft, int) else None)
+
+
+class _Tokenizer:
+    """The slice of a Hugging Face tokenizer that ``scoring.encode_pair`` uses, over llama.cpp's."""
+
+    def __init__(self, llm) -> None:
+        import llama_cpp
+
+        self.llm = llm
+        vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        self.bos_token_id = int(llm.token_bos()) if llm.token_bos() >= 0 else None
+        self.eos_token_id = int(llm.token_eos()) if llm.token_eos() >= 0 else None
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens and self.add_bos, special=False))
+
+    def decode(self, ids) -> str:
+        if isinstance(ids, int):
+            ids = [ids]
+        return self.llm.detokenize(list(ids)).decode("utf-8", "replace")
+
+
+class _Captured:
+    def __init__(self) -> None:
+        self.fd = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - lives as long as the capture
+        self.py = io.StringIO()
+
+    def text(self) -> str:
+        self.fd.seek(0)
+        return self.fd.read().decode("utf-8", "replace") + self.py.getvalue()
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """llama.cpp's errors reach us through llama-cpp-python's log callback (Python's
+    ``sys.stderr``) or straight from C code (fd 2): capture both to explain failures."""
+    cap = _Captured()
+    saved = os.dup(2)
+    try:
+        os.dup2(cap.fd.fileno(), 2)
+        with contextlib.redirect_stderr(cap.py):
+            yield cap
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class LlamaCppBackend:
+    name: ClassVar[str] = "llamacpp"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        devices=frozenset({"cpu", "cuda"}),
+        precisions=frozenset({"native", "fp32", "fp16", "bf16", "int8", "int4", *GGUF_TYPES}),
+        architectures=frozenset({"decoder-only"}),
+        streaming=True,
+        loglikelihood=True,
+        batching=True,
+    )
+
+    def __init__(
+        self, *, cache_dir: str | None = None, threads: int | None = None, n_ctx: int = 2048, n_batch: int = 512
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.threads = threads
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.llm = None
+        self._ctxs: dict[int, object] = {}
+        self.notes: list[str] = []
+        self.gguf_path: Path | None = None
+
+    # ------------------------------------------------------------------- precision
+    def _target(self, shipped: str | None, precision: str) -> str | None:
+        """GGUF type to run, or None for the file as shipped."""
+        p = precision.lower()
+        if p == "native" or p == shipped:
+            return None
+        if p == "int4":
+            return None if shipped in _FOUR_BIT else "q4_k_m"
+        return GENERIC.get(p, p)
+
+    def _quantized(self, src: Path, shipped: str | None, target: str) -> Path:
+        import llama_cpp
+
+        from e3bench.models import cache_root
+
+        out_dir = cache_root(self.cache_dir) / "gguf-quantized" / C.file_key(src)
+        out = out_dir / f"{target.upper()}.gguf"
+        requant = shipped not in (None, "f32", "f16", "bf16")
+        note = f"{target.upper()} made from {src.name} ({(shipped or '?').upper()}) with llama_model_quantize"
+        if requant and target in ("f32", "f16", "bf16"):
+            note += (
+                f"; dequantized: the same {shipped.upper()} weights stored as {target.upper()} "
+                "(what a full-precision run of this file means; not the original checkpoint)"
+            )
+        elif requant:
+            note += (
+                f"; re-quantized from an already quantized file, so the weights carry the "
+                f"{shipped.upper()} rounding error too (a {target.upper()} made from full-precision weights is more accurate)"
+            )
+        if out.is_file():
+            self.notes.append(note + f" (cached: {out})")
+            return out
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = GGUF_TYPES[target]
+        params.nthread = self.threads or 0
+        params.allow_requantize = requant
+        with _captured_stderr() as err:
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        if rc != 0 or not tmp.is_file():
+            tail = " ".join(err.text().strip().splitlines()[-3:])
+            tmp.unlink(missing_ok=True)
+            raise E3Error(f"llama.cpp could not quantize {src.name} to {target.upper()}: {tail}", "pick another GGUF type")
+        tmp.rename(out)
+        self.notes.append(note + f" (now: {out})")
+        return out
+
+    # ----------------------------------------------------------------------- loading
+    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
+        reason = self.capabilities.check(device=device, precision=precision.lower())
+        if reason:
+            raise E3Error(f"llamacpp backend: {reason}", "pass a GGUF quant type such as q4_k_m, q8_0, f16, or native")
+        if model.source != "gguf":
+            raise E3Error(
+                f"the llamacpp backend runs GGUF files; '{model.name}' is a {model.source} model",
+                "convert it with llama.cpp's convert_hf_to_gguf.py and pass the .gguf file "
+                "(or use the bundled smollm2-135m)",
+            )
+        import llama_cpp
+
+        if device == "cuda" and not llama_cpp.llama_supports_gpu_offload():
+            raise E3Error(
+                "--device cuda needs a llama-cpp-python built with CUDA; this build offloads nothing to a GPU",
+                "CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-binary llama-cpp-python llama-cpp-python, "
+                "or use --device cpu",
+            )
+        self.notes = []
+        src = Path(model.path) / (model.gguf_file or "")
+        arch, shipped = _file_type(src)
+        target = self._target(shipped, precision)
+        path = self._quantized(src, shipped, target) if target else src
+        self.gguf_path = path
+        running = target or shipped or "native"
+        with _captured_stderr() as err:
+            try:
+                self.llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self.n_ctx,
+                    n_batch=self.n_batch,
+                    n_ubatch=self.n_batch,
+                    n_threads=self.threads,
+                    n_threads_batch=self.threads,
+                    n_gpu_layers=-1 if device == "cuda" else 0,
+                    logits_all=False,
+                    # verbose=True so llama.cpp's load errors reach the captured stderr (with
+                    # False, llama-cpp-python sends them to /dev/null); quiet again below
+                    verbose=True,
+                )
+            except Exception as exc:  # noqa: BLE001 - explained from llama.cpp's log below
+                failure = exc
+            else:
+                failure = None
+            from llama_cpp._logger import set_verbose
+
+            set_verbose(False)
+        if self.llm is not None:
+            self.llm.verbose = False
+        if failure is not None:
+            log = err.text()
+            m = re.search(r"unknown model architecture: '([^']+)'", log)
+            if m or "unknown model architecture" in log:
+                raise E3Error(
+                    f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) does not know the architecture "
+                    f"'{m.group(1) if m else arch}' of {src.name}",
+                    "upgrade llama-cpp-python (newer llama.cpp knows more architectures) or use the pytorch backend",
+                ) from None
+            tail = " ".join(log.strip().splitlines()[-3:])
+            raise E3Error(f"llama.cpp could not load {path.name}: {failure} {tail}".strip(), "check the GGUF file") from None
+        self._ctxs = {}
+        self.device = device
+        self.tokenizer = _Tokenizer(self.llm)
+        md = self.llm.metadata
+        n_params = int(llama_cpp.llama_model_n_params(self.llm._model.model))
+        self.notes.append(
+            f"llama-cpp-python {llama_cpp.__version__}; GGUF type {running.upper()}; threads "
+            f"{self.llm.n_threads}; n_ctx {self.n_ctx}; n_batch {self.n_batch}; batch>1: one KV sequence per "
+            "prompt, prompts prefilled one after another, decode steps batched"
+        )
+        return LoadInfo(
+            architecture="decoder-only",
+            model_type=str(md.get("general.architecture", arch or "gguf")),
+            parameters=n_params,
+            weights_bytes=int(llama_cpp.llama_model_size(self.llm._model.model)),
+            dtype=running,
+            device=device,
+            vocab_size=int(self.llm.n_vocab()),
+            max_positions=int(self.llm._model.n_ctx_train()),
+            notes=tuple(self.notes),
+        )
+
+    # ---------------------------------------------------------------------- tokens
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        ids = [t for t in token_ids if t not in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)]
+        return self.tokenizer.decode(ids)
+
+    # ---------------------------------------------------------------------- engine
+    def _context(self, n_seq: int, n_ctx: int):
+        """Llama's own context for one sequence; a multi-sequence context for batches."""
+        from llama_cpp import _internals as internals
+
+        if n_seq == 1 and n_ctx <= self.llm.n_ctx():
+            return self.llm._ctx
+        key = n_seq
+        ctx = self._ctxs.get(key)
+        if ctx is None or ctx.n_ctx() < n_ctx:
+            old = self.llm.context_params
+            params = type(old).from_buffer_copy(old)  # a byte copy of the ctypes struct
+            params.n_seq_max = n_seq
+            params.n_ctx = max(n_ctx, 256)
+            params.kv_unified = True
+            ctx = internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
+            self._ctxs[key] = ctx
+        return ctx
+
+    def _decode(self, ctx, tokens: Sequence[int], pos: Sequence[int], seq: Sequence[int], want: Sequence[bool]):
+        """One llama_decode; returns logits rows for the positions flagged in ``want``."""
+        import llama_cpp
+        from llama_cpp import _internals as internals
+
+        n = len(tokens)
+        batch = internals.LlamaBatch(n_tokens=n, embd=0, n_seq_max=1, verbose=False)
+        try:
+            b = batch.batch
+            for i in range(n):
+                b.token[i] = tokens[i]
+                b.pos[i] = pos[i]
+                b.seq_id[i][0] = seq[i]
+                b.n_seq_id[i] = 1
+                b.logits[i] = want[i]
+            b.n_tokens = n
+            rc = llama_cpp.llama_decode(ctx.ctx, b)
+            if rc != 0:
+                raise E3Error(f"llama_decode failed (code {rc}): the KV cache is probably full", "use shorter prompts")
+            nv = self.llm.n_vocab()
+            rows = []
+            for i in range(n):
+                if want[i]:
+                    ptr = llama_cpp.llama_get_logits_ith(ctx.ctx, i)
+                    rows.append(np.ctypeslib.as_array(ptr, shape=(nv,)).copy())
+            return np.stack(rows) if rows else np.empty((0, nv), np.float32)
+        finally:
+            batch.close()
+
+    def _prefill(self, ctx, tokens: Sequence[int], seq: int, start: int, want_all: bool) -> np.ndarray:
+        rows = []
+        for i in range(0, len(tokens), self.n_batch):
+            chunk = tokens[i : i + self.n_batch]
+            last = i + len(chunk) == len(tokens)
+            want = [want_all or (last and j == len(chunk) - 1) for j in range(len(chunk))]
+            rows.append(self._decode(ctx, chunk, range(start + i, start + i + len(chunk)), [seq] * len(chunk), want))
+        return np.concatenate(rows)
+
+    # ------------------------------------------------------------------- inference
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: GenParams, on_token: OnToken | None = None
+    ) -> list[Generation]:
+        if any(len(p) == 0 for p in prompts):
+            raise E3Error("llamacpp: an empty prompt cannot be continued", "give every prompt at least one token")
+        n = len(prompts)
+        need = max(len(p) for p in prompts) + params.max_new_tokens
+        ctx = self._context(n, n * need if n > 1 else need)
+        ctx.kv_cache_clear()
+        eos = self.tokenizer.eos_token_id
+        rng = np.random.default_rng(params.seed)
+        floor = C.min_new(params)
+        last = np.stack([self._prefill(ctx, list(p), i, 0, False)[-1] for i, p in enumerate(prompts)])
+        rows: list[list[int]] = [[] for _ in prompts]
+        done = np.zeros(n, dtype=bool)
+        lens = [len(p) for p in prompts]
+        for step in range(params.max_new_tokens):
+            suppress = [eos] if (eos is not None and step < floor) else []
+            nxt = C.next_tokens(last, params, rng, suppress=suppress)
+            for i, t in enumerate(nxt.tolist()):
+                if not done[i]:
+                    rows[i].append(int(t))
+                    if not params.ignore_eos and t == eos:
+                        done[i] = True
+            if on_token is not None:
+                on_token(step + 1)
+            if done.all() or step + 1 == params.max_new_tokens:
+                break
+            last = self._decode(ctx, nxt.tolist(), [lens[i] + step for i in range(n)], list(range(n)), [True] * n)
+        return C.finish(rows, params, eos, None, self.decode)
+
+    def forward(self, prompts: Sequence[Sequence[int]]) -> None:
+        ctx = self._context(len(prompts), sum(len(p) for p in prompts))
+        ctx.kv_cache_clear()
+        for i, p in enumerate(prompts):
+            self._prefill(ctx, list(p), i, 0, False)
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
+        from e3bench.scoring import encode_pair
+
+        encoded = [encode_pair(self.tokenizer, c, x) for c, x in requests]
+        return self.loglikelihood_tokens(encoded)
+
+    def loglikelihood_tokens(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LogLik]:
+        reqs = C.split_requests(encoded, self.n_ctx)
+        results: list[LogLik | None] = [None] * len(reqs)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (prefix, _, _) in enumerate(reqs):
+            groups.setdefault(prefix, []).append(i)
+        ctx = self._context(1, self.n_ctx)
+        for prefix, members in groups.items():
+            ctx.kv_cache_clear()
+            if prefix:
+                self._prefill(ctx, list(prefix), 0, 0, False)
+            done: dict[tuple, LogLik] = {}
+            for i in members:
+                _, suffix, targets = reqs[i]
+                key = (suffix, tuple(targets))
+                if key not in done:
+                    ctx.kv_cache_seq_rm(0, len(prefix), -1)
+                    rows = self._prefill(ctx, list(suffix), 0, len(prefix), True)
+                    done[key] = C.score_rows(C.log_softmax(rows), targets)
+                results[i] = done[key]
+        return results  # type: ignore[return-value]
+
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's own counters for its main context (``llama_perf_context``)."""
+        import llama_cpp
+
+        d = llama_cpp.llama_perf_context(self.llm._ctx.ctx)
+        return {
+            "prompt_eval_ms": d.t_p_eval_ms,
+            "prompt_tokens": d.n_p_eval,
+            "eval_ms": d.t_eval_ms,
+            "eval_tokens": d.n_eval,
+        }
+
+    def perf_reset(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(self.llm._ctx.ctx)
+
+    # ---------------------------------------------------------------------- device
+    def synchronize(self) -> None:
+        return None  # llama_decode returns when the logits are ready (it synchronizes itself)
+
+    def reset_peak_memory(self) -> None:
+        return None
+
+    def peak_memory_bytes(self) -> int | None:
+        return None  # llama.cpp has no peak counter; host RSS is the runner's job
+
+    def close(self) -> None:
+        import gc
+
+        for ctx in self._ctxs.values():
+            with contextlib.suppress(Exception):
+                ctx.close()
+        self._ctxs = {}
+        if self.llm is not None:
+            with contextlib.suppress(Exception):
+                self.llm.close()
+        self.llm = None
+        gc.collect()

@@ -1,0 +1,224 @@
+"""Export a Hugging Face decoder-only model to one ONNX graph with a KV cache.
+
+Why our own exporter and not optimum: ``optimum-onnx`` pins ``transformers<4.58`` while e3bench
+runs on transformers 5, whose configs (``rope_parameters``) 4.57 misreads. The TorchScript
+exporter of ``torch.onnx.export(dynamo=False)`` traces transformers 5 models fine when the
+cache is rebuilt from flat tensors inside a small wrapper, so the exporter runs with the very
+transformers version whose PyTorch numbers we compare against.
+
+The graph (names follow optimum's layout, so an optimum-exported directory loads too):
+
+* inputs  ``input_ids`` [b, s], ``attention_mask`` [b, past + s], ``position_ids`` [b, s],
+  ``logit_index`` [n] (positions of ``s`` whose logits are wanted — one for a decode step,
+  the continuation for scoring), ``past_key_values.{i}.key|value`` [b, kv_heads, past, head_dim]
+* outputs ``logits`` [b, n, vocab], ``present.{i}.key|value`` [b, kv_heads, past + s, head_dim]
+
+The first step feeds a zero-length past. The export runs in a **subprocess**
+(``python -m e3bench.backends.onnx_export SRC OUT``) so the PyTorch copy of the model never
+inflates the benchmark process's peak RSS, and so a user can point ``E3BENCH_ONNX_EXPORT_PYTHON``
+at another interpreter (e.g. an isolated venv) if a future transformers breaks tracing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+MANIFEST = "e3bench-onnx.json"
+EXPORTER_VERSION = 1
+OPSET = 17
+
+
+def export(src: str, out: str) -> dict:
+    import warnings
+
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, DynamicCache
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
+    config = model.config
+
+    # Probe the cache layout (kv heads, head dim, layers) by running one token.
+    with torch.no_grad():
+        probe = model(input_ids=torch.zeros((1, 1), dtype=torch.long), use_cache=True)
+    layers = probe.past_key_values.layers
+    n_layers = len(layers)
+    kv_shape = [tuple(layer.keys.shape[1:2]) + tuple(layer.keys.shape[3:]) for layer in layers]
+
+    class Step(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, position_ids, logit_index, *past):
+            cache = DynamicCache(config=self.inner.config)
+            for i in range(n_layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=logit_index,
+            )
+            presents = []
+            for layer in out.past_key_values.layers:
+                presents += [layer.keys, layer.values]
+            return (out.logits, *presents)
+
+    b, s, p = 2, 5, 3
+    dummy = (
+        torch.randint(0, config.vocab_size, (b, s)),
+        torch.ones((b, p + s), dtype=torch.long),
+        torch.arange(p, p + s)[None].expand(b, s).contiguous(),
+        torch.tensor([s - 1]),
+        *[torch.randn(b, kv_shape[i // 2][0], p, kv_shape[i // 2][1]) for i in range(2 * n_layers)],
+    )
+    past_names = [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
+    present_names = [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
+    in_names = ["input_ids", "attention_mask", "position_ids", "logit_index", *past_names]
+    out_names = ["logits", *present_names]
+    axes: dict[str, dict[int, str]] = {
+        "input_ids": {0: "batch", 1: "seq"},
+        "attention_mask": {0: "batch", 1: "total"},
+        "position_ids": {0: "batch", 1: "seq"},
+        "logit_index": {0: "n_logits"},
+        "logits": {0: "batch", 1: "n_logits"},
+    }
+    axes.update({n: {0: "batch", 2: "past"} for n in past_names})
+    axes.update({n: {0: "batch", 2: "total"} for n in present_names})
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            Step(model).eval(),
+            dummy,
+            str(outdir / "model.onnx"),
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    _consolidate(outdir / "model.onnx")
+    params = {id(t): t for t in model.parameters()}
+    info = {
+        "exporter": f"e3bench torch.onnx.export(dynamo=False) v{EXPORTER_VERSION}",
+        "exporter_version": EXPORTER_VERSION,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "opset": OPSET,
+        "source": str(src),
+        "model_type": config.model_type,
+        "parameters": int(sum(t.numel() for t in params.values())),
+        "vocab_size": int(config.vocab_size),
+        "max_positions": getattr(config, "max_position_embeddings", None),
+        "n_layers": n_layers,
+        "kv_heads": kv_shape[0][0],
+        "head_dim": kv_shape[0][1],
+        "precision": "fp32",
+        "export_s": round(time.perf_counter() - t0, 2),
+    }
+    config.save_pretrained(outdir)  # so the directory resolves as a model dir and is self-describing
+    try:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(src).save_pretrained(outdir)
+    except Exception as exc:  # noqa: BLE001 - a model without a tokenizer can still be benchmarked on ids
+        info["tokenizer_error"] = f"{type(exc).__name__}: {exc}"
+    (outdir / MANIFEST).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def quantize_int8(src: str, out: str) -> dict:
+    """Dynamic int8 (onnxruntime.quantization.quantize_dynamic): int8 weights, per-channel
+    scales, activations quantized per call. MatMul/Gemm only: the embedding Gather stays fp32
+    (it is shared with the LM head in tied models and costs no compute)."""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    t0 = time.perf_counter()
+    srcdir, outdir = Path(src), Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(
+        str(srcdir / "model.onnx"),
+        str(outdir / "model.onnx"),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        use_external_data_format=False,
+    )
+    for f in srcdir.iterdir():
+        if f.is_file() and not f.name.startswith("model.onnx") and f.name != MANIFEST:
+            shutil.copy2(f, outdir / f.name)
+    info = json.loads((srcdir / MANIFEST).read_text())
+    info.update(precision="int8", quantizer="onnxruntime.quantization.quantize_dynamic(QInt8, per_channel)",
+                quantize_s=round(time.perf_counter() - t0, 2))
+    (outdir / MANIFEST).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def convert_fp16(src: str, out: str) -> dict:
+    """fp16 weights and KV cache for GPUs (onnxruntime.transformers.float16)."""
+    import shutil
+
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    t0 = time.perf_counter()
+    srcdir, outdir = Path(src), Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(srcdir / "model.onnx"))
+    model = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    onnx.save_model(model, str(outdir / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=1024)
+    for f in srcdir.iterdir():
+        if f.is_file() and not f.name.startswith("model.onnx") and f.name != MANIFEST:
+            shutil.copy2(f, outdir / f.name)
+    info = json.loads((srcdir / MANIFEST).read_text())
+    info.update(precision="fp16", converter="onnxruntime.transformers.float16", convert_s=round(time.perf_counter() - t0, 2))
+    (outdir / MANIFEST).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _consolidate(path: Path) -> None:
+    """The TorchScript exporter writes one external-data file per tensor for models over 2 GB
+    and inline data otherwise; normalise to ``model.onnx`` + ``model.onnx.data`` so quantizers
+    and copies see two files."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for f in path.parent.iterdir():
+        if f.name not in (path.name, MANIFEST) and f.is_file() and f.suffix != ".json":
+            f.unlink()
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("src", help="Hugging Face model directory, or an exported ONNX directory for --to")
+    ap.add_argument("out", help="output directory")
+    ap.add_argument("--to", choices=["fp32", "int8", "fp16"], default="fp32",
+                    help="fp32: export from PyTorch; int8/fp16: convert an exported fp32 directory")
+    args = ap.parse_args(argv)
+    fn = {"fp32": export, "int8": quantize_int8, "fp16": convert_fp16}[args.to]
+    info = fn(args.src, args.out)
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""ONNX Runtime backend: decoder-only models exported once to ONNX (with a KV cache) and run
+with our own decode loop on the CPU or CUDA execution provider.
+
+* **Export** — :mod:`e3bench.backends.onnx_export`, in a subprocess, with the same transformers
+  as the PyTorch backend (optimum-onnx pins transformers<4.58; see that module). An existing
+  directory holding ``model.onnx`` with optimum-style input names loads as is.
+* **Precisions** — fp32 (CPU, CUDA); dynamic int8 (CPU: ``quantize_dynamic``, MatMul int8
+  weights per channel); fp16 (CUDA: weights and KV cache converted with
+  ``onnxruntime.transformers.float16``).
+* **Cache** — exported and converted models live under
+  ``models.cache_root(cache_dir)/onnx/<source key>/<precision>/`` and are reused; the key
+  changes when the source files change.
+* **Decoding** — one session call per step through IOBinding: the KV cache stays where the
+  execution provider put it (GPU memory on CUDA), only the last position's logits come back to
+  the host; the token is chosen on the host, then ``on_token`` fires.
+* **Log-likelihood** — lm-eval's tokenization (``scoring.encode_pair``); a question's shared
+  context runs once, its KV cache is reused for every choice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from e3bench.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
+from e3bench.backends import _common as C
+from e3bench.errors import E3Error
+
+EXPORT_PYTHON_ENV = "E3BENCH_ONNX_EXPORT_PYTHON"
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in avail:
+            raise E3Error(
+                "--device cuda needs onnxruntime's CUDAExecutionProvider, but this onnxruntime "
+                f"{ort.__version__} offers only {', '.join(avail)}",
+                "pip uninstall onnxruntime && pip install onnxruntime-gpu (on a machine with an NVIDIA GPU), "
+                "or use --device cpu",
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _require_decoder(path: Path) -> None:
+    from transformers import AutoConfig
+
+    from e3bench.models import detect_architecture
+
+    try:
+        arch = detect_architecture(AutoConfig.from_pretrained(str(path)))
+    except (OSError, ValueError) as exc:
+        raise E3Error(f"cannot read the model config in {path}: {exc}", "check the model directory") from None
+    if arch != "decoder-only":
+        raise E3Error(
+            f"the onnxrt backend runs decoder-only models; {path.name} is {arch}",
+            "use --backend pytorch for encoder-decoder and encoder-only models",
+        )
+
+
+class OnnxRuntimeBackend:
+    name: ClassVar[str] = "onnxrt"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        devices=frozenset({"cpu", "cuda"}),
+        precisions=frozenset({"fp32", "fp16", "int8"}),
+        architectures=frozenset({"decoder-only"}),
+        streaming=True,
+        loglikelihood=True,
+        batching=True,
+        # dynamic int8 (MatMulInteger) is a CPU kernel; fp16 kernels are for GPUs
+        precisions_by_device=(
+            ("cpu", frozenset({"fp32", "int8"})),
+            ("cuda", frozenset({"fp32", "fp16"})),
+        ),
+    )
+
+    def __init__(self, *, cache_dir: str | None = None, threads: int | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.threads = threads
+        self.sess = None
+        self.tokenizer = None
+        self.device = "cpu"
+        self.notes: list[str] = []
+        self.model_dir: Path | None = None
+
+    # --------------------------------------------------------------------- preparing
+    def _cache(self) -> Path:
+        from e3bench.models import cache_root
+
+        return cache_root(self.cache_dir) / "onnx"
+
+    def _subprocess(self, args: list[str], what: str) -> None:
+        py = os.environ.get(EXPORT_PYTHON_ENV) or sys.executable
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        proc = subprocess.run(
+            [py, "-m", "e3bench.backends.onnx_export", *args], capture_output=True, text=True, env=env, check=False
+        )
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+            raise E3Error(
+                f"onnxrt: {what} failed (exit {proc.returncode}): {tail}",
+                f"check that the model is a transformers decoder-only model; set {EXPORT_PYTHON_ENV} "
+                "to a Python with a transformers version that can trace it",
+            )
+
+    def _hf_dir(self, spec: ModelSpec) -> Path:
+        if spec.source == "gguf":
+            from e3bench.models import load_converted_gguf
+
+            path, cached = load_converted_gguf(spec, self.cache_dir)
+            self.notes.append(f"GGUF {spec.gguf_file} dequantised to safetensors ({'cached' if cached else 'now'})")
+            return Path(path)
+        if spec.source == "hub":
+            try:
+                from huggingface_hub import snapshot_download
+
+                return Path(snapshot_download(spec.path, revision=spec.revision))
+            except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+                from e3bench.backends.pytorch import _hub_error
+
+                raise _hub_error(spec.path, exc) from None
+        return Path(spec.path)
+
+    def _prepare(self, spec: ModelSpec, precision: str) -> Path:
+        """Directory with model.onnx for ``precision``, exporting/converting once."""
+        src = Path(spec.path)
+        if spec.source == "local-dir" and (src / "model.onnx").is_file():
+            fp32_dir = src  # an existing ONNX export (ours or optimum's layout)
+            key = C.dir_key(src)
+            self.notes.append(f"ONNX model loaded from {src}")
+        else:
+            hf = self._hf_dir(spec)
+            _require_decoder(hf)
+            key = C.dir_key(hf)
+            fp32_dir = self._cache() / key / "fp32"
+            if (fp32_dir / "e3bench-onnx.json").is_file():
+                self.notes.append(f"ONNX export reused from cache: {fp32_dir}")
+            else:
+                tmp = C.atomic_dir(fp32_dir)
+                self._subprocess([str(hf), str(tmp)], f"ONNX export of {hf}")
+                C.commit_dir(tmp, fp32_dir)
+                self.notes.append(f"exported to ONNX now: {fp32_dir}")
+        if precision == "fp32":
+            return fp32_dir
+        tag = {"int8": "int8-dynamic", "fp16": "fp16"}[precision]
+        target = self._cache() / key / tag
+        if (target / "model.onnx").is_file() and (target / "e3bench-onnx.json").is_file():
+            self.notes.append(f"{tag} model reused from cache: {target}")
+            return target
+        tmp = C.atomic_dir(target)
+        self._subprocess([str(fp32_dir), str(tmp), "--to", precision], f"{tag} conversion")
+        C.commit_dir(tmp, target)
+        self.notes.append(f"converted to {tag} now: {target}")
+        return target
+
+    # ----------------------------------------------------------------------- loading
+    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
+        reason = self.capabilities.check(device=device, precision=precision)
+        if reason:
+            raise E3Error(f"onnxrt backend: {reason}", "choose a supported --dtype / --device")
+        import onnxruntime as ort
+
+        providers = _providers(device)
+        self.notes = []
+        d = self._prepare(model, precision)
+        self.model_dir = d
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=providers)
+        self.device = device
+        self.device_type = "cuda" if device == "cuda" else "cpu"
+        inputs = {i.name: i for i in self.sess.get_inputs()}
+        self.past_names = sorted(
+            (n for n in inputs if n.startswith("past_key_values.")),
+            key=lambda n: (int(n.split(".")[1]), n.endswith("value")),
+        )
+        self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
+        if not self.past_names or "input_ids" not in inputs:
+            raise E3Error(
+                f"{d / 'model.onnx'} is not a decoder with a KV cache (inputs: {', '.join(inputs)})",
+                "export with e3bench (pass the transformers model directory) or optimum's text-generation-with-past",
+            )
+        first = inputs[self.past_names[0]]
+        self.kv_heads, self.head_dim = int(first.shape[1]), int(first.shape[3])
+        self.kv_dtype = np.float16 if "float16" in first.type else np.float32
+        self.has_logit_index = "logit_index" in inputs
+        self.has_position_ids = "position_ids" in inputs
+        manifest = json.loads((d / "e3bench-onnx.json").read_text()) if (d / "e3bench-onnx.json").is_file() else {}
+        from transformers import AutoTokenizer
+
+        from e3bench.backends.pytorch import _quiet_transformers
+
+        _quiet_transformers()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(d))
+        tok = self.tokenizer
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+        self.max_length = int(manifest.get("max_positions") or 2048)
+        weights = sum(f.stat().st_size for f in d.iterdir() if f.name.startswith("model.onnx"))
+        self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads or 'default'}")
+        return LoadInfo(
+            architecture="decoder-only",
+            model_type=str(manifest.get("model_type", "onnx")),
+            parameters=int(manifest.get("parameters", 0)),
+            weights_bytes=int(weights),
+            dtype=precision,
+            device=device,
+            vocab_size=int(manifest.get("vocab_size") or len(tok)),
+            max_positions=manifest.get("max_positions"),
+            notes=tuple(self.notes),
+        )
+
+    # ---------------------------------------------------------------------- tokens
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    # ---------------------------------------------------------------------- engine
+    def _empty_past(self, batch: int) -> list:
+        import onnxruntime as ort
+
+        z = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        return [ort.OrtValue.ortvalue_from_numpy(z, self.device_type, 0) for _ in self.past_names]
+
+    def _step(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, keep: np.ndarray, past: list):
+        """One session call. Returns (logits [b, n, vocab] on the host, presents as OrtValues)."""
+        io = self.sess.io_binding()
+        io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, dtype=np.int64))
+        io.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
+        if self.has_position_ids:
+            io.bind_cpu_input("position_ids", np.ascontiguousarray(pos, dtype=np.int64))
+        if self.has_logit_index:
+            io.bind_cpu_input("logit_index", np.ascontiguousarray(keep, dtype=np.int64))
+        for name, value in zip(self.past_names, past, strict=True):
+            io.bind_ortvalue_input(name, value)
+        io.bind_output("logits", "cpu")
+        for name in self.present_names:
+            io.bind_output(name, self.device_type)
+        self.sess.run_with_iobinding(io)
+        outs = io.get_outputs()
+        logits = outs[0].numpy()
+        if not self.has_logit_index:  # full-sequence logits (optimum layout): select here
+            logits = logits[:, keep, :]
+        return logits, outs[1:]
+
+    def _left_padded(self, prompts: Sequence[Sequence[int]]):
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = np.full((len(prompts), width), pad, dtype=np.int64)
+        mask = np.zeros((len(prompts), width), dtype=np.int64)
+        for i, p in enumerate(prompts):
+            if len(p):
+                ids[i, width - len(p) :] = p
+                mask[i, width - len(p) :] = 1
+        pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        return ids, mask, pos
+
+    # ------------------------------------------------------------------- inference
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: GenParams, on_token: OnToken | None = None
+    ) -> list[Generation]:
+        if any(len(p) == 0 for p in prompts):
+            raise E3Error("onnxrt: an empty prompt cannot be continued", "give every prompt at least one token")
+        tok = self.tokenizer
+        eos = tok.eos_token_id
+        rng = np.random.default_rng(params.seed)
+        ids, mask, pos = self._left_padded(prompts)
+        past = self._empty_past(len(prompts))
+        keep = np.array([ids.shape[1] - 1])
+        rows: list[list[int]] = [[] for _ in prompts]
+        done = np.zeros(len(prompts), dtype=bool)
+        floor = C.min_new(params)
+        for step in range(params.max_new_tokens):
+            logits, past = self._step(ids, mask, pos, keep, past)
+            suppress = [eos] if (eos is not None and step < floor) else []
+            nxt = C.next_tokens(logits[:, -1, :], params, rng, suppress=suppress)
+            for i, t in enumerate(nxt.tolist()):
+                if not done[i]:
+                    rows[i].append(int(t))
+                    if not params.ignore_eos and t == eos:
+                        done[i] = True
+            if on_token is not None:
+                on_token(step + 1)
+            if done.all() or step + 1 == params.max_new_tokens:
+                break
+            if params.stop and all(any(s in self.decode(r) for s in params.stop) or d for r, d in zip(rows, done, strict=True)):
+                break
+            ids = nxt.reshape(-1, 1).astype(np.int64)
+            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
+            pos = pos[:, -1:] + 1
+            keep = np.array([0])
+        return C.finish(rows, params, eos, tok.pad_token_id, self.decode)
+
+    def forward(self, prompts: Sequence[Sequence[int]]) -> None:
+        ids, mask, pos = self._left_padded(prompts)
+        self._step(ids, mask, pos, np.array([ids.shape[1] - 1]), self._empty_past(len(prompts)))
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
+        from e3bench.scoring import encode_pair
+
+        encoded = [encode_pair(self.tokenizer, c, x) for c, x in requests]
+        return self.loglikelihood_tokens(encoded)
+
+    def loglikelihood_tokens(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LogLik]:
+        reqs = C.split_requests(encoded, self.max_length)
+        results: list[LogLik | None] = [None] * len(reqs)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (prefix, _, _) in enumerate(reqs):
+            groups.setdefault(prefix, []).append(i)
+        for prefix, members in groups.items():
+            n_pre = len(prefix)
+            if n_pre:
+                arr = np.array([prefix], dtype=np.int64)
+                _, past = self._step(arr, np.ones_like(arr), np.arange(n_pre)[None], np.array([n_pre - 1]), self._empty_past(1))
+            else:
+                past = self._empty_past(1)
+            done: dict[tuple[int, ...], LogLik] = {}
+            for i in members:
+                _, suffix, targets = reqs[i]
+                key = (suffix, tuple(targets))
+                if key not in done:
+                    n = len(suffix)
+                    arr = np.array([suffix], dtype=np.int64)
+                    logits, _ = self._step(
+                        arr,
+                        np.ones((1, n_pre + n), dtype=np.int64),
+                        np.arange(n_pre, n_pre + n)[None],
+                        np.arange(n),
+                        past,
+                    )
+                    done[key] = C.score_rows(C.log_softmax(logits[0]), targets)
+                results[i] = done[key]
+        return results  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------------- device
+    def synchronize(self) -> None:
+        return None  # every session call returns after the EP finished (outputs are bound)
+
+    def reset_peak_memory(self) -> None:
+        return None
+
+    def peak_memory_bytes(self) -> int | None:
+        # onnxruntime exposes no peak-allocation counter for its CUDA arena; host RSS is the
+        # runner's job. None means "not available", never 0.
+        return None
+
+    def close(self) -> None:
+        import gc
+
+        self.sess = None
+        self.tokenizer = None
+        gc.collect()

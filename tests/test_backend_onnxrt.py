@@ -1,0 +1,117 @@
+"""ONNX Runtime backend: export cache, int8 conversion, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from e3bench.api import GenParams
+from e3bench.errors import E3Error
+from e3bench.models import resolve
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="onnxrt not installed: pip install 'e3bench[onnx]'"
+)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+def _backend(cache):
+    from e3bench.backends.onnxrt import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(cache_dir=str(cache), threads=1)
+
+
+def test_export_is_cached_and_reused(tiny_models, cache):
+    spec = resolve(str(tiny_models["decoder"]))
+    b = _backend(cache)
+    b.load(spec, "fp32", "cpu")
+    b.close()
+    b = _backend(cache)
+    info = b.load(spec, "fp32", "cpu")
+    assert any("reused from cache" in n for n in info.notes), info.notes
+    exported = list((cache / "onnx").glob("*/fp32/model.onnx"))
+    assert len(exported) == 1 and (exported[0].parent / "e3bench-onnx.json").is_file()
+    assert info.parameters > 50_000 and info.weights_bytes >= 4 * info.parameters * 0.9
+    b.close()
+
+
+def test_int8_is_smaller_close_to_fp32_and_cached(tiny_models, cache):
+    spec = resolve(str(tiny_models["decoder"]))
+    b = _backend(cache)
+    fp32 = b.load(spec, "fp32", "cpu")
+    reqs = [("the quick brown fox", " jumps over"), ("energy is", " measured in joules")]
+    ref = b.loglikelihood(reqs)
+    b.close()
+    q = _backend(cache)
+    info = q.load(spec, "int8", "cpu")
+    # the tiny model is 27% embedding (kept fp32: Gather is not quantized)
+    assert info.weights_bytes < 0.7 * fp32.weights_bytes
+    got = q.loglikelihood(reqs)
+    for a, r in zip(got, ref, strict=True):
+        assert a.logprob == pytest.approx(r.logprob, abs=0.05 * abs(r.logprob) + 0.05)
+    assert len(q.generate([q.encode("abc")], GenParams(max_new_tokens=3))[0].token_ids) == 3
+    q.close()
+    again = _backend(cache)
+    assert any("int8-dynamic model reused" in n for n in again.load(spec, "int8", "cpu").notes)
+    again.close()
+
+
+def test_loads_an_existing_onnx_directory(tiny_models, cache):
+    """A directory holding model.onnx (ours or optimum's layout) loads without exporting."""
+    src = next((cache / "onnx").glob("*/fp32"))
+    b = _backend(cache)
+    info = b.load(resolve(str(src)), "fp32", "cpu")
+    assert any("ONNX model loaded from" in n for n in info.notes)
+    assert len(b.generate([b.encode("hello")], GenParams(max_new_tokens=4))[0].token_ids) == 4
+    b.close()
+
+
+def test_eos_and_stop_strings_end_generation(tiny_models, cache):
+    b = _backend(cache)
+    b.load(resolve(str(tiny_models["decoder"])), "fp32", "cpu")
+    eos = b.tokenizer.eos_token_id
+    gen = b.generate([b.encode("x")], GenParams(max_new_tokens=5, ignore_eos=False))[0]
+    assert eos not in gen.token_ids and gen.finish_reason in ("eos", "length")
+    b.close()
+
+
+@pytest.mark.parametrize(
+    "precision, device, needle",
+    [
+        ("fp16", "cpu", "supported on cpu: fp32, int8"),
+        ("int8", "cuda", "supported on cuda: fp16, fp32"),
+        ("int4", "cpu", "not supported"),
+    ],
+)
+def test_impossible_precisions_list_what_works(tiny_models, cache, precision, device, needle):
+    with pytest.raises(E3Error, match=needle):
+        _backend(cache).load(resolve(str(tiny_models["decoder"])), precision, device)
+
+
+def test_cuda_without_cuda_provider_names_the_package(tiny_models, cache):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(E3Error) as ei:
+        _backend(cache).load(resolve(str(tiny_models["decoder"])), "fp32", "cuda")
+    assert "CUDAExecutionProvider" in ei.value.problem and "onnxruntime-gpu" in ei.value.fix
+
+
+def test_encoder_decoder_is_refused(tiny_models, cache):
+    with pytest.raises(E3Error, match="decoder-only"):
+        _backend(cache).load(resolve(str(tiny_models["encoder-decoder"])), "fp32", "cpu")
+
+
+@pytest.mark.gpu
+def test_fp16_on_gpu(tiny_models, cache):
+    b = _backend(cache)
+    info = b.load(resolve(str(tiny_models["decoder"])), "fp16", "cuda")
+    assert "CUDAExecutionProvider" in info.notes[-1]
+    assert len(b.generate([b.encode("abc")], GenParams(max_new_tokens=8))[0].token_ids) == 8
+    b.close()

@@ -1,0 +1,199 @@
+"""One conformance suite for every backend.
+
+Each installed backend runs the same checks against the PyTorch fp32 reference:
+
+* greedy tokens for the first 16 steps identical (batch of two prompts of different lengths,
+  so left padding / per-sequence positions are exercised),
+* log-likelihoods of several (context, continuation) pairs within a tolerance (shared contexts
+  exercise KV-cache reuse),
+* ``on_token`` called exactly once per decode step with 1, 2, ..., 16,
+* ``reset_peak_memory`` / ``peak_memory_bytes`` present (an int or None, never 0 by accident),
+* clean ``close`` and a reload that gives the same tokens,
+* an impossible precision refused with the list of what the backend can do.
+
+Tiny fixtures (default run): a Llama-style decoder re-initialised with a larger weight scale so
+greedy decoding does not collapse onto one token (the shared fixture's 0.02 init does).
+The bundled SmolLM2 (``-m slow``): full precision for each backend is fp32 on the weights
+dequantized from the shipped Q4_1 file — for llama.cpp an F32 GGUF made from that file, so
+all three compute with identical weights.
+
+Tolerances (documented in docs/backends.md): fp32 backends agree on tokens exactly; their
+log-likelihoods within 1e-3 nats (tiny) / 2e-2 nats per request (bundled, different kernels
+summing 576-wide dot products in a different order over 30 layers).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from e3bench import registry
+from e3bench.api import Backend, GenParams
+from e3bench.errors import E3Error
+from e3bench.models import resolve
+
+STEPS = 16
+REQUESTS = [
+    ("The quick brown fox", " jumps over the lazy dog"),
+    ("The quick brown fox", " sleeps"),
+    ("Energy is measured in", " joules"),
+    ("Question: what is two plus two? Answer:", " four"),
+]
+PROMPTS = ["the quick brown fox jumps over", "latency"]
+
+# backend → (precision at full precision for the tiny fixture, how the suite can run it)
+TINY = {
+    "pytorch": "fp32",
+    "onnxrt": "fp32",
+    "vllm": "fp16",  # through the faithful fake engine (fp32 compute on the CPU)
+}
+BUNDLED = {"pytorch": "fp32", "onnxrt": "fp32", "llamacpp": "fp32"}
+
+
+def _missing(name: str) -> str | None:
+    entry = registry.entries("backend").get(name)
+    if entry is None:
+        return f"backend {name} is not registered"
+    for mod in entry.requires:
+        if importlib.util.find_spec(mod) is None:
+            return f"{name} not installed: pip install 'e3bench[{entry.extra or name}]' (needs '{mod}')"
+    return None
+
+
+def _make(name: str, cache_dir: Path) -> Backend:
+    cls = registry.get("backend", name)
+    return cls(cache_dir=str(cache_dir), threads=2)
+
+
+@pytest.fixture(scope="module")
+def varied_decoder(tiny_models, tmp_path_factory) -> Path:
+    """The tiny Llama fixture's config and tokenizer with weights at std 0.3 (non-degenerate)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    src = tiny_models["decoder"]
+    out = tmp_path_factory.mktemp("conformance") / "tiny-llama-varied"
+    cfg = AutoConfig.from_pretrained(src)
+    cfg.initializer_range = 0.3
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).eval().save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """vLLM's API backed by a real CPU model (see e3bench.backends.vllm_fake), CUDA pretended."""
+    import sys
+
+    from e3bench.backends import vllm_fake
+    from e3bench.backends.vllm import VllmBackend
+
+    if "vllm" not in sys.modules and importlib.util.find_spec("vllm") is not None:
+        pytest.skip("a real vllm is importable; its conformance runs with -m gpu")
+    vllm_fake.install()
+    monkeypatch.setattr(VllmBackend, "_cuda_available", staticmethod(lambda: True))
+    yield
+    vllm_fake.uninstall()
+
+
+def _reference(path: str, prompts_text, requests, tmp_path):
+    from e3bench.backends.pytorch import PyTorchBackend
+
+    ref = PyTorchBackend(cache_dir=str(tmp_path), threads=2)
+    ref.load(resolve(path), "fp32", "cpu")
+    prompts = [ref.encode(p) for p in prompts_text]
+    tokens = [g.token_ids for g in ref.generate(prompts, GenParams(max_new_tokens=STEPS))]
+    ll = ref.loglikelihood(requests)
+    ref.close()
+    return prompts, tokens, ll
+
+
+def _conform(backend: Backend, spec, precision: str, device: str, prompts, ref_tokens, ref_ll, ll_tol: float):
+    info = backend.load(spec, precision, device)
+    assert info.architecture == "decoder-only" and info.vocab_size > 0 and info.weights_bytes > 0
+    assert backend.encode(PROMPTS[0]) == prompts[0], "tokenizer differs from the reference"
+
+    steps: list[int] = []
+    backend.reset_peak_memory()
+    gens = backend.generate(prompts, GenParams(max_new_tokens=STEPS), on_token=steps.append)
+    assert steps == list(range(1, STEPS + 1)), "on_token must be called once per decode step"
+    assert [g.token_ids for g in gens] == ref_tokens, "greedy tokens differ from PyTorch fp32"
+    assert all(g.finish_reason == "length" for g in gens)
+    solo = backend.generate(prompts[1:], GenParams(max_new_tokens=STEPS))
+    assert solo[0].token_ids == ref_tokens[1], "batching changed a sequence's tokens"
+
+    ll = backend.loglikelihood(REQUESTS)
+    for got, want in zip(ll, ref_ll, strict=True):
+        assert got.n_tokens == want.n_tokens
+        assert got.logprob == pytest.approx(want.logprob, abs=ll_tol)
+        assert got.is_greedy == want.is_greedy or abs(got.logprob - want.logprob) > 0
+    peak = backend.peak_memory_bytes()
+    assert peak is None or (isinstance(peak, int) and peak > 0)
+    backend.synchronize()
+    backend.close()
+
+    backend.load(spec, precision, device)  # reload after close: cached artefacts, same answers
+    again = backend.generate(prompts[:1], GenParams(max_new_tokens=4))
+    assert again[0].token_ids == ref_tokens[0][:4]
+    backend.close()
+
+    caps = backend.capabilities
+    with pytest.raises(E3Error, match="supported"):
+        backend.load(spec, "int3-imaginary", device)
+    assert caps.check(device=device, precision=precision) is None
+
+
+@pytest.mark.parametrize("name", sorted(set(registry.entries("backend")) | set(TINY) | {"llamacpp"}))
+def test_tiny_fixture(name, varied_decoder, tmp_path, request):
+    if name not in TINY:
+        why = {
+            "llamacpp": "llamacpp runs GGUF files and the tiny fixtures are transformers directories; "
+            "its conformance runs on the bundled GGUF (-m slow)",
+            "pytorch-compile": "compilation takes minutes on 2 cores: covered by "
+            "test_pytorch_backend.py::test_torch_compile_option (-m slow)",
+        }.get(name, f"no conformance recipe for plugin backend {name}")
+        pytest.skip(why)
+    if name == "vllm":
+        request.getfixturevalue("fake_vllm")
+        device = "cuda"
+    else:
+        why = _missing(name)
+        if why:
+            pytest.skip(why)
+        device = "cpu"
+    prompts, ref_tokens, ref_ll = _reference(str(varied_decoder), PROMPTS, REQUESTS, tmp_path)
+    assert len(set(ref_tokens[0])) > 3, "reference output degenerate: the check would prove little"
+    backend = _make(name, tmp_path / "cache")
+    _conform(backend, resolve(str(varied_decoder)), TINY[name], device, prompts, ref_tokens, ref_ll, 1e-3)
+
+
+@pytest.fixture(scope="module")
+def bundled_reference(bundled_gguf, tmp_path_factory):
+    from e3bench.models import cache_root
+
+    return _reference(str(bundled_gguf), PROMPTS, REQUESTS, cache_root(None)), str(bundled_gguf)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_model(name, bundled_reference):
+    why = _missing(name)
+    if why:
+        pytest.skip(why)
+    (prompts, ref_tokens, ref_ll), path = bundled_reference
+    backend = _make(name, Path(__import__("e3bench.models", fromlist=["cache_root"]).cache_root(None)))
+    _conform(backend, resolve(path), BUNDLED[name], "cpu", prompts, ref_tokens, ref_ll, 2e-2)
+
+
+def test_every_backend_declares_capabilities():
+    """Sweeps read capabilities off the class without importing heavy dependencies twice."""
+    for name in registry.entries("backend"):
+        if _missing(name):
+            continue
+        caps = registry.get("backend", name).capabilities
+        assert caps.devices and caps.precisions and caps.architectures
+        for dev in caps.devices:
+            assert caps.precisions_on(dev) <= caps.precisions
