@@ -81,3 +81,12 @@ def test_estimate_meter_energy_in_record(tiny_models):
     assert e["prefill_energy_j"] is not None and e["decode_energy_j"] is not None
     assert e["co2e_g"] > 0 and e["grid_region"]
     assert rec.energy.idle["power_w"] > 0
+
+
+def test_energy_window_covers_only_measured_iterations(tiny_models):
+    """Warm-up must not be billed to the measured tokens."""
+    fake = FakeBackend(step_s=0.0, prefill_s=0.1)
+    cfg = _cfg(tiny_models, batch_sizes="1", warmup_iters=4, min_iters=2, meter="estimate", idle_seconds=0.2)
+    g = run_one(cfg, backend=fake).efficiency.generation[0]
+    assert g.iterations == 2
+    assert g.energy["duration_s"] == pytest.approx(g.measured_s, abs=0.05)  # not + 0.4 s of warm-up

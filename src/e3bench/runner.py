@@ -52,14 +52,17 @@ def make_backend(cfg: RunConfig) -> Backend:
 
 
 class _Measure:
-    """Warm-up then measure until ≥ min_iters AND ≥ min_seconds (capped by max_seconds)."""
+    """Warm-up (outside any meter window), then measure until ≥ min_iters AND ≥ min_seconds
+    (capped by max_seconds)."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
-    def loop(self, step: Callable[[int], None]) -> tuple[int, float]:
+    def warmup(self, step: Callable[[int], None]) -> None:
         for i in range(self.cfg.warmup_iters):
             step(-1 - i)
+
+    def measure(self, step: Callable[[int], None]) -> tuple[int, float]:
         n, t0 = 0, clock()
         while True:
             step(n)
@@ -190,7 +193,9 @@ class Runner:
                 intervals.append((tc.t_start, tc.stamps[0], t_end))
             in_tokens.append(sum(len(x) for x in batch_ids))
 
-        (n, measured_s), reading = self._metered(f"generate-bs{batch}", lambda: _Measure(self.cfg).loop(step))
+        m = _Measure(self.cfg)
+        m.warmup(step)  # energy and tokens below cover exactly the measured iterations
+        (n, measured_s), reading = self._metered(f"generate-bs{batch}", lambda: m.measure(step))
         ttft_s = [t / 1e3 for t in raw.ttft_ms]
         e2e_s = [t / 1e3 for t in raw.e2e_ms]
         if len(ttft_s) != len(e2e_s):
@@ -244,7 +249,9 @@ class Runner:
                 lat.append((clock() - t0) * 1e3)
                 in_tokens.append(sum(len(x) for x in ids))
 
-        (n, measured_s), reading = self._metered(f"forward-bs{batch}", lambda: _Measure(self.cfg).loop(step))
+        m = _Measure(self.cfg)
+        m.warmup(step)
+        (n, measured_s), reading = self._metered(f"forward-bs{batch}", lambda: m.measure(step))
         res = ForwardResult(
             batch_size=batch,
             iterations=n,
