@@ -65,6 +65,8 @@ def finish(
         if not params.ignore_eos and eos is not None and eos in row:
             row = row[: row.index(eos)]
             reason = "eos"
+        while not params.ignore_eos and pad is not None and row and row[-1] == pad:
+            row = row[:-1]  # padding after a sequence of the batch finished early
         text = decode(row)
         for s in params.stop:
             cut = text.find(s)
@@ -155,3 +157,18 @@ def rss_bytes() -> int | None:
         return int(psutil.Process().memory_info().rss)
     except Exception:  # noqa: BLE001  # pragma: no cover - psutil is a core dependency
         return None
+
+
+def encode_requests(tokenizer, requests) -> list[tuple[list[int], list[int]]]:
+    """(context, continuation) strings → token ids exactly as lm-eval splits them."""
+    from e3bench.scoring import encode_pair
+
+    return [encode_pair(tokenizer, c, x) for c, x in requests]
+
+
+def group_by_prefix(reqs) -> dict[tuple[int, ...], list[int]]:
+    """Indices of split requests sharing a prefix, so the prefix is evaluated once."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (prefix, _, _) in enumerate(reqs):
+        groups.setdefault(prefix, []).append(i)
+    return groups

@@ -373,17 +373,12 @@ class LlamaCppBackend:
             self._prefill(ctx, list(p), i, 0, False)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
-        from e3bench.scoring import encode_pair
-
-        encoded = [encode_pair(self.tokenizer, c, x) for c, x in requests]
-        return self.loglikelihood_tokens(encoded)
+        return self.loglikelihood_tokens(C.encode_requests(self.tokenizer, requests))
 
     def loglikelihood_tokens(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LogLik]:
         reqs = C.split_requests(encoded, self.n_ctx)
         results: list[LogLik | None] = [None] * len(reqs)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (prefix, _, _) in enumerate(reqs):
-            groups.setdefault(prefix, []).append(i)
+        groups = C.group_by_prefix(reqs)
         ctx = self._context(1, self.n_ctx)
         for prefix, members in groups.items():
             ctx.kv_cache_clear()

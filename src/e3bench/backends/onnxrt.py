@@ -314,17 +314,12 @@ class OnnxRuntimeBackend:
         self._step(ids, mask, pos, np.array([ids.shape[1] - 1]), self._empty_past(len(prompts)))
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
-        from e3bench.scoring import encode_pair
-
-        encoded = [encode_pair(self.tokenizer, c, x) for c, x in requests]
-        return self.loglikelihood_tokens(encoded)
+        return self.loglikelihood_tokens(C.encode_requests(self.tokenizer, requests))
 
     def loglikelihood_tokens(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LogLik]:
         reqs = C.split_requests(encoded, self.max_length)
         results: list[LogLik | None] = [None] * len(reqs)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (prefix, _, _) in enumerate(reqs):
-            groups.setdefault(prefix, []).append(i)
+        groups = C.group_by_prefix(reqs)
         for prefix, members in groups.items():
             n_pre = len(prefix)
             if n_pre:

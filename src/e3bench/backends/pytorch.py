@@ -304,22 +304,9 @@ class PyTorchBackend:
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1] :] if self.architecture == "decoder-only" else out[:, 1:]
-        eos = tok.eos_token_id
-        gens: list[Generation] = []
-        for row in new.tolist():
-            reason = "length"
-            if not params.ignore_eos and eos is not None and eos in row:
-                row = row[: row.index(eos)]
-                reason = "eos"
-            while not params.ignore_eos and row and row[-1] == tok.pad_token_id:
-                row.pop()  # padding after a sequence finished early
-            text = tok.decode(row, skip_special_tokens=True)
-            for s in params.stop:
-                cut = text.find(s)
-                if cut >= 0:
-                    text, reason = text[:cut], "stop"
-            gens.append(Generation(token_ids=row, text=text, finish_reason=reason))
-        return gens
+        from e3bench.backends._common import finish
+
+        return finish(new.tolist(), params, tok.eos_token_id, tok.pad_token_id, self.decode)
 
     def forward(self, prompts: Sequence[Sequence[int]]) -> None:
         import torch
