@@ -51,6 +51,28 @@ def next_tokens(
     return out
 
 
+def take_step(
+    last_logits: np.ndarray,
+    params: GenParams,
+    rng: np.random.Generator,
+    *,
+    eos: int | None,
+    step: int,
+    rows: list[list[int]],
+    done: np.ndarray,
+) -> np.ndarray:
+    """One decode step for a batch: pick each sequence's next token (EOS suppressed until the
+    minimum length), append it to the rows still running and mark those that emitted EOS."""
+    suppress = [eos] if (eos is not None and step < min_new(params)) else []
+    nxt = next_tokens(last_logits, params, rng, suppress=suppress)
+    for i, t in enumerate(nxt.tolist()):
+        if not done[i]:
+            rows[i].append(int(t))
+            if not params.ignore_eos and t == eos:
+                done[i] = True
+    return nxt
+
+
 def min_new(params: GenParams) -> int:
     return params.max_new_tokens if params.ignore_eos else (params.min_new_tokens or 0)
 

@@ -346,19 +346,12 @@ class LlamaCppBackend:
         ctx.kv_cache_clear()
         eos = self.tokenizer.eos_token_id
         rng = np.random.default_rng(params.seed)
-        floor = C.min_new(params)
         last = np.stack([self._prefill(ctx, list(p), i, 0, False)[-1] for i, p in enumerate(prompts)])
         rows: list[list[int]] = [[] for _ in prompts]
         done = np.zeros(n, dtype=bool)
         lens = [len(p) for p in prompts]
         for step in range(params.max_new_tokens):
-            suppress = [eos] if (eos is not None and step < floor) else []
-            nxt = C.next_tokens(last, params, rng, suppress=suppress)
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    rows[i].append(int(t))
-                    if not params.ignore_eos and t == eos:
-                        done[i] = True
+            nxt = C.take_step(last, params, rng, eos=eos, step=step, rows=rows, done=done)
             if on_token is not None:
                 on_token(step + 1)
             if done.all() or step + 1 == params.max_new_tokens:

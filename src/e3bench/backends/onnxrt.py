@@ -287,16 +287,9 @@ class OnnxRuntimeBackend:
         keep = np.array([ids.shape[1] - 1])
         rows: list[list[int]] = [[] for _ in prompts]
         done = np.zeros(len(prompts), dtype=bool)
-        floor = C.min_new(params)
         for step in range(params.max_new_tokens):
             logits, past = self._step(ids, mask, pos, keep, past)
-            suppress = [eos] if (eos is not None and step < floor) else []
-            nxt = C.next_tokens(logits[:, -1, :], params, rng, suppress=suppress)
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    rows[i].append(int(t))
-                    if not params.ignore_eos and t == eos:
-                        done[i] = True
+            nxt = C.take_step(logits[:, -1, :], params, rng, eos=eos, step=step, rows=rows, done=done)
             if on_token is not None:
                 on_token(step + 1)
             if done.all() or step + 1 == params.max_new_tokens:

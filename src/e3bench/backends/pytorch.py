@@ -278,6 +278,8 @@ class PyTorchBackend:
     ) -> list[Generation]:
         import torch
 
+        from e3bench.backends._common import finish, min_new
+
         if self.architecture == "encoder-only":
             raise E3Error(
                 "encoder-only models do not generate text",
@@ -288,7 +290,7 @@ class PyTorchBackend:
         tok = self.tokenizer
         kwargs = dict(
             max_new_tokens=params.max_new_tokens,
-            min_new_tokens=params.max_new_tokens if params.ignore_eos else params.min_new_tokens,
+            min_new_tokens=min_new(params),
             do_sample=params.do_sample,
             pad_token_id=tok.pad_token_id,
         )
@@ -304,8 +306,6 @@ class PyTorchBackend:
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1] :] if self.architecture == "decoder-only" else out[:, 1:]
-        from e3bench.backends._common import finish
-
         return finish(new.tolist(), params, tok.eos_token_id, tok.pad_token_id, self.decode)
 
     def forward(self, prompts: Sequence[Sequence[int]]) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from e3bench.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
+from e3bench.backends._common import min_new
 from e3bench.errors import E3Error
 
 _DTYPE = {"fp16": "float16", "bf16": "bfloat16", "int8": "auto", "int4": "auto"}
@@ -221,7 +222,7 @@ class VllmBackend:
 
         kw = {
             "max_tokens": params.max_new_tokens,
-            "min_tokens": params.max_new_tokens if params.ignore_eos else (params.min_new_tokens or 0),
+            "min_tokens": min_new(params),
             "ignore_eos": params.ignore_eos,
             "temperature": params.temperature if params.do_sample else 0.0,
             "top_p": params.top_p if params.do_sample else 1.0,
