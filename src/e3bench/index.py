@@ -9,6 +9,7 @@ from typing import Any
 
 from e3bench import store
 from e3bench.errors import E3Error
+from e3bench.records import ResultRecord
 from e3bench.report.tables import RUN_COLUMNS, TASK_COLUMNS, run_rows, task_rows
 
 INDEX_NAME = ".e3bench-index.sqlite"
@@ -16,20 +17,24 @@ INDEX_NAME = ".e3bench-index.sqlite"
 
 def load_rows(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """(run rows, task rows, warnings) for every record under ``root``."""
+    runs, tasks, warnings, _ = load(root)
+    return runs, tasks, warnings
+
+
+def load(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[ResultRecord]]:
+    """Scan ``root`` once: (run rows, task rows, warnings, the records themselves)."""
     if not root.exists():
         raise E3Error(f"results directory {root} does not exist", "pass the --output-dir of your runs")
     runs: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
-    warnings: list[str] = []
     found, problems = store.scan(root)
-    warnings.extend(f"skipped {p}" for p in problems)
+    warnings = [f"skipped {p}" for p in problems]
     for path, rec in found:
-        sweep = path.parent.name
-        runs.extend(run_rows(rec, sweep))
+        runs.extend(run_rows(rec, path.parent.name))
         tasks.extend(task_rows(rec))
     if not runs:
         raise E3Error(f"no e3bench results under {root}", "run `e3bench run -o DIR` or `e3bench sweep` first")
-    return runs, tasks, warnings
+    return runs, tasks, warnings, [rec for _, rec in found]
 
 
 def build(root: Path) -> Path:

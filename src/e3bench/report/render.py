@@ -11,7 +11,7 @@ from pathlib import Path
 
 from e3bench import store
 from e3bench.errors import E3Error
-from e3bench.index import load_rows
+from e3bench.index import load
 from e3bench.report import plots
 from e3bench.report.compare import (
     MLPERF_QUALITY_TARGET,
@@ -168,9 +168,7 @@ def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path]) -> 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
     results_dir = Path(results_dir)
-    runs, tasks, warnings = load_rows(results_dir)
-    found, _ = store.scan(results_dir)
-    records = [r for _, r in found]
+    runs, tasks, warnings, records = load(results_dir)  # one scan of the JSON records
     configs = summarize_configs(records)
     if not configs:
         raise E3Error(f"no successful runs under {results_dir} to report on",
