@@ -266,3 +266,23 @@ def test_few_shot_contexts_sharing_a_stem(decoder, batch_size, monkeypatch):
     _assert_close(got, want)
     if batch_size == 1:
         assert len(reused) >= 4 and min(reused) >= sc.MIN_STEM_TOKENS
+
+
+def test_cuda_scoring_keeps_sdpa_off_cudnn():
+    """cuDNN attention rebuilds a graph per shape (3x slower first pass on an H100); scoring on
+    CUDA excludes it, CPU scoring is left alone."""
+    import contextlib
+
+    from e3bench.scoring import _no_cudnn_attention
+
+    assert isinstance(_no_cudnn_attention("cpu"), contextlib.nullcontext)
+    attention = pytest.importorskip("torch.nn.attention")
+    if not hasattr(attention.SDPBackend, "CUDNN_ATTENTION"):
+        pytest.skip("this torch has no cuDNN attention backend")
+    from torch.nn.attention import SDPBackend
+
+    ctx = _no_cudnn_attention("cuda:0")
+    assert not isinstance(ctx, contextlib.nullcontext)
+    # sdpa_kernel's generator holds the chosen backends in its frame locals
+    backends = ctx.gen.gi_frame.f_locals["backends"]
+    assert SDPBackend.CUDNN_ATTENTION not in backends and SDPBackend.FLASH_ATTENTION in backends

@@ -47,8 +47,11 @@ QUANT_RECIPES: dict[tuple[str, str], tuple[str, str, dict, str]] = {
     ("cuda", "int4"): (
         "bfloat16",
         "Int4WeightOnlyConfig",
-        {"group_size": 128},
-        "torchao int4 weight-only, group size 128 (tinygemm kernel, bf16 activations)",
+        # "tile_packed_to_4d" is PyTorch's own tinygemm kernel (aten._weight_int4pack_mm); torchao's
+        # default "plain" format needs the separate mslk package (measured on an H100, torchao 0.18).
+        # Group size 64 divides SmolLM2's 576/1536 widths (128 does not divide 576).
+        {"group_size": 64, "int4_packing_format": "tile_packed_to_4d"},
+        "torchao int4 weight-only, group size 64 (tinygemm kernel, bf16 activations)",
     ),
 }
 
@@ -87,7 +90,13 @@ def _quantize(model, device: str, precision: str) -> str:
     def linear_but_head(module, fqn: str) -> bool:
         return isinstance(module, torch.nn.Linear) and module is not head
 
-    tq.quantize_(model, config, filter_fn=linear_but_head)
+    try:
+        tq.quantize_(model, config, filter_fn=linear_but_head)
+    except ImportError as exc:  # torchao kernels that live in optional packages (mslk, fbgemm-gpu)
+        raise E3Error(
+            f"--dtype {precision} on {device}: torchao needs a package that is not installed ({exc})",
+            "install the package it names, or pick another --dtype (bf16, fp16, int8)",
+        ) from None
     import torchao
 
     return f"{desc} (torchao {torchao.__version__}); LM head unquantized"
