@@ -348,3 +348,29 @@ def test_perplexity_math(tmp_path):
     assert score.stderr["bits_per_byte"] == pytest.approx(0.0)
     one = get_task("perplexity", path=str(f), doc_chars=1).evaluate(RollingBackend(), limit=1, seed=0)
     assert one.n_items == 1
+
+
+@pytest.mark.parametrize(("device", "expect_batches"), [("cpu", [1, 1, 1, 1, 1]), ("cuda:0", [5])])
+def test_generation_batches_by_device_and_keeps_input_order(device, expect_batches):
+    from e3bench.tasks.generative import generate_texts
+
+    prompts = ["a", "ccc", "bb", "eeeee", "dddd"]
+    back = TableBackend(gens={p: f" out-{p}\n\nQuestion: x" for p in prompts})
+    back.device = device
+    sizes, lengths = [], []
+    real = back.generate
+
+    def spy(batch, params):
+        sizes.append(len(batch))
+        lengths.extend(len(p) for p in batch)
+        return real(batch, params)
+
+    back.generate = spy
+    out = generate_texts(back, prompts, max_new_tokens=8, stop=["Question:"])
+    assert out == [f" out-{p}\n\n" for p in prompts]  # cut at the stop, in input order
+    assert sizes == expect_batches
+    if device != "cpu":
+        assert lengths == sorted(lengths, reverse=True)  # longest first: least padding
+    assert generate_texts(back, prompts, max_new_tokens=8, stop=[], batch_size=2) == [
+        f" out-{p}\n\nQuestion: x" for p in prompts
+    ]
