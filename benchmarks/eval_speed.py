@@ -2,11 +2,14 @@
 object, same items, one process.
 
     python benchmarks/eval_speed.py --n 120                # HellaSwag + MMLU, bundled SmolLM2-135M
+    python benchmarks/eval_speed.py --tasks mmlu_5shot --n 200
     python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 8
 
 For each task it prints examples/s for both (end to end, and log-likelihood scoring only), the
 speed-up, and whether every item's predicted choice agrees. Data: ``$E3BENCH_DATA_DIR`` (default
-/work/shared/data); MMLU items are the first ``ceil(n/57)`` test questions of each subject.
+/work/shared/data); MMLU items are the first ``ceil(n/57)`` test questions of each subject;
+MMLU 5-shot items are the first ``ceil(n/4)`` questions of the first 4 subjects with that many
+(lm-eval takes few-shot examples per subject, so each subject is its own lm-eval task).
 lm-eval runs fully offline on local task YAMLs (``dataset_path: json``) with lm-eval's prompts.
 """
 
@@ -27,40 +30,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-HS_YAML = """\
-task: bench_hellaswag
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {file}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{query}}}}"
-doc_to_choice: choices
-doc_to_target: gold
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
-
-MMLU_YAML = """\
-task: bench_mmlu
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {file}
-test_split: test
-output_type: multiple_choice
-description: "The following are multiple choice questions (with answers) about {{{{subject.replace('_', ' ')}}}}.\\n\\n"
-doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
-doc_to_choice: ["A", "B", "C", "D"]
-doc_to_target: answer
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
-
-
 def bundled_model() -> Path:
     """The bundled SmolLM2-135M as a safetensors directory (e3bench's GGUF conversion cache)."""
     from e3bench.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
@@ -70,9 +39,13 @@ def bundled_model() -> Path:
     return load_converted_gguf(resolve("smollm2-135m"))[0]
 
 
-def read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as fh:
-        return [line for line in fh if line.strip()]
+def five_shot_subjects(data: Path, per_subject: int, count: int = 4) -> list[str]:
+    from e3bench.lmeval_local import read_jsonl
+
+    sizes: dict[str, int] = {}
+    for r in read_jsonl(data / "mmlu" / "test.jsonl"):
+        sizes[r["subject"]] = sizes.get(r["subject"], 0) + 1
+    return [s for s, k in sizes.items() if k >= per_subject][:count]
 
 
 def main() -> int:
@@ -80,7 +53,7 @@ def main() -> int:
     ap.add_argument("--model", help="HF model directory (default: bundled SmolLM2-135M, converted once)")
     ap.add_argument("--data", default=os.environ.get("E3BENCH_DATA_DIR", "/work/shared/data"))
     ap.add_argument("--n", type=int, default=120, help="items per task (default 120)")
-    ap.add_argument("--tasks", default="hellaswag,mmlu")
+    ap.add_argument("--tasks", default="hellaswag,mmlu", help="hellaswag, mmlu, mmlu_5shot (comma list)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=4, help="alternate the engines over this many chunks (default 4)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=1, help="lm-eval hf batch size (its default: 1)")
@@ -96,6 +69,7 @@ def main() -> int:
     from lm_eval.tasks import TaskManager
 
     from e3bench import scoring
+    from e3bench.lmeval_local import mmlu_subject_split, read_jsonl, write_jsonl, write_mc_task, write_mmlu_task
     from e3bench.tasks import get_task
 
     hf_logging.set_verbosity_error()
@@ -111,30 +85,40 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="e3bench-evalspeed-"))
     os.environ.setdefault("HF_DATASETS_CACHE", str(tmp / "hf-datasets"))
-    hs_lines = read_lines(data / "hellaswag" / "validation.jsonl")[: args.n]
+    hs_rows = read_jsonl(data / "hellaswag" / "validation.jsonl")[: args.n]
     per_subject = math.ceil(args.n / 57)
-    mmlu_lines, count = [], {}
-    for line in read_lines(data / "mmlu" / "test.jsonl"):
-        r = json.loads(line)
+    mmlu_rows, count = [], {}
+    for r in read_jsonl(data / "mmlu" / "test.jsonl"):
         if count.get(r["subject"], 0) < per_subject:
             count[r["subject"]] = count.get(r["subject"], 0) + 1
-            mmlu_lines.append(line)
-    mmlu_lines = mmlu_lines[: args.n]
+            mmlu_rows.append(r)
+    mmlu_rows = mmlu_rows[: args.n]
+    dev_all = read_jsonl(data / "mmlu" / "dev.jsonl")
+    five_n = math.ceil(args.n / 4)
+    subjects5 = five_shot_subjects(data, five_n)
     # The machine may be shared: interleave the two engines over `rounds` chunks of the items so
     # background load hits both alike; times are summed per engine.
     rounds = max(1, min(args.rounds, args.n))
     yamls = tmp / "yamls"
     yamls.mkdir()
+    # per round and task: [(lm-eval task name, e3bench data dir)]
+    parts: dict[tuple[str, int], list[tuple[str, Path]]] = {}
     for r in range(rounds):
         d = tmp / f"round{r}"
-        (d / "hellaswag").mkdir(parents=True)
-        (d / "mmlu").mkdir(parents=True)
-        (d / "hellaswag" / "validation.jsonl").write_text("".join(hs_lines[r::rounds]))
-        (d / "mmlu" / "test.jsonl").write_text("".join(mmlu_lines[r::rounds]))
-        (yamls / f"bench_hellaswag_{r}.yaml").write_text(
-            HS_YAML.replace("bench_hellaswag", f"bench_hellaswag_{r}").format(file=d / "hellaswag" / "validation.jsonl"))
-        (yamls / f"bench_mmlu_{r}.yaml").write_text(
-            MMLU_YAML.replace("bench_mmlu", f"bench_mmlu_{r}").format(file=d / "mmlu" / "test.jsonl"))
+        write_jsonl(d / "hellaswag" / "validation.jsonl", hs_rows[r::rounds])
+        write_mc_task(yamls, f"bench_hellaswag_{r}", d / "hellaswag" / "validation.jsonl", "hellaswag")
+        parts["hellaswag", r] = [(f"bench_hellaswag_{r}", d)]
+        write_jsonl(d / "mmlu" / "test.jsonl", mmlu_rows[r::rounds])
+        write_jsonl(d / "mmlu" / "dev.jsonl", dev_all)
+        write_mmlu_task(yamls, f"bench_mmlu_{r}", d / "mmlu" / "test.jsonl", d / "mmlu" / "dev.jsonl", shots=0)
+        parts["mmlu", r] = [(f"bench_mmlu_{r}", d)]
+        parts["mmlu_5shot", r] = []
+        for subject in subjects5:
+            sd = tmp / f"round{r}-{subject}"
+            test, dev = mmlu_subject_split(data, sd, subject, five_n)
+            write_jsonl(test, read_jsonl(test)[r::rounds])
+            write_mmlu_task(yamls, f"bench_mmlu5_{subject}_{r}", test, dev, shots=5)
+            parts["mmlu_5shot", r].append((f"bench_mmlu5_{subject}_{r}", sd))
     tm = TaskManager(include_path=str(yamls))
 
     # lm-eval's HF model on the very same model object
@@ -173,30 +157,31 @@ def main() -> int:
         lm_samples, e3_samples = [], []
         lm_acc, lm_norm = [], []
         for r in range(rounds):
-            lm_task = f"bench_{task}_{r}"
+            lm_names = [name for name, _ in parts[task, r]]
 
             def run_lm():
                 t0 = time.perf_counter()
-                ref = lm_eval.simple_evaluate(model=lm, tasks=[lm_task], task_manager=tm, log_samples=True,
+                ref = lm_eval.simple_evaluate(model=lm, tasks=lm_names, task_manager=tm, log_samples=True,
                                               bootstrap_iters=0, verbosity="ERROR")
                 return time.perf_counter() - t0, ref
 
             def run_e3():
                 t0 = time.perf_counter()
-                sc = get_task(task, data_dir=str(tmp / f"round{r}")).evaluate(be, limit=None, seed=0)
-                return time.perf_counter() - t0, sc
+                scores = [get_task(task, data_dir=str(d)).evaluate(be, limit=None, seed=0) for _, d in parts[task, r]]
+                return time.perf_counter() - t0, scores
 
             if r % 2 == 0:
-                (dt_lm, ref), (dt_e3, score) = run_lm(), run_e3()
+                (dt_lm, ref), (dt_e3, scores) = run_lm(), run_e3()
             else:
-                (dt_e3, score), (dt_lm, ref) = run_e3(), run_lm()
+                (dt_e3, scores), (dt_lm, ref) = run_e3(), run_lm()
             lm_e2e += dt_lm
             e3_e2e += dt_e3
-            samples = sorted(ref["samples"][lm_task], key=lambda s: s["doc_id"])
-            lm_samples += samples
-            e3_samples += score.samples
-            lm_acc += [s["acc"] for s in samples]
-            lm_norm += [s["acc_norm"] for s in samples]
+            for name, score in zip(lm_names, scores, strict=True):
+                samples = sorted(ref["samples"][name], key=lambda s: s["doc_id"])
+                lm_samples += samples
+                e3_samples += score.samples
+                lm_acc += [s["acc"] for s in samples]
+                lm_norm += [s["acc_norm"] for s in samples]
         lm_preds = []
         for s in lm_samples:
             ll = [float(x[0]) for x in s["filtered_resps"]]

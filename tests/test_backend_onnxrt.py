@@ -61,6 +61,49 @@ def test_int8_is_smaller_close_to_fp32_and_cached(tiny_models, cache):
     again.close()
 
 
+def test_static_int8_is_calibrated_qdq_and_cached(tiny_models, cache, tmp_path):
+    import onnx
+
+    from e3bench.backends.onnxrt import OnnxRuntimeBackend
+
+    spec = resolve(str(tiny_models["decoder"]))
+    b = _backend(cache)
+    b.load(spec, "fp32", "cpu")
+    reqs = [("the quick brown fox", " jumps over"), ("energy is", " measured in joules")]
+    ref = b.loglikelihood(reqs)
+    b.close()
+    q = OnnxRuntimeBackend(cache_dir=str(cache), threads=1, int8_mode="static")
+    info = q.load(spec, "int8", "cpu")
+    assert any("quantize_static" in n and "calibration: 16 texts from synthetic" in n for n in info.notes), info.notes
+    graph = onnx.load(str(q.model_dir / "model.onnx"), load_external_data=False).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: fixed activation scales in the graph
+    got = q.loglikelihood(reqs)
+    for a, r in zip(got, ref, strict=True):
+        assert a.logprob == pytest.approx(r.logprob, abs=0.1 * abs(r.logprob) + 0.1)
+    assert len(q.generate([q.encode("abc")], GenParams(max_new_tokens=3))[0].token_ids) == 3
+    q.close()
+    assert q.model_dir.name == "int8-static"
+    # a user calibration file is a different model, cached under its content hash
+    cal = tmp_path / "cal.txt"
+    cal.write_text("the quick brown fox jumps over the lazy dog\nenergy is measured in joules per token\n")
+    u = OnnxRuntimeBackend(cache_dir=str(cache), threads=1, int8_mode="static", calibration_file=str(cal))
+    notes = u.load(spec, "int8", "cpu").notes
+    assert u.model_dir.name.startswith("int8-static-") and any("2 texts from " in n for n in notes), notes
+    u.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"int8_mode": "weird"}, "unknown int8_mode"), ({"calibration_file": "/no/such.txt"}, "calibration file not found")],
+)
+def test_bad_int8_options(kwargs, needle):
+    from e3bench.backends.onnxrt import OnnxRuntimeBackend
+
+    with pytest.raises(E3Error, match=needle):
+        OnnxRuntimeBackend(**kwargs)
+
+
 def test_loads_an_existing_onnx_directory(tiny_models, cache):
     """A directory holding model.onnx (ours or optimum's layout) loads without exporting."""
     src = next((cache / "onnx").glob("*/fp32"))

@@ -26,6 +26,7 @@ def _assert_user_error(res, needle):
         (["--set", "modle=x"], "did you mean 'model'"),
         (["--meter", "nvm"], "unknown meter 'nvm'"),
         (["--region", "Atlantis"], "Atlantis"),
+        (["-O", "n_ctx=4096"], "backend 'pytorch' has no option 'n_ctx'"),
     ],
 )
 def test_bad_input_is_one_line(args, needle, tmp_path):

@@ -63,3 +63,27 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         build_config(yaml_path=y)
     with pytest.raises(E3Error, match="not found"):
         build_config(yaml_path=tmp_path / "nope.yaml")
+
+
+def test_backend_options_from_yaml_set_and_flag(tmp_path):
+    y = tmp_path / "run.yaml"
+    y.write_text("backend: llamacpp\nbackend_options: {n_ctx: 1024, n_batch: 64}\n")
+    cfg = build_config(yaml_path=y, sets=["backend_options.n_ctx=4096"])
+    assert cfg.backend_options == {"n_ctx": 4096, "n_batch": 64}  # --set wins, the rest stays
+    assert cfg.config_hash() != build_config(yaml_path=y).config_hash()  # options are identity
+    with pytest.raises(E3Error, match="must be a mapping"):
+        build_config(overrides={"backend_options": "n_ctx=4"})
+
+
+def test_make_backend_passes_options_and_names_the_valid_ones():
+    from e3bench.backends.pytorch import PyTorchBackend
+    from e3bench.runner import make_backend
+
+    b = make_backend(build_config(sets=["backend_options.compile=true", "threads=2"]))
+    assert isinstance(b, PyTorchBackend) and b.compile is True and b.threads == 2
+    with pytest.raises(E3Error) as ei:
+        make_backend(build_config(sets=["backend_options.n_ctx=4096"]))
+    assert "has no option 'n_ctx'" in ei.value.problem and "compile" in ei.value.fix
+    with pytest.raises(E3Error, match="run option") as ei:
+        make_backend(build_config(sets=["backend_options.threads=3"]))
+    assert "--threads" in ei.value.fix

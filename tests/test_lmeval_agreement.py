@@ -17,60 +17,18 @@ import pytest
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'e3bench[lmeval]')")
 torch = pytest.importorskip("torch")
 
-DATA = Path(os.environ.get("E3BENCH_AGREEMENT_DATA", "/work/shared/data"))
+DATA = Path(
+    os.environ.get("E3BENCH_AGREEMENT_DATA")
+    or os.environ.get("E3BENCH_DATA_DIR")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 if not (DATA / "hellaswag" / "validation.jsonl").exists():
     pytest.skip(f"local evaluation data not found at {DATA} (set E3BENCH_AGREEMENT_DATA)", allow_module_level=True)
 
 from e3bench.api import LogLik  # noqa: E402
+from e3bench.lmeval_local import MC_TASKS, mmlu_subject_split, write_mc_task, write_mmlu_task  # noqa: E402
 from e3bench.scoring import hf_loglikelihood  # noqa: E402
 from e3bench.tasks import get_task  # noqa: E402
-
-MC_YAML = """\
-task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {file}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{text}"
-doc_to_choice: choices
-doc_to_target: gold
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
-
-MMLU_YAML = """\
-task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {file}
-    dev: {dev}
-test_split: test
-fewshot_split: dev
-fewshot_config:
-  sampler: first_n
-num_fewshot: {shots}
-output_type: multiple_choice
-description: "The following are multiple choice questions (with answers) about {{{{subject.replace('_', ' ')}}}}.\\n\\n"
-doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
-doc_to_choice: ["A", "B", "C", "D"]
-doc_to_target: answer
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
-
-# e3bench task -> (local file, lm-eval doc_to_text for the same prompt)
-MC_TASKS = {
-    "hellaswag": ("hellaswag/validation.jsonl", "{{query}}"),
-    "arc_easy": ("arc_easy/test.jsonl", "{{query}}\\nAnswer:"),
-    "boolq": ("boolq/test.jsonl", "{{query}}\\nAnswer:"),
-    "copa": ("copa/test.jsonl", "{{query}}"),
-    "openbookqa": ("openbook_qa/test.jsonl", "{{query}}"),
-}
 
 
 class HFScoringBackend:
@@ -114,16 +72,6 @@ def _mmlu_subset(tmp: Path, per_subject: int, subjects: int) -> Path:
     return path
 
 
-def _mmlu_subject(tmp: Path, subject: str, n: int) -> tuple[Path, Path]:
-    d = tmp / f"mmlu_{subject}"
-    (d / "mmlu").mkdir(parents=True, exist_ok=True)
-    test = [r for r in map(json.loads, filter(None, (DATA / "mmlu" / "test.jsonl").read_text().split("\n"))) if r["subject"] == subject][:n]
-    dev = [r for r in map(json.loads, filter(None, (DATA / "mmlu" / "dev.jsonl").read_text().split("\n"))) if r["subject"] == subject]
-    (d / "mmlu" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
-    (d / "mmlu" / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dev))
-    return d / "mmlu" / "test.jsonl", d / "mmlu" / "dev.jsonl"
-
-
 def _run_lm_eval_hf(model_dir, tasks, include_path, limit):
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -158,16 +106,16 @@ def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_sho
         yamls = tmp_path / "yamls"
         yamls.mkdir()
         data = tmp_path / "data"  # first `limit` lines of each file: small files load fast in both
-        for name, (rel, text) in MC_TASKS.items():
+        for name, (rel, _) in MC_TASKS.items():
             (data / rel).parent.mkdir(parents=True, exist_ok=True)
             with open(DATA / rel, encoding="utf-8") as fh:
                 (data / rel).write_text("".join(line for _, line in zip(range(limit), fh)), encoding="utf-8")
-            (yamls / f"e3_{name}.yaml").write_text(MC_YAML.format(task=f"e3_{name}", file=data / rel, text=text))
+            write_mc_task(yamls, f"e3_{name}", data / rel, name)
         mmlu_dir = tmp_path / "mmlu-data"
         sub = _mmlu_subset(mmlu_dir, mmlu_per_subject, mmlu_subjects)
-        t5, d5 = _mmlu_subject(tmp_path, "anatomy", five_shot_n)
-        (yamls / "e3_mmlu.yaml").write_text(MMLU_YAML.format(task="e3_mmlu", file=sub, dev=d5, shots=0))
-        (yamls / "e3_mmlu5.yaml").write_text(MMLU_YAML.format(task="e3_mmlu5", file=t5, dev=d5, shots=5))
+        t5, d5 = mmlu_subject_split(DATA, tmp_path / "mmlu_anatomy", "anatomy", five_shot_n)
+        write_mmlu_task(yamls, "e3_mmlu", sub, d5, shots=0)
+        write_mmlu_task(yamls, "e3_mmlu5", t5, d5, shots=5)
 
         lm_tasks = [f"e3_{n}" for n in MC_TASKS] + ["e3_mmlu", "e3_mmlu5"]
         ref = _run_lm_eval_hf(model_dir, lm_tasks, yamls, limit)

@@ -55,6 +55,9 @@ def run(
     trackers: Optional[str] = typer.Option(None, "--trackers", help="wandb,mlflow: log metrics there too"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config"),
     set_: list[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
+    backend_option: list[str] = typer.Option(
+        [], "--backend-option", "-O", help="backend option key=value, e.g. n_ctx=4096 (repeatable)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
 ) -> None:
     """Benchmark one model configuration: speed, energy and (with --tasks) quality."""
@@ -70,7 +73,7 @@ def run(
                 cross_check_meter=cross_check, cpu_tdp_w=cpu_tdp_w, region=region, threads=threads, min_iters=min_iters,
                 min_seconds=min_seconds, warmup_iters=warmup_iters, output_dir=output_dir, trackers=trackers,
             ),  # fmt: skip
-            sets=set_,
+            sets=[f"backend_options.{o}" for o in backend_option] + list(set_),
         )
         from e3bench import store
         from e3bench.report.summary import print_summary

@@ -28,6 +28,11 @@ class RunConfig(BaseModel):
 
     model: str = Field("smollm2-135m", description="alias, Hugging Face id, local dir or .gguf file")
     backend: str = Field("pytorch", description="backend name (see `e3bench backends`)")
+    backend_options: dict[str, Any] = Field(
+        {},
+        description="keyword options for the backend, e.g. n_ctx (llamacpp), compile (pytorch), "
+        "gpu_memory_utilization (vllm); --backend-option key=value or --set backend_options.key=value",
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: str = Field("fp32", description="fp32|bf16|fp16|int8|int4, or a backend's own (q4_k_m, native)")
     batch_sizes: tuple[int, ...] = Field((1, 4), description="batch sizes to measure")
@@ -207,8 +212,18 @@ def build_config(
     for where, layer in layers:
         for key, value in layer.items():
             key = _ALIASES.get(key, key)
+            if key.startswith("backend_options."):  # --set backend_options.n_ctx=4096
+                opts = dict(merged.get("backend_options") or {})
+                opts[key.split(".", 1)[1]] = value
+                merged["backend_options"] = opts
+                continue
             if key not in _FIELDS:
                 raise _unknown_key(key, where)
+            if key == "backend_options" and value is not None and not isinstance(value, dict):
+                raise E3Error(
+                    f"backend_options in {where} must be a mapping, got {value!r}",
+                    "e.g. backend_options: {n_ctx: 4096} in YAML, or --backend-option n_ctx=4096",
+                )
             merged[key] = _coerce(key, value)
     try:
         return RunConfig(**merged)

@@ -43,12 +43,44 @@ def _run_id(cfg: RunConfig) -> str:
     return f"{stamp}-{cfg.config_hash()[:10]}"
 
 
-def make_backend(cfg: RunConfig) -> Backend:
-    cls = registry.get("backend", cfg.backend)
+#: Options every run passes from its own fields; backend_options may not set them.
+_RUN_OPTIONS = {"cache_dir": "--cache-dir", "threads": "--threads"}
+
+
+def _init_options(cls) -> tuple[set[str], bool]:
+    """Keyword options a backend's constructor takes, and whether it takes **kwargs."""
+    import inspect
+
     try:
-        return cls(cache_dir=cfg.cache_dir, threads=cfg.threads)
-    except TypeError:  # plugin backends need not take our keyword options
-        return cls()
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return set(), True
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def make_backend(cfg: RunConfig) -> Backend:
+    """The backend object for ``cfg``: run-level options it accepts plus ``cfg.backend_options``."""
+    cls = registry.get("backend", cfg.backend)
+    names, any_kw = _init_options(cls)
+    for key in cfg.backend_options:
+        if key in _RUN_OPTIONS:
+            raise E3Error(f"backend_options.{key} is a run option", f"use {_RUN_OPTIONS[key]} instead")
+        if key not in names and not any_kw:
+            own = sorted(names - set(_RUN_OPTIONS))
+            raise E3Error(
+                f"backend '{cfg.backend}' has no option '{key}'",
+                f"its options: {', '.join(own)}" if own else f"backend '{cfg.backend}' takes no options",
+            )
+    kwargs = {k: v for k, v in (("cache_dir", cfg.cache_dir), ("threads", cfg.threads)) if k in names or any_kw}
+    kwargs.update(cfg.backend_options)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise E3Error(
+            f"backend '{cfg.backend}' rejected its options {dict(cfg.backend_options)}: {exc}",
+            "check the option names and values (see docs/backends.md)",
+        ) from None
 
 
 class _Measure:

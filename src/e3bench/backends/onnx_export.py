@@ -170,6 +170,121 @@ def quantize_int8(src: str, out: str) -> dict:
     return info
 
 
+def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, samples: int, tokens: int):
+    """Session feeds for static calibration: per text, a prefill with an empty past and one
+    multi-token step over the fp32 model's own KV cache, so both graph shapes are calibrated."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from e3bench import prompts
+
+    tok = AutoTokenizer.from_pretrained(str(srcdir))
+
+    def encode(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    if calibration_file:
+        ps = prompts.from_file(encode, Path(calibration_file))
+    else:
+        ps = prompts.synthetic(encode, tokens, count=samples)
+    seqs = [ids[:tokens] for ids in ps.token_ids if len(ids) >= 4][:samples]
+    if not seqs:
+        raise SystemExit(f"no calibration text of at least 4 tokens in {ps.source}")
+    sess = ort.InferenceSession(str(srcdir / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    past = [n for n in names if n.startswith("past_key_values.")]
+    empty = np.zeros((1, info["kv_heads"], 0, info["head_dim"]), dtype=np.float32)
+    feeds = []
+    for ids in seqs:
+        split = max(2, len(ids) * 3 // 4)
+        first = {
+            "input_ids": np.array([ids[:split]], dtype=np.int64),
+            "attention_mask": np.ones((1, split), dtype=np.int64),
+            "position_ids": np.arange(split, dtype=np.int64)[None],
+            "logit_index": np.array([split - 1], dtype=np.int64),
+            **{n: empty for n in past},
+        }
+        presents = sess.run(None, first)[1:]
+        rest = ids[split:]
+        second = {
+            "input_ids": np.array([rest], dtype=np.int64),
+            "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+            "position_ids": np.arange(split, len(ids), dtype=np.int64)[None],
+            "logit_index": np.array([len(rest) - 1], dtype=np.int64),
+            **dict(zip(past, presents, strict=True)),
+        }
+        feeds += [first, second]
+    return feeds, f"{len(seqs)} texts from {ps.source}, up to {tokens} tokens each"
+
+
+def quantize_int8_static(
+    src: str, out: str, calibration_file: str | None = None, samples: int = 16, tokens: int = 128
+) -> dict:
+    """Static int8 (onnxruntime.quantization.quantize_static): QDQ format, int8 per-channel
+    weights, uint8 activations with ranges fixed by MinMax calibration, for the MatMuls that
+    have a weight. Activation × activation MatMuls (attention scores and mixing) stay fp32:
+    their ranges change with every input, which a fixed scale cannot follow."""
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    t0 = time.perf_counter()
+    srcdir, outdir = Path(src), Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    info = json.loads((srcdir / MANIFEST).read_text())
+    feeds, described = _calibration_feeds(srcdir, info, calibration_file, samples, tokens)
+
+    graph = onnx.load(str(srcdir / "model.onnx"), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    produced_by_const = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    exclude = [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and not any(i in weights or i in produced_by_const for i in n.input)
+    ]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(
+        str(srcdir / "model.onnx"),
+        str(outdir / "model.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        nodes_to_exclude=exclude,
+        calibrate_method=CalibrationMethod.MinMax,
+        use_external_data_format=False,
+    )
+    for f in srcdir.iterdir():
+        if f.is_file() and not f.name.startswith("model.onnx") and f.name != MANIFEST:
+            shutil.copy2(f, outdir / f.name)
+    info.update(
+        precision="int8",
+        quantizer="onnxruntime.quantization.quantize_static(QDQ, QInt8 weights per channel, QUInt8 activations, MinMax)",
+        calibration=described,
+        fp32_matmuls_kept=len(exclude),
+        quantize_s=round(time.perf_counter() - t0, 2),
+    )
+    (outdir / MANIFEST).write_text(json.dumps(info, indent=1))
+    return info
+
+
 def convert_fp16(src: str, out: str) -> dict:
     """fp16 weights and KV cache for GPUs (onnxruntime.transformers.float16)."""
     import shutil
@@ -211,11 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", help="Hugging Face model directory, or an exported ONNX directory for --to")
     ap.add_argument("out", help="output directory")
-    ap.add_argument("--to", choices=["fp32", "int8", "fp16"], default="fp32",
-                    help="fp32: export from PyTorch; int8/fp16: convert an exported fp32 directory")
+    ap.add_argument("--to", choices=["fp32", "int8", "int8-static", "fp16"], default="fp32",
+                    help="fp32: export from PyTorch; int8/int8-static/fp16: convert an exported fp32 directory")
+    ap.add_argument("--calibration", help="int8-static: a text file, one calibration text per line")
     args = ap.parse_args(argv)
-    fn = {"fp32": export, "int8": quantize_int8, "fp16": convert_fp16}[args.to]
-    info = fn(args.src, args.out)
+    if args.to == "int8-static":
+        info = quantize_int8_static(args.src, args.out, args.calibration)
+    else:
+        info = {"fp32": export, "int8": quantize_int8, "fp16": convert_fp16}[args.to](args.src, args.out)
     print(json.dumps(info))
     return 0
 

@@ -4,8 +4,9 @@ with our own decode loop on the CPU or CUDA execution provider.
 * **Export** — :mod:`e3bench.backends.onnx_export`, in a subprocess, with the same transformers
   as the PyTorch backend (optimum-onnx pins transformers<4.58; see that module). An existing
   directory holding ``model.onnx`` with optimum-style input names loads as is.
-* **Precisions** — fp32 (CPU, CUDA); dynamic int8 (CPU: ``quantize_dynamic``, MatMul int8
-  weights per channel); fp16 (CUDA: weights and KV cache converted with
+* **Precisions** — fp32 (CPU, CUDA); int8 on CPU, dynamic by default (``quantize_dynamic``,
+  MatMul int8 weights per channel) or static with ``-O int8_mode=static`` (``quantize_static``,
+  QDQ, MinMax calibration on e3bench's synthetic prose or ``-O calibration_file=FILE``); fp16 (CUDA: weights and KV cache converted with
   ``onnxruntime.transformers.float16``).
 * **Cache** — exported and converted models live under
   ``models.cache_root(cache_dir)/onnx/<source key>/<precision>/`` and are reused; the key
@@ -84,9 +85,25 @@ class OnnxRuntimeBackend:
         ),
     )
 
-    def __init__(self, *, cache_dir: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cache_dir: str | None = None,
+        threads: int | None = None,
+        int8_mode: str = "dynamic",
+        calibration_file: str | None = None,
+    ) -> None:
+        if int8_mode not in ("dynamic", "static"):
+            raise E3Error(f"onnxrt: unknown int8_mode '{int8_mode}'", "use int8_mode=dynamic or int8_mode=static")
+        if calibration_file is not None and not Path(calibration_file).is_file():
+            raise E3Error(
+                f"onnxrt: calibration file not found: {calibration_file}",
+                "give a text file with one calibration text per line",
+            )
         self.cache_dir = cache_dir
         self.threads = threads
+        self.int8_mode = int8_mode
+        self.calibration_file = calibration_file
         self.sess = None
         self.tokenizer = None
         self.device = "cpu"
@@ -154,16 +171,31 @@ class OnnxRuntimeBackend:
                 self.notes.append(f"exported to ONNX now: {fp32_dir}")
         if precision == "fp32":
             return fp32_dir
-        tag = {"int8": "int8-dynamic", "fp16": "fp16"}[precision]
+        tag = {"int8": f"int8-{self.int8_mode}", "fp16": "fp16"}[precision]
+        args = ["--to", "int8-static" if tag == "int8-static" else precision]
+        if tag == "int8-static" and self.calibration_file:
+            cal = Path(self.calibration_file)
+            import hashlib
+
+            tag += "-" + hashlib.sha256(cal.read_bytes()).hexdigest()[:12]  # new text → new calibration
+            args += ["--calibration", str(cal.resolve())]
         target = self._cache() / key / tag
         if (target / "model.onnx").is_file() and (target / "e3bench-onnx.json").is_file():
             self.notes.append(f"{tag} model reused from cache: {target}")
+            self._quant_note(target)
             return target
         tmp = C.atomic_dir(target)
-        self._subprocess([str(fp32_dir), str(tmp), "--to", precision], f"{tag} conversion")
+        self._subprocess([str(fp32_dir), str(tmp), *args], f"{tag} conversion")
         C.commit_dir(tmp, target)
         self.notes.append(f"converted to {tag} now: {target}")
+        self._quant_note(target)
         return target
+
+    def _quant_note(self, d: Path) -> None:
+        m = json.loads((d / "e3bench-onnx.json").read_text())
+        if m.get("quantizer"):
+            cal = f"; calibration: {m['calibration']}" if m.get("calibration") else ""
+            self.notes.append(f"{m['quantizer']}{cal}")
 
     # ----------------------------------------------------------------------- loading
     def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
