@@ -11,6 +11,7 @@ tokens) on the same file, and prints the difference (target: within 5 %).
 
     E3BENCH_DATA_DIR=../shared/data python benchmarks/backends.py            # full table
     python benchmarks/backends.py --configs pytorch:fp32,llamacpp:int4 --limit 50
+    python benchmarks/backends.py --configs onnxrt:int8:int8_mode=static   # backend:precision[:k=v;k=v]
 """
 
 from __future__ import annotations
@@ -26,21 +27,30 @@ from pathlib import Path
 
 DEFAULT = (
     "pytorch:fp32,pytorch:bf16,pytorch:int8,pytorch:int4,"
-    "onnxrt:fp32,onnxrt:int8,"
+    "onnxrt:fp32,onnxrt:int8,onnxrt:int8:int8_mode=static,"
     "llamacpp:int4,llamacpp:int8,llamacpp:fp16"
 )
 #: what the generic precision means on each backend, for the table
 LABEL = {("llamacpp", "int4"): "Q4_1 (shipped)", ("llamacpp", "int8"): "Q8_0", ("llamacpp", "fp16"): "F16"}
 
 
-def child(backend: str, precision: str, args) -> dict:
+def parse_item(item: str) -> tuple[str, str, dict]:
+    """``backend:precision[:key=value;key=value]`` → (backend, precision, backend options)."""
+    backend, precision, *rest = item.split(":", 2)
+    opts = dict(kv.split("=", 1) for kv in rest[0].split(";")) if rest else {}
+    return backend, precision, opts
+
+
+def child(item: str, args) -> dict:
     from e3bench.config import RunConfig
     from e3bench.runner import run_one
 
+    backend, precision, opts = parse_item(item)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = RunConfig(
         model=args.model,
         backend=backend,
+        backend_options=opts,
         dtype=precision,
         threads=args.threads,
         batch_sizes=(1,),
@@ -61,6 +71,7 @@ def child(backend: str, precision: str, args) -> dict:
     out = {
         "backend": backend,
         "precision": precision,
+        "options": opts,
         "dtype_run": rec.model.dtype,
         "weights_mb": rec.model.weights_bytes / 2**20,
         "load_s": rec.efficiency.load_time_s,
@@ -119,6 +130,8 @@ def table(rows: list[dict], task: str) -> str:
     lines = [head]
     for r in rows:
         label = LABEL.get((r["backend"], r["precision"]), r["precision"])
+        if r.get("options"):
+            label += " (" + ", ".join(f"{k}={v}" for k, v in r["options"].items()) + ")"
         if "error" in r:
             err = " ".join(r["error"].split())[:100]
             lines.append(f"| {r['backend']} | {label} | — | failed: {err} | | | | |")
@@ -164,15 +177,16 @@ def main() -> int:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        backend, precision = args.one.split(":")
+        backend, precision, opts = parse_item(args.one)
         try:
-            print("E3B-ROW " + json.dumps(child(backend, precision, args)))
+            print("E3B-ROW " + json.dumps(child(args.one, args)))
         except Exception as exc:  # noqa: BLE001 - the parent prints it in the table
-            print("E3B-ROW " + json.dumps({"backend": backend, "precision": precision, "error": f"{type(exc).__name__}: {exc}"}))
+            err = {"backend": backend, "precision": precision, "options": opts, "error": f"{type(exc).__name__}: {exc}"}
+            print("E3B-ROW " + json.dumps(err))
         return 0
     rows = []
     for item in args.configs.split(","):
-        backend, precision = item.split(":")
+        backend, precision, opts = parse_item(item)
         print(f"running {backend} {precision} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(
             [sys.executable, __file__, "--one", item, *_strip_configs(sys.argv[1:])],
@@ -186,7 +200,7 @@ def main() -> int:
         else:  # crashed or killed: say how, with the last line that is not a warning
             last = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Warning" not in ln and " W1" not in ln[:6]]
             why = f"exit {proc.returncode}" + (f": {last[-1].strip()[:200]}" if last else "")
-            row = {"backend": backend, "precision": precision, "error": why}
+            row = {"backend": backend, "precision": precision, "options": opts, "error": why}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     task = args.tasks.split(",")[0] if args.tasks else ""

@@ -63,8 +63,10 @@ def summarize_configs(records: Sequence[ResultRecord]) -> list[ConfigSummary]:
         c = rec.config
         model = rec.model.name if rec.model else c["model"]
         short = model.rstrip("/").split("/")[-1]
+        opts = c.get("backend_options") or {}  # records before backend_options have none
+        extra = " [" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + "]" if opts else ""
         s = ConfigSummary(
-            label=f"{short} {c['backend']} {c['dtype']} {c['device']}",
+            label=f"{short} {c['backend']} {c['dtype']} {c['device']}{extra}",
             model=model, backend=c["backend"], dtype=c["dtype"], device=c["device"], run_id=rec.run_id,
             peak_rss_mib=rec.efficiency.peak_rss_bytes / 2**20,
         )  # fmt: skip
