@@ -12,4 +12,5 @@ if [[ -z "${E3BENCH_DATA_DIR:-}" && -d ../shared/data ]]; then
   export E3BENCH_DATA_DIR="$(cd ../shared/data && pwd)"
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
+.venv/bin/ruff check --quiet src tests benchmarks  # unused imports, undefined names, syntax
 exec .venv/bin/python -m pytest -q "$@"

@@ -79,7 +79,7 @@ def print_summary(rec: ResultRecord, console) -> None:
     for g in eff.generation:
         rows.append((f"gen bs{g.batch_size}", g.energy))
         if g.energy_cross_check:
-            rows.append((f"  cross-check", g.energy_cross_check))
+            rows.append(("  cross-check", g.energy_cross_check))
     rows += [(f"fwd bs{f.batch_size}", f.energy) for f in eff.forward]
     rows += [(f"task {t.task}", t.energy) for t in rec.effectiveness]
     if any(e for _, e in rows):

@@ -151,7 +151,9 @@ def build_optimizer(named_params, s: OptimSettings, *, device: str = "cpu", excl
             out.append({"params": vecs, "weight_decay": 0.0})
         return out
 
-    n = lambda ps: sum(p.numel() for p in ps)
+    def n(ps) -> int:
+        return sum(p.numel() for p in ps)
+
     if s.name == "adamw":
         opt = torch.optim.AdamW(groups(hidden + other_mat, vectors), lr=s.lr, betas=s.betas, eps=s.eps)
         detail = f"AdamW lr={s.lr:g} betas={s.betas} wd={wd:g} (matrices only)"
