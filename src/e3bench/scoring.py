@@ -304,9 +304,10 @@ def _no_cudnn_attention(device):
     """On CUDA, keep SDPA off its cuDNN backend while scoring.
 
     cuDNN attention builds a graph for every new (batch, query, key) shape. Scoring sees hundreds
-    of shapes, and on an H100 (torch 2.11, bf16, SmolLM2-shaped model, 200 HellaSwag-like items) the
-    first pass took 16.3 s with cuDNN against 5.6 s with the flash/efficient/math backends, which
-    are as fast once warm. fp32 never used cuDNN, so it is unaffected. Generation is untouched.
+    of shapes, and on an H100 (torch 2.11, bf16, SmolLM2-shaped model, 200 HellaSwag-like items) a
+    first pass took 21.3 s with cuDNN against 9.3 s without (16.3 vs 5.6 s in another run). Warm,
+    over shapes already seen, cuDNN is faster (6.1 vs 8.3 s), but an evaluation is one pass.
+    fp32 never used cuDNN, so it is unaffected. Generation is untouched.
     """
     import contextlib
 
