@@ -1,5 +1,7 @@
 """The runner with a deterministic fake backend: timing definitions, stopping rule, record."""
 
+import time
+
 import pytest
 
 from e3bench.config import build_config
@@ -90,3 +92,33 @@ def test_energy_window_covers_only_measured_iterations(tiny_models):
     g = run_one(cfg, backend=fake).efficiency.generation[0]
     assert g.iterations == 2
     assert g.energy["duration_s"] == pytest.approx(g.measured_s, abs=0.05)  # not + 0.4 s of warm-up
+
+
+def test_busy_machine_is_flagged_by_other_processes_cpu_not_load_average():
+    import subprocess
+    import sys
+
+    from e3bench import envinfo
+
+    m = envinfo.collect()
+    assert m.other_cpu_busy_pct_before is not None and m.other_cpu_busy_pct_before >= 0
+    # a high load average left over from a finished run is no longer a warning by itself
+    quiet = m.model_copy(update={"other_cpu_busy_pct_before": 3.0, "load_avg_1m_before": 50.0})
+    assert envinfo.busy_warning(quiet) is None
+    busy = m.model_copy(update={"other_cpu_busy_pct_before": 60.0})
+    assert "other processes used 60%" in envinfo.busy_warning(busy, "suite")
+    # records from before the CPU sample fall back to the load average
+    old = m.model_copy(update={"other_cpu_busy_pct_before": None, "load_avg_1m_before": 50.0})
+    assert "1-min load average 50.00" in envinfo.busy_warning(old)
+    # a real busy process next to us is seen (one spinning core of all the CPUs, minus noise)
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<5: pass"])
+    try:
+        import os
+
+        time.sleep(0.3)
+        pct = envinfo.other_cpu_busy_pct(1.0)
+        cpus = os.cpu_count() or 1
+        assert pct is not None and pct >= 0.7 * 100 / cpus, pct
+    finally:
+        spin.kill()
+        spin.wait()

@@ -44,6 +44,8 @@ class Manifest(BaseModel):
     thread_env: dict[str, str]
     load_avg_1m_before: float | None
     hostname: str
+    # other processes' CPU use just before the run, this process excluded (None: not sampled)
+    other_cpu_busy_pct_before: float | None = None
 
 
 def e3bench_version() -> str:
@@ -122,6 +124,48 @@ def gpu_info() -> list[GpuInfo]:
     return gpus
 
 
+#: Other processes' share of all CPUs (%) above which a run is flagged as contended. The 1-min
+#: load average was the old test; it stays high for a minute after a previous run ends.
+BUSY_OTHER_CPU_PCT = 25.0
+
+
+def other_cpu_busy_pct(seconds: float = 0.5) -> float | None:
+    """System-wide CPU busy % over ``seconds`` with this process's own CPU time taken out."""
+    import time
+
+    import psutil
+
+    def busy(t) -> float:
+        return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    try:
+        me = psutil.Process()
+        w0, s0, m0 = time.perf_counter(), psutil.cpu_times(), me.cpu_times()
+        time.sleep(seconds)
+        w1, s1, m1 = time.perf_counter(), psutil.cpu_times(), me.cpu_times()
+    except (OSError, psutil.Error):
+        return None
+    own = (m1.user + m1.system) - (m0.user + m0.system)
+    total = (w1 - w0) * (psutil.cpu_count() or 1)
+    return max(0.0, 100.0 * (busy(s1) - busy(s0) - own) / total) if total > 0 else None
+
+
+def busy_warning(m: Manifest, what: str = "run") -> str | None:
+    """A warning when other processes were using the CPU just before ``what`` started."""
+    cores = m.cpu_affinity_cores or m.cpu_cores_logical
+    tail = "CPU timings and energy will be slower and noisier than on a quiet machine"
+    if m.other_cpu_busy_pct_before is not None:
+        if m.other_cpu_busy_pct_before > BUSY_OTHER_CPU_PCT:
+            return (
+                f"machine busy before the {what}: other processes used {m.other_cpu_busy_pct_before:.0f}% "
+                f"of {cores} CPUs (0.5 s sample); {tail}"
+            )
+        return None
+    if m.load_avg_1m_before is not None and m.load_avg_1m_before > 0.5 * cores:
+        return f"machine busy before the {what}: 1-min load average {m.load_avg_1m_before:.2f} on {cores} cores; {tail}"
+    return None
+
+
 def collect(torch_threads: int | None = None) -> Manifest:
     import psutil
 
@@ -149,4 +193,5 @@ def collect(torch_threads: int | None = None) -> Manifest:
         },
         load_avg_1m_before=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         hostname=platform.node(),
+        other_cpu_busy_pct_before=other_cpu_busy_pct(),
     )

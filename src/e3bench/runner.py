@@ -308,12 +308,9 @@ class Runner:
         cfg = self.cfg
         t_run = clock()
         manifest = envinfo.collect(torch_threads=cfg.threads)
-        cores = manifest.cpu_affinity_cores or manifest.cpu_cores_logical
-        if manifest.load_avg_1m_before is not None and manifest.load_avg_1m_before > 0.5 * cores:
-            self.warnings.append(
-                f"machine busy before the run: 1-min load average {manifest.load_avg_1m_before:.2f} on "
-                f"{cores} cores; CPU timings will be slower and noisier"
-            )
+        busy = envinfo.busy_warning(manifest)
+        if busy:
+            self.warnings.append(busy)
         from e3bench import carbon
 
         carbon.lookup(cfg.region)  # unknown region: fail before any work, not after

@@ -567,12 +567,9 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     manifest = envinfo.collect(torch_threads=cfg.threads)
     manifest.torch_threads = torch.get_num_threads()
     warnings: list[str] = []
-    cores = manifest.cpu_affinity_cores or manifest.cpu_cores_logical
-    if device == "cpu" and manifest.load_avg_1m_before and manifest.load_avg_1m_before > 0.5 * cores:
-        warnings.append(
-            f"machine busy before the run: 1-min load average {manifest.load_avg_1m_before:.2f} on {cores} cores; "
-            "tokens/s and energy are slower and noisier than on a quiet machine"
-        )
+    busy = envinfo.busy_warning(manifest) if device == "cpu" else None
+    if busy:
+        warnings.append(busy)
     if data.info.get("split_note"):
         warnings.append(data.info["split_note"])
 

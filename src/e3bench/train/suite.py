@@ -607,12 +607,9 @@ def run_suite(
 
     manifest.torch_threads = torch.get_num_threads()
     warnings: list[str] = []
-    cores = manifest.cpu_affinity_cores or manifest.cpu_cores_logical
-    if dev == "cpu" and manifest.load_avg_1m_before and manifest.load_avg_1m_before > 0.5 * cores:
-        warnings.append(
-            f"machine busy before the suite: 1-min load average {manifest.load_avg_1m_before:.2f} on {cores} "
-            "cores; tokens/s and energy are slower and noisier than on a quiet machine"
-        )
+    busy = envinfo.busy_warning(manifest, "suite") if dev == "cpu" else None
+    if busy:
+        warnings.append(busy)
     suite_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     out_dir = Path(output_dir) / "train" / suite_id
     session = common.EnergySession(
