@@ -153,6 +153,10 @@ def test_encoder_decoder_is_refused(tiny_models, cache):
 
 @pytest.mark.gpu
 def test_fp16_on_gpu(tiny_models, cache):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu with CUDAExecutionProvider and an NVIDIA GPU")
     b = _backend(cache)
     info = b.load(resolve(str(tiny_models["decoder"])), "fp16", "cuda")
     assert "CUDAExecutionProvider" in info.notes[-1]
