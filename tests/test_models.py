@@ -60,3 +60,19 @@ def test_corrupt_and_truncated_gguf(tmp_path, bundled_gguf):
         trunc.write_bytes(fh.read(5_000_000))
     with pytest.raises(E3Error, match="corrupt or truncated"):
         check_gguf(trunc)
+
+
+def test_library_chatter_is_silenced_and_gguf_bar_restored():
+    import logging
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from e3bench.quiet import gguf_progress_off, quiet_libraries
+
+    quiet_libraries()
+    assert logging.getLogger("torchao").getEffectiveLevel() >= logging.ERROR
+    assert logging.getLogger("torch.utils._pytree").getEffectiveLevel() >= logging.ERROR
+    bar = gguf_utils.tqdm
+    with gguf_progress_off():
+        assert gguf_utils.tqdm is not bar and gguf_utils.tqdm([1, 2]).disable
+    assert gguf_utils.tqdm is bar

@@ -52,6 +52,9 @@ def run(
     min_seconds: Optional[float] = typer.Option(None, "--min-seconds"),
     warmup_iters: Optional[int] = typer.Option(None, "--warmup-iters"),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="default results/"),
+    cache_dir: Optional[str] = typer.Option(
+        None, "--cache-dir", help="converted/exported/quantized models (default ~/.cache/e3bench)"
+    ),
     trackers: Optional[str] = typer.Option(None, "--trackers", help="wandb,mlflow: log metrics there too"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config"),
     set_: list[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
@@ -72,6 +75,7 @@ def run(
                 tasks=tasks, limit=limit, log_samples=log_samples, engine=engine, meter=meter,
                 cross_check_meter=cross_check, cpu_tdp_w=cpu_tdp_w, region=region, threads=threads, min_iters=min_iters,
                 min_seconds=min_seconds, warmup_iters=warmup_iters, output_dir=output_dir, trackers=trackers,
+                cache_dir=cache_dir,
             ),  # fmt: skip
             sets=[f"backend_options.{o}" for o in backend_option] + list(set_),
         )

@@ -175,12 +175,13 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
                 f"pip install 'e3bench[{extra}]'",
             )
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+    from e3bench.quiet import gguf_progress_off, quiet_libraries
+
+    quiet_libraries()
+    with gguf_progress_off():
+        tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(spec.path, gguf_file=spec.gguf_file)
     # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights
     # are already dequantised to fp32, so dropping the marker is safe.
     model.hf_quantizer = None

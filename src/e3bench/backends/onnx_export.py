@@ -38,11 +38,11 @@ def export(src: str, out: str) -> dict:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, DynamicCache
-    from transformers.utils import logging as hf_logging
+
+    from e3bench.quiet import quiet_libraries
 
     warnings.filterwarnings("ignore")
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
     config = model.config

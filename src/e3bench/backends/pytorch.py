@@ -142,11 +142,10 @@ def _hub_error(path: str, exc: Exception) -> E3Error:
 
 
 def _quiet_transformers() -> None:
-    """Load reports and progress bars belong to transformers' CLI, not to our output."""
-    from transformers.utils import logging as hf_logging
+    """Load reports, progress bars and import-time warnings stay out of our output."""
+    from e3bench.quiet import quiet_libraries
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
 
 
 class PyTorchBackend:

@@ -255,12 +255,10 @@ def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loade
         AutoModelForSequenceClassification,
         AutoTokenizer,
     )
-    from transformers.utils import logging as hf_logging
-
     from e3bench.models import detect_architecture
+    from e3bench.quiet import quiet_libraries
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
     _, path = _resolve_path(cfg.model, progress)
     try:
         config = AutoConfig.from_pretrained(path)
