@@ -205,3 +205,19 @@ def test_empty_and_mixed_schema_dirs(tmp_path, report_results):
     (mixed / "rep" / "old.json").write_text(json.dumps({"schema_version": 99, "run_id": "old"}))
     rep = build_report(mixed)
     assert any("schema_version 99" in w for w in rep.warnings)
+
+
+def test_scan_leaves_training_records_alone(tmp_path):
+    """finetune/train-suite records share a results directory with run records; scanning for run
+    records must neither load nor complain about them."""
+    from e3bench import store
+
+    (tmp_path / "finetune").mkdir()
+    (tmp_path / "finetune" / "ft.json").write_text(json.dumps({"schema_version": 1, "run_id": "f", "kind": "finetune"}))
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "suite.json").write_text(json.dumps({"schema_version": 1, "run_id": "s", "kind": "train-suite"}))
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "broken.json").write_text(json.dumps({"schema_version": 1, "run_id": "r"}))
+    found, problems = store.scan(tmp_path)
+    assert found == []
+    assert len(problems) == 1 and "broken.json" in problems[0] and "invalid record" in problems[0]

@@ -67,8 +67,8 @@ def scan(root: Path) -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
         except (OSError, ValueError) as exc:
             problems.append(f"{p}: not readable JSON ({type(exc).__name__})")
             continue
-        if not (isinstance(data, dict) and "schema_version" in data and "run_id" in data):
-            continue  # not an e3bench run record (e.g. a train/finetune record or user file)
+        if not (isinstance(data, dict) and "schema_version" in data and "run_id" in data) or "kind" in data:
+            continue  # not an e3bench run record: a finetune/train-suite record ("kind") or a user file
         if data["schema_version"] != SCHEMA_VERSION:
             problems.append(f"{p}: schema_version {data['schema_version']} (this e3bench reads {SCHEMA_VERSION})")
             continue
