@@ -81,6 +81,13 @@ def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
     assert FinetuneRecord.model_validate_json(path.read_text()).run_id == rec.run_id
     # the adapter is a normal peft directory
     assert (Path(rec.checkpoint_dir) / "adapter" / "adapter_config.json").is_file()
+    # `e3bench report` on a directory holding only training results reports them
+    from e3bench.report.render import build_report
+
+    rep = build_report(tmp_path)
+    assert "finetune.csv" in rep.files and "runs.csv" not in rep.files
+    assert rec.run_id in (rep.out_dir / "finetune.csv").read_text()
+    assert "Fine-tuning (e3bench finetune)" in (rep.out_dir / "report.html").read_text()
 
 
 def test_encoder_head_and_decoder_method_are_recorded(tiny_models, mc_files, tmp_path):

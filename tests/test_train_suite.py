@@ -358,6 +358,13 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     (out / "REPORT.md").unlink()
     rebuild(out, plot=False)
     assert "Comparison with the baseline" in (out / "REPORT.md").read_text()
+    # and `e3bench report` on the results directory lists the suite
+    from e3bench.report.render import build_report
+
+    rep = build_report(tmp_path / "res")
+    csv = (rep.out_dir / "train_suite.csv").read_text()
+    assert rec.suite_id in csv and "explode" in csv and "diverged" in csv
+    assert "Training-efficiency suites" in (rep.out_dir / "summary.md").read_text()
 
 
 def test_missing_library_skips_config_with_reason(tmp_path, corpus, monkeypatch):

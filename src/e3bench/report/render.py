@@ -22,6 +22,7 @@ from e3bench.report.compare import (
     summarize_configs,
 )
 from e3bench.report.tables import RUN_COLUMNS, TASK_COLUMNS, fmt, latex_table, to_csv
+from e3bench.report.training import FINETUNE_COLUMNS, SUITE_COLUMNS, Training, load_training
 
 PIVOT_COLUMNS = ("configuration", "decode_tokens_per_s_bs1", "ttft_ms_bs1", "tpot_ms_bs1", "peak_rss_mib",
                  "ept_total_j_per_token", "accuracy", "energy_method")  # fmt: skip
@@ -60,9 +61,12 @@ def _cmp_rows(comps: list[VariantComparison]) -> list[dict]:
     ]
 
 
-def _summary_md(configs, comps, failed, warnings, figures) -> str:
-    out = [f"# e3bench report\n\n_generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
-           f"{len(configs)} configuration(s)_\n"]  # fmt: skip
+def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None) -> str:
+    what = f"{len(configs)} configuration(s)"
+    if training:
+        what += (f", {len(training.finetune_rows)} fine-tuning run(s), "
+                 f"{len({r['suite'] for r in training.suite_rows})} training suite(s)")  # fmt: skip
+    out = [f"# e3bench report\n\n_generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {what}_\n"]
     if configs:
         fastest = max((c for c in configs if c.decode_tokens_per_s_bs1), key=lambda c: c.decode_tokens_per_s_bs1,
                       default=None)  # fmt: skip
@@ -94,6 +98,12 @@ def _summary_md(configs, comps, failed, warnings, figures) -> str:
                    "reference score on every task.\n")  # fmt: skip
         out.append(_md_table(_cmp_rows(comps), ["variant", "reference", "quality_retained_pct", "speedup_x",
                                                 "energy_saved_pct", "mlperf_99pct"]))  # fmt: skip
+    if training and training.finetune_rows:
+        out.append("\n## Fine-tuning (e3bench finetune)\n")
+        out.append(_md_table(training.finetune_rows, FINETUNE_COLUMNS))
+    if training and training.suite_rows:
+        out.append("\n## Training-efficiency suites (e3bench train)\n")
+        out.append(_md_table(training.suite_rows, SUITE_COLUMNS))
     if failed:
         out.append("\n## Failed runs\n")
         out += [f"- {r['run_id']} ({r['model']} {r['backend']} {r['dtype']}): {r['error']}" for r in failed]
@@ -128,7 +138,7 @@ def _html_table(rows: list[dict], columns) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path]) -> str:
+def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path], training: Training | None = None) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>e3bench report</title><style>{_CSS}</style>"
              "</head><body><h1>e3bench report</h1>"]  # fmt: skip
     exec_lines = [ln[2:] for ln in summary_md.splitlines() if ln.startswith("- **")]
@@ -145,11 +155,17 @@ def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path]) -> 
                 data = base64.b64encode(figures[key].read_bytes()).decode()
                 parts.append(f"<img alt='{key}' src='data:image/png;base64,{data}'>")
         parts.append("</div>")
-    parts.append("<h2>Configurations</h2>" + _html_table(_pivot_rows(configs), PIVOT_COLUMNS))
+    if configs:
+        parts.append("<h2>Configurations</h2>" + _html_table(_pivot_rows(configs), PIVOT_COLUMNS))
     if comps:
         parts.append("<h2>Reduced precision vs reference</h2>"
                      + _html_table(_cmp_rows(comps), ["variant", "reference", "quality_retained_pct", "speedup_x",
                                                       "energy_saved_pct", "mlperf_99pct"]))  # fmt: skip
+    if training and training.finetune_rows:
+        parts.append("<h2>Fine-tuning (e3bench finetune)</h2>" + _html_table(training.finetune_rows, FINETUNE_COLUMNS))
+    if training and training.suite_rows:
+        parts.append("<h2>Training-efficiency suites (e3bench train)</h2>"
+                     + _html_table(training.suite_rows, SUITE_COLUMNS))  # fmt: skip
     parts.append("<h2>Figures</h2><div class='grid'>")
     for name, p in figures.items():
         if name.startswith("pareto"):
@@ -168,11 +184,18 @@ def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path]) -> 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
     results_dir = Path(results_dir)
-    runs, tasks, warnings, records = load(results_dir)  # one scan of the JSON records
+    training = load_training(results_dir)
+    try:
+        runs, tasks, warnings, records = load(results_dir)  # one scan of the JSON records
+    except E3Error:
+        if not training:
+            raise
+        runs, tasks, warnings, records = [], [], [], []  # a directory of training results only
     configs = summarize_configs(records)
-    if not configs:
+    if not configs and not training:
         raise E3Error(f"no successful runs under {results_dir} to report on",
                       "see the failed records (e3bench ls DIR --filter status=failed)")  # fmt: skip
+    warnings = warnings + training.problems
     comps = compare_to_reference(configs)
     failed = [r for r in runs if r["status"] == "failed"]
     out = Path(out_dir) if out_dir else results_dir / "report"
@@ -184,14 +207,19 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
         store.atomic_write_text(p, text)
         files[name] = p
 
-    write("runs.csv", to_csv(runs, RUN_COLUMNS))
-    write("tasks.csv", to_csv(tasks, TASK_COLUMNS))
-    write("pivot.csv", to_csv(_pivot_rows(configs), PIVOT_COLUMNS))
-    write("table.tex", latex_table(_pivot_rows(configs), PIVOT_COLUMNS, "e3bench: speed, energy and accuracy"))
+    if training.finetune_rows:
+        write("finetune.csv", to_csv(training.finetune_rows, FINETUNE_COLUMNS))
+    if training.suite_rows:
+        write("train_suite.csv", to_csv(training.suite_rows, SUITE_COLUMNS))
+    if configs:
+        write("runs.csv", to_csv(runs, RUN_COLUMNS))
+        write("tasks.csv", to_csv(tasks, TASK_COLUMNS))
+        write("pivot.csv", to_csv(_pivot_rows(configs), PIVOT_COLUMNS))
+        write("table.tex", latex_table(_pivot_rows(configs), PIVOT_COLUMNS, "e3bench: speed, energy and accuracy"))
     if comps:
         write("quantization.csv", to_csv(_cmp_rows(comps), list(_cmp_rows(comps)[0])))
     pd = out / "plots"
-    figures = {
+    figures = {} if not configs else {
         name: p
         for name, p in {
             "pareto_accuracy_vs_energy": plots.pareto(configs, pd / "pareto_energy.png", "ept_total_j_per_token",
@@ -208,7 +236,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
     }  # fmt: skip
     for name, p in figures.items():
         files[f"plots/{p.name}"] = p
-    md = _summary_md(configs, comps, failed, warnings, figures)
+    md = _summary_md(configs, comps, failed, warnings, figures, training)
     write("summary.md", md)
-    write("report.html", _html(md, configs, comps, failed, figures))
+    write("report.html", _html(md, configs, comps, failed, figures, training))
     return Report(out, files, configs, comps, warnings)
