@@ -26,6 +26,20 @@ Progress = Callable[[str], None]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+# ------------------------------------------------------------------------------ divergence
+class Diverged(Exception):
+    """Training left the sane range (loss or gradient not finite, or loss exploded)."""
+
+
+def check_loss(value: float, step: int, reference: float | None, factor: float, what: str = "the initial loss") -> None:
+    """Raise :class:`Diverged` when the training loss is not finite, or above ``factor`` ×
+    ``reference`` (``None`` before the reference exists: only finiteness is checked)."""
+    if not math.isfinite(value):
+        raise Diverged(f"training loss became {value} at step {step}")
+    if reference is not None and value > factor * reference:
+        raise Diverged(f"training loss {value:.3g} at step {step} exceeds {factor:g}× {what} {reference:.3g}")
+
+
 # ------------------------------------------------------------------------- device / dtype
 def resolve_device(device: str, *, cuda=None) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is an error."""

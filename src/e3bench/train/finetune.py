@@ -698,15 +698,9 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
                         scores, n_tok, gold = scorer.scores(model, rows)
                         loss = torch.nn.functional.cross_entropy(scores, gold)
                     lv = float(loss.detach())
-                    if not math.isfinite(lv):
-                        raise _Diverged(f"training loss became {lv} at step {step}")
+                    common.check_loss(lv, step, ref_loss, cfg.diverge_factor, what="the initial")
                     if ref_loss is None:
                         ref_loss = max(lv, math.log(max(2, scores.size(-1))))
-                    elif lv > cfg.diverge_factor * ref_loss:
-                        raise _Diverged(
-                            f"training loss {lv:.3g} at step {step} exceeds {cfg.diverge_factor:g}× the "
-                            f"initial {ref_loss:.3g}"
-                        )
                     scaler.scale(loss).backward()
                     for o in optim.parts(opt):
                         scaler.unscale_(o)
@@ -734,7 +728,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
             record_eval()
             if state["step"] % ck_every == 0 or state["step"] >= cfg.max_steps:
                 checkpoint()
-    except _Diverged as exc:
+    except common.Diverged as exc:
         status, error = "diverged", str(exc)
         progress(f"diverged: {exc}; stopped")
     finally:
@@ -800,10 +794,6 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     except OSError as exc:
         raise E3Error(f"cannot write results to {path}: {exc.strerror}", "choose a writable --output-dir") from None
     return record, path
-
-
-class _Diverged(Exception):
-    pass
 
 
 def _target(target: float, evals: list[EvalPoint], state: dict[str, Any]) -> TargetResult:

@@ -262,10 +262,6 @@ def expand_paths(items: Sequence[str | Path]) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------- running
-class Diverged(Exception):
-    pass
-
-
 def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -404,21 +400,15 @@ def _train(spec: TrainSpec, tok, session, *, device: str, progress: Progress, re
                     with common.autocast(device, prec):
                         loss, main, aux = lm(block)
                     loss_v = float(loss.detach())
-                    if not math.isfinite(loss_v):
-                        raise Diverged(f"training loss became {loss_v} at step {step}")
+                    common.check_loss(loss_v, step, first_loss, spec.train.diverge_factor)
                     if first_loss is None:
                         first_loss = loss_v
-                    elif loss_v > spec.train.diverge_factor * first_loss:
-                        raise Diverged(
-                            f"training loss {loss_v:.3g} at step {step} exceeds {spec.train.diverge_factor:g}× "
-                            f"the initial loss {first_loss:.3g}"
-                        )
                     scaler.scale(loss).backward()
                     for o in optim.parts(opt):
                         scaler.unscale_(o)
                     gn = float(torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf")))
                     if not math.isfinite(gn) and not prec.use_grad_scaler:
-                        raise Diverged(f"gradient norm became {gn} at step {step}")
+                        raise common.Diverged(f"gradient norm became {gn} at step {step}")
                     if math.isfinite(gn):
                         recent = norms[-spec.train.spike_window :]
                         if len(recent) >= 3 and gn > spec.train.spike_factor * _median(recent):
@@ -446,12 +436,12 @@ def _train(spec: TrainSpec, tok, session, *, device: str, progress: Progress, re
             v = evaluate()
             res.val_loss_curve.append(CurvePoint(step=step, tokens=step * tokens_per_step, loss=v))
             if not math.isfinite(v):
-                raise Diverged(f"validation loss became {v} at step {step}")
+                raise common.Diverged(f"validation loss became {v} at step {step}")
             progress(
                 f"[{spec.name}] step {step}/{steps}: train {res.train_loss_curve[-1].loss:.3f} val {v:.3f} "
                 f"({tokens_per_step * len(step_s) / max(sum(step_s), 1e-9):,.0f} tok/s)"
             )
-    except Diverged as exc:
+    except common.Diverged as exc:
         res.status, res.reason = "diverged", str(exc)
         progress(f"[{spec.name}] diverged: {exc}; stopped, continuing the suite")
     finally:
