@@ -223,7 +223,64 @@ def best_over(metric, prediction: str, truths: Sequence[str]) -> float:
     return max(metric(prediction, t) for t in (truths or [""]))
 
 
-class ExtractiveQA:
+def em_f1_score(task: str, samples: list[dict], details: dict) -> TaskScore:
+    """``exact_match`` and ``f1`` means with their standard errors over per-item samples."""
+    em = [s["exact_match"] for s in samples]
+    f1 = [s["f1"] for s in samples]
+    return TaskScore(
+        task=task,
+        metrics={"exact_match": mean(em), "f1": mean(f1)},
+        stderr={"exact_match": mean_stderr(em), "f1": mean_stderr(f1)},
+        n_items=len(samples),
+        samples=samples,
+        details=details,
+    )
+
+
+class _UserFileTask:
+    """What the generative tasks over a user's JSONL file share: the file (``path``, found via
+    ``data_dir`` when relative), generation settings, and loading + validating + limiting rows."""
+
+    name: ClassVar[str]
+    requires: ClassVar[frozenset[str]] = GENERATE
+    #: the line format, for the error when no file is given
+    LINE_FORMAT: ClassVar[str]
+    SCHEMA: ClassVar[dict]
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        batch_size: int | None,
+        data_dir: str | os.PathLike | None,
+        sample: bool,
+    ) -> None:
+        if path is None:
+            raise E3Error(f"task '{self.name}' needs a data file", f"pass path=FILE.jsonl with {self.LINE_FORMAT} lines")
+        self.path = resolve_local_file(path, data_dir_=data_dir)
+        self.max_new_tokens = int(max_new_tokens)
+        self.stop = tuple(stop)
+        self.batch_size = batch_size
+        self.sample = sample
+
+    def _rows(self, backend: Backend, limit: int | None, seed: int) -> list[dict]:
+        check_backend(backend, self.name, self.requires)
+        rows = read_jsonl(self.path)
+        validate_rows(rows, str(self.path), self.SCHEMA)
+        return apply_limit(rows, limit, what=f"task '{self.name}' ({self.path})", seed=seed, sample=self.sample)
+
+    def _generate(self, backend: Backend, prompts: list[str]) -> list[str]:
+        return generate_texts(
+            backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size
+        )
+
+    def _details(self, limit: int | None, seed: int) -> dict:
+        return {"scoring": "generation", "path": str(self.path), "stop": list(self.stop), "limit": limit, "seed": seed}
+
+
+class ExtractiveQA(_UserFileTask):
     """SQuAD-style extractive QA from JSONL ``{"context", "question", "answers": [str] | {"text": [...]}}``.
 
     Prompt ``Context: {context}\\nQuestion: {question}\\nAnswer:``, greedy generation until a newline
@@ -232,7 +289,8 @@ class ExtractiveQA:
     """
 
     name: ClassVar[str] = "squad"
-    requires: ClassVar[frozenset[str]] = GENERATE
+    LINE_FORMAT: ClassVar[str] = "{context, question, answers}"
+    SCHEMA: ClassVar[dict] = {"context": str, "question": str, "answers": (list, dict, str)}
 
     def __init__(
         self,
@@ -245,14 +303,10 @@ class ExtractiveQA:
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
     ) -> None:
-        if path is None:
-            raise E3Error("task 'squad' needs a data file", "pass path=FILE.jsonl with {context, question, answers} lines")
-        self.path = resolve_local_file(path, data_dir_=data_dir)
-        self.max_new_tokens = int(max_new_tokens)
-        self.stop = tuple(stop)
+        super().__init__(
+            path, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size, data_dir=data_dir, sample=sample
+        )
         self.prompt = prompt
-        self.batch_size = batch_size
-        self.sample = sample
 
     @staticmethod
     def answers_of(row: dict) -> list[str]:
@@ -264,12 +318,8 @@ class ExtractiveQA:
         return [str(x) for x in a]
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
-        check_backend(backend, self.name, self.requires)
-        rows = read_jsonl(self.path)
-        validate_rows(rows, str(self.path), {"context": str, "question": str, "answers": (list, dict, str)})
-        rows = apply_limit(rows, limit, what=f"task '{self.name}' ({self.path})", seed=seed, sample=self.sample)
-        prompts = [self.prompt.format(context=r["context"], question=r["question"]) for r in rows]
-        texts = generate_texts(backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size)
+        rows = self._rows(backend, limit, seed)
+        texts = self._generate(backend, [self.prompt.format(context=r["context"], question=r["question"]) for r in rows])
         samples = []
         for i, (r, t) in enumerate(zip(rows, texts, strict=True)):
             golds = self.answers_of(r)
@@ -285,24 +335,16 @@ class ExtractiveQA:
                     "f1": best_over(squad_f1, pred, golds),
                 }
             )
-        em = [s["exact_match"] for s in samples]
-        f1 = [s["f1"] for s in samples]
-        return TaskScore(
-            task=self.name,
-            metrics={"exact_match": mean(em), "f1": mean(f1)},
-            stderr={"exact_match": mean_stderr(em), "f1": mean_stderr(f1)},
-            n_items=len(samples),
-            samples=samples,
-            details={"scoring": "generation", "path": str(self.path), "stop": list(self.stop), "limit": limit, "seed": seed},
-        )
+        return em_f1_score(self.name, samples, self._details(limit, seed))
 
 
-class JsonlGenerative:
+class JsonlGenerative(_UserFileTask):
     """User JSONL ``{"prompt": str, "answer": str}``: greedy generation, exact match after strip
     (and ``normalize=True``: SQuAD normalisation), plus SQuAD token F1."""
 
     name: ClassVar[str] = "jsonl_gen"
-    requires: ClassVar[frozenset[str]] = GENERATE
+    LINE_FORMAT: ClassVar[str] = "{prompt, answer}"
+    SCHEMA: ClassVar[dict] = {"prompt": str, "answer": str}
 
     def __init__(
         self,
@@ -315,24 +357,14 @@ class JsonlGenerative:
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
     ) -> None:
-        if path is None:
-            raise E3Error("task 'jsonl_gen' needs a data file", "pass path=FILE.jsonl with {prompt, answer} lines")
-        self.path = resolve_local_file(path, data_dir_=data_dir)
-        self.max_new_tokens = int(max_new_tokens)
-        self.stop = tuple(stop)
+        super().__init__(
+            path, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size, data_dir=data_dir, sample=sample
+        )
         self.normalize = bool(normalize)
-        self.batch_size = batch_size
-        self.sample = sample
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
-        check_backend(backend, self.name, self.requires)
-        rows = read_jsonl(self.path)
-        validate_rows(rows, str(self.path), {"prompt": str, "answer": str})
-        rows = apply_limit(rows, limit, what=f"task '{self.name}' ({self.path})", seed=seed, sample=self.sample)
-        texts = generate_texts(
-            backend, [r["prompt"] for r in rows], max_new_tokens=self.max_new_tokens, stop=self.stop,
-            batch_size=self.batch_size,
-        )
+        rows = self._rows(backend, limit, seed)
+        texts = self._generate(backend, [r["prompt"] for r in rows])
         samples = []
         for i, (r, t) in enumerate(zip(rows, texts, strict=True)):
             pred = t.strip()
@@ -340,14 +372,5 @@ class JsonlGenerative:
             samples.append(
                 {"doc_id": i, "prompt": r["prompt"], "generation": t, "answer": r["answer"],
                  "exact_match": em, "f1": squad_f1(pred, r["answer"])}
-            )
-        em = [s["exact_match"] for s in samples]
-        f1 = [s["f1"] for s in samples]
-        return TaskScore(
-            task=self.name,
-            metrics={"exact_match": mean(em), "f1": mean(f1)},
-            stderr={"exact_match": mean_stderr(em), "f1": mean_stderr(f1)},
-            n_items=len(samples),
-            samples=samples,
-            details={"scoring": "generation", "path": str(self.path), "stop": list(self.stop), "limit": limit, "seed": seed},
-        )
+            )  # fmt: skip
+        return em_f1_score(self.name, samples, self._details(limit, seed))
