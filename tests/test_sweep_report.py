@@ -221,3 +221,7 @@ def test_scan_leaves_training_records_alone(tmp_path):
     found, problems = store.scan(tmp_path)
     assert found == []
     assert len(problems) == 1 and "broken.json" in problems[0] and "invalid record" in problems[0]
+    # the report's single scan hands them over instead of reading the files again
+    others: list = []
+    store.scan(tmp_path, others)
+    assert sorted(d["kind"] for _, d in others) == ["finetune", "train-suite"]

@@ -21,13 +21,17 @@ def load_rows(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], l
     return runs, tasks, warnings
 
 
-def load(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[ResultRecord]]:
-    """Scan ``root`` once: (run rows, task rows, warnings, the records themselves)."""
+def load(
+    root: Path, other_kinds: list[tuple[Path, dict]] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[ResultRecord]]:
+    """Scan ``root`` once: (run rows, task rows, warnings, the records themselves); training
+    records found on the way go to ``other_kinds`` (see :func:`store.scan`), even when this
+    raises for want of run records."""
     if not root.exists():
         raise E3Error(f"results directory {root} does not exist", "pass the --output-dir of your runs")
     runs: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
-    found, problems = store.scan(root)
+    found, problems = store.scan(root, other_kinds)
     warnings = [f"skipped {p}" for p in problems]
     for path, rec in found:
         runs.extend(run_rows(rec, path.parent.name))

@@ -52,9 +52,14 @@ def load(path: Path) -> ResultRecord:
         raise E3Error(f"{path} is not a readable e3bench result ({type(exc).__name__})", "remove or fix it") from None
 
 
-def scan(root: Path) -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
+def scan(
+    root: Path, other_kinds: list[tuple[Path, dict]] | None = None
+) -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
     """Every readable record under ``root`` and a list of problems with the other JSON files
-    (unreadable, another schema_version, invalid) — reports say what they skipped."""
+    (unreadable, another schema_version, invalid) — reports say what they skipped.
+
+    Records of other kinds (finetune, train-suite: they carry ``kind``) are not run records; with
+    ``other_kinds`` they are appended there as parsed JSON, so one scan serves the whole report."""
     from e3bench.records import SCHEMA_VERSION
 
     found: list[tuple[Path, ResultRecord]] = []
@@ -67,8 +72,12 @@ def scan(root: Path) -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
         except (OSError, ValueError) as exc:
             problems.append(f"{p}: not readable JSON ({type(exc).__name__})")
             continue
-        if not (isinstance(data, dict) and "schema_version" in data and "run_id" in data) or "kind" in data:
-            continue  # not an e3bench run record: a finetune/train-suite record ("kind") or a user file
+        if isinstance(data, dict) and "kind" in data:
+            if other_kinds is not None:
+                other_kinds.append((p, data))
+            continue  # a finetune/train-suite record
+        if not (isinstance(data, dict) and "schema_version" in data and "run_id" in data):
+            continue  # not an e3bench record (e.g. a user file)
         if data["schema_version"] != SCHEMA_VERSION:
             problems.append(f"{p}: schema_version {data['schema_version']} (this e3bench reads {SCHEMA_VERSION})")
             continue

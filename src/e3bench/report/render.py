@@ -184,13 +184,15 @@ def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path], tra
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
     results_dir = Path(results_dir)
-    training = load_training(results_dir)
+    other_kinds: list[tuple[Path, dict]] = []
+    no_runs: E3Error | None = None
     try:
-        runs, tasks, warnings, records = load(results_dir)  # one scan of the JSON records
-    except E3Error:
-        if not training:
-            raise
-        runs, tasks, warnings, records = [], [], [], []  # a directory of training results only
+        runs, tasks, warnings, records = load(results_dir, other_kinds)  # one scan of the JSON records
+    except E3Error as exc:
+        no_runs, (runs, tasks, warnings, records) = exc, ([], [], [], [])
+    training = load_training(other_kinds)
+    if no_runs is not None and not training:
+        raise no_runs  # neither run records nor training results
     configs = summarize_configs(records)
     if not configs and not training:
         raise E3Error(f"no successful runs under {results_dir} to report on",

@@ -1,12 +1,11 @@
 """Training results for ``e3bench report``: ``e3bench finetune`` records and ``e3bench train``
-suites found under the results directory, as rows (CSV, Markdown and HTML tables).
+suites found by the report's one scan of the results directory, as rows (CSV, Markdown, HTML).
 
 Like the rest of the report, this only reads stored records.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,18 +51,15 @@ def _finetune_row(rec) -> dict[str, Any]:
     }
 
 
-def load_training(root: Path) -> Training:
-    """Every finetune and train-suite record under ``root`` (a bad one is listed, not fatal)."""
+def load_training(records: list[tuple[Path, dict]]) -> Training:
+    """Rows from the finetune and train-suite records a results scan found (parsed JSON; a bad
+    one is listed, not fatal)."""
     from e3bench.train.records import FinetuneRecord, SuiteRecord
     from e3bench.train.report import summary_rows
 
     out = Training()
-    for p in sorted(Path(root).rglob("*.json")):
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # unreadable JSON is reported by the run-record scan
-        kind = data.get("kind") if isinstance(data, dict) else None
+    for p, data in records:
+        kind = data.get("kind")
         try:
             if kind == "finetune":
                 out.finetune_rows.append(_finetune_row(FinetuneRecord.model_validate(data)))
