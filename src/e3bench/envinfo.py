@@ -166,7 +166,9 @@ def busy_warning(m: Manifest, what: str = "run") -> str | None:
     return None
 
 
-def collect(torch_threads: int | None = None) -> Manifest:
+def collect(torch_threads: int | None = None, *, sample_cpu: bool = True) -> Manifest:
+    """The machine fingerprint. ``sample_cpu`` spends 0.5 s measuring other processes' CPU use
+    (for the busy-machine warning); records of runs that never ran skip it."""
     import psutil
 
     try:
@@ -193,5 +195,5 @@ def collect(torch_threads: int | None = None) -> Manifest:
         },
         load_avg_1m_before=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         hostname=platform.node(),
-        other_cpu_busy_pct_before=other_cpu_busy_pct(),
+        other_cpu_busy_pct_before=other_cpu_busy_pct() if sample_cpu else None,
     )

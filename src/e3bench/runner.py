@@ -426,6 +426,6 @@ def failed_record(cfg: RunConfig, error: str) -> ResultRecord:
         error=error,
         config=cfg.model_dump(mode="json"),
         config_hash=cfg.config_hash(),
-        manifest=envinfo.collect(),
+        manifest=envinfo.collect(sample_cpu=False),  # nothing ran: no contention to report
     )
 
