@@ -39,11 +39,9 @@ def bundled_model() -> Path:
     return load_converted_gguf(resolve("smollm2-135m"))[0]
 
 
-def five_shot_subjects(data: Path, per_subject: int, count: int = 4) -> list[str]:
-    from e3bench.lmeval_local import read_jsonl
-
+def five_shot_subjects(test_rows: list[dict], per_subject: int, count: int = 4) -> list[str]:
     sizes: dict[str, int] = {}
-    for r in read_jsonl(data / "mmlu" / "test.jsonl"):
+    for r in test_rows:
         sizes[r["subject"]] = sizes.get(r["subject"], 0) + 1
     return [s for s, k in sizes.items() if k >= per_subject][:count]
 
@@ -69,7 +67,7 @@ def main() -> int:
     from lm_eval.tasks import TaskManager
 
     from e3bench import scoring
-    from e3bench.lmeval_local import mmlu_subject_split, read_jsonl, write_jsonl, write_mc_task, write_mmlu_task
+    from e3bench.lmeval_local import mmlu_subject_rows, read_jsonl, write_jsonl, write_mc_task, write_mmlu_task
     from e3bench.tasks import get_task
 
     hf_logging.set_verbosity_error()
@@ -87,15 +85,16 @@ def main() -> int:
     os.environ.setdefault("HF_DATASETS_CACHE", str(tmp / "hf-datasets"))
     hs_rows = read_jsonl(data / "hellaswag" / "validation.jsonl")[: args.n]
     per_subject = math.ceil(args.n / 57)
+    mmlu_test = read_jsonl(data / "mmlu" / "test.jsonl")
     mmlu_rows, count = [], {}
-    for r in read_jsonl(data / "mmlu" / "test.jsonl"):
+    for r in mmlu_test:
         if count.get(r["subject"], 0) < per_subject:
             count[r["subject"]] = count.get(r["subject"], 0) + 1
             mmlu_rows.append(r)
     mmlu_rows = mmlu_rows[: args.n]
     dev_all = read_jsonl(data / "mmlu" / "dev.jsonl")
     five_n = math.ceil(args.n / 4)
-    subjects5 = five_shot_subjects(data, five_n)
+    five_shot = {s: mmlu_subject_rows(mmlu_test, dev_all, s, five_n) for s in five_shot_subjects(mmlu_test, five_n)}
     # The machine may be shared: interleave the two engines over `rounds` chunks of the items so
     # background load hits both alike; times are summed per engine.
     rounds = max(1, min(args.rounds, args.n))
@@ -113,10 +112,10 @@ def main() -> int:
         write_mmlu_task(yamls, f"bench_mmlu_{r}", d / "mmlu" / "test.jsonl", d / "mmlu" / "dev.jsonl", shots=0)
         parts["mmlu", r] = [(f"bench_mmlu_{r}", d)]
         parts["mmlu_5shot", r] = []
-        for subject in subjects5:
+        for subject, (test_rows, dev_rows) in five_shot.items():
             sd = tmp / f"round{r}-{subject}"
-            test, dev = mmlu_subject_split(data, sd, subject, five_n)
-            write_jsonl(test, read_jsonl(test)[r::rounds])
+            test = write_jsonl(sd / "mmlu" / "test.jsonl", test_rows[r::rounds])
+            dev = write_jsonl(sd / "mmlu" / "dev.jsonl", dev_rows)
             write_mmlu_task(yamls, f"bench_mmlu5_{subject}_{r}", test, dev, shots=5)
             parts["mmlu_5shot", r].append((f"bench_mmlu5_{subject}_{r}", sd))
     tm = TaskManager(include_path=str(yamls))

@@ -85,11 +85,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def mmlu_subject_rows(test_rows: list[dict], dev_rows: list[dict], subject: str, n: int) -> tuple[list, list]:
+    """The first ``n`` test rows and all dev rows of one MMLU subject."""
+    return [r for r in test_rows if r["subject"] == subject][:n], [r for r in dev_rows if r["subject"] == subject]
+
+
 def mmlu_subject_split(data_dir: Path, out_dir: Path, subject: str, n: int) -> tuple[Path, Path]:
-    """The first ``n`` test rows and all dev rows of one MMLU subject, as ``out_dir/mmlu/*.jsonl``
-    (a data directory both e3bench's ``mmlu_5shot`` and lm-eval can read)."""
-    test = [r for r in read_jsonl(data_dir / "mmlu" / "test.jsonl") if r["subject"] == subject][:n]
-    dev = [r for r in read_jsonl(data_dir / "mmlu" / "dev.jsonl") if r["subject"] == subject]
+    """:func:`mmlu_subject_rows` written as ``out_dir/mmlu/*.jsonl`` (a data directory both
+    e3bench's ``mmlu_5shot`` and lm-eval can read)."""
+    test, dev = mmlu_subject_rows(
+        read_jsonl(data_dir / "mmlu" / "test.jsonl"), read_jsonl(data_dir / "mmlu" / "dev.jsonl"), subject, n
+    )
     return (
         write_jsonl(out_dir / "mmlu" / "test.jsonl", test),
         write_jsonl(out_dir / "mmlu" / "dev.jsonl", dev),
