@@ -236,9 +236,9 @@ class OnnxRuntimeBackend:
         manifest = json.loads((d / "e3bench-onnx.json").read_text()) if (d / "e3bench-onnx.json").is_file() else {}
         from transformers import AutoTokenizer
 
-        from e3bench.backends.pytorch import _quiet_transformers
+        from e3bench.quiet import quiet_libraries
 
-        _quiet_transformers()
+        quiet_libraries()
         self.tokenizer = AutoTokenizer.from_pretrained(str(d))
         tok = self.tokenizer
         if tok.pad_token_id is None:

@@ -141,13 +141,6 @@ def _hub_error(path: str, exc: Exception) -> E3Error:
     )
 
 
-def _quiet_transformers() -> None:
-    """Load reports, progress bars and import-time warnings stay out of our output."""
-    from e3bench.quiet import quiet_libraries
-
-    quiet_libraries()
-
-
 class PyTorchBackend:
     name: ClassVar[str] = "pytorch"
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -196,8 +189,9 @@ class PyTorchBackend:
         )
 
         from e3bench.models import detect_architecture
+        from e3bench.quiet import quiet_libraries
 
-        _quiet_transformers()
+        quiet_libraries()
 
         reason = self.capabilities.check(device=device, precision=precision)
         if reason:
