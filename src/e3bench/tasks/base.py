@@ -120,14 +120,18 @@ def score_multiple_choice(backend: Backend, items: Sequence[MCItem]) -> list[dic
     return out
 
 
-def mc_score(task: str, rows: list[dict], details: dict | None = None) -> TaskScore:
-    accs = [r["acc"] for r in rows]
-    norms = [r["acc_norm"] for r in rows]
+def mean_score(task: str, samples: list[dict], metrics: Sequence[str], details: dict | None = None) -> TaskScore:
+    """A score whose metrics are per-item means (each with its standard error) of ``samples``' fields."""
+    cols = {m: [s[m] for s in samples] for m in metrics}
     return TaskScore(
         task=task,
-        metrics={"acc": mean(accs), "acc_norm": mean(norms)},
-        stderr={"acc": mean_stderr(accs), "acc_norm": mean_stderr(norms)},
-        n_items=len(rows),
-        samples=rows,
+        metrics={m: mean(v) for m, v in cols.items()},
+        stderr={m: mean_stderr(v) for m, v in cols.items()},
+        n_items=len(samples),
+        samples=samples,
         details=details or {},
     )
+
+
+def mc_score(task: str, rows: list[dict], details: dict | None = None) -> TaskScore:
+    return mean_score(task, rows, ("acc", "acc_norm"), details)

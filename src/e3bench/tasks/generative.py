@@ -16,7 +16,7 @@ from typing import ClassVar
 from e3bench.api import Backend, GenParams, TaskScore
 from e3bench.datasets import apply_limit, load_dataset_rows, read_jsonl, resolve_local_file, validate_rows
 from e3bench.errors import E3Error
-from e3bench.tasks.base import check_backend, mean, mean_stderr
+from e3bench.tasks.base import check_backend, mean_score
 
 GENERATE = frozenset({"generate"})
 
@@ -172,15 +172,11 @@ class GSM8K:
                     "exact_match_flexible": gsm8k_exact_match(flex, r["answer"]),
                 }
             )
-        s = [x["exact_match_strict"] for x in samples]
-        f = [x["exact_match_flexible"] for x in samples]
-        return TaskScore(
-            task=self.name,
-            metrics={"exact_match_strict": mean(s), "exact_match_flexible": mean(f)},
-            stderr={"exact_match_strict": mean_stderr(s), "exact_match_flexible": mean_stderr(f)},
-            n_items=len(samples),
-            samples=samples,
-            details={
+        return mean_score(
+            self.name,
+            samples,
+            ("exact_match_strict", "exact_match_flexible"),
+            {
                 "scoring": "generation",
                 "num_fewshot": self.num_fewshot,
                 "stop": list(self.stop),
@@ -221,20 +217,6 @@ def squad_f1(prediction: str, truth: str) -> float:
 def best_over(metric, prediction: str, truths: Sequence[str]) -> float:
     """Max over the gold answers (an item with no answer is unanswerable: gold = "")."""
     return max(metric(prediction, t) for t in (truths or [""]))
-
-
-def em_f1_score(task: str, samples: list[dict], details: dict) -> TaskScore:
-    """``exact_match`` and ``f1`` means with their standard errors over per-item samples."""
-    em = [s["exact_match"] for s in samples]
-    f1 = [s["f1"] for s in samples]
-    return TaskScore(
-        task=task,
-        metrics={"exact_match": mean(em), "f1": mean(f1)},
-        stderr={"exact_match": mean_stderr(em), "f1": mean_stderr(f1)},
-        n_items=len(samples),
-        samples=samples,
-        details=details,
-    )
 
 
 class _UserFileTask:
@@ -335,7 +317,7 @@ class ExtractiveQA(_UserFileTask):
                     "f1": best_over(squad_f1, pred, golds),
                 }
             )
-        return em_f1_score(self.name, samples, self._details(limit, seed))
+        return mean_score(self.name, samples, ("exact_match", "f1"), self._details(limit, seed))
 
 
 class JsonlGenerative(_UserFileTask):
@@ -373,4 +355,4 @@ class JsonlGenerative(_UserFileTask):
                 {"doc_id": i, "prompt": r["prompt"], "generation": t, "answer": r["answer"],
                  "exact_match": em, "f1": squad_f1(pred, r["answer"])}
             )  # fmt: skip
-        return em_f1_score(self.name, samples, self._details(limit, seed))
+        return mean_score(self.name, samples, ("exact_match", "f1"), self._details(limit, seed))
