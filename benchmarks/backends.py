@@ -1,8 +1,8 @@
 """Backends × precisions on the bundled SmolLM2-135M: decode tok/s, TTFT, peak RSS, accuracy.
 
-Every configuration runs ``e3bench.runner.run_one`` — the same path as ``e3bench run`` — in its
+Every configuration runs ``e3bench.bench.runner.run_one`` — the same path as ``e3bench run`` — in its
 own subprocess, so peak RSS (``ru_maxrss``) belongs to that configuration alone. Accuracy is
-HellaSwag (``--limit`` items, acc_norm) through ``e3bench.tasks`` on the same loaded backend;
+HellaSwag (``--limit`` items, acc_norm) through ``e3bench.evals.tasks`` on the same loaded backend;
 "retained" is the ratio to PyTorch fp32 (MLPerf's rule of thumb: ≥ 99 %).
 
 For llama.cpp the script also times a 64-token generation twice over: with our clock inside
@@ -42,8 +42,8 @@ def parse_item(item: str) -> tuple[str, str, dict]:
 
 
 def child(item: str, args) -> dict:
-    from e3bench.config import RunConfig
-    from e3bench.runner import run_one
+    from e3bench.config.run import RunConfig
+    from e3bench.bench.runner import run_one
 
     backend, precision, opts = parse_item(item)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -92,10 +92,10 @@ def child(item: str, args) -> dict:
 
 def llama_perf_check(precision: str, args) -> dict:
     """Our decode tok/s (clock in on_token) vs llama.cpp's own counters, same file, same run."""
-    from e3bench.api import GenParams
+    from e3bench.core.api import GenParams
     from e3bench.backends.llamacpp import LlamaCppBackend
-    from e3bench.models import resolve
-    from e3bench.timing import clock
+    from e3bench.backends.models import resolve
+    from e3bench.core.timing import clock
 
     b = LlamaCppBackend(threads=args.threads)
     b.load(resolve(args.model), precision, "cpu")

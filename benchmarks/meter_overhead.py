@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from e3bench.meters.base import SampledMeter
-from e3bench.meters.estimate import EstimateMeter
-from e3bench.meters.nvml import NvmlMeter
-from e3bench.meters.rapl import RaplMeter
+from e3bench.energy.meters.base import SampledMeter
+from e3bench.energy.meters.estimate import EstimateMeter
+from e3bench.energy.meters.nvml import NvmlMeter
+from e3bench.energy.meters.rapl import RaplMeter
 
 
 def _fake_powercap(root: Path) -> Path:

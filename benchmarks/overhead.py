@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from e3bench.config import build_config
-from e3bench.runner import Runner, make_backend
+from e3bench.config.run import build_config
+from e3bench.bench.runner import Runner, make_backend
 
 
 def bare_decode_tok_s(model, ids, mask, n_new: int, reps: int) -> float:
@@ -49,7 +49,8 @@ def main() -> None:
                        warmup_iters=0, min_iters=3, min_seconds=0),  # fmt: skip
     )
     backend = make_backend(cfg)
-    from e3bench import models, prompts
+    from e3bench.backends import models
+    from e3bench.bench import prompts
 
     runner = Runner(cfg, backend=backend)
     runner._setup_energy()

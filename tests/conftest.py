@@ -19,14 +19,14 @@ if "E3BENCH_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from e3bench.testing import build_tiny_models
+    from fakes.testing import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")
 def bundled_gguf() -> Path:
-    from e3bench.models import ALIASES, bundled_gguf_path
+    from e3bench.backends.models import ALIASES, bundled_gguf_path
 
     p = bundled_gguf_path(ALIASES["smollm2-135m"])
     if p is None:

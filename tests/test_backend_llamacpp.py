@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from e3bench.api import GenParams
-from e3bench.errors import E3Error
-from e3bench.models import resolve
+from e3bench.core.api import GenParams
+from e3bench.core.errors import E3Error
+from e3bench.backends.models import resolve
 
 HAVE = importlib.util.find_spec("llama_cpp") is not None
 needs_llama = pytest.mark.skipif(not HAVE, reason="llamacpp not installed: pip install 'e3bench[llamacpp]'")
@@ -93,7 +93,7 @@ def shipped(bundled_gguf):
     if not HAVE:
         pytest.skip("llamacpp not installed: pip install 'e3bench[llamacpp]'")
     from e3bench.backends.llamacpp import LlamaCppBackend
-    from e3bench.models import cache_root
+    from e3bench.backends.models import cache_root
 
     b = LlamaCppBackend(cache_dir=str(cache_root(None)), threads=2, n_ctx=512)
     info = b.load(resolve(str(bundled_gguf)), "native", "cpu")

@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
-from e3bench.api import GenParams
-from e3bench.errors import E3Error
-from e3bench.models import resolve
+from e3bench.core.api import GenParams
+from e3bench.core.errors import E3Error
+from e3bench.backends.models import resolve
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("onnxruntime") is None, reason="onnxrt not installed: pip install 'e3bench[onnx]'"

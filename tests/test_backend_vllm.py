@@ -1,4 +1,4 @@
-"""vLLM adapter against the faithful fake engine (e3bench.backends.vllm_fake); real GPU tests
+"""vLLM adapter against the faithful fake engine (fakes.vllm_fake); real GPU tests
 are marked ``gpu``."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from e3bench import registry
-from e3bench.api import GenParams
-from e3bench.errors import E3Error
-from e3bench.models import resolve
+from e3bench.core import registry
+from e3bench.core.api import GenParams
+from e3bench.core.errors import E3Error
+from e3bench.backends.models import resolve
 
 REAL = "vllm" not in sys.modules and importlib.util.find_spec("vllm") is not None
 
@@ -21,7 +21,7 @@ REAL = "vllm" not in sys.modules and importlib.util.find_spec("vllm") is not Non
 def fake(monkeypatch):
     if REAL:
         pytest.skip("a real vllm is installed; see the gpu tests")
-    from e3bench.backends import vllm_fake
+    from fakes import vllm_fake
     from e3bench.backends.vllm import VllmBackend
 
     vllm_fake.install()

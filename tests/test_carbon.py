@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from e3bench.carbon import REGIONS, co2e_g, lookup
-from e3bench.errors import E3Error
+from e3bench.energy.carbon import REGIONS, co2e_g, lookup
+from e3bench.core.errors import E3Error
 
 
 def test_default_is_world_average() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
-from e3bench.config import RunConfig, build_config
-from e3bench.errors import E3Error
+from e3bench.config.run import RunConfig, build_config
+from e3bench.core.errors import E3Error
 
 
 def test_defaults_and_hash_stable():
@@ -77,7 +77,7 @@ def test_backend_options_from_yaml_set_and_flag(tmp_path):
 
 def test_make_backend_passes_options_and_names_the_valid_ones():
     from e3bench.backends.pytorch import PyTorchBackend
-    from e3bench.runner import make_backend
+    from e3bench.bench.runner import make_backend
 
     b = make_backend(build_config(sets=["backend_options.compile=true", "threads=2"]))
     assert isinstance(b, PyTorchBackend) and b.compile is True and b.threads == 2

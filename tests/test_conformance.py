@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from e3bench import registry
-from e3bench.api import Backend, GenParams
-from e3bench.errors import E3Error
-from e3bench.models import resolve
+from e3bench.core import registry
+from e3bench.core.api import Backend, GenParams
+from e3bench.core.errors import E3Error
+from e3bench.backends.models import resolve
 
 STEPS = 16
 REQUESTS = [
@@ -85,10 +85,10 @@ def varied_decoder(tiny_models, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    """vLLM's API backed by a real CPU model (see e3bench.backends.vllm_fake), CUDA pretended."""
+    """vLLM's API backed by a real CPU model (see fakes.vllm_fake), CUDA pretended."""
     import sys
 
-    from e3bench.backends import vllm_fake
+    from fakes import vllm_fake
     from e3bench.backends.vllm import VllmBackend
 
     if "vllm" not in sys.modules and importlib.util.find_spec("vllm") is not None:
@@ -172,7 +172,7 @@ def test_tiny_fixture(name, varied_decoder, tmp_path, request):
 
 @pytest.fixture(scope="module")
 def bundled_reference(bundled_gguf, tmp_path_factory):
-    from e3bench.models import cache_root
+    from e3bench.backends.models import cache_root
 
     return _reference(str(bundled_gguf), PROMPTS, REQUESTS, cache_root(None)), str(bundled_gguf)
 
@@ -184,7 +184,7 @@ def test_bundled_model(name, bundled_reference):
     if why:
         pytest.skip(why)
     (prompts, ref_tokens, ref_ll), path = bundled_reference
-    backend = _make(name, Path(__import__("e3bench.models", fromlist=["cache_root"]).cache_root(None)))
+    backend = _make(name, Path(__import__("e3bench.backends.models", fromlist=["cache_root"]).cache_root(None)))
     _conform(backend, resolve(path), BUNDLED[name], "cpu", prompts, ref_tokens, ref_ll, 2e-2)
 
 

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from e3bench.api import EnergyReading, PowerSample
-from e3bench.carbon import lookup
-from e3bench.energy import (
+from e3bench.core.api import EnergyReading, PowerSample
+from e3bench.energy.carbon import lookup
+from e3bench.energy.accounting import (
     ESTIMATE_IDLE_NOTE,
     IdleBaseline,
     attribute_phases,
@@ -16,7 +16,7 @@ from e3bench.energy import (
     phase_durations,
     summarize,
 )
-from e3bench.meters.estimate import CpuPowerModel, EstimateMeter
+from e3bench.energy.meters.estimate import CpuPowerModel, EstimateMeter
 
 
 def _irregular_times(t0: float, t1: float, seed: int = 0) -> list[float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 
 
 @pytest.fixture(scope="module")

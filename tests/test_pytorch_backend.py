@@ -2,10 +2,10 @@
 
 import pytest
 
-from e3bench.api import GenParams
+from e3bench.core.api import GenParams
 from e3bench.backends.pytorch import PyTorchBackend
-from e3bench.errors import E3Error
-from e3bench.models import resolve
+from e3bench.core.errors import E3Error
+from e3bench.backends.models import resolve
 
 
 @pytest.fixture(scope="module")

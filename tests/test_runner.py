@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from e3bench.config import build_config
-from e3bench.errors import E3Error
-from e3bench.runner import run_one
-from e3bench.testing import FakeBackend
+from e3bench.config.run import build_config
+from e3bench.core.errors import E3Error
+from e3bench.bench.runner import run_one
+from fakes.testing import FakeBackend
 
 
 def _cfg(tiny_models, **kw):
@@ -98,7 +98,7 @@ def test_busy_machine_is_flagged_by_other_processes_cpu_not_load_average():
     import subprocess
     import sys
 
-    from e3bench import envinfo
+    from e3bench.bench import envinfo
 
     m = envinfo.collect()
     assert m.other_cpu_busy_pct_before is not None and m.other_cpu_busy_pct_before >= 0

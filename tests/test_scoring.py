@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from e3bench.api import LogLik  # noqa: E402
-from e3bench.errors import E3Error  # noqa: E402
-from e3bench.scoring import (  # noqa: E402
+from e3bench.core.api import LogLik  # noqa: E402
+from e3bench.core.errors import E3Error  # noqa: E402
+from e3bench.backends.hf_scorer import (  # noqa: E402
     encode_pair,
     hf_loglikelihood,
     hf_loglikelihood_rolling,
@@ -39,7 +39,7 @@ def _requests():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from e3bench.testing import build_tiny_models
+    from fakes.testing import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny"))
 
@@ -175,7 +175,7 @@ def test_encode_pair_matches_lm_eval_implementation(decoder):
         eot_token_id = tok.eos_token_id
 
         def tok_encode(self, s, add_special_tokens=None, **kw):
-            from e3bench.scoring import tok_encode
+            from e3bench.backends.hf_scorer import tok_encode
 
             return tok_encode(tok, s, add_special_tokens)
 
@@ -249,7 +249,7 @@ def test_single_token_letter_choices_like_mmlu(decoder, batch_size):
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_few_shot_contexts_sharing_a_stem(decoder, batch_size, monkeypatch):
     """Consecutive contexts with a long common stem (few-shot prompts) reuse its cache."""
-    import e3bench.scoring as sc
+    import e3bench.backends.hf_scorer as sc
 
     model, tok = decoder
     reused = []
@@ -273,7 +273,7 @@ def test_cuda_scoring_keeps_sdpa_off_cudnn():
     CUDA excludes it, CPU scoring is left alone."""
     import contextlib
 
-    from e3bench.scoring import _no_cudnn_attention
+    from e3bench.backends.hf_scorer import _no_cudnn_attention
 
     assert isinstance(_no_cudnn_attention("cpu"), contextlib.nullcontext)
     attention = pytest.importorskip("torch.nn.attention")

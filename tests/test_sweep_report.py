@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conftest import run_cli
-from e3bench.errors import E3Error
-from e3bench.sweep import expand
+from e3bench.core.errors import E3Error
+from e3bench.sweep.plan import expand
 
 
 def _write_sweep(tmp_path, tiny_models, *, name="s", extra_base="", grid_extra=""):
@@ -97,8 +97,8 @@ def test_kill9_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_models):
 
 
 def test_crashing_run_becomes_a_failed_record(tmp_path, tiny_models):
-    from e3bench.config import build_config
-    from e3bench.executors.local import LocalExecutor
+    from e3bench.config.run import build_config
+    from e3bench.sweep.executors.local import LocalExecutor
 
     cfg = build_config(overrides=dict(model="not/a-real-model-anywhere", output_dir=str(tmp_path), sweep="f"))
     rec = LocalExecutor().run(cfg)
@@ -109,9 +109,9 @@ def test_crashing_run_becomes_a_failed_record(tmp_path, tiny_models):
 @pytest.fixture(scope="module")
 def report_results(tmp_path_factory, tiny_models):
     """Two real runs (fp32, bf16) of the tiny decoder with a multiple-choice task, in-process."""
-    from e3bench import store
-    from e3bench.config import build_config
-    from e3bench.runner import run_one
+    from e3bench.results import store
+    from e3bench.config.run import build_config
+    from e3bench.bench.runner import run_one
 
     tmp = tmp_path_factory.mktemp("rep")
     y = _write_sweep(tmp, tiny_models, name="rep")
@@ -120,7 +120,7 @@ def report_results(tmp_path_factory, tiny_models):
         rec = run_one(cfg)
         store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
     failed = build_config(overrides=dict(model="x/y", output_dir=str(tmp / "out"), sweep="rep"))
-    from e3bench.runner import failed_record
+    from e3bench.bench.runner import failed_record
 
     store.save(failed_record(failed, "example failure"), failed.output_dir, "rep", stem=failed.config_hash())
     return tmp / "out"
@@ -210,7 +210,7 @@ def test_empty_and_mixed_schema_dirs(tmp_path, report_results):
 def test_scan_leaves_training_records_alone(tmp_path):
     """finetune/train-suite records share a results directory with run records; scanning for run
     records must neither load nor complain about them."""
-    from e3bench import store
+    from e3bench.results import store
 
     (tmp_path / "finetune").mkdir()
     (tmp_path / "finetune" / "ft.json").write_text(json.dumps({"schema_version": 1, "run_id": "f", "kind": "finetune"}))

@@ -9,11 +9,11 @@ from typing import ClassVar
 
 import pytest
 
-from e3bench.api import Capabilities, GenParams, Generation, LogLik, TaskScore
-from e3bench.errors import E3Error
-from e3bench.tasks import get_task, parse_task_spec, task_names
-from e3bench.tasks.base import MCItem, argmax, mean_stderr, ratio_stderr, score_multiple_choice
-from e3bench.tasks.generative import (
+from e3bench.core.api import Capabilities, GenParams, Generation, LogLik, TaskScore
+from e3bench.core.errors import E3Error
+from e3bench.evals.tasks import get_task, parse_task_spec, task_names
+from e3bench.evals.tasks.base import MCItem, argmax, mean_stderr, ratio_stderr, score_multiple_choice
+from e3bench.evals.tasks.generative import (
     cut_at_stop,
     extract_flexible,
     extract_strict,
@@ -21,7 +21,7 @@ from e3bench.tasks.generative import (
     squad_exact,
     squad_f1,
 )
-from e3bench.tasks.multiple_choice import mmlu_prompt
+from e3bench.evals.tasks.multiple_choice import mmlu_prompt
 
 SHARED = Path("/work/shared/data")
 
@@ -211,7 +211,7 @@ def test_local_data_dir_layout_is_read(tmp_path):
 
 
 def test_hub_rows_are_mapped_like_lm_eval():
-    from e3bench.datasets import _map_arc, _map_copa, _map_hellaswag
+    from e3bench.evals.data import _map_arc, _map_copa, _map_hellaswag
 
     hs = _map_hellaswag({
         "activity_label": "Baking cookies", "ctx_a": "A woman adds flour [title] Mix well.",
@@ -352,7 +352,7 @@ def test_perplexity_math(tmp_path):
 
 @pytest.mark.parametrize(("device", "expect_batches"), [("cpu", [1, 1, 1, 1, 1]), ("cuda:0", [5])])
 def test_generation_batches_by_device_and_keeps_input_order(device, expect_batches):
-    from e3bench.tasks.generative import generate_texts
+    from e3bench.evals.tasks.generative import generate_texts
 
     prompts = ["a", "ccc", "bb", "eeeee", "dddd"]
     back = TableBackend(gens={p: f" out-{p}\n\nQuestion: x" for p in prompts})

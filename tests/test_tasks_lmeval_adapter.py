@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from e3bench.api import Generation, LogLik
-from e3bench.errors import E3Error, MissingExtra
+from e3bench.core.api import Generation, LogLik
+from e3bench.core.errors import E3Error, MissingExtra
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'e3bench[lmeval]')")
 
-from e3bench.lmeval_adapter import make_lm, run_lm_eval, to_task_scores  # noqa: E402
+from e3bench.evals.lmeval_engine import make_lm, run_lm_eval, to_task_scores  # noqa: E402
 
 
 class Fake:

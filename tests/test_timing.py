@@ -4,7 +4,7 @@ import statistics
 import numpy as np
 import pytest
 
-from e3bench.timing import TokenClock, percentile, summarize, t_critical_95
+from e3bench.core.timing import TokenClock, percentile, summarize, t_critical_95
 
 
 def test_percentile_matches_numpy():
@@ -37,7 +37,7 @@ def test_edge_cases():
     assert summarize([]) is None
     one = summarize([3.0])
     assert one.std == 0 and one.ci95_low is None
-    from e3bench.timing import Stats
+    from e3bench.core.timing import Stats
 
     assert Stats.model_validate_json(one.model_dump_json()) == one  # survives a JSON round trip
     assert t_critical_95(1000) == pytest.approx(1.96)

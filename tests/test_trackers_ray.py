@@ -2,8 +2,8 @@
 
 import pytest
 
-from e3bench.config import build_config
-from e3bench.runner import run_one
+from e3bench.config.run import build_config
+from e3bench.bench.runner import run_one
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def record(tiny_models):
 
 
 def test_metrics_have_units_and_batch_prefix(record):
-    from e3bench.trackers import metrics_of
+    from e3bench.results.trackers import metrics_of
 
     m = metrics_of(record)
     assert m["bs1/decode_tokens_per_s_mean"] > 0 and m["bs1/ttft_ms_mean"] > 0
@@ -25,7 +25,7 @@ def test_wandb_offline(record, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    from e3bench.trackers import log
+    from e3bench.results.trackers import log
 
     (line,) = log(record, ("wandb",), output_dir=str(tmp_path))
     assert line.startswith("wandb run") and "offline" in line, line
@@ -35,7 +35,7 @@ def test_wandb_offline(record, tmp_path, monkeypatch):
 def test_mlflow_sqlite(record, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from e3bench.trackers import log
+    from e3bench.results.trackers import log
 
     (line,) = log(record, ("mlflow",), project="t", output_dir=str(tmp_path))
     assert line.startswith("mlflow run"), line
@@ -47,7 +47,7 @@ def test_mlflow_sqlite(record, tmp_path, monkeypatch):
 
 
 def test_unknown_tracker_is_a_config_error():
-    from e3bench.errors import E3Error
+    from e3bench.core.errors import E3Error
 
     with pytest.raises(E3Error, match="unknown tracker"):
         build_config(overrides=dict(trackers="tensorboard"))
@@ -56,8 +56,8 @@ def test_unknown_tracker_is_a_config_error():
 @pytest.mark.slow
 def test_ray_executor_local_instance(tiny_models, tmp_path):
     pytest.importorskip("ray")
-    from e3bench.executors.ray import RayExecutor
-    from e3bench.store import completed_hashes
+    from e3bench.sweep.executors.ray import RayExecutor
+    from e3bench.results.store import completed_hashes
 
     cfgs = [
         build_config(overrides=dict(model=str(tiny_models["decoder"]), batch_sizes="1", max_new_tokens=3, seed=s,

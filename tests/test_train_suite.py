@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "train"
@@ -368,7 +368,7 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
 
 
 def test_missing_library_skips_config_with_reason(tmp_path, corpus, monkeypatch):
-    from e3bench.errors import MissingExtra, require
+    from e3bench.core.errors import MissingExtra, require
     from e3bench.train import optim
     from e3bench.train.suite import run_suite
 

@@ -1,3 +1,3 @@
-from e3bench.cli import main
+from e3bench.cli.app import main
 
 main()

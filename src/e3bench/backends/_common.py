@@ -2,7 +2,7 @@
 
 Token choice, stop/EOS handling and log-likelihood bookkeeping live here once so that every
 backend picks the same token from the same logits and scores the same tokens as the PyTorch
-reference (``e3bench.scoring.encode_pair`` is lm-eval's tokenization).
+reference (``e3bench.backends.hf_scorer.encode_pair`` is lm-eval's tokenization).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from e3bench.api import Generation, GenParams, LogLik
-from e3bench.errors import E3Error
+from e3bench.core.api import Generation, GenParams, LogLik
+from e3bench.core.errors import E3Error
 
 
 def next_tokens(
@@ -183,7 +183,7 @@ def rss_bytes() -> int | None:
 
 def encode_requests(tokenizer, requests) -> list[tuple[list[int], list[int]]]:
     """(context, continuation) strings → token ids exactly as lm-eval splits them."""
-    from e3bench.scoring import encode_pair
+    from e3bench.backends.hf_scorer import encode_pair
 
     return [encode_pair(tokenizer, c, x) for c, x in requests]
 

@@ -32,9 +32,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from e3bench.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
+from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
 from e3bench.backends import _common as C
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 
 #: GGUF quant type name → llama_ftype value (llama.h); the ones users ask for.
 GGUF_TYPES: dict[str, int] = {
@@ -151,7 +151,7 @@ class LlamaCppBackend:
     def _quantized(self, src: Path, shipped: str | None, target: str) -> Path:
         import llama_cpp
 
-        from e3bench.models import cache_root
+        from e3bench.backends.models import cache_root
 
         out_dir = cache_root(self.cache_dir) / "gguf-quantized" / C.file_key(src)
         out = out_dir / f"{target.upper()}.gguf"

@@ -39,7 +39,7 @@ def export(src: str, out: str) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    from e3bench.quiet import quiet_libraries
+    from e3bench.core.quiet import quiet_libraries
 
     warnings.filterwarnings("ignore")
     quiet_libraries()
@@ -177,7 +177,7 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from e3bench import prompts
+    from e3bench.bench import prompts
 
     tok = AutoTokenizer.from_pretrained(str(srcdir))
 

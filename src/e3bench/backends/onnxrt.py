@@ -30,9 +30,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from e3bench.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
+from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
 from e3bench.backends import _common as C
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 
 EXPORT_PYTHON_ENV = "E3BENCH_ONNX_EXPORT_PYTHON"
 
@@ -56,7 +56,7 @@ def _providers(device: str) -> list[str]:
 def _require_decoder(path: Path) -> None:
     from transformers import AutoConfig
 
-    from e3bench.models import detect_architecture
+    from e3bench.backends.models import detect_architecture
 
     try:
         arch = detect_architecture(AutoConfig.from_pretrained(str(path)))
@@ -112,7 +112,7 @@ class OnnxRuntimeBackend:
 
     # --------------------------------------------------------------------- preparing
     def _cache(self) -> Path:
-        from e3bench.models import cache_root
+        from e3bench.backends.models import cache_root
 
         return cache_root(self.cache_dir) / "onnx"
 
@@ -134,7 +134,7 @@ class OnnxRuntimeBackend:
 
     def _hf_dir(self, spec: ModelSpec) -> Path:
         if spec.source == "gguf":
-            from e3bench.models import load_converted_gguf
+            from e3bench.backends.models import load_converted_gguf
 
             path, cached = load_converted_gguf(spec, self.cache_dir)
             self.notes.append(f"GGUF {spec.gguf_file} dequantised to safetensors ({'cached' if cached else 'now'})")
@@ -236,7 +236,7 @@ class OnnxRuntimeBackend:
         manifest = json.loads((d / "e3bench-onnx.json").read_text()) if (d / "e3bench-onnx.json").is_file() else {}
         from transformers import AutoTokenizer
 
-        from e3bench.quiet import quiet_libraries
+        from e3bench.core.quiet import quiet_libraries
 
         quiet_libraries()
         self.tokenizer = AutoTokenizer.from_pretrained(str(d))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from e3bench.api import (
+from e3bench.core.api import (
     Capabilities,
     Generation,
     GenParams,
@@ -23,7 +23,7 @@ from e3bench.api import (
     ModelSpec,
     OnToken,
 )
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -168,7 +168,7 @@ class PyTorchBackend:
     # ----------------------------------------------------------------------- loading
     def _local_dir(self, spec: ModelSpec) -> str:
         if spec.source == "gguf":
-            from e3bench.models import load_converted_gguf
+            from e3bench.backends.models import load_converted_gguf
 
             path, cached = load_converted_gguf(spec, self.cache_dir)
             self.load_notes.append(
@@ -188,8 +188,8 @@ class PyTorchBackend:
             AutoTokenizer,
         )
 
-        from e3bench.models import detect_architecture
-        from e3bench.quiet import quiet_libraries
+        from e3bench.backends.models import detect_architecture
+        from e3bench.core.quiet import quiet_libraries
 
         quiet_libraries()
 
@@ -330,7 +330,7 @@ class PyTorchBackend:
                 "encoder-only models have no log-likelihood for text continuations",
                 "multiple-choice tasks need a fine-tuned head: see `e3bench finetune`",
             )
-        from e3bench.scoring import hf_loglikelihood
+        from e3bench.backends.hf_scorer import hf_loglikelihood
 
         return hf_loglikelihood(
             self.model, self.tokenizer, requests, device=self.device, architecture=self.architecture

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from e3bench.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
+from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
 from e3bench.backends._common import min_new
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 
 _DTYPE = {"fp16": "float16", "bf16": "bfloat16", "int8": "auto", "int4": "auto"}
 #: quantization methods of pre-quantized checkpoints → the precision they give
@@ -114,7 +114,7 @@ class VllmBackend:
     def _compressed(self, src: Path, precision: str) -> Path:
         """Quantize an unquantized checkpoint with llm-compressor once (cached)."""
         from e3bench.backends._common import atomic_dir, commit_dir, dir_key
-        from e3bench.models import cache_root
+        from e3bench.backends.models import cache_root
 
         scheme = {"int8": "W8A8", "int4": "W4A16"}[precision]
         target = cache_root(self.cache_dir) / "llmcompressor" / dir_key(src) / scheme
@@ -271,7 +271,7 @@ class VllmBackend:
         self._run(prompts, self._sampling(GenParams(max_new_tokens=1)))
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
-        from e3bench.scoring import encode_pair
+        from e3bench.backends.hf_scorer import encode_pair
 
         encoded = [encode_pair(self.tokenizer, c, x) for c, x in requests]
         return self.loglikelihood_tokens(encoded)

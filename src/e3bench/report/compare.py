@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from e3bench.records import ResultRecord
+from e3bench.results.schema import ResultRecord
 
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match_flexible", "exact_match", "f1")
 REFERENCE_ORDER = ("fp32", "bf16", "fp16")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from e3bench.errors import require
+from e3bench.core.errors import require
 from e3bench.report.compare import ConfigSummary, pareto_front
 
 

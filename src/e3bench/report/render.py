@@ -9,9 +9,9 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from e3bench import store
-from e3bench.errors import E3Error
-from e3bench.index import load
+from e3bench.results import store
+from e3bench.core.errors import E3Error
+from e3bench.results.index import load
 from e3bench.report import plots
 from e3bench.report.compare import (
     MLPERF_QUALITY_TARGET,

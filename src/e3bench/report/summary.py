@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from e3bench.records import ResultRecord
+from e3bench.results.schema import ResultRecord
 
 
 def _f(x: float | None, fmt: str = ".1f") -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from e3bench.records import ResultRecord
+from e3bench.results.schema import ResultRecord
 
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "sweep", "status", "error", "config_hash", "model", "backend", "dtype", "device",
@@ -109,7 +109,7 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def to_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> None:
-    from e3bench.errors import require
+    from e3bench.core.errors import require
 
     pa = require("pyarrow", "report", "Parquet export")
     import pyarrow.parquet as pq

@@ -1,6 +1,6 @@
 """Training scenarios: ``finetune`` (LoRA / full fine-tuning on classification tasks for the
 three architectures) and ``train`` (a training-efficiency suite on a small decoder trained from
-scratch). Both meter energy with the same meters as inference (:mod:`e3bench.meters`) and write
+scratch). Both meter energy with the same meters as inference (:mod:`e3bench.energy.meters`) and write
 JSON records with units in field names (:mod:`e3bench.train.records`).
 
 Heavy imports (torch, transformers, peft, bitsandbytes, galore-torch, matplotlib) happen inside

@@ -1,7 +1,7 @@
 """Command-line entry points of the training scenarios, as plain typer-style functions.
 
 The main CLI registers them (``app.command()(finetune)``, ``app.command()(train)``) and catches
-:class:`~e3bench.errors.E3Error`. ``python -m e3bench.train.cli {finetune,train} ...`` runs them
+:class:`~e3bench.core.errors.E3Error`. ``python -m e3bench.train.cli {finetune,train} ...`` runs them
 standalone with the same error handling.
 """
 
@@ -60,7 +60,7 @@ def finetune(
     time/energy to a target accuracy."""
     from pydantic import ValidationError
 
-    from e3bench.errors import E3Error
+    from e3bench.core.errors import E3Error
     from e3bench.train.finetune import FinetuneConfig, run_finetune
 
     try:
@@ -170,7 +170,7 @@ def _f(x, fmt: str = ".3f") -> str:
 
 
 def main() -> None:  # pragma: no cover - thin wrapper
-    from e3bench.errors import E3Error
+    from e3bench.core.errors import E3Error
 
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
     app.command()(finetune)

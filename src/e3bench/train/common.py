@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 from e3bench.train.records import EnergyFigures, MemoryFigures
 
 Progress = Callable[[str], None]
@@ -163,7 +163,7 @@ def set_threads(threads: int | None) -> None:
 def stats(values):
     """``timing.summarize`` for ≥ 2 samples, else None: with one sample the CI is NaN, which
     JSON stores as null and the Stats model then refuses to read back."""
-    from e3bench.timing import summarize
+    from e3bench.core.timing import summarize
 
     vals = [v for v in values if not math.isnan(v)]
     return summarize(vals) if len(vals) >= 2 else None
@@ -311,7 +311,7 @@ class _Acc:
 
 
 class EnergySession:
-    """One meter (``e3bench.meters.make_meter``) with its idle baseline, and named accumulators
+    """One meter (``e3bench.energy.meters.make_meter``) with its idle baseline, and named accumulators
     of metered windows: ``with session.window("train"):`` adds that window's gross and net
     energy to the ``"train"`` total. The device is synchronised at both ends of every window.
     """
@@ -328,13 +328,13 @@ class EnergySession:
         meter=None,
         reason: str | None = None,
     ) -> None:
-        from e3bench import carbon
+        from e3bench.energy import carbon
 
         self.device = device
         self.region = region
         self.grid = carbon.lookup(region)
         if meter is None:
-            from e3bench.meters import make_meter
+            from e3bench.energy.meters import make_meter
 
             meter, reason = make_meter(choice, device=device, cpu_tdp_w=cpu_tdp_w)
         self.meter = meter
@@ -343,7 +343,7 @@ class EnergySession:
         self._acc: dict[str, _Acc] = {}
         self._n = 0
         if idle_seconds > 0 and choice != "none":
-            from e3bench import energy
+            from e3bench.energy import accounting as energy
 
             if progress:
                 progress(f"measuring idle power for {idle_seconds:g} s ({self.reason.split(':')[0]})")
@@ -370,7 +370,7 @@ class EnergySession:
             self._add(bucket, reading)
 
     def _add(self, bucket: str, reading) -> None:
-        from e3bench import energy
+        from e3bench.energy import accounting as energy
 
         s = energy.summarize(reading, self.idle, input_tokens=0, output_tokens=0, requests=0, region=self.grid)
         acc = self._acc.setdefault(bucket, _Acc())
@@ -404,7 +404,7 @@ class EnergySession:
         return self.name != "none"
 
     def figures(self, bucket: str, *, tokens: int = 0, samples: int = 0) -> EnergyFigures:
-        from e3bench import carbon
+        from e3bench.energy import carbon
 
         acc = self._acc.get(bucket) or _Acc(error="no window was metered")
         gross, net = acc.gross_j, acc.net_j

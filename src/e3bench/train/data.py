@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e3bench.errors import E3Error
+from e3bench.core.errors import E3Error
 
 DEFAULT_TEXT = "text/tinyshakespeare.txt"
 _SPECIALS = ["<unk>", "<|endoftext|>"]
@@ -41,7 +41,7 @@ class Corpus:
 
 
 def default_text_path() -> Path:
-    from e3bench.datasets import ENV_VAR, data_dir
+    from e3bench.evals.data import ENV_VAR, data_dir
 
     root = data_dir()
     if root is None:
@@ -68,7 +68,7 @@ def load_corpus(
     if hf_dataset:
         raw, source = _hf_text(hf_dataset, hf_config, hf_split, hf_field)
     else:
-        from e3bench.datasets import read_text, resolve_local_file
+        from e3bench.evals.data import read_text, resolve_local_file
 
         path = Path(text) if text else default_text_path()
         if not path.is_file():
@@ -93,7 +93,7 @@ def load_corpus(
 
 
 def _hf_text(path: str, name: str | None, split: str, field: str) -> tuple[str, str]:
-    from e3bench.errors import require
+    from e3bench.core.errors import require
 
     hf = require("datasets", "data", "a Hugging Face training corpus")
     try:
@@ -146,7 +146,7 @@ def train_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 512) ->
     if kind == "bpe":
         if vocab_size < 260:
             raise E3Error(f"a byte-level BPE needs vocab_size ≥ 260, got {vocab_size}", "raise data.vocab_size")
-        from e3bench.bpe import train_byte_bpe
+        from e3bench.train.bpe import train_byte_bpe
 
         tok = train_byte_bpe(_chunks(corpus.text_train), vocab_size, _SPECIALS)
     elif kind == "char":

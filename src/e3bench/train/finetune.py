@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from e3bench.errors import E3Error
-from e3bench.timing import clock
+from e3bench.core.errors import E3Error
+from e3bench.core.timing import clock
 from e3bench.train.records import EvalPoint, FinetuneRecord, TargetResult
 
 Progress = Callable[[str], None]
@@ -122,7 +122,7 @@ class TaskData:
 
 
 def _mc_rows(path: Path) -> list[dict]:
-    from e3bench.datasets import read_jsonl, validate_multiple_choice
+    from e3bench.evals.data import read_jsonl, validate_multiple_choice
 
     rows = read_jsonl(path)
     validate_multiple_choice(rows, str(path))
@@ -138,12 +138,12 @@ def load_task_data(cfg: FinetuneConfig) -> TaskData:
     disjoint train and held-out parts (said in ``info``: such numbers are not comparable with
     published results); else the Hugging Face hub (train and validation splits).
     """
-    from e3bench import datasets as ds
+    from e3bench.evals import data as ds
 
     rng = random.Random(cfg.seed)
     info: dict[str, Any] = {"task": cfg.task}
     if cfg.train_file:
-        from e3bench.datasets import resolve_local_file
+        from e3bench.evals.data import resolve_local_file
 
         train = _mc_rows(resolve_local_file(cfg.train_file))
         info["train_source"] = cfg.train_file
@@ -228,7 +228,7 @@ class Loaded:
 
 
 def _resolve_path(name: str, progress: Progress) -> tuple[Any, str]:
-    from e3bench import models
+    from e3bench.backends import models
 
     spec = models.resolve(name)
     if spec.source == "gguf":
@@ -255,8 +255,8 @@ def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loade
         AutoModelForSequenceClassification,
         AutoTokenizer,
     )
-    from e3bench.models import detect_architecture
-    from e3bench.quiet import quiet_libraries
+    from e3bench.backends.models import detect_architecture
+    from e3bench.core.quiet import quiet_libraries
 
     quiet_libraries()
     _, path = _resolve_path(cfg.model, progress)
@@ -312,7 +312,7 @@ def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loade
 
 def apply_lora(cfg: FinetuneConfig, ld: Loaded):
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from e3bench.errors import require
+    from e3bench.core.errors import require
 
     peft = require("peft", "train", "LoRA fine-tuning")
     task_type = {
@@ -544,14 +544,15 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     """Fine-tune, evaluate periodically, checkpoint, and write the record. Returns (record, path)."""
     import torch
 
-    from e3bench import envinfo, store
+    from e3bench.bench import envinfo
+    from e3bench.results import store
     from e3bench.train import common, optim
 
     progress = progress or (lambda _m: None)
     t_run = clock()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     optim.check_optimizer_name(cfg.optimizer, "--optimizer: ")
-    from e3bench import carbon
+    from e3bench.energy import carbon
 
     carbon.lookup(cfg.region)
     common.set_threads(cfg.threads)

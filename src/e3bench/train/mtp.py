@@ -31,7 +31,7 @@ def build_model(ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weigh
     from torch import nn
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from e3bench.errors import E3Error
+    from e3bench.core.errors import E3Error
 
     if ms.hidden_size % ms.heads:
         raise E3Error(

@@ -20,7 +20,7 @@ import difflib
 import logging
 from dataclasses import dataclass
 
-from e3bench.errors import E3Error, require
+from e3bench.core.errors import E3Error, require
 
 OPTIMIZERS: dict[str, str] = {
     "adamw": "torch.optim.AdamW",

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3bench.envinfo import Manifest
-from e3bench.timing import Stats
+from e3bench.bench.envinfo import Manifest
+from e3bench.core.timing import Stats
 
 TRAIN_SCHEMA_VERSION = 1
 

@@ -256,7 +256,7 @@ def plot(record: SuiteRecord, path: Path) -> bool:
 
 
 def write_report(record: SuiteRecord, out_dir: Path, *, plot: bool = True) -> Path:
-    from e3bench import store
+    from e3bench.results import store
 
     png = out_dir / "loss_curves.png"
     has_plot = globals()["plot"](record, png) if plot else False

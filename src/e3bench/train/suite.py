@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from e3bench.errors import E3Error, MissingExtra
-from e3bench.timing import clock
+from e3bench.core.errors import E3Error, MissingExtra
+from e3bench.core.timing import clock
 from e3bench.train.records import ConfigResult, CurvePoint, GradNormStats, SuiteRecord
 
 Progress = Callable[[str], None]
@@ -132,7 +132,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
-        from e3bench.errors import require
+        from e3bench.core.errors import require
 
         tomllib = require("tomli", "train", "reading TOML configs on Python 3.10")
     try:
@@ -560,7 +560,8 @@ def run_suite(
 ) -> tuple[SuiteRecord, Path]:
     """Run every configuration; write suite.json, REPORT.md and loss_curves.png; return the
     record and its directory."""
-    from e3bench import envinfo, store
+    from e3bench.bench import envinfo
+    from e3bench.results import store
     from e3bench.train import common, data, report
 
     progress = progress or (lambda _m: None)

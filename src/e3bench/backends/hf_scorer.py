@@ -1,0 +1,606 @@
+"""Log-likelihood scoring for Hugging Face causal LMs and encoder-decoder models.
+
+What lm-evaluation-harness computes, computed faster:
+
+* **Tokenization is lm-eval's**, byte for byte (:func:`encode_pair` mirrors
+  ``TemplateLM._encode_pair`` and ``HFLM.tok_encode``): trailing spaces of the context move to the
+  continuation; causal models encode ``context`` and ``context + continuation`` and split the
+  whole encoding at ``len(context_enc)``; seq2seq models encode the two parts separately; an empty
+  context becomes the BOS (or EOS) token. Hence the same tokens are scored and per-item choices
+  agree with lm-eval.
+* **Left truncation is lm-eval's**: a causal input is ``(ctx + cont)[-(max_length + 1):][:-1]``.
+* **Shared context is computed once** (causal): every request is split into a *prefix* (input
+  tokens whose logits are not needed) and a *suffix* (the last ``len(cont)`` input tokens, whose
+  logits score the continuation). Requests with the same prefix — the choices of one question —
+  form a group: the prefix runs once per group (only one position through the LM head), its
+  key/value cache is gathered for each distinct suffix, and the suffixes run as one batch. Identical
+  suffixes (MMLU's single-token " A".." D") run once.
+* **Batches are sorted by length** (longest first, as lm-eval) so padding stays small, and the LM
+  head + log-softmax run only over the positions that are scored.
+* Encoder-decoder models run the encoder once per distinct context and the decoder on every
+  continuation of that context in one batch.
+
+Numbers agree with a naive one-request-at-a-time full forward pass to ~1e-5 (fp32); see
+``tests/test_scoring.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from e3bench.core.api import LogLik
+from e3bench.core.errors import E3Error
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 2048
+TOKENIZER_INFINITY = 1000000000000000019884624838656
+_SEQLEN_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+#: Contexts (question groups) per forward batch when none is given: on CPU one at a time (no
+#: padding, no attention masks, cache reuse across contexts — fastest in benchmarks/eval_speed.py
+#: on 2 cores); on accelerators 16 contexts, length-sorted, at most 25 % padding.
+CPU_BATCH_SIZE = 1
+ACCEL_BATCH_SIZE = 16
+
+
+def default_batch_size(device) -> int:
+    return CPU_BATCH_SIZE if str(device).startswith("cpu") else ACCEL_BATCH_SIZE
+#: Upper bound on padded tokens per forward pass (keeps memory flat for long contexts).
+DEFAULT_TOKEN_BUDGET = 2048
+
+
+# ----------------------------------------------------------------------------- tokenization
+def prefix_token_id(tokenizer) -> int:
+    """The token used as context for an empty context (lm-eval: BOS, else EOS)."""
+    if tokenizer.bos_token_id is not None:
+        return int(tokenizer.bos_token_id)
+    if tokenizer.eos_token_id is None:
+        raise E3Error(
+            "the tokenizer has neither a BOS nor an EOS token, so an empty context cannot be scored",
+            "give every request a non-empty context",
+        )
+    return int(tokenizer.eos_token_id)
+
+
+def tok_encode(
+    tokenizer, string: str, add_special_tokens: bool | None = None, add_bos_token: bool | None = None
+) -> list[int]:
+    """``HFLM.tok_encode``: tokenizer defaults unless told; no second BOS if the text has one."""
+    kwargs: dict[str, bool] = {}
+    if add_special_tokens is not None:
+        kwargs["add_special_tokens"] = add_special_tokens
+    elif add_bos_token is not None:
+        kwargs["add_special_tokens"] = add_bos_token
+    if add_special_tokens is None:
+        bos = tokenizer.decode(prefix_token_id(tokenizer))
+        if bos and string.startswith(bos):
+            kwargs["add_special_tokens"] = False
+    return list(tokenizer.encode(string, **kwargs))
+
+
+def encode_pair(
+    tokenizer,
+    context: str,
+    continuation: str,
+    *,
+    architecture: str = "decoder-only",
+    add_bos_token: bool | None = None,
+) -> tuple[list[int], list[int]]:
+    """Token ids of (context, continuation) exactly as lm-eval's HF model computes them."""
+    if context == "":
+        cont = tok_encode(tokenizer, continuation, add_special_tokens=False)
+        prefix = prefix_token_id(tokenizer)
+        if not cont or prefix != cont[0]:
+            return [prefix], cont
+        return cont[:1], cont[1:]
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    if architecture == "encoder-decoder":
+        ctx = tok_encode(tokenizer, context, add_bos_token=add_bos_token)
+        cont = tok_encode(tokenizer, continuation, add_special_tokens=False)
+        return ctx, cont
+    whole = tok_encode(tokenizer, context + continuation, add_bos_token=add_bos_token)
+    ctx = tok_encode(tokenizer, context, add_bos_token=add_bos_token)
+    return ctx, whole[len(ctx) :]
+
+
+def resolve_max_length(model, tokenizer) -> int:
+    """lm-eval's rule: config (text_config first) → tokenizer.model_max_length → 2048."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    for attr in _SEQLEN_ATTRS:
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value)
+    mml = getattr(tokenizer, "model_max_length", None)
+    if mml is not None and mml != TOKENIZER_INFINITY:
+        return int(mml)
+    return DEFAULT_MAX_LENGTH
+
+
+# ----------------------------------------------------------------------------- public entry
+def hf_loglikelihood(
+    model,
+    tokenizer,
+    requests: Sequence[tuple[str, str]],
+    *,
+    device,
+    architecture: str,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    add_bos_token: bool | None = None,
+    strategy: str = "shared-prefix",
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> list[LogLik]:
+    """Log-likelihood of each ``continuation`` given its ``context``, in request order.
+
+    ``strategy``: ``"shared-prefix"`` (default; one pass per distinct context) or ``"full"``
+    (every request is its own full sequence, as lm-eval does it; kept as a reference and fallback).
+    """
+    _check_architecture(architecture)
+    encoded = [
+        encode_pair(tokenizer, c, x, architecture=architecture, add_bos_token=add_bos_token)
+        for c, x in requests
+    ]
+    return hf_loglikelihood_tokens(
+        model,
+        encoded,
+        device=device,
+        architecture=architecture,
+        batch_size=batch_size,
+        max_length=max_length or resolve_max_length(model, tokenizer),
+        strategy=strategy,
+        token_budget=token_budget,
+    )
+
+
+def hf_loglikelihood_rolling(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    device,
+    architecture: str,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    add_bos_token: bool | None = None,
+    context_len: int = 1,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> list[LogLik]:
+    """Total log-likelihood of each text under rolling windows (lm-eval's
+    ``loglikelihood_rolling``: ``context_len=1`` gives disjoint windows of ``max_length`` tokens,
+    the first conditioned on the BOS/EOS token). Returns one :class:`LogLik` per text with
+    ``n_tokens`` = number of scored tokens."""
+    _check_architecture(architecture)
+    max_len = max_length or resolve_max_length(model, tokenizer)
+    prefix = prefix_token_id(tokenizer)
+    windows: list[tuple[list[int], list[int]]] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        toks = tok_encode(tokenizer, text, add_bos_token=add_bos_token)
+        for ctx, cont in rolling_windows(toks, prefix, max_len, context_len):
+            windows.append((ctx, cont))
+            owner.append(i)
+    scored = hf_loglikelihood_tokens(
+        model,
+        windows,
+        device=device,
+        architecture=architecture,
+        batch_size=batch_size,
+        max_length=max_len,
+        strategy="shared-prefix",
+        token_budget=token_budget,
+    )
+    totals = [0.0] * len(texts)
+    greedy = [True] * len(texts)
+    counts = [0] * len(texts)
+    for i, ll in zip(owner, scored, strict=True):
+        totals[i] += ll.logprob
+        greedy[i] = greedy[i] and ll.is_greedy
+        counts[i] += ll.n_tokens
+    return [LogLik(t, g, n) for t, g, n in zip(totals, greedy, counts, strict=True)]
+
+
+def rolling_windows(
+    tokens: list[int], prefix_token: int, max_seq_len: int, context_len: int = 1
+) -> list[tuple[list[int], list[int]]]:
+    """lm-eval's ``get_rolling_token_windows`` followed by ``make_disjoint_window``."""
+    if not 1 <= context_len <= max_seq_len:
+        raise ValueError("need 1 <= context_len <= max_seq_len")
+    out: list[tuple[list[int], list[int]]] = []
+    if not tokens:
+        return out
+    pred_len = max_seq_len - context_len + 1
+    first = min(max_seq_len, len(tokens))
+    pairs = [([prefix_token] + tokens[: first - 1], tokens[:first])]
+    predicted = first
+    while predicted < len(tokens):
+        wlen = min(len(tokens) - predicted, pred_len)
+        end = predicted + wlen
+        pairs.append((tokens[max(0, end - max_seq_len - 1) : end - 1], tokens[end - wlen : end]))
+        predicted += wlen
+    for a, b in pairs:
+        out.append((a[: len(a) - (len(b) - 1)], b))
+    return out
+
+
+def _check_architecture(architecture: str) -> None:
+    if architecture == "encoder-only":
+        raise E3Error(
+            "log-likelihood scoring needs a model that predicts tokens (decoder-only or "
+            "encoder-decoder); an encoder-only model has no language-model head to score choices",
+            "evaluate encoder-only models after fine-tuning a classification head "
+            "(the `finetune` scenario), or pick a decoder-only / encoder-decoder model",
+        )
+    if architecture not in ("decoder-only", "encoder-decoder"):
+        raise E3Error(f"unknown architecture '{architecture}'", "use decoder-only or encoder-decoder")
+
+
+# ----------------------------------------------------------------------------- token level
+@dataclass
+class _Req:
+    index: int
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    targets: list[int]
+
+
+def hf_loglikelihood_tokens(
+    model,
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    device,
+    architecture: str,
+    batch_size: int | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    strategy: str = "shared-prefix",
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> list[LogLik]:
+    """Score already-tokenized (context_enc, continuation_enc) pairs."""
+    import torch
+
+    _check_architecture(architecture)
+    if strategy not in ("shared-prefix", "full"):
+        raise E3Error(f"unknown scoring strategy '{strategy}'", "use 'shared-prefix' or 'full'")
+    for ctx, cont in requests:
+        if len(ctx) == 0 or len(cont) == 0:
+            raise E3Error(
+                "a log-likelihood request has an empty context or continuation after tokenization",
+                "check the task's prompt and choices (a choice must not be empty)",
+            )
+        if len(cont) > max_length:
+            raise E3Error(
+                f"a continuation of {len(cont)} tokens is longer than the model's maximum length "
+                f"{max_length}",
+                "shorten the choices or use a model with a longer context",
+            )
+    if batch_size is None:
+        batch_size = default_batch_size(device)
+    results: list[LogLik | None] = [None] * len(requests)
+    with torch.inference_mode(), _no_cudnn_attention(device):
+        if architecture == "encoder-decoder":
+            _score_seq2seq(model, requests, results, device, batch_size, max_length, token_budget)
+        else:
+            reqs = []
+            for i, (ctx, cont) in enumerate(requests):
+                inp = (list(ctx) + list(cont))[-(max_length + 1) :][:-1]
+                n = len(cont)
+                prefix = tuple(inp[:-n]) if strategy == "shared-prefix" else ()
+                suffix = tuple(inp[-n:]) if strategy == "shared-prefix" else tuple(inp)
+                reqs.append(_Req(i, prefix, suffix, list(cont)))
+            _score_causal(model, reqs, results, device, batch_size, token_budget)
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
+def _no_cudnn_attention(device):
+    """On CUDA, keep SDPA off its cuDNN backend while scoring.
+
+    cuDNN attention builds a graph for every new (batch, query, key) shape. Scoring sees hundreds
+    of shapes, and on an H100 (torch 2.11, bf16, SmolLM2-shaped model, 200 HellaSwag-like items) a
+    first pass took 21.3 s with cuDNN against 9.3 s without (16.3 vs 5.6 s in another run). Warm,
+    over shapes already seen, cuDNN is faster (6.1 vs 8.3 s), but an evaluation is one pass.
+    fp32 never used cuDNN, so it is unaffected. Generation is untouched.
+    """
+    import contextlib
+
+    if not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3
+        return contextlib.nullcontext()
+    keep = [b for b in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH") if hasattr(SDPBackend, b)]
+    return sdpa_kernel([getattr(SDPBackend, b) for b in keep])
+
+
+def _forward_kwargs(model) -> set[str]:
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):  # pragma: no cover
+        return set()
+
+
+def _batches(groups: list, padded, real, batch_size: int, token_budget: int, max_waste: float = 0.25) -> list[list]:
+    """Consecutive runs of (already length-sorted) groups: at most ``batch_size`` groups, at most
+    ``token_budget`` padded tokens, and padding at most ``max_waste`` of the real tokens."""
+    out: list[list] = []
+    cur: list = []
+    for g in groups:
+        if cur:
+            cand = cur + [g]
+            p = padded(cand)
+            if len(cur) >= batch_size or p > token_budget or p > (1 + max_waste) * real(cand):
+                out.append(cur)
+                cur = []
+        cur.append(g)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _score_causal(model, reqs: list[_Req], results, device, batch_size, token_budget) -> None:
+    accepts = _forward_kwargs(model)
+    keep_ok = "logits_to_keep" in accepts
+
+    # group by prefix; inside a group, distinct suffixes are the rows to run
+    groups: dict[tuple[int, ...], dict[tuple[int, ...], list[_Req]]] = {}
+    for r in reqs:
+        groups.setdefault(r.prefix, {}).setdefault(r.suffix, []).append(r)
+    if batch_size <= 1 and keep_ok:
+        _score_causal_sequential(model, groups, results, device)
+        return
+    # longest first (prefix, then longest suffix), deterministic tie-break
+    order = sorted(
+        groups.items(),
+        key=lambda kv: (-len(kv[0]), -max(len(s) for s in kv[1]), kv[0]),
+    )
+    # A group with one distinct suffix (MMLU's " A".." D" all score the logits after the same
+    # input) needs no cache: one pass over prefix + suffix, LM head on the last len(suffix) only.
+    single = [g for g in order if len(g[1]) == 1]
+    multi = [g for g in order if len(g[1]) > 1]
+    if not keep_ok:  # cannot restrict the LM head: run singles through the generic path
+        multi, single = order, []
+    with_prefix = [g for g in multi if len(g[0]) > 0]
+    flat = [((), {pfx + sfx: rows}) for pfx, sub in single + [g for g in multi if not g[0]] for sfx, rows in sub.items()]
+    flat.sort(key=lambda g: (-len(next(iter(g[1]))), next(iter(g[1]))))
+
+    def padded(batch) -> int:
+        p = max(len(pfx) for pfx, _ in batch)
+        s = max(len(sfx) for _, rows in batch for sfx in rows)
+        n_rows = sum(len(rows) for _, rows in batch)
+        return len(batch) * p + n_rows * s
+
+    def real(batch) -> int:
+        return sum(len(pfx) + sum(len(sfx) for sfx in rows) for pfx, rows in batch)
+
+    for batch in _batches(with_prefix, padded, real, batch_size, token_budget):
+        _run_prefix_batch(model, batch, results, device, {"logits_to_keep": 1} if keep_ok else {})
+    for batch in _batches(flat, padded, real, max(batch_size, 1), token_budget):
+        _run_rows(model, batch, results, device, None, None, None, keep_ok=keep_ok)
+
+
+#: Contexts that share at least this many leading tokens with the previous one reuse its cache
+#: (few-shot examples, MMLU's subject line). Below it, copying the cache costs more than it saves.
+MIN_STEM_TOKENS = 16
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _cropped_copy(cache, n_tokens: int):
+    """A copy of ``cache`` holding its first ``n_tokens`` positions, or None if this cache type
+    cannot be cut back (sliding-window / recurrent layers): the caller then recomputes."""
+    import copy
+
+    try:
+        out = copy.deepcopy(cache)
+        remove = out.get_seq_length() - n_tokens
+        if remove > 0:
+            out.crop(-remove)  # transformers ≥ 5: negative = number of tokens to drop
+        if out.get_seq_length() != n_tokens:
+            return None
+        return out
+    except (RuntimeError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _score_causal_sequential(model, groups, results, device) -> None:
+    """One context at a time (no padding, no masks: the fastest path on CPU), visiting contexts in
+    token order so that consecutive ones sharing a stem — few-shot examples, a task description —
+    compute it once: the stem's cache is copied and cropped instead of recomputed."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    items = sorted(groups.items(), key=lambda kv: kv[0])
+    stem: tuple[int, ...] = ()
+    stem_cache = None
+    for idx, (prefix, sub) in enumerate(items):
+        nxt = items[idx + 1][0] if idx + 1 < len(items) else ()
+        c = _common_prefix_len(prefix, stem) if stem_cache is not None else 0
+        cache = None
+        if c >= MIN_STEM_TOKENS:
+            cache = _cropped_copy(stem_cache, c)
+        if cache is None:
+            c = 0
+        keep_next = len(prefix) > 0 and _common_prefix_len(prefix, nxt) >= MIN_STEM_TOKENS
+        if len(prefix) == 0:
+            _run_rows(model, [((), sub)], results, device, None, None, None, keep_ok=True)
+            continue
+        if len(sub) == 1 and not keep_next:
+            # all requests need the logits after the same input: one pass, LM head on the tail
+            sfx, reqs = next(iter(sub.items()))
+            seq = list(prefix[c:]) + list(sfx)
+            kmax = max(len(r.targets) for r in reqs)
+            ids = torch.tensor([seq], dtype=torch.long, device=device)
+            out = model(input_ids=ids, past_key_values=cache, use_cache=cache is not None, logits_to_keep=kmax)
+            logits = out.logits[0]
+            for r in reqs:
+                k = len(r.targets)
+                lp = F.log_softmax(logits[kmax - k :].float(), dim=-1)
+                tgt = torch.tensor(r.targets, dtype=torch.long, device=lp.device)
+                tok_lp = lp.gather(1, tgt.unsqueeze(1)).squeeze(1)
+                results[r.index] = LogLik(float(tok_lp.sum()), bool((lp.argmax(-1) == tgt).all()), k)
+            continue
+        rest = list(prefix[c:])
+        ids = torch.tensor([rest], dtype=torch.long, device=device)
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        if keep_next:
+            stem, stem_cache = prefix, copy.deepcopy(cache)
+        _run_rows(model, [(prefix, sub)], results, device, cache, None, [len(prefix)])
+
+
+def _run_prefix_batch(model, batch, results, device, logits_kw) -> None:
+    import torch
+
+    prefixes = [list(p) for p, _ in batch]
+    plen = max(len(p) for p in prefixes)
+    if len(batch) == 1:
+        # one context: no padding anywhere that a real token could see, so no masks at all
+        # (lets SDPA take its causal fast path); suffix rows' right padding only follows them.
+        ids = torch.tensor(prefixes, dtype=torch.long, device=device)
+        out = model(input_ids=ids, use_cache=True, **logits_kw)
+        _run_rows(model, batch, results, device, out.past_key_values, None, [plen])
+        return
+    ids = torch.zeros((len(batch), plen), dtype=torch.long)
+    mask = torch.zeros((len(batch), plen), dtype=torch.long)
+    for i, p in enumerate(prefixes):
+        ids[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+        mask[i, : len(p)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = torch.arange(plen, device=device).unsqueeze(0).expand(len(batch), -1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **logits_kw)
+    cache = out.past_key_values
+    if cache is None:
+        raise RuntimeError("model returned no key/value cache")
+    _run_rows(model, batch, results, device, cache, mask, [len(p) for p in prefixes])
+
+
+def _run_rows(model, batch, results, device, cache, prefix_mask, prefix_lens, keep_ok=False) -> None:
+    """Run every distinct suffix of the batch's groups as one right-padded batch and score."""
+    import torch
+    import torch.nn.functional as F
+
+    rows: list[tuple[int, tuple[int, ...], list[_Req]]] = []
+    for g, (_, sub) in enumerate(batch):
+        for sfx, reqs in sub.items():
+            rows.append((g, sfx, reqs))
+    slen = max(len(s) for _, s, _ in rows)
+    n = len(rows)
+    ids = torch.zeros((n, slen), dtype=torch.long)
+    smask = torch.zeros((n, slen), dtype=torch.long)
+    for i, (_, s, _) in enumerate(rows):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        smask[i, : len(s)] = 1
+    ids, smask = ids.to(device), smask.to(device)
+    offset = 0  # position in the returned logits of row position 0
+    if cache is not None:
+        gidx = torch.tensor([g for g, _, _ in rows], dtype=torch.long, device=device)
+        if n != len(batch) or len(batch) > 1:
+            cache.batch_select_indices(gidx)
+        if prefix_mask is None:  # one context, no padding before any real token
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        else:
+            mask = torch.cat([prefix_mask.index_select(0, gidx), smask], dim=1)
+            offs = torch.tensor([prefix_lens[g] for g, _, _ in rows], device=device)
+            pos = offs.unsqueeze(1) + torch.arange(slen, device=device).unsqueeze(0)
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+            )
+    else:
+        # full sequences; the LM head only over the last max-continuation positions when possible
+        kmax = max(len(r.targets) for _, _, reqs in rows for r in reqs)
+        kw = {}
+        if keep_ok and n == 1:
+            kw["logits_to_keep"] = kmax
+            offset = slen - kmax
+        if n == 1:
+            out = model(input_ids=ids, use_cache=False, **kw)
+        else:
+            pos = torch.arange(slen, device=device).unsqueeze(0).expand(n, -1)
+            out = model(input_ids=ids, attention_mask=smask, position_ids=pos, use_cache=False)
+    logits = out.logits
+    for i, (_, sfx, reqs) in enumerate(rows):
+        for r in reqs:
+            k = len(r.targets)
+            lo, hi = len(sfx) - k - offset, len(sfx) - offset
+            lp = F.log_softmax(logits[i, lo:hi].float(), dim=-1)
+            tgt = torch.tensor(r.targets, dtype=torch.long, device=lp.device)
+            tok_lp = lp.gather(1, tgt.unsqueeze(1)).squeeze(1)
+            greedy = bool((lp.argmax(dim=-1) == tgt).all())
+            results[r.index] = LogLik(float(tok_lp.sum()), greedy, k)
+
+
+def _score_seq2seq(model, requests, results, device, batch_size, max_length, token_budget) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    groups: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]] = {}
+    for i, (ctx, cont) in enumerate(requests):
+        enc = tuple(list(ctx)[-max_length:])
+        dec = tuple(list(cont)[-max_length:])
+        groups.setdefault(enc, {}).setdefault(dec, []).append(i)
+    order = sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[0]))
+
+    def padded(batch) -> int:
+        p = max(len(e) for e, _ in batch)
+        s = max(len(d) for _, sub in batch for d in sub)
+        return len(batch) * p + sum(len(sub) for _, sub in batch) * s
+
+    def real(batch) -> int:
+        return sum(len(e) + sum(len(d) for d in sub) for e, sub in batch)
+
+    encoder = model.get_encoder()
+    prep = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    for batch in _batches(order, padded, real, batch_size, token_budget):
+        elen = max(len(e) for e, _ in batch)
+        ids = torch.zeros((len(batch), elen), dtype=torch.long)
+        emask = torch.zeros((len(batch), elen), dtype=torch.long)
+        for i, (e, _) in enumerate(batch):
+            ids[i, : len(e)] = torch.tensor(e, dtype=torch.long)
+            emask[i, : len(e)] = 1
+        ids, emask = ids.to(device), emask.to(device)
+        hidden = encoder(input_ids=ids, attention_mask=emask).last_hidden_state
+        rows = [(g, d, idx) for g, (_, sub) in enumerate(batch) for d, idx in sub.items()]
+        dlen = max(len(d) for _, d, _ in rows)
+        labels = torch.zeros((len(rows), dlen), dtype=torch.long)
+        for i, (_, d, _) in enumerate(rows):
+            labels[i, : len(d)] = torch.tensor(d, dtype=torch.long)
+        labels = labels.to(device)
+        gidx = torch.tensor([g for g, _, _ in rows], dtype=torch.long, device=device)
+        from transformers.modeling_outputs import BaseModelOutput
+
+        enc_out = BaseModelOutput(last_hidden_state=hidden.index_select(0, gidx))
+        kwargs = {"encoder_outputs": enc_out, "attention_mask": emask.index_select(0, gidx)}
+        if prep is not None:
+            kwargs["decoder_input_ids"] = prep(labels=labels)
+        else:
+            kwargs["labels"] = labels
+        logits = model(**kwargs, use_cache=False).logits
+        for i, (_, d, idxs) in enumerate(rows):
+            lp = F.log_softmax(logits[i, : len(d)].float(), dim=-1)
+            tgt = torch.tensor(d, dtype=torch.long, device=lp.device)
+            tok_lp = lp.gather(1, tgt.unsqueeze(1)).squeeze(1)
+            greedy = bool((lp.argmax(dim=-1) == tgt).all())
+            for j in idxs:
+                results[j] = LogLik(float(tok_lp.sum()), greedy, len(d))
+
+
+def perplexity_from(logprob: float, count: int) -> float:
+    """exp(-logprob / count); inf for count 0."""
+    return math.exp(-logprob / count) if count else float("inf")

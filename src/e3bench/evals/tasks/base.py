@@ -1,0 +1,137 @@
+"""Shared pieces of the built-in tasks: statistics, capability checks, multiple-choice scoring."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from e3bench.core.api import Backend, LogLik, TaskScore
+from e3bench.core.errors import E3Error
+
+
+def mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def mean_stderr(xs: Sequence[float]) -> float:
+    """lm-eval's ``mean_stderr``: sample standard deviation (n−1) / sqrt(n); NaN for n < 2."""
+    n = len(xs)
+    if n < 2:
+        return float("nan")
+    mu = mean(xs)
+    return math.sqrt(sum((x - mu) ** 2 for x in xs) / (n - 1)) / math.sqrt(n)
+
+
+def ratio_stderr(num: Sequence[float], den: Sequence[float]) -> float:
+    """Standard error of R = Σnum / Σden over items (the linearised ratio estimator)."""
+    n = len(num)
+    if n < 2 or sum(den) == 0:
+        return float("nan")
+    r = sum(num) / sum(den)
+    dbar = sum(den) / n
+    resid = sum((a - r * b) ** 2 for a, b in zip(num, den, strict=True))
+    return math.sqrt(resid / (n * (n - 1))) / dbar
+
+
+def architecture_of(backend: Backend) -> str | None:
+    arch = getattr(backend, "architecture", None)
+    if arch:
+        return str(arch)
+    info = getattr(backend, "load_info", None)
+    return getattr(info, "architecture", None)
+
+
+def check_backend(backend: Backend, task_name: str, requires: frozenset[str]) -> None:
+    """Raise a clear :class:`E3Error` when the backend cannot run this task."""
+    arch = architecture_of(backend)
+    needs_lm = bool(requires & {"loglikelihood", "generate"})
+    if arch == "encoder-only" and needs_lm:
+        how = "log-likelihood scoring" if "loglikelihood" in requires else "text generation"
+        raise E3Error(
+            f"task '{task_name}' needs {how}, which an encoder-only model cannot do without "
+            "fine-tuning: it has no language-model head to score or produce text",
+            "fine-tune a classification head first (`e3bench finetune`, SuperGLUE tasks) and "
+            "evaluate that, or pick a decoder-only / encoder-decoder model",
+        )
+    caps = getattr(backend, "capabilities", None)
+    if "loglikelihood" in requires and caps is not None and not getattr(caps, "loglikelihood", True):
+        raise E3Error(
+            f"task '{task_name}' needs log-likelihood scoring, which backend "
+            f"'{getattr(backend, 'name', type(backend).__name__)}' does not provide",
+            "use the pytorch backend for log-likelihood tasks, or a generative task",
+        )
+
+
+@dataclass
+class MCItem:
+    """One multiple-choice question as lm-eval sees it."""
+
+    context: str
+    choices: list[str]  # the choice texts (used for acc_norm's length, as lm-eval)
+    gold: int
+    delimiter: str = " "  # lm-eval's target_delimiter
+    meta: dict | None = None
+
+    def requests(self) -> list[tuple[str, str]]:
+        return [(self.context, self.delimiter + c) for c in self.choices]
+
+
+def argmax(xs: Sequence[float]) -> int:
+    """First index of the maximum (numpy's tie rule, as lm-eval)."""
+    best = 0
+    for i, x in enumerate(xs):
+        if x > xs[best]:
+            best = i
+    return best
+
+
+def score_multiple_choice(backend: Backend, items: Sequence[MCItem]) -> list[dict]:
+    """Log-likelihood of every choice of every item (one backend call); per-item results with
+    ``acc`` (argmax of log-likelihood) and ``acc_norm`` (argmax of log-likelihood per character
+    of the choice text, lm-eval's definition)."""
+    reqs: list[tuple[str, str]] = []
+    for it in items:
+        reqs.extend(it.requests())
+    lls: list[LogLik] = backend.loglikelihood(reqs)
+    if len(lls) != len(reqs):
+        raise RuntimeError(f"backend returned {len(lls)} log-likelihoods for {len(reqs)} requests")
+    out: list[dict] = []
+    k = 0
+    for i, it in enumerate(items):
+        ll = [x.logprob for x in lls[k : k + len(it.choices)]]
+        k += len(it.choices)
+        pred = argmax(ll)
+        pred_norm = argmax([v / float(len(c)) for v, c in zip(ll, it.choices, strict=True)])
+        row = {
+            "doc_id": i,
+            "context": it.context,
+            "choices": list(it.choices),
+            "gold": it.gold,
+            "loglikelihoods": ll,
+            "pred": pred,
+            "pred_norm": pred_norm,
+            "acc": float(pred == it.gold),
+            "acc_norm": float(pred_norm == it.gold),
+        }
+        if it.meta:
+            row.update(it.meta)
+        out.append(row)
+    return out
+
+
+def mean_score(task: str, samples: list[dict], metrics: Sequence[str], details: dict | None = None) -> TaskScore:
+    """A score whose metrics are per-item means (each with its standard error) of ``samples``' fields."""
+    cols = {m: [s[m] for s in samples] for m in metrics}
+    return TaskScore(
+        task=task,
+        metrics={m: mean(v) for m, v in cols.items()},
+        stderr={m: mean_stderr(v) for m, v in cols.items()},
+        n_items=len(samples),
+        samples=samples,
+        details=details or {},
+    )
+
+
+def mc_score(task: str, rows: list[dict], details: dict | None = None) -> TaskScore:
+    return mean_score(task, rows, ("acc", "acc_norm"), details)

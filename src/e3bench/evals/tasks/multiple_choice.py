@@ -1,0 +1,259 @@
+"""Multiple-choice tasks scored by log-likelihood (acc and acc_norm, as lm-evaluation-harness).
+
+Every item becomes ``len(choices)`` requests ``(context, " " + choice)``; the prediction is the
+choice with the highest log-likelihood (``acc``) or the highest log-likelihood per character of the
+choice text (``acc_norm``). Prompts (``context``) per task:
+
+=============  ==========================================================  =======================
+task           context                                                     vs lm-eval's task
+=============  ==========================================================  =======================
+mmlu           ``The following are multiple choice questions (with          identical
+               answers) about {subject}.\\n\\n{question}\\nA. ..\\nB. ..
+               \\nC. ..\\nD. ..\\nAnswer:``; choices ``A``..``D``
+hellaswag      ``{activity_label}: {ctx}`` (lm-eval preprocessing)          identical
+arc_easy       ``Question: {question}\\nAnswer:``                           identical
+openbookqa     ``{question_stem}``                                          identical
+boolq          ``Passage: {passage}\\nQuestion: {question}?\\nAnswer:``     + "Passage: " prefix
+copa           ``{premise}, therefore|because``                            + a comma
+=============  ==========================================================  =======================
+
+(boolq and copa follow the llm-foundry export in the local data; the hub path maps to the same
+text so both sources give the same prompt.)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from e3bench.core.api import Backend, TaskScore
+from e3bench.evals.data import (
+    apply_limit,
+    load_dataset_rows,
+    read_jsonl,
+    resolve_local_file,
+    validate_multiple_choice,
+    validate_rows,
+)
+from e3bench.core.errors import E3Error
+from e3bench.evals.tasks.base import MCItem, check_backend, mc_score, mean, mean_stderr, score_multiple_choice
+
+LOGLIK = frozenset({"loglikelihood"})
+
+
+class MultipleChoiceTask:
+    """A built-in multiple-choice dataset in the ``{query, choices, gold}`` schema."""
+
+    name: ClassVar[str] = "multiple_choice"
+    requires: ClassVar[frozenset[str]] = LOGLIK
+    dataset: ClassVar[str] = ""
+    split: ClassVar[str] = "test"
+    suffix: ClassVar[str] = ""  # appended to the query (e.g. "\nAnswer:")
+
+    def __init__(self, *, data_dir: str | os.PathLike | None = None, sample: bool = False) -> None:
+        self.data_dir = data_dir
+        self.sample = sample
+
+    def load_rows(self) -> list[dict]:
+        rows = load_dataset_rows(self.dataset, self.split, data_dir_=self.data_dir)
+        validate_multiple_choice(rows, f"{self.dataset}/{self.split}")
+        return rows
+
+    def to_item(self, row: dict) -> MCItem:
+        return MCItem(row["query"] + self.suffix, list(row["choices"]), int(row["gold"]))
+
+    def items(self, *, limit: int | None, seed: int) -> list[MCItem]:
+        rows = apply_limit(self.load_rows(), limit, what=f"task '{self.name}'", seed=seed, sample=self.sample)
+        return [self.to_item(r) for r in rows]
+
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        check_backend(backend, self.name, self.requires)
+        items = self.items(limit=limit, seed=seed)
+        rows = score_multiple_choice(backend, items)
+        return mc_score(self.name, rows, self._details(limit, seed))
+
+    def _details(self, limit: int | None, seed: int) -> dict:
+        return {
+            "scoring": "loglikelihood",
+            "limit": limit,
+            "subset": "seeded-sample" if self.sample and limit is not None else "first-n",
+            "seed": seed,
+            "num_fewshot": 0,
+        }
+
+
+class HellaSwag(MultipleChoiceTask):
+    name = "hellaswag"
+    dataset = "hellaswag"
+    split = "validation"
+
+
+class ArcEasy(MultipleChoiceTask):
+    name = "arc_easy"
+    dataset = "arc_easy"
+    suffix = "\nAnswer:"
+
+
+class BoolQ(MultipleChoiceTask):
+    name = "boolq"
+    dataset = "boolq"
+    suffix = "\nAnswer:"
+
+
+class Copa(MultipleChoiceTask):
+    name = "copa"
+    dataset = "copa"
+
+
+class OpenBookQA(MultipleChoiceTask):
+    name = "openbookqa"
+    dataset = "openbookqa"
+
+
+class JsonlMultipleChoice(MultipleChoiceTask):
+    """User data: JSONL lines ``{"query": str, "choices": [str, ...], "gold": int}``.
+
+    Options: ``suffix`` appended to the query (default none), ``delimiter`` between context and
+    choice (default one space, as lm-eval).
+    """
+
+    name = "jsonl_mc"
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        suffix: str = "",
+        delimiter: str = " ",
+        data_dir: str | os.PathLike | None = None,
+        sample: bool = False,
+    ) -> None:
+        super().__init__(data_dir=data_dir, sample=sample)
+        if path is None:
+            raise E3Error("task 'jsonl_mc' needs a data file", "pass path=FILE.jsonl (--task jsonl_mc:path=FILE)")
+        self.path = resolve_local_file(path, data_dir_=data_dir)
+        self.suffix_ = suffix
+        self.delimiter = delimiter
+
+    def load_rows(self) -> list[dict]:
+        rows = read_jsonl(self.path)
+        validate_multiple_choice(rows, str(self.path))
+        return rows
+
+    def to_item(self, row: dict) -> MCItem:
+        return MCItem(row["query"] + self.suffix_, list(row["choices"]), int(row["gold"]), self.delimiter)
+
+
+# ----------------------------------------------------------------------------------- MMLU
+MMLU_CHOICES = ["A", "B", "C", "D"]
+
+
+def mmlu_question(row: dict) -> str:
+    """lm-eval's MMLU ``doc_to_text``."""
+    c = row["choices"]
+    return f"{row['question'].strip()}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
+
+
+def mmlu_description(subject: str) -> str:
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def mmlu_prompt(row: dict, shots: list[dict]) -> str:
+    """Description + ``num_fewshot`` solved dev questions (first-n) + the question."""
+    text = mmlu_description(row["subject"])
+    for s in shots:
+        text += mmlu_question(s) + " " + MMLU_CHOICES[int(s["answer"])] + "\n\n"
+    return text + mmlu_question(row)
+
+
+class MMLU:
+    """MMLU (57 subjects), 0-shot or k-shot with the first k dev questions of the subject.
+
+    ``limit`` applies per subject, as lm-eval's ``--limit`` does for its per-subject tasks.
+    Metrics: ``acc`` (over all items: lm-eval's ``mmlu`` group number, weighted by subject size),
+    ``acc_macro`` (mean of subject accuracies) and ``acc_norm``; per-subject accuracy in
+    ``details["subjects"]``.
+    """
+
+    name: ClassVar[str] = "mmlu"
+    requires: ClassVar[frozenset[str]] = LOGLIK
+
+    def __init__(
+        self,
+        *,
+        num_fewshot: int = 0,
+        subjects: list[str] | str | None = None,
+        split: str = "test",
+        data_dir: str | os.PathLike | None = None,
+        sample: bool = False,
+    ) -> None:
+        if not 0 <= int(num_fewshot) <= 5:
+            raise E3Error(f"MMLU num_fewshot must be 0..5, got {num_fewshot}", "the dev split has 5 questions per subject")
+        self.num_fewshot = int(num_fewshot)
+        if isinstance(subjects, str):
+            subjects = [s.strip() for s in subjects.split(",") if s.strip()]
+        self.subjects = subjects
+        self.split = split
+        self.data_dir = data_dir
+        self.sample = sample
+        if self.num_fewshot:
+            self.name = f"mmlu_{self.num_fewshot}shot"  # type: ignore[misc]
+
+    def _rows(self, split: str) -> list[dict]:
+        rows = load_dataset_rows("mmlu", split, data_dir_=self.data_dir)
+        validate_rows(rows, f"mmlu/{split}", {"question": str, "subject": str, "choices": list, "answer": int})
+        return rows
+
+    def items(self, *, limit: int | None, seed: int) -> list[MCItem]:
+        rows = self._rows(self.split)
+        by_subject: dict[str, list[dict]] = {}
+        for r in rows:
+            by_subject.setdefault(r["subject"], []).append(r)
+        if self.subjects:
+            unknown = [s for s in self.subjects if s not in by_subject]
+            if unknown:
+                import difflib
+
+                hints = {s: difflib.get_close_matches(s, list(by_subject), n=1) for s in unknown}
+                hint = "; ".join(f"{s} → did you mean {h[0]}?" if h else s for s, h in hints.items())
+                raise E3Error(f"unknown MMLU subject(s): {hint}", f"subjects: {', '.join(sorted(by_subject))}")
+            by_subject = {s: by_subject[s] for s in self.subjects}
+        shots: dict[str, list[dict]] = {}
+        if self.num_fewshot:
+            for r in self._rows("dev"):
+                shots.setdefault(r["subject"], []).append(r)
+        items: list[MCItem] = []
+        for subject in sorted(by_subject):
+            chosen = apply_limit(by_subject[subject], limit, what=f"MMLU subject {subject}", seed=seed, sample=self.sample)
+            fs = shots.get(subject, [])[: self.num_fewshot]
+            if self.num_fewshot and len(fs) < self.num_fewshot:
+                raise E3Error(f"MMLU dev split has only {len(fs)} questions for {subject}", "use fewer shots")
+            for r in chosen:
+                items.append(MCItem(mmlu_prompt(r, fs), list(MMLU_CHOICES), int(r["answer"]), meta={"subject": subject}))
+        return items
+
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        check_backend(backend, self.name, self.requires)
+        items = self.items(limit=limit, seed=seed)
+        rows = score_multiple_choice(backend, items)
+        score = mc_score(self.name, rows)
+        subjects: dict[str, dict[str, float]] = {}
+        for subject in sorted({r["subject"] for r in rows}):
+            accs = [r["acc"] for r in rows if r["subject"] == subject]
+            subjects[subject] = {"acc": mean(accs), "acc_stderr": mean_stderr(accs), "n": len(accs)}
+        macro = [s["acc"] for s in subjects.values()]
+        score.metrics["acc_macro"] = mean(macro)
+        # stderr of a mean of independent subject means
+        var = [s["acc_stderr"] ** 2 for s in subjects.values() if s["n"] > 1]
+        score.stderr["acc_macro"] = (sum(var) ** 0.5) / len(macro) if len(var) == len(macro) else float("nan")
+        score.details = {
+            "scoring": "loglikelihood",
+            "num_fewshot": self.num_fewshot,
+            "fewshot_sampler": "first_n of dev (as lm-eval)",
+            "limit": limit,
+            "limit_applies": "per subject",
+            "subset": "seeded-sample" if self.sample and limit is not None else "first-n",
+            "seed": seed,
+            "subjects": subjects,
+        }
+        return score

@@ -1,0 +1,138 @@
+"""The result record: one JSON file per run. Units are in field names (``_ms``, ``_s``, ``_j``,
+``_w``, ``_bytes``, ``_g``, ``tokens_per_s``); every derived number says how it was obtained in
+the docstring of the model holding it, and raw samples are kept so anything can be recomputed.
+
+``SCHEMA_VERSION`` changes whenever a field changes meaning or is removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from e3bench.bench.envinfo import Manifest
+from e3bench.bench.roofline import Roofline
+from e3bench.core.timing import Stats
+
+SCHEMA_VERSION = 1
+
+
+class ModelInfo(BaseModel):
+    name: str
+    source: str  # alias | hub | local-dir | gguf
+    path: str
+    gguf_file: str | None = None
+    architecture: str
+    model_type: str
+    parameters: int
+    weights_bytes: int
+    dtype: str
+    device: str
+    notes: list[str] = []
+
+
+class RawSamples(BaseModel):
+    """Every measured iteration, in measurement order."""
+
+    e2e_ms: list[float] = []
+    ttft_ms: list[float] = []
+    #: inter-token gaps of each iteration (clock at token k+1 minus token k)
+    itl_ms: list[list[float]] = []
+    output_tokens: list[int] = []
+
+
+class BatchResult(BaseModel):
+    """Generation speed at one batch size.
+
+    TTFT: request handed to the backend → first decode step's token available (runner clock in
+    the backend's per-token callback). TPOT = (E2E − TTFT) / (n_out − 1). ITL: gaps between
+    consecutive tokens. prefill_tokens_per_s = batch × prompt tokens / TTFT.
+    decode_tokens_per_s = batch × (n_out − 1) / (E2E − TTFT).
+    throughput_tokens_per_s = all output tokens / summed E2E over the measured iterations.
+    """
+
+    batch_size: int
+    iterations: int
+    measured_s: float
+    input_tokens_per_request_mean: float
+    output_tokens_per_request: float
+    e2e_ms: Stats
+    ttft_ms: Stats | None
+    tpot_ms: Stats | None
+    itl_ms: Stats | None
+    prefill_tokens_per_s: Stats | None
+    decode_tokens_per_s: Stats | None
+    throughput_tokens_per_s: float
+    requests_per_s: float
+    roofline_fraction: float | None = None
+    energy: dict[str, Any] | None = None  # e3bench.energy.accounting.EnergySummary as a dict
+    energy_cross_check: dict[str, Any] | None = None  # same window, second meter (if asked)
+    raw: RawSamples
+
+
+class ForwardResult(BaseModel):
+    """Encoder-only models: latency of one forward pass over the batch."""
+
+    batch_size: int
+    iterations: int
+    measured_s: float
+    input_tokens_per_request_mean: float
+    latency_ms: Stats
+    tokens_per_s: float  # input tokens processed per second
+    energy: dict[str, Any] | None = None
+    raw_latency_ms: list[float]
+
+
+class Efficiency(BaseModel):
+    load_time_s: float
+    load_note: str
+    prompt_source: str
+    generation: list[BatchResult] = []
+    forward: list[ForwardResult] = []
+    peak_rss_bytes: int
+    peak_rss_method: str = "getrusage(RUSAGE_SELF).ru_maxrss: process lifetime peak, load included"
+    peak_device_memory_bytes: int | None = None
+    peak_device_memory_method: str | None = None
+    roofline: Roofline | None = None
+
+
+class TaskResult(BaseModel):
+    task: str
+    engine: str
+    metrics: dict[str, float]
+    stderr: dict[str, float]
+    n_items: int
+    duration_s: float
+    examples_per_s: float
+    energy: dict[str, Any] | None = None
+    details: dict[str, Any] = {}
+    samples_file: str | None = None
+
+
+class EnergyRun(BaseModel):
+    """Run-level energy facts: which meter and why, and the idle baseline."""
+
+    meter: str
+    meter_choice_reason: str
+    idle: dict[str, Any] | None = None
+    cross_check_meter: str | None = None
+    cross_check_idle: dict[str, Any] | None = None
+    power_trace_file: str | None = None
+
+
+class ResultRecord(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    created_utc: str
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    config: dict[str, Any]
+    config_hash: str
+    manifest: Manifest
+    model: ModelInfo | None = None
+    efficiency: Efficiency | None = None
+    energy: EnergyRun | None = None
+    effectiveness: list[TaskResult] = []
+    warnings: list[str] = Field(default_factory=list)
+    duration_s: float = 0.0

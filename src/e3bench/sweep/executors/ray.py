@@ -1,0 +1,66 @@
+"""Fan runs out on a Ray cluster: one task per run, ``num_gpus=1`` for CUDA runs so each GPU is
+exclusive (CPU runs ask for ``cpus_per_run`` CPUs). Records stream back as tasks finish and are
+written into the same store by the driver, so resume works exactly as with the local executor.
+
+``address=None`` starts a local Ray instance (``ray.init(num_cpus=...)``); pass ``"auto"`` or a
+``ray://`` URL for a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from e3bench.results import store
+from e3bench.config.run import RunConfig
+from e3bench.core.errors import require
+from e3bench.results.schema import ResultRecord
+
+
+def _remote_run(cfg_json: str) -> str:
+    """Executed on a Ray worker: run in a subprocess there too (crash isolation), return JSON."""
+    from e3bench.config.run import RunConfig
+    from e3bench.sweep.executors.local import LocalExecutor
+
+    cfg = RunConfig.model_validate_json(cfg_json)
+    # The worker writes into its own copy of the output dir only if it shares the filesystem;
+    # the driver is the one that stores the record it gets back.
+    return LocalExecutor().run(cfg).model_dump_json()
+
+
+class RayExecutor:
+    def __init__(self, *, address: str | None = None, cpus_per_run: float = 1.0, num_cpus: int | None = None):
+        self.address = address
+        self.cpus_per_run = cpus_per_run
+        self.num_cpus = num_cpus
+
+    def map(self, configs: Sequence[RunConfig]) -> Iterator[ResultRecord]:
+        ray = require("ray", "ray", "--executor ray")
+        started_here = not ray.is_initialized()
+        if started_here:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            fn = ray.remote(_remote_run)
+            pending = {}
+            for cfg in configs:
+                opts = {"num_gpus": 1, "num_cpus": self.cpus_per_run} if cfg.device == "cuda" else {
+                    "num_cpus": self.cpus_per_run
+                }
+                pending[fn.options(**opts).remote(cfg.model_dump_json())] = cfg
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                ref = done[0]
+                cfg = pending.pop(ref)
+                try:
+                    rec = ResultRecord.model_validate_json(ray.get(ref))
+                except Exception as exc:  # noqa: BLE001 - a lost worker is a failed run, not a crash
+                    from e3bench.bench.runner import failed_record
+
+                    rec = failed_record(cfg, f"ray task failed: {type(exc).__name__}: {exc}"[:500])
+                store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
+                yield rec
+        finally:
+            if started_here:
+                ray.shutdown()

@@ -1,0 +1,62 @@
+"""The `e3bench sweep` command body: plan → skip completed → execute → progress."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from e3bench.results import store
+from e3bench.sweep import plan as sweep
+from e3bench.sweep.executors import make_executor
+
+
+def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address: str | None,
+              dry_run: bool, console) -> None:  # fmt: skip
+    plan = sweep.expand(path, output_dir=output_dir)
+    root = store.run_dir(plan.output_dir, plan.name)
+    done = store.completed_hashes(root)
+    todo = [c for c in plan.runs if c.config_hash() not in done]
+    console.print(
+        f"sweep '{plan.name}': {len(plan.runs)} runs ({len(plan.runs) - len(todo)} already complete), "
+        f"{len(plan.skipped)} skipped by capabilities → {root}",
+        highlight=False,
+    )
+    for s in plan.skipped:
+        console.print(f"  skip {_label(s.config)}: {s.reason}", highlight=False)
+    if dry_run:
+        for c in todo:
+            console.print(f"  would run {_label(c)} [{c.config_hash()}]", highlight=False)
+        return
+    kwargs = {"address": ray_address} if executor == "ray" else {}
+    ex = make_executor(executor, **kwargs)
+    failed = 0
+    if sys.stdout.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console) as bar:  # fmt: skip
+            task = bar.add_task(f"sweep {plan.name}", total=len(todo))
+            for rec in ex.map(todo):
+                failed += rec.status != "ok"
+                bar.console.print(_line(rec), highlight=False)
+                bar.advance(task)
+    else:
+        for i, rec in enumerate(ex.map(todo), 1):
+            failed += rec.status != "ok"
+            print(f"[{i}/{len(todo)}] {_line(rec)}", flush=True)
+    console.print(f"done: {len(todo) - failed} ok, {failed} failed; results in {root}", highlight=False)
+
+
+def _label(cfg) -> str:
+    return f"{Path(cfg.model).name} {cfg.backend} {cfg.dtype} {cfg.device}"
+
+
+def _line(rec) -> str:
+    from e3bench.config.run import RunConfig
+
+    cfg = RunConfig.model_validate(rec.config)
+    if rec.status != "ok":
+        return f"FAILED {_label(cfg)}: {rec.error}"
+    g = rec.efficiency.generation[0] if rec.efficiency and rec.efficiency.generation else None
+    speed = f"{g.decode_tokens_per_s.mean:.1f} decode tok/s (bs{g.batch_size})" if g and g.decode_tokens_per_s else ""
+    return f"ok {_label(cfg)} {speed} in {rec.duration_s:.0f} s"
