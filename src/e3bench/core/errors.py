@@ -44,3 +44,20 @@ def require(module: str, extra: str, what: str):
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised via tests with fake names
         raise MissingExtra(module, extra, what) from exc
+
+
+def unknown_name(kind: str, name: str, choices, *, fix: str | None = None) -> E3Error:
+    """The one "unknown <kind> 'name'" error: a close match as "did you mean", else the list.
+
+    ``choices`` is any iterable of valid names; ``fix`` overrides the hint when no close match
+    exists.
+    """
+    import difflib
+
+    names = sorted(str(c) for c in choices)
+    near = difflib.get_close_matches(str(name), names, n=1)
+    if near:
+        hint = f"did you mean '{near[0]}'?"
+    else:
+        hint = fix or (f"available: {', '.join(names)}" if names else f"no {kind} is available")
+    return E3Error(f"unknown {kind} '{name}'", hint)
