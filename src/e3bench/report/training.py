@@ -55,7 +55,7 @@ def load_training(records: list[tuple[Path, dict]]) -> Training:
     """Rows from the finetune and train-suite records a results scan found (parsed JSON; a bad
     one is listed, not fatal)."""
     from e3bench.train.records import FinetuneRecord, SuiteRecord
-    from e3bench.train.report import summary_rows
+    from e3bench.train.suite.report import summary_rows
 
     out = Training()
     for p, data in records:
