@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from e3bench.results.roofline import Roofline
+
 # Vendor-specified peak memory bandwidth, GB/s (1e9 bytes/s). Matched on substrings of the
 # CUDA device name, most specific first.
 GPU_BANDWIDTH_GB_S: tuple[tuple[str, float], ...] = (
@@ -45,15 +47,6 @@ class Bandwidth(BaseModel):
     bytes_per_s: float
     method: str  # "measured: numpy copy ..." or "spec: vendor table"
     device: str
-
-
-class Roofline(BaseModel):
-    bandwidth_bytes_per_s: float
-    bandwidth_method: str
-    weights_bytes: int
-    #: per batch size: bound on decode tokens/s and measured fraction of it
-    bound_decode_tokens_per_s: dict[int, float]
-    fraction_of_bound: dict[int, float]
 
 
 def gpu_bandwidth(name: str) -> Bandwidth | None:
