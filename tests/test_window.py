@@ -1,4 +1,4 @@
-"""The one metered window (bench.window): ordering, idle subtraction, training buckets, and the
+"""The one metered window (energy.window): ordering, idle subtraction, training buckets, and the
 cross-check meter reaching every kind of window (tasks included)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from e3bench.bench.window import EnergyTotals, MeteredWindow
+from e3bench.energy.window import EnergyTotals, MeteredWindow
 from e3bench.core.api import EnergyReading
 from e3bench.core.timing import clock
 from e3bench.energy.accounting import merge_readings

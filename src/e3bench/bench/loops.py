@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from e3bench.bench.prompts import PromptSet
-from e3bench.bench.window import MeteredWindow
+from e3bench.energy.window import MeteredWindow
 from e3bench.core.api import Backend, GenParams
 from e3bench.core.timing import TokenClock, clock, summarize
 from e3bench.results.schema import BatchResult, ForwardResult, RawSamples

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from e3bench.backends import models
 from e3bench.bench import envinfo, loops, prompts
-from e3bench.bench.window import MeteredWindow
+from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
 from e3bench.core import registry
 from e3bench.core.api import Backend

@@ -1,5 +1,5 @@
 """Effectiveness inside a run: evaluate tasks on an already-loaded backend, each task in its own
-synchronized, metered window (:class:`~e3bench.bench.window.MeteredWindow`), so quality, speed
+synchronized, metered window (:class:`~e3bench.energy.window.MeteredWindow`), so quality, speed
 and energy describe one configuration. The engine takes the window, never the runner."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from collections.abc import Callable
 
-from e3bench.bench.window import Metered, MeteredWindow
+from e3bench.energy.window import Metered, MeteredWindow
 from e3bench.core.api import Backend, TaskScore
 from e3bench.config.run import RunConfig
 from e3bench.core.errors import E3Error
