@@ -74,6 +74,7 @@ class Runner:
         self.backend = backend
         self.progress = progress or (lambda _msg: None)
         self.warnings: list[str] = []
+        self.run_id = run_id(cfg.config_hash())  # names the record and its samples files
 
     def _tasks(self, window: MeteredWindow) -> list[TaskResult]:
         if not self.cfg.tasks:
@@ -81,7 +82,9 @@ class Runner:
         from e3bench.evals.engine import run_tasks
 
         assert self.backend is not None
-        return run_tasks(self.backend, window, self.cfg, progress=self.progress, warnings=self.warnings)
+        return run_tasks(
+            self.backend, window, self.cfg, run_id=self.run_id, progress=self.progress, warnings=self.warnings
+        )
 
     # ---------------------------------------------------------------------- run
     def run(self) -> ResultRecord:
@@ -177,7 +180,7 @@ class Runner:
                     backend, "peak_memory_method", "torch.cuda.max_memory_allocated since after load"
                 )
         return ResultRecord(
-            run_id=run_id(cfg.config_hash()),
+            run_id=self.run_id,
             created_utc=utc_now_iso(),
             status="ok",
             config=cfg.model_dump(mode="json"),
@@ -213,17 +216,3 @@ def run_one(cfg: RunConfig, *, backend: Backend | None = None, progress: Progres
     """Run one configuration end to end. User errors raise :class:`E3Error`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return Runner(cfg, backend=backend, progress=progress).run()
-
-
-def failed_record(cfg: RunConfig, error: str) -> ResultRecord:
-    """A record for a run that could not complete (sweeps keep going)."""
-    return ResultRecord(
-        run_id=run_id(cfg.config_hash()),
-        created_utc=utc_now_iso(),
-        status="failed",
-        error=error,
-        config=cfg.model_dump(mode="json"),
-        config_hash=cfg.config_hash(),
-        manifest=envinfo.collect(sample_cpu=False),  # nothing ran: no contention to report
-    )
-

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from collections.abc import Callable
 
 from e3bench.energy.window import Metered, MeteredWindow
@@ -32,25 +31,12 @@ def check_tasks(cfg: RunConfig) -> None:
         get_task(name, **options)
 
 
-def _samples_path(cfg: RunConfig, task: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task)
-    return Path(cfg.output_dir) / cfg.sweep / "samples" / f"{cfg.config_hash()[:10]}-{safe}.jsonl"
-
-
-def _write_samples(path: Path, samples: list) -> str:
-    from e3bench.results.store import atomic_write_text
-
-    lines = [json.dumps(s, default=str, ensure_ascii=False) for s in samples]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return str(path)
-
-
 def _finite(d: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 def _result(
-    window: MeteredWindow, cfg: RunConfig, score: TaskScore, engine: str, metered: Metered, share: float
+    window: MeteredWindow, cfg: RunConfig, run_id: str, score: TaskScore, engine: str, metered: Metered, share: float
 ) -> TaskResult:
     """One task's record. ``share`` < 1: lm-eval ran several tasks in one window, so time and
     energy are the whole window's, and both say so."""
@@ -73,7 +59,9 @@ def _result(
             energy = energy.model_copy(update={"notes": [*energy.notes, note]})
     res.energy, res.energy_cross_check = energy, cross
     if cfg.log_samples and score.samples:
-        res.samples_file = _write_samples(_samples_path(cfg, score.task), score.samples)
+        from e3bench.results import store
+
+        res.samples_file = str(store.save_samples(cfg.output_dir, cfg.sweep, run_id, score.task, score.samples))
     return res
 
 
@@ -90,12 +78,14 @@ def run_tasks(
     window: MeteredWindow,
     cfg: RunConfig,
     *,
+    run_id: str,
     progress: Callable[[str], None] = lambda _msg: None,
     warnings: list[str] | None = None,
 ) -> list[TaskResult]:
     """Evaluate ``cfg.tasks`` on the loaded ``backend``, each in its own metered window
     (lm-eval: all tasks in one window). A task that cannot run (no data, wrong architecture)
-    adds a line to ``warnings`` and the others still run."""
+    adds a line to ``warnings`` and the others still run. ``run_id`` names the samples files
+    (``--log-samples``; the store owns their layout)."""
     warnings = warnings if warnings is not None else []
     out: list[TaskResult] = []
     if cfg.engine == "lm-eval":
@@ -109,7 +99,7 @@ def run_tasks(
         )
         scores = to_task_scores(metered.result)
         for s in scores:
-            out.append(_result(window, cfg, s, "lm-eval", metered, 1 / max(1, len(scores))))
+            out.append(_result(window, cfg, run_id, s, "lm-eval", metered, 1 / max(1, len(scores))))
         return out
 
     from e3bench.evals.tasks import get_task, parse_task_spec
@@ -126,5 +116,5 @@ def run_tasks(
             # one task that cannot run (no data, encoder-only model) must not lose the others
             warnings.append(f"task {name} skipped: {exc.one_line()}")
             continue
-        out.append(_result(window, cfg, metered.result, "e3bench", metered, 1.0))
+        out.append(_result(window, cfg, run_id, metered.result, "e3bench", metered, 1.0))
     return out
