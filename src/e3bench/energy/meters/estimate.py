@@ -7,7 +7,7 @@
 the CPU time of every thread of this process (minus the meter's own polling thread), so other
 processes on the machine do not raise the estimate. ``TDP_eff`` is the TDP share of those k
 logical CPUs: TDP_socket / threads_per_socket × k (capped at all sockets). The cubic load curve
-and the 10% floor are the usual TDP heuristic named in DESIGN.md; the RAM figure is
+and the 10% floor are the usual TDP heuristic (docs/energy.md); the RAM figure is
 CodeCarbon's long-standing convention of 3 W per 8 GB. Energy is the exact integral of the
 model over the polled intervals (power is piecewise constant between polls).
 """
