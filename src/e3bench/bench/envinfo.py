@@ -23,6 +23,7 @@ _LIBS = (
 
 
 def e3bench_version() -> str:
+    """The installed e3bench version (``0+unknown`` when running from an uninstalled tree)."""
     try:
         return metadata.version("e3bench")
     except metadata.PackageNotFoundError:
@@ -31,6 +32,7 @@ def e3bench_version() -> str:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str | None:
+    """HEAD of the e3bench checkout (``-dirty`` with tracked changes); None outside git."""
     root = Path(__file__).resolve().parents[3]  # src/e3bench/bench/envinfo.py → repository root
     if not (root / ".git").exists():
         return None
@@ -51,6 +53,7 @@ def git_sha() -> str | None:
 
 
 def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the numbers (absent ones left out)."""
     out = {}
     for name in _LIBS:
         try:
