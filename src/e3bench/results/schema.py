@@ -19,6 +19,8 @@ SCHEMA_VERSION = 1
 
 
 class ModelInfo(BaseModel):
+    """The model as loaded: where it came from, its architecture, size (parameters, weight bytes)."""
+
     name: str
     source: str  # alias | hub | local-dir | gguf
     path: str
@@ -85,6 +87,8 @@ class ForwardResult(BaseModel):
 
 
 class Efficiency(BaseModel):
+    """Speed and memory of one run: load time, one result per batch size, peaks, roofline."""
+
     load_time_s: float
     load_note: str
     prompt_source: str
@@ -98,6 +102,8 @@ class Efficiency(BaseModel):
 
 
 class TaskResult(BaseModel):
+    """One task's scores (each metric with its standard error), speed, energy and samples file."""
+
     task: str
     engine: str
     metrics: dict[str, float]
