@@ -1,6 +1,11 @@
-"""Model resolution: alias, Hugging Face id, local directory or GGUF file → :class:`ModelSpec`;
-architecture detection; and a cache of GGUF files converted to safetensors (a GGUF dequantises
-into transformers in ~25 s; the cached copy reloads in ~3 s)."""
+"""Models: what the user typed → :class:`ModelSpec`; architecture detection; the ONE loader of
+Hugging Face models (:func:`load_pretrained`, used by the PyTorch backend and by fine-tuning);
+the one hub error (:func:`hub_error`); and a cache of GGUF files converted to safetensors (a GGUF
+dequantises into transformers in ~25 s; the cached copy reloads in ~3 s).
+
+transformers is imported lazily inside the functions that need it, so importing this module is
+cheap (``e3bench models`` lists aliases without loading torch).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ import importlib.util
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from e3bench.core.api import ModelSpec
 from e3bench.core.errors import E3Error
+from e3bench.core.fsutil import atomic_dir, file_key
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -122,30 +129,50 @@ def resolve(name: str) -> ModelSpec:
 
 
 # --------------------------------------------------------------------- architecture
-_ENCODER_ONLY_TYPES = {
-    "bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
-    "xlm-roberta", "camembert", "mpnet", "modernbert", "ernie",
-}  # fmt: skip
-
-
 def detect_architecture(config) -> str:
-    """'decoder-only' | 'encoder-decoder' | 'encoder-only' from a transformers config."""
-    if getattr(config, "is_encoder_decoder", False):
+    """``"decoder-only"`` | ``"encoder-decoder"`` | ``"encoder-only"`` for a transformers config.
+
+    Uses transformers' own Auto-class tables, as lm-eval's HFLM does: a model type with a
+    seq2seq LM class (or ``is_encoder_decoder``) is encoder-decoder; one with a causal-LM class
+    is decoder-only, unless it is a masked-LM family (BERT, RoBERTa, ...: they appear in both
+    tables) that is not configured as a decoder and does not declare a causal-LM class. Model
+    types transformers does not know (remote code) fall back to the declared ``architectures``
+    names, then to decoder-only (lm-eval's default).
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CAUSAL,
+    )
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES as MASKED,
+    )
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES as SEQ2SEQ,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    declared = list(getattr(config, "architectures", None) or [])
+    if getattr(config, "is_encoder_decoder", False) or model_type in SEQ2SEQ:
         return "encoder-decoder"
-    archs = getattr(config, "architectures", None) or []
-    if any(a.endswith(("CausalLM", "LMHeadModel")) for a in archs):
-        return "decoder-only"
-    if config.model_type in _ENCODER_ONLY_TYPES:
+    causal_classes = set(CAUSAL.values())
+    if model_type in CAUSAL:
+        if model_type not in MASKED or getattr(config, "is_decoder", False):
+            return "decoder-only"
+        if any(a in causal_classes for a in declared):
+            return "decoder-only"
         return "encoder-only"
-    if getattr(config, "is_decoder", False):
+    if model_type in MASKED:
+        return "encoder-only"
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in declared):
         return "decoder-only"
-    if any(a.endswith(("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")) for a in archs):
+    if any(a.endswith(("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")) for a in declared):
         return "encoder-only"
     return "decoder-only"
 
 
 # ------------------------------------------------------------------------ GGUF cache
 def cache_root(cache_dir: str | None = None) -> Path:
+    """Where e3bench caches converted models and exports: ``cache_dir``, else
+    ``$E3BENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/e3bench`` (``~/.cache/e3bench``)."""
     if cache_dir:
         return Path(cache_dir).expanduser()
     env = os.environ.get("E3BENCH_CACHE_DIR")
@@ -155,14 +182,16 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 
 def gguf_cache_dir(spec: ModelSpec, cache_dir: str | None = None) -> Path:
-    f = Path(spec.path) / (spec.gguf_file or "")
-    st = f.stat()
-    key = f"{f.stem}-{st.st_size}-{int(st.st_mtime)}"
-    return cache_root(cache_dir) / "gguf-converted" / key
+    """The converted copy's directory: ``cache_root/gguf-converted/<file_key of the GGUF>``."""
+    return cache_root(cache_dir) / "gguf-converted" / file_key(Path(spec.path) / (spec.gguf_file or ""))
 
 
 def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[Path, bool]:
-    """Return a safetensors directory for a GGUF model, converting once. (dir, was_cached)."""
+    """A safetensors directory for a GGUF model, converting once: ``(directory, was_cached)``.
+
+    Raises :class:`E3Error` for a corrupt file or when ``gguf`` / ``accelerate`` are missing.
+    The directory appears atomically (a crash leaves no half-written cache entry).
+    """
     target = gguf_cache_dir(spec, cache_dir)
     if (target / "e3bench-converted.json").is_file():
         return target, True
@@ -187,17 +216,147 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "e3bench-converted.json").write_text(
-        json.dumps({"source_gguf": str(f), "size_bytes": f.stat().st_size})
-    )
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "e3bench-converted.json").write_text(
+            json.dumps({"source_gguf": str(f), "size_bytes": f.stat().st_size})
+        )
     del model
     return target, False
+
+
+# -------------------------------------------------------------------------- loading
+def hub_error(path: str, exc: BaseException) -> E3Error:
+    """The one user error for a model that could not come from the Hugging Face hub.
+
+    Names the cause it can see (not found, gated, offline / unreachable) and the exception's
+    first line, and suggests a local directory or ``.gguf`` file.
+    """
+    kind = type(exc).__name__
+    first = (str(exc).splitlines() or [""])[0][:200]
+    if "RepositoryNotFound" in kind or "404" in str(exc):
+        return E3Error(
+            f"model '{path}' was not found on the Hugging Face hub",
+            "check the id (org/name), or pass a local directory or .gguf file",
+        )
+    if "GatedRepo" in kind or "401" in str(exc) or "403" in str(exc):
+        return E3Error(
+            f"model '{path}' on the Hugging Face hub is gated ({kind})",
+            "accept its licence on the hub and log in (`hf auth login`), or pass a local directory",
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached and it is not cached"
+    return E3Error(
+        f"could not load '{path}' from the Hugging Face hub: {why} ({kind}: {first})",
+        "connect to the internet once to cache it, or pass a local directory / .gguf file "
+        "(e.g. --model smollm2-135m for the bundled model)",
+    )
+
+
+@dataclass
+class Pretrained:
+    """What :func:`load_pretrained` returns."""
+
+    model: Any  # a transformers PreTrainedModel on the CPU, in the requested dtype (eval mode)
+    tokenizer: Any  # its tokenizer; ``pad_token`` set (EOS/UNK) when the checkpoint has none
+    architecture: str  # decoder-only | encoder-decoder | encoder-only
+    config: Any  # the transformers config the model was built from
+    path: str  # the local directory or hub id actually loaded (GGUF: the converted copy)
+    notes: list[str] = field(default_factory=list)  # one line each, for the record
+
+
+def local_path(spec: ModelSpec, cache_dir: str | None = None) -> tuple[str, list[str]]:
+    """Directory or hub id transformers loads ``spec`` from, and notes: a GGUF file goes through
+    the cached conversion (:func:`load_converted_gguf`)."""
+    if spec.source != "gguf":
+        return spec.path, []
+    path, cached = load_converted_gguf(spec, cache_dir)
+    how = "reused cache" if cached else "converted now"
+    return str(path), [f"GGUF {spec.gguf_file} dequantised to safetensors ({how}: {path})"]
+
+
+def load_pretrained(
+    model: ModelSpec | str,
+    *,
+    dtype: Any = None,
+    cache_dir: str | None = None,
+    classifier_labels: int | None = None,
+) -> Pretrained:
+    """Load a Hugging Face model and its tokenizer: the one loader for inference and training.
+
+    ``model``: a :class:`ModelSpec` or anything :func:`resolve` accepts (alias, local directory,
+    ``.gguf`` file, hub id). ``dtype``: a ``torch.dtype`` (None: the library default, fp32).
+    The architecture comes from :func:`detect_architecture` and picks the Auto class:
+    ``AutoModelForCausalLM`` (decoder-only), ``AutoModelForSeq2SeqLM`` (encoder-decoder),
+    ``AutoModel`` (encoder-only). ``classifier_labels=n`` gives encoder-only models a
+    sequence-classification head with ``n`` logits instead (``ignore_mismatched_sizes``: a
+    checkpoint's own head of another size is replaced); models with an LM head keep it.
+    The model is returned on the CPU; moving it, ``eval()`` and quantization are the caller's.
+
+    Raises :class:`E3Error`: :func:`hub_error` for hub ids that cannot be fetched, "cannot read
+    model config" / "cannot load weights" for broken local directories, "unsupported model" for
+    configs transformers does not know.
+    """
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    from e3bench.core.quiet import quiet_libraries
+
+    spec = model if isinstance(model, ModelSpec) else resolve(model)
+    quiet_libraries()
+    path, notes = local_path(spec, cache_dir)
+
+    def fail(exc: Exception, what: str) -> E3Error:
+        if spec.source == "hub":
+            return hub_error(path, exc)
+        return E3Error(f"cannot {what} in {path}: {exc}", "check the model directory")
+
+    try:
+        config = AutoConfig.from_pretrained(path, revision=spec.revision)
+    except OSError as exc:
+        raise fail(exc, "read the model config") from None
+    except ValueError as exc:
+        raise E3Error(f"unsupported model in {path}: {exc}", "use a transformers model") from None
+    arch = detect_architecture(config)
+    kwargs: dict[str, Any] = {"revision": spec.revision}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if arch == "encoder-only" and classifier_labels is not None:
+        cls = AutoModelForSequenceClassification
+        kwargs.update(num_labels=int(classifier_labels), ignore_mismatched_sizes=True)
+    else:
+        cls = {
+            "decoder-only": AutoModelForCausalLM,
+            "encoder-decoder": AutoModelForSeq2SeqLM,
+            "encoder-only": AutoModel,
+        }[arch]
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=spec.revision)
+        net = cls.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise fail(exc, "load the weights") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+        notes.append(f"tokenizer has no pad token; padding with {tok.pad_token!r}")
+    return Pretrained(model=net, tokenizer=tok, architecture=arch, config=config, path=path, notes=notes)
+
+
+def tensor_bytes(t) -> int:
+    """Storage bytes of a tensor. Tensor subclasses (torchao's packed int4/int8 weights, 8-bit
+    optimizer states) are counted by their inner tensors (``__tensor_flatten__``), so a packed
+    weight counts its packed data plus scales, not ``numel × element_size`` of its outer shape."""
+    flatten = getattr(type(t), "__tensor_flatten__", None)
+    if flatten is not None and type(t).__name__ not in ("Tensor", "Parameter"):
+        try:
+            names, _ = t.__tensor_flatten__()
+            return sum(tensor_bytes(getattr(t, n)) for n in names)
+        except Exception:  # noqa: BLE001 - fall back to the apparent size
+            pass
+    return int(t.numel() * t.element_size())

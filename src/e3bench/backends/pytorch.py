@@ -11,7 +11,6 @@ copied to the host, so on CUDA the token is really available when the callback f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import ClassVar
 
 from e3bench.core.api import (
@@ -56,18 +55,6 @@ QUANT_RECIPES: dict[tuple[str, str], tuple[str, str, dict, str]] = {
         "torchao int4 weight-only, group size 64 (tinygemm kernel, bf16 activations)",
     ),
 }
-
-
-def _tensor_bytes(t) -> int:
-    """Storage bytes of a tensor, looking inside tensor subclasses (torchao's packed weights)."""
-    flatten = getattr(t, "__tensor_flatten__", None)
-    if flatten is not None and type(t).__name__ not in ("Tensor", "Parameter"):
-        try:
-            names, _ = flatten()
-            return sum(_tensor_bytes(getattr(t, n)) for n in names)
-        except Exception:  # noqa: BLE001, S110 - fall back to the outer tensor's size
-            pass
-    return t.numel() * t.element_size()
 
 
 def _quantize(model, device: str, precision: str) -> str:
@@ -123,24 +110,6 @@ class _StepStreamer:
         return None
 
 
-def _hub_error(path: str, exc: Exception) -> E3Error:
-    import os
-
-    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
-    kind = type(exc).__name__
-    if "RepositoryNotFound" in kind or "404" in str(exc):
-        return E3Error(
-            f"model '{path}' was not found on the Hugging Face hub",
-            "check the id (org/name), or pass a local directory or .gguf file",
-        )
-    why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached and it is not cached"
-    return E3Error(
-        f"could not load '{path}' from the Hugging Face hub: {why} ({kind})",
-        "connect to the internet once to cache it, or pass a local directory / .gguf file "
-        "(e.g. --model smollm2-135m for the bundled model)",
-    )
-
-
 class PyTorchBackend:
     name: ClassVar[str] = "pytorch"
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -166,32 +135,10 @@ class PyTorchBackend:
         self.load_notes: list[str] = []
 
     # ----------------------------------------------------------------------- loading
-    def _local_dir(self, spec: ModelSpec) -> str:
-        if spec.source == "gguf":
-            from e3bench.backends.models import load_converted_gguf
-
-            path, cached = load_converted_gguf(spec, self.cache_dir)
-            self.load_notes.append(
-                f"GGUF {spec.gguf_file} dequantised to safetensors "
-                f"({'reused cache' if cached else 'converted now'}: {path})"
-            )
-            return str(path)
-        return spec.path
-
     def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         import torch
-        from transformers import (
-            AutoConfig,
-            AutoModel,
-            AutoModelForCausalLM,
-            AutoModelForSeq2SeqLM,
-            AutoTokenizer,
-        )
 
-        from e3bench.backends.models import detect_architecture
-        from e3bench.core.quiet import quiet_libraries
-
-        quiet_libraries()
+        from e3bench.backends.models import load_pretrained, tensor_bytes
 
         reason = self.capabilities.check(device=device, precision=precision)
         if reason:
@@ -204,30 +151,14 @@ class PyTorchBackend:
             )
         if self.threads:
             torch.set_num_threads(self.threads)
-        path = self._local_dir(model)
-        try:
-            config = AutoConfig.from_pretrained(path, revision=model.revision)
-        except OSError as exc:
-            if model.source == "hub":
-                raise _hub_error(path, exc) from None
-            raise E3Error(f"cannot read model config in {path}: {exc}", "check the model directory") from None
-        except ValueError as exc:
-            raise E3Error(f"unsupported model in {path}: {exc}", "use a transformers model") from None
-        self.architecture = detect_architecture(config)
-        cls = {
-            "decoder-only": AutoModelForCausalLM,
-            "encoder-decoder": AutoModelForSeq2SeqLM,
-            "encoder-only": AutoModel,
-        }[self.architecture]
         quant = precision in ("int8", "int4")
         dtype = getattr(torch, QUANT_RECIPES[(device, precision)][0] if quant else _DTYPES[precision])
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, revision=model.revision)
-            self.model = cls.from_pretrained(path, dtype=dtype, revision=model.revision)
-        except OSError as exc:
-            if model.source == "hub":
-                raise _hub_error(path, exc) from None
-            raise E3Error(f"cannot load weights from {path}: {exc}", "check the model files") from None
+        loaded = load_pretrained(model, dtype=dtype, cache_dir=self.cache_dir)
+        self.load_notes.extend(loaded.notes)
+        self.architecture = loaded.architecture
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model
+        config = loaded.config
         self.device = torch.device("cuda:0" if device == "cuda" else "cpu")
         self.model.to(self.device).eval()
         if quant:
@@ -238,11 +169,9 @@ class PyTorchBackend:
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
             self.load_notes.append(f"torch.compile(model.forward, dynamic=True) (torch {torch.__version__})")
         tok = self.tokenizer
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token or tok.unk_token
         params = list({id(p): p for p in self.model.parameters()}.values())
         n_params = sum(p.numel() for p in params)
-        weights_bytes = sum(_tensor_bytes(p) for p in params)
+        weights_bytes = sum(tensor_bytes(p) for p in params)
         return LoadInfo(
             architecture=self.architecture,
             model_type=config.model_type,
@@ -376,7 +305,3 @@ class PyTorchCompiledBackend(PyTorchBackend):
     def __init__(self, *, cache_dir: str | None = None, threads: int | None = None) -> None:
         super().__init__(cache_dir=cache_dir, threads=threads, compile=True)
 
-
-def model_dir_of(spec: ModelSpec) -> Path | None:
-    """Local directory holding the model files, if any (used by the manifest)."""
-    return Path(spec.path) if spec.source in ("local-dir", "gguf") else None

@@ -106,9 +106,9 @@ class VllmBackend:
 
                 return snapshot_download(spec.path, revision=spec.revision)
             except Exception as exc:  # noqa: BLE001 - hub errors come in many types
-                from e3bench.backends.pytorch import _hub_error
+                from e3bench.backends.models import hub_error
 
-                raise _hub_error(spec.path, exc) from None
+                raise hub_error(spec.path, exc) from None
         return spec.path
 
     def _compressed(self, src: Path, precision: str) -> Path:

@@ -116,6 +116,7 @@ class Runner:
         self.backend = backend
         self.progress = progress or (lambda _msg: None)
         self.warnings: list[str] = []
+        self.run_id = _run_id(cfg)  # names the record and its samples files (store.samples_path)
         self.meter = None
         self.cross = None  # optional cross-check meter over the same windows
         self.idle = None
@@ -382,7 +383,7 @@ class Runner:
             for m in self._meters():
                 m.close()
         return ResultRecord(
-            run_id=_run_id(cfg),
+            run_id=self.run_id,
             created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             status="ok",
             config=cfg.model_dump(mode="json"),
@@ -418,17 +419,4 @@ def run_one(cfg: RunConfig, *, backend: Backend | None = None, progress: Progres
     """Run one configuration end to end. User errors raise :class:`E3Error`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return Runner(cfg, backend=backend, progress=progress).run()
-
-
-def failed_record(cfg: RunConfig, error: str) -> ResultRecord:
-    """A record for a run that could not complete (sweeps keep going)."""
-    return ResultRecord(
-        run_id=_run_id(cfg),
-        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        status="failed",
-        error=error,
-        config=cfg.model_dump(mode="json"),
-        config_hash=cfg.config_hash(),
-        manifest=envinfo.collect(sample_cpu=False),  # nothing ran: no contention to report
-    )
 

@@ -89,7 +89,7 @@ def ls_(
     try:
         from rich.table import Table
 
-        from e3bench.report.tables import fmt
+        from e3bench.report.tables import cell
         from e3bench.results.index import query
 
         rows = query(results_dir, filter_, columns.split(",") if columns else None)
@@ -101,7 +101,7 @@ def ls_(
         for c in rows[0]:
             t.add_column(c)
         for r in rows:
-            t.add_row(*(fmt(v) for v in r.values()))
+            t.add_row(*(cell(v) for v in r.values()))
         con.print(t)
     except E3Error as exc:
         fail(exc)
@@ -114,7 +114,8 @@ def export(
     """Export the flat run table (one row per run × batch size) to CSV or Parquet."""
     try:
         from e3bench.core.fsutil import atomic_write_text
-        from e3bench.report.tables import RUN_COLUMNS, to_csv, to_parquet
+        from e3bench.report.tables import to_csv, to_parquet
+        from e3bench.results.flatten import RUN_COLUMNS
         from e3bench.results.index import load_rows
 
         runs, _, _ = load_rows(results_dir)

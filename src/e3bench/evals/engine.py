@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from e3bench.core.api import TaskScore
@@ -34,19 +33,6 @@ def check_tasks(cfg: RunConfig) -> None:
         get_task(name, **options)
 
 
-def _samples_path(cfg: RunConfig, task: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task)
-    return Path(cfg.output_dir) / cfg.sweep / "samples" / f"{cfg.config_hash()[:10]}-{safe}.jsonl"
-
-
-def _write_samples(path: Path, samples: list) -> str:
-    from e3bench.results.store import atomic_write_text
-
-    lines = [json.dumps(s, default=str, ensure_ascii=False) for s in samples]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return str(path)
-
-
 def _finite(d: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
@@ -70,7 +56,9 @@ def _result(runner: Runner, score: TaskScore, engine: str, duration_s: float, re
                 f"lm-eval ran {1 / share:.0f} tasks in one window; figures are for the whole window"
             ]
     if cfg.log_samples and score.samples:
-        res.samples_file = _write_samples(_samples_path(cfg, score.task), score.samples)
+        from e3bench.results import store
+
+        res.samples_file = str(store.save_samples(cfg.output_dir, cfg.sweep, runner.run_id, score.task, score.samples))
     return res
 
 

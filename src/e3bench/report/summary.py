@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from e3bench.core.fmt import num
+from e3bench.report.tables import MISSING
 from e3bench.results.schema import ResultRecord
 
 
-def _f(x: float | None, fmt: str = ".1f") -> str:
-    return "-" if x is None else format(x, fmt)
+def _f(x: float | None, spec: str = ".1f") -> str:
+    return num(x, spec, none=MISSING)
 
 
 def _ci(stats) -> str:
@@ -34,6 +36,8 @@ def _energy_cells(e: dict[str, Any] | None) -> list[str]:
 
 
 def print_summary(rec: ResultRecord, console) -> None:
+    """Print ``rec`` to a rich ``console``: model line, speed, energy and effectiveness tables,
+    warnings (a failed run: one line with its error)."""
     from rich.table import Table
 
     m = rec.model

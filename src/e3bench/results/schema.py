@@ -7,7 +7,7 @@ the docstring of the model holding it, and raw samples are kept so anything can 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -136,3 +136,28 @@ class ResultRecord(BaseModel):
     effectiveness: list[TaskResult] = []
     warnings: list[str] = Field(default_factory=list)
     duration_s: float = 0.0
+
+
+if TYPE_CHECKING:
+    from e3bench.config.run import RunConfig
+
+
+def failed_record(cfg: RunConfig, error: str, manifest: Manifest) -> ResultRecord:
+    """The record of a run that could not complete (a sweep keeps going and stores it).
+
+    ``error`` is the one-line reason (an :class:`E3Error`'s ``one_line()``, a crash tail);
+    ``manifest`` describes the machine (``e3bench.bench.envinfo.collect(sample_cpu=False)``: a
+    run that never ran has no contention to report). ``run_id`` and ``created_utc`` are now.
+    """
+    from e3bench.core.ids import run_id, utc_now_iso
+
+    config_hash = cfg.config_hash()
+    return ResultRecord(
+        run_id=run_id(config_hash),
+        created_utc=utc_now_iso(),
+        status="failed",
+        error=error,
+        config=cfg.model_dump(mode="json"),
+        config_hash=config_hash,
+        manifest=manifest,
+    )

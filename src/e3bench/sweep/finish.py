@@ -31,7 +31,7 @@ class Finished:
 
 def resumable_path(cfg: RunConfig) -> Path:
     """The file a sweep's record of ``cfg`` is written to (``<config_hash>.json``)."""
-    return store.run_dir(cfg.output_dir, cfg.sweep) / f"{cfg.config_hash()}.json"
+    return store.record_path(cfg.output_dir, cfg.sweep, cfg.config_hash())
 
 
 def finish_run(record: ResultRecord, cfg: RunConfig, *, resumable: bool, trackers: bool = True) -> Finished:

@@ -43,10 +43,10 @@ class LocalExecutor:
             ok, detail = False, f"run exceeded the executor timeout of {self.timeout_s:g} s"
         if ok:
             return store.load(path)
-        # TODO(H5): build it with the results layer's failed_record once it moves to results/schema.py
-        from e3bench.bench.runner import failed_record
+        from e3bench.bench import envinfo
+        from e3bench.results.schema import failed_record
 
-        rec = failed_record(cfg, detail)
+        rec = failed_record(cfg, detail, envinfo.collect(sample_cpu=False))
         finish_run(rec, cfg, resumable=True)
         return rec
 

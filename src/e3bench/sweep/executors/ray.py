@@ -60,10 +60,11 @@ class RayExecutor:
                 try:
                     rec = ResultRecord.model_validate_json(ray.get(ref))
                 except Exception as exc:  # noqa: BLE001 - a lost worker is a failed run, not a crash
-                    # TODO(H5): the results layer's failed_record once it moves to results/schema.py
-                    from e3bench.bench.runner import failed_record
+                    from e3bench.bench import envinfo
+                    from e3bench.results.schema import failed_record
 
-                    rec = failed_record(cfg, f"ray task failed: {type(exc).__name__}: {exc}"[:500])
+                    rec = failed_record(cfg, f"ray task failed: {type(exc).__name__}: {exc}"[:500],
+                                        envinfo.collect(sample_cpu=False))
                 # the worker node already logged to the trackers: the driver only keeps the record
                 finish_run(rec, cfg, resumable=True, trackers=False)
                 yield rec

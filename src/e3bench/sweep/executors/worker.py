@@ -17,13 +17,15 @@ from e3bench.core.errors import E3Error
 
 def run_and_store(cfg: RunConfig):
     """Run ``cfg``; a user error becomes a failed record. Returns the record that was saved."""
-    from e3bench.bench.runner import failed_record, run_one
+    from e3bench.bench import envinfo
+    from e3bench.bench.runner import run_one
+    from e3bench.results.schema import failed_record
     from e3bench.sweep.finish import finish_run
 
     try:
         record = run_one(cfg, progress=lambda m: print(f"· {m}", file=sys.stderr, flush=True))
     except E3Error as exc:
-        record = failed_record(cfg, exc.one_line())
+        record = failed_record(cfg, exc.one_line(), envinfo.collect(sample_cpu=False))
     done = finish_run(record, cfg, resumable=True)
     for line in done.tracker_lines:
         print(f"tracker: {line}", file=sys.stderr)
