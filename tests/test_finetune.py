@@ -71,11 +71,13 @@ def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
     assert e.gross_energy_j > 0 and e.gross_energy_kwh == pytest.approx(e.gross_energy_j / 3.6e6)
     assert rec.evals[2].train_energy_j >= rec.evals[1].train_energy_j >= 0
     assert rec.memory.peak_rss_bytes > 0
-    # the target was not reached: best and the budget spent are reported
+    # a 0.99 target on 16 items is out of reach in 4 steps: best and the budget spent are reported
     t = rec.target
-    if not t.reached:
-        assert t.time_to_target_s is None and t.budget_steps == 4 and t.budget_train_time_s > 0
-        assert "never reached" in t.note and f"{t.best_accuracy:.3f}" in t.note
+    assert not t.reached and t.reached_at_step is None
+    assert t.time_to_target_s is None and t.energy_to_target_j is None and t.samples_to_target is None
+    assert t.budget_steps == 4 and t.budget_samples == 16 and t.budget_train_time_s == pytest.approx(rec.train_time_s)
+    assert t.best_accuracy == max(e.accuracy for e in rec.evals) and t.budget_energy_j == rec.evals[-1].train_energy_j
+    assert "never reached" in t.note and f"{t.best_accuracy:.3f}" in t.note
     # the JSON record is under <output_dir>/finetune and reads back
     assert path.parent == tmp_path / "finetune"
     assert FinetuneRecord.model_validate_json(path.read_text()).run_id == rec.run_id
@@ -88,6 +90,29 @@ def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
     assert "finetune.csv" in rep.files and "runs.csv" not in rep.files
     assert rec.run_id in (rep.out_dir / "finetune.csv").read_text()
     assert "Fine-tuning (e3bench finetune)" in (rep.out_dir / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("mode", "lr"), [("lora", 1e-2), ("full", 3e-3)])
+def test_finetuning_learns_the_blue_rule(tiny_models, mc_files, tmp_path, mode, lr):
+    """The fixture's label is 'yes' exactly when the passage contains 'blue': 16 steps of LoRA
+    or full fine-tuning of the tiny decoder must beat the majority class clearly, lower the
+    held-out loss, and report the time and energy to a target between the two."""
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, _ = mc_files
+    rec, _ = run_finetune(_cfg(tiny_models["decoder"], tmp_path, train_file=str(train), eval_file=str(ev), mode=mode,
+                               lr=lr, max_steps=16, eval_every=8, batch_size=8, max_eval_samples=24,
+                               target_accuracy=0.8))  # fmt: skip
+    majority = rec.data["majority_class_accuracy"]
+    assert rec.status == "ok" and [e.step for e in rec.evals] == [0, 8, 16]
+    assert rec.evals[0].accuracy <= majority + 0.01  # untrained: no better than always answering one label
+    assert rec.final_accuracy >= majority + 0.2, (majority, [e.accuracy for e in rec.evals])
+    assert rec.evals[-1].eval_loss < rec.evals[0].eval_loss - 0.2
+    t = rec.target
+    assert t.reached and t.reached_at_step in (8, 16)
+    hit = next(e for e in rec.evals if e.step == t.reached_at_step)
+    assert t.time_to_target_s == hit.train_time_s > 0 and t.samples_to_target == 8 * t.reached_at_step
+    assert t.energy_to_target_j == hit.train_energy_j > 0
 
 
 def test_encoder_head_and_decoder_method_are_recorded(tiny_models, mc_files, tmp_path):
@@ -118,7 +143,8 @@ def test_resume_continues_exactly(tiny_models, mc_files, tmp_path):
 
     train, ev, _ = mc_files
     m = tiny_models["encoder-decoder"]
-    kw = dict(train_file=str(train), eval_file=str(ev), eval_every=2)
+    # a 3-step warm-up: steps 2 and 3 only get the full learning rate if the LR schedulers resume
+    kw = dict(train_file=str(train), eval_file=str(ev), eval_every=2, warmup_steps=3)
     straight, _ = run_finetune(_cfg(m, tmp_path / "a", max_steps=4, **kw))
     first, _ = run_finetune(_cfg(m, tmp_path / "b", max_steps=2, **kw))
     assert first.steps == 2 and first.checkpoint_dir
@@ -158,10 +184,16 @@ def test_bad_input_is_one_clear_error(tiny_models, tmp_path):
 
     with pytest.raises(E3Error) as ei:
         run_finetune(_cfg(tiny_models["encoder"], tmp_path, task="boolk"))
-    assert "did you mean 'boolq'" in ei.value.one_line() and "copa" in ei.value.fix
+    assert "unknown fine-tuning task 'boolk'" in ei.value.problem and "did you mean 'boolq'" in ei.value.fix
+    with pytest.raises(E3Error) as ei:
+        run_finetune(_cfg(tiny_models["encoder"], tmp_path, task="sentiment"))
+    assert "copa" in ei.value.fix and "--train-file" in ei.value.fix
     with pytest.raises(E3Error) as ei:
         run_finetune(_cfg(tiny_models["encoder"], tmp_path, optimizer="adamx"))
-    assert "unknown optimizer 'adamx'" in ei.value.problem and "galore" in ei.value.fix
+    assert "unknown optimizer 'adamx'" in ei.value.problem and "did you mean 'adamw'" in ei.value.fix
+    with pytest.raises(E3Error) as ei:
+        run_finetune(_cfg(tiny_models["encoder"], tmp_path, optimizer="lion"))
+    assert "galore" in ei.value.fix
     with pytest.raises(E3Error, match="not found"):
         run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(tmp_path / "missing.jsonl")))
     with pytest.raises(E3Error, match="unknown model"):

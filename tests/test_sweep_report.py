@@ -337,6 +337,8 @@ def test_index_reads_only_changed_files(tmp_path, report_results, monkeypatch):
     assert (runs, tasks) == rows_of(store.scan(root).records) and len(runs) == 5 and warnings == []
     (root / ".e3bench-index.sqlite").write_text("not a database")  # damaged: rebuilt
     assert len(index.query(root, [], ["run_id"])) == 5
+    monkeypatch.setattr(index, "INDEX_NAME", "no-such-dir/index.sqlite")  # cannot be written: in memory
+    assert len(index.query(root, [], ["run_id"])) == 5 and not (root / "no-such-dir").exists()
 
 
 def test_two_runs_of_one_config_keep_their_own_samples(tmp_path, tiny_models):

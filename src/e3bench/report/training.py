@@ -77,7 +77,7 @@ def load_training(others: Mapping[str, list[tuple[Path, dict]]]) -> Training:
     if not docs:
         return out
     from e3bench.train.records import FinetuneRecord, SuiteRecord
-    from e3bench.train.report import summary_rows
+    from e3bench.train.suite.report import summary_rows
 
     for p, data, kind in sorted(docs, key=lambda x: x[0]):
         try:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from e3bench.energy.accounting import EnergySummary
 from e3bench.results.schema import ResultRecord
 
 #: Columns of a run row, in table order. A run with no measurements (a failed run) still gets one
@@ -64,8 +65,7 @@ def run_rows(rec: ResultRecord, sweep: str = "") -> list[dict[str, Any]]:
     )
     rows = []
     for g in eff.generation:
-        e = g.energy or {}
-        rows.append({**base, **_energy(e), **{
+        rows.append({**base, **_energy(g.energy), **{
             "batch_size": g.batch_size, "iterations": g.iterations,
             "ttft_ms_mean": _stat(g.ttft_ms, "mean"), "ttft_ms_p50": _stat(g.ttft_ms, "p50"),
             "ttft_ms_p99": _stat(g.ttft_ms, "p99"), "tpot_ms_mean": _stat(g.tpot_ms, "mean"),
@@ -79,20 +79,20 @@ def run_rows(rec: ResultRecord, sweep: str = "") -> list[dict[str, Any]]:
             "throughput_tokens_per_s": g.throughput_tokens_per_s, "roofline_fraction": g.roofline_fraction,
         }})  # fmt: skip
     for f in eff.forward:
-        rows.append({**base, **_energy(f.energy or {}), "batch_size": f.batch_size, "iterations": f.iterations,
+        rows.append({**base, **_energy(f.energy), "batch_size": f.batch_size, "iterations": f.iterations,
                      "e2e_ms_mean": f.latency_ms.mean, "e2e_ms_p99": f.latency_ms.p99})  # fmt: skip
     if not rows:
         rows.append(base)
     return [{c: r.get(c) for c in RUN_COLUMNS} for r in rows]
 
 
-def _energy(e: dict[str, Any]) -> dict[str, Any]:
-    if not e:
+def _energy(e: EnergySummary | None) -> dict[str, Any]:
+    if e is None:
         return {}
     return {
-        "energy_method": e.get("method"),
-        "energy_sensor": e.get("sensor"),
-        **{k: e.get(k) for k in ("gross_energy_j", "net_energy_j", "mean_power_w", "energy_per_request_j",
+        "energy_method": e.method,
+        "energy_sensor": e.sensor,
+        **{k: getattr(e, k) for k in ("gross_energy_j", "net_energy_j", "mean_power_w", "energy_per_request_j",
                                  "ept_in_j_per_token", "ept_out_j_per_token", "ept_total_j_per_token",
                                  "tokens_per_j", "co2e_g")},  # fmt: skip
     }

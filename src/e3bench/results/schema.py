@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3bench.bench.envinfo import Manifest
-from e3bench.bench.roofline import Roofline
+from e3bench.results.manifest import Manifest
+from e3bench.energy.accounting import EnergyRun, EnergySummary
+from e3bench.results.roofline import Roofline
 from e3bench.core.timing import Stats
 
 SCHEMA_VERSION = 1
 
 
 class ModelInfo(BaseModel):
+    """The model as loaded: where it came from, its architecture, size (parameters, weight bytes)."""
+
     name: str
     source: str  # alias | hub | local-dir | gguf
     path: str
@@ -66,8 +69,8 @@ class BatchResult(BaseModel):
     throughput_tokens_per_s: float
     requests_per_s: float
     roofline_fraction: float | None = None
-    energy: dict[str, Any] | None = None  # e3bench.energy.accounting.EnergySummary as a dict
-    energy_cross_check: dict[str, Any] | None = None  # same window, second meter (if asked)
+    energy: EnergySummary | None = None
+    energy_cross_check: EnergySummary | None = None  # same window, second meter (if asked)
     raw: RawSamples
 
 
@@ -80,11 +83,14 @@ class ForwardResult(BaseModel):
     input_tokens_per_request_mean: float
     latency_ms: Stats
     tokens_per_s: float  # input tokens processed per second
-    energy: dict[str, Any] | None = None
+    energy: EnergySummary | None = None
+    energy_cross_check: EnergySummary | None = None
     raw_latency_ms: list[float]
 
 
 class Efficiency(BaseModel):
+    """Speed and memory of one run: load time, one result per batch size, peaks, roofline."""
+
     load_time_s: float
     load_note: str
     prompt_source: str
@@ -98,6 +104,8 @@ class Efficiency(BaseModel):
 
 
 class TaskResult(BaseModel):
+    """One task's scores (each metric with its standard error), speed, energy and samples file."""
+
     task: str
     engine: str
     metrics: dict[str, float]
@@ -105,20 +113,10 @@ class TaskResult(BaseModel):
     n_items: int
     duration_s: float
     examples_per_s: float
-    energy: dict[str, Any] | None = None
+    energy: EnergySummary | None = None
+    energy_cross_check: EnergySummary | None = None
     details: dict[str, Any] = {}
     samples_file: str | None = None
-
-
-class EnergyRun(BaseModel):
-    """Run-level energy facts: which meter and why, and the idle baseline."""
-
-    meter: str
-    meter_choice_reason: str
-    idle: dict[str, Any] | None = None
-    cross_check_meter: str | None = None
-    cross_check_idle: dict[str, Any] | None = None
-    power_trace_file: str | None = None
 
 
 class ResultRecord(BaseModel):

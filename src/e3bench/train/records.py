@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3bench.bench.envinfo import Manifest
+from e3bench.results.manifest import Manifest
 from e3bench.core.timing import Stats
 
 TRAIN_SCHEMA_VERSION = 1
@@ -52,7 +52,7 @@ class EnergyFigures(BaseModel):
 class MemoryFigures(BaseModel):
     """Peak memory during the measured part of a run.
 
-    ``peak_rss_bytes``: highest resident set size seen by a 20 Hz psutil sampler during the run
+    ``peak_rss_bytes``: highest resident set size seen by a 20 Hz sampler during the run
     (``rss_start_bytes`` is RSS when it started, so ``peak_rss_bytes - rss_start_bytes`` is what
     the run added). ``process_peak_rss_bytes``: getrusage lifetime peak of the process (includes
     anything that ran before). ``peak_device_memory_bytes``: ``torch.cuda.max_memory_allocated``
@@ -63,7 +63,7 @@ class MemoryFigures(BaseModel):
     rss_start_bytes: int
     peak_rss_bytes: int
     process_peak_rss_bytes: int
-    rss_method: str = "psutil RSS sampled at 20 Hz during the run"
+    rss_method: str = "RSS (/proc/self/statm) sampled at 20 Hz during the run"
     peak_device_memory_bytes: int | None = None
     device_memory_reserved_bytes: int | None = None
     device_memory_method: str | None = None

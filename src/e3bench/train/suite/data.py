@@ -27,11 +27,14 @@ _SPECIALS = ["<unk>", "<|endoftext|>"]
 
 @dataclass
 class Corpus:
+    """A text split into a training part and a held-out contiguous tail (characters)."""
+
     source: str
     text_train: str
     text_val: str
 
     def describe(self) -> dict[str, Any]:
+        """Source, character counts and a 16-hex SHA-256 of the text, for the record."""
         return {
             "source": self.source,
             "train_chars": len(self.text_train),
@@ -41,6 +44,7 @@ class Corpus:
 
 
 def default_text_path() -> Path:
+    """``<data dir>/text/tinyshakespeare.txt``; raises :class:`E3Error` without a data dir."""
     from e3bench.evals.data import ENV_VAR, data_dir
 
     root = data_dir()
@@ -63,6 +67,12 @@ def load_corpus(
     max_chars: int | None = None,
     val_fraction: float = 0.1,
 ) -> Corpus:
+    """Read the corpus (a text file, or the ``hf_field`` column of a Hugging Face dataset),
+    cut it to ``max_chars`` and hold out the last ``val_fraction``.
+
+    Raises :class:`E3Error` for a missing file, an unknown dataset or field, a corpus under
+    2000 characters or ``val_fraction`` outside (0, 0.5).
+    """
     if not 0.0 < val_fraction < 0.5:
         raise E3Error(f"val_fraction must be in (0, 0.5), got {val_fraction}", "e.g. data.val_fraction = 0.1")
     if hf_dataset:
@@ -115,6 +125,8 @@ def _hf_text(path: str, name: str | None, split: str, field: str) -> tuple[str, 
 # ------------------------------------------------------------------------------- tokenizer
 @dataclass
 class TokenizedCorpus:
+    """A tokenizer trained on a corpus and both splits encoded (1-D ``torch.long`` tensors)."""
+
     tokenizer: Any  # tokenizers.Tokenizer
     kind: str
     vocab_size: int
@@ -124,6 +136,7 @@ class TokenizedCorpus:
     train_chars: int = 0
 
     def describe(self) -> dict[str, Any]:
+        """Kind, vocabulary, token counts, characters per token and training seconds."""
         return {
             "kind": self.kind,
             "vocab_size": self.vocab_size,
@@ -210,6 +223,8 @@ class BlockDataset:
 
 
 def train_offsets(n_tokens: int, block_len: int, n_blocks: int, seed: int):
+    """``n_blocks`` seeded block start offsets in ``[0, n_tokens - block_len)`` (a tensor).
+    Raises :class:`E3Error` when the text is shorter than one block."""
     import torch
 
     if n_tokens <= block_len + 1:
