@@ -44,7 +44,7 @@ def _init_options(cls) -> tuple[set[str], bool]:
 
 def make_backend(cfg: RunConfig) -> Backend:
     """The backend object for ``cfg``: run-level options it accepts plus ``cfg.backend_options``."""
-    cls = registry.get("backend", cfg.backend)
+    cls = registry.backends.get(cfg.backend)
     names, any_kw = _init_options(cls)
     for key in cfg.backend_options:
         if key in _RUN_OPTIONS:
