@@ -120,6 +120,10 @@ class TaskResult(BaseModel):
 
 
 class ResultRecord(BaseModel):
+    """One run, stored as ``<output_dir>/<sweep>/<stem>.json`` (:mod:`e3bench.results.store`):
+    config and its hash, the machine (manifest), the model, efficiency, energy facts and task
+    results; ``status="failed"`` records carry ``error`` and nothing measured."""
+
     schema_version: int = SCHEMA_VERSION
     run_id: str
     created_utc: str
