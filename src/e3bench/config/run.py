@@ -165,7 +165,7 @@ def coerce(key: str, value: Any) -> Any:
     if key in _LISTS:
         if isinstance(value, str):
             if key == "tasks":
-                from e3bench.evals.tasks import split_task_list
+                from e3bench.config.taskspec import split_task_list
 
                 return split_task_list(value)
             parts = [p.strip() for p in value.split(",") if p.strip()]

@@ -101,13 +101,13 @@ def check_tasks(specs: tuple[str, ...], engine: str) -> Found:
         if importlib.util.find_spec("lm_eval") is None:
             return [("engine", MissingExtra("lm_eval", "lmeval", "--engine lm-eval"))]
         return []
-    from e3bench.evals.tasks import get_task, parse_task_spec
+    from e3bench.config.taskspec import parse_task_spec
 
     found: Found = []
     for i, spec in enumerate(specs):
         try:
             name, options = parse_task_spec(spec)
-            get_task(name, **options)
+            registry.tasks.create(name, **options)  # the task checks its options and files
         except E3Error as exc:
             found.append((f"tasks.{i}", exc))
     return found

@@ -274,6 +274,19 @@ class Registry(Generic[T]):
             self._loaded[key] = obj
             return obj
 
+    def create(self, name: str, **options: Any) -> Any:
+        """Call the object registered as ``name`` with its entry's ``defaults`` updated by
+        ``options`` (tasks, executors: classes or factories taking keyword options).
+
+        Raises what :meth:`get` raises, and E3Error naming the entry when it rejects an option.
+        """
+        entry = self.entry(name)
+        factory: Any = self.get(entry.name)
+        try:
+            return factory(**{**entry.defaults, **options})
+        except TypeError as exc:
+            raise E3Error(f"{self.kind} '{name}': {exc}", f"check the options given to '{name}'") from None
+
     def peek(self, name: str) -> T | None:
         """The object for ``name`` even when its extra is missing, for reading class attributes
         (``Options``, ``capabilities``); None when its module cannot be imported here.
