@@ -194,6 +194,7 @@ def test_task_lists_keep_each_tasks_options():
         ("min_seconds", math.nan, "finite number"),  # A86: never satisfied
         ("sweep", "../../escaped", "one folder name"),  # S08: wrote outside --output-dir
         ("sweep", "/abs/sweep", "one folder name"),  # S09
+        ("model", "", "at least 1 character"),  # A24: '' was resolved to the current directory
     ],
 )
 def test_values_that_used_to_pass(field, value, needle):

@@ -33,6 +33,7 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
 
     Every config problem and an unknown executor are reported before anything runs (E3Error).
     """
+    from e3bench.config.validate import check_output_dir
     from e3bench.core import registry
     from e3bench.results import store
     from e3bench.sweep.executors import make_executor
@@ -54,6 +55,8 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         for c in todo:
             console.print(f"  would run {_label(c)} [{c.config_hash()}]", highlight=False)
         return
+    for _, err in check_output_dir(root):  # before any run, not after the first one
+        raise err
     kwargs = {"address": ray_address} if ray_address else {}
     ex = make_executor(executor, **kwargs)
     failed = 0

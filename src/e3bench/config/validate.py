@@ -14,8 +14,10 @@ check their options and files, and missing extras are found with ``importlib.uti
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from e3bench.core import registry
@@ -196,6 +198,22 @@ def unrunnable_reason(backend: str, device: str, dtype: str) -> str | None:
     return capability_problem(registry.backends.get(backend), device=device, precision=dtype)
 
 
+def check_output_dir(folder: str | os.PathLike) -> Found:
+    """Records can be written under ``folder`` (created if missing): its nearest existing
+    ancestor is a writable directory. Checked before a run so a bad ``--output-dir`` does not
+    cost the whole benchmark first."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fix = "choose a writable --output-dir"
+    if not probe.is_dir():
+        return [("output_dir", E3Error(f"cannot write results under {folder}: {probe} is a file", fix))]
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return [("output_dir", E3Error(f"cannot write results under {folder}: {probe} is not writable", fix))]
+    return []
+
+
 def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]) -> Found:
     """Run every check on the merged field ``values`` (defaults filled in), skipping checks that
     read a field in ``skip`` (already reported by the schema validation)."""
@@ -207,6 +225,9 @@ def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]
         ({"trackers"}, lambda: check_trackers(tuple(values.get("trackers") or ()))),
         ({"backend", "backend_options", "device", "dtype"}, lambda: check_backend(values, runnable=runnable)),
     ]
+    if runnable:  # this machine writes the record
+        out = Path(str(values.get("output_dir"))) / str(values.get("sweep"))
+        checks.append(({"output_dir", "sweep"}, lambda: check_output_dir(out)))
     found: Found = []
     for keys, check in checks:
         if not keys & skip:
