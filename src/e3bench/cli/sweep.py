@@ -40,6 +40,9 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     from e3bench.sweep.plan import expand
 
     registry.executors.canonical(executor)  # unknown executor: fail before planning
+    missing = None if dry_run else registry.executors.missing_extra(executor)
+    if missing is not None:  # e.g. --executor ray without ray: say so before anything runs
+        raise missing
     plan = expand(path, output_dir=output_dir)
     root = store.run_dir(plan.output_dir, plan.name)
     done = store.completed_hashes(root)
