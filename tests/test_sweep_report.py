@@ -94,7 +94,7 @@ def test_sweep_typos_fail_before_any_run_with_every_line(tmp_path, toy_backend):
     assert lines[1].startswith(f"{y}:4 (base.region): unknown grid region 'Atlantis'")
     assert lines[2:] == [
         f"{y}:5 (base.tasks.1): unknown task 'hellaswagg' — fix: did you mean 'hellaswag'?",
-        f"{y}:7 (base.backend_options.n_ctx): backend 'toy' has no option 'n_ctx' — fix: its options: width, mode",
+        f"{y}:7 (base.backend_options.n_ctx): backend 'toy' has no option 'n_ctx' — fix: its options: width (int, default 8); mode (str, default 'fast')",
         f"{y}:10 (grid.trackers.1.0): unknown tracker 'wandbb' — fix: did you mean 'wandb'?",
     ]  # each problem once, although 4 combinations share it
 
