@@ -36,7 +36,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field("smollm2-135m", description="alias, Hugging Face id, local dir or .gguf file")
+    model: str = Field("smollm2-135m", min_length=1, description="alias, Hugging Face id, local dir or .gguf file")
     backend: str = Field("pytorch", description="backend name (see `e3bench models`)")
     backend_options: dict[str, Any] = Field(
         {},
