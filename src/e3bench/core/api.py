@@ -180,6 +180,9 @@ class EnergyReading:
     details: dict[str, object] = field(default_factory=dict)  # formula, inputs, flags
     samples: list[PowerSample] = field(default_factory=list)
     error: str | None = None
+    #: (t_s, joules of "total" since the window began) at each sensor read inside the window,
+    #: for apportioning sub-window phases (``energy.phases``); empty when the meter has none
+    cumulative_j: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def total_j(self) -> float | None:
