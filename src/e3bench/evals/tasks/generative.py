@@ -39,14 +39,14 @@ def generate_texts(
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (token ids from ``backend.encode``), cut at ``stop``.
 
-    ``batch_size=None`` picks :func:`e3bench.backends.hf_scorer.default_batch_size` for the backend's device
+    ``batch_size=None`` picks :func:`e3bench.backends.base.default_batch_size` for the backend's device
     (1 on CPU, where padding only costs; 16 on accelerators). Batches are formed from
     length-sorted prompts so little padding is generated, and results come back in input order.
     """
-    from e3bench.backends.hf_scorer import default_batch_size
+    from e3bench.backends.base import default_batch_size
 
     if batch_size is None:
-        batch_size = default_batch_size(getattr(backend, "device", None) or "cpu")
+        batch_size = default_batch_size(backend.device)
     batch_size = max(1, int(batch_size))
     params = GenParams(
         max_new_tokens=max_new_tokens,
