@@ -29,9 +29,9 @@ needs_llama = pytest.mark.skipif(not HAVE, reason="llamacpp not installed: pip i
     ],
 )
 def test_precision_names_map_to_gguf_types(shipped, precision, target):
-    from e3bench.backends.llamacpp import LlamaCppBackend
+    from e3bench.backends.gguf_types import target_type
 
-    assert LlamaCppBackend()._target(shipped, precision) == target
+    assert target_type(shipped, precision) == target
 
 
 def test_capabilities_list_gguf_types_and_refuse_others():

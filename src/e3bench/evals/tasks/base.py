@@ -11,6 +11,7 @@ from e3bench.core.errors import E3Error
 
 
 def mean(xs: Sequence[float]) -> float:
+    """Arithmetic mean; NaN for no items."""
     return sum(xs) / len(xs) if xs else float("nan")
 
 
@@ -64,6 +65,7 @@ class MCItem:
     meta: dict | None = None
 
     def requests(self) -> list[tuple[str, str]]:
+        """One ``(context, delimiter + choice)`` log-likelihood request per choice."""
         return [(self.context, self.delimiter + c) for c in self.choices]
 
 
@@ -124,4 +126,5 @@ def mean_score(task: str, samples: list[dict], metrics: Sequence[str], details: 
 
 
 def mc_score(task: str, rows: list[dict], details: dict | None = None) -> TaskScore:
+    """``acc`` and ``acc_norm`` means (with standard errors) of multiple-choice rows."""
     return mean_score(task, rows, ("acc", "acc_norm"), details)

@@ -49,6 +49,8 @@ def count_words(doc: str) -> int:
 
 
 class Perplexity:
+    """Perplexity of a text file (see the module docstring); needs ``loglikelihood``."""
+
     name: ClassVar[str] = "perplexity"
     requires: ClassVar[frozenset[str]] = frozenset({"loglikelihood"})
 
@@ -72,6 +74,8 @@ class Perplexity:
         self.sample = sample
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """Word/byte/token perplexity and bits per byte of the first ``limit`` documents, from
+        ``backend.loglikelihood_rolling``; per-document samples."""
         check_backend(backend, self.name, self.requires)
         docs = split_documents(read_text(self.path), self.doc_chars)
         docs = apply_limit(docs, limit, what=f"text file {self.path}", seed=seed, sample=self.sample)
