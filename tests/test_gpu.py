@@ -150,7 +150,7 @@ def test_run_on_cuda_with_nvml_end_to_end(tiny_models, tmp_path):
     assert rec.efficiency.peak_device_memory_bytes and rec.efficiency.peak_device_memory_bytes > 0
     assert "max_memory_allocated" in (rec.efficiency.peak_device_memory_method or "")
     for g in rec.efficiency.generation:
-        assert g.energy["method"] == "measured" and g.energy["net_energy_j"] is not None
+        assert g.energy.method == "measured" and g.energy.net_energy_j is not None
         assert g.ttft_ms.mean > 0 and g.decode_tokens_per_s.mean > 0
 
 

@@ -43,7 +43,7 @@ def test_timings_follow_the_definitions(tiny_models):
     assert rec.efficiency.roofline is not None
     assert rec.efficiency.roofline.fraction_of_bound[1] == pytest.approx(g1.roofline_fraction)
     assert rec.config_hash and rec.manifest.cpu_cores_logical >= 1
-    assert rec.energy.meter == "none" and g1.energy["method"] == "missing"
+    assert rec.energy.meter == "none" and g1.energy.method == "missing"
 
 
 def test_stopping_rule_time_and_iterations(tiny_models):
@@ -77,12 +77,12 @@ def test_real_backend_three_architectures(tiny_models):
 def test_estimate_meter_energy_in_record(tiny_models):
     rec = run_one(_cfg(tiny_models, batch_sizes="1", meter="estimate", idle_seconds=0.3, min_seconds=0.5))
     e = rec.efficiency.generation[0].energy
-    assert e["method"] == "estimated" and "tdp" in e["sensor"]
-    assert e["gross_energy_j"] > 0 and e["net_energy_j"] is not None
-    assert e["net_energy_j"] <= e["gross_energy_j"]
-    assert e["prefill_energy_j"] is not None and e["decode_energy_j"] is not None
-    assert e["co2e_g"] > 0 and e["grid_region"]
-    assert rec.energy.idle["power_w"] > 0
+    assert e.method == "estimated" and "tdp" in e.sensor
+    assert e.gross_energy_j > 0 and e.net_energy_j is not None
+    assert e.net_energy_j <= e.gross_energy_j
+    assert e.prefill_energy_j is not None and e.decode_energy_j is not None
+    assert e.co2e_g > 0 and e.grid_region
+    assert rec.energy.idle.power_w > 0
 
 
 def test_energy_window_covers_only_measured_iterations(tiny_models):
@@ -91,7 +91,7 @@ def test_energy_window_covers_only_measured_iterations(tiny_models):
     cfg = _cfg(tiny_models, batch_sizes="1", warmup_iters=4, min_iters=2, meter="estimate", idle_seconds=0.2)
     g = run_one(cfg, backend=fake).efficiency.generation[0]
     assert g.iterations == 2
-    assert g.energy["duration_s"] == pytest.approx(g.measured_s, abs=0.05)  # not + 0.4 s of warm-up
+    assert g.energy.duration_s == pytest.approx(g.measured_s, abs=0.05)  # not + 0.4 s of warm-up
 
 
 def test_busy_machine_is_flagged_by_other_processes_cpu_not_load_average():

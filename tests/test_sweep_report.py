@@ -120,9 +120,11 @@ def report_results(tmp_path_factory, tiny_models):
         rec = run_one(cfg)
         store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
     failed = build_config(overrides=dict(model="x/y", output_dir=str(tmp / "out"), sweep="rep"))
-    from e3bench.bench.runner import failed_record
+    from e3bench.bench import envinfo
+    from e3bench.results.schema import failed_record
 
-    store.save(failed_record(failed, "example failure"), failed.output_dir, "rep", stem=failed.config_hash())
+    rec = failed_record(failed, "example failure", envinfo.collect(sample_cpu=False))
+    store.save(rec, failed.output_dir, "rep", stem=failed.config_hash())
     return tmp / "out"
 
 
@@ -207,9 +209,10 @@ def test_empty_and_mixed_schema_dirs(tmp_path, report_results):
     assert any("schema_version 99" in w for w in rep.warnings)
 
 
-def test_scan_leaves_training_records_alone(tmp_path):
-    """finetune/train-suite records share a results directory with run records; scanning for run
-    records must neither load nor complain about them."""
+def test_scan_hands_other_kinds_over_unread(tmp_path):
+    """finetune/train-suite records share a results directory with run records; the store neither
+    loads nor complains about documents of another kind: it hands them over by kind, so the
+    report reads every file once."""
     from e3bench.results import store
 
     (tmp_path / "finetune").mkdir()
@@ -218,10 +221,103 @@ def test_scan_leaves_training_records_alone(tmp_path):
     (tmp_path / "train" / "suite.json").write_text(json.dumps({"schema_version": 1, "run_id": "s", "kind": "train-suite"}))
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "broken.json").write_text(json.dumps({"schema_version": 1, "run_id": "r"}))
-    found, problems = store.scan(tmp_path)
-    assert found == []
-    assert len(problems) == 1 and "broken.json" in problems[0] and "invalid record" in problems[0]
-    # the report's single scan hands them over instead of reading the files again
-    others: list = []
-    store.scan(tmp_path, others)
-    assert sorted(d["kind"] for _, d in others) == ["finetune", "train-suite"]
+    (tmp_path / "runs" / "user.json").write_text(json.dumps([1, 2]))
+    found = store.scan(tmp_path)
+    assert found.records == []
+    assert len(found.problems) == 1 and "broken.json" in found.problems[0] and "invalid record" in found.problems[0]
+    assert {k: [p.name for p, _ in v] for k, v in found.others.items()} == {
+        "finetune": ["ft.json"], "train-suite": ["suite.json"]}
+    assert found.others["finetune"][0][1]["run_id"] == "f"
+
+
+def _copy_record(src, dst, **changes):
+    data = json.loads(src.read_text())
+    data.update(changes)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps(data))
+    return dst
+
+
+def test_scan_finds_results_under_a_folder_named_samples(tmp_path, report_results):
+    """Only ``samples`` folders inside the results directory hold samples: a results directory
+    that itself lies under a folder named ``samples`` is read like any other."""
+    from e3bench.results import store
+
+    src = next(report_results.glob("rep/*.json"))
+    root = tmp_path / "samples" / "results"
+    _copy_record(src, root / "s1" / "a.json")
+    _copy_record(src, root / "s1" / "samples" / "not-a-record.json", run_id="in-samples")
+    found = store.scan(root)
+    assert [p.name for p, _ in found.records] == ["a.json"] and found.problems == []
+
+
+def test_index_reads_only_changed_files(tmp_path, report_results, monkeypatch):
+    """``ls``'s index re-reads only new or changed record files and forgets deleted ones."""
+    from e3bench.results import index, store
+    from e3bench.results.flatten import rows_of
+
+    root = tmp_path / "res"
+    shutil.copytree(report_results, root)
+    n_files = len(list(store.json_files(root)))
+    reads: list = []
+    real = store.read_document
+    monkeypatch.setattr(store, "read_document", lambda p: reads.append(p.name) or real(p))
+    first = index.query(root, [], ["run_id", "dtype", "batch_size"])
+    assert len(reads) == n_files and len(first) == 5
+    reads.clear()
+    assert index.query(root, [], ["run_id", "dtype", "batch_size"]) == first and reads == []
+    ok = sorted(p for p in (root / "rep").glob("*.json") if json.loads(p.read_text())["status"] == "ok")
+    _copy_record(ok[0], root / "rep" / "copy.json", run_id="copy-1")
+    ok[1].unlink()
+    rows = index.query(root, ["run_id=copy-1"], ["run_id", "batch_size"])
+    assert reads == ["copy.json"] and rows == [{"run_id": "copy-1", "batch_size": 1}, {"run_id": "copy-1", "batch_size": 2}]
+    runs, tasks, warnings = index.load_rows(root)
+    assert (runs, tasks) == rows_of(store.scan(root).records) and len(runs) == 5 and warnings == []
+    (root / ".e3bench-index.sqlite").write_text("not a database")  # damaged: rebuilt
+    assert len(index.query(root, [], ["run_id"])) == 5
+
+
+def test_two_runs_of_one_config_keep_their_own_samples(tmp_path, tiny_models):
+    """Samples files are keyed by run id: a second run of the same configuration does not
+    overwrite the first run's predictions while its record still points at them."""
+    from e3bench.bench.runner import run_one
+    from e3bench.config.run import build_config
+    from e3bench.core.ids import run_id
+    from fakes.testing import FakeBackend
+
+    class Longest(FakeBackend):
+        def loglikelihood(self, requests):
+            return [x.__class__(-x.logprob, x.is_greedy, x.n_tokens) for x in super().loglikelihood(requests)]
+
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(json.dumps({"query": "Pick", "choices": ["a", "bbb"], "gold": 0}) + "\n")
+    cfg = build_config(overrides=dict(
+        model=str(tiny_models["decoder"]), batch_sizes="1", max_new_tokens=2, prompt_tokens=4, warmup_iters=0,
+        min_iters=1, min_seconds=0.0, meter="none", idle_seconds=0, tasks=[f"jsonl_mc:path={mc}"], log_samples=True,
+        output_dir=str(tmp_path / "out"),
+    ))  # fmt: skip
+    first = run_one(cfg, backend=FakeBackend())
+    while run_id(cfg.config_hash()) == first.run_id:  # run ids have one-second resolution
+        time.sleep(0.05)
+    second = run_one(cfg, backend=Longest())
+    assert first.run_id != second.run_id
+    files = [rec.effectiveness[0].samples_file for rec in (first, second)]
+    assert files[0] != files[1] and first.run_id in files[0] and second.run_id in files[1]
+    preds = [[json.loads(ln)["pred"] for ln in open(f).read().splitlines()] for f in files]
+    assert preds == [[0], [1]]  # each record's samples are its own run's predictions
+
+
+def test_latex_escapes_every_special_character():
+    from e3bench.report.tables import latex_escape, latex_table
+
+    assert latex_escape(r"a\b_c%d&e#f$g{h}i~j^k") == (
+        r"a\textbackslash{}b\_c\%d\&e\#f\$g\{h\}i\textasciitilde{}j\textasciicircum{}k")
+    tex = latex_table([{"name": "gpt2 #1", "x": None}], ["name", "x"], "50% of $5")
+    assert r"gpt2 \#1 & - \\" in tex and r"\caption{50\% of \$5}" in tex
+
+
+def test_table_cells_use_the_one_number_formatter():
+    from e3bench.report.tables import cell
+
+    assert [cell(None), cell(float("nan")), cell(12345), cell(7), cell(0.123456), cell(12345.6), cell("fp32"),
+            cell(True)] == ["-", "-", "12345", "7", "0.123", "12346", "fp32", "True"]  # fmt: skip

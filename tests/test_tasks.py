@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,7 +25,9 @@ from e3bench.evals.tasks.generative import (
 )
 from e3bench.evals.tasks.multiple_choice import mmlu_prompt
 
-SHARED = Path("/work/shared/data")
+from conftest import SHARED_DATA  # noqa: E402
+
+SHARED = Path(os.environ.get("E3BENCH_DATA_DIR") or SHARED_DATA)
 
 
 class TableBackend:
@@ -211,6 +215,75 @@ def test_local_data_dir_layout_is_read(tmp_path):
     assert score.metrics["acc"] == 1.0
 
 
+def _char_encode(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_prompts_and_tasks_resolve_datasets_alike(tmp_path, monkeypatch):
+    """``--prompts openbookqa:query`` reads the file ``--tasks openbookqa`` reads (the folder is
+    ``openbook_qa``); any other name is a folder of the data directory, any split."""
+    from e3bench.bench.prompts import load_prompts
+
+    rows = [{"query": f"Which {i}?", "choices": ["a", "b"], "gold": 0} for i in range(3)]
+    (tmp_path / "openbook_qa").mkdir()
+    (tmp_path / "openbook_qa" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "validation.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
+    monkeypatch.setenv("E3BENCH_DATA_DIR", str(tmp_path))
+    ps = load_prompts(_char_encode, "openbookqa:query", 8)
+    assert ps.token_ids == [_char_encode(r["query"]) for r in rows]
+    assert str(tmp_path / "openbook_qa" / "test.jsonl") in ps.source and "(3 prompts)" in ps.source
+    table = {("Which 0?", " a"): -1.0, ("Which 0?", " b"): -2.0}
+    assert get_task("openbookqa").evaluate(TableBackend(table), limit=1, seed=0).metrics["acc"] == 1.0
+    assert load_prompts(_char_encode, "mine:text", 8).token_ids == [_char_encode("hello")]
+    with pytest.raises(E3Error, match="no field 'question'") as info:
+        load_prompts(_char_encode, "openbookqa:question", 8)
+    assert info.value.fix == "fields are: choices, gold, query"
+
+
+def test_hub_is_asked_with_the_dataset_config(tmp_path, monkeypatch):
+    """Prompts and tasks ask the hub the same way: gsm8k is ``openai/gsm8k`` with config ``main``."""
+    from e3bench.bench.prompts import load_prompts
+    from e3bench.evals.data import resolve
+
+    calls = []
+
+    class FakeSplit(list):
+        def select(self, idx):
+            return FakeSplit(self[i] for i in idx)
+
+    def load_dataset(path, name=None, *, split):
+        calls.append((path, name, split))
+        return FakeSplit([{"question": "1+1?", "answer": "#### 2"}, {"question": "2+2?", "answer": "#### 4"}])
+
+    monkeypatch.setitem(sys.modules, "datasets", type(sys)("datasets"))
+    monkeypatch.setattr(sys.modules["datasets"], "load_dataset", load_dataset, raising=False)
+    monkeypatch.setenv("E3BENCH_DATA_DIR", str(tmp_path))  # empty: nothing local
+    ps = load_prompts(_char_encode, "gsm8k:question", 8)
+    assert calls == [("openai/gsm8k", "main", "test")]
+    assert ps.token_ids == [_char_encode("1+1?"), _char_encode("2+2?")]
+    assert ps.source == "dataset: hub:openai/gsm8k:main split test field 'question' (2 prompts)"
+    ds = resolve("gsm8k", "train")
+    assert calls[-1] == ("openai/gsm8k", "main", "train") and [r["_line"] for r in ds.rows] == [1, 2]
+
+
+def test_one_jsonl_reader(tmp_path):
+    """The lm-eval fixtures read with e3bench's reader and write back exactly the items."""
+    from e3bench.evals import data
+    from fakes import lmeval_local
+
+    assert lmeval_local.read_jsonl is data.read_jsonl
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"query": "q", "gold": 0}\n\n{"query": "r", "gold": 1}\n')
+    rows = data.read_jsonl(f)
+    assert rows == [{"query": "q", "gold": 0, "_line": 1}, {"query": "r", "gold": 1, "_line": 3}]
+    out = lmeval_local.write_jsonl(tmp_path / "b.jsonl", rows)
+    assert out.read_text() == '{"query": "q", "gold": 0}\n{"query": "r", "gold": 1}\n'
+    f.write_text('{"query": "q"}\n[1]\n')
+    with pytest.raises(E3Error, match=r"a.jsonl:2: expected a JSON object"):
+        data.read_jsonl(f)
+
+
 def test_hub_rows_are_mapped_like_lm_eval():
     from e3bench.evals.data import _map_arc, _map_copa, _map_hellaswag
 
@@ -235,7 +308,7 @@ def test_hub_rows_are_mapped_like_lm_eval():
     assert copa["choices"] == ["the toilet filled.", "water flowed."]
 
 
-@pytest.mark.skipif(not (SHARED / "mmlu" / "dev.jsonl").exists(), reason="shared data not present at /work/shared/data")
+@pytest.mark.skipif(not (SHARED / "mmlu" / "dev.jsonl").exists(), reason=f"shared data not present at {SHARED}")
 def test_mmlu_prompt_is_lm_eval_prompt():
     rows = [json.loads(x) for x in (SHARED / "mmlu" / "dev.jsonl").read_text().split("\n")[:6]]
     p = mmlu_prompt(rows[4], rows[:2])

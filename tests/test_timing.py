@@ -50,3 +50,16 @@ def test_token_clock():
     tc(2)
     tc(3)
     assert tc.ttft_s >= 0 and len(tc.itl_s()) == 2
+
+
+def test_gpu_bandwidth_takes_the_most_specific_name():
+    from e3bench.bench.roofline import gpu_bandwidth
+
+    # "H200" is a substring of "GH200": the GH200 entry (4000 GB/s) must win, not H200's 4800
+    assert gpu_bandwidth("NVIDIA GH200 480GB").bytes_per_s == 4000e9
+    assert gpu_bandwidth("NVIDIA H200").bytes_per_s == 4800e9
+    assert gpu_bandwidth("NVIDIA H100 NVL").bytes_per_s == 3900e9
+    assert gpu_bandwidth("NVIDIA H100 80GB HBM3").bytes_per_s == 3350e9
+    assert gpu_bandwidth("NVIDIA L40S").bytes_per_s == 864e9 and gpu_bandwidth("NVIDIA L4").bytes_per_s == 300e9
+    assert gpu_bandwidth("NVIDIA A100-SXM4-80GB").bytes_per_s == 2039e9
+    assert gpu_bandwidth("Imaginary GPU") is None

@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-#: e3bench multiple-choice task → (file under the data directory, lm-eval ``doc_to_text``)
+from e3bench.evals.data import LINE_KEY, local_relpath, read_jsonl
+
+__all__ = ["MC_TASKS", "read_jsonl", "write_jsonl", "mmlu_subject_rows", "mmlu_subject_split", "write_mc_task",
+           "write_mmlu_task"]  # fmt: skip
+
+#: e3bench multiple-choice task → (the file it reads under the data directory, lm-eval ``doc_to_text``)
 MC_TASKS: dict[str, tuple[str, str]] = {
-    "hellaswag": ("hellaswag/validation.jsonl", "{{query}}"),
-    "arc_easy": ("arc_easy/test.jsonl", "{{query}}\\nAnswer:"),
-    "boolq": ("boolq/test.jsonl", "{{query}}\\nAnswer:"),
-    "copa": ("copa/test.jsonl", "{{query}}"),
-    "openbookqa": ("openbook_qa/test.jsonl", "{{query}}"),
+    "hellaswag": (str(local_relpath("hellaswag", "validation")), "{{query}}"),
+    "arc_easy": (str(local_relpath("arc_easy", "test")), "{{query}}\\nAnswer:"),
+    "boolq": (str(local_relpath("boolq", "test")), "{{query}}\\nAnswer:"),
+    "copa": (str(local_relpath("copa", "test")), "{{query}}"),
+    "openbookqa": (str(local_relpath("openbookqa", "test")), "{{query}}"),
 }
 
 _MC_YAML = """\
@@ -74,14 +79,12 @@ def write_mmlu_task(yaml_dir: Path, task: str, test_file: Path, dev_file: Path, 
     )
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as JSONL (without :func:`read_jsonl`'s line numbers), so lm-eval and e3bench read
+    the same items."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    lines = (json.dumps({k: v for k, v in r.items() if k != LINE_KEY}, ensure_ascii=False) + "\n" for r in rows)
+    path.write_text("".join(lines), encoding="utf-8")
     return path
 
 

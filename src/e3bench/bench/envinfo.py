@@ -10,7 +10,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from pydantic import BaseModel
+from e3bench.core.host import cpu_model_name, usable_logical_cpus
+from e3bench.results.manifest import GpuInfo, Manifest
 
 _LIBS = (
     "torch", "transformers", "tokenizers", "accelerate", "gguf", "numpy", "pydantic",
@@ -19,36 +20,10 @@ _LIBS = (
 )  # fmt: skip
 
 
-class GpuInfo(BaseModel):
-    index: int
-    name: str
-    memory_total_bytes: int | None = None
-    driver: str | None = None
-    cuda: str | None = None
-    power_limit_w: float | None = None
-
-
-class Manifest(BaseModel):
-    e3bench_version: str
-    git_sha: str | None
-    python: str
-    platform: str
-    libraries: dict[str, str]
-    cpu_model: str
-    cpu_cores_logical: int
-    cpu_cores_physical: int | None
-    cpu_affinity_cores: int | None
-    memory_total_bytes: int | None
-    gpus: list[GpuInfo]
-    torch_threads: int | None
-    thread_env: dict[str, str]
-    load_avg_1m_before: float | None
-    hostname: str
-    # other processes' CPU use just before the run, this process excluded (None: not sampled)
-    other_cpu_busy_pct_before: float | None = None
 
 
 def e3bench_version() -> str:
+    """The installed e3bench version (``0+unknown`` when running from an uninstalled tree)."""
     try:
         return metadata.version("e3bench")
     except metadata.PackageNotFoundError:
@@ -57,7 +32,8 @@ def e3bench_version() -> str:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+    """HEAD of the e3bench checkout (``-dirty`` with tracked changes); None outside git."""
+    root = Path(__file__).resolve().parents[3]  # src/e3bench/bench/envinfo.py → repository root
     if not (root / ".git").exists():
         return None
     try:
@@ -76,18 +52,8 @@ def git_sha() -> str | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the numbers (absent ones left out)."""
     out = {}
     for name in _LIBS:
         try:
@@ -171,20 +137,16 @@ def collect(torch_threads: int | None = None, *, sample_cpu: bool = True) -> Man
     (for the busy-machine warning); records of runs that never ran skip it."""
     import psutil
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
     return Manifest(
         e3bench_version=e3bench_version(),
         git_sha=git_sha(),
         python=sys.version.split()[0],
         platform=platform.platform(),
         libraries=library_versions(),
-        cpu_model=cpu_model(),
+        cpu_model=cpu_model_name(),
         cpu_cores_logical=os.cpu_count() or 1,
         cpu_cores_physical=psutil.cpu_count(logical=False),
-        cpu_affinity_cores=affinity,
+        cpu_affinity_cores=usable_logical_cpus(),
         memory_total_bytes=psutil.virtual_memory().total,
         gpus=gpu_info(),
         torch_threads=torch_threads,

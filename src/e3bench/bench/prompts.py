@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +20,6 @@ _SEED_TEXT = (
     "our domestic productions having been raised under conditions of life not so uniform as, and "
     "somewhat different from, those to which the parent-species have been exposed under nature. "
 )
-_SPLITS = ("test", "validation", "val", "train", "dev")
 
 
 class PromptSet:
@@ -59,6 +56,7 @@ def synthetic(encode: Callable[[str], list[int]], n_tokens: int, count: int = 8)
 
 
 def from_file(encode: Callable[[str], list[int]], path: Path) -> PromptSet:
+    """One prompt per non-empty line of a UTF-8 text file; :class:`E3Error` when missing or not UTF-8."""
     if not path.is_file():
         raise E3Error(f"prompt file not found: {path}", "pass a text file with one prompt per line")
     try:
@@ -69,63 +67,29 @@ def from_file(encode: Callable[[str], list[int]], path: Path) -> PromptSet:
     return PromptSet([encode(ln) for ln in lines], f"file: {path} ({len(lines)} prompts)")
 
 
-def _local_rows(name: str, data_dir: Path) -> tuple[Path, list[dict]] | None:
-    folder = data_dir / name
-    for split in _SPLITS:
-        f = folder / f"{split}.jsonl"
-        if f.is_file():
-            rows = []
-            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise E3Error(f"{f}:{i}: malformed JSON line ({exc.msg})", "fix or remove that line") from None
-            return f, rows
-    return None
-
-
 def from_dataset(encode: Callable[[str], list[int]], spec: str, limit: int = 64) -> PromptSet:
-    """``name:field`` — local ``$E3BENCH_DATA_DIR/name/<split>.jsonl`` first, then the hub."""
+    """``name:field``: the ``field`` of the first ``limit`` rows of dataset ``name``'s default split,
+    found as the tasks find it (:func:`e3bench.evals.data.resolve`: ``$E3BENCH_DATA_DIR`` first,
+    then the hub, built-in names such as ``openbookqa`` or ``gsm8k`` with their folder and hub
+    config). Empty values are skipped. :class:`E3Error` for a missing field or dataset."""
+    from e3bench.evals.data import LINE_KEY, resolve
+
     name, _, field = spec.partition(":")
     if not field:
         raise E3Error(f"dataset prompt source '{spec}' has no field", "use name:field, e.g. gsm8k:question")
-    data_dir = os.environ.get("E3BENCH_DATA_DIR")
-    rows: list[dict] | None = None
-    where = ""
-    if data_dir:
-        found = _local_rows(name, Path(data_dir))
-        if found:
-            f, rows = found
-            where = str(f)
-    if rows is None:
-        try:
-            import datasets
-        except ImportError:
-            raise E3Error(
-                f"dataset '{name}' not found locally"
-                + (f" under {data_dir}" if data_dir else " (E3BENCH_DATA_DIR is not set)"),
-                "set E3BENCH_DATA_DIR to a folder with <name>/test.jsonl, or pip install 'e3bench[data]'",
-            ) from None
-        try:
-            ds = datasets.load_dataset(name, split="test")
-        except Exception as exc:  # noqa: BLE001 - hub errors come in many types
-            raise E3Error(
-                f"could not load dataset '{name}' from the Hugging Face hub ({type(exc).__name__})",
-                "set E3BENCH_DATA_DIR to a local copy (folder with <name>/test.jsonl)",
-            ) from None
-        rows = [dict(r) for r in ds.select(range(min(limit, len(ds))))]
-        where = f"hub:{name}"
-    if rows and field not in rows[0]:
+    ds = resolve(name, max_rows=limit)
+    if ds.rows and field not in ds.rows[0]:
         raise E3Error(
             f"dataset '{name}' has no field '{field}'",
-            f"fields are: {', '.join(sorted(rows[0]))}",
+            f"fields are: {', '.join(sorted(k for k in ds.rows[0] if k != LINE_KEY))}",
         )
-    texts = [str(r[field]) for r in rows[:limit] if r.get(field)]
-    return PromptSet([encode(t) for t in texts], f"dataset: {where} field '{field}' ({len(texts)} prompts)")
+    texts = [str(r[field]) for r in ds.rows if r.get(field)]
+    return PromptSet([encode(t) for t in texts], f"dataset: {ds.source} field '{field}' ({len(texts)} prompts)")
 
 
 def load_prompts(encode: Callable[[str], list[int]], source: str | None, n_tokens: int) -> PromptSet:
+    """The prompts of ``--prompts``: None/``synthetic`` (``n_tokens`` tokens each), a text file, or
+    ``name:field`` of a dataset; :class:`E3Error` for anything else."""
     if source is None or source == "synthetic":
         return synthetic(encode, n_tokens)
     p = Path(source).expanduser()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from e3bench.results.roofline import Roofline
+
 # Vendor-specified peak memory bandwidth, GB/s (1e9 bytes/s). Matched on substrings of the
 # CUDA device name, most specific first.
 GPU_BANDWIDTH_GB_S: tuple[tuple[str, float], ...] = (
@@ -47,17 +49,13 @@ class Bandwidth(BaseModel):
     device: str
 
 
-class Roofline(BaseModel):
-    bandwidth_bytes_per_s: float
-    bandwidth_method: str
-    weights_bytes: int
-    #: per batch size: bound on decode tokens/s and measured fraction of it
-    bound_decode_tokens_per_s: dict[int, float]
-    fraction_of_bound: dict[int, float]
-
-
 def gpu_bandwidth(name: str) -> Bandwidth | None:
-    for key, gbs in GPU_BANDWIDTH_GB_S:
+    """Vendor-specified bandwidth of the CUDA device called ``name``, or None if unknown.
+
+    The longest table key contained in the name wins, so "NVIDIA GH200 480GB" is a GH200, not
+    an H200, and "H100 NVL" is not the SXM H100.
+    """
+    for key, gbs in sorted(GPU_BANDWIDTH_GB_S, key=lambda kv: -len(kv[0])):
         if key.lower() in name.lower():
             return Bandwidth(bytes_per_s=gbs * 1e9, method=f"spec: vendor table ({key}: {gbs:g} GB/s)", device=name)
     return None
@@ -104,6 +102,8 @@ def cpu_bandwidth(cache_dir: Path, cpu_model: str) -> Bandwidth:
 
 
 def roofline(bw: Bandwidth, weights_bytes: int, decode_tokens_per_s: dict[int, float]) -> Roofline:
+    """Bound = batch × bandwidth / weights bytes (decode tokens/s) per batch size, and each
+    measured decode throughput (tokens/s) as a fraction of it."""
     bound = {b: b * bw.bytes_per_s / weights_bytes for b in decode_tokens_per_s}
     return Roofline(
         bandwidth_bytes_per_s=bw.bytes_per_s,

@@ -149,8 +149,8 @@ def ls_(
     try:
         from rich.table import Table
 
+        from e3bench.report.tables import cell
         from e3bench.results.index import query
-        from e3bench.report.tables import fmt
 
         rows = query(results_dir, filter_, columns.split(",") if columns else None)
         console = _console()
@@ -161,7 +161,7 @@ def ls_(
         for c in rows[0]:
             t.add_column(c)
         for r in rows:
-            t.add_row(*(fmt(v) for v in r.values()))
+            t.add_row(*(cell(v) for v in r.values()))
         console.print(t)
     except E3Error as exc:
         _fail(exc)
@@ -174,9 +174,10 @@ def export(
 ) -> None:
     """Export the flat run table (one row per run × batch size) to CSV or Parquet."""
     try:
+        from e3bench.core.fsutil import atomic_write_text
+        from e3bench.report.tables import to_csv, to_parquet
+        from e3bench.results.flatten import RUN_COLUMNS
         from e3bench.results.index import load_rows
-        from e3bench.report.tables import RUN_COLUMNS, to_csv, to_parquet
-        from e3bench.results.store import atomic_write_text
 
         runs, _, _ = load_rows(results_dir)
         if out.suffix == ".csv":

@@ -18,6 +18,7 @@ class E3Error(Exception):
         self.fix = fix
 
     def one_line(self) -> str:
+        """``<problem> — fix: <fix>`` on one line (whitespace folded), as the CLI prints it."""
         text = " ".join(self.problem.split())
         if self.fix:
             text += " — fix: " + " ".join(self.fix.split())

@@ -15,13 +15,16 @@ DASH = "–"
 def num(x: Any, spec: str = ".3g", none: str = DASH) -> str:
     """``format(x, spec)``; ``none`` for None or NaN; non-numbers as ``str(x)``.
 
-    ``spec=".3g"`` switches to a plain integer rendering above 1e4 so large counts do not turn
-    into scientific notation (``12345.6`` → ``12346``).
+    ``spec=".3g"`` renders ints whole and floats of 1e4 or more as whole numbers, so counts and
+    large values never turn into scientific notation (``12345`` → ``12345``, ``12345.6`` →
+    ``12346``).
     """
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return none
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return str(x)
-    if spec == ".3g" and isinstance(x, float) and abs(x) >= 1e4:
+    if spec == ".3g" and isinstance(x, int):
+        return str(x)
+    if spec == ".3g" and abs(x) >= 1e4:
         return f"{x:.0f}"
     return format(x, spec)

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 clock = time.perf_counter
@@ -24,6 +25,8 @@ _T975 = (
 
 
 def t_critical_95(df: int) -> float:
+    """Two-sided 95% Student-t critical value for ``df`` degrees of freedom (table to 30,
+    interpolated to 120, then the normal 1.96); NaN for df < 1."""
     if df < 1:
         return float("nan")
     if df <= len(_T975):
@@ -35,18 +38,12 @@ def t_critical_95(df: int) -> float:
     return 1.960
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default 'linear' method), q in [0, 100]."""
-    n = len(sorted_values)
-    if n == 0:
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (q in [0, 100]) with linear interpolation (numpy's default);
+    NaN for no values."""
+    if len(values) == 0:
         return float("nan")
-    if n == 1:
-        return float(sorted_values[0])
-    pos = (n - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
+    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 class Stats(BaseModel):
@@ -69,23 +66,26 @@ class Stats(BaseModel):
 
 
 def summarize(values: Sequence[float]) -> Stats | None:
-    vals = [float(v) for v in values if v is not None and not math.isnan(v)]
-    n = len(vals)
+    """Mean, sample std (ddof=1; 0 for one value), min/max, p50/p90/p99 and the 95% CI of the
+    mean of ``values``, in the caller's unit. None and NaN values are dropped; returns None
+    when nothing is left."""
+    arr = np.asarray([float(v) for v in values if v is not None and not math.isnan(v)], dtype=float)
+    n = int(arr.size)
     if n == 0:
         return None
-    mean = sum(vals) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if n > 1 else 0.0
     half = t_critical_95(n - 1) * std / math.sqrt(n) if n > 1 else None
-    s = sorted(vals)
+    p50, p90, p99 = (float(x) for x in np.percentile(arr, [50, 90, 99]))
     return Stats(
         n=n,
         mean=mean,
         std=std,
-        min=s[0],
-        p50=percentile(s, 50),
-        p90=percentile(s, 90),
-        p99=percentile(s, 99),
-        max=s[-1],
+        min=float(arr.min()),
+        p50=p50,
+        p90=p90,
+        p99=p99,
+        max=float(arr.max()),
         ci95_low=None if half is None else mean - half,
         ci95_high=None if half is None else mean + half,
     )
@@ -101,6 +101,7 @@ class TokenClock:
         self.stamps: list[float] = []
 
     def start(self) -> None:
+        """Forget earlier stamps and read the clock: the request is being handed over now."""
         self.stamps = []
         self.t_start = clock()
 
@@ -109,7 +110,9 @@ class TokenClock:
 
     @property
     def ttft_s(self) -> float | None:
+        """Seconds from :meth:`start` to the first token callback (None before any)."""
         return self.stamps[0] - self.t_start if self.stamps else None
 
     def itl_s(self) -> list[float]:
+        """Gaps between consecutive token callbacks, seconds (inter-token latency)."""
         return [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]

@@ -105,6 +105,18 @@ class EnergySummary(BaseModel):
     notes: list[str] = []
 
 
+class EnergyRun(BaseModel):
+    """Run-level energy facts: which meter and why, its idle baseline, and the optional
+    cross-check meter (a second meter over the same windows) with its own baseline."""
+
+    meter: str
+    meter_choice_reason: str
+    idle: IdleBaseline | None = None
+    cross_check_meter: str | None = None
+    cross_check_idle: IdleBaseline | None = None
+    power_trace_file: str | None = None
+
+
 # ------------------------------------------------------------------------ baseline
 def measure_idle_baseline(
     meter: EnergyMeter,
@@ -135,6 +147,36 @@ def measure_idle_baseline(
         energy_j=total_j,
         note=ESTIMATE_IDLE_NOTE if reading.sensor == "tdp-model" else None,
     )
+
+
+def merge_readings(readings: Sequence[EnergyReading], window: str) -> EnergyReading:
+    """One reading for several windows of the same meter (a training bucket): durations and
+    joules per domain add up; power samples are dropped (phases are not split across windows).
+
+    Any missing window makes the merge missing (its error is kept): a partial sum would be
+    reported as the whole. An empty sequence is missing ("no window was metered").
+    """
+    if not readings:
+        return EnergyReading(window, 0.0, {}, "missing", "", error="no window was metered")
+    first = readings[0]
+    bad = next((r for r in readings if r.method == "missing"), None)
+    duration = sum(r.duration_s for r in readings)
+    if bad is not None:
+        return EnergyReading(window, duration, {}, "missing", bad.sensor, error=bad.error or "energy not measured")
+    energy: dict[str, float] = {}
+    for r in readings:
+        for domain, joules in r.energy_j.items():
+            energy[domain] = energy.get(domain, 0.0) + joules
+    details = dict(first.details)
+    details["windows"] = len(readings)
+    short = [r for r in readings if r.details.get("short_window")]
+    if short:
+        details["short_window"] = True
+        details["short_window_note"] = (
+            f"{len(short)} of {len(readings)} windows were shorter than the sensor's update period: "
+            + str(short[0].details.get("short_window_note", ""))
+        )
+    return EnergyReading(window, duration, energy, first.method, first.sensor, details=details)
 
 
 # ---------------------------------------------------------------------- integration

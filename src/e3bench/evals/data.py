@@ -1,16 +1,34 @@
-"""Evaluation data: a local data directory first, the Hugging Face hub otherwise.
+"""Evaluation and fine-tuning data: the one dataset resolver (a local data directory first, the
+Hugging Face hub otherwise) and the one JSONL reader.
 
-Lookup order for a built-in dataset (``load_dataset_rows("hellaswag", "validation")``):
+Used by the tasks (``evals/tasks``), the speed runs' dataset prompts (``--prompts name:field``,
+``bench/prompts.py``) and fine-tuning (``train``). Entry points::
 
-1. ``data_dir`` argument, else the ``E3BENCH_DATA_DIR`` environment variable: a directory laid out
-   as ``<dir>/<name>/<split>.jsonl`` (``mmlu/test.jsonl``, ``hellaswag/validation.jsonl``,
+    resolve(name, split=None, *, data_dir_=None) -> Dataset     # rows + source + split used
+    load_dataset_rows(name, split, *, data_dir_=None) -> list[dict]   # = resolve(...).rows
+    local_file(name, split, *, data_dir_=None) -> Path | None   # the local copy, if there is one
+    local_relpath(name, split) -> Path                          # <folder>/<split>.jsonl
+    read_jsonl(path) -> list[dict]                              # every JSONL file e3bench reads
+
+``name`` is a built-in dataset (:data:`DATASETS`: ``mmlu``, ``hellaswag``, ``arc_easy``,
+``boolq``, ``copa``, ``openbookqa``, ``gsm8k``) or any other name, which is looked up as a folder
+of the data directory and as a hub dataset id with no config and no mapping. ``split`` is
+e3bench's split name (``test`` is the public evaluation split); ``None`` takes the dataset's
+default split (:attr:`DatasetSpec.default_split`) and, locally, falls back to the first of
+:data:`SPLITS` present. Errors are :class:`E3Error` naming every place looked in.
+
+Lookup order (``resolve("hellaswag", "validation")``):
+
+1. ``data_dir_`` argument, else the ``E3BENCH_DATA_DIR`` environment variable: a directory laid out
+   as ``<dir>/<folder>/<split>.jsonl`` (``mmlu/test.jsonl``, ``hellaswag/validation.jsonl``,
    ``openbook_qa/test.jsonl`` ...; the layout of the shared data README). Rows are already in
    e3bench's schema.
-2. The Hugging Face hub through ``datasets.load_dataset`` (cais/mmlu, Rowan/hellaswag,
-   allenai/ai2_arc, super_glue, allenai/openbookqa, openai/gsm8k), mapped to the same schema.
+2. The Hugging Face hub through ``datasets.load_dataset(path, config, split=...)`` (cais/mmlu
+   ``all``, Rowan/hellaswag, allenai/ai2_arc ``ARC-Easy``, super_glue ``boolq``/``copa``,
+   allenai/openbookqa ``main``, openai/gsm8k ``main``), mapped to the same schema.
 3. Otherwise an :class:`E3Error` that names every place looked in and how to point at a local copy.
 
-Schemas (one dict per item):
+Schemas (one dict per item; every row read also carries ``_line``, its 1-based line or position):
 
 * multiple choice ``{"query": str, "choices": [str], "gold": int}`` (+ ``subject`` for MMLU, which
   keeps the hub schema ``{question, subject, choices, answer}``)
@@ -29,6 +47,10 @@ from pathlib import Path
 from e3bench.core.errors import E3Error
 
 ENV_VAR = "E3BENCH_DATA_DIR"
+#: Key under which :func:`read_jsonl` (and the hub path) records each row's line number.
+LINE_KEY = "_line"
+#: Split names, in the order an unspecified split is looked for in a local folder.
+SPLITS = ("test", "validation", "val", "train", "dev")
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -38,7 +60,9 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a malformed line is an :class:`E3Error` naming file and line."""
+    """Every JSON object of a JSONL file, blank lines skipped, each with its 1-based line number
+    under :data:`LINE_KEY`. A missing file, a malformed line or a line that is not an object is an
+    :class:`E3Error` naming file and line."""
     path = Path(path)
     rows: list[dict] = []
     try:
@@ -61,7 +85,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                     f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}",
                     "write one JSON object per line",
                 )
-            row["_line"] = lineno
+            row[LINE_KEY] = lineno
             rows.append(row)
     return rows
 
@@ -69,11 +93,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def validate_rows(rows: list[dict], path: str, required: dict[str, type | tuple[type, ...]]) -> None:
     """Check each row has the required fields with the right types (errors name file:line)."""
     for i, row in enumerate(rows):
-        where = f"{path}:{row.get('_line', i + 1)}"
+        where = f"{path}:{row.get(LINE_KEY, i + 1)}"
         for key, typ in required.items():
             if key not in row:
                 raise E3Error(
-                    f"{where}: missing field '{key}' (has: {', '.join(k for k in row if k != '_line')})",
+                    f"{where}: missing field '{key}' (has: {', '.join(k for k in row if k != LINE_KEY)})",
                     f"every item needs the fields {', '.join(required)}",
                 )
             if not isinstance(row[key], typ) or isinstance(row[key], bool) and typ is int:
@@ -87,7 +111,7 @@ def validate_rows(rows: list[dict], path: str, required: dict[str, type | tuple[
 def validate_multiple_choice(rows: list[dict], path: str) -> None:
     validate_rows(rows, path, {"query": str, "choices": list, "gold": int})
     for i, row in enumerate(rows):
-        where = f"{path}:{row.get('_line', i + 1)}"
+        where = f"{path}:{row.get(LINE_KEY, i + 1)}"
         if len(row["choices"]) < 2 or not all(isinstance(c, str) and c for c in row["choices"]):
             raise E3Error(
                 f"{where}: 'choices' must be a list of at least two non-empty strings",
@@ -203,13 +227,22 @@ def _identity(doc: dict) -> dict:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where a built-in dataset lives locally and on the hub, and how to map hub rows."""
+    """Where a dataset lives locally and on the hub, and how to map hub rows."""
 
     local_name: str  # folder under the data dir
     hub_path: str
-    hub_name: str | None
-    hub_splits: dict[str, str]  # our split name -> hub split name
+    hub_name: str | None  # the hub config (e.g. gsm8k's "main")
+    hub_splits: dict[str, str]  # our split name -> hub split name; the first is the default split
     mapper: Callable[[dict], dict]
+
+    @property
+    def default_split(self) -> str:
+        """The split taken when none is asked for: the dataset's public evaluation split."""
+        return next(iter(self.hub_splits))
+
+    @property
+    def hub_id(self) -> str:
+        return self.hub_path + (f" ({self.hub_name})" if self.hub_name else "")
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -220,63 +253,110 @@ DATASETS: dict[str, DatasetSpec] = {
     "copa": DatasetSpec("copa", "super_glue", "copa", {"test": "validation", "train": "train"}, _map_copa),
     "openbookqa": DatasetSpec("openbook_qa", "allenai/openbookqa", "main", {"test": "test", "train": "train", "validation": "validation"}, _map_openbookqa),
     "gsm8k": DatasetSpec("gsm8k", "openai/gsm8k", "main", {"test": "test", "train": "train"}, _identity),
-}
+}  # fmt: skip
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The built-in spec of ``name``; any other name is a local folder and a hub id of that name
+    (no config, rows as they are, splits named as in :data:`SPLITS`)."""
+    spec = DATASETS.get(name)
+    return spec if spec is not None else DatasetSpec(name, name, None, {s: s for s in SPLITS}, _identity)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows of one split of one dataset, and where they came from."""
+
+    name: str
+    split: str
+    rows: list[dict]
+    #: the local file, or ``hub:<path>[:<config>] split <hub split>``
+    source: str
 
 
 def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def load_dataset_rows(name: str, split: str, *, data_dir_: str | os.PathLike | None = None) -> list[dict]:
-    """Rows of a built-in dataset in e3bench's schema (local data directory first, then the hub)."""
-    spec = DATASETS.get(name)
-    if spec is None:
-        raise E3Error(f"no built-in dataset '{name}'", f"known: {', '.join(sorted(DATASETS))}")
+def local_relpath(name: str, split: str) -> Path:
+    """``<folder>/<split>.jsonl``: where ``name``'s ``split`` lies inside a data directory."""
+    return Path(dataset_spec(name).local_name) / f"{split}.jsonl"
+
+
+def local_file(name: str, split: str, *, data_dir_: str | os.PathLike | None = None) -> Path | None:
+    """The local copy of ``name``'s ``split`` in the data directory in effect, or None."""
+    root = data_dir(data_dir_)
+    if root is None:
+        return None
+    path = root / local_relpath(name, split)
+    return path if path.is_file() else None
+
+
+def resolve(
+    name: str, split: str | None = None, *, data_dir_: str | os.PathLike | None = None, max_rows: int | None = None
+) -> Dataset:
+    """Rows of ``name``'s ``split`` in e3bench's schema: the local data directory first, then the
+    hub (see the module docstring). ``split=None``: the dataset's default split, or locally the
+    first of :data:`SPLITS` present. ``max_rows``: only the first rows (a large hub split is not
+    converted whole). Raises :class:`E3Error` naming every place looked in."""
+    spec = dataset_spec(name)
+    wanted = split or spec.default_split
     looked: list[str] = []
     root = data_dir(data_dir_)
     if root is not None:
-        path = root / spec.local_name / f"{split}.jsonl"
-        if path.is_file():
-            return read_jsonl(path)
-        looked.append(f"{path} (not found)")
+        candidates = [wanted] if split else list(dict.fromkeys([wanted, *SPLITS]))
+        for s in candidates:
+            path = local_file(name, s, data_dir_=root)
+            if path is not None:
+                return Dataset(name, s, read_jsonl(path)[:max_rows], str(path))
+        looked.append(f"{root / local_relpath(name, wanted)} (not found)")
     else:
         looked.append(f"no local data directory (${ENV_VAR} is not set)")
-    hub_split = spec.hub_splits.get(split)
+    hub_split = spec.hub_splits.get(wanted)
     if hub_split is None:
         raise E3Error(
-            f"dataset '{name}' has no split '{split}' on the hub; looked in: {'; '.join(looked)}",
-            f"provide {spec.local_name}/{split}.jsonl in a directory named by {ENV_VAR}",
+            f"dataset '{name}' has no split '{wanted}' on the hub; looked in: {'; '.join(looked)}",
+            f"provide {local_relpath(name, wanted)} in a directory named by {ENV_VAR}",
         )
-    hub_id = f"{spec.hub_path}" + (f" ({spec.hub_name})" if spec.hub_name else "")
     try:
         import datasets as hf_datasets
     except ImportError:
-        looked.append(f"Hugging Face hub {hub_id}: the 'datasets' package is not installed")
-        raise _not_found(name, split, spec, looked) from None
+        looked.append(f"Hugging Face hub {spec.hub_id}: the 'datasets' package is not installed")
+        raise _not_found(name, wanted, looked) from None
     try:
         ds = hf_datasets.load_dataset(spec.hub_path, spec.hub_name, split=hub_split)
     except Exception as exc:  # noqa: BLE001 - hub/network/cache errors come in many types
         why = "offline mode (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and not cached" if _offline() else (
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         )
-        looked.append(f"Hugging Face hub {hub_id} split {hub_split}: {why}")
-        raise _not_found(name, split, spec, looked) from None
+        looked.append(f"Hugging Face hub {spec.hub_id} split {hub_split}: {why}")
+        raise _not_found(name, wanted, looked) from None
+    if max_rows is not None:
+        ds = ds.select(range(min(max_rows, len(ds))))
     rows = [spec.mapper(dict(doc)) for doc in ds]
     for i, row in enumerate(rows):
-        row["_line"] = i + 1
-    return rows
+        row[LINE_KEY] = i + 1
+    source = f"hub:{spec.hub_path}" + (f":{spec.hub_name}" if spec.hub_name else "") + f" split {hub_split}"
+    return Dataset(name, wanted, rows, source)
 
 
-def _not_found(name: str, split: str, spec: DatasetSpec, looked: list[str]) -> E3Error:
+def load_dataset_rows(name: str, split: str, *, data_dir_: str | os.PathLike | None = None) -> list[dict]:
+    """``resolve(name, split, data_dir_=...).rows``: the rows the tasks score."""
+    return resolve(name, split, data_dir_=data_dir_).rows
+
+
+def _not_found(name: str, split: str, looked: list[str]) -> E3Error:
+    spec = dataset_spec(name)
     return E3Error(
         f"could not find data for '{name}' (split {split}); looked in: " + "; ".join(looked),
-        f"point {ENV_VAR} at a local copy laid out as <dir>/{spec.local_name}/{split}.jsonl "
+        f"point {ENV_VAR} at a local copy laid out as <dir>/{local_relpath(name, split)} "
         f"(e.g. {ENV_VAR}=/path/to/data), or connect to the Hugging Face hub once so "
         f"'{spec.hub_path}' is cached",
     )
 
 
 def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of ``path``; :class:`E3Error` when missing or not UTF-8."""
     path = Path(path)
     try:
         return path.read_text(encoding="utf-8")

@@ -76,9 +76,9 @@ def summarize_configs(records: Sequence[ResultRecord]) -> list[ConfigSummary]:
             s.decode_tokens_per_s_bs1 = g.decode_tokens_per_s.mean if g.decode_tokens_per_s else None
             s.ttft_ms_bs1 = g.ttft_ms.mean if g.ttft_ms else None
             s.tpot_ms_bs1 = g.tpot_ms.mean if g.tpot_ms else None
-            e = g.energy or {}
-            s.ept_total_j_per_token = e.get("ept_total_j_per_token")
-            s.energy_method = f"{e.get('method')}: {e.get('sensor')}" if e else None
+            e = g.energy
+            s.ept_total_j_per_token = e.ept_total_j_per_token if e is not None else None
+            s.energy_method = f"{e.method}: {e.sensor}" if e is not None else None
             s.throughput_by_batch = {x.batch_size: x.throughput_tokens_per_s for x in gens}
         for t in rec.effectiveness:
             m = primary_metric(t.metrics)

@@ -9,9 +9,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from e3bench.results import store
 from e3bench.core.errors import E3Error
-from e3bench.results.index import load
+from e3bench.core.fsutil import atomic_write_text
 from e3bench.report import plots
 from e3bench.report.compare import (
     MLPERF_QUALITY_TARGET,
@@ -21,8 +20,10 @@ from e3bench.report.compare import (
     pareto_front,
     summarize_configs,
 )
-from e3bench.report.tables import RUN_COLUMNS, TASK_COLUMNS, fmt, latex_table, to_csv
+from e3bench.report.tables import cell, latex_table, to_csv
 from e3bench.report.training import FINETUNE_COLUMNS, SUITE_COLUMNS, Training, load_training
+from e3bench.results import store
+from e3bench.results.flatten import RUN_COLUMNS, TASK_COLUMNS, rows_of
 
 PIVOT_COLUMNS = ("configuration", "decode_tokens_per_s_bs1", "ttft_ms_bs1", "tpot_ms_bs1", "peak_rss_mib",
                  "ept_total_j_per_token", "accuracy", "energy_method")  # fmt: skip
@@ -48,7 +49,7 @@ def _pivot_rows(configs: list[ConfigSummary]) -> list[dict]:
 
 def _md_table(rows: list[dict], columns) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -131,7 +132,7 @@ def _html_table(rows: list[dict], columns) -> str:
     for r in rows:
         cells = []
         for c in columns:
-            v = fmt(r.get(c))
+            v = cell(r.get(c))
             cls = ' class="pass"' if v == "PASS" else ' class="fail"' if v == "FAIL" else ""
             cells.append(f"<td{cls}>{html.escape(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -183,16 +184,20 @@ def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path], tra
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
+    """Read every record under ``results_dir`` once and write the report into ``out_dir``
+    (default ``<results_dir>/report``): CSV tables, ``table.tex``, PNG plots, ``summary.md`` and a
+    self-contained ``report.html``. Raises :class:`E3Error` when the directory does not exist or
+    holds neither a successful run nor training results."""
     results_dir = Path(results_dir)
-    other_kinds: list[tuple[Path, dict]] = []
-    no_runs: E3Error | None = None
-    try:
-        runs, tasks, warnings, records = load(results_dir, other_kinds)  # one scan of the JSON records
-    except E3Error as exc:
-        no_runs, (runs, tasks, warnings, records) = exc, ([], [], [], [])
-    training = load_training(other_kinds)
-    if no_runs is not None and not training:
-        raise no_runs  # neither run records nor training results
+    if not results_dir.exists():
+        raise E3Error(f"results directory {results_dir} does not exist", "pass the --output-dir of your runs")
+    found = store.scan(results_dir)  # one read of the JSON files: run records and training records
+    runs, tasks = rows_of(found.records)
+    records = [rec for _, rec in found.records]
+    warnings = [f"skipped {p}" for p in found.problems]
+    training = load_training(found.others)
+    if not runs and not training:
+        raise E3Error(f"no e3bench results under {results_dir}", "run `e3bench run -o DIR` or `e3bench sweep` first")
     configs = summarize_configs(records)
     if not configs and not training:
         raise E3Error(f"no successful runs under {results_dir} to report on",
@@ -206,7 +211,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
 
     def write(name: str, text: str) -> None:
         p = out / name
-        store.atomic_write_text(p, text)
+        atomic_write_text(p, text)
         files[name] = p
 
     if training.finetune_rows:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from e3bench.core.fmt import num
+from e3bench.energy.accounting import EnergySummary
+from e3bench.report.tables import MISSING
 from e3bench.results.schema import ResultRecord
 
 
-def _f(x: float | None, fmt: str = ".1f") -> str:
-    return "-" if x is None else format(x, fmt)
+def _f(x: float | None, spec: str = ".1f") -> str:
+    return num(x, spec, none=MISSING)
 
 
 def _ci(stats) -> str:
@@ -19,21 +20,23 @@ def _ci(stats) -> str:
     return f"{stats.mean:.1f} ± {(stats.ci95_high - stats.ci95_low) / 2:.1f}"
 
 
-def _energy_cells(e: dict[str, Any] | None) -> list[str]:
-    if not e or e.get("method") == "missing":
-        reason = (e or {}).get("reason") or (e or {}).get("error") or "no meter"
+def _energy_cells(e: EnergySummary | None) -> list[str]:
+    if e is None or e.method == "missing":
+        reason = (e.error if e is not None else None) or "no meter"
         return ["missing", "-", "-", "-", "-", reason[:30]]
     return [
-        _f(e.get("gross_energy_j"), ".2f"),
-        _f(e.get("net_energy_j"), ".2f"),
-        _f(e.get("ept_total_j_per_token"), ".4f"),
-        _f(e.get("tokens_per_j"), ".2f"),
-        _f(e.get("co2e_g"), ".4f"),
-        f"{e.get('method')}: {e.get('sensor')}",
+        _f(e.gross_energy_j, ".2f"),
+        _f(e.net_energy_j, ".2f"),
+        _f(e.ept_total_j_per_token, ".4f"),
+        _f(e.tokens_per_j, ".2f"),
+        _f(e.co2e_g, ".4f"),
+        f"{e.method}: {e.sensor}",
     ]
 
 
 def print_summary(rec: ResultRecord, console) -> None:
+    """Print ``rec`` to a rich ``console``: model line, speed, energy and effectiveness tables,
+    warnings (a failed run: one line with its error)."""
     from rich.table import Table
 
     m = rec.model

@@ -1,11 +1,22 @@
 """Training results for ``e3bench report``: ``e3bench finetune`` records and ``e3bench train``
-suites found by the report's one scan of the results directory, as rows (CSV, Markdown, HTML).
+suites, as rows (CSV, Markdown, HTML).
+
+The result store does not know training records: its scan hands over every JSON document with a
+top-level ``kind`` unread, grouped by kind (:attr:`e3bench.results.store.Scan.others`). This
+module is the one reader of the training kinds, and the report's only way into ``train``
+(the dependency points report → train, never back). What it uses of ``train``:
+
+* ``e3bench.train.records.FinetuneRecord`` (kind ``finetune``) and ``SuiteRecord`` (kind
+  ``train-suite``): pydantic models, ``model_validate(parsed JSON)``;
+* ``e3bench.train.report.summary_rows(SuiteRecord) -> list[dict]``: one row per configuration
+  with the keys of :data:`SUITE_COLUMNS` (less ``suite`` and ``device``).
 
 Like the rest of the report, this only reads stored records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +32,8 @@ SUITE_COLUMNS = ["suite", "device", "config", "status", "final_val_loss", "delta
 
 @dataclass
 class Training:
+    """Rows of the training documents found (true when there is at least one row)."""
+
     finetune_rows: list[dict[str, Any]] = field(default_factory=list)
     suite_rows: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -51,15 +64,22 @@ def _finetune_row(rec) -> dict[str, Any]:
     }
 
 
-def load_training(records: list[tuple[Path, dict]]) -> Training:
-    """Rows from the finetune and train-suite records a results scan found (parsed JSON; a bad
-    one is listed, not fatal)."""
+#: The document kinds this module reads.
+TRAINING_KINDS = ("finetune", "train-suite")
+
+
+def load_training(others: Mapping[str, list[tuple[Path, dict]]]) -> Training:
+    """Rows from the finetune and train-suite documents a results scan found (``{kind: [(path,
+    parsed JSON)]}``, other kinds ignored); a document that does not validate is listed in
+    ``problems``, not fatal. Imports ``train`` only when there is a training document."""
+    out = Training()
+    docs = [(p, d, kind) for kind in TRAINING_KINDS for p, d in others.get(kind, [])]
+    if not docs:
+        return out
     from e3bench.train.records import FinetuneRecord, SuiteRecord
     from e3bench.train.report import summary_rows
 
-    out = Training()
-    for p, data in records:
-        kind = data.get("kind")
+    for p, data, kind in sorted(docs, key=lambda x: x[0]):
         try:
             if kind == "finetune":
                 out.finetune_rows.append(_finetune_row(FinetuneRecord.model_validate(data)))

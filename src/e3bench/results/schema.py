@@ -7,12 +7,13 @@ the docstring of the model holding it, and raw samples are kept so anything can 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3bench.bench.envinfo import Manifest
-from e3bench.bench.roofline import Roofline
+from e3bench.results.manifest import Manifest
+from e3bench.energy.accounting import EnergyRun, EnergySummary
+from e3bench.results.roofline import Roofline
 from e3bench.core.timing import Stats
 
 SCHEMA_VERSION = 1
@@ -66,8 +67,8 @@ class BatchResult(BaseModel):
     throughput_tokens_per_s: float
     requests_per_s: float
     roofline_fraction: float | None = None
-    energy: dict[str, Any] | None = None  # e3bench.energy.accounting.EnergySummary as a dict
-    energy_cross_check: dict[str, Any] | None = None  # same window, second meter (if asked)
+    energy: EnergySummary | None = None
+    energy_cross_check: EnergySummary | None = None  # same window, second meter (if asked)
     raw: RawSamples
 
 
@@ -80,7 +81,8 @@ class ForwardResult(BaseModel):
     input_tokens_per_request_mean: float
     latency_ms: Stats
     tokens_per_s: float  # input tokens processed per second
-    energy: dict[str, Any] | None = None
+    energy: EnergySummary | None = None
+    energy_cross_check: EnergySummary | None = None
     raw_latency_ms: list[float]
 
 
@@ -105,20 +107,10 @@ class TaskResult(BaseModel):
     n_items: int
     duration_s: float
     examples_per_s: float
-    energy: dict[str, Any] | None = None
+    energy: EnergySummary | None = None
+    energy_cross_check: EnergySummary | None = None
     details: dict[str, Any] = {}
     samples_file: str | None = None
-
-
-class EnergyRun(BaseModel):
-    """Run-level energy facts: which meter and why, and the idle baseline."""
-
-    meter: str
-    meter_choice_reason: str
-    idle: dict[str, Any] | None = None
-    cross_check_meter: str | None = None
-    cross_check_idle: dict[str, Any] | None = None
-    power_trace_file: str | None = None
 
 
 class ResultRecord(BaseModel):
@@ -136,3 +128,28 @@ class ResultRecord(BaseModel):
     effectiveness: list[TaskResult] = []
     warnings: list[str] = Field(default_factory=list)
     duration_s: float = 0.0
+
+
+if TYPE_CHECKING:
+    from e3bench.config.run import RunConfig
+
+
+def failed_record(cfg: RunConfig, error: str, manifest: Manifest) -> ResultRecord:
+    """The record of a run that could not complete (a sweep keeps going and stores it).
+
+    ``error`` is the one-line reason (an :class:`E3Error`'s ``one_line()``, a crash tail);
+    ``manifest`` describes the machine (``e3bench.bench.envinfo.collect(sample_cpu=False)``: a
+    run that never ran has no contention to report). ``run_id`` and ``created_utc`` are now.
+    """
+    from e3bench.core.ids import run_id, utc_now_iso
+
+    config_hash = cfg.config_hash()
+    return ResultRecord(
+        run_id=run_id(config_hash),
+        created_utc=utc_now_iso(),
+        status="failed",
+        error=error,
+        config=cfg.model_dump(mode="json"),
+        config_hash=config_hash,
+        manifest=manifest,
+    )

@@ -19,7 +19,7 @@ TRACKERS = ("wandb", "mlflow")
 
 def metrics_of(rec: ResultRecord) -> dict[str, float]:
     """Flat numeric metrics with units in their names, e.g. ``bs1/decode_tokens_per_s_mean``."""
-    from e3bench.report.tables import run_rows
+    from e3bench.results.flatten import run_rows
 
     out: dict[str, float] = {}
     for row in run_rows(rec):

@@ -545,7 +545,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     import torch
 
     from e3bench.bench import envinfo
-    from e3bench.results import store
+    from e3bench.core.fsutil import atomic_write_text
     from e3bench.train import common, optim
 
     progress = progress or (lambda _m: None)
@@ -791,7 +791,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     )  # fmt: skip
     path = Path(cfg.output_dir) / "finetune" / f"{run_id}.json"
     try:
-        store.atomic_write_text(path, record.model_dump_json(indent=1))
+        atomic_write_text(path, record.model_dump_json(indent=1))
     except OSError as exc:
         raise E3Error(f"cannot write results to {path}: {exc.strerror}", "choose a writable --output-dir") from None
     return record, path

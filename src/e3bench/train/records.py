@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3bench.bench.envinfo import Manifest
+from e3bench.results.manifest import Manifest
 from e3bench.core.timing import Stats
 
 TRAIN_SCHEMA_VERSION = 1

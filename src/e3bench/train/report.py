@@ -256,13 +256,13 @@ def plot(record: SuiteRecord, path: Path) -> bool:
 
 
 def write_report(record: SuiteRecord, out_dir: Path, *, plot: bool = True) -> Path:
-    from e3bench.results import store
+    from e3bench.core.fsutil import atomic_write_text
 
     png = out_dir / "loss_curves.png"
     has_plot = globals()["plot"](record, png) if plot else False
     text = render(record, plot_file=png.name if has_plot else None)
     path = out_dir / "REPORT.md"
-    store.atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path
 
 

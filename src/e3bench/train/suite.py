@@ -561,7 +561,7 @@ def run_suite(
     """Run every configuration; write suite.json, REPORT.md and loss_curves.png; return the
     record and its directory."""
     from e3bench.bench import envinfo
-    from e3bench.results import store
+    from e3bench.core.fsutil import atomic_write_text
     from e3bench.train import common, data, report
 
     progress = progress or (lambda _m: None)
@@ -658,12 +658,12 @@ def run_suite(
             record.configs.append(res)
             _finish(record, base_name)
             record.duration_s = clock() - t0
-            store.atomic_write_text(out_dir / "suite.json", record.model_dump_json(indent=1))
+            atomic_write_text(out_dir / "suite.json", record.model_dump_json(indent=1))
     finally:
         session.close()
     _finish(record, base_name)
     record.duration_s = clock() - t0
-    store.atomic_write_text(out_dir / "suite.json", record.model_dump_json(indent=1))
+    atomic_write_text(out_dir / "suite.json", record.model_dump_json(indent=1))
     report.write_report(record, out_dir, plot=plot)
     return record, out_dir
 

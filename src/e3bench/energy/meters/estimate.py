@@ -7,7 +7,7 @@
 the CPU time of every thread of this process (minus the meter's own polling thread), so other
 processes on the machine do not raise the estimate. ``TDP_eff`` is the TDP share of those k
 logical CPUs: TDP_socket / threads_per_socket × k (capped at all sockets). The cubic load curve
-and the 10% floor are the usual TDP heuristic named in DESIGN.md; the RAM figure is
+and the 10% floor are the usual TDP heuristic (docs/energy.md); the RAM figure is
 CodeCarbon's long-standing convention of 3 W per 8 GB. Energy is the exact integral of the
 model over the polled intervals (power is piecewise constant between polls).
 """
@@ -15,16 +15,14 @@ model over the polled intervals (power is piecewise constant between polls).
 from __future__ import annotations
 
 import os
-import platform
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from e3bench.core.api import Method
+from e3bench.core.host import cpu_model_name, cpu_sockets, rss_bytes, usable_logical_cpus
 from e3bench.energy.meters.base import SampledMeter, Tick
 
 IDLE_FRACTION = 0.1
@@ -93,47 +91,6 @@ CPU_TDP_TABLE: tuple[CpuTdp, ...] = (
     CpuTdp(r"Apple M1\b(?! (Pro|Max|Ultra))", 20, 8, 8, "approx. measured CPU power (no Apple TDP)"),
     CpuTdp(r"Apple M2\b(?! (Pro|Max|Ultra))", 20, 8, 8, "approx. measured CPU power (no Apple TDP)"),
 )
-
-
-def cpu_model_name() -> str:
-    """The CPU model string: /proc/cpuinfo "model name", sysctl on macOS, else platform."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip().lower() in ("model name", "cpu model", "hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"],
-                capture_output=True, text=True, timeout=2, check=False,
-            ).stdout.strip()
-            if out:
-                return out
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def cpu_sockets() -> int:
-    """Distinct ``physical id`` values in /proc/cpuinfo (1 when unknown)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            ids = {line.split(":", 1)[1].strip() for line in f if line.startswith("physical id")}
-    except OSError:
-        return 1
-    return max(len(ids), 1)
-
-
-def usable_logical_cpus() -> int:
-    """Logical CPUs this process may run on (affinity), else all of them."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):
-        return max(os.cpu_count() or 1, 1)
 
 
 def lookup_tdp(model: str) -> CpuTdp | None:
@@ -208,19 +165,6 @@ def process_cpu_s() -> float:
     return time.process_time()
 
 
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_bytes() -> float:
-    """Resident set size of this process, bytes (peak RSS where /proc is absent)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return float(int(f.read().split()[1]) * _PAGE_BYTES)
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-        return peak if sys.platform == "darwin" else peak * 1024
 
 
 class EstimateReader:

@@ -2,9 +2,10 @@
 
 Primary: diff ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load; Volta and newer).
 Fallback (older GPUs, or the counter errors): integrate ``nvmlDeviceGetPowerUsage`` (mW) polled
-at <= 10 Hz. The poll also gives the power time series. Hand-written on purpose: these are two
-NVML calls, whereas zeus is ~400 MB and estimates nothing, and CodeCarbon has no per-window
-readings on our clock.
+at <= 10 Hz. The poll also gives the power time series. Hand-written on purpose: e3bench needs
+readings on its own clock (the runner's ``perf_counter``) for every window, plus a power series
+to split prefill from decode energy; zeus's monitor keeps its own windows and timestamps and
+CodeCarbon gives totals only. The sensor part itself is two NVML calls.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """RAPL energy counters from Linux powercap (Intel, and AMD Zen via the same names).
 
-Hand-written on purpose: reading ``energy_uj`` is a few lines, while zeus (the usual library)
-is ~400 MB of dependencies and estimates nothing, and CodeCarbon has no per-window readings on
-our clock. Domains read: ``package-N`` zones and their ``dram`` subzones. ``core``/``uncore``
+Hand-written on purpose: e3bench needs readings on its own clock for every window plus a power
+series (prefill/decode split); zeus's monitor keeps its own windows and timestamps and
+CodeCarbon gives totals only. Reading ``energy_uj`` with wraparound is a few lines. Domains read: ``package-N`` zones and their ``dram`` subzones. ``core``/``uncore``
 are parts of the package and ``psys`` covers the whole platform, so adding them would double
 count; they are listed in the details, not summed.
 """

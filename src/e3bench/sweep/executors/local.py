@@ -19,7 +19,7 @@ class LocalExecutor:
         self.timeout_s = timeout_s
 
     def _record_path(self, cfg: RunConfig):
-        return store.run_dir(cfg.output_dir, cfg.sweep) / f"{cfg.config_hash()}.json"
+        return store.record_path(cfg.output_dir, cfg.sweep, cfg.config_hash())
 
     def run(self, cfg: RunConfig) -> ResultRecord:
         if self.in_process:
@@ -41,9 +41,10 @@ class LocalExecutor:
             ok, detail = False, f"run exceeded the executor timeout of {self.timeout_s:g} s"
         if ok:
             return store.load(path)
-        from e3bench.bench.runner import failed_record
+        from e3bench.bench import envinfo
+        from e3bench.results.schema import failed_record
 
-        rec = failed_record(cfg, detail)
+        rec = failed_record(cfg, detail, envinfo.collect(sample_cpu=False))
         store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
         return rec
 

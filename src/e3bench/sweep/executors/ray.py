@@ -56,9 +56,11 @@ class RayExecutor:
                 try:
                     rec = ResultRecord.model_validate_json(ray.get(ref))
                 except Exception as exc:  # noqa: BLE001 - a lost worker is a failed run, not a crash
-                    from e3bench.bench.runner import failed_record
+                    from e3bench.bench import envinfo
+                    from e3bench.results.schema import failed_record
 
-                    rec = failed_record(cfg, f"ray task failed: {type(exc).__name__}: {exc}"[:500])
+                    rec = failed_record(cfg, f"ray task failed: {type(exc).__name__}: {exc}"[:500],
+                                        envinfo.collect(sample_cpu=False))
                 store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
                 yield rec
         finally:

@@ -15,13 +15,15 @@ from e3bench.core.errors import E3Error
 
 
 def run_and_store(cfg: RunConfig):
+    from e3bench.bench import envinfo
+    from e3bench.bench.runner import run_one
     from e3bench.results import store
-    from e3bench.bench.runner import failed_record, run_one
+    from e3bench.results.schema import failed_record
 
     try:
         record = run_one(cfg, progress=lambda m: print(f"· {m}", file=sys.stderr, flush=True))
     except E3Error as exc:
-        record = failed_record(cfg, exc.one_line())
+        record = failed_record(cfg, exc.one_line(), envinfo.collect(sample_cpu=False))
     store.save(record, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
     if cfg.trackers and record.status == "ok":
         from e3bench.results import trackers

@@ -1,0 +1,162 @@
+"""The measured loops of a speed run: generation (decoders, encoder-decoders) and a single
+forward pass (encoder-only), each at one batch size inside one metered window.
+
+Stopping rule: after ``warmup_iters`` untimed iterations (outside any meter window), measure
+until at least ``min_iters`` iterations AND at least ``min_seconds`` (capped by
+``max_seconds`` once two iterations exist). The clock is read here, never by the backend:
+TTFT is read inside the backend's per-token callback (:class:`~e3bench.core.timing.TokenClock`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from e3bench.bench.prompts import PromptSet
+from e3bench.energy.window import MeteredWindow
+from e3bench.core.api import Backend, GenParams
+from e3bench.core.timing import TokenClock, clock, summarize
+from e3bench.results.schema import BatchResult, ForwardResult, RawSamples
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """How long to measure one batch size (iterations, seconds)."""
+
+    warmup_iters: int = 1
+    min_iters: int = 5
+    min_seconds: float = 5.0
+    max_seconds: float = 120.0
+
+    def warmup(self, step: Callable[[int], None]) -> None:
+        """Run ``warmup_iters`` steps with negative indices (-1, -2, ...): not recorded."""
+        for i in range(self.warmup_iters):
+            step(-1 - i)
+
+    def measure(self, step: Callable[[int], None]) -> tuple[int, float]:
+        """Run steps 0, 1, ... until the rule is met; return (iterations, seconds)."""
+        n, t0 = 0, clock()
+        while True:
+            step(n)
+            n += 1
+            elapsed = clock() - t0
+            if n >= self.min_iters and elapsed >= self.min_seconds:
+                break
+            if elapsed >= self.max_seconds and n >= 2:
+                break
+        return n, clock() - t0
+
+
+def generation(
+    backend: Backend,
+    window: MeteredWindow,
+    ps: PromptSet,
+    batch: int,
+    *,
+    max_new_tokens: int,
+    seed: int,
+    rule: StoppingRule,
+    warnings: list[str],
+) -> BatchResult:
+    """Fixed-length generation (``min_new_tokens = max_new_tokens``, EOS ignored) at ``batch``.
+
+    TTFT = request handed over → first token callback; TPOT = (E2E − TTFT) / (n_out − 1);
+    ITL = gaps between token callbacks; energy covers exactly the measured iterations and is
+    split into prefill/decode by the (start, first token, end) interval of each iteration.
+    A backend that never calls ``on_token`` gets no TTFT/TPOT/ITL and a warning.
+    """
+    params = GenParams(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, ignore_eos=True, seed=seed)
+    tc = TokenClock()
+    raw = RawSamples()
+    intervals: list[tuple[float, float, float]] = []
+    in_tokens: list[int] = []
+
+    def step(i: int) -> None:
+        batch_ids = ps.batch(batch, offset=max(i, 0) * batch)
+        backend.synchronize()
+        tc.start()
+        gens = backend.generate(batch_ids, params, on_token=tc)
+        backend.synchronize()
+        t_end = clock()
+        if i < 0:
+            return  # warm-up
+        n_out = min(len(g.token_ids) for g in gens) if gens else 0
+        raw.e2e_ms.append((t_end - tc.t_start) * 1e3)
+        raw.output_tokens.append(n_out)
+        if tc.stamps:
+            raw.ttft_ms.append(tc.ttft_s * 1e3)
+            raw.itl_ms.append([g * 1e3 for g in tc.itl_s()])
+            intervals.append((tc.t_start, tc.stamps[0], t_end))
+        in_tokens.append(sum(len(x) for x in batch_ids))
+
+    rule.warmup(step)
+    metered = window.run(f"generate-bs{batch}", lambda: rule.measure(step))
+    n, measured_s = metered.result
+    ttft_s = [t / 1e3 for t in raw.ttft_ms]
+    e2e_s = [t / 1e3 for t in raw.e2e_ms]
+    if len(ttft_s) != len(e2e_s):
+        ttft_s = []
+        warnings.append(f"bs{batch}: backend gave no per-token callbacks; TTFT/TPOT/ITL unavailable")
+    tpot = [(e - t) / (o - 1) for e, t, o in zip(e2e_s, ttft_s, raw.output_tokens, strict=False) if o > 1]
+    prefill = [n_in / t for n_in, t in zip(in_tokens, ttft_s, strict=False) if t > 0]
+    decode = [
+        batch * (o - 1) / (e - t)
+        for e, t, o in zip(e2e_s, ttft_s, raw.output_tokens, strict=False)
+        if o > 1 and e > t
+    ]
+    total_out = batch * sum(raw.output_tokens)
+    total_in = sum(in_tokens)
+    energy, cross = window.summaries(
+        metered, input_tokens=total_in, output_tokens=total_out, requests=n * batch, intervals=intervals
+    )
+    return BatchResult(
+        batch_size=batch,
+        iterations=n,
+        measured_s=measured_s,
+        input_tokens_per_request_mean=total_in / max(1, n * batch),
+        output_tokens_per_request=sum(raw.output_tokens) / max(1, n),
+        e2e_ms=summarize(raw.e2e_ms),
+        ttft_ms=summarize(raw.ttft_ms),
+        tpot_ms=summarize([x * 1e3 for x in tpot]),
+        itl_ms=summarize([g for it in raw.itl_ms for g in it]),
+        prefill_tokens_per_s=summarize(prefill),
+        decode_tokens_per_s=summarize(decode),
+        throughput_tokens_per_s=total_out / sum(e2e_s),
+        requests_per_s=n * batch / sum(e2e_s),
+        raw=raw,
+        energy=energy,
+        energy_cross_check=cross,
+    )
+
+
+def forward(backend: Backend, window: MeteredWindow, ps: PromptSet, batch: int, *, rule: StoppingRule) -> ForwardResult:
+    """Latency of one forward pass over ``batch`` prompts (encoder-only models), and its
+    energy per input token."""
+    lat: list[float] = []
+    in_tokens: list[int] = []
+
+    def step(i: int) -> None:
+        ids = ps.batch(batch, offset=max(i, 0) * batch)
+        backend.synchronize()
+        t0 = clock()
+        backend.forward(ids)
+        backend.synchronize()
+        if i >= 0:
+            lat.append((clock() - t0) * 1e3)
+            in_tokens.append(sum(len(x) for x in ids))
+
+    rule.warmup(step)
+    metered = window.run(f"forward-bs{batch}", lambda: rule.measure(step))
+    n, measured_s = metered.result
+    energy, cross = window.summaries(metered, input_tokens=sum(in_tokens), output_tokens=0, requests=n * batch)
+    return ForwardResult(
+        batch_size=batch,
+        iterations=n,
+        measured_s=measured_s,
+        input_tokens_per_request_mean=sum(in_tokens) / max(1, n * batch),
+        latency_ms=summarize(lat),
+        tokens_per_s=sum(in_tokens) / (sum(lat) / 1e3),
+        raw_latency_ms=lat,
+        energy=energy,
+        energy_cross_check=cross,
+    )
