@@ -114,8 +114,12 @@ def _reference(path: str, prompts_text, requests, tmp_path):
     tokens = [g.token_ids for g in ref.generate(prompts, GenParams(max_new_tokens=STEPS))]
     ll = ref.loglikelihood(requests)
     rolling = (ref.loglikelihood_rolling(ROLLING, max_length=WINDOW), ref.loglikelihood_rolling(ROLLING))
+    stop = ref.decode(tokens[0][4:6])
+    stop_params = GenParams(max_new_tokens=STEPS, ignore_eos=False, stop=(stop,))
+    stopped = [(g.token_ids, g.text, g.finish_reason) for g in ref.generate(prompts, stop_params)]
+    assert stop and stopped[0][2] == "stop" and len(stopped[0][0]) <= 6
     ref.close()
-    return prompts, tokens, (ll, rolling)
+    return prompts, tokens, (ll, rolling, (stop_params, stopped))
 
 
 def _close(got, want, tol: float, greedy_exact: bool) -> None:
@@ -128,7 +132,7 @@ def _close(got, want, tol: float, greedy_exact: bool) -> None:
 
 
 def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref, ll_tol, greedy_exact=True):
-    ref_ll, (ref_roll_small, ref_roll_default) = ref
+    ref_ll, (ref_roll_small, ref_roll_default), ref_stop = ref
     info = backend.load(spec, precision, device)
     assert info.architecture == "decoder-only" and info.vocab_size > 0 and info.weights_bytes > 0
     assert backend.architecture == "decoder-only" and backend.load_info == info
@@ -143,6 +147,11 @@ def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref
     assert all(g.finish_reason == "length" for g in gens)
     solo = backend.generate(prompts[1:], GenParams(max_new_tokens=STEPS))
     assert solo[0].token_ids == ref_tokens[1], "batching changed a sequence's tokens"
+    # a stop string ends a sequence the same way everywhere: text cut before it, tokens kept up
+    # to the one that completed it (the other row of the batch runs on)
+    stop_params, ref_stopped = ref_stop
+    got = backend.generate(prompts, stop_params)
+    assert [(g.token_ids, g.text, g.finish_reason) for g in got] == ref_stopped
 
     _close(backend.loglikelihood(REQUESTS), ref_ll, ll_tol, greedy_exact)
     # perplexity: the same lm-eval rolling windows on every backend, hence the same numbers

@@ -77,8 +77,10 @@ def finish(
     rows: list[list[int]], params: GenParams, eos: int | None, pad: int | None, decode: Callable[[list[int]], str]
 ) -> list[Generation]:
     """:class:`Generation` objects from generated token rows, by the contract's rules: cut at the
-    first EOS (unless ignored; the EOS itself is dropped), drop trailing padding, decode, cut the
-    text before the first stop string (``finish_reason`` "stop")."""
+    first EOS (unless ignored; the EOS itself is dropped), drop trailing padding, decode; when a
+    stop string appears, keep the tokens up to the one that completed it and cut the text before
+    it (``finish_reason`` "stop"). Backends whose loop runs past a stop string (a batch keeps
+    going until every row stopped) thus return what one that stopped exactly would."""
     gens = []
     for row in rows:
         reason = "length"
@@ -88,9 +90,11 @@ def finish(
         while not params.ignore_eos and pad is not None and row and row[-1] == pad:
             row = row[:-1]  # padding after a sequence of the batch finished early
         text = decode(row)
-        for s in params.stop:
-            cut = text.find(s)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
+        hits = [text.find(s) for s in params.stop if s and s in text]
+        if hits:
+            reason = "stop"
+            text = text[: min(hits)]
+            k = next(k for k in range(1, len(row) + 1) if any(s and s in decode(row[:k]) for s in params.stop))
+            row = row[:k]
         gens.append(Generation(token_ids=row, text=text, finish_reason=reason))
     return gens
