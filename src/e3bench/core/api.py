@@ -150,8 +150,9 @@ class Backend(Protocol):
 
     Life cycle: ``cls(options, cache_dir=..., threads=...)`` (``options`` an instance of
     ``cls.Options``; :func:`e3bench.backends.factory.make_backend` builds it from a dict), then
-    ``load`` once, then any calls, then ``close``. ``architecture``, ``device`` and
-    ``load_info`` are readable after ``load`` (``""``, ``""`` and ``None`` before).
+    ``load``, then any calls, then ``close`` (after which ``load`` may be called again).
+    ``architecture``, ``device`` and ``load_info`` are readable after ``load`` (``""``, ``""``
+    and ``None`` before).
 
     Shared rules:
 
