@@ -34,7 +34,7 @@ def test_missing_extra_names_the_pip_command():
     if REAL or "vllm" in sys.modules:
         pytest.skip("vllm importable")
     with pytest.raises(E3Error) as ei:
-        registry.get("backend", "vllm")
+        registry.backends.get("vllm")
     assert "pip install 'e3bench[vllm]'" in ei.value.fix
 
 

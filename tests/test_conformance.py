@@ -59,7 +59,7 @@ BUNDLED = {"pytorch": "fp32", "onnxrt": "fp32", "llamacpp": "fp32"}
 
 
 def _missing(name: str) -> str | None:
-    entry = registry.entries("backend").get(name)
+    entry = registry.backends.entries().get(name)
     if entry is None:
         return f"backend {name} is not registered"
     for mod in entry.requires:
@@ -69,7 +69,7 @@ def _missing(name: str) -> str | None:
 
 
 def _make(name: str, cache_dir: Path) -> Backend:
-    cls = registry.get("backend", name)
+    cls = registry.backends.get(name)
     return cls(cache_dir=str(cache_dir), threads=2)
 
 
@@ -186,7 +186,7 @@ def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref
     assert caps.check(device=device, precision=precision) is None
 
 
-@pytest.mark.parametrize("name", sorted(set(registry.entries("backend")) | set(TINY) | {"llamacpp"}))
+@pytest.mark.parametrize("name", sorted(set(registry.backends.entries()) | set(TINY) | {"llamacpp"}))
 def test_tiny_fixture(name, varied_decoder, tmp_path, request):
     if name not in TINY:
         why = {
@@ -232,10 +232,10 @@ def test_bundled_model(name, bundled_reference):
 
 def test_every_backend_declares_capabilities():
     """Sweeps read capabilities off the class without importing heavy dependencies twice."""
-    for name in registry.entries("backend"):
+    for name in registry.backends.entries():
         if _missing(name):
             continue
-        caps = registry.get("backend", name).capabilities
+        caps = registry.backends.get(name).capabilities
         assert caps.devices and caps.precisions and caps.architectures
         for dev in caps.devices:
             assert caps.precisions_on(dev) <= caps.precisions

@@ -67,18 +67,34 @@ def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
     assert rec.evals[2].tokens_seen > rec.evals[1].tokens_seen > 0
     # energy: estimated, labelled, net of idle, cumulative at each evaluation
     e = rec.train_energy
-    assert e.method == "estimated" and e.sensor == "tdp-model" and e.basis == "net"
-    assert e.gross_energy_j > 0 and e.gross_energy_kwh == pytest.approx(e.gross_energy_j / 3.6e6)
+    assert e.window == "train" and e.method == "estimated" and e.sensor == "tdp-model" and e.basis == "net"
+    assert e.gross_energy_j > e.net_energy_j > 0 and e.duration_s >= 0.99 * rec.train_time_s
+    assert e.ept_total_j_per_token == pytest.approx(e.net_energy_j / rec.tokens_seen)
+    assert e.mean_power_w == pytest.approx(e.gross_energy_j / e.duration_s)
+    assert rec.energy.meter == "estimate" and rec.energy.idle.power_w > 0
     assert rec.evals[2].train_energy_j >= rec.evals[1].train_energy_j >= 0
     assert rec.memory.peak_rss_bytes > 0
-    # the target was not reached: best and the budget spent are reported
+    # a 0.99 target on 16 items is out of reach in 4 steps: best and the budget spent are reported
     t = rec.target
-    if not t.reached:
-        assert t.time_to_target_s is None and t.budget_steps == 4 and t.budget_train_time_s > 0
-        assert "never reached" in t.note and f"{t.best_accuracy:.3f}" in t.note
+    assert not t.reached and t.reached_at_step is None
+    assert t.time_to_target_s is None and t.energy_to_target_j is None and t.samples_to_target is None
+    assert t.budget_steps == 4 and t.budget_samples == 16 and t.budget_train_time_s == pytest.approx(rec.train_time_s)
+    assert t.best_accuracy == max(e.accuracy for e in rec.evals) and t.budget_energy_j == rec.evals[-1].train_energy_j
+    assert "never reached" in t.note and f"{t.best_accuracy:.3f}" in t.note
     # the JSON record is under <output_dir>/finetune and reads back
     assert path.parent == tmp_path / "finetune"
     assert FinetuneRecord.model_validate_json(path.read_text()).run_id == rec.run_id
+    # a schema-1 record (EnergyFigures, flat meter fields) still reads, with the same figures
+    v1 = json.loads(path.read_text())
+    v1["schema_version"] = 1
+    run = v1.pop("energy")
+    v1.update(energy_meter=run["meter"], energy_meter_reason=run["meter_choice_reason"], idle=run["idle"])
+    for k in ("train_energy", "eval_energy"):
+        v1[k] = {**{f: v1[k][f] for f in ("method", "sensor", "basis", "gross_energy_j", "net_energy_j")},
+                 "windows": 2, "j_per_token": v1[k]["ept_total_j_per_token"], "gross_energy_kwh": 0.0}  # fmt: skip
+    old = FinetuneRecord.model_validate(v1)
+    assert old.energy.meter == "estimate" and old.energy.idle.power_w == rec.energy.idle.power_w
+    assert old.train_energy.ept_total_j_per_token == e.ept_total_j_per_token and old.train_energy.window == "train"
     # the adapter is a normal peft directory
     assert (Path(rec.checkpoint_dir) / "adapter" / "adapter_config.json").is_file()
     # `e3bench report` on a directory holding only training results reports them
@@ -88,6 +104,29 @@ def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
     assert "finetune.csv" in rep.files and "runs.csv" not in rep.files
     assert rec.run_id in (rep.out_dir / "finetune.csv").read_text()
     assert "Fine-tuning (e3bench finetune)" in (rep.out_dir / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("mode", "lr"), [("lora", 1e-2), ("full", 3e-3)])
+def test_finetuning_learns_the_blue_rule(tiny_models, mc_files, tmp_path, mode, lr):
+    """The fixture's label is 'yes' exactly when the passage contains 'blue': 16 steps of LoRA
+    or full fine-tuning of the tiny decoder must beat the majority class clearly, lower the
+    held-out loss, and report the time and energy to a target between the two."""
+    from e3bench.train.finetune import run_finetune
+
+    train, ev, _ = mc_files
+    rec, _ = run_finetune(_cfg(tiny_models["decoder"], tmp_path, train_file=str(train), eval_file=str(ev), mode=mode,
+                               lr=lr, max_steps=16, eval_every=8, batch_size=8, max_eval_samples=24,
+                               target_accuracy=0.8))  # fmt: skip
+    majority = rec.data["majority_class_accuracy"]
+    assert rec.status == "ok" and [e.step for e in rec.evals] == [0, 8, 16]
+    assert rec.evals[0].accuracy <= majority + 0.01  # untrained: no better than always answering one label
+    assert rec.final_accuracy >= majority + 0.2, (majority, [e.accuracy for e in rec.evals])
+    assert rec.evals[-1].eval_loss < rec.evals[0].eval_loss - 0.2
+    t = rec.target
+    assert t.reached and t.reached_at_step in (8, 16)
+    hit = next(e for e in rec.evals if e.step == t.reached_at_step)
+    assert t.time_to_target_s == hit.train_time_s > 0 and t.samples_to_target == 8 * t.reached_at_step
+    assert t.energy_to_target_j == hit.train_energy_j > 0
 
 
 def test_encoder_head_and_decoder_method_are_recorded(tiny_models, mc_files, tmp_path):
@@ -104,6 +143,34 @@ def test_encoder_head_and_decoder_method_are_recorded(tiny_models, mc_files, tmp
     assert rec.method["mode"] == "choices" and "log p" in rec.method["head"]
 
 
+def test_decoder_choice_scores_agree_with_the_backends_loglikelihood(tiny_models, mc_files):
+    """In choices mode a decoder's training score of a choice is log p(" " + choice | query),
+    tokenized like lm-eval: it must equal what the inference scorer (backends.hf_scorer) gives
+    for the same request, padding and batching notwithstanding."""
+    import torch
+
+    from e3bench.backends.hf_scorer import hf_loglikelihood
+    from e3bench.evals.data import read_jsonl
+    from e3bench.train.finetune import FinetuneConfig
+    from e3bench.train.finetune.data import TaskData
+    from e3bench.train.finetune.model import load_model
+    from e3bench.train.finetune.scorer import Scorer
+
+    _, _, copa = mc_files
+    rows = read_jsonl(copa)[:6]
+    rows[0] = {**rows[0], "query": rows[0]["query"] + " and then, after a long while, the story went on"}
+    cfg = FinetuneConfig(model=str(tiny_models["decoder"]))
+    ld = load_model(cfg, TaskData(train=rows, eval=rows, info={}), lambda _m: None)
+    assert ld.mode == "choices" and ld.architecture == "decoder-only"
+    ld.model.eval()
+    with torch.no_grad():
+        scores, n_tok, gold = Scorer(ld, 64, "cpu").scores(ld.model, rows)
+    want = hf_loglikelihood(ld.model, ld.tokenizer, [(r["query"], " " + c) for r in rows for c in r["choices"]],
+                            device="cpu", architecture="decoder-only")  # fmt: skip
+    assert scores.shape == (6, 2) and gold.tolist() == [r["gold"] for r in rows] and n_tok > 0
+    assert scores.flatten().tolist() == pytest.approx([w.logprob for w in want], rel=1e-4, abs=1e-4)
+
+
 def test_full_finetuning_trains_everything(tiny_models, mc_files, tmp_path):
     from e3bench.train.finetune import run_finetune
 
@@ -118,7 +185,8 @@ def test_resume_continues_exactly(tiny_models, mc_files, tmp_path):
 
     train, ev, _ = mc_files
     m = tiny_models["encoder-decoder"]
-    kw = dict(train_file=str(train), eval_file=str(ev), eval_every=2)
+    # a 3-step warm-up: steps 2 and 3 only get the full learning rate if the LR schedulers resume
+    kw = dict(train_file=str(train), eval_file=str(ev), eval_every=2, warmup_steps=3)
     straight, _ = run_finetune(_cfg(m, tmp_path / "a", max_steps=4, **kw))
     first, _ = run_finetune(_cfg(m, tmp_path / "b", max_steps=2, **kw))
     assert first.steps == 2 and first.checkpoint_dir
@@ -158,10 +226,16 @@ def test_bad_input_is_one_clear_error(tiny_models, tmp_path):
 
     with pytest.raises(E3Error) as ei:
         run_finetune(_cfg(tiny_models["encoder"], tmp_path, task="boolk"))
-    assert "did you mean 'boolq'" in ei.value.one_line() and "copa" in ei.value.fix
+    assert "unknown fine-tuning task 'boolk'" in ei.value.problem and "did you mean 'boolq'" in ei.value.fix
+    with pytest.raises(E3Error) as ei:
+        run_finetune(_cfg(tiny_models["encoder"], tmp_path, task="sentiment"))
+    assert "copa" in ei.value.fix and "--train-file" in ei.value.fix
     with pytest.raises(E3Error) as ei:
         run_finetune(_cfg(tiny_models["encoder"], tmp_path, optimizer="adamx"))
-    assert "unknown optimizer 'adamx'" in ei.value.problem and "galore" in ei.value.fix
+    assert "unknown optimizer 'adamx'" in ei.value.problem and "did you mean 'adamw'" in ei.value.fix
+    with pytest.raises(E3Error) as ei:
+        run_finetune(_cfg(tiny_models["encoder"], tmp_path, optimizer="lion"))
+    assert "galore" in ei.value.fix
     with pytest.raises(E3Error, match="not found"):
         run_finetune(_cfg(tiny_models["encoder"], tmp_path, train_file=str(tmp_path / "missing.jsonl")))
     with pytest.raises(E3Error, match="unknown model"):
@@ -181,6 +255,17 @@ def test_local_boolq_is_split_into_disjoint_parts(tmp_path, monkeypatch):
     assert not {r["query"] for r in data.train} & {r["query"] for r in data.eval}
     assert "not comparable" in data.info["split_note"]
     assert data.info["majority_class_accuracy"] >= 0.5
+    # with a train split too, both come from the data directory as they are
+    (d / "train.jsonl").write_text("\n".join(json.dumps({**r, "query": "T" + r["query"]}) for r in rows[:20]))
+    data = load_task_data(FinetuneConfig(model="x", task="boolq", max_eval_samples=50))
+    assert data.info["train_source"] == str(d / "train.jsonl") and data.info["eval_source"] == str(d / "test.jsonl")
+    assert len(data.train) == 20 and len(data.eval) == 50 and "split_note" not in data.info
+    assert all(r["query"].startswith("T") for r in data.train) and data.info["majority_class_accuracy"] == 0.5
+    # only a train split: the held-out items are a disjoint part of it
+    (d / "test.jsonl").unlink()
+    data = load_task_data(FinetuneConfig(model="x", task="boolq", max_eval_samples=5))
+    assert len(data.train) == 15 and len(data.eval) == 5 and "held-out part of" in data.info["eval_source"]
+    assert not {r["query"] for r in data.train} & {r["query"] for r in data.eval}
 
 
 def test_lora_targets_error_lists_linear_modules(tiny_models, mc_files, tmp_path):

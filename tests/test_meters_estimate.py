@@ -8,7 +8,7 @@ import time
 import pytest
 
 from e3bench.core.errors import E3Error
-from e3bench.energy.meters import METER_CHOICES, make_meter
+from e3bench.energy.meters import make_meter, meter_choices
 from e3bench.energy.meters.estimate import (
     DEFAULT_W_PER_LOGICAL_CPU,
     CpuPowerModel,
@@ -156,8 +156,11 @@ def test_make_meter_auto_on_this_kind_of_machine_picks_estimate(tmp_path) -> Non
 def test_make_meter_unknown_choice_lists_valid_ones() -> None:
     with pytest.raises(E3Error) as err:
         make_meter("rapll")
-    assert "did you mean 'rapl'" in err.value.problem
-    for choice in METER_CHOICES:
+    assert "unknown meter 'rapll'" in err.value.problem and err.value.fix == "did you mean 'rapl'?"
+    with pytest.raises(E3Error) as err:
+        make_meter("zzz")
+    assert set(meter_choices()) == {"auto", "nvml", "rapl", "estimate", "codecarbon", "none"}
+    for choice in meter_choices():
         assert choice in err.value.fix
 
 

@@ -11,8 +11,16 @@ import time
 import pytest
 
 from conftest import run_cli
+from e3bench.config.validate import ConfigError
 from e3bench.core.errors import E3Error
 from e3bench.sweep.plan import expand
+from fakes.toy_backend import registered
+
+
+@pytest.fixture
+def toy_backend():
+    with registered() as cls:
+        yield cls
 
 
 def _write_sweep(tmp_path, tiny_models, *, name="s", extra_base="", grid_extra=""):
@@ -64,6 +72,62 @@ def test_sweep_typo_names_the_key(tmp_path):
         expand(y)
 
 
+def test_sweep_typos_fail_before_any_run_with_every_line(tmp_path, toy_backend):
+    """Issue 11: meter, region, task and backend-option typos used to plan 2 runs and fail in each."""
+    y = tmp_path / "typo.yaml"
+    y.write_text(
+        "name: typo\n"
+        "base:\n"
+        "  meter: nvm\n"
+        "  region: Atlantis\n"
+        "  tasks: [mmlu, hellaswagg]\n"
+        "  backend: toy\n"
+        "  backend_options: {n_ctx: 4096}\n"
+        "grid:\n"
+        "  dtype: [fp32, int8]\n"
+        "  trackers: [[wandb], [wandbb]]\n"
+    )
+    with pytest.raises(ConfigError) as ei:
+        expand(y)
+    lines = ei.value.one_lines()
+    assert lines[0] == f"{y}:3 (base.meter): unknown meter 'nvm' — fix: did you mean 'nvml'?"
+    assert lines[1].startswith(f"{y}:4 (base.region): unknown grid region 'Atlantis'")
+    assert lines[2:] == [
+        f"{y}:5 (base.tasks.1): unknown task 'hellaswagg' — fix: did you mean 'hellaswag'?",
+        f"{y}:7 (base.backend_options.n_ctx): backend 'toy' has no option 'n_ctx' — fix: its options: width (int, default 8); mode (str, default 'fast')",
+        f"{y}:10 (grid.trackers.1.0): unknown tracker 'wandbb' — fix: did you mean 'wandb'?",
+    ]  # each problem once, although 4 combinations share it
+
+
+def test_sweep_file_mistakes(tmp_path):
+    y = tmp_path / "s.yaml"
+    y.write_text("")
+    with pytest.raises(E3Error, match="is empty"):  # S02: planned a default run before
+        expand(y)
+    y.write_text("name: d\ngrid:\n  dtype: [fp32]\n  dtype: [bf16]\n")
+    with pytest.raises(ConfigError) as ei:  # S05: the last dtype silently won
+        expand(y)
+    assert ei.value.one_lines() == [
+        f"{y}:4 (grid.dtype): key 'grid.dtype' is given twice (first at line 3)"
+        " — fix: keep one of them: YAML would silently use the last"
+    ]
+    y.write_text("name: ../../escaped\ngrid:\n  dtype: [fp32]\n")
+    with pytest.raises(ConfigError) as ei:  # S08: the record went outside --output-dir
+        expand(y)
+    assert ei.value.one_lines()[0].startswith(f"{y}:1 (name): bad value for 'sweep': must be one folder name")
+    with pytest.raises(E3Error) as ei:  # S01: the fix used to talk about --config
+        expand(tmp_path / "nope.yaml")
+    assert ei.value.fix == "check the path given to e3bench sweep"
+
+
+def test_plan_skips_what_this_machine_cannot_run(tmp_path, toy_backend):
+    y = tmp_path / "s.yaml"
+    y.write_text("name: k\nbase:\n  backend: toy\ngrid:\n  dtype: [fp32, bf16]\n  backend_options: [{width: 2}]\n")
+    plan = expand(y)
+    assert [c.dtype for c in plan.runs] == ["fp32"] and plan.runs[0].backend_options == {"width": 2}
+    assert [s.reason for s in plan.skipped] == ["precision 'bf16' not supported on cpu (supported on cpu: fp32, int8)"]
+
+
 def _records(root):
     return sorted(p for p in root.rglob("*.json") if "samples" not in p.parts and not p.name.startswith("."))
 
@@ -109,22 +173,20 @@ def test_crashing_run_becomes_a_failed_record(tmp_path, tiny_models):
 @pytest.fixture(scope="module")
 def report_results(tmp_path_factory, tiny_models):
     """Two real runs (fp32, bf16) of the tiny decoder with a multiple-choice task, in-process."""
-    from e3bench.results import store
-    from e3bench.config.run import build_config
     from e3bench.bench.runner import run_one
+    from e3bench.config.run import build_config
+    from e3bench.sweep.finish import finish_run
 
     tmp = tmp_path_factory.mktemp("rep")
     y = _write_sweep(tmp, tiny_models, name="rep")
     plan = expand(y, output_dir=str(tmp / "out"))
     for cfg in plan.runs:
-        rec = run_one(cfg)
-        store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
+        finish_run(run_one(cfg), cfg, resumable=True)
     failed = build_config(overrides=dict(model="x/y", output_dir=str(tmp / "out"), sweep="rep"))
     from e3bench.bench import envinfo
     from e3bench.results.schema import failed_record
 
-    rec = failed_record(failed, "example failure", envinfo.collect(sample_cpu=False))
-    store.save(rec, failed.output_dir, "rep", stem=failed.config_hash())
+    finish_run(failed_record(failed, "example failure", envinfo.collect(sample_cpu=False)), failed, resumable=True)
     return tmp / "out"
 
 
@@ -275,6 +337,8 @@ def test_index_reads_only_changed_files(tmp_path, report_results, monkeypatch):
     assert (runs, tasks) == rows_of(store.scan(root).records) and len(runs) == 5 and warnings == []
     (root / ".e3bench-index.sqlite").write_text("not a database")  # damaged: rebuilt
     assert len(index.query(root, [], ["run_id"])) == 5
+    monkeypatch.setattr(index, "INDEX_NAME", "no-such-dir/index.sqlite")  # cannot be written: in memory
+    assert len(index.query(root, [], ["run_id"])) == 5 and not (root / "no-such-dir").exists()
 
 
 def test_two_runs_of_one_config_keep_their_own_samples(tmp_path, tiny_models):
@@ -321,3 +385,25 @@ def test_table_cells_use_the_one_number_formatter():
 
     assert [cell(None), cell(float("nan")), cell(12345), cell(7), cell(0.123456), cell(12345.6), cell("fp32"),
             cell(True)] == ["-", "-", "12345", "7", "0.123", "12346", "fp32", "True"]  # fmt: skip
+
+
+def test_executor_without_its_extra_fails_before_the_plan_runs(tmp_path):
+    from rich.console import Console
+
+    from e3bench.cli.sweep import run_sweep
+    from e3bench.core import registry
+    from e3bench.core.errors import MissingExtra
+
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\ngrid:\n  seed: [0]\n")
+    registry.executors.register("needs_x", "e3bench_no_such_mod:X", extra="x", requires=("e3bench_no_such_mod",))
+    try:
+        with pytest.raises(MissingExtra) as ei:
+            run_sweep(y, executor="needs_x", output_dir=str(tmp_path / "o"), ray_address=None, dry_run=False,
+                      console=Console(file=open(os.devnull, "w")))  # fmt: skip
+        assert ei.value.fix == "pip install 'e3bench[x]'"
+        run_sweep(y, executor="needs_x", output_dir=str(tmp_path / "o"), ray_address=None, dry_run=True,
+                  console=Console(file=open(os.devnull, "w")))  # fmt: skip  # a dry run needs no executor
+    finally:
+        registry.executors.unregister("needs_x")
+    assert not (tmp_path / "o").exists()

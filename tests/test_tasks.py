@@ -164,8 +164,10 @@ def test_missing_field_names_file_and_line(tmp_path):
 def test_unknown_task_suggests_near_names():
     with pytest.raises(E3Error) as info:
         get_task("helaswag")
-    assert "did you mean 'hellaswag'" in info.value.problem
-    assert "mmlu" in info.value.fix
+    assert "unknown task 'helaswag'" in info.value.problem and info.value.fix == "did you mean 'hellaswag'?"
+    with pytest.raises(E3Error) as info:
+        get_task("zzz")
+    assert "mmlu" in info.value.fix and "--engine lm-eval" in info.value.fix
 
 
 def test_registry_lists_builtins_and_parses_specs():

@@ -69,3 +69,55 @@ def test_ray_executor_local_instance(tiny_models, tmp_path):
     assert sorted(r.config_hash for r in recs) == sorted(c.config_hash() for c in cfgs)
     assert all(r.status == "ok" for r in recs)
     assert completed_hashes(tmp_path / "ray") == {c.config_hash() for c in cfgs}
+
+
+@pytest.fixture
+def fake_tracker():
+    """A tracker registered at run time that remembers how it was called."""
+    from e3bench.core import registry
+
+    calls = []
+
+    def log(rec, *, project, group, output_dir):
+        calls.append({"run_id": rec.run_id, "project": project, "group": group, "output_dir": output_dir})
+        return f"fake run {rec.run_id}"
+
+    registry.trackers.register("fake", log)
+    yield calls
+    registry.trackers.unregister("fake")
+
+
+def test_one_finish_rule_for_run_and_sweep(record, tmp_path, fake_tracker):
+    """`e3bench run` and the sweep worker both end in finish_run: same project, files by rule."""
+    from e3bench.sweep.finish import finish_run
+
+    one_off = build_config(overrides=dict(output_dir=str(tmp_path), trackers="fake"))
+    swept = build_config(overrides=dict(output_dir=str(tmp_path), trackers="fake", sweep="s1"))
+    a = finish_run(record, one_off, resumable=False)
+    b = finish_run(record, swept, resumable=True)
+    assert a.path == tmp_path / "runs" / f"{record.run_id}.json"
+    assert b.path == tmp_path / "s1" / f"{swept.config_hash()}.json"
+    assert a.tracker_lines == b.tracker_lines == [f"fake run {record.run_id}"]
+    assert [(c["project"], c["group"]) for c in fake_tracker] == [("e3bench", "runs"), ("e3bench", "s1")]
+    failed = record.model_copy(update={"status": "failed"})
+    assert finish_run(failed, swept, resumable=True).tracker_lines == []  # only ok records are logged
+
+
+def test_cli_run_and_sweep_worker_use_the_finish_rule(tiny_models, tmp_path, fake_tracker):
+    """The two paths that used to disagree (project 'e3bench' vs the sweep's name)."""
+    from typer.testing import CliRunner
+
+    from e3bench.cli.app import app
+    from e3bench.sweep.executors.worker import run_and_store
+
+    fast = dict(model=str(tiny_models["decoder"]), batch_sizes="1", max_new_tokens=2, prompt_tokens=8, min_iters=1,
+                min_seconds=0, warmup_iters=0, meter="none", idle_seconds=0, output_dir=str(tmp_path), trackers="fake")  # fmt: skip
+    flags = [x for k, v in fast.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    flags = [f.replace("--batch-sizes", "--batch-size") for f in flags]
+    res = CliRunner().invoke(app, ["run", *flags, "-q"])
+    assert res.exit_code == 0, res.output
+    assert f"tracker: fake run {fake_tracker[0]['run_id']}" in res.output
+    rec = run_and_store(build_config(overrides={**fast, "sweep": "grid1"}))
+    assert [(c["project"], c["group"]) for c in fake_tracker] == [("e3bench", "runs"), ("e3bench", "grid1")]
+    assert (tmp_path / "runs" / f"{fake_tracker[0]['run_id']}.json").exists()
+    assert (tmp_path / "grid1" / f"{rec.config_hash}.json").exists()

@@ -57,7 +57,7 @@ eval_batches = 2
 # ------------------------------------------------------------------------------ configs
 def test_shipped_configs_validate_and_cover_the_issue():
     from e3bench.train.records import ConfigResult
-    from e3bench.train.report import features
+    from e3bench.train.suite.report import features
     from e3bench.train.suite import expand_paths, load_spec
 
     specs = [load_spec(p) for p in expand_paths([str(CONFIGS / "*.toml")])]
@@ -79,6 +79,9 @@ def test_unknown_optimizer_lists_valid_names(tmp_path):
         load_spec(p)
     msg = ei.value.one_line()
     assert "unknown optimizer 'adamm'" in msg and "did you mean 'adamw'" in msg
+    # a name with no close match lists every optimizer
+    with pytest.raises(E3Error) as ei:
+        load_spec(_toml(tmp_path, "bad2", '[optim]\nname = "lion"\n'))
     for name in ("adamw", "muon", "adamw8bit", "galore"):
         assert name in ei.value.fix
 
@@ -140,7 +143,7 @@ def test_unknown_baseline_and_duplicate_names(tmp_path, corpus):
 def test_loader_batches_do_not_depend_on_workers():
     import torch
 
-    from e3bench.train.data import make_train_loader
+    from e3bench.train.suite.data import make_train_loader
 
     ids = torch.arange(5000)
     a = [b.clone() for b in make_train_loader(ids, block_len=17, batch_size=4, steps=5, seed=3)]
@@ -150,7 +153,7 @@ def test_loader_batches_do_not_depend_on_workers():
 
 
 def test_char_and_bpe_tokenizers_round_trip(corpus):
-    from e3bench.train.data import load_corpus, train_tokenizer
+    from e3bench.train.suite.data import load_corpus, train_tokenizer
 
     c = load_corpus(corpus)
     for kind, vocab in (("char", 0), ("bpe", 300)):
@@ -162,11 +165,29 @@ def test_char_and_bpe_tokenizers_round_trip(corpus):
         train_tokenizer(c, "bpe", 100)
 
 
+def test_dataset_corpus_comes_from_the_data_directory_first(tmp_path, monkeypatch):
+    """A hub-style corpus (data.hf_dataset) is looked up in the data directory first, through
+    the one dataset resolver, before any hub call."""
+    from e3bench.train.suite.data import load_corpus
+
+    d = tmp_path / "data" / "my_stories"
+    d.mkdir(parents=True)
+    lines = [f"Story {i}: the queen walked to the river and sang." for i in range(200)]
+    (d / "train.jsonl").write_text("\n".join(json.dumps({"story": t, "id": i}) for i, t in enumerate(lines)))
+    monkeypatch.setenv("E3BENCH_DATA_DIR", str(tmp_path / "data"))
+    c = load_corpus(hf_dataset="my_stories", hf_split="train", hf_field="story", val_fraction=0.1)
+    assert c.text_train + c.text_val == "\n".join(lines)
+    assert str(d / "train.jsonl") in c.source and c.source.endswith(":story")
+    with pytest.raises(E3Error) as ei:
+        load_corpus(hf_dataset="my_stories", hf_split="train", hf_field="text")
+    assert "no field 'text'" in ei.value.problem and "story, id" in ei.value.problem
+
+
 def test_optimizer_state_bytes_counts_8bit_states():
     import torch
 
-    from e3bench.train.common import optimizer_state_bytes
-    from e3bench.train.optim import OptimSettings, build_optimizer
+    from e3bench.train.shared.memory import optimizer_state_bytes
+    from e3bench.train.shared.optim import OptimSettings, build_optimizer
 
     def state(name):
         torch.manual_seed(0)
@@ -189,7 +210,7 @@ def test_optimizer_state_bytes_counts_8bit_states():
 def test_unknown_optimizer_in_builder():
     import torch
 
-    from e3bench.train.optim import OptimSettings, build_optimizer
+    from e3bench.train.shared.optim import OptimSettings, build_optimizer
 
     with pytest.raises(E3Error) as ei:
         build_optimizer([("w", torch.nn.Parameter(torch.zeros(2, 2)))], OptimSettings(name="lion"))
@@ -200,7 +221,7 @@ def test_unknown_optimizer_in_builder():
 def test_mtp_heads_add_an_auxiliary_loss():
     import torch
 
-    from e3bench.train.mtp import ModelSettings, build_model
+    from e3bench.train.suite.model import ModelSettings, build_model
 
     ms = ModelSettings(hidden_size=32, layers=1, heads=2, kv_heads=2, intermediate_size=64, seq_len=16)
     lm = build_model(ms, 50, mtp_k=2, mtp_weight=0.5)
@@ -266,7 +287,8 @@ class FakeCuda:
 def test_cuda_precision_device_and_memory_with_fakes():
     import torch
 
-    from e3bench.train import common
+    from e3bench.train.shared import device as common
+    from e3bench.train.shared.memory import MemoryTracker
 
     assert common.resolve_device("auto", cuda=FakeCuda(available=False)) == "cpu"
     assert common.resolve_device("auto", cuda=FakeCuda()) == "cuda"
@@ -283,7 +305,7 @@ def test_cuda_precision_device_and_memory_with_fakes():
         common.resolve_precision("bf16", "cuda", cuda=FakeCuda(bf16=False))
     fake = FakeCuda()
     common.synchronize("cuda", cuda=fake)
-    mt = common.MemoryTracker("cuda", cuda=fake)
+    mt = MemoryTracker("cuda", cuda=fake)
     mt.start()
     fig = mt.stop()
     assert fake.calls[:2] == ["sync", "reset"]
@@ -294,7 +316,7 @@ def test_cuda_precision_device_and_memory_with_fakes():
 def test_cpu_bf16_autocast_trains():
     import torch
 
-    from e3bench.train import common
+    from e3bench.train.shared import device as common
 
     p = common.resolve_precision("bf16", "cpu")
     lin = torch.nn.Linear(8, 8)
@@ -331,7 +353,12 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     assert base.final_val_loss < base.val_loss_curve[0].loss  # it learned something
     assert base.tokens_per_s > 0 and base.step_time_ms.n == 5
     assert base.optimizer_state_bytes > 2 * 4 * base.parameters * 0.9
-    assert base.energy.method == "estimated" and base.energy.gross_energy_j > 0 and base.energy.j_per_token > 0
+    e = base.train_energy
+    assert e.window == "baseline/train" and e.method == "estimated" and e.net_energy_j > 0
+    assert e.ept_total_j_per_token == pytest.approx(e.net_energy_j / base.tokens)
+    assert e.energy_per_request_j == pytest.approx(e.net_energy_j / (6 * 4))  # per sequence
+    assert base.eval_energy.window == "baseline/eval" and base.eval_energy.gross_energy_j > 0
+    assert rec.energy.meter == "estimate" and rec.energy.idle is not None
     assert base.memory.peak_rss_bytes >= base.memory.rss_start_bytes
     assert base.grad_norm.stats.n == 6
     # same math → same numbers
@@ -353,7 +380,7 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     assert "| explode | diverged |" in report and "Expected vs measured" in report
     assert "grad_ckpt | grad_ckpt | identical loss" in report
     assert (out / "loss_curves.png").stat().st_size > 1000
-    from e3bench.train.report import rebuild
+    from e3bench.train.suite.report import rebuild
 
     (out / "REPORT.md").unlink()
     rebuild(out, plot=False)
@@ -369,7 +396,7 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
 
 def test_missing_library_skips_config_with_reason(tmp_path, corpus, monkeypatch):
     from e3bench.core.errors import MissingExtra, require
-    from e3bench.train import optim
+    from e3bench.train.shared import optim
     from e3bench.train.suite import run_suite
 
     def fake_require(module, extra, what):
@@ -412,10 +439,48 @@ def test_cli_train_accepts_shell_glob_and_reports_errors(tmp_path, corpus):
 
 
 def test_math_helpers():
-    from e3bench.train.optim import lr_factor
+    from e3bench.train.shared.optim import lr_factor
 
     assert lr_factor(0, warmup_steps=10, total_steps=100) == pytest.approx(0.1)
     assert lr_factor(10, warmup_steps=10, total_steps=100) == pytest.approx(1.0)
     assert lr_factor(100, warmup_steps=10, total_steps=100) == pytest.approx(0.1)
     assert lr_factor(50, warmup_steps=0, total_steps=100, schedule="constant") == 1.0
     assert math.isfinite(lr_factor(5, warmup_steps=0, total_steps=0))
+
+
+def test_train_step_schedules_every_optimizer_part_and_guards_divergence():
+    """The one shared step: a LambdaLR per part of a combined (Muon + AdamW) optimizer follows
+    lr_factor step by step, the fp32 grad scaler is a disabled torch GradScaler, the gradient
+    norm is the pre-clipping norm, and a non-finite gradient stops before the optimizer steps."""
+    import torch
+
+    from e3bench.train.shared import device as dev
+    from e3bench.train.shared import optim
+    from e3bench.train.shared.step import Diverged, LossGuard, TrainStep
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 8))
+    b = torch.nn.Parameter(torch.zeros(8))
+    opt, _ = optim.build_optimizer([("layers.0.w", w), ("layers.0.b", b)], optim.OptimSettings(name="muon", lr=0.01))
+    assert len(optim.parts(opt)) == 2
+    kw = dict(warmup_steps=2, total_steps=6, schedule="cosine", min_ratio=0.1)
+    step = TrainStep(
+        params=[w, b], optimizer=opt, schedulers=optim.schedulers(opt, **kw), device="cpu",
+        precision=dev.resolve_precision("fp32", "cpu"), grad_clip=0.5, guard=LossGuard(3.0),
+    )  # fmt: skip
+    assert isinstance(step.scaler, torch.amp.GradScaler) and not step.scaler.is_enabled()
+    x = torch.randn(4, 8)
+    for n in range(6):
+        lrs = [g["lr"] for o in optim.parts(opt) for g in o.param_groups]
+        assert lrs == [pytest.approx(0.01 * optim.lr_factor(n, **kw))] * len(lrs), n
+        before = w.detach().clone()
+        r = step(lambda: (((x @ w + b) ** 2).mean(), "out"), step=n)
+        assert r.output == "out" and r.seconds >= 0 and r.grad_norm > 0.5  # pre-clip norm
+        assert not torch.equal(before, w.detach()) and w.grad is None  # stepped, grads cleared
+    assert step.guard.reference is not None
+    # a NaN gradient (finite loss) stops the step before the optimizer moves anything
+    before = w.detach().clone()
+    w.register_hook(lambda g: torch.full_like(g, float("nan")))
+    with pytest.raises(Diverged, match="gradient norm became nan at step 6"):
+        step(lambda: (((x @ w + b) ** 2).mean(), None), step=6)
+    assert torch.equal(before, w.detach())

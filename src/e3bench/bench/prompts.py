@@ -32,11 +32,13 @@ class PromptSet:
         self.source = source
 
     def batch(self, size: int, offset: int = 0) -> list[list[int]]:
+        """``size`` prompts starting at ``offset``, wrapping around the set."""
         n = len(self.token_ids)
         return [self.token_ids[(offset + i) % n] for i in range(size)]
 
     @property
     def lengths(self) -> list[int]:
+        """Tokens per prompt."""
         return [len(t) for t in self.token_ids]
 
 

@@ -1,41 +1,51 @@
-"""Validated, frozen run configuration: YAML file + ``--set key=value`` + CLI flags. No I/O
-beyond reading the YAML the user names."""
+"""Validated, frozen run configuration: YAML file < CLI flags < ``--set key=value``.
+
+:func:`build_config` is the only way configs are made (``e3bench run``, sweeps, benchmarks):
+it merges the layers, validates the schema (:class:`RunConfig`) AND the names against this
+installation (:mod:`e3bench.config.validate`), and reports every problem at once, each at the
+YAML line or flag it came from. No I/O beyond reading the YAML the user names.
+"""
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
+import math
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from e3bench.core.errors import E3Error
+from e3bench.config.validate import Problem, raise_problems, semantic_checks
+from e3bench.core.errors import E3Error, unknown_name
+from e3bench.core.ids import stable_hash
 
 DTYPES = ("fp32", "bf16", "fp16", "int8", "int4")
 #: backend-specific precision names (llama.cpp GGUF types such as q4_k_m, q8_0, f16; "native" =
 #: the file as shipped). Whether a backend can run one is its capabilities' call, not ours.
 _BACKEND_PRECISION = re.compile(r"^(native|f16|f32|i?q[1-8](_[0-9a-z]+)*)$")
-DEVICES = ("cpu", "cuda")
 
 
 class RunConfig(BaseModel):
-    """Everything that defines one run. Hashed (minus output location) to identify the run."""
+    """Everything that defines one run. Hashed (minus output location) to identify the run.
+
+    The model checks types and ranges only, so records written elsewhere (other plugins) always
+    load; names are checked against this installation by :func:`build_config`.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field("smollm2-135m", description="alias, Hugging Face id, local dir or .gguf file")
-    backend: str = Field("pytorch", description="backend name (see `e3bench backends`)")
+    model: str = Field("smollm2-135m", min_length=1, description="alias, Hugging Face id, local dir or .gguf file")
+    backend: str = Field("pytorch", description="backend name (see `e3bench models`)")
     backend_options: dict[str, Any] = Field(
         {},
         description="keyword options for the backend, e.g. n_ctx (llamacpp), compile (pytorch), "
         "gpu_memory_utilization (vllm); --backend-option key=value or --set backend_options.key=value",
     )
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu | cuda")
     dtype: str = Field("fp32", description="fp32|bf16|fp16|int8|int4, or a backend's own (q4_k_m, native)")
-    batch_sizes: tuple[int, ...] = Field((1, 4), description="batch sizes to measure")
+    batch_sizes: tuple[int, ...] = Field((1, 4), description="batch sizes to measure, comma list, e.g. 1,4,8")
     prompt_tokens: int = Field(128, description="synthetic prompt length in tokens")
     max_new_tokens: int = Field(32, description="fixed output length for speed runs")
     prompts: str | None = Field(
@@ -45,23 +55,23 @@ class RunConfig(BaseModel):
     min_iters: int = Field(5, description="measure at least this many iterations ...")
     min_seconds: float = Field(5.0, description="... and at least this many seconds")
     max_seconds: float = Field(120.0, description="stop measuring a batch size after this long")
-    threads: int | None = Field(None, description="torch intra-op threads (None = library default)")
-    seed: int = 0
-    meter: str = Field("auto", description="auto|nvml|rapl|estimate|codecarbon|none")
+    threads: int | None = Field(None, description="torch intra-op threads (unset = library default)")
+    seed: int = Field(0, description="random seed (prompt sampling, task sampling)")
+    meter: str = Field("auto", description="auto|nvml|rapl|estimate|codecarbon|none (or a plugin meter)")
     cross_check_meter: str | None = Field(
         None, description="a second meter over the same windows, e.g. codecarbon (labelled cross-check)"
     )
-    cpu_tdp_w: float | None = Field(None, description="CPU TDP override for the estimate meter")
-    idle_seconds: float = Field(3.0, description="idle-baseline measurement before the workload")
-    region: str | None = Field(None, description="grid region for CO2e (None = world average)")
-    tasks: tuple[str, ...] = Field((), description="effectiveness tasks to run on the same model")
+    cpu_tdp_w: float | None = Field(None, description="CPU TDP in watts for the estimate meter")
+    idle_seconds: float = Field(3.0, description="idle-baseline measurement before the workload (s)")
+    region: str | None = Field(None, description="grid region for CO2e, e.g. DE, US-CA (unset = world average)")
+    tasks: tuple[str, ...] = Field((), description="effectiveness tasks, comma list, e.g. mmlu,hellaswag,gsm8k")
     limit: int | None = Field(None, description="items per task (first N)")
-    log_samples: bool = False
-    engine: Literal["e3bench", "lm-eval"] = "e3bench"
-    trackers: tuple[str, ...] = Field((), description="wandb and/or mlflow: log each run's metrics")
-    output_dir: str = "results"
-    sweep: str = Field("runs", description="sub-directory of output_dir grouping runs")
-    cache_dir: str | None = Field(None, description="converted-model cache (default ~/.cache/e3bench)")
+    log_samples: bool = Field(False, description="save per-item predictions")
+    engine: Literal["e3bench", "lm-eval"] = Field("e3bench", description="e3bench | lm-eval")
+    trackers: tuple[str, ...] = Field((), description="wandb,mlflow: log each run's metrics there too")
+    output_dir: str = Field("results", description="results directory")
+    sweep: str = Field("runs", description="sub-directory of output_dir grouping runs (one folder name)")
+    cache_dir: str | None = Field(None, description="converted/exported/quantized models (default ~/.cache/e3bench)")
 
     @field_validator("dtype")
     @classmethod
@@ -90,6 +100,13 @@ class RunConfig(BaseModel):
             raise ValueError(f"must be ≥ 1 (got {v})")
         return v
 
+    @field_validator("threads", "limit")
+    @classmethod
+    def _unset_or_at_least_one(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be ≥ 1 (got {v}); leave it unset for the default")
+        return v
+
     @field_validator("warmup_iters")
     @classmethod
     def _non_negative(cls, v: int) -> int:
@@ -100,23 +117,22 @@ class RunConfig(BaseModel):
     @field_validator("min_seconds", "idle_seconds", "max_seconds")
     @classmethod
     def _non_negative_f(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"must be ≥ 0 (got {v})")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"must be a finite number ≥ 0 (got {v})")
         return v
 
-    @field_validator("trackers")
+    @field_validator("cpu_tdp_w")
     @classmethod
-    def _trackers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [t for t in v if t not in ("wandb", "mlflow")]
-        if bad:
-            raise ValueError(f"unknown tracker '{bad[0]}' (use wandb and/or mlflow)")
+    def _watts(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"must be a finite number of watts > 0 (got {v})")
         return v
 
-    @field_validator("limit")
+    @field_validator("sweep")
     @classmethod
-    def _limit(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"must be ≥ 1 (got {v})")
+    def _one_folder(cls, v: str) -> str:
+        if not v or v in (".", "..") or "/" in v or "\\" in v or Path(v).is_absolute():
+            raise ValueError(f"must be one folder name inside output_dir (got {v!r})")
         return v
 
     def identity(self) -> dict[str, Any]:
@@ -124,26 +140,40 @@ class RunConfig(BaseModel):
         return self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers"})
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """16 hex of SHA-256 over :meth:`identity` (the run's identity across machines)."""
+        return stable_hash(self.identity())
 
 
-_FIELDS = tuple(RunConfig.model_fields)
-_ALIASES = {"batch_size": "batch_sizes", "batch-size": "batch_sizes", "task": "tasks"}
+FIELDS: tuple[str, ...] = tuple(RunConfig.model_fields)
+#: other spellings accepted for a field (YAML, --set, sweep files)
+ALIASES = {"batch_size": "batch_sizes", "batch-size": "batch_sizes", "task": "tasks"}
+#: the command-line flag of each field where it is not ``--<field-with-dashes>``
+FLAGS = {"batch_sizes": "--batch-size", "cross_check_meter": "--cross-check", "backend_options": "--backend-option"}
+_LISTS = ("batch_sizes", "tasks", "trackers")
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Turn CLI strings ("1,4,8", "null") into what the field expects."""
-    if key in ("batch_sizes", "tasks", "trackers"):
+def flag_of(field: str) -> str:
+    """The ``e3bench run`` flag that sets ``field`` (``batch_sizes`` → ``--batch-size``)."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Turn CLI strings (``"1,4,8"``, ``"null"``) into what field ``key`` expects.
+
+    Raises :class:`E3Error` for a batch-size list that is not integers.
+    """
+    if key in _LISTS:
         if isinstance(value, str):
+            if key == "tasks":
+                from e3bench.config.taskspec import split_task_list
+
+                return split_task_list(value)
             parts = [p.strip() for p in value.split(",") if p.strip()]
             if key == "batch_sizes":
                 try:
                     return tuple(int(p) for p in parts)
                 except ValueError:
-                    raise E3Error(
-                        f"batch_sizes must be integers, got '{value}'", "e.g. --batch-size 1,4,8"
-                    ) from None
+                    raise E3Error(f"batch_sizes must be integers, got '{value}'", "e.g. --batch-size 1,4,8") from None
             return tuple(parts)
         if isinstance(value, int):
             return (value,)
@@ -154,46 +184,49 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-def _unknown_key(key: str, where: str) -> E3Error:
-    near = difflib.get_close_matches(key, _FIELDS, n=1)
-    hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(_FIELDS)}"
-    return E3Error(f"unknown config key '{key}' in {where}", hint)
+Locate = Callable[[str], str]
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
+@dataclass(frozen=True)
+class Layer:
+    """One source of field values and how to name a key of it in messages.
 
-    p = Path(path)
-    if not p.is_file():
-        raise E3Error(f"config file not found: {p}", "check the path given to --config")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise E3Error(f"config file {p} is not valid YAML{where}", "fix the YAML syntax") from None
-    if not isinstance(data, dict):
-        raise E3Error(f"config file {p} must be a mapping of key: value", "see README 'Config'")
-    return data
+    ``values``: field (or alias, or ``backend_options.<opt>``) → value; ``locate(key_path)``:
+    e.g. ``"run.yaml:3 (meter)"`` or ``"--meter"``.
+    """
+
+    values: Mapping[str, Any]
+    locate: Locate
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """Parse ``--set key=value`` items; values are YAML scalars (so 4 is int, true is bool)."""
-    import yaml
+def yaml_layer(path: str | Path, *, prefix: str = "") -> tuple[Layer, list[Problem]]:
+    """The layer of a YAML run config (``prefix`` = ``"base."`` for a sweep's base section) and
+    the problems its duplicate keys make."""
+    from e3bench.config import yamlfile
 
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise E3Error(f"--set expects key=value, got '{item}'", "e.g. --set max_new_tokens=64")
-        k, v = item.split("=", 1)
-        k = k.strip()
-        try:
-            out[k] = yaml.safe_load(v) if v.strip() else v
-        except yaml.YAMLError:
-            out[k] = v
-        if isinstance(out[k], (str, int)) and k in ("batch_sizes", "batch_size", "tasks", "trackers"):
-            out[k] = str(out[k])
-    return out
+    doc = yamlfile.load(path)
+    return Layer(doc.data, lambda k: doc.where(prefix + k)), duplicate_problems(doc)
+
+
+def duplicate_problems(doc) -> list[Problem]:
+    """One problem per key given twice in a :class:`~e3bench.config.yamlfile.YamlFile`."""
+    return [
+        Problem(f"{doc.path}:{line} ({path})", f"key '{path}' is given twice (first at line {first})",
+                "keep one of them: YAML would silently use the last")  # fmt: skip
+        for path, line, first in doc.duplicates
+    ]
+
+
+def flags_layer(values: Mapping[str, Any]) -> Layer:
+    """The layer of command-line flags (``None`` = flag not given)."""
+    return Layer({k: v for k, v in values.items() if v is not None}, lambda k: flag_of(k.split(".")[0]))
+
+
+def set_layer(items: list[str]) -> Layer:
+    """The layer of ``--set key=value`` items (values parsed as YAML scalars)."""
+    from e3bench.config.overrides import parse_set
+
+    return Layer(parse_set(items), lambda k: f"--set {k}")
 
 
 def build_config(
@@ -201,37 +234,115 @@ def build_config(
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     sets: list[str] | None = None,
+    layers: list[Layer] | None = None,
+    runnable: bool = False,
 ) -> RunConfig:
-    """Merge YAML < CLI flags < --set, validate, and return a frozen RunConfig."""
-    merged: dict[str, Any] = {}
-    layers: list[tuple[str, dict[str, Any]]] = []
+    """Merge YAML < ``overrides`` (CLI flags) < ``sets`` (``--set``) < ``layers``, validate, and
+    return a frozen :class:`RunConfig`.
+
+    Always checked: the schema, unknown keys, meter/cross-check/tracker/task/backend names, task
+    options, the region and the backend's options. ``runnable=True`` (``e3bench run``) also
+    requires the backend to be installed here and to support the device and precision; sweeps
+    skip such runs instead, and a config may be built on one machine and run on another.
+    Raises :class:`~e3bench.config.validate.ConfigError` listing every problem found.
+    """
+    problems: list[Problem] = []
+    stack: list[Layer] = []
     if yaml_path is not None:
-        layers.append((str(yaml_path), load_yaml(yaml_path)))
-    layers.append(("command-line options", {k: v for k, v in (overrides or {}).items() if v is not None}))
-    layers.append(("--set", parse_set(sets or [])))
-    for where, layer in layers:
-        for key, value in layer.items():
-            key = _ALIASES.get(key, key)
-            if key.startswith("backend_options."):  # --set backend_options.n_ctx=4096
+        layer, dups = yaml_layer(yaml_path)
+        stack.append(layer)
+        problems += dups
+    stack.append(flags_layer(overrides or {}))
+    stack.append(set_layer(list(sets or [])))
+    stack += layers or []
+    merged, origin = _merge(stack, problems)
+    return _validate(merged, origin, problems, runnable=runnable)
+
+
+def _merge(stack: list[Layer], problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Locate]]:
+    merged: dict[str, Any] = {}
+    origin: dict[str, Locate] = {}
+    for layer in stack:
+        for key, value in layer.values.items():
+            field = ALIASES.get(key, key)
+            where = layer.locate(key)
+            if field.startswith("backend_options."):  # --set backend_options.n_ctx=4096
                 opts = dict(merged.get("backend_options") or {})
-                opts[key.split(".", 1)[1]] = value
+                opts[field.split(".", 1)[1]] = value
                 merged["backend_options"] = opts
+                origin[field] = layer.locate
                 continue
-            if key not in _FIELDS:
-                raise _unknown_key(key, where)
-            if key == "backend_options" and value is not None and not isinstance(value, dict):
-                raise E3Error(
-                    f"backend_options in {where} must be a mapping, got {value!r}",
-                    "e.g. backend_options: {n_ctx: 4096} in YAML, or --backend-option n_ctx=4096",
-                )
-            merged[key] = _coerce(key, value)
+            if field not in FIELDS:
+                err = unknown_name("config key", key, FIELDS + tuple(ALIASES), fix=f"valid keys: {', '.join(FIELDS)}")
+                problems.append(Problem(where, err.problem, err.fix))
+                continue
+            if field == "backend_options":
+                if value is not None and not isinstance(value, dict):
+                    problems.append(Problem(where, f"backend_options must be a mapping, got {value!r}",
+                                            "e.g. backend_options: {n_ctx: 4096} in YAML, or --backend-option n_ctx=4096"))  # fmt: skip
+                    continue
+                for opt in value or {}:
+                    origin[f"backend_options.{opt}"] = _at(layer.locate, key, opt)
+            try:
+                merged[field] = coerce(field, value)
+            except E3Error as exc:
+                problems.append(Problem(where, exc.problem, exc.fix))
+                continue
+            origin[field] = _at(layer.locate, key)
+    return merged, origin
+
+
+def _at(locate: Locate, key: str, sub: str | None = None) -> Locate:
+    """A locator for paths under field ``key`` as spelled in its layer (alias kept)."""
+    field = ALIASES.get(key, key)
+
+    def where(path: str) -> str:
+        rest = path[len(field):] if path.startswith(field) else ""
+        return locate(key + rest)
+
+    return where
+
+
+def _where(origin: Mapping[str, Locate], key_path: str) -> str:
+    parts = key_path.split(".")
+    while parts:
+        loc = origin.get(".".join(parts))
+        if loc is not None:
+            return loc(key_path)
+        parts.pop()
+    return f"{key_path} (default)"
+
+
+def _validate(merged: dict[str, Any], origin: dict[str, Locate], problems: list[Problem], *, runnable: bool) -> RunConfig:
+    cfg: RunConfig | None = None
+    bad: set[str] = set()
     try:
-        return RunConfig(**merged)
+        cfg = RunConfig(**merged)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "literal_error":
-            ctx = err.get("ctx", {}).get("expected", "")
-            raise E3Error(f"bad value for '{loc}': {err.get('input')!r}", f"use one of {ctx}") from None
-        raise E3Error(f"bad value for '{loc}': {msg}", f"see `e3bench run --help` for '{loc}'") from None
+        for err in exc.errors():
+            top = str(err["loc"][0]) if err["loc"] else "config"
+            bad.add(top)
+            problems.append(Problem(_where(origin, top), *_schema_message(top, err)))
+    values = cfg.model_dump() if cfg is not None else {
+        **{k: f.default for k, f in RunConfig.model_fields.items()}, **merged
+    }  # fmt: skip
+    for key, err in semantic_checks(values, runnable=runnable, skip=bad):
+        problems.append(Problem(_where(origin, key), err.problem, err.fix))
+    raise_problems(problems)
+    assert cfg is not None
+    return cfg
+
+
+def _schema_message(field: str, err: Mapping[str, Any]) -> tuple[str, str]:
+    if err["type"] == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"bad value for '{field}': {err.get('input')!r}", f"use one of {expected}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"bad value for '{field}': {msg}", f"see `e3bench run --help` for {flag_of(field)}"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (E3Error if missing, invalid or not a mapping)."""
+    from e3bench.config import yamlfile
+
+    return yamlfile.load(path).data

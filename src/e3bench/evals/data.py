@@ -109,6 +109,8 @@ def validate_rows(rows: list[dict], path: str, required: dict[str, type | tuple[
 
 
 def validate_multiple_choice(rows: list[dict], path: str) -> None:
+    """Check ``{query: str, choices: [≥ 2 non-empty str], gold: valid index}`` per row;
+    :class:`E3Error` naming ``path:line`` otherwise."""
     validate_rows(rows, path, {"query": str, "choices": list, "gold": int})
     for i, row in enumerate(rows):
         where = f"{path}:{row.get(LINE_KEY, i + 1)}"
@@ -242,6 +244,7 @@ class DatasetSpec:
 
     @property
     def hub_id(self) -> str:
+        """``path (config)`` as messages show it."""
         return self.hub_path + (f" ({self.hub_name})" if self.hub_name else "")
 
 

@@ -21,6 +21,10 @@ MLPERF_QUALITY_TARGET = 0.99
 
 @dataclass
 class ConfigSummary:
+    """One configuration (model × backend × dtype × device) as its latest successful record
+    shows it. ``*_bs1`` figures come from its smallest measured batch size;
+    ``task_scores``: task → (primary metric, value, standard error)."""
+
     label: str
     model: str
     backend: str
@@ -38,11 +42,13 @@ class ConfigSummary:
 
     @property
     def accuracy(self) -> float | None:
+        """Mean primary metric over the tasks (None without tasks)."""
         vals = [v for _, v, _ in self.task_scores.values()]
         return sum(vals) / len(vals) if vals else None
 
 
 def primary_metric(metrics: dict[str, float]) -> str | None:
+    """The first of :data:`PRIMARY_METRICS` present in ``metrics`` (None if none is)."""
     for m in PRIMARY_METRICS:
         if m in metrics:
             return m
@@ -95,6 +101,9 @@ def _dtype_rank(d: str) -> int:
 
 @dataclass
 class VariantComparison:
+    """A reduced-precision variant against its reference (same model, backend, device):
+    percentages are of the reference, ``speedup`` is decode tokens/s variant ÷ reference."""
+
     variant: str
     reference: str
     quality_retained_pct: float | None
@@ -105,6 +114,8 @@ class VariantComparison:
 
 
 def compare_to_reference(configs: Sequence[ConfigSummary]) -> list[VariantComparison]:
+    """Every non-reference member of each (model, backend, device) group against the group's
+    reference, the first of :data:`REFERENCE_ORDER` present (groups without one are skipped)."""
     groups: dict[tuple[str, str, str], list[ConfigSummary]] = {}
     for c in configs:
         groups.setdefault((c.model, c.backend, c.device), []).append(c)

@@ -37,6 +37,7 @@ def _bar(configs, values, ylabel, title, path: Path, note: str = "") -> Path | N
 
 
 def latency(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
+    """TTFT and TPOT bars (ms, smallest batch) as a PNG at ``path``; None without TTFT data."""
     if not any(c.ttft_ms_bs1 for c in configs):
         return None
     plt = _plt()
@@ -54,6 +55,7 @@ def latency(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
 
 
 def throughput_vs_batch(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
+    """Output tokens/s against batch size (log2 axis), one line per configuration; None without data."""
     if not any(c.throughput_by_batch for c in configs):
         return None
     plt = _plt()
@@ -74,17 +76,20 @@ def throughput_vs_batch(configs: Sequence[ConfigSummary], path: Path) -> Path | 
     return path
 
 
-def memory(configs, path):
+def memory(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
+    """Peak RSS bars (MiB); None when no configuration has it."""
     return _bar(configs, [c.peak_rss_mib for c in configs], "MiB", "Peak RSS (process lifetime)", path)
 
 
-def energy_per_token(configs, path):
+def energy_per_token(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
+    """EPT_total bars (J/token, smallest batch), the energy methods in the title; None without energy."""
     methods = sorted({c.energy_method for c in configs if c.energy_method})
     return _bar(configs, [c.ept_total_j_per_token for c in configs], "J / token",
                 "Energy per token (EPT_total, batch 1)", path, note="; ".join(methods))  # fmt: skip
 
 
-def accuracy(configs, path):
+def accuracy(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
+    """Mean primary metric bars; None without task scores."""
     return _bar(configs, [c.accuracy for c in configs], "mean primary metric",
                 "Accuracy (mean over tasks of acc_norm / acc / exact match)", path)  # fmt: skip
 

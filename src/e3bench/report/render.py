@@ -31,6 +31,8 @@ PIVOT_COLUMNS = ("configuration", "decode_tokens_per_s_bs1", "ttft_ms_bs1", "tpo
 
 @dataclass
 class Report:
+    """What :func:`build_report` wrote (``files``: name relative to ``out_dir`` → path) and read."""
+
     out_dir: Path
     files: dict[str, Path]
     configs: list[ConfigSummary]

@@ -8,7 +8,7 @@ module is the one reader of the training kinds, and the report's only way into `
 
 * ``e3bench.train.records.FinetuneRecord`` (kind ``finetune``) and ``SuiteRecord`` (kind
   ``train-suite``): pydantic models, ``model_validate(parsed JSON)``;
-* ``e3bench.train.report.summary_rows(SuiteRecord) -> list[dict]``: one row per configuration
+* ``e3bench.train.suite.report.summary_rows(SuiteRecord) -> list[dict]``: one row per configuration
   with the keys of :data:`SUITE_COLUMNS` (less ``suite`` and ``device``).
 
 Like the rest of the report, this only reads stored records.
@@ -77,7 +77,7 @@ def load_training(others: Mapping[str, list[tuple[Path, dict]]]) -> Training:
     if not docs:
         return out
     from e3bench.train.records import FinetuneRecord, SuiteRecord
-    from e3bench.train.report import summary_rows
+    from e3bench.train.suite.report import summary_rows
 
     for p, data, kind in sorted(docs, key=lambda x: x[0]):
         try:

@@ -20,6 +20,8 @@ SCHEMA_VERSION = 1
 
 
 class ModelInfo(BaseModel):
+    """The model as loaded: where it came from, its architecture, size (parameters, weight bytes)."""
+
     name: str
     source: str  # alias | hub | local-dir | gguf
     path: str
@@ -87,6 +89,8 @@ class ForwardResult(BaseModel):
 
 
 class Efficiency(BaseModel):
+    """Speed and memory of one run: load time, one result per batch size, peaks, roofline."""
+
     load_time_s: float
     load_note: str
     prompt_source: str
@@ -100,6 +104,8 @@ class Efficiency(BaseModel):
 
 
 class TaskResult(BaseModel):
+    """One task's scores (each metric with its standard error), speed, energy and samples file."""
+
     task: str
     engine: str
     metrics: dict[str, float]
@@ -114,6 +120,10 @@ class TaskResult(BaseModel):
 
 
 class ResultRecord(BaseModel):
+    """One run, stored as ``<output_dir>/<sweep>/<stem>.json`` (:mod:`e3bench.results.store`):
+    config and its hash, the machine (manifest), the model, efficiency, energy facts and task
+    results; ``status="failed"`` records carry ``error`` and nothing measured."""
+
     schema_version: int = SCHEMA_VERSION
     run_id: str
     created_utc: str

@@ -11,83 +11,98 @@ grid:                           # cartesian product over these RunConfig fields
   dtype: [fp32, bf16]
   backend: [pytorch]
 ```
+
+Every combination is built with :func:`e3bench.config.run.build_config`, so a typo anywhere
+(a key, a meter, a region, a task, a backend option) fails the whole sweep before any run starts,
+with one line per problem naming the YAML line.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e3bench.config.run import RunConfig, build_config, load_yaml
-from e3bench.core.errors import E3Error
+from e3bench.config import yamlfile
+from e3bench.config.run import ALIASES, FIELDS, Layer, RunConfig, build_config, duplicate_problems
+from e3bench.config.validate import ConfigError, Problem, raise_problems, unrunnable_reason
+from e3bench.core.errors import E3Error, unknown_name
 
 _TOP_KEYS = ("name", "base", "grid", "output_dir")
-_FIELDS = tuple(RunConfig.model_fields)
 
 
 @dataclass(frozen=True)
 class Skipped:
+    """A combination this installation cannot run, and why (backend missing, capabilities)."""
+
     config: RunConfig
     reason: str
 
 
 @dataclass(frozen=True)
 class Plan:
+    """An expanded sweep: ``runs`` to execute (deduplicated by config hash) and ``skipped``."""
+
     name: str
     output_dir: str
     runs: list[RunConfig]
     skipped: list[Skipped]
 
 
-def _check_keys(mapping: dict[str, Any], where: str, valid: tuple[str, ...]) -> None:
-    for key in mapping:
-        if key not in valid:
-            near = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(valid)}"
-            raise E3Error(f"unknown key '{key}' in {where}", hint)
-
-
 def capability_reason(cfg: RunConfig) -> str | None:
     """Why this run cannot work here, judged from the backend's declared capabilities."""
-    from e3bench.core import registry
+    return unrunnable_reason(cfg.backend, cfg.device, cfg.dtype)
 
-    table = registry.entries("backend")
-    if cfg.backend not in table:
-        return None  # let the run itself produce the 'unknown backend' error record
-    entry = table[cfg.backend]
-    missing = [m for m in entry.requires if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"backend '{cfg.backend}' not installed (pip install 'e3bench[{entry.extra or cfg.backend}]')"
-    cls = registry.get("backend", cfg.backend)
-    return cls.capabilities.check(device=cfg.device, precision=cfg.dtype)
+
+def _key_problems(doc: yamlfile.YamlFile, mapping: dict[str, Any], prefix: str, valid: tuple[str, ...]) -> list[Problem]:
+    out = []
+    for key in mapping:
+        if key not in valid:
+            err = unknown_name("key", str(key), valid, fix=f"valid keys: {', '.join(valid)}")
+            out.append(Problem(doc.where(f"{prefix}{key}"), err.problem, err.fix))
+    return out
 
 
 def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
-    data = load_yaml(path)
+    """Read sweep file ``path`` and build every combination of ``grid`` over ``base``.
+
+    ``output_dir`` overrides the file's. Raises :class:`~e3bench.config.validate.ConfigError`
+    with every problem (unknown keys, bad values, unknown names, duplicate keys), each at its
+    line; an empty file or a grid that expands to nothing is an :class:`E3Error`.
+    """
+    doc = yamlfile.load(path, what="sweep file", hint="check the path given to e3bench sweep")
     where = str(path)
-    _check_keys(data, where, _TOP_KEYS)
+    data = doc.data
+    if not data:
+        raise E3Error(f"sweep file {where} is empty", "give it at least 'grid:' (see docs/sweeps.md)")
+    problems = duplicate_problems(doc) + _key_problems(doc, data, "", _TOP_KEYS)
     name = str(data.get("name") or Path(path).stem)
     base = data.get("base") or {}
     grid = data.get("grid") or {}
     if not isinstance(base, dict) or not isinstance(grid, dict):
         raise E3Error(f"'base' and 'grid' in {where} must be mappings", "see docs/sweeps.md")
-    _check_keys(base, f"{where} (base)", _FIELDS + ("batch_size",))
-    _check_keys(grid, f"{where} (grid)", _FIELDS + ("batch_size",))
+    fields = FIELDS + tuple(ALIASES)
+    problems += _key_problems(doc, base, "base.", fields) + _key_problems(doc, grid, "grid.", fields)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise E3Error(f"grid key '{key}' in {where} must be a non-empty list", f"e.g. {key}: [a, b]")
+            problems.append(Problem(doc.where(f"grid.{key}"), f"grid key '{key}' must be a non-empty list",
+                                    f"e.g. {key}: [a, b]"))  # fmt: skip
+    raise_problems(problems)
     out_dir = output_dir or data.get("output_dir") or "results"
+    base_layer = Layer(base, lambda k: doc.where(f"base.{k}"))
+    fixed = Layer({"sweep": name, "output_dir": out_dir}, lambda k: doc.where("name" if k == "sweep" else k))
     keys = list(grid)
     runs: list[RunConfig] = []
     skipped: list[Skipped] = []
     seen: set[str] = set()
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        fields = {**base, **dict(zip(keys, combo, strict=True)), "sweep": name, "output_dir": out_dir}
-        cfg = build_config(overrides=fields)
+    for combo in itertools.product(*(list(enumerate(grid[k])) for k in keys)):
+        layers = [base_layer] + [_grid_layer(doc, k, i, v) for k, (i, v) in zip(keys, combo, strict=True)] + [fixed]
+        try:
+            cfg = build_config(layers=layers, runnable=False)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
         if cfg.config_hash() in seen:
             continue
         seen.add(cfg.config_hash())
@@ -96,6 +111,17 @@ def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
             skipped.append(Skipped(cfg, reason))
         else:
             runs.append(cfg)
+    raise_problems(problems)
     if not runs and not skipped:
         raise E3Error(f"sweep {where} expands to no runs", "add values under 'grid'")
     return Plan(name=name, output_dir=out_dir, runs=runs, skipped=skipped)
+
+
+def _grid_layer(doc: yamlfile.YamlFile, key: str, index: int, value: Any) -> Layer:
+    """One grid value as a layer; ``tasks.0`` of that value is named ``grid.tasks.<index>.0``."""
+
+    def locate(path: str) -> str:
+        rest = path[len(key):]
+        return doc.where(f"grid.{key}.{index}{rest}")
+
+    return Layer({key: value}, locate)

@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from e3bench.core.fmt import num
+
 
 def _progress(quiet: bool):
     def progress(msg: str) -> None:
@@ -116,16 +118,19 @@ def train(
 
 # --------------------------------------------------------------------------------- output
 def format_finetune(r) -> str:
+    """The console summary of a :class:`~e3bench.train.records.FinetuneRecord`."""
+    from e3bench.train.records import basis_energy_j
+
     t = r.target
     e = r.train_energy
-    ej = None if e is None else (e.net_energy_j if e.net_energy_j is not None else e.gross_energy_j)
+    ej = basis_energy_j(e)
     lines = [
         f"{r.model['architecture']} {r.model['name']} on {r.data['task']} ({r.method['fine_tuning']}, {r.method['mode']} mode): "
         f"status {r.status}",
         f"  trainable {r.trainable_parameters:,} / {r.total_parameters:,} params ({100 * r.trainable_fraction:.2f}%)",
         f"  {r.steps} steps, {r.samples_seen} samples, {r.tokens_seen:,} tokens in {r.train_time_s:.1f} s: "
         f"{r.train_tokens_per_s:,.0f} tokens/s, {r.train_samples_per_s:.2f} samples/s",
-        f"  accuracy final {_f(r.final_accuracy)} best {_f(r.best_accuracy)} "
+        f"  accuracy final {num(r.final_accuracy, '.3f')} best {num(r.best_accuracy, '.3f')} "
         f"(majority class {r.data.get('majority_class_accuracy', float('nan')):.3f})",
     ]
     if r.memory:
@@ -135,14 +140,14 @@ def format_finetune(r) -> str:
         )
     if e is not None:
         lines.append(
-            f"  training energy {_f(ej, ',.1f')} J ({e.basis}; {e.method}, {e.sensor}) = "
-            f"{_f(None if ej is None else ej / 3.6e6, '.3e')} kWh"
+            f"  training energy {num(ej, ',.1f')} J ({e.basis}; {e.method}, {e.sensor}) = "
+            f"{num(None if ej is None else ej / 3.6e6, '.3e')} kWh"
         )
     if t is not None:
         if t.reached:
             lines.append(
                 f"  target {t.target_accuracy:.3f} reached at step {t.reached_at_step}: {t.time_to_target_s:.1f} s, "
-                f"{_f(t.energy_to_target_j, ',.1f')} J, {t.samples_to_target} samples"
+                f"{num(t.energy_to_target_j, ',.1f')} J, {t.samples_to_target} samples"
             )
         else:
             lines.append(f"  {t.note}")
@@ -152,21 +157,18 @@ def format_finetune(r) -> str:
 
 
 def format_suite(record) -> str:
-    from e3bench.train.report import summary_rows
+    """The console table of a :class:`~e3bench.train.records.SuiteRecord`."""
+    from e3bench.train.suite.report import summary_rows
 
     rows = summary_rows(record)
     head = f"{'config':<14} {'status':<9} {'val loss':>9} {'Δ@tokens':>9} {'tok/s':>9} {'opt KiB':>9} {'energy J':>9}"
     out = [head, "-" * len(head)]
     for r in rows:
         out.append(
-            f"{r['config']:<14} {r['status']:<9} {_f(r['final_val_loss']):>9} {_f(r['delta'], '+.3f'):>9} "
-            f"{_f(r['tokens_per_s'], ',.0f'):>9} {_f(r['opt_state_kib'], ',.0f'):>9} {_f(r['energy_j'], ',.1f'):>9}"
+            f"{r['config']:<14} {r['status']:<9} {num(r['final_val_loss'], '.3f'):>9} {num(r['delta'], '+.3f'):>9} "
+            f"{num(r['tokens_per_s'], ',.0f'):>9} {num(r['opt_state_kib'], ',.0f'):>9} {num(r['energy_j'], ',.1f'):>9}"
         )
     return "\n".join(out)
-
-
-def _f(x, fmt: str = ".3f") -> str:
-    return "–" if x is None else format(x, fmt)
 
 
 def main() -> None:  # pragma: no cover - thin wrapper

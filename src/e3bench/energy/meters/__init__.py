@@ -1,20 +1,68 @@
-"""Energy meters and the one function that picks one: :func:`make_meter`.
+"""Energy meters, their registry entries, and the one function that picks one: :func:`make_meter`.
 
 ``auto`` prefers a real sensor: NVML when the device is a CUDA GPU, else RAPL when its counters
 are readable, else the TDP estimate. Each meter module imports its heavy dependency lazily.
+
+A registered meter (built-in or from the ``e3bench.meters`` entry-point group) is a
+:class:`MeterSpec`, or any callable ``factory(settings: MeterSettings) -> EnergyMeter`` (then
+described by its ``name``)::
+
+    [project.entry-points."e3bench.meters"]
+    mymeter = "my_pkg.meter:SPEC"        # SPEC = MeterSpec(build=..., describe=...)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 
 from e3bench.core.api import EnergyMeter
-from e3bench.core.errors import E3Error
+from e3bench.core.errors import E3Error, unknown_name
+from e3bench.core.registry import meters as _registry
 
-METER_CHOICES: tuple[str, ...] = ("auto", "nvml", "rapl", "estimate", "codecarbon", "none")
+__all__ = ["AUTO", "MeterSettings", "MeterSpec", "make_meter", "meter_choices"]
 
-__all__ = ["METER_CHOICES", "make_meter"]
+#: the pseudo-meter that picks the best available real one
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class MeterSettings:
+    """What a meter factory may use. ``device``: ``"cpu"`` or ``"cuda[:i]"``; ``cpu_tdp_w``: TDP
+    override in watts for the estimate meter; ``sample_interval_s``: sampler period in seconds;
+    ``nvml_module`` and ``rapl_root`` exist for tests and unusual systems."""
+
+    device: str = "cpu"
+    cpu_tdp_w: float | None = None
+    sample_interval_s: float = 0.1
+    nvml_module: ModuleType | None = None
+    rapl_root: str | os.PathLike[str] | None = None
+
+
+def _by_name(meter: EnergyMeter) -> str:
+    return meter.name
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """A registered meter: ``build(settings) -> EnergyMeter`` (must not raise for an unusable
+    sensor: the meter's ``available()`` says so) and ``describe(meter) -> str``, one clause naming
+    the sensor or model behind a built meter (used in ``meter_choice_reason``)."""
+
+    build: Callable[[MeterSettings], EnergyMeter]
+    describe: Callable[[EnergyMeter], str] = _by_name
+
+
+def _spec(name: str) -> MeterSpec:
+    obj = _registry.get(name)
+    return obj if isinstance(obj, MeterSpec) else MeterSpec(build=obj)
+
+
+def meter_choices() -> tuple[str, ...]:
+    """Valid values of ``--meter``: ``auto`` and every registered meter (plugins included)."""
+    return (AUTO, *_registry.names())
 
 
 def make_meter(
@@ -28,27 +76,18 @@ def make_meter(
 ) -> tuple[EnergyMeter, str]:
     """Build the meter for ``choice``; return it with a one-line reason it was picked.
 
-    An explicitly requested meter that cannot work raises :class:`E3Error` (reason + fix);
-    ``auto`` never raises for an unusable sensor, it says what it tried instead.
-    ``nvml_module`` and ``rapl_root`` exist for tests and unusual systems.
+    An unknown name raises the one did-you-mean :class:`E3Error`; an explicitly requested meter
+    that cannot work raises :class:`E3Error` (reason + fix); ``auto`` never raises for an
+    unusable sensor, it says what it tried instead.
     """
-    if choice not in METER_CHOICES:
-        import difflib
-
-        near = difflib.get_close_matches(choice, METER_CHOICES, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise E3Error(
-            f"unknown meter '{choice}'{hint}",
-            f"use one of: {', '.join(METER_CHOICES)}",
-        )
-    if choice == "none":
-        from e3bench.energy.meters.null import NullMeter
-
-        return NullMeter(), "none: energy not measured (--meter none)"
-    if choice == "auto":
-        return _auto(device, cpu_tdp_w, sample_interval_s, nvml_module, rapl_root)
-
-    meter = _build(choice, device, cpu_tdp_w, sample_interval_s, nvml_module, rapl_root)
+    settings = MeterSettings(device, cpu_tdp_w, sample_interval_s, nvml_module, rapl_root)
+    if choice == AUTO:
+        return _auto(settings)
+    if choice not in _registry:
+        raise unknown_name("meter", choice, meter_choices())
+    spec = _spec(choice)
+    name = _registry.canonical(choice)
+    meter = spec.build(settings)
     if not meter.available():
         err = getattr(meter, "unavailable_error", None)
         meter.close()
@@ -58,82 +97,93 @@ def make_meter(
             f"--meter {choice}: {meter.unavailable_reason() or 'unavailable'}",
             "use --meter auto to fall back to the best available meter",
         )
-    return meter, f"{choice} (requested): {_describe(meter)}"
+    if name == "none":
+        return meter, "none: energy not measured (--meter none)"
+    return meter, f"{choice} (requested): {spec.describe(meter)}"
 
 
-def _build(
-    choice: str,
-    device: str,
-    cpu_tdp_w: float | None,
-    sample_interval_s: float,
-    nvml_module: ModuleType | None,
-    rapl_root: str | os.PathLike[str] | None,
-) -> EnergyMeter:
-    if choice == "nvml":
-        from e3bench.energy.meters.nvml import NvmlMeter
-
-        if not device.startswith("cuda"):
-            device = "cuda"
-        return NvmlMeter(device=device, nvml=nvml_module, sample_interval_s=sample_interval_s)
-    if choice == "rapl":
-        from e3bench.energy.meters.rapl import RaplMeter
-
-        return RaplMeter(root=rapl_root, sample_interval_s=sample_interval_s)
-    if choice == "estimate":
-        from e3bench.energy.meters.estimate import EstimateMeter
-
-        return EstimateMeter(cpu_tdp_w=cpu_tdp_w, sample_interval_s=sample_interval_s)
-    if choice == "codecarbon":
-        from e3bench.energy.meters.codecarbon_meter import CodeCarbonMeter
-
-        return CodeCarbonMeter()
-    raise AssertionError(choice)
-
-
-def _auto(
-    device: str,
-    cpu_tdp_w: float | None,
-    sample_interval_s: float,
-    nvml_module: ModuleType | None,
-    rapl_root: str | os.PathLike[str] | None,
-) -> tuple[EnergyMeter, str]:
+def _auto(s: MeterSettings) -> tuple[EnergyMeter, str]:
     tried: list[str] = []
-    if device.startswith("cuda"):
-        meter = _build("nvml", device, cpu_tdp_w, sample_interval_s, nvml_module, rapl_root)
+    if s.device.startswith("cuda"):
+        spec = _spec("nvml")
+        meter = spec.build(s)
         if meter.available():
-            return meter, (
-                f"auto → nvml: {_describe(meter)}; GPU energy only (CPU not included)"
-            )
+            return meter, f"auto → nvml: {spec.describe(meter)}; GPU energy only (CPU not included)"
         tried.append(f"nvml unavailable ({meter.unavailable_reason()})")
         meter.close()
     else:
-        tried.append(f"nvml skipped (device is {device})")
-    meter = _build("rapl", device, cpu_tdp_w, sample_interval_s, nvml_module, rapl_root)
+        tried.append(f"nvml skipped (device is {s.device})")
+    spec = _spec("rapl")
+    meter = spec.build(s)
     if meter.available():
-        gpu_note = "; GPU energy NOT measured" if device.startswith("cuda") else ""
-        return meter, f"auto → rapl: {_describe(meter)} [{'; '.join(tried)}]{gpu_note}"
+        gpu_note = "; GPU energy NOT measured" if s.device.startswith("cuda") else ""
+        return meter, f"auto → rapl: {spec.describe(meter)} [{'; '.join(tried)}]{gpu_note}"
     tried.append(f"rapl unavailable ({meter.unavailable_reason()})")
     meter.close()
-    meter = _build("estimate", device, cpu_tdp_w, sample_interval_s, nvml_module, rapl_root)
-    gpu_note = "; GPU energy NOT included" if device.startswith("cuda") else ""
-    return meter, f"auto → estimate: {_describe(meter)} [{'; '.join(tried)}]{gpu_note}"
+    spec = _spec("estimate")
+    meter = spec.build(s)
+    gpu_note = "; GPU energy NOT included" if s.device.startswith("cuda") else ""
+    return meter, f"auto → estimate: {spec.describe(meter)} [{'; '.join(tried)}]{gpu_note}"
 
 
-def _describe(meter: EnergyMeter) -> str:
-    """One clause naming the sensor or model behind a meter."""
-    name = meter.name
-    if name == "nvml":
-        gpus = ", ".join(f"{g.domain} {g.name}" for g in meter.gpus)  # type: ignore[attr-defined]
-        return f"measured, {meter.sensor()} on {gpus}"  # type: ignore[attr-defined]
-    if name == "rapl":
-        return f"measured, {meter.sensor()}"  # type: ignore[attr-defined]
-    if name == "estimate":
-        m = meter.power_model  # type: ignore[attr-defined]
-        return (
-            f"estimated, tdp-model on '{m.cpu_model}' with TDP_eff {m.tdp_w:g} W "
-            f"for {m.logical_cpus} logical CPU(s) — {m.tdp_source}"
-        )
-    if name == "codecarbon":
-        sensor = meter.sensor()  # type: ignore[attr-defined]
-        return f"estimated, {sensor} (cross-check, tracking_mode=process)"
-    return name
+# ------------------------------------------------------------------------- built-in meters
+def _nvml(s: MeterSettings) -> EnergyMeter:
+    from e3bench.energy.meters.nvml import NvmlMeter
+
+    device = s.device if s.device.startswith("cuda") else "cuda"
+    return NvmlMeter(device=device, nvml=s.nvml_module, sample_interval_s=s.sample_interval_s)
+
+
+def _nvml_describe(meter) -> str:
+    gpus = ", ".join(f"{g.domain} {g.name}" for g in meter.gpus)
+    return f"measured, {meter.sensor()} on {gpus}"
+
+
+def _rapl(s: MeterSettings) -> EnergyMeter:
+    from e3bench.energy.meters.rapl import RaplMeter
+
+    return RaplMeter(root=s.rapl_root, sample_interval_s=s.sample_interval_s)
+
+
+def _estimate(s: MeterSettings) -> EnergyMeter:
+    from e3bench.energy.meters.estimate import EstimateMeter
+
+    return EstimateMeter(cpu_tdp_w=s.cpu_tdp_w, sample_interval_s=s.sample_interval_s)
+
+
+def _estimate_describe(meter) -> str:
+    m = meter.power_model
+    return (
+        f"estimated, tdp-model on '{m.cpu_model}' with TDP_eff {m.tdp_w:g} W "
+        f"for {m.logical_cpus} logical CPU(s) — {m.tdp_source}"
+    )
+
+
+def _codecarbon(s: MeterSettings) -> EnergyMeter:
+    from e3bench.energy.meters.codecarbon_meter import CodeCarbonMeter
+
+    return CodeCarbonMeter()
+
+
+def _null(s: MeterSettings) -> EnergyMeter:
+    from e3bench.energy.meters.null import NullMeter
+
+    return NullMeter()
+
+
+_registry.builtin(
+    "nvml", MeterSpec(_nvml, _nvml_describe), description="NVIDIA GPU energy counter (Volta+) or power polling"
+)
+_registry.builtin(
+    "rapl", MeterSpec(_rapl, lambda m: f"measured, {m.sensor()}"),
+    description="Intel/AMD RAPL counters from /sys/class/powercap (CPU package, DRAM)",
+)  # fmt: skip
+_registry.builtin(
+    "estimate", MeterSpec(_estimate, _estimate_describe),
+    description="CPU estimate: TDP × (0.1 + 0.9·load³) + DRAM term, labelled estimated",
+)  # fmt: skip
+_registry.builtin(
+    "codecarbon", MeterSpec(_codecarbon, lambda m: f"estimated, {m.sensor()} (cross-check, tracking_mode=process)"),
+    requires=("codecarbon",), extra="codecarbon", description="CodeCarbon process tracker (cross-check)",
+)  # fmt: skip
+_registry.builtin("none", MeterSpec(_null), description="energy not measured")

@@ -3,22 +3,36 @@
 * ``local`` (default): each run in its own subprocess — clean memory, and a crash or OOM loses
   only that run.
 * ``ray``: one Ray task per run (``num_gpus=1`` on CUDA so GPUs are exclusive).
+
+Executors live in :data:`e3bench.core.registry.executors`. A registered executor (built-in, or
+from the ``e3bench.executors`` entry-point group) is a class constructed with keyword options
+whose ``map(configs)`` yields one :class:`~e3bench.results.schema.ResultRecord` per config
+(:class:`e3bench.core.api.Executor`).
 """
 
 from __future__ import annotations
 
-EXECUTORS = ("local", "ray")
+from typing import Any
+
+from e3bench.core.registry import executors as _registry
+
+_registry.builtin(
+    "local",
+    "e3bench.sweep.executors.local:LocalExecutor",
+    description="each run in its own subprocess on this machine (crash isolation)",
+)
+_registry.builtin(
+    "ray",
+    "e3bench.sweep.executors.ray:RayExecutor",
+    extra="ray",
+    requires=("ray",),
+    description="one Ray task per run, on a local Ray instance or a cluster (--ray-address)",
+)
 
 
-def make_executor(name: str, **kwargs):
-    from e3bench.core.errors import E3Error
+def make_executor(name: str, **kwargs: Any):
+    """The executor registered as ``name``, constructed with ``kwargs``.
 
-    if name == "local":
-        from e3bench.sweep.executors.local import LocalExecutor
-
-        return LocalExecutor(**kwargs)
-    if name == "ray":
-        from e3bench.sweep.executors.ray import RayExecutor
-
-        return RayExecutor(**kwargs)
-    raise E3Error(f"unknown executor '{name}'", f"use one of: {', '.join(EXECUTORS)}")
+    Raises the one "unknown executor" E3Error (did you mean ...) or MissingExtra (``ray``).
+    """
+    return _registry.create(name, **kwargs)

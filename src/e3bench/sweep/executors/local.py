@@ -8,25 +8,27 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 
-from e3bench.results import store
 from e3bench.config.run import RunConfig
+from e3bench.results import store
 from e3bench.results.schema import ResultRecord
+from e3bench.sweep.finish import finish_run, resumable_path
 
 
 class LocalExecutor:
+    """Runs each config in a fresh ``python -m e3bench.sweep.executors.worker`` subprocess
+    (``in_process=True``: in this process, for tests and debugging); ``timeout_s`` caps a run."""
+
     def __init__(self, *, in_process: bool = False, timeout_s: float | None = None) -> None:
         self.in_process = in_process
         self.timeout_s = timeout_s
 
-    def _record_path(self, cfg: RunConfig):
-        return store.record_path(cfg.output_dir, cfg.sweep, cfg.config_hash())
-
     def run(self, cfg: RunConfig) -> ResultRecord:
+        """Run one config; its record (ok, or failed with the reason) is saved and returned."""
         if self.in_process:
             from e3bench.sweep.executors.worker import run_and_store
 
             return run_and_store(cfg)
-        path = self._record_path(cfg)
+        path = resumable_path(cfg)
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "e3bench.sweep.executors.worker", cfg.model_dump_json()],
@@ -45,10 +47,11 @@ class LocalExecutor:
         from e3bench.results.schema import failed_record
 
         rec = failed_record(cfg, detail, envinfo.collect(sample_cpu=False))
-        store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
+        finish_run(rec, cfg, resumable=True)
         return rec
 
     def map(self, configs: Sequence[RunConfig]) -> Iterator[ResultRecord]:
+        """Run ``configs`` one after another, yielding each record as it is kept."""
         for cfg in configs:
             yield self.run(cfg)
 

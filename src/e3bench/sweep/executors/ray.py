@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from e3bench.results import store
 from e3bench.config.run import RunConfig
 from e3bench.core.errors import require
 from e3bench.results.schema import ResultRecord
+from e3bench.sweep.finish import finish_run
 
 
 def _remote_run(cfg_json: str) -> str:
@@ -28,12 +28,16 @@ def _remote_run(cfg_json: str) -> str:
 
 
 class RayExecutor:
+    """One Ray task per config; ``address`` of a cluster (None: start a local instance with
+    ``num_cpus``), ``cpus_per_run`` CPUs reserved per task (CUDA runs also take one GPU)."""
+
     def __init__(self, *, address: str | None = None, cpus_per_run: float = 1.0, num_cpus: int | None = None):
         self.address = address
         self.cpus_per_run = cpus_per_run
         self.num_cpus = num_cpus
 
     def map(self, configs: Sequence[RunConfig]) -> Iterator[ResultRecord]:
+        """Submit every config, then yield records as tasks finish (a lost task → failed record)."""
         ray = require("ray", "ray", "--executor ray")
         started_here = not ray.is_initialized()
         if started_here:
@@ -61,7 +65,8 @@ class RayExecutor:
 
                     rec = failed_record(cfg, f"ray task failed: {type(exc).__name__}: {exc}"[:500],
                                         envinfo.collect(sample_cpu=False))
-                store.save(rec, cfg.output_dir, cfg.sweep, stem=cfg.config_hash())
+                # the worker node already logged to the trackers: the driver only keeps the record
+                finish_run(rec, cfg, resumable=True, trackers=False)
                 yield rec
         finally:
             if started_here:

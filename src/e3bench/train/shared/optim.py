@@ -1,4 +1,5 @@
-"""Optimizers by name, for the training suite (and ``finetune --optimizer``).
+"""Optimizers by name and their learning-rate schedule, for the training suite (and
+``finetune --optimizer``).
 
 * ``adamw``     — ``torch.optim.AdamW`` (the reference).
 * ``muon``      — ``torch.optim.Muon`` (orthogonalised momentum via Newton–Schulz) for the 2-D
@@ -12,15 +13,21 @@
   (SVD refreshed every ``update_proj_gap`` steps), Adam moments kept in the small space.
 
 Weight decay applies to matrices only (not to norms and biases), for every optimizer.
+
+The schedule (linear warm-up, then cosine or constant, :func:`lr_factor`) is applied by one
+``torch.optim.lr_scheduler.LambdaLR`` per part of the optimizer (:func:`schedulers`), stepped
+after every optimizer step.
 """
 
 from __future__ import annotations
 
-import difflib
+import functools
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from e3bench.core.errors import E3Error, require
+from e3bench.core.errors import E3Error, require, unknown_name
 
 OPTIMIZERS: dict[str, str] = {
     "adamw": "torch.optim.AdamW",
@@ -32,18 +39,19 @@ EIGHT_BIT_IMPLS = ("bitsandbytes", "torchao")
 
 
 def check_optimizer_name(name: str, where: str = "") -> None:
+    """Raise :class:`E3Error` ("``where``unknown optimizer 'x'", did-you-mean or the list)
+    unless ``name`` is one of :data:`OPTIMIZERS`."""
     if name in OPTIMIZERS:
         return
-    near = difflib.get_close_matches(name, list(OPTIMIZERS), n=1, cutoff=0.5)
-    hint = f" (did you mean '{near[0]}'?)" if near else ""
-    raise E3Error(
-        f"{where}unknown optimizer '{name}'{hint}",
-        f"use one of: {', '.join(OPTIMIZERS)}",
-    )
+    err = unknown_name("optimizer", name, OPTIMIZERS, fix=f"use one of: {', '.join(OPTIMIZERS)}")
+    raise E3Error(f"{where}{err.problem}", err.fix)
 
 
 @dataclass(frozen=True)
 class OptimSettings:
+    """What :func:`build_optimizer` builds: the optimizer name, AdamW's hyper-parameters (also
+    used for the AdamW part under Muon and GaLore) and the Muon / 8-bit / GaLore extras."""
+
     name: str = "adamw"
     lr: float = 3e-3
     weight_decay: float = 0.1
@@ -96,6 +104,7 @@ class CombinedOptimizer:
 
 
 def parts(optimizer) -> list:
+    """The torch optimizers inside ``optimizer`` (itself, or a :class:`CombinedOptimizer`'s)."""
     return list(getattr(optimizer, "optimizers", [optimizer]))
 
 
@@ -133,7 +142,13 @@ def _adamw8bit(groups: list[dict], s: OptimSettings, device: str):
 
 
 def build_optimizer(named_params, s: OptimSettings, *, device: str = "cpu", exclude_ids: set[int] | None = None):
-    """Return ``(optimizer, one-line description)``."""
+    """Return ``(optimizer, one-line description)`` for the trainable parameters of
+    ``named_params`` (``(name, Parameter)`` pairs); ``exclude_ids`` are ids of 2-D parameters
+    that are not hidden matrices (embeddings, output head) whatever their names.
+
+    Raises :class:`E3Error` for an unknown name or a model without trainable parameters, and
+    :class:`~e3bench.core.errors.MissingExtra` when the optimizer's library is not installed.
+    """
     import torch
 
     check_optimizer_name(s.name)
@@ -203,15 +218,13 @@ def build_optimizer(named_params, s: OptimSettings, *, device: str = "cpu", excl
             f"GaLoreAdamW rank={s.galore_rank} gap={s.galore_update_proj_gap} scale={s.galore_scale} on "
             f"{len(hidden)} hidden matrices ({n(hidden):,} params); AdamW on the rest"
         )
-    for g in (g for o in parts(opt) for g in o.param_groups):
-        g["base_lr"] = g["lr"]
     return opt, detail
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:
-    """Linear warm-up, then cosine (or constant) decay to ``min_ratio``."""
-    import math
-
+    """The learning-rate multiplier before optimizer step ``step`` (0-based): linear warm-up
+    over ``warmup_steps``, then cosine decay to ``min_ratio`` at ``total_steps`` (or 1.0 with
+    ``schedule="constant"``)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant" or total_steps <= warmup_steps:
@@ -220,7 +233,15 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str =
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def set_lr(optimizer, factor: float) -> None:
-    for o in parts(optimizer):
-        for g in o.param_groups:
-            g["lr"] = g.get("base_lr", g["lr"]) * factor
+def schedulers(
+    optimizer, *, warmup_steps: int, total_steps: int, schedule: str = "cosine", min_ratio: float = 0.1
+) -> list:
+    """One ``torch.optim.lr_scheduler.LambdaLR`` per part of ``optimizer`` with
+    :func:`lr_factor` as its multiplier. Building them sets every group's learning rate to
+    ``lr × lr_factor(0)``; call ``step()`` on each after every optimizer step."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    factor: Callable[[int], float] = functools.partial(
+        lr_factor, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule, min_ratio=min_ratio
+    )
+    return [LambdaLR(o, factor) for o in parts(optimizer)]

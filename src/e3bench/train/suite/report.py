@@ -8,17 +8,13 @@ was measured here, with a verdict.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from e3bench.train.records import ConfigResult, SuiteRecord
-
-
-def _f(x: float | None, fmt: str = ".3f", none: str = "–") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return none
-    return format(x, fmt)
+from e3bench.core.fmt import num
+from e3bench.core.fsutil import atomic_write_text
+from e3bench.train.records import ConfigResult, SuiteRecord, basis_energy_j
+from e3bench.train.suite.compare import interp
 
 
 def _esc(s: object) -> str:
@@ -27,14 +23,16 @@ def _esc(s: object) -> str:
 
 
 def _mib(b: float | None) -> str:
-    return "–" if b is None else f"{b / 2**20:.1f}"
+    return num(None if b is None else b / 2**20, ".1f")
 
 
 def _kib(b: float | None) -> str:
-    return "–" if b is None else f"{b / 2**10:,.0f}"
+    return num(None if b is None else b / 2**10, ",.0f")
 
 
 def features(c: ConfigResult) -> list[str]:
+    """The suite features a configuration uses, by its spec: optimizer (when not AdamW),
+    ``adamw8bit`` under Muon, ``mtp``, ``grad_ckpt``, ``async_loader``."""
     s = c.spec or {}
     out = []
     opt = (s.get("optim") or {}).get("name", c.optimizer)
@@ -60,8 +58,8 @@ def _expectations(c: ConfigResult) -> list[tuple[str, str, str, str]]:
     eff = v.get("token_efficiency")
     rows: list[tuple[str, str, str, str]] = []
     feats = features(c)
-    loss_txt = f"Δ val loss {_f(dl, '+.3f')} at equal tokens" + (f", token efficiency {eff:.2f}×" if eff else "")
-    speed_txt = f"tokens/s ×{_f(sp, '.2f')} (median step)"
+    loss_txt = f"Δ val loss {num(dl, '+.3f')} at equal tokens" + (f", token efficiency {eff:.2f}×" if eff else "")
+    speed_txt = f"tokens/s ×{num(sp, '.2f')} (median step)"
 
     def verdict(ok: bool | None) -> str:
         return "–" if ok is None else ("as expected" if ok else "not observed")
@@ -74,12 +72,12 @@ def _expectations(c: ConfigResult) -> list[tuple[str, str, str, str]]:
         elif f == "adamw8bit":
             rows.append((f, "optimizer state ≈ ¼ of AdamW's (1 instead of 4 bytes per moment, plus block scales; "
                          "tensors < 4096 elements stay 32-bit); loss within noise of AdamW",
-                         f"state ×{_f(st, '.2f')}; {loss_txt}",
+                         f"state ×{num(st, '.2f')}; {loss_txt}",
                          verdict(None if st is None else st < 0.5 and (dl is None or abs(dl) < 0.05))))
         elif f == "galore":
             rows.append((f, "smaller optimizer state (moments of hidden matrices kept at rank r, plus projection "
                          "matrices); loss equal or slightly higher; periodic SVD costs time",
-                         f"state ×{_f(st, '.2f')}; {loss_txt}; {speed_txt}",
+                         f"state ×{num(st, '.2f')}; {loss_txt}; {speed_txt}",
                          verdict(None if st is None else st < 1.0)))
         elif f == "mtp":
             rows.append((f, "extra heads cost compute (fewer tokens/s); next-token loss similar or slightly worse at "
@@ -96,7 +94,7 @@ def _expectations(c: ConfigResult) -> list[tuple[str, str, str, str]]:
                          f"{loss_txt}; {speed_txt}",
                          verdict(None if dl is None else abs(dl) < 1e-3)))
     if len(feats) > 1:  # a combination: the single-feature checks do not apply to the sum
-        state_txt = f"state ×{_f(st, '.2f')}"
+        state_txt = f"state ×{num(st, '.2f')}"
         return [("+".join(feats), c.expected or "combination of the features",
                  f"{loss_txt}; {speed_txt}; {state_txt}", "–")]
     if not feats:
@@ -105,6 +103,7 @@ def _expectations(c: ConfigResult) -> list[tuple[str, str, str, str]]:
 
 
 def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
+    """REPORT.md's text for ``record``; ``plot_file`` (relative) is embedded when given."""
     base = next((c for c in record.configs if c.name == record.baseline), None)
     lines: list[str] = []
     add = lines.append
@@ -125,10 +124,12 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
     add(f"- device: {record.device}, {record.precision}; CPU {m.cpu_model} "
         f"({m.cpu_affinity_cores or m.cpu_cores_logical} cores, torch threads {m.torch_threads})"
         + (f"; GPU {m.gpus[0].name}" if m.gpus else ""))
-    add(f"- energy: {record.energy_meter_reason}")
-    if record.idle and record.idle.get("power_w") is not None:
-        add(f"- idle baseline: {record.idle['power_w']:.2f} W ({record.idle.get('method')}, "
-            f"{record.idle.get('sensor')}); energy below is **net** of idle where the basis says so")
+    run = record.energy
+    add(f"- energy: {run.meter_choice_reason if run else 'not recorded'}")
+    idle = run.idle if run else None
+    if idle and idle.power_w is not None:
+        add(f"- idle baseline: {idle.power_w:.2f} W ({idle.method}, "
+            f"{idle.sensor}); energy below is **net** of idle where the basis says so")
     add(f"- baseline: `{record.baseline}`; suite wall time {record.duration_s:.0f} s")
     for w in record.warnings:
         add(f"- ⚠ {w}")
@@ -141,20 +142,20 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
     add("|" + "---|" * 16)
     for c in record.configs:
         v = c.vs_baseline or {}
-        e = c.energy
-        ej = None if e is None else (e.net_energy_j if e.net_energy_j is not None else e.gross_energy_j)
+        e = c.train_energy
+        ej = basis_energy_j(e)
         gn = c.grad_norm.stats if c.grad_norm else None
         spikes = len(c.grad_norm.spikes) if c.grad_norm else 0
         rss = None if c.memory is None else c.memory.peak_rss_bytes - c.memory.rss_start_bytes
         is_base = c is base
         add(
-            f"| {c.name} | {c.status} | {c.optimizer or '–'} | {c.steps} | {_f(c.final_val_loss)} "
-            f"| {_f(c.best_val_loss)} | {'(ref)' if is_base else _f(v.get('delta_val_loss_at_equal_tokens'), '+.3f')} "
-            f"| {'1.00' if is_base else _f(v.get('token_efficiency'), '.2f')} | {_f(c.tokens_per_s_median_step, ',.0f')} "
-            f"| {'1.00' if is_base else _f(v.get('tokens_per_s_median_step_ratio'), '.2f')} | {_kib(c.optimizer_state_bytes)} "
-            f"| {'1.00' if is_base else _f(v.get('optimizer_state_ratio'), '.2f')} | {_mib(rss)} "
-            f"| {_f(ej, ',.1f')} | {_f(None if e is None else e.j_per_token, '.2e')} "
-            f"| {_f(None if gn is None else gn.p50, '.2f')} / {_f(None if gn is None else gn.max, '.2f')} ({spikes}) |"
+            f"| {c.name} | {c.status} | {c.optimizer or '–'} | {c.steps} | {num(c.final_val_loss, '.3f')} "
+            f"| {num(c.best_val_loss, '.3f')} | {'(ref)' if is_base else num(v.get('delta_val_loss_at_equal_tokens'), '+.3f')} "
+            f"| {'1.00' if is_base else num(v.get('token_efficiency'), '.2f')} | {num(c.tokens_per_s_median_step, ',.0f')} "
+            f"| {'1.00' if is_base else num(v.get('tokens_per_s_median_step_ratio'), '.2f')} | {_kib(c.optimizer_state_bytes)} "
+            f"| {'1.00' if is_base else num(v.get('optimizer_state_ratio'), '.2f')} | {_mib(rss)} "
+            f"| {num(ej, ',.1f')} | {num(None if e is None else e.ept_total_j_per_token, '.2e')} "
+            f"| {num(None if gn is None else gn.p50, '.2f')} / {num(None if gn is None else gn.max, '.2f')} ({spikes}) |"
         )
     add("")
     add("Δ val loss: this config's validation loss minus the baseline's at the same number of training tokens "
@@ -164,7 +165,7 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
         "`tokens_per_s` in suite.json); training steps only, device synchronised every step. Optimizer state: bytes of every tensor "
         "in the optimizer state after the last step. Peak RSS Δ: peak resident memory during the config minus RSS "
         "at its start. Energy: training windows only, "
-        + (f"{base.energy.method} ({base.energy.sensor}), basis {base.energy.basis}." if base and base.energy else ".")
+        + (f"{be.method} ({be.sensor}), basis {be.basis}." if base and (be := base.train_energy) else ".")
     )
     if any(c.memory and c.memory.peak_device_memory_bytes for c in record.configs):
         add("")
@@ -199,13 +200,11 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
         names = [c.name for c in record.configs if c.val_loss_curve]
         add("| tokens | " + " | ".join(names) + " |")
         add("|---|" + "---|" * len(names))
-        from e3bench.train.suite import _interp
-
         for p in base.val_loss_curve:
             row = [f"{p.tokens:,}"]
             for c in record.configs:
                 if c.val_loss_curve:
-                    row.append(_f(_interp(c.val_loss_curve, p.tokens)))
+                    row.append(num(interp(c.val_loss_curve, p.tokens), '.3f'))
             add("| " + " | ".join(row) + " |")
     add("")
     if plot_file:
@@ -226,7 +225,9 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(record: SuiteRecord, path: Path) -> bool:
+def plot_curves(record: SuiteRecord, path: Path) -> bool:
+    """Write the training and validation loss curves to ``path`` (PNG); False without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -256,10 +257,10 @@ def plot(record: SuiteRecord, path: Path) -> bool:
 
 
 def write_report(record: SuiteRecord, out_dir: Path, *, plot: bool = True) -> Path:
-    from e3bench.core.fsutil import atomic_write_text
-
+    """Write ``out_dir/REPORT.md`` (and ``loss_curves.png`` when ``plot`` and matplotlib is
+    installed); return the report's path."""
     png = out_dir / "loss_curves.png"
-    has_plot = globals()["plot"](record, png) if plot else False
+    has_plot = plot_curves(record, png) if plot else False
     text = render(record, plot_file=png.name if has_plot else None)
     path = out_dir / "REPORT.md"
     atomic_write_text(path, text)
@@ -267,13 +268,15 @@ def write_report(record: SuiteRecord, out_dir: Path, *, plot: bool = True) -> Pa
 
 
 def rebuild(out_dir: str | Path, *, plot: bool = True) -> Path:
+    """Write the report again from ``out_dir/suite.json``; return the report's path."""
     out_dir = Path(out_dir)
     record = SuiteRecord.model_validate_json((out_dir / "suite.json").read_text(encoding="utf-8"))
     return write_report(record, out_dir, plot=plot)
 
 
 def summary_rows(record: SuiteRecord) -> list[dict[str, Any]]:
-    """Compact rows for the console table."""
+    """One compact row per configuration (console table, ``e3bench report``): status, final
+    validation loss, Δ at equal tokens, tokens/s, optimizer state KiB, energy J."""
     rows = []
     for c in record.configs:
         v = c.vs_baseline or {}
@@ -282,6 +285,6 @@ def summary_rows(record: SuiteRecord) -> list[dict[str, Any]]:
             "delta": v.get("delta_val_loss_at_equal_tokens"),
             "tokens_per_s": c.tokens_per_s_median_step or c.tokens_per_s,
             "opt_state_kib": None if c.optimizer_state_bytes is None else c.optimizer_state_bytes / 1024,
-            "energy_j": None if c.energy is None else (c.energy.net_energy_j if c.energy.net_energy_j is not None else c.energy.gross_energy_j),
+            "energy_j": basis_energy_j(c.train_energy),
         })  # fmt: skip
     return rows

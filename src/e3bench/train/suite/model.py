@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelSettings:
+    """Shape of the decoder (``[model]`` of a suite TOML file); ``seq_len`` is the training
+    block length in tokens."""
+
     hidden_size: int = 128
     layers: int = 4
     heads: int = 4
@@ -27,6 +30,14 @@ class ModelSettings:
 
 
 def build_model(ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weight: float = 0.3, seed: int = 0):
+    """A randomly initialised (``seed``) decoder with ``mtp_k`` MTP heads.
+
+    The module's ``forward(block)`` takes token ids ``[B, T+1]`` and returns ``(loss to
+    optimise, next-token loss, mean MTP head loss or None)`` — scalar tensors; in eval mode, or
+    with ``mtp_k = 0``, the first two are the same and the third is None. ``embedding_ids()``
+    gives the ids of the embedding and output-head weights (not hidden matrices, for Muon).
+    Raises :class:`~e3bench.core.errors.E3Error` for head counts that do not divide.
+    """
     import torch
     from torch import nn
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -105,16 +116,8 @@ def build_model(ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weigh
             return ids
 
         def enable_gradient_checkpointing(self) -> None:
+            from e3bench.train.shared.memory import enable_checkpointing
+
             enable_checkpointing(self.base)
 
     return LM()
-
-
-def enable_checkpointing(model) -> None:
-    """Non-reentrant activation checkpointing on a transformers model (the method was renamed
-    ``activation_checkpointing_enable`` in transformers 5)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:  # transformers < 5
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

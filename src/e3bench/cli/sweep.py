@@ -1,18 +1,49 @@
-"""The `e3bench sweep` command body: plan → skip completed → execute → progress."""
+"""``e3bench sweep``: plan → skip completed → execute → progress lines."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
-from e3bench.results import store
-from e3bench.sweep import plan as sweep
-from e3bench.sweep.executors import make_executor
+import typer
+
+from e3bench.cli.common import console, fail
+from e3bench.core.errors import E3Error
+
+
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="YAML sweep file (name, base, grid)"),
+    executor: str = typer.Option("local", "--executor", help="local (a subprocess per run) | ray | a plugin"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="default: the file's or results/"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, run nothing"),
+) -> None:
+    """Run a grid of configurations; resumable (completed runs, by config hash, are skipped)."""
+    try:
+        run_sweep(sweep_file, executor=executor, output_dir=output_dir, ray_address=ray_address,
+                  dry_run=dry_run, console=console())  # fmt: skip
+    except E3Error as exc:
+        fail(exc)
 
 
 def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address: str | None,
               dry_run: bool, console) -> None:  # fmt: skip
-    plan = sweep.expand(path, output_dir=output_dir)
+    """Expand ``path``, print the plan, and run what is not complete yet with ``executor``.
+
+    Every config problem and an unknown executor are reported before anything runs (E3Error).
+    """
+    from e3bench.config.validate import check_output_dir
+    from e3bench.core import registry
+    from e3bench.results import store
+    from e3bench.sweep.executors import make_executor
+    from e3bench.sweep.plan import expand
+
+    registry.executors.canonical(executor)  # unknown executor: fail before planning
+    missing = None if dry_run else registry.executors.missing_extra(executor)
+    if missing is not None:  # e.g. --executor ray without ray: say so before anything runs
+        raise missing
+    plan = expand(path, output_dir=output_dir)
     root = store.run_dir(plan.output_dir, plan.name)
     done = store.completed_hashes(root)
     todo = [c for c in plan.runs if c.config_hash() not in done]
@@ -27,7 +58,9 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         for c in todo:
             console.print(f"  would run {_label(c)} [{c.config_hash()}]", highlight=False)
         return
-    kwargs = {"address": ray_address} if executor == "ray" else {}
+    for _, err in check_output_dir(root):  # before any run, not after the first one
+        raise err
+    kwargs = {"address": ray_address} if ray_address else {}
     ex = make_executor(executor, **kwargs)
     failed = 0
     if sys.stdout.isatty():

@@ -27,11 +27,14 @@ _SPECIALS = ["<unk>", "<|endoftext|>"]
 
 @dataclass
 class Corpus:
+    """A text split into a training part and a held-out contiguous tail (characters)."""
+
     source: str
     text_train: str
     text_val: str
 
     def describe(self) -> dict[str, Any]:
+        """Source, character counts and a 16-hex SHA-256 of the text, for the record."""
         return {
             "source": self.source,
             "train_chars": len(self.text_train),
@@ -41,6 +44,7 @@ class Corpus:
 
 
 def default_text_path() -> Path:
+    """``<data dir>/text/tinyshakespeare.txt``; raises :class:`E3Error` without a data dir."""
     from e3bench.evals.data import ENV_VAR, data_dir
 
     root = data_dir()
@@ -63,6 +67,12 @@ def load_corpus(
     max_chars: int | None = None,
     val_fraction: float = 0.1,
 ) -> Corpus:
+    """Read the corpus (a text file, or the ``hf_field`` column of a Hugging Face dataset),
+    cut it to ``max_chars`` and hold out the last ``val_fraction``.
+
+    Raises :class:`E3Error` for a missing file, an unknown dataset or field, a corpus under
+    2000 characters or ``val_fraction`` outside (0, 0.5).
+    """
     if not 0.0 < val_fraction < 0.5:
         raise E3Error(f"val_fraction must be in (0, 0.5), got {val_fraction}", "e.g. data.val_fraction = 0.1")
     if hf_dataset:
@@ -93,14 +103,30 @@ def load_corpus(
 
 
 def _hf_text(path: str, name: str | None, split: str, field: str) -> tuple[str, str]:
+    """The ``field`` column of a dataset's ``split``, joined by newlines, and its source.
+
+    Without a config it comes from the one dataset resolver (:func:`e3bench.evals.data.resolve`:
+    ``<data dir>/<path>/<split>.jsonl`` first, then the hub). ``evals.data.resolve`` cannot
+    name a hub config for datasets it does not know, so a corpus *with* ``hf_config`` still
+    calls ``datasets.load_dataset`` here.
+    """
     from e3bench.core.errors import require
 
+    if name is None:
+        from e3bench.evals.data import LINE_KEY, resolve
+
+        d = resolve(path, split)
+        fields = [k for k in (d.rows[0] if d.rows else {}) if k != LINE_KEY]
+        if field not in fields:
+            raise E3Error(f"dataset {path} has no field '{field}' (fields: {', '.join(fields)})",
+                          "set data.hf_field to the text column")  # fmt: skip
+        return "\n".join(str(r[field]) for r in d.rows), f"{d.source}:{field}"
     hf = require("datasets", "data", "a Hugging Face training corpus")
     try:
         ds = hf.load_dataset(path, name, split=split)
     except Exception as exc:  # noqa: BLE001 - hub/network/cache errors come in many types
         raise E3Error(
-            f"could not load dataset {path} ({name or 'default'}, split {split}): "
+            f"could not load dataset {path} ({name}, split {split}): "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
             "check the name and your connection, or pass a local text file with --text",
         ) from None
@@ -109,12 +135,14 @@ def _hf_text(path: str, name: str | None, split: str, field: str) -> tuple[str, 
             f"dataset {path} has no field '{field}' (fields: {', '.join(ds.column_names)})",
             "set data.hf_field to the text column",
         )
-    return "\n".join(str(x) for x in ds[field]), f"hf:{path}/{name or ''}:{split}:{field}"
+    return "\n".join(str(x) for x in ds[field]), f"hf:{path}/{name}:{split}:{field}"
 
 
 # ------------------------------------------------------------------------------- tokenizer
 @dataclass
 class TokenizedCorpus:
+    """A tokenizer trained on a corpus and both splits encoded (1-D ``torch.long`` tensors)."""
+
     tokenizer: Any  # tokenizers.Tokenizer
     kind: str
     vocab_size: int
@@ -124,6 +152,7 @@ class TokenizedCorpus:
     train_chars: int = 0
 
     def describe(self) -> dict[str, Any]:
+        """Kind, vocabulary, token counts, characters per token and training seconds."""
         return {
             "kind": self.kind,
             "vocab_size": self.vocab_size,
@@ -210,6 +239,8 @@ class BlockDataset:
 
 
 def train_offsets(n_tokens: int, block_len: int, n_blocks: int, seed: int):
+    """``n_blocks`` seeded block start offsets in ``[0, n_tokens - block_len)`` (a tensor).
+    Raises :class:`E3Error` when the text is shorter than one block."""
     import torch
 
     if n_tokens <= block_len + 1:

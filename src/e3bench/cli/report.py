@@ -1,0 +1,29 @@
+"""``e3bench report``: tables, plots and one HTML page from a results directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from e3bench.cli.common import console, fail
+from e3bench.core.errors import E3Error
+
+
+def report(
+    results_dir: Path = typer.Argument(..., help="results directory (or one sweep inside it)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="default: <results_dir>/report"),
+) -> None:
+    """Tables (CSV, LaTeX), plots, Pareto fronts, a Markdown summary and one HTML page."""
+    try:
+        from e3bench.report.render import build_report
+
+        rep = build_report(results_dir, out)
+        con = console()
+        for w in rep.warnings:
+            con.print(f"[yellow]note:[/yellow] {w}", highlight=False)
+        con.print(f"report: {rep.out_dir / 'report.html'} ({len(rep.configs)} configurations, "
+                  f"{len(rep.files)} files)", highlight=False)  # fmt: skip
+    except E3Error as exc:
+        fail(exc)

@@ -1,0 +1,91 @@
+"""What defines a fine-tuning run (:class:`FinetuneConfig`), validated when it is built."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from e3bench.core import ids
+
+#: tasks with a built-in data mapping (``--task``); anything else comes from --train-file
+FT_TASKS = ("boolq", "copa", "arc_easy", "openbookqa", "hellaswag")
+
+#: the fields that define the checkpoint a ``--resume`` continues (and the config hash)
+IDENTITY_FIELDS = (
+    "model", "task", "train_file", "eval_file", "mode", "lora_r", "lora_alpha", "lora_dropout",
+    "lora_targets", "optimizer", "weight_decay", "warmup_steps", "batch_size", "max_train_samples",
+    "max_eval_samples", "max_seq_len", "grad_clip", "seed", "precision",
+)  # fmt: skip
+
+
+class FinetuneConfig(BaseModel):
+    """Everything that defines a fine-tuning run. Fields in :meth:`identity` define the
+    checkpoint a ``--resume`` continues (budgets, evaluation cadence and metering may change).
+
+    Raises ``pydantic.ValidationError`` for out-of-range values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    task: str = "boolq"
+    train_file: str | None = None
+    eval_file: str | None = None
+    mode: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: tuple[str, ...] | None = None
+    optimizer: str = "adamw"
+    lr: float | None = Field(None, gt=0)  # default: 5e-4 LoRA, 5e-5 full
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    max_steps: int = Field(100, ge=0)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int = Field(200, ge=1)
+    eval_every: int = Field(20, ge=1)
+    target_accuracy: float = Field(0.7, gt=0, le=1)
+    max_seq_len: int = Field(256, ge=16)
+    grad_clip: float | None = Field(1.0, gt=0)
+    grad_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    meter: str = "auto"
+    idle_seconds: float = Field(2.0, ge=0)
+    cpu_tdp_w: float | None = None
+    region: str | None = None
+    threads: int | None = None
+    output_dir: str = "results"
+    checkpoint_every: int | None = Field(None, ge=1)  # default: at every evaluation
+    # diverged: loss not finite, or above diverge_factor × max(first loss, ln(number of choices))
+    diverge_factor: float = Field(20.0, gt=1)
+
+    @property
+    def effective_lr(self) -> float:
+        """``lr``, or the default: 5e-4 for LoRA, 5e-5 for full fine-tuning."""
+        return self.lr if self.lr is not None else (5e-4 if self.mode == "lora" else 5e-5)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the training (not the budget), with the effective lr."""
+        d = {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        d["lr"] = self.effective_lr
+        return d
+
+    def config_hash(self) -> str:
+        """16 hex of :func:`e3bench.core.ids.stable_hash` over :meth:`identity`."""
+        return ids.stable_hash(self.identity())
+
+    def label(self) -> str:
+        """``<model>-<task>-<mode>``, file-name safe (model names cut to 40 characters)."""
+        name = Path(self.model).name if os.sep in self.model else self.model
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40]
+        return f"{safe}-{self.task}-{self.mode}"
+
+    def slug(self) -> str:
+        """``<label>-<10 hex of the config hash>``: the checkpoint directory's name."""
+        return f"{self.label()}-{self.config_hash()[:10]}"

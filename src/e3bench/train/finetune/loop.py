@@ -1,0 +1,148 @@
+"""The fine-tuning loop: segments of training steps (one metered window each), an evaluation
+on the held-out items after each segment, and a checkpoint when due.
+
+Everything the loop changes lives in its :class:`~e3bench.train.finetune.state.TrainerState`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from e3bench.core.timing import clock
+from e3bench.energy.window import EnergyTotals
+from e3bench.train.finetune.config import FinetuneConfig
+from e3bench.train.finetune.data import TaskData
+from e3bench.train.finetune.scorer import Scorer
+from e3bench.train.finetune.state import TrainerState
+from e3bench.train.records import EvalPoint
+from e3bench.train.shared import device as dev
+from e3bench.train.shared.step import LossWindow, TrainStep, segments
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FinetuneLoop:
+    """Trains ``model`` on ``data`` with ``step`` until ``cfg.max_steps``.
+
+    ``energy`` is the run's energy buckets ("train", "eval"); ``session_step_s`` collects the
+    seconds of every step of this session (not of earlier, resumed ones).
+    """
+
+    cfg: FinetuneConfig
+    data: TaskData
+    model: Any
+    scorer: Scorer
+    step: TrainStep
+    energy: EnergyTotals
+    state: TrainerState
+    progress: Progress
+    session_step_s: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._bs = min(self.cfg.batch_size, len(self.data.train))
+        self._per_epoch = max(1, len(self.data.train) // self._bs)
+        # evaluation order does not change accuracy; sorting by length keeps padding small
+        self._eval_sorted = sorted(self.data.eval, key=lambda r: len(r["query"]) + max(len(c) for c in r["choices"]))
+        self.session_start_tokens = self.state.tokens
+
+    # ------------------------------------------------------------------------- pieces
+    def batch(self, step: int) -> list[dict]:
+        """The items of ``step``: a seeded shuffle per epoch, the same in a resumed run."""
+        epoch, k = divmod(step, self._per_epoch)
+        order = list(range(len(self.data.train)))
+        random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
+        return [self.data.train[i] for i in order[k * self._bs : (k + 1) * self._bs]]
+
+    def _loss(self, rows: list[dict]):
+        import torch
+
+        scores, n_tok, gold = self.scorer.scores(self.model, rows)
+        return torch.nn.functional.cross_entropy(scores, gold), n_tok
+
+    def evaluate(self) -> tuple[float, float, float]:
+        """(accuracy, mean cross-entropy, seconds) on the held-out items, metered as "eval"."""
+        import torch
+
+        model = self.model
+        model.eval()
+        correct, loss_sum = 0, 0.0
+        n = max(self._bs, 16)
+        t = clock()
+        with self.energy.window("eval"), torch.no_grad(), dev.autocast(self.step.device, self.step.precision):
+            for i in range(0, len(self._eval_sorted), n):
+                scores, _, gold = self.scorer.scores(model, self._eval_sorted[i : i + n])
+                loss_sum += float(torch.nn.functional.cross_entropy(scores, gold, reduction="sum"))
+                correct += int((scores.argmax(-1) == gold).sum())
+        model.train()
+        return correct / len(self.data.eval), loss_sum / len(self.data.eval), clock() - t
+
+    def train_energy(self) -> tuple[float | None, float | None]:
+        """Cumulative training energy over all sessions (basis, gross), joules."""
+        basis, gross = self.energy.total_j("train")
+        st = self.state
+        return (
+            None if basis is None else st.train_energy_j + basis,
+            None if gross is None else st.train_energy_gross_j + gross,
+        )
+
+    def record_eval(self) -> EvalPoint:
+        """Evaluate and append the point (cumulative training figures) to the state."""
+        st = self.state
+        e_before = self.energy.total_j("eval")[0]
+        acc, loss, eval_s = self.evaluate()
+        e_after = self.energy.total_j("eval")[0]
+        energy, gross = self.train_energy()
+        point = EvalPoint(
+            step=st.step, samples_seen=st.samples, tokens_seen=st.tokens,
+            train_time_s=st.train_time_s, wall_time_s=st.wall_time_s + eval_s,
+            train_energy_j=energy, train_energy_gross_j=gross,
+            accuracy=acc, eval_loss=loss, n_items=len(self.data.eval), eval_s=eval_s,
+            eval_energy_j=None if e_before is None or e_after is None else e_after - e_before,
+        )  # fmt: skip
+        st.wall_time_s += eval_s
+        st.evals.append(point)
+        self.progress(
+            f"step {point.step}: eval accuracy {acc:.3f} (loss {loss:.3f}), {point.tokens_seen:,} tokens, "
+            f"{point.train_time_s:.1f} s training"
+            + (f", {point.train_energy_j:.1f} J" if point.train_energy_j is not None else "")
+        )
+        return point
+
+    # --------------------------------------------------------------------------- run
+    def run(self, checkpoint: Callable[[], None]) -> None:
+        """Evaluate at step 0 (unless resumed), then train segment by segment, evaluating after
+        each and calling ``checkpoint()`` every ``checkpoint_every`` steps and at the end.
+
+        Raises :class:`~e3bench.train.shared.step.Diverged` when training diverges.
+        """
+        cfg, st = self.cfg, self.state
+        ck_every = cfg.checkpoint_every or cfg.eval_every
+        if not st.evals:
+            self.record_eval()
+        self.step.guard.reference = st.ref_loss
+        curve = LossWindow()
+        for seg_end in segments(st.step, cfg.max_steps, cfg.eval_every):
+            with self.energy.window("train"):
+                self.step.start_clock()
+                while st.step < seg_end:
+                    rows = self.batch(st.step)
+                    floor = math.log(max(2, max(len(r["choices"]) for r in rows)))
+                    res = self.step(lambda rows=rows: self._loss(rows), step=st.step, loss_floor=floor)
+                    self.session_step_s.append(res.seconds)
+                    st.ref_loss = self.step.guard.reference
+                    st.train_time_s += res.seconds
+                    st.wall_time_s += res.seconds
+                    st.step += 1
+                    st.samples += len(rows)
+                    st.tokens += res.output
+                    mean = curve.add(st.step, res.loss, seg_end)
+                    if mean is not None:
+                        st.loss_curve.append((st.step, mean))
+            self.record_eval()
+            if st.step % ck_every == 0 or st.step >= cfg.max_steps:
+                checkpoint()

@@ -1,0 +1,116 @@
+"""The model a fine-tuning run trains: loaded with the head its architecture classifies with,
+optionally wrapped with LoRA adapters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from e3bench.core.errors import E3Error
+from e3bench.train.finetune.config import FinetuneConfig
+from e3bench.train.finetune.data import TaskData
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Loaded:
+    """A model ready for fine-tuning and how it classifies: ``mode`` ``labels`` (one answer set
+    for every item; ``label_token_ids`` are the verbalizer's first tokens for decoders) or
+    ``choices`` (per-item answers), ``head`` a one-line description for the record."""
+
+    model: Any
+    tokenizer: Any
+    architecture: str
+    model_type: str
+    path: str
+    mode: str  # labels | choices
+    labels: list[str] | None
+    label_token_ids: list[int] | None
+    head: str
+    notes: list[str]
+    supports_logits_to_keep: bool = False
+
+
+def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loaded:
+    """Load ``cfg.model`` through the one loader (:func:`e3bench.backends.models.load_pretrained`)
+    with the head its architecture classifies with (see :mod:`e3bench.train.finetune`); the
+    mode comes from ``data``'s answer sets (and, for decoders, from the labels' first tokens).
+
+    Raises :class:`E3Error` when the model cannot be resolved or loaded.
+    """
+    import inspect
+
+    from e3bench.backends.models import load_pretrained
+
+    choice_sets = {tuple(r["choices"]) for r in data.train + data.eval}
+    mode = "labels" if len(choice_sets) == 1 else "choices"
+    labels = list(next(iter(choice_sets))) if mode == "labels" else None
+    # encoder-only models get a classification head: one logit per label, or one per pair
+    pre = load_pretrained(cfg.model, classifier_labels=len(labels) if labels else 1)
+    model, tok, arch = pre.model, pre.tokenizer, pre.architecture
+    notes = list(pre.notes)
+    for n in notes:
+        progress(n)
+    label_ids = None
+    if mode == "labels" and arch != "encoder-only":
+        prefix = " " if arch == "decoder-only" else ""
+        label_ids = [tok(prefix + lab, add_special_tokens=False)["input_ids"][0] for lab in labels]
+        if len(set(label_ids)) < len(label_ids):
+            notes.append(f"labels {labels} share their first token; scoring whole label sequences instead")
+            mode, label_ids = "choices", None
+    if arch == "encoder-only":
+        n_labels = len(labels) if mode == "labels" else 1
+        head = f"sequence-classification head, {n_labels} logit(s)" + (
+            " per (query, choice) pair" if mode == "choices" else " (one per label)"
+        )
+    elif arch == "encoder-decoder":
+        head = "LM head verbalizer on the decoder's first step" if mode == "labels" else "sum log p(choice) as decoder target"
+    else:
+        head = "LM head verbalizer at the last prompt token" if mode == "labels" else "sum log p(choice | query)"
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.config.use_cache = False
+    keep = "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    return Loaded(
+        supports_logits_to_keep=keep,
+        model=model, tokenizer=tok, architecture=arch, model_type=pre.config.model_type, path=pre.path,
+        mode=mode, labels=labels, label_token_ids=label_ids, head=head, notes=notes,
+    )  # fmt: skip
+
+
+def apply_lora(cfg: FinetuneConfig, ld: Loaded):
+    """Wrap ``ld.model`` with peft LoRA adapters (task type from the architecture).
+
+    Raises :class:`E3Error` listing the model's Linear modules when the targets do not match,
+    :class:`~e3bench.core.errors.MissingExtra` without peft.
+    """
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from e3bench.core.errors import require
+
+    peft = require("peft", "train", "LoRA fine-tuning")
+    task_type = {
+        "encoder-only": peft.TaskType.SEQ_CLS,
+        "encoder-decoder": peft.TaskType.SEQ_2_SEQ_LM,
+        "decoder-only": peft.TaskType.CAUSAL_LM,
+    }[ld.architecture]
+    lcfg = peft.LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets) if cfg.lora_targets else None, task_type=task_type,
+    )  # fmt: skip
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renamed checkpointing APIs
+            return peft.get_peft_model(ld.model, lcfg)
+    except ValueError as exc:
+        import torch
+
+        linears = sorted({n.rsplit(".", 1)[-1] for n, m in ld.model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise E3Error(
+            f"LoRA could not be applied to {ld.model_type}: {str(exc).splitlines()[0][:200]}",
+            f"pass --lora-targets with some of this model's Linear modules: {', '.join(linears[:12])}",
+        ) from None
