@@ -113,18 +113,9 @@ def export(
 ) -> None:
     """Export the flat run table (one row per run × batch size) to CSV or Parquet."""
     try:
-        from e3bench.core.fsutil import atomic_write_text
-        from e3bench.report.tables import to_csv, to_parquet
-        from e3bench.results.flatten import RUN_COLUMNS
-        from e3bench.results.index import load_rows
+        from e3bench.report.export import export_runs
 
-        runs, _, _ = load_rows(results_dir)
-        if out.suffix == ".csv":
-            atomic_write_text(out, to_csv(runs, RUN_COLUMNS))
-        elif out.suffix == ".parquet":
-            to_parquet(runs, RUN_COLUMNS, out)
-        else:
-            raise E3Error(f"cannot export to '{out.suffix or out.name}'", "use a .csv or .parquet file name")
-        typer.echo(f"wrote {len(runs)} rows to {out}")
+        n = export_runs(results_dir, out)
+        typer.echo(f"wrote {n} rows to {out}")
     except E3Error as exc:
         fail(exc)
