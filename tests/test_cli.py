@@ -136,3 +136,36 @@ def test_unknown_executor_fails_before_planning(tmp_path):
     res = run_cli("sweep", str(y), "--executor", "raay", "-o", str(tmp_path / "out"))
     assert res.returncode == 2
     assert res.stderr.strip() == "error: unknown executor 'raay' — fix: did you mean 'ray'?"
+
+
+def test_unwritable_output_dir_fails_before_the_run(tmp_path):
+    """A72/S19: these used to fail only after the whole benchmark had run."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = run_cli("run", "-o", str(afile / "sub"), timeout=120)
+    _assert_user_error(res, f"cannot write results under {afile / 'sub' / 'runs'}: {afile} is a file")
+    y = tmp_path / "s.yaml"
+    y.write_text("name: w\ngrid:\n  seed: [0, 1]\n")
+    res = run_cli("sweep", str(y), "-o", str(afile), timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"error: cannot write results under {afile / 'w'}: {afile} is a file — fix: choose a writable --output-dir"
+    assert "FAILED" not in res.stdout and "done:" not in res.stdout
+
+
+def test_export_to_a_bad_place_is_one_line(tmp_path):
+    """E03/E06: a directory, or a path under a file, gave a traceback."""
+    from e3bench.bench.envinfo import collect
+    from e3bench.config.run import build_config
+    from e3bench.results import store
+    from e3bench.results.schema import failed_record
+
+    cfg = build_config(overrides={"output_dir": str(tmp_path / "res")})
+    store.save(failed_record(cfg, "x", collect(sample_cpu=False)), cfg.output_dir, cfg.sweep)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    (tmp_path / "d.csv").mkdir()
+    res = run_cli("export", str(tmp_path / "res"), "-o", str(tmp_path / "d.csv"))
+    _assert_user_error(res, "it is a directory")
+    for out in (afile / "t.csv", afile / "t.parquet"):
+        res = run_cli("export", str(tmp_path / "res"), "-o", str(out))
+        _assert_user_error(res, f"cannot write {out}: ")

@@ -111,10 +111,12 @@ def test_backend_options_are_typed_by_the_backends_options_model(toy_backend):
     cfg = build_config(overrides={"backend": "toy"}, sets=["backend_options.width=16"], runnable=True)
     assert cfg.backend_options == {"width": 16}
     assert _lines(overrides={"backend": "toy"}, sets=["backend_options.n_ctx=4096"]) == [
-        "--set backend_options.n_ctx: backend 'toy' has no option 'n_ctx' — fix: its options: width, mode"
+        "--set backend_options.n_ctx: backend 'toy' has no option 'n_ctx' — fix: its options: width (int, default 8); mode (str, default 'fast')"
     ]
     (line,) = _lines(overrides={"backend": "toy"}, sets=["backend_options.width=wide"])
-    assert line.startswith("--set backend_options.width: backend 'toy' option 'width': Input should be a valid integer")
+    assert line == ("--set backend_options.width: backend 'toy' option width='wide' is invalid: Input should be a valid"
+                    " integer, unable to parse string as an integer — fix: its options: width (int, default 8); mode (str,"
+                    " default 'fast')")  # fmt: skip
     assert _lines(overrides={"backend": "toy"}, sets=["backend_options.threads=2"]) == [
         "--set backend_options.threads: backend_options.threads is a run option — fix: use --threads instead"
     ]
@@ -153,7 +155,7 @@ def test_yaml_problems_name_the_line_and_key(tmp_path, toy_backend):
     assert lines == [
         f"{y}:9 (meter): key 'meter' is given twice (first at line 3) — fix: keep one of them: YAML would silently use the last",
         f"{y}:6 (tasks.1): unknown task 'hellaswagg' — fix: did you mean 'hellaswag'?",
-        f"{y}:8 (backend_options.n_ctx): backend 'toy' has no option 'n_ctx' — fix: its options: width, mode",
+        f"{y}:8 (backend_options.n_ctx): backend 'toy' has no option 'n_ctx' — fix: its options: width (int, default 8); mode (str, default 'fast')",
     ]
 
 
@@ -194,6 +196,7 @@ def test_task_lists_keep_each_tasks_options():
         ("min_seconds", math.nan, "finite number"),  # A86: never satisfied
         ("sweep", "../../escaped", "one folder name"),  # S08: wrote outside --output-dir
         ("sweep", "/abs/sweep", "one folder name"),  # S09
+        ("model", "", "at least 1 character"),  # A24: '' was resolved to the current directory
     ],
 )
 def test_values_that_used_to_pass(field, value, needle):

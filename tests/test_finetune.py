@@ -67,8 +67,11 @@ def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
     assert rec.evals[2].tokens_seen > rec.evals[1].tokens_seen > 0
     # energy: estimated, labelled, net of idle, cumulative at each evaluation
     e = rec.train_energy
-    assert e.method == "estimated" and e.sensor == "tdp-model" and e.basis == "net"
-    assert e.gross_energy_j > 0 and e.gross_energy_kwh == pytest.approx(e.gross_energy_j / 3.6e6)
+    assert e.window == "train" and e.method == "estimated" and e.sensor == "tdp-model" and e.basis == "net"
+    assert e.gross_energy_j > e.net_energy_j > 0 and e.duration_s >= 0.99 * rec.train_time_s
+    assert e.ept_total_j_per_token == pytest.approx(e.net_energy_j / rec.tokens_seen)
+    assert e.mean_power_w == pytest.approx(e.gross_energy_j / e.duration_s)
+    assert rec.energy.meter == "estimate" and rec.energy.idle.power_w > 0
     assert rec.evals[2].train_energy_j >= rec.evals[1].train_energy_j >= 0
     assert rec.memory.peak_rss_bytes > 0
     # a 0.99 target on 16 items is out of reach in 4 steps: best and the budget spent are reported
@@ -81,6 +84,17 @@ def test_lora_all_three_architectures(tiny_models, mc_files, tmp_path, arch):
     # the JSON record is under <output_dir>/finetune and reads back
     assert path.parent == tmp_path / "finetune"
     assert FinetuneRecord.model_validate_json(path.read_text()).run_id == rec.run_id
+    # a schema-1 record (EnergyFigures, flat meter fields) still reads, with the same figures
+    v1 = json.loads(path.read_text())
+    v1["schema_version"] = 1
+    run = v1.pop("energy")
+    v1.update(energy_meter=run["meter"], energy_meter_reason=run["meter_choice_reason"], idle=run["idle"])
+    for k in ("train_energy", "eval_energy"):
+        v1[k] = {**{f: v1[k][f] for f in ("method", "sensor", "basis", "gross_energy_j", "net_energy_j")},
+                 "windows": 2, "j_per_token": v1[k]["ept_total_j_per_token"], "gross_energy_kwh": 0.0}  # fmt: skip
+    old = FinetuneRecord.model_validate(v1)
+    assert old.energy.meter == "estimate" and old.energy.idle.power_w == rec.energy.idle.power_w
+    assert old.train_energy.ept_total_j_per_token == e.ept_total_j_per_token and old.train_energy.window == "train"
     # the adapter is a normal peft directory
     assert (Path(rec.checkpoint_dir) / "adapter" / "adapter_config.json").is_file()
     # `e3bench report` on a directory holding only training results reports them
@@ -127,6 +141,34 @@ def test_encoder_head_and_decoder_method_are_recorded(tiny_models, mc_files, tmp
     assert "held-out" in rec.data["eval_source"]
     rec, _ = run_finetune(_cfg(tiny_models["encoder-decoder"], tmp_path, train_file=str(copa), max_steps=1, eval_every=1))
     assert rec.method["mode"] == "choices" and "log p" in rec.method["head"]
+
+
+def test_decoder_choice_scores_agree_with_the_backends_loglikelihood(tiny_models, mc_files):
+    """In choices mode a decoder's training score of a choice is log p(" " + choice | query),
+    tokenized like lm-eval: it must equal what the inference scorer (backends.hf_scorer) gives
+    for the same request, padding and batching notwithstanding."""
+    import torch
+
+    from e3bench.backends.hf_scorer import hf_loglikelihood
+    from e3bench.evals.data import read_jsonl
+    from e3bench.train.finetune import FinetuneConfig
+    from e3bench.train.finetune.data import TaskData
+    from e3bench.train.finetune.model import load_model
+    from e3bench.train.finetune.scorer import Scorer
+
+    _, _, copa = mc_files
+    rows = read_jsonl(copa)[:6]
+    rows[0] = {**rows[0], "query": rows[0]["query"] + " and then, after a long while, the story went on"}
+    cfg = FinetuneConfig(model=str(tiny_models["decoder"]))
+    ld = load_model(cfg, TaskData(train=rows, eval=rows, info={}), lambda _m: None)
+    assert ld.mode == "choices" and ld.architecture == "decoder-only"
+    ld.model.eval()
+    with torch.no_grad():
+        scores, n_tok, gold = Scorer(ld, 64, "cpu").scores(ld.model, rows)
+    want = hf_loglikelihood(ld.model, ld.tokenizer, [(r["query"], " " + c) for r in rows for c in r["choices"]],
+                            device="cpu", architecture="decoder-only")  # fmt: skip
+    assert scores.shape == (6, 2) and gold.tolist() == [r["gold"] for r in rows] and n_tok > 0
+    assert scores.flatten().tolist() == pytest.approx([w.logprob for w in want], rel=1e-4, abs=1e-4)
 
 
 def test_full_finetuning_trains_everything(tiny_models, mc_files, tmp_path):
@@ -213,6 +255,17 @@ def test_local_boolq_is_split_into_disjoint_parts(tmp_path, monkeypatch):
     assert not {r["query"] for r in data.train} & {r["query"] for r in data.eval}
     assert "not comparable" in data.info["split_note"]
     assert data.info["majority_class_accuracy"] >= 0.5
+    # with a train split too, both come from the data directory as they are
+    (d / "train.jsonl").write_text("\n".join(json.dumps({**r, "query": "T" + r["query"]}) for r in rows[:20]))
+    data = load_task_data(FinetuneConfig(model="x", task="boolq", max_eval_samples=50))
+    assert data.info["train_source"] == str(d / "train.jsonl") and data.info["eval_source"] == str(d / "test.jsonl")
+    assert len(data.train) == 20 and len(data.eval) == 50 and "split_note" not in data.info
+    assert all(r["query"].startswith("T") for r in data.train) and data.info["majority_class_accuracy"] == 0.5
+    # only a train split: the held-out items are a disjoint part of it
+    (d / "test.jsonl").unlink()
+    data = load_task_data(FinetuneConfig(model="x", task="boolq", max_eval_samples=5))
+    assert len(data.train) == 15 and len(data.eval) == 5 and "held-out part of" in data.info["eval_source"]
+    assert not {r["query"] for r in data.train} & {r["query"] for r in data.eval}
 
 
 def test_lora_targets_error_lists_linear_modules(tiny_models, mc_files, tmp_path):

@@ -127,7 +127,7 @@ def test_plugins_validate_like_built_ins(plugin_dist):
         build_config(overrides=dict(backend="toyback", dtype="bf16"), sets=["backend_options.depth=2"], runnable=True)
     lines = ei.value.one_lines()
     assert lines == [
-        "--set backend_options.depth: backend 'toyback' has no option 'depth' — fix: its options: width",
+        "--set backend_options.depth: backend 'toyback' has no option 'depth' — fix: its options: width (int, default 8)",
         "--dtype: toyback backend: precision 'bf16' not supported on cpu (supported on cpu: fp32)"
         " — fix: choose a supported --dtype / --device",
     ]
@@ -216,3 +216,24 @@ def test_registering_at_run_time_sees_built_ins_first():
             registry.tasks.register("mmlu", "x:y")
     finally:
         registry.tasks.unregister("my_mc")
+
+
+def test_check_options_reports_every_problem_in_one_wording():
+    from pydantic import BaseModel, ConfigDict
+
+    class Opts(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        n_ctx: int = 2048
+
+    ok, errors = registry.check_options("backend", "b", Opts, {"n_ctx": "4096"})
+    assert ok.n_ctx == 4096 and errors == []
+    ok, errors = registry.check_options("backend", "b", Opts, {"n_ctx": "big", "nctx": 1, "threads": 2},
+                                        reserved=registry.BACKEND_RUN_OPTIONS)  # fmt: skip
+    assert ok is None
+    assert [(k, e.one_line()) for k, e in errors] == [
+        ("threads", "backend_options.threads is a run option — fix: use --threads instead"),
+        ("n_ctx", "backend 'b' option n_ctx='big' is invalid: Input should be a valid integer, unable to parse string"
+                  " as an integer — fix: its options: n_ctx (int, default 2048)"),
+        ("nctx", "backend 'b' has no option 'nctx' — fix: its options: n_ctx (int, default 2048)"),
+    ]  # fmt: skip
+    assert registry.check_options("backend", "b", None, {"anything": 1}) == (None, [])

@@ -94,7 +94,7 @@ def test_sweep_typos_fail_before_any_run_with_every_line(tmp_path, toy_backend):
     assert lines[1].startswith(f"{y}:4 (base.region): unknown grid region 'Atlantis'")
     assert lines[2:] == [
         f"{y}:5 (base.tasks.1): unknown task 'hellaswagg' — fix: did you mean 'hellaswag'?",
-        f"{y}:7 (base.backend_options.n_ctx): backend 'toy' has no option 'n_ctx' — fix: its options: width, mode",
+        f"{y}:7 (base.backend_options.n_ctx): backend 'toy' has no option 'n_ctx' — fix: its options: width (int, default 8); mode (str, default 'fast')",
         f"{y}:10 (grid.trackers.1.0): unknown tracker 'wandbb' — fix: did you mean 'wandb'?",
     ]  # each problem once, although 4 combinations share it
 
@@ -385,3 +385,25 @@ def test_table_cells_use_the_one_number_formatter():
 
     assert [cell(None), cell(float("nan")), cell(12345), cell(7), cell(0.123456), cell(12345.6), cell("fp32"),
             cell(True)] == ["-", "-", "12345", "7", "0.123", "12346", "fp32", "True"]  # fmt: skip
+
+
+def test_executor_without_its_extra_fails_before_the_plan_runs(tmp_path):
+    from rich.console import Console
+
+    from e3bench.cli.sweep import run_sweep
+    from e3bench.core import registry
+    from e3bench.core.errors import MissingExtra
+
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\ngrid:\n  seed: [0]\n")
+    registry.executors.register("needs_x", "e3bench_no_such_mod:X", extra="x", requires=("e3bench_no_such_mod",))
+    try:
+        with pytest.raises(MissingExtra) as ei:
+            run_sweep(y, executor="needs_x", output_dir=str(tmp_path / "o"), ray_address=None, dry_run=False,
+                      console=Console(file=open(os.devnull, "w")))  # fmt: skip
+        assert ei.value.fix == "pip install 'e3bench[x]'"
+        run_sweep(y, executor="needs_x", output_dir=str(tmp_path / "o"), ray_address=None, dry_run=True,
+                  console=Console(file=open(os.devnull, "w")))  # fmt: skip  # a dry run needs no executor
+    finally:
+        registry.executors.unregister("needs_x")
+    assert not (tmp_path / "o").exists()

@@ -165,6 +165,24 @@ def test_char_and_bpe_tokenizers_round_trip(corpus):
         train_tokenizer(c, "bpe", 100)
 
 
+def test_dataset_corpus_comes_from_the_data_directory_first(tmp_path, monkeypatch):
+    """A hub-style corpus (data.hf_dataset) is looked up in the data directory first, through
+    the one dataset resolver, before any hub call."""
+    from e3bench.train.suite.data import load_corpus
+
+    d = tmp_path / "data" / "my_stories"
+    d.mkdir(parents=True)
+    lines = [f"Story {i}: the queen walked to the river and sang." for i in range(200)]
+    (d / "train.jsonl").write_text("\n".join(json.dumps({"story": t, "id": i}) for i, t in enumerate(lines)))
+    monkeypatch.setenv("E3BENCH_DATA_DIR", str(tmp_path / "data"))
+    c = load_corpus(hf_dataset="my_stories", hf_split="train", hf_field="story", val_fraction=0.1)
+    assert c.text_train + c.text_val == "\n".join(lines)
+    assert str(d / "train.jsonl") in c.source and c.source.endswith(":story")
+    with pytest.raises(E3Error) as ei:
+        load_corpus(hf_dataset="my_stories", hf_split="train", hf_field="text")
+    assert "no field 'text'" in ei.value.problem and "story, id" in ei.value.problem
+
+
 def test_optimizer_state_bytes_counts_8bit_states():
     import torch
 
@@ -335,7 +353,12 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     assert base.final_val_loss < base.val_loss_curve[0].loss  # it learned something
     assert base.tokens_per_s > 0 and base.step_time_ms.n == 5
     assert base.optimizer_state_bytes > 2 * 4 * base.parameters * 0.9
-    assert base.energy.method == "estimated" and base.energy.gross_energy_j > 0 and base.energy.j_per_token > 0
+    e = base.train_energy
+    assert e.window == "baseline/train" and e.method == "estimated" and e.net_energy_j > 0
+    assert e.ept_total_j_per_token == pytest.approx(e.net_energy_j / base.tokens)
+    assert e.energy_per_request_j == pytest.approx(e.net_energy_j / (6 * 4))  # per sequence
+    assert base.eval_energy.window == "baseline/eval" and base.eval_energy.gross_energy_j > 0
+    assert rec.energy.meter == "estimate" and rec.energy.idle is not None
     assert base.memory.peak_rss_bytes >= base.memory.rss_start_bytes
     assert base.grad_norm.stats.n == 6
     # same math → same numbers

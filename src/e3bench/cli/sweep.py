@@ -33,12 +33,16 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
 
     Every config problem and an unknown executor are reported before anything runs (E3Error).
     """
+    from e3bench.config.validate import check_output_dir
     from e3bench.core import registry
     from e3bench.results import store
     from e3bench.sweep.executors import make_executor
     from e3bench.sweep.plan import expand
 
     registry.executors.canonical(executor)  # unknown executor: fail before planning
+    missing = None if dry_run else registry.executors.missing_extra(executor)
+    if missing is not None:  # e.g. --executor ray without ray: say so before anything runs
+        raise missing
     plan = expand(path, output_dir=output_dir)
     root = store.run_dir(plan.output_dir, plan.name)
     done = store.completed_hashes(root)
@@ -54,6 +58,8 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         for c in todo:
             console.print(f"  would run {_label(c)} [{c.config_hash()}]", highlight=False)
         return
+    for _, err in check_output_dir(root):  # before any run, not after the first one
+        raise err
     kwargs = {"address": ray_address} if ray_address else {}
     ex = make_executor(executor, **kwargs)
     failed = 0

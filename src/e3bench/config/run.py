@@ -36,7 +36,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field("smollm2-135m", description="alias, Hugging Face id, local dir or .gguf file")
+    model: str = Field("smollm2-135m", min_length=1, description="alias, Hugging Face id, local dir or .gguf file")
     backend: str = Field("pytorch", description="backend name (see `e3bench models`)")
     backend_options: dict[str, Any] = Field(
         {},
@@ -168,7 +168,7 @@ def coerce(key: str, value: Any) -> Any:
     if key in _LISTS:
         if isinstance(value, str):
             if key == "tasks":
-                from e3bench.evals.tasks import split_task_list
+                from e3bench.config.taskspec import split_task_list
 
                 return split_task_list(value)
             parts = [p.strip() for p in value.split(",") if p.strip()]

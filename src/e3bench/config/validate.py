@@ -14,15 +14,14 @@ check their options and files, and missing extras are found with ``importlib.uti
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from e3bench.core import registry
 from e3bench.core.errors import E3Error, MissingExtra, unknown_name
-
-#: Fields every run passes to the backend itself; ``backend_options`` may not set them.
-RUN_OPTIONS = {"cache_dir": "--cache-dir", "threads": "--threads"}
 
 Found = list[tuple[str, E3Error]]  # (key path such as "tasks.0" or "backend_options.n_ctx", error)
 
@@ -101,13 +100,13 @@ def check_tasks(specs: tuple[str, ...], engine: str) -> Found:
         if importlib.util.find_spec("lm_eval") is None:
             return [("engine", MissingExtra("lm_eval", "lmeval", "--engine lm-eval"))]
         return []
-    from e3bench.evals.tasks import get_task, parse_task_spec
+    from e3bench.config.taskspec import parse_task_spec
 
     found: Found = []
     for i, spec in enumerate(specs):
         try:
             name, options = parse_task_spec(spec)
-            get_task(name, **options)
+            registry.tasks.create(name, **options)  # the task checks its options and files
         except E3Error as exc:
             found.append((f"tasks.{i}", exc))
     return found
@@ -146,35 +145,12 @@ def check_backend(values: Mapping[str, Any], *, runnable: bool) -> Found:
 
 def option_problems(name: str, cls: type, options: dict[str, Any]) -> Found:
     """Problems of ``options`` for backend ``name``: run options given as backend options, and
-    whatever ``cls.Options`` (pydantic, ``extra="forbid"``) rejects. A backend class without an
-    ``Options`` model gets only the run-option check."""
-    found: Found = []
-    for key in options:
-        if key in RUN_OPTIONS:
-            found.append((f"backend_options.{key}",
-                          E3Error(f"backend_options.{key} is a run option", f"use {RUN_OPTIONS[key]} instead")))  # fmt: skip
-    rest = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
+    whatever ``cls.Options`` (pydantic, ``extra="forbid"``) rejects — all of them, in the wording
+    of :func:`e3bench.core.registry.check_options` (the same check a backend is built with).
+    A backend class without an ``Options`` model gets only the run-option check."""
     model = getattr(cls, "Options", None)
-    if model is None:
-        return found
-    from pydantic import ValidationError
-
-    try:
-        model.model_validate(rest)
-    except ValidationError as exc:
-        own = [k for k in model.model_fields if k not in RUN_OPTIONS]
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            top = str(err["loc"][0]) if err["loc"] else ""
-            if err["type"] == "extra_forbidden":
-                fix = f"its options: {', '.join(own)}" if own else f"backend '{name}' takes no options"
-                found.append((f"backend_options.{top}", E3Error(f"backend '{name}' has no option '{top}'", fix)))
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-                found.append((f"backend_options.{top}",
-                              E3Error(f"backend '{name}' option '{loc}': {msg} (got {err.get('input')!r})",
-                                      f"see the options of backend '{name}' in docs/backends.md")))  # fmt: skip
-    return found
+    _, errors = registry.check_options("backend", name, model, options, reserved=registry.BACKEND_RUN_OPTIONS)
+    return [(f"backend_options.{key.split('.')[0]}", err) for key, err in errors]
 
 
 def capability_problem(cls: type, *, device: Any, precision: Any) -> str | None:
@@ -196,6 +172,22 @@ def unrunnable_reason(backend: str, device: str, dtype: str) -> str | None:
     return capability_problem(registry.backends.get(backend), device=device, precision=dtype)
 
 
+def check_output_dir(folder: str | os.PathLike) -> Found:
+    """Records can be written under ``folder`` (created if missing): its nearest existing
+    ancestor is a writable directory. Checked before a run so a bad ``--output-dir`` does not
+    cost the whole benchmark first."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fix = "choose a writable --output-dir"
+    if not probe.is_dir():
+        return [("output_dir", E3Error(f"cannot write results under {folder}: {probe} is a file", fix))]
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return [("output_dir", E3Error(f"cannot write results under {folder}: {probe} is not writable", fix))]
+    return []
+
+
 def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]) -> Found:
     """Run every check on the merged field ``values`` (defaults filled in), skipping checks that
     read a field in ``skip`` (already reported by the schema validation)."""
@@ -207,6 +199,9 @@ def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]
         ({"trackers"}, lambda: check_trackers(tuple(values.get("trackers") or ()))),
         ({"backend", "backend_options", "device", "dtype"}, lambda: check_backend(values, runnable=runnable)),
     ]
+    if runnable:  # this machine writes the record
+        out = Path(str(values.get("output_dir"))) / str(values.get("sweep"))
+        checks.append(({"output_dir", "sweep"}, lambda: check_output_dir(out)))
     found: Found = []
     for keys, check in checks:
         if not keys & skip:

@@ -274,6 +274,19 @@ class Registry(Generic[T]):
             self._loaded[key] = obj
             return obj
 
+    def create(self, name: str, **options: Any) -> Any:
+        """Call the object registered as ``name`` with its entry's ``defaults`` updated by
+        ``options`` (tasks, executors: classes or factories taking keyword options).
+
+        Raises what :meth:`get` raises, and E3Error naming the entry when it rejects an option.
+        """
+        entry = self.entry(name)
+        factory: Any = self.get(entry.name)
+        try:
+            return factory(**{**entry.defaults, **options})
+        except TypeError as exc:
+            raise E3Error(f"{self.kind} '{name}': {exc}", f"check the options given to '{name}'") from None
+
     def peek(self, name: str) -> T | None:
         """The object for ``name`` even when its extra is missing, for reading class attributes
         (``Options``, ``capabilities``); None when its module cannot be imported here.
@@ -313,6 +326,53 @@ def _import(entry: Entry, kind: str) -> Any:
         ) from exc
 
 
+def describe_options(model: Any) -> str:
+    """``"n_ctx (int, default 2048): context length; n_batch (...)"`` for a pydantic options
+    model, or ``"it takes no options"``; what an options error lists as its fix."""
+    parts = []
+    for key, f in model.model_fields.items():
+        kind = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        desc = f": {f.description}" if f.description else ""
+        parts.append(f"{key} ({kind}, default {f.default!r}){desc}")
+    return "; ".join(parts) if parts else "it takes no options"
+
+
+def check_options(
+    kind: str, name: str, model: Any, options: Mapping[str, Any] | None, *, reserved: Mapping[str, str] | None = None
+) -> tuple[Any, list[tuple[str, E3Error]]]:
+    """Validate ``options`` (a dict from YAML / ``--set``) with an entry's pydantic ``model``
+    (``extra="forbid"``; None = not typed, only ``reserved`` is checked): the one wording of
+    option errors, for config time and build time.
+
+    Returns ``(validated model or None, [(key, E3Error), ...])`` with EVERY problem: keys in
+    ``reserved`` (key → the flag that sets it instead, e.g. ``threads`` → ``--threads``), unknown
+    keys, and bad values. Callers that build raise the first; config validation reports all.
+    """
+    from pydantic import ValidationError
+
+    options = dict(options or {})
+    errors: list[tuple[str, E3Error]] = []
+    for key in options:
+        if key in (reserved or {}):
+            errors.append((key, E3Error(f"{kind}_options.{key} is a run option", f"use {reserved[key]} instead")))  # type: ignore[index]
+    rest = {k: v for k, v in options.items() if k not in (reserved or {})}
+    if model is None:  # an entry without an options model: only the reserved keys are checked
+        return None, errors
+    listing = f"its options: {describe_options(model)}"
+    try:
+        validated = model.model_validate(rest)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err.get("loc", ())) or "?"
+            if err.get("type") == "extra_forbidden":
+                errors.append((key, E3Error(f"{kind} '{name}' has no option '{key}'", listing)))
+            else:
+                msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+                errors.append((key, E3Error(f"{kind} '{name}' option {key}={err.get('input')!r} is invalid: {msg}", listing)))
+        return None, errors
+    return (validated if not errors else None), errors
+
+
 def _first_line(doc: str | None) -> str:
     return doc.strip().splitlines()[0] if doc and doc.strip() else ""
 
@@ -333,6 +393,9 @@ def describe(reg: Registry[Any]) -> list[dict[str, str]]:
     return rows
 
 
+#: What every backend is built with besides its ``Options``: ``cls(options, cache_dir=..., threads=...)``;
+#: these keys are run options (key → the flag that sets them), never ``backend_options``.
+BACKEND_RUN_OPTIONS: Mapping[str, str] = MappingProxyType({"cache_dir": "--cache-dir", "threads": "--threads"})
 #: classes implementing :class:`e3bench.core.api.Backend` (registered in ``e3bench.backends``)
 backends: Registry[Any] = Registry("backend", "e3bench.backends", builtins="e3bench.backends")
 #: :class:`e3bench.energy.meters.MeterSpec` objects (registered in ``e3bench.energy.meters``)

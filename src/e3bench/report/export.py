@@ -27,12 +27,11 @@ def export_runs(results_dir: Path, out: Path) -> int:
     """
     out = Path(out)
     if out.is_dir():
-        raise E3Error(f"cannot export to {out}: it is a directory",
-                      f"give a file name inside it, e.g. {out / 'runs.csv'}")  # fmt: skip
+        raise E3Error(f"cannot export to {out}: it is a directory", f"name a file, e.g. -o {out / 'runs.csv'}")
     if out.suffix not in FORMATS:
         raise E3Error(f"cannot export to '{out.suffix or out.name}'", "use a .csv or .parquet file name")
     runs, _, _ = load_rows(results_dir)
     data = to_csv(runs, RUN_COLUMNS).encode("utf-8") if out.suffix == ".csv" else to_parquet_bytes(runs, RUN_COLUMNS)
-    with write_errors(out, "choose a writable place for -o", what="export to"):
+    with write_errors(out, "choose a writable -o path"):
         atomic_write_bytes(out, data)
     return len(runs)

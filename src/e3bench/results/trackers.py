@@ -45,6 +45,8 @@ def metrics_of(rec: ResultRecord) -> dict[str, float]:
 
 
 def params_of(rec: ResultRecord) -> dict[str, Any]:
+    """The run's config as flat tracker parameters (lists joined by commas, None as ""), plus
+    ``config_hash``, ``e3bench_version`` and ``cpu_model``."""
     p = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in rec.config.items()}
     p["config_hash"] = rec.config_hash
     p["e3bench_version"] = rec.manifest.e3bench_version

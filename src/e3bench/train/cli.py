@@ -119,9 +119,11 @@ def train(
 # --------------------------------------------------------------------------------- output
 def format_finetune(r) -> str:
     """The console summary of a :class:`~e3bench.train.records.FinetuneRecord`."""
+    from e3bench.train.records import basis_energy_j
+
     t = r.target
     e = r.train_energy
-    ej = None if e is None else (e.net_energy_j if e.net_energy_j is not None else e.gross_energy_j)
+    ej = basis_energy_j(e)
     lines = [
         f"{r.model['architecture']} {r.model['name']} on {r.data['task']} ({r.method['fine_tuning']}, {r.method['mode']} mode): "
         f"status {r.status}",

@@ -11,42 +11,53 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from e3bench.results.manifest import Manifest
 from e3bench.core.timing import Stats
+from e3bench.energy.accounting import EnergyRun, EnergySummary
+from e3bench.results.manifest import Manifest
 
-TRAIN_SCHEMA_VERSION = 1
+#: 2: energy figures are :class:`EnergySummary` (as in run records), run-level meter facts an
+#: :class:`EnergyRun`; ``ConfigResult.energy`` is ``train_energy``. Schema-1 records still read.
+TRAIN_SCHEMA_VERSION = 2
 
 
-class EnergyFigures(BaseModel):
-    """Energy of one or more metered windows (summed), from one meter.
+def basis_energy_j(e: EnergySummary | None) -> float | None:
+    """The summary's energy on its basis, joules: net when known, else gross (None when
+    missing or not measured)."""
+    if e is None:
+        return None
+    return e.net_energy_j if e.net_energy_j is not None else e.gross_energy_j
 
-    ``gross_energy_j`` is what the meter saw; ``net_energy_j`` subtracts the idle baseline
-    measured before the run with the same meter (``None`` when no usable baseline: see
-    ``basis``). ``method`` is ``measured`` (sensor named) or ``estimated`` (model named) — never
-    mixed. ``j_per_token`` / ``j_per_sample`` use ``basis`` (net when available).
-    """
 
-    method: str
-    sensor: str
-    basis: str
-    windows: int = 0
-    duration_s: float = 0.0
-    gross_energy_j: float | None = None
-    net_energy_j: float | None = None
-    gross_energy_kwh: float | None = None
-    net_energy_kwh: float | None = None
-    idle_power_w: float | None = None
-    mean_power_w: float | None = None
-    j_per_token: float | None = None
-    j_per_sample: float | None = None
-    co2e_g: float | None = None
-    co2e_net_g: float | None = None
-    grid_g_per_kwh: float | None = None
-    grid_region: str | None = None
-    error: str | None = None
-    notes: list[str] = []
+def _upgrade_energy(d: Any, window: str) -> Any:
+    """A schema-1 ``EnergyFigures`` dict as an :class:`EnergySummary` dict (same gross/net/
+    method/sensor/basis/CO2e fields; ``j_per_token`` → ``ept_total_j_per_token``,
+    ``j_per_sample`` → ``energy_per_request_j``)."""
+    if not isinstance(d, dict) or "window" in d:
+        return d
+    d = {k: v for k, v in d.items() if k not in ("windows", "gross_energy_kwh", "net_energy_kwh")}
+    d["window"] = window
+    d["ept_total_j_per_token"] = d.pop("j_per_token", None)
+    d["energy_per_request_j"] = d.pop("j_per_sample", None)
+    return d
+
+
+def _upgrade_run(data: Any, buckets: dict[str, str]) -> Any:
+    """Read a schema-1 training record: run-level ``energy_meter``/``energy_meter_reason``/
+    ``idle`` become ``energy`` (:class:`EnergyRun`); energy figures become summaries."""
+    if not isinstance(data, dict) or data.get("schema_version", TRAIN_SCHEMA_VERSION) >= 2:
+        return data
+    data = dict(data)
+    if "energy_meter" in data and "energy" not in data:
+        data["energy"] = {
+            "meter": data.pop("energy_meter"), "meter_choice_reason": data.pop("energy_meter_reason", ""),
+            "idle": data.pop("idle", None),
+        }  # fmt: skip
+    for old, (new, window) in buckets.items():
+        if old in data:
+            data[new] = _upgrade_energy(data.pop(old), window)
+    return data
 
 
 class MemoryFigures(BaseModel):
@@ -117,6 +128,10 @@ class TargetResult(BaseModel):
 
 
 class FinetuneRecord(BaseModel):
+    """One ``e3bench finetune`` run: what ran (config, model, classification method, data),
+    speed (tokens/s and samples/s of training steps), every evaluation, the target result,
+    memory and energy (training and evaluation windows, idle-subtracted where possible)."""
+
     schema_version: int = TRAIN_SCHEMA_VERSION
     kind: Literal["finetune"] = "finetune"
     run_id: str
@@ -147,14 +162,17 @@ class FinetuneRecord(BaseModel):
     best_accuracy: float | None = None
     target: TargetResult | None = None
     memory: MemoryFigures | None = None
-    energy_meter: str = ""
-    energy_meter_reason: str = ""
-    idle: dict[str, Any] | None = None
-    train_energy: EnergyFigures | None = None
-    eval_energy: EnergyFigures | None = None
+    energy: EnergyRun | None = None  # meter, why it was chosen, idle baseline
+    train_energy: EnergySummary | None = None  # training windows of this session
+    eval_energy: EnergySummary | None = None
     checkpoint_dir: str | None = None
     warnings: list[str] = Field(default_factory=list)
     duration_s: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_1(cls, data: Any) -> Any:
+        return _upgrade_run(data, {"train_energy": ("train_energy", "train"), "eval_energy": ("eval_energy", "eval")})
 
 
 # -------------------------------------------------------------------------------- train
@@ -171,6 +189,9 @@ class GradNormStats(BaseModel):
 
 
 class CurvePoint(BaseModel):
+    """A point of a loss curve: after ``step`` steps and ``tokens`` training tokens, the loss
+    (cross-entropy, nats per token)."""
+
     step: int
     tokens: int
     loss: float
@@ -216,14 +237,26 @@ class ConfigResult(BaseModel):
     gradient_bytes: int | None = None
     grad_norm: GradNormStats | None = None
     memory: MemoryFigures | None = None
-    energy: EnergyFigures | None = None  # training windows only
-    eval_energy: EnergyFigures | None = None
+    train_energy: EnergySummary | None = None  # training windows only
+    eval_energy: EnergySummary | None = None
     vs_baseline: dict[str, Any] = {}
     warnings: list[str] = []
     duration_s: float = 0.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_1(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "energy" in data and "train_energy" not in data:
+            data = dict(data)
+            data["train_energy"] = _upgrade_energy(data.pop("energy"), f"{data.get('name', '')}/train")
+            data["eval_energy"] = _upgrade_energy(data.get("eval_energy"), f"{data.get('name', '')}/eval")
+        return data
+
 
 class SuiteRecord(BaseModel):
+    """One ``e3bench train`` suite: corpus, tokenizer, device, the meter with its idle
+    baseline, and one :class:`ConfigResult` per configuration (baseline first)."""
+
     schema_version: int = TRAIN_SCHEMA_VERSION
     kind: Literal["train-suite"] = "train-suite"
     suite_id: str
@@ -234,9 +267,12 @@ class SuiteRecord(BaseModel):
     device: str
     precision: str
     manifest: Manifest
-    energy_meter: str = ""
-    energy_meter_reason: str = ""
-    idle: dict[str, Any] | None = None
+    energy: EnergyRun | None = None  # meter, why it was chosen, idle baseline (one for the suite)
     configs: list[ConfigResult] = []
     warnings: list[str] = Field(default_factory=list)
     duration_s: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_1(cls, data: Any) -> Any:
+        return _upgrade_run(data, {})

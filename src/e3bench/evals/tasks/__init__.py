@@ -8,7 +8,8 @@
 one did-you-mean :class:`E3Error`. Options per task are the keyword arguments of its class
 (``data_dir``, ``sample`` for all; ``num_fewshot``/``subjects`` for MMLU; ``path`` for file tasks; ...).
 ``parse_task_spec("jsonl_mc:path=my.jsonl,suffix=\\nAnswer:")`` splits a CLI spec into
-``(name, options)``; :func:`split_task_list` splits a comma list of such specs.
+``(name, options)``; :func:`split_task_list` splits a comma list of such specs (both live in
+:mod:`e3bench.config.taskspec`: they are config syntax).
 
 Tasks live in :data:`e3bench.core.registry.tasks`. A registered task (built-in, or from the
 ``e3bench.tasks`` entry-point group) is a class or factory called with keyword options that
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from e3bench.config.taskspec import parse_task_spec, split_task_list
 from e3bench.core.api import Task
-from e3bench.core.errors import E3Error
 from e3bench.core.registry import tasks as _registry
 
 _MC = "e3bench.evals.tasks.multiple_choice"
@@ -57,68 +58,12 @@ def describe_tasks() -> dict[str, str]:
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """The task called ``name`` (or an alias), configured with ``options``.
+    """The task called ``name`` (or an alias), configured with ``options`` over its defaults.
 
     Raises the one "unknown task" :class:`E3Error` (did you mean ...) for an unknown name and an
     E3Error naming the task when its class rejects an option.
     """
-    entry = _registry.entry(name)
-    factory = _registry.get(entry.name)
-    kwargs = {**entry.defaults, **options}
-    try:
-        return factory(**kwargs)
-    except TypeError as exc:
-        raise E3Error(f"task '{name}': {exc}", f"check the options given to '{name}'") from None
-
-
-def _coerce(value: str) -> Any:
-    low = value.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for typ in (int, float):
-        try:
-            return typ(value)
-        except ValueError:
-            pass
-    return value.encode("utf-8").decode("unicode_escape") if "\\" in value else value
-
-
-def parse_task_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` or ``"name:key=value,key=value"`` → ``(name, options)``.
-
-    Values become bool/int/float where they parse; backslash escapes (``\\n``) are decoded.
-    """
-    name, _, rest = spec.partition(":")
-    options: dict[str, Any] = {}
-    if rest:
-        for part in rest.split(","):
-            if not part:
-                continue
-            key, eq, value = part.partition("=")
-            if not eq:
-                raise E3Error(f"task option '{part}' in '{spec}' is not key=value", "write name:key=value,key=value")
-            options[key.strip()] = _coerce(value)
-    return name.strip(), options
-
-
-def split_task_list(text: str) -> tuple[str, ...]:
-    """Split a comma list of task specs, keeping each spec's own ``key=value`` options.
-
-    ``"mmlu:num_fewshot=1,subjects=anatomy,hellaswag"`` → ``("mmlu:num_fewshot=1,subjects=anatomy",
-    "hellaswag")``: a piece whose first ``=`` comes before any ``:`` continues the previous spec's
-    options; any other piece starts a new task. Empty pieces are dropped.
-    """
-    specs: list[str] = []
-    for piece in (p.strip() for p in text.split(",")):
-        if not piece:
-            continue
-        eq, colon = piece.find("="), piece.find(":")
-        continues = eq > 0 and (colon < 0 or eq < colon)
-        if continues and specs and ":" in specs[-1]:
-            specs[-1] += "," + piece
-        else:
-            specs.append(piece)
-    return tuple(specs)
+    return _registry.create(name, **options)
 
 
 __all__ = ["describe_tasks", "get_task", "parse_task_spec", "split_task_list", "task_names"]

@@ -35,4 +35,4 @@ def make_executor(name: str, **kwargs: Any):
 
     Raises the one "unknown executor" E3Error (did you mean ...) or MissingExtra (``ray``).
     """
-    return _registry.get(name)(**kwargs)
+    return _registry.create(name, **kwargs)

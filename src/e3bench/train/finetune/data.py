@@ -29,64 +29,63 @@ def _mc_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _task_split(task: str, split: str) -> tuple[list[dict], str]:
+    """(rows, source) of a built-in task's split from the one dataset resolver."""
+    from e3bench.evals.data import resolve, validate_multiple_choice
+
+    d = resolve(task, split)
+    validate_multiple_choice(d.rows, d.source)
+    return list(d.rows), d.source
+
+
 def load_task_data(cfg: FinetuneConfig) -> TaskData:
     """Train and validation items ``{query, choices, gold}``.
 
-    Order: ``--train-file``/``--eval-file``; else ``$E3BENCH_DATA_DIR/<task>/train.jsonl`` with
-    ``test.jsonl`` (e3bench's name for the task's public evaluation split); else — when the local
-    directory has only the evaluation split, as ../shared/data does — a seeded split of it into
-    disjoint train and held-out parts (said in ``info``: such numbers are not comparable with
-    published results); else the Hugging Face hub (train and validation splits).
+    Order: ``--train-file``/``--eval-file``; else the task's ``train`` and ``test`` splits
+    (``test`` is e3bench's name for the task's public evaluation split) from the one dataset
+    resolver (:func:`e3bench.evals.data.resolve`: the local data directory first, then the
+    hub); but when the local directory has *only* the evaluation split, as ../shared/data
+    does, a seeded split of it into disjoint train and held-out parts (said in ``info``: such
+    numbers are not comparable with published results).
+
+    Raises :class:`E3Error` for an unknown task, missing or invalid data, or no items.
     """
     from e3bench.evals import data as ds
 
     rng = random.Random(cfg.seed)
     info: dict[str, Any] = {"task": cfg.task}
     if cfg.train_file:
-        from e3bench.evals.data import resolve_local_file
-
-        train = _mc_rows(resolve_local_file(cfg.train_file))
+        train = _mc_rows(ds.resolve_local_file(cfg.train_file))
         info["train_source"] = cfg.train_file
         if cfg.eval_file:
-            evals = _mc_rows(resolve_local_file(cfg.eval_file))
+            evals = _mc_rows(ds.resolve_local_file(cfg.eval_file))
             info["eval_source"] = cfg.eval_file
         else:
             train, evals = _split(train, cfg.max_eval_samples, rng)
             info["eval_source"] = f"held-out part of {cfg.train_file} (seed {cfg.seed})"
+    elif cfg.task not in FT_TASKS:
+        raise unknown_name(
+            "fine-tuning task", cfg.task, FT_TASKS,
+            fix=f"use one of: {', '.join(FT_TASKS)}, or --train-file/--eval-file JSONL {{query, choices, gold}}",
+        )  # fmt: skip
+    elif ds.local_file(cfg.task, "test") is not None and ds.local_file(cfg.task, "train") is None:
+        rows, source = _task_split(cfg.task, "test")
+        n_eval = min(cfg.max_eval_samples, max(1, len(rows) * 3 // 10))
+        train, evals = _split(rows, n_eval, rng)
+        info["train_source"] = f"{source} minus the held-out items"
+        info["eval_source"] = f"{n_eval} items of {source} held out (seed {cfg.seed})"
+        info["split_note"] = (
+            "the local data directory has only the task's public evaluation split; it was split "
+            "into disjoint fine-tuning and held-out parts, so accuracies are not comparable with "
+            "published validation results"
+        )
     else:
-        if cfg.task not in FT_TASKS:
-            raise unknown_name(
-                "fine-tuning task", cfg.task, FT_TASKS,
-                fix=f"use one of: {', '.join(FT_TASKS)}, or --train-file/--eval-file JSONL {{query, choices, gold}}",
-            )  # fmt: skip
-        spec = ds.DATASETS[cfg.task]
-        root = ds.data_dir()
-        local = root / spec.local_name if root is not None else None
-        if local is not None and (local / "train.jsonl").is_file():
-            train = _mc_rows(local / "train.jsonl")
-            evals = _mc_rows(local / "test.jsonl") if (local / "test.jsonl").is_file() else None
-            info["train_source"] = str(local / "train.jsonl")
-            if evals is None:
-                train, evals = _split(train, cfg.max_eval_samples, rng)
-                info["eval_source"] = "held-out part of train.jsonl"
-            else:
-                info["eval_source"] = str(local / "test.jsonl")
-        elif local is not None and (local / "test.jsonl").is_file():
-            rows = _mc_rows(local / "test.jsonl")
-            n_eval = min(cfg.max_eval_samples, max(1, len(rows) * 3 // 10))
-            train, evals = _split(rows, n_eval, rng)
-            info["train_source"] = f"{local / 'test.jsonl'} minus the held-out items"
-            info["eval_source"] = f"{n_eval} items of {local / 'test.jsonl'} held out (seed {cfg.seed})"
-            info["split_note"] = (
-                "the local data directory has only the task's public evaluation split; it was split "
-                "into disjoint fine-tuning and held-out parts, so accuracies are not comparable with "
-                "published validation results"
-            )
+        train, info["train_source"] = _task_split(cfg.task, "train")
+        if ds.local_file(cfg.task, "train") is not None and ds.local_file(cfg.task, "test") is None:
+            train, evals = _split(train, cfg.max_eval_samples, rng)
+            info["eval_source"] = f"held-out part of {info['train_source']}"
         else:
-            train = ds.load_dataset_rows(cfg.task, "train")
-            evals = ds.load_dataset_rows(cfg.task, "test")
-            info["train_source"] = f"hub {spec.hub_path}/{spec.hub_name} train"
-            info["eval_source"] = f"hub {spec.hub_path}/{spec.hub_name} {spec.hub_splits.get('test')}"
+            evals, info["eval_source"] = _task_split(cfg.task, "test")
     rng.shuffle(train)
     if cfg.max_train_samples:
         train = train[: cfg.max_train_samples]

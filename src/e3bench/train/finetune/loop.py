@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from e3bench.core.timing import clock
+from e3bench.energy.window import EnergyTotals
 from e3bench.train.finetune.config import FinetuneConfig
 from e3bench.train.finetune.data import TaskData
 from e3bench.train.finetune.scorer import Scorer
@@ -37,7 +38,7 @@ class FinetuneLoop:
     model: Any
     scorer: Scorer
     step: TrainStep
-    energy: Any
+    energy: EnergyTotals
     state: TrainerState
     progress: Progress
     session_step_s: list[float] = field(default_factory=list)

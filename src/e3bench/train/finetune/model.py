@@ -34,57 +34,26 @@ class Loaded:
     supports_logits_to_keep: bool = False
 
 
-def _resolve_path(name: str, progress: Progress) -> tuple[Any, str]:
-    from e3bench.backends import models
-
-    spec = models.resolve(name)
-    if spec.source == "gguf":
-        path, cached = models.load_converted_gguf(spec)
-        if not cached:
-            progress(f"converted {spec.gguf_file} to safetensors (cached for next time): {path}")
-        return spec, str(path)
-    return spec, spec.path
-
-
-def _hub_error(path: str, exc: Exception) -> E3Error:
-    return E3Error(
-        f"could not load '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-        "connect to the hub once to cache it, or pass a local model directory / .gguf file "
-        "(e.g. --model smollm2-135m)",
-    )
-
-
 def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loaded:
-    """Load ``cfg.model`` with the head its architecture classifies with (see
-    :mod:`e3bench.train.finetune`); the mode comes from ``data``'s answer sets.
+    """Load ``cfg.model`` through the one loader (:func:`e3bench.backends.models.load_pretrained`)
+    with the head its architecture classifies with (see :mod:`e3bench.train.finetune`); the
+    mode comes from ``data``'s answer sets (and, for decoders, from the labels' first tokens).
 
     Raises :class:`E3Error` when the model cannot be resolved or loaded.
     """
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSeq2SeqLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
-    from e3bench.backends.models import detect_architecture
-    from e3bench.core.quiet import quiet_libraries
+    import inspect
 
-    quiet_libraries()
-    _, path = _resolve_path(cfg.model, progress)
-    try:
-        config = AutoConfig.from_pretrained(path)
-        tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _hub_error(path, exc) from None
-    arch = detect_architecture(config)
-    notes: list[str] = []
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-        notes.append("tokenizer has no pad token; using eos/unk for padding")
+    from e3bench.backends.models import load_pretrained
+
     choice_sets = {tuple(r["choices"]) for r in data.train + data.eval}
     mode = "labels" if len(choice_sets) == 1 else "choices"
     labels = list(next(iter(choice_sets))) if mode == "labels" else None
+    # encoder-only models get a classification head: one logit per label, or one per pair
+    pre = load_pretrained(cfg.model, classifier_labels=len(labels) if labels else 1)
+    model, tok, arch = pre.model, pre.tokenizer, pre.architecture
+    notes = list(pre.notes)
+    for n in notes:
+        progress(n)
     label_ids = None
     if mode == "labels" and arch != "encoder-only":
         prefix = " " if arch == "decoder-only" else ""
@@ -92,32 +61,22 @@ def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loade
         if len(set(label_ids)) < len(label_ids):
             notes.append(f"labels {labels} share their first token; scoring whole label sequences instead")
             mode, label_ids = "choices", None
-    try:
-        if arch == "encoder-only":
-            n_labels = len(labels) if mode == "labels" else 1
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=n_labels, ignore_mismatched_sizes=True
-            )
-            head = f"sequence-classification head, {n_labels} logit(s)" + (
-                " per (query, choice) pair" if mode == "choices" else " (one per label)"
-            )
-        elif arch == "encoder-decoder":
-            model = AutoModelForSeq2SeqLM.from_pretrained(path)
-            head = "LM head verbalizer on the decoder's first step" if mode == "labels" else "sum log p(choice) as decoder target"
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path)
-            head = "LM head verbalizer at the last prompt token" if mode == "labels" else "sum log p(choice | query)"
-    except (OSError, ValueError) as exc:
-        raise _hub_error(path, exc) from None
+    if arch == "encoder-only":
+        n_labels = len(labels) if mode == "labels" else 1
+        head = f"sequence-classification head, {n_labels} logit(s)" + (
+            " per (query, choice) pair" if mode == "choices" else " (one per label)"
+        )
+    elif arch == "encoder-decoder":
+        head = "LM head verbalizer on the decoder's first step" if mode == "labels" else "sum log p(choice) as decoder target"
+    else:
+        head = "LM head verbalizer at the last prompt token" if mode == "labels" else "sum log p(choice | query)"
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
     model.config.use_cache = False
-    import inspect
-
     keep = "logits_to_keep" in inspect.signature(type(model).forward).parameters
     return Loaded(
         supports_logits_to_keep=keep,
-        model=model, tokenizer=tok, architecture=arch, model_type=config.model_type, path=path,
+        model=model, tokenizer=tok, architecture=arch, model_type=pre.config.model_type, path=pre.path,
         mode=mode, labels=labels, label_token_ids=label_ids, head=head, notes=notes,
     )  # fmt: skip
 

@@ -39,9 +39,10 @@ def build(loop: FinetuneLoop, setup: Setup, *, status: str, error: str | None, m
           duration_s: float) -> FinetuneRecord:  # fmt: skip
     """The run's record (energy figures of this session; cumulative ones are in ``evals``)."""
     cfg, st, ld, energy = loop.cfg, loop.state, setup.loaded, loop.energy
-    train_fig = energy.figures("train", tokens=st.tokens - loop.session_start_tokens)
+    train_fig = energy.summary("train", tokens=st.tokens - loop.session_start_tokens)
     if setup.resumed_from:
-        train_fig.notes.append(f"this session only (resumed at step {setup.resumed_from}); cumulative figures are in evals")
+        note = f"this session only (resumed at step {setup.resumed_from}); cumulative figures are in evals"
+        train_fig = train_fig.model_copy(update={"notes": [*train_fig.notes, note]})
     secs = st.train_time_s
     h = cfg.config_hash()
     evals = st.evals
@@ -79,11 +80,9 @@ def build(loop: FinetuneLoop, setup: Setup, *, status: str, error: str | None, m
         best_accuracy=max(e.accuracy for e in evals) if evals else None,
         target=target_result(cfg.target_accuracy, evals, st),
         memory=memory,
-        energy_meter=energy.name,
-        energy_meter_reason=energy.reason,
-        idle=energy.idle_dict(),
+        energy=energy.window_.run_info(),
         train_energy=train_fig,
-        eval_energy=energy.figures("eval"),
+        eval_energy=energy.summary("eval"),
         checkpoint_dir=str(setup.checkpoint_dir) if setup.checkpoint_dir.exists() else None,
         warnings=setup.warnings,
         duration_s=duration_s,

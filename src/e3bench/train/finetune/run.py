@@ -20,7 +20,7 @@ from e3bench.train.finetune.state import TrainerState
 from e3bench.train.records import FinetuneRecord
 from e3bench.train.shared import device as dev
 from e3bench.train.shared import optim
-from e3bench.train.shared.energy import EnergySession
+from e3bench.train.shared.energy import training_energy
 from e3bench.train.shared.memory import MemoryTracker, enable_checkpointing
 from e3bench.train.shared.step import Diverged, LossGuard, TrainStep
 
@@ -90,11 +90,12 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
             warnings.append(f"--resume: no checkpoint at {ckpt}; started from scratch")
             progress(warnings[-1])
 
-    energy = EnergySession(
+    energy = training_energy(
         cfg.meter, device=device, cpu_tdp_w=cfg.cpu_tdp_w, idle_seconds=cfg.idle_seconds,
         region=cfg.region, progress=progress,
     )  # fmt: skip
-    if resumed_from and state.energy_sensor and state.energy_sensor != energy.reason:
+    meter_reason = energy.window_.meter_reason
+    if resumed_from and state.energy_sensor and state.energy_sensor != meter_reason:
         warnings.append("the checkpoint's energy came from a different meter; cumulative energy mixes sensors")
 
     loop = FinetuneLoop(cfg, data, model, Scorer(ld, cfg.max_seq_len, device), step, energy, state, progress)
@@ -103,7 +104,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
         basis, gross = energy.total_j("train")  # this session
         snap = dataclasses.replace(
             state, train_energy_j=state.train_energy_j + (basis or 0.0),
-            train_energy_gross_j=state.train_energy_gross_j + (gross or 0.0), energy_sensor=energy.reason,
+            train_energy_gross_j=state.train_energy_gross_j + (gross or 0.0), energy_sensor=meter_reason,
         )  # fmt: skip
         checkpoint.save(ckpt, model, opt, step.state_dict(), snap, peft_model=cfg.mode == "lora")
 
@@ -118,7 +119,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
         progress(f"diverged: {exc}; stopped")
     finally:
         memory = mem.stop()
-        energy.close()
+        energy.window_.close()
 
     setup = rec.Setup(
         device=device, precision_note=prec.note, manifest=manifest, warnings=warnings, loaded=ld, load_s=load_s,

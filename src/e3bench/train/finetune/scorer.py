@@ -5,8 +5,9 @@ gold answer is the training loss (see :mod:`e3bench.train.finetune` for each arc
 Why not the backends' log-likelihood (``backends.hf_scorer``, ``Backend.loglikelihood``): those
 score a loaded ``Backend`` without gradients and return floats per request; training needs the
 scores as tensors in the autograd graph, batched and padded for the optimizer step, plus the
-classification-head and verbalizer modes that are not log-likelihoods at all. Only the
-choices-mode sum of log p(choice | query) is the same quantity as lm-eval's ``acc``.
+classification-head and verbalizer modes that are not log-likelihoods at all. The choices-mode
+sum of log p(" " + choice | query) of decoders is the same quantity as lm-eval's ``acc``, and it
+is tokenized by the same helper (``backends.hf_scorer.encode_pair``), so the two agree (tested).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class Scorer:
 
     # -- scoring
     def scores(self, model, rows: list[dict]):
-        """Return (scores [B, C] float32, gold [B], tokens processed)."""
+        """Return (scores [B, C] float32 on the device, non-padding tokens processed (int),
+        gold indices [B] long). Padded choices of items with fewer choices score -inf."""
         import torch
 
         gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long, device=self.device)
@@ -138,10 +140,15 @@ class Scorer:
                 flat_ctx.append(r["query"])
                 flat_cont.append(c)
         if arch == "decoder-only":
+            from e3bench.backends.hf_scorer import encode_pair
+
             seqs, cont_mask = [], []
             for q, c in zip(flat_ctx, flat_cont, strict=True):
-                c_ids = self._ids(" " + c, False)[: self.max_len // 2]
-                q_ids = self._left_trunc(self._ids(q, True), self.max_len - len(c_ids))
+                # lm-eval's (context, continuation) tokens, as the backends score them; the
+                # truncation is ours: a fixed budget per sequence, the choice kept whole first
+                q_ids, c_ids = encode_pair(self.tok, q, " " + c)
+                c_ids = c_ids[: self.max_len // 2]
+                q_ids = self._left_trunc(q_ids, self.max_len - len(c_ids))
                 seqs.append(q_ids + c_ids)
                 cont_mask.append([0] * len(q_ids) + [1] * len(c_ids))
             inp, mask = self._pad(seqs, self.pad)

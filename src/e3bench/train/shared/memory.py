@@ -90,24 +90,13 @@ class MemoryTracker:
         )
 
 
-def tensor_bytes(t) -> int:
-    """Storage bytes of a tensor; tensor subclasses (torchao's 8-bit states) are counted by
-    their inner tensors, so an 8-bit state is 1 byte per element plus its scales."""
-    flatten = getattr(type(t), "__tensor_flatten__", None)
-    if flatten is not None and type(t).__name__ not in ("Tensor", "Parameter"):
-        try:
-            names, _ = t.__tensor_flatten__()
-            return sum(tensor_bytes(getattr(t, n)) for n in names)
-        except Exception:  # noqa: BLE001 - fall back to the apparent size
-            pass
-    return int(t.numel() * t.element_size())
-
-
 def optimizer_state_bytes(optimizer) -> int:
     """Bytes of every tensor in an optimizer's state (nested objects such as GaLore's projector
     included, each tensor once). Works for torch, bitsandbytes, torchao and galore-torch
     optimizers and for :class:`e3bench.train.shared.optim.CombinedOptimizer`."""
     import torch
+
+    from e3bench.backends.models import tensor_bytes
 
     seen: set[int] = set()
 

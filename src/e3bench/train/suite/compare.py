@@ -72,8 +72,8 @@ def compare(base: ConfigResult, res: ConfigResult) -> dict[str, Any]:
             out["peak_device_memory_ratio"] = _ratio(
                 res.memory.peak_device_memory_bytes, base.memory.peak_device_memory_bytes
             )
-    if res.energy and base.energy:
-        out["j_per_token_ratio"] = _ratio(res.energy.j_per_token, base.energy.j_per_token)
+    if res.train_energy and base.train_energy:
+        out["j_per_token_ratio"] = _ratio(res.train_energy.ept_total_j_per_token, base.train_energy.ept_total_j_per_token)
     return out
 
 

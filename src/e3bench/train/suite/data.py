@@ -103,14 +103,30 @@ def load_corpus(
 
 
 def _hf_text(path: str, name: str | None, split: str, field: str) -> tuple[str, str]:
+    """The ``field`` column of a dataset's ``split``, joined by newlines, and its source.
+
+    Without a config it comes from the one dataset resolver (:func:`e3bench.evals.data.resolve`:
+    ``<data dir>/<path>/<split>.jsonl`` first, then the hub). ``evals.data.resolve`` cannot
+    name a hub config for datasets it does not know, so a corpus *with* ``hf_config`` still
+    calls ``datasets.load_dataset`` here.
+    """
     from e3bench.core.errors import require
 
+    if name is None:
+        from e3bench.evals.data import LINE_KEY, resolve
+
+        d = resolve(path, split)
+        fields = [k for k in (d.rows[0] if d.rows else {}) if k != LINE_KEY]
+        if field not in fields:
+            raise E3Error(f"dataset {path} has no field '{field}' (fields: {', '.join(fields)})",
+                          "set data.hf_field to the text column")  # fmt: skip
+        return "\n".join(str(r[field]) for r in d.rows), f"{d.source}:{field}"
     hf = require("datasets", "data", "a Hugging Face training corpus")
     try:
         ds = hf.load_dataset(path, name, split=split)
     except Exception as exc:  # noqa: BLE001 - hub/network/cache errors come in many types
         raise E3Error(
-            f"could not load dataset {path} ({name or 'default'}, split {split}): "
+            f"could not load dataset {path} ({name}, split {split}): "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
             "check the name and your connection, or pass a local text file with --text",
         ) from None
@@ -119,7 +135,7 @@ def _hf_text(path: str, name: str | None, split: str, field: str) -> tuple[str, 
             f"dataset {path} has no field '{field}' (fields: {', '.join(ds.column_names)})",
             "set data.hf_field to the text column",
         )
-    return "\n".join(str(x) for x in ds[field]), f"hf:{path}/{name or ''}:{split}:{field}"
+    return "\n".join(str(x) for x in ds[field]), f"hf:{path}/{name}:{split}:{field}"
 
 
 # ------------------------------------------------------------------------------- tokenizer

@@ -15,6 +15,7 @@ from typing import Any
 
 from e3bench.core.errors import E3Error, MissingExtra
 from e3bench.core.timing import clock
+from e3bench.energy.window import EnergyTotals
 from e3bench.train.records import ConfigResult, CurvePoint, GradNormStats
 from e3bench.train.shared import device as dev
 from e3bench.train.shared import optim
@@ -44,7 +45,7 @@ def skip_reason(spec: TrainSpec, device: str) -> str | None:
 def run_config(
     spec: TrainSpec,
     tok,  # suite.data.TokenizedCorpus
-    energy,  # the suite's energy buckets
+    energy: EnergyTotals,
     *,
     device: str,
     progress: Progress,
@@ -116,7 +117,7 @@ def _forward(lm, block):
     return loss, (main, aux)
 
 
-def _train(spec: TrainSpec, tok, energy, *, device: str, progress: Progress, res: ConfigResult) -> None:
+def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress: Progress, res: ConfigResult) -> None:
     import torch
 
     from e3bench.train.suite import data
@@ -212,7 +213,7 @@ def _train(spec: TrainSpec, tok, energy, *, device: str, progress: Progress, res
 
 
 def _figures(res: ConfigResult, spec: TrainSpec, step_s: list[float], tokens_per_step: int, opt: Any,
-             norms: GradNorms, last_aux: float | None, energy) -> None:  # fmt: skip
+             norms: GradNorms, last_aux: float | None, energy: EnergyTotals) -> None:  # fmt: skip
     """Fill the result's speed, loss, optimizer-state, gradient and energy figures."""
     res.steps = len(step_s)
     res.tokens = res.steps * tokens_per_step
@@ -228,9 +229,9 @@ def _figures(res: ConfigResult, spec: TrainSpec, step_s: list[float], tokens_per
     res.final_train_loss = res.train_loss_curve[-1].loss if res.train_loss_curve else None
     res.mtp_aux_loss_final = last_aux
     res.grad_norm = norms.summary()
-    res.energy = energy.figures(f"{spec.name}/train", tokens=res.tokens, samples=res.steps * spec.data.batch_size)
-    res.eval_energy = energy.figures(f"{spec.name}/eval")
-    if spec.data.num_workers and res.energy.sensor == "tdp-model":
+    res.train_energy = energy.summary(f"{spec.name}/train", tokens=res.tokens, samples=res.steps * spec.data.batch_size)
+    res.eval_energy = energy.summary(f"{spec.name}/eval")
+    if spec.data.num_workers and res.train_energy.sensor == "tdp-model":
         res.warnings.append(
             "the estimate meter models this process's CPU time only: the DataLoader worker processes' "
             "CPU is not in the energy figure"

@@ -13,7 +13,7 @@ from typing import Any
 
 from e3bench.core.fmt import num
 from e3bench.core.fsutil import atomic_write_text
-from e3bench.train.records import ConfigResult, SuiteRecord
+from e3bench.train.records import ConfigResult, SuiteRecord, basis_energy_j
 from e3bench.train.suite.compare import interp
 
 
@@ -124,10 +124,12 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
     add(f"- device: {record.device}, {record.precision}; CPU {m.cpu_model} "
         f"({m.cpu_affinity_cores or m.cpu_cores_logical} cores, torch threads {m.torch_threads})"
         + (f"; GPU {m.gpus[0].name}" if m.gpus else ""))
-    add(f"- energy: {record.energy_meter_reason}")
-    if record.idle and record.idle.get("power_w") is not None:
-        add(f"- idle baseline: {record.idle['power_w']:.2f} W ({record.idle.get('method')}, "
-            f"{record.idle.get('sensor')}); energy below is **net** of idle where the basis says so")
+    run = record.energy
+    add(f"- energy: {run.meter_choice_reason if run else 'not recorded'}")
+    idle = run.idle if run else None
+    if idle and idle.power_w is not None:
+        add(f"- idle baseline: {idle.power_w:.2f} W ({idle.method}, "
+            f"{idle.sensor}); energy below is **net** of idle where the basis says so")
     add(f"- baseline: `{record.baseline}`; suite wall time {record.duration_s:.0f} s")
     for w in record.warnings:
         add(f"- ⚠ {w}")
@@ -140,8 +142,8 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
     add("|" + "---|" * 16)
     for c in record.configs:
         v = c.vs_baseline or {}
-        e = c.energy
-        ej = None if e is None else (e.net_energy_j if e.net_energy_j is not None else e.gross_energy_j)
+        e = c.train_energy
+        ej = basis_energy_j(e)
         gn = c.grad_norm.stats if c.grad_norm else None
         spikes = len(c.grad_norm.spikes) if c.grad_norm else 0
         rss = None if c.memory is None else c.memory.peak_rss_bytes - c.memory.rss_start_bytes
@@ -152,7 +154,7 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
             f"| {'1.00' if is_base else num(v.get('token_efficiency'), '.2f')} | {num(c.tokens_per_s_median_step, ',.0f')} "
             f"| {'1.00' if is_base else num(v.get('tokens_per_s_median_step_ratio'), '.2f')} | {_kib(c.optimizer_state_bytes)} "
             f"| {'1.00' if is_base else num(v.get('optimizer_state_ratio'), '.2f')} | {_mib(rss)} "
-            f"| {num(ej, ',.1f')} | {num(None if e is None else e.j_per_token, '.2e')} "
+            f"| {num(ej, ',.1f')} | {num(None if e is None else e.ept_total_j_per_token, '.2e')} "
             f"| {num(None if gn is None else gn.p50, '.2f')} / {num(None if gn is None else gn.max, '.2f')} ({spikes}) |"
         )
     add("")
@@ -163,7 +165,7 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
         "`tokens_per_s` in suite.json); training steps only, device synchronised every step. Optimizer state: bytes of every tensor "
         "in the optimizer state after the last step. Peak RSS Δ: peak resident memory during the config minus RSS "
         "at its start. Energy: training windows only, "
-        + (f"{base.energy.method} ({base.energy.sensor}), basis {base.energy.basis}." if base and base.energy else ".")
+        + (f"{be.method} ({be.sensor}), basis {be.basis}." if base and (be := base.train_energy) else ".")
     )
     if any(c.memory and c.memory.peak_device_memory_bytes for c in record.configs):
         add("")
@@ -283,6 +285,6 @@ def summary_rows(record: SuiteRecord) -> list[dict[str, Any]]:
             "delta": v.get("delta_val_loss_at_equal_tokens"),
             "tokens_per_s": c.tokens_per_s_median_step or c.tokens_per_s,
             "opt_state_kib": None if c.optimizer_state_bytes is None else c.optimizer_state_bytes / 1024,
-            "energy_j": None if c.energy is None else (c.energy.net_energy_j if c.energy.net_energy_j is not None else c.energy.gross_energy_j),
+            "energy_j": basis_energy_j(c.train_energy),
         })  # fmt: skip
     return rows

@@ -15,7 +15,7 @@ from e3bench.core.fsutil import atomic_write_text
 from e3bench.core.timing import clock
 from e3bench.train.records import ConfigResult, SuiteRecord
 from e3bench.train.shared import device as dev
-from e3bench.train.shared.energy import EnergySession
+from e3bench.train.shared.energy import training_energy
 from e3bench.train.suite import data, report
 from e3bench.train.suite.compare import attach_comparisons
 from e3bench.train.suite.loop import run_config
@@ -69,7 +69,7 @@ def run_suite(
     manifest, warnings = _environment(threads, device_)
     suite_id = ids.run_id(ids.stable_hash({"configs": [s.model_dump(mode="json") for s in specs]}))
     out_dir = Path(output_dir) / "train" / suite_id
-    energy = EnergySession(
+    energy = training_energy(
         meter, device=device_, cpu_tdp_w=cpu_tdp_w, idle_seconds=idle_seconds, region=region, progress=progress
     )
     corpora = _Corpora(progress)
@@ -77,7 +77,7 @@ def run_suite(
     record = SuiteRecord(
         suite_id=suite_id, created_utc=ids.utc_now_iso(), baseline=base_name, corpus=corpus0.describe(),
         tokenizer=tok0.describe(), device=device_, precision=prec.note, manifest=manifest,
-        energy_meter=energy.name, energy_meter_reason=energy.reason, idle=energy.idle_dict(), warnings=warnings,
+        energy=energy.window_.run_info(), warnings=warnings,
     )  # fmt: skip
     shapes = {(s.model, s.data.batch_size, s.data.tokenizer, s.data.vocab_size) for s in specs}
     if len(shapes) > 1:
@@ -94,7 +94,7 @@ def run_suite(
             record.configs.append(run_config(spec, tok, energy, device=device_, progress=progress, file=str(files[i])))
             _save(record, base_name, out_dir, t0)
     finally:
-        energy.close()
+        energy.window_.close()
     _save(record, base_name, out_dir, t0)
     report.write_report(record, out_dir, plot=plot)
     return record, out_dir
