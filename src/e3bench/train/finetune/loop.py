@@ -6,14 +6,17 @@ Everything the loop changes lives in its :class:`~e3bench.train.finetune.state.T
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from e3bench.core.timing import clock
 from e3bench.energy.window import EnergyTotals
+from e3bench.train.finetune import checkpoint
 from e3bench.train.finetune.config import FinetuneConfig
 from e3bench.train.finetune.data import TaskData
 from e3bench.train.finetune.scorer import Scorer
@@ -29,8 +32,9 @@ Progress = Callable[[str], None]
 class FinetuneLoop:
     """Trains ``model`` on ``data`` with ``step`` until ``cfg.max_steps``.
 
-    ``energy`` is the run's energy buckets ("train", "eval"); ``session_step_s`` collects the
-    seconds of every step of this session (not of earlier, resumed ones).
+    ``energy`` is the run's energy buckets ("train", "eval"); checkpoints go to
+    ``checkpoint_dir`` (with a peft adapter when ``peft_model``); ``session_step_s`` collects
+    the seconds of every step of this session (not of earlier, resumed ones).
     """
 
     cfg: FinetuneConfig
@@ -41,6 +45,8 @@ class FinetuneLoop:
     energy: EnergyTotals
     state: TrainerState
     progress: Progress
+    checkpoint_dir: Path
+    peft_model: bool = False
     session_step_s: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -113,10 +119,22 @@ class FinetuneLoop:
         )
         return point
 
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint: the state with this session's training energy added."""
+        basis, gross = self.energy.total_j("train")  # this session
+        st = self.state
+        snap = dataclasses.replace(
+            st, train_energy_j=st.train_energy_j + (basis or 0.0),
+            train_energy_gross_j=st.train_energy_gross_j + (gross or 0.0),
+            energy_sensor=self.energy.window_.meter_reason,
+        )  # fmt: skip
+        checkpoint.save(self.checkpoint_dir, self.model, self.step.optimizer, self.step.state_dict(), snap,
+                        peft_model=self.peft_model)  # fmt: skip
+
     # --------------------------------------------------------------------------- run
-    def run(self, checkpoint: Callable[[], None]) -> None:
+    def run(self) -> None:
         """Evaluate at step 0 (unless resumed), then train segment by segment, evaluating after
-        each and calling ``checkpoint()`` every ``checkpoint_every`` steps and at the end.
+        each and writing a checkpoint every ``checkpoint_every`` steps and at the end.
 
         Raises :class:`~e3bench.train.shared.step.Diverged` when training diverges.
         """
@@ -145,4 +163,4 @@ class FinetuneLoop:
                         st.loss_curve.append((st.step, mean))
             self.record_eval()
             if st.step % ck_every == 0 or st.step >= cfg.max_steps:
-                checkpoint()
+                self.save_checkpoint()

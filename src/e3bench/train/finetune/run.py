@@ -3,7 +3,6 @@ record. Top to bottom; the pieces live in the sibling modules."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -94,31 +93,15 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
         cfg.meter, device=device, cpu_tdp_w=cfg.cpu_tdp_w, idle_seconds=cfg.idle_seconds,
         region=cfg.region, progress=progress,
     )  # fmt: skip
-    meter_reason = energy.window_.meter_reason
-    if resumed_from and state.energy_sensor and state.energy_sensor != meter_reason:
+    if resumed_from and state.energy_sensor and state.energy_sensor != energy.window_.meter_reason:
         warnings.append("the checkpoint's energy came from a different meter; cumulative energy mixes sensors")
-
-    loop = FinetuneLoop(cfg, data, model, Scorer(ld, cfg.max_seq_len, device), step, energy, state, progress)
-
-    def save_checkpoint() -> None:
-        basis, gross = energy.total_j("train")  # this session
-        snap = dataclasses.replace(
-            state, train_energy_j=state.train_energy_j + (basis or 0.0),
-            train_energy_gross_j=state.train_energy_gross_j + (gross or 0.0), energy_sensor=meter_reason,
-        )  # fmt: skip
-        checkpoint.save(ckpt, model, opt, step.state_dict(), snap, peft_model=cfg.mode == "lora")
-
-    mem = MemoryTracker(device)
-    mem.start()
-    status, error = "ok", None
-    model.train()
     try:
-        loop.run(save_checkpoint)
-    except Diverged as exc:
-        status, error = "diverged", str(exc)
-        progress(f"diverged: {exc}; stopped")
+        loop = FinetuneLoop(
+            cfg, data, model, Scorer(ld, cfg.max_seq_len, device), step, energy, state, progress,
+            checkpoint_dir=ckpt, peft_model=cfg.mode == "lora",
+        )  # fmt: skip
+        status, error, memory = _train(loop, device, progress)
     finally:
-        memory = mem.stop()
         energy.window_.close()
 
     setup = rec.Setup(
@@ -128,6 +111,22 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     )  # fmt: skip
     record = rec.build(loop, setup, status=status, error=error, memory=memory, duration_s=clock() - t_run)
     return record, rec.write(record, cfg.output_dir)
+
+
+def _train(loop: FinetuneLoop, device: str, progress: Progress):
+    """Run the loop with the memory tracker; return (status, error, memory figures)."""
+    mem = MemoryTracker(device)
+    mem.start()
+    status, error = "ok", None
+    loop.model.train()
+    try:
+        loop.run()
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+        progress(f"diverged: {exc}; stopped")
+    finally:
+        memory = mem.stop()
+    return status, error, memory
 
 
 def _environment(cfg: FinetuneConfig, device: str, data: TaskData):

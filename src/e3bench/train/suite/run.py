@@ -69,11 +69,11 @@ def run_suite(
     manifest, warnings = _environment(threads, device_)
     suite_id = ids.run_id(ids.stable_hash({"configs": [s.model_dump(mode="json") for s in specs]}))
     out_dir = Path(output_dir) / "train" / suite_id
+    corpora = _Corpora(progress)
+    corpus0, tok0 = corpora.get(specs[order[0]])  # a missing corpus fails before the idle baseline
     energy = training_energy(
         meter, device=device_, cpu_tdp_w=cpu_tdp_w, idle_seconds=idle_seconds, region=region, progress=progress
     )
-    corpora = _Corpora(progress)
-    corpus0, tok0 = corpora.get(specs[order[0]])
     record = SuiteRecord(
         suite_id=suite_id, created_utc=ids.utc_now_iso(), baseline=base_name, corpus=corpus0.describe(),
         tokenizer=tok0.describe(), device=device_, precision=prec.note, manifest=manifest,
