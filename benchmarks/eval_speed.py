@@ -135,19 +135,28 @@ def main() -> int:
 
     lm.loglikelihood = timed_ll
 
-    class Backend:
-        name = "e3bench-scoring"
+    from e3bench.backends.models import resolve
+    from e3bench.backends.pytorch import PyTorchBackend
+
+    class Backend(PyTorchBackend):
+        """The PyTorch backend (fp32, CPU), timing its log-likelihood calls."""
 
         def __init__(self):
-            self.model, self.tokenizer, self.device, self.architecture = model, tok, torch.device("cpu"), "decoder-only"
+            super().__init__()
+            self.load(resolve(str(model_dir)), "fp32", "cpu")
             self.t = 0.0
 
         def loglikelihood(self, requests):
             t0 = time.perf_counter()
-            kw = {"batch_size": args.batch_size} if args.batch_size else {}
-            out = scoring.hf_loglikelihood(model, tok, requests, device=self.device, architecture="decoder-only", **kw)
+            out = super().loglikelihood(requests)
             self.t += time.perf_counter() - t0
             return out
+
+        def _score(self, encoded):
+            kw = {"batch_size": args.batch_size} if args.batch_size else {}
+            return scoring.hf_loglikelihood_tokens(
+                self.model, encoded, device="cpu", architecture="decoder-only", max_length=self.max_length, **kw
+            )
 
     summary = []
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:

@@ -18,7 +18,8 @@ import time
 import torch
 
 from e3bench.config.run import build_config
-from e3bench.bench.runner import Runner, make_backend
+from e3bench.backends.factory import make_backend
+from e3bench.bench.runner import Runner
 
 
 def bare_decode_tok_s(model, ids, mask, n_new: int, reps: int) -> float:
@@ -48,7 +49,7 @@ def main() -> None:
                        max_new_tokens=args.new_tokens, meter="none", idle_seconds=0,
                        warmup_iters=0, min_iters=3, min_seconds=0),  # fmt: skip
     )
-    backend = make_backend(cfg)
+    backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)
     from e3bench.backends import models
     from e3bench.bench import prompts
 

@@ -29,9 +29,9 @@ needs_llama = pytest.mark.skipif(not HAVE, reason="llamacpp not installed: pip i
     ],
 )
 def test_precision_names_map_to_gguf_types(shipped, precision, target):
-    from e3bench.backends.llamacpp import LlamaCppBackend
+    from e3bench.backends.gguf_types import target_type
 
-    assert LlamaCppBackend()._target(shipped, precision) == target
+    assert target_type(shipped, precision) == target
 
 
 def test_capabilities_list_gguf_types_and_refuse_others():
@@ -95,7 +95,7 @@ def shipped(bundled_gguf):
     from e3bench.backends.llamacpp import LlamaCppBackend
     from e3bench.backends.models import cache_root
 
-    b = LlamaCppBackend(cache_dir=str(cache_root(None)), threads=2, n_ctx=512)
+    b = LlamaCppBackend(LlamaCppBackend.Options(n_ctx=512), cache_dir=str(cache_root(None)), threads=2)
     info = b.load(resolve(str(bundled_gguf)), "native", "cpu")
     yield b, info
     b.close()
@@ -138,12 +138,12 @@ def test_q8_0_is_made_once_and_reused(bundled_gguf, tmp_path):
         pytest.skip("llamacpp not installed")
     from e3bench.backends.llamacpp import LlamaCppBackend
 
-    b = LlamaCppBackend(cache_dir=str(tmp_path), threads=2, n_ctx=256)
+    b = LlamaCppBackend(LlamaCppBackend.Options(n_ctx=256), cache_dir=str(tmp_path), threads=2)
     info = b.load(resolve(str(bundled_gguf)), "int8", "cpu")
     assert info.dtype == "q8_0" and any("re-quantized" in n and "(now:" in n for n in info.notes)
     made = list(Path(tmp_path).glob("gguf-quantized/*/Q8_0.gguf"))
     assert len(made) == 1 and made[0].stat().st_size > 1.2 * Path(bundled_gguf).stat().st_size
     b.close()
-    again = LlamaCppBackend(cache_dir=str(tmp_path), threads=2, n_ctx=256)
+    again = LlamaCppBackend(LlamaCppBackend.Options(n_ctx=256), cache_dir=str(tmp_path), threads=2)
     assert any("(cached:" in n for n in again.load(resolve(str(bundled_gguf)), "q8_0", "cpu").notes)
     again.close()

@@ -72,7 +72,7 @@ def test_static_int8_is_calibrated_qdq_and_cached(tiny_models, cache, tmp_path):
     reqs = [("the quick brown fox", " jumps over"), ("energy is", " measured in joules")]
     ref = b.loglikelihood(reqs)
     b.close()
-    q = OnnxRuntimeBackend(cache_dir=str(cache), threads=1, int8_mode="static")
+    q = OnnxRuntimeBackend(OnnxRuntimeBackend.Options(int8_mode="static"), cache_dir=str(cache), threads=1)
     info = q.load(spec, "int8", "cpu")
     assert any("quantize_static" in n and "calibration: 16 texts from synthetic" in n for n in info.notes), info.notes
     graph = onnx.load(str(q.model_dir / "model.onnx"), load_external_data=False).graph
@@ -87,7 +87,8 @@ def test_static_int8_is_calibrated_qdq_and_cached(tiny_models, cache, tmp_path):
     # a user calibration file is a different model, cached under its content hash
     cal = tmp_path / "cal.txt"
     cal.write_text("the quick brown fox jumps over the lazy dog\nenergy is measured in joules per token\n")
-    u = OnnxRuntimeBackend(cache_dir=str(cache), threads=1, int8_mode="static", calibration_file=str(cal))
+    opts = OnnxRuntimeBackend.Options(int8_mode="static", calibration_file=str(cal))
+    u = OnnxRuntimeBackend(opts, cache_dir=str(cache), threads=1)
     notes = u.load(spec, "int8", "cpu").notes
     assert u.model_dir.name.startswith("int8-static-") and any("2 texts from " in n for n in notes), notes
     u.close()
@@ -95,13 +96,37 @@ def test_static_int8_is_calibrated_qdq_and_cached(tiny_models, cache, tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"int8_mode": "weird"}, "unknown int8_mode"), ({"calibration_file": "/no/such.txt"}, "calibration file not found")],
+    [({"int8_mode": "weird"}, "int8_mode='weird' is invalid"), ({"calibration_file": "/no/such.txt"}, "calibration file not found")],
 )
 def test_bad_int8_options(kwargs, needle):
-    from e3bench.backends.onnxrt import OnnxRuntimeBackend
+    from e3bench.backends.factory import make_backend
 
     with pytest.raises(E3Error, match=needle):
-        OnnxRuntimeBackend(**kwargs)
+        make_backend("onnxrt", kwargs)
+
+
+def test_export_from_an_older_exporter_is_remade(tiny_models, cache):
+    """The cache compares the manifest's exporter_version with EXPORTER_VERSION: an export made by
+    an older exporter is replaced, not reused (exporter fixes reach existing caches)."""
+    import json
+
+    from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST
+
+    spec = resolve(str(tiny_models["decoder"]))
+    b = _backend(cache)
+    b.load(spec, "fp32", "cpu")
+    b.close()
+    manifest = next((cache / "onnx").glob("*/fp32")) / MANIFEST
+    info = json.loads(manifest.read_text())
+    info["exporter_version"] = EXPORTER_VERSION - 1
+    manifest.write_text(json.dumps(info))
+    b = _backend(cache)
+    notes = b.load(spec, "fp32", "cpu").notes
+    assert any(f"made by exporter v{EXPORTER_VERSION - 1}; remade with v{EXPORTER_VERSION}" in n for n in notes), notes
+    assert not any("reused from cache" in n for n in notes)
+    assert json.loads(manifest.read_text())["exporter_version"] == EXPORTER_VERSION
+    assert len(b.generate([b.encode("hello")], GenParams(max_new_tokens=3))[0].token_ids) == 3
+    b.close()
 
 
 def test_loads_an_existing_onnx_directory(tiny_models, cache):

@@ -139,10 +139,97 @@ def test_real_vllm_on_gpu(tiny_models):
         pytest.skip("vllm not installed: pip install 'e3bench[vllm]'")
     from e3bench.backends.vllm import VllmBackend
 
-    b = VllmBackend(gpu_memory_utilization=0.3, max_model_len=512)
+    b = VllmBackend(VllmBackend.Options(gpu_memory_utilization=0.3, max_model_len=512))
     b.load(resolve(str(tiny_models["decoder"])), "fp16", "cuda")
     steps: list[int] = []
     gens = b.generate([b.encode("hello world")] * 2, GenParams(max_new_tokens=8), on_token=steps.append)
     assert steps == list(range(1, 9)) and all(len(g.token_ids) == 8 for g in gens)
     assert b.loglikelihood([("hello", " world")])[0].n_tokens >= 1
     b.close()
+
+
+# ----------------------------------------------------------- contract rules through the fake
+def _eos_after(monkeypatch, n: int) -> None:
+    """Make the fake engine's model pick EOS as its (n+1)-th token when EOS is allowed."""
+    from fakes import vllm_fake
+
+    real = vllm_fake.LLMEngine._choose
+
+    def choose(self, r, logits):
+        allowed = not r.sp.ignore_eos and len(r.out) >= r.sp.min_tokens
+        return self.tokenizer.eos_token_id if allowed and len(r.out) == n else real(self, r, logits)
+
+    monkeypatch.setattr(vllm_fake.LLMEngine, "_choose", choose)
+
+
+def test_eos_is_not_in_token_ids(fake, tiny_models, monkeypatch):
+    """vLLM returns the EOS among token_ids; the contract (and every other backend) does not."""
+    _eos_after(monkeypatch, 2)
+    b = fake()
+    b.load(resolve(str(tiny_models["decoder"])), "fp16", "cuda")
+    (g,) = b.generate([b.encode("the quick brown fox")], GenParams(max_new_tokens=6, ignore_eos=False))
+    assert g.finish_reason == "eos" and len(g.token_ids) == 2
+    assert b.tokenizer.eos_token_id not in g.token_ids
+    b.close()
+
+
+def test_stop_strings_report_stop_and_wait_for_min_tokens(fake, tiny_models):
+    b = fake()
+    b.load(resolve(str(tiny_models["decoder"])), "fp16", "cuda")
+    ids = b.encode("the quick brown fox")
+    free = b.generate([ids], GenParams(max_new_tokens=8, ignore_eos=True))[0]
+    stop = b.decode(free.token_ids[1:3]).strip() or b.decode(free.token_ids[1:3])
+    assert stop, "the fixture's output must give a stop string"
+    early = free.text.index(stop)
+    (g,) = b.generate([ids], GenParams(max_new_tokens=8, ignore_eos=False, stop=(stop,)))
+    assert g.finish_reason == "stop" and g.text == free.text[:early]  # stop_reason is the string
+    assert len(g.token_ids) < 8
+    # before min_tokens a stop string does not end the sequence (vLLM's StopChecker)
+    (late,) = b.generate([ids], GenParams(max_new_tokens=8, min_new_tokens=6, ignore_eos=False, stop=(stop,)))
+    assert len(late.token_ids) >= 6 and late.finish_reason == "stop"
+    b.close()
+
+
+def test_truncation_is_lm_evals_and_fits_the_engine(fake, tiny_models):
+    """Contexts longer than the engine holds are cut by lm-eval's rule with max_length =
+    max_model_len - 2 (prompt + the one generated token must fit), as the PyTorch scorer cuts."""
+    from e3bench.backends.pytorch import PyTorchBackend
+
+    b = fake(fake.Options(max_model_len=24))
+    b.load(resolve(str(tiny_models["decoder"])), "fp16", "cuda")
+    assert b.max_length == 22
+    long_ctx = "the quick brown fox jumps over the lazy dog " * 4
+    reqs = [(long_ctx, " energy is measured in joules"), (long_ctx, " latency")]
+    ref = PyTorchBackend()
+    ref.load(resolve(str(tiny_models["decoder"])), "fp32", "cpu")
+    ref.max_length = 22
+    assert len(ref.encode(long_ctx)) > 22
+    for got, want in zip(b.loglikelihood(reqs), ref.loglikelihood(reqs), strict=True):
+        assert got.n_tokens == want.n_tokens and got.logprob == pytest.approx(want.logprob, abs=1e-4)
+    with pytest.raises(E3Error, match="longer than the model's maximum length 22"):
+        b.loglikelihood([("a", " " + "fox " * 30)])
+    # rolling windows (perplexity) fit too
+    (roll,) = b.loglikelihood_rolling([long_ctx])
+    (want,) = ref.loglikelihood_rolling([long_ctx])
+    assert roll.n_tokens == want.n_tokens and roll.logprob == pytest.approx(want.logprob, abs=1e-3)
+    ref.close()
+    b.close()
+
+
+def test_peak_memory_is_labelled_a_reservation(fake, tiny_models, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 1000})())
+    b = fake(fake.Options(gpu_memory_utilization=0.5))
+    assert b.peak_memory() == (500, "reserved: gpu_memory_utilization (0.5) × total device memory")
+
+
+def test_parameter_count_from_safetensors_headers(tiny_models):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from e3bench.backends.vllm import _param_counts
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["decoder"], dtype=torch.float32)
+    n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert _param_counts(tiny_models["decoder"]) == (n, 4 * n)  # tied embedding stored once

@@ -79,21 +79,6 @@ def test_backend_options_from_yaml_set_and_flag(tmp_path):
         build_config(overrides={"backend_options": "n_ctx=4"})
 
 
-def test_make_backend_passes_options_and_names_the_valid_ones():
-    from e3bench.backends.pytorch import PyTorchBackend
-    from e3bench.bench.runner import make_backend
-
-    b = make_backend(build_config(sets=["backend_options.compile=true", "threads=2"]))
-    assert isinstance(b, PyTorchBackend) and b.compile is True and b.threads == 2
-    # configs made without build_config (library use) are still checked when the backend is made
-    with pytest.raises(E3Error) as ei:
-        make_backend(RunConfig(backend_options={"n_ctx": 4096}))
-    assert "has no option 'n_ctx'" in ei.value.problem and "compile" in ei.value.fix
-    with pytest.raises(E3Error, match="run option") as ei:
-        make_backend(RunConfig(backend_options={"threads": 3}))
-    assert "--threads" in ei.value.fix
-
-
 # ------------------------------------------------------------- validated when built (issue 11)
 @pytest.fixture
 def toy_backend():

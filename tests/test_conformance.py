@@ -6,8 +6,12 @@ Each installed backend runs the same checks against the PyTorch fp32 reference:
   so left padding / per-sequence positions are exercised),
 * log-likelihoods of several (context, continuation) pairs within a tolerance (shared contexts
   exercise KV-cache reuse),
+* rolling log-likelihoods (perplexity) of the same texts equal the reference's, with windows
+  forced small (several windows per text) and with the backend's default window,
 * ``on_token`` called exactly once per decode step with 1, 2, ..., 16,
-* ``reset_peak_memory`` / ``peak_memory_bytes`` present (an int or None, never 0 by accident),
+* the contract's shared rules: ``architecture`` / ``device`` / ``load_info`` set by ``load``;
+  an empty prompt or batch and an empty continuation raise E3Error; ``peak_memory`` returns an
+  int (never 0 by accident) or None, and always says how,
 * clean ``close`` and a reload that gives the same tokens,
 * an impossible precision refused with the list of what the backend can do.
 
@@ -42,6 +46,8 @@ REQUESTS = [
     ("Question: what is two plus two? Answer:", " four"),
 ]
 PROMPTS = ["the quick brown fox jumps over", "latency"]
+ROLLING = ["The quick brown fox jumps over the lazy dog. Energy is measured in joules.", "latency"]
+WINDOW = 6  # tokens per rolling window: several windows per text
 
 # backend → (precision at full precision for the tiny fixture, how the suite can run it)
 TINY = {
@@ -107,13 +113,30 @@ def _reference(path: str, prompts_text, requests, tmp_path):
     prompts = [ref.encode(p) for p in prompts_text]
     tokens = [g.token_ids for g in ref.generate(prompts, GenParams(max_new_tokens=STEPS))]
     ll = ref.loglikelihood(requests)
+    rolling = (ref.loglikelihood_rolling(ROLLING, max_length=WINDOW), ref.loglikelihood_rolling(ROLLING))
+    stop = ref.decode(tokens[0][4:6])
+    stop_params = GenParams(max_new_tokens=STEPS, ignore_eos=False, stop=(stop,))
+    stopped = [(g.token_ids, g.text, g.finish_reason) for g in ref.generate(prompts, stop_params)]
+    assert stop and stopped[0][2] == "stop" and len(stopped[0][0]) <= 6
     ref.close()
-    return prompts, tokens, ll
+    return prompts, tokens, (ll, rolling, (stop_params, stopped))
 
 
-def _conform(backend: Backend, spec, precision: str, device: str, prompts, ref_tokens, ref_ll, ll_tol: float):
+def _close(got, want, tol: float, greedy_exact: bool) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.n_tokens == w.n_tokens
+        assert g.logprob == pytest.approx(w.logprob, abs=tol)
+        if greedy_exact:
+            assert g.is_greedy == w.is_greedy
+
+
+def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref, ll_tol, greedy_exact=True):
+    ref_ll, (ref_roll_small, ref_roll_default), ref_stop = ref
     info = backend.load(spec, precision, device)
     assert info.architecture == "decoder-only" and info.vocab_size > 0 and info.weights_bytes > 0
+    assert backend.architecture == "decoder-only" and backend.load_info == info
+    assert backend.device == info.device and backend.device.startswith(device)
     assert backend.encode(PROMPTS[0]) == prompts[0], "tokenizer differs from the reference"
 
     steps: list[int] = []
@@ -124,14 +147,31 @@ def _conform(backend: Backend, spec, precision: str, device: str, prompts, ref_t
     assert all(g.finish_reason == "length" for g in gens)
     solo = backend.generate(prompts[1:], GenParams(max_new_tokens=STEPS))
     assert solo[0].token_ids == ref_tokens[1], "batching changed a sequence's tokens"
+    # a stop string ends a sequence the same way everywhere: text cut before it, tokens kept up
+    # to the one that completed it (the other row of the batch runs on)
+    stop_params, ref_stopped = ref_stop
+    got = backend.generate(prompts, stop_params)
+    assert [(g.token_ids, g.text, g.finish_reason) for g in got] == ref_stopped
 
-    ll = backend.loglikelihood(REQUESTS)
-    for got, want in zip(ll, ref_ll, strict=True):
-        assert got.n_tokens == want.n_tokens
-        assert got.logprob == pytest.approx(want.logprob, abs=ll_tol)
-        assert got.is_greedy == want.is_greedy or abs(got.logprob - want.logprob) > 0
-    peak = backend.peak_memory_bytes()
-    assert peak is None or (isinstance(peak, int) and peak > 0)
+    _close(backend.loglikelihood(REQUESTS), ref_ll, ll_tol, greedy_exact)
+    # perplexity: the same lm-eval rolling windows on every backend, hence the same numbers
+    small = backend.loglikelihood_rolling(ROLLING, max_length=WINDOW)
+    assert small[0].n_tokens > 2 * WINDOW, "the text must span several windows"
+    _close(small, ref_roll_small, ll_tol * 4, greedy_exact)
+    _close(backend.loglikelihood_rolling(ROLLING), ref_roll_default, ll_tol * 4, greedy_exact)
+
+    # the contract's shared rules
+    for bad in ([[]], [prompts[0], []]):
+        with pytest.raises(E3Error, match="empty prompt"):
+            backend.generate(bad, GenParams(max_new_tokens=2))
+        with pytest.raises(E3Error, match="empty prompt"):
+            backend.forward(bad)
+    with pytest.raises(E3Error, match="empty batch"):
+        backend.generate([], GenParams(max_new_tokens=2))
+    with pytest.raises(E3Error, match="empty context or continuation"):
+        backend.loglikelihood([("The quick brown fox", "")])
+    peak, how = backend.peak_memory()
+    assert (peak is None or (isinstance(peak, int) and peak > 0)) and how
     backend.synchronize()
     backend.close()
 
@@ -164,10 +204,10 @@ def test_tiny_fixture(name, varied_decoder, tmp_path, request):
         if why:
             pytest.skip(why)
         device = "cpu"
-    prompts, ref_tokens, ref_ll = _reference(str(varied_decoder), PROMPTS, REQUESTS, tmp_path)
+    prompts, ref_tokens, ref = _reference(str(varied_decoder), PROMPTS, REQUESTS, tmp_path)
     assert len(set(ref_tokens[0])) > 3, "reference output degenerate: the check would prove little"
     backend = _make(name, tmp_path / "cache")
-    _conform(backend, resolve(str(varied_decoder)), TINY[name], device, prompts, ref_tokens, ref_ll, 1e-3)
+    _conform(backend, resolve(str(varied_decoder)), TINY[name], device, prompts, ref_tokens, ref, 1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +223,11 @@ def test_bundled_model(name, bundled_reference):
     why = _missing(name)
     if why:
         pytest.skip(why)
-    (prompts, ref_tokens, ref_ll), path = bundled_reference
-    backend = _make(name, Path(__import__("e3bench.backends.models", fromlist=["cache_root"]).cache_root(None)))
-    _conform(backend, resolve(path), BUNDLED[name], "cpu", prompts, ref_tokens, ref_ll, 2e-2)
+    from e3bench.backends.models import cache_root
+
+    (prompts, ref_tokens, ref), path = bundled_reference
+    backend = _make(name, Path(cache_root(None)))
+    _conform(backend, resolve(path), BUNDLED[name], "cpu", prompts, ref_tokens, ref, 2e-2, greedy_exact=False)
 
 
 def test_every_backend_declares_capabilities():

@@ -149,7 +149,8 @@ def test_decoder_choice_scores_agree_with_the_backends_loglikelihood(tiny_models
     for the same request, padding and batching notwithstanding."""
     import torch
 
-    from e3bench.backends.hf_scorer import hf_loglikelihood
+    from e3bench.backends.hf_scorer import hf_loglikelihood_tokens
+    from e3bench.backends.tokenization import encode_pair, resolve_max_length
     from e3bench.evals.data import read_jsonl
     from e3bench.train.finetune import FinetuneConfig
     from e3bench.train.finetune.data import TaskData
@@ -165,8 +166,9 @@ def test_decoder_choice_scores_agree_with_the_backends_loglikelihood(tiny_models
     ld.model.eval()
     with torch.no_grad():
         scores, n_tok, gold = Scorer(ld, 64, "cpu").scores(ld.model, rows)
-    want = hf_loglikelihood(ld.model, ld.tokenizer, [(r["query"], " " + c) for r in rows for c in r["choices"]],
-                            device="cpu", architecture="decoder-only")  # fmt: skip
+    encoded = [encode_pair(ld.tokenizer, r["query"], " " + c) for r in rows for c in r["choices"]]
+    want = hf_loglikelihood_tokens(ld.model, encoded, device="cpu", architecture="decoder-only",
+                                   max_length=resolve_max_length(ld.model.config, ld.tokenizer))  # fmt: skip
     assert scores.shape == (6, 2) and gold.tolist() == [r["gold"] for r in rows] and n_tok > 0
     assert scores.flatten().tolist() == pytest.approx([w.logprob for w in want], rel=1e-4, abs=1e-4)
 

@@ -70,8 +70,9 @@ def test_cuda_half_precisions_generate_and_report_memory(tiny_models, precision)
     gens = b.generate([b.encode("hello world")] * 3, GenParams(max_new_tokens=8), on_token=steps.append)
     b.synchronize()
     assert steps == list(range(1, 9)) and all(len(g.token_ids) == 8 for g in gens)
-    peak = b.peak_memory_bytes()
+    peak, how = b.peak_memory()
     assert peak is not None and peak >= info.weights_bytes // 2
+    assert how == "torch.cuda.max_memory_allocated since after load"
     b.close()
 
 

@@ -25,32 +25,18 @@ DATA = Path(
 if not (DATA / "hellaswag" / "validation.jsonl").exists():
     pytest.skip(f"local evaluation data not found at {DATA} (set E3BENCH_AGREEMENT_DATA)", allow_module_level=True)
 
-from e3bench.core.api import LogLik  # noqa: E402
 from fakes.lmeval_local import MC_TASKS, mmlu_subject_split, write_mc_task, write_mmlu_task  # noqa: E402
-from e3bench.backends.hf_scorer import hf_loglikelihood  # noqa: E402
 from e3bench.evals.tasks import get_task  # noqa: E402
 
 
-class HFScoringBackend:
-    """The smallest Backend for scoring: an HF model + e3bench.backends.hf_scorer (what PyTorchBackend does)."""
+def _backend(model_dir):
+    """The PyTorch backend itself, as a run uses it (fp32, CPU)."""
+    from e3bench.backends.models import resolve
+    from e3bench.backends.pytorch import PyTorchBackend
 
-    name = "hf-scoring"
-
-    def __init__(self, model_dir):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.device = torch.device("cpu")
-        self.architecture = "decoder-only"
-
-    def encode(self, text):
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def loglikelihood(self, requests) -> list[LogLik]:
-        return hf_loglikelihood(
-            self.model, self.tokenizer, requests, device=self.device, architecture=self.architecture
-        )
+    b = PyTorchBackend()
+    b.load(resolve(str(model_dir)), "fp32", "cpu")
+    return b
 
 
 def _mmlu_subset(tmp: Path, per_subject: int, subjects: int) -> Path:
@@ -120,7 +106,7 @@ def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_sho
         lm_tasks = [f"e3_{n}" for n in MC_TASKS] + ["e3_mmlu", "e3_mmlu5"]
         ref = _run_lm_eval_hf(model_dir, lm_tasks, yamls, limit)
 
-        backend = HFScoringBackend(model_dir)
+        backend = _backend(model_dir)
         ours = {n: get_task(n, data_dir=str(data)).evaluate(backend, limit=limit, seed=0) for n in MC_TASKS}
         ours["mmlu"] = get_task("mmlu", data_dir=str(mmlu_dir)).evaluate(backend, limit=None, seed=0)
         ours["mmlu5"] = get_task("mmlu_5shot", data_dir=str(t5.parent.parent)).evaluate(backend, limit=None, seed=0)

@@ -12,13 +12,8 @@ transformers = pytest.importorskip("transformers")
 
 from e3bench.core.api import LogLik  # noqa: E402
 from e3bench.core.errors import E3Error  # noqa: E402
-from e3bench.backends.hf_scorer import (  # noqa: E402
-    encode_pair,
-    hf_loglikelihood,
-    hf_loglikelihood_rolling,
-    hf_loglikelihood_tokens,
-    rolling_windows,
-)
+from e3bench.backends.hf_scorer import hf_loglikelihood_tokens  # noqa: E402
+from e3bench.backends.tokenization import encode_pair, resolve_max_length, rolling_windows  # noqa: E402
 
 CONTEXTS = [
     "The quick brown fox",
@@ -60,6 +55,26 @@ def seq2seq(tiny):
     tok = AutoTokenizer.from_pretrained(tiny["encoder-decoder"])
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny["encoder-decoder"], dtype=torch.float32).eval()
     return model, tok
+
+
+def _score(model, tok, reqs, *, architecture="decoder-only", max_length=None, **kw):
+    """lm-eval's tokenization, then the batched scorer (what PyTorchBackend.loglikelihood does)."""
+    enc = [encode_pair(tok, c, x, architecture=architecture) for c, x in reqs]
+    return hf_loglikelihood_tokens(
+        model, enc, device="cpu", architecture=architecture,
+        max_length=max_length or resolve_max_length(model.config, tok), **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def backend(tiny):
+    from e3bench.backends.models import resolve
+    from e3bench.backends.pytorch import PyTorchBackend
+
+    b = PyTorchBackend()
+    b.load(resolve(str(tiny["decoder"])), "fp32", "cpu")
+    yield b
+    b.close()
 
 
 def _naive_causal(model, tok, reqs, max_length=None):
@@ -109,9 +124,8 @@ def test_causal_batched_equals_naive(decoder, batch_size, strategy):
     model, tok = decoder
     reqs = _requests()
     want = _naive_causal(model, tok, reqs)
-    got = hf_loglikelihood(
-        model, tok, reqs, device=torch.device("cpu"), architecture="decoder-only",
-        batch_size=batch_size, strategy=strategy,
+    got = _score(
+        model, tok, reqs, batch_size=batch_size, strategy=strategy,
     )
     _assert_close(got, want)
 
@@ -120,9 +134,8 @@ def test_causal_small_token_budget_and_truncation(decoder):
     model, tok = decoder
     reqs = _requests()
     want = _naive_causal(model, tok, reqs, max_length=8)
-    got = hf_loglikelihood(
-        model, tok, reqs, device=torch.device("cpu"), architecture="decoder-only",
-        batch_size=4, max_length=8, token_budget=40,
+    got = _score(
+        model, tok, reqs, batch_size=4, max_length=8, token_budget=40,
     )
     _assert_close(got, want)
 
@@ -132,9 +145,8 @@ def test_seq2seq_batched_equals_naive(seq2seq, batch_size):
     model, tok = seq2seq
     reqs = [r for r in _requests() if r[0]]
     want = _naive_seq2seq(model, tok, reqs)
-    got = hf_loglikelihood(
-        model, tok, reqs, device=torch.device("cpu"), architecture="encoder-decoder",
-        batch_size=batch_size,
+    got = _score(
+        model, tok, reqs, architecture="encoder-decoder", batch_size=batch_size,
     )
     _assert_close(got, want)
 
@@ -142,8 +154,8 @@ def test_seq2seq_batched_equals_naive(seq2seq, batch_size):
 def test_results_keep_request_order_and_distinguish_choices(decoder):
     model, tok = decoder
     reqs = [("The quick brown fox", " jumps"), ("The quick brown fox", " four")]
-    a = hf_loglikelihood(model, tok, reqs, device="cpu", architecture="decoder-only")
-    b = hf_loglikelihood(model, tok, reqs[::-1], device="cpu", architecture="decoder-only")
+    a = _score(model, tok, reqs)
+    b = _score(model, tok, reqs[::-1])
     assert a[0].logprob == pytest.approx(b[1].logprob, abs=1e-5)
     assert a[1].logprob == pytest.approx(b[0].logprob, abs=1e-5)
     assert a[0].logprob != pytest.approx(a[1].logprob, abs=1e-6)
@@ -175,7 +187,7 @@ def test_encode_pair_matches_lm_eval_implementation(decoder):
         eot_token_id = tok.eos_token_id
 
         def tok_encode(self, s, add_special_tokens=None, **kw):
-            from e3bench.backends.hf_scorer import tok_encode
+            from e3bench.backends.tokenization import tok_encode
 
             return tok_encode(tok, s, add_special_tokens)
 
@@ -200,13 +212,11 @@ def test_rolling_windows_match_lm_eval():
         assert rolling_windows(toks, 0, max_len, ctx_len) == want
 
 
-def test_rolling_loglikelihood_equals_sum_of_token_logprobs(decoder):
+def test_rolling_loglikelihood_equals_sum_of_token_logprobs(decoder, backend):
     model, tok = decoder
     text = "The quick brown fox jumps over the lazy dog. " * 3
     toks = tok.encode(text)
-    (ll,) = hf_loglikelihood_rolling(
-        model, tok, [text], device="cpu", architecture="decoder-only", max_length=512
-    )
+    (ll,) = backend.loglikelihood_rolling([text], max_length=512)
     # one window: BOS + text[:-1] predicts text
     inp = torch.tensor([[tok.bos_token_id] + toks[:-1]])
     with torch.no_grad():
@@ -214,25 +224,37 @@ def test_rolling_loglikelihood_equals_sum_of_token_logprobs(decoder):
     want = float(lp.gather(1, torch.tensor(toks)[:, None]).sum())
     assert ll.n_tokens == len(toks)
     assert ll.logprob == pytest.approx(want, abs=1e-3)
-    # many small windows still score every token exactly once
-    (ll8,) = hf_loglikelihood_rolling(
-        model, tok, [text], device="cpu", architecture="decoder-only", max_length=8
-    )
+    # many small windows still score every token exactly once, each window after its own context
+    (ll8,) = backend.loglikelihood_rolling([text], max_length=8)
     assert ll8.n_tokens == len(toks)
-    assert ll8.logprob < 0
+    windows = rolling_windows(toks, tok.bos_token_id, 8)
+    assert len(windows) == -(-len(toks) // 8)
+    per_window = hf_loglikelihood_tokens(model, windows, device="cpu", architecture="decoder-only", max_length=8)
+    assert ll8.logprob == pytest.approx(sum(x.logprob for x in per_window), abs=1e-4)
+    # default window: the model's maximum length (512 for the fixture)
+    assert backend.loglikelihood_rolling([text])[0].logprob == pytest.approx(ll.logprob, abs=1e-5)
+    with pytest.raises(E3Error, match="at most 512 tokens"):
+        backend.loglikelihood_rolling([text], max_length=513)
 
 
-def test_encoder_only_is_a_clear_error(decoder):
-    model, tok = decoder
-    with pytest.raises(E3Error, match="encoder-only") as info:
-        hf_loglikelihood(model, tok, [("a", " b")], device="cpu", architecture="encoder-only")
-    assert "fine-tun" in info.value.fix
+def test_encoder_only_is_a_clear_error(tiny):
+    from e3bench.backends.models import resolve
+    from e3bench.backends.pytorch import PyTorchBackend
+
+    b = PyTorchBackend()
+    b.load(resolve(str(tiny["encoder"])), "fp32", "cpu")
+    for call in (lambda: b.loglikelihood([("a", " b")]), lambda: b.loglikelihood_rolling(["a b"])):
+        with pytest.raises(E3Error, match="encoder-only") as info:
+            call()
+        assert "fine-tun" in info.value.fix
+    b.close()
 
 
-def test_empty_continuation_is_a_clear_error(decoder):
-    model, _ = decoder
+def test_empty_continuation_is_a_clear_error(backend):
     with pytest.raises(E3Error, match="empty"):
-        hf_loglikelihood_tokens(model, [([1, 2], [])], device="cpu", architecture="decoder-only")
+        backend.loglikelihood_tokens([([1, 2], [])])
+    with pytest.raises(E3Error, match="longer than the model's maximum length 512"):
+        backend.loglikelihood_tokens([([1, 2], [5] * 513)])
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
@@ -240,9 +262,7 @@ def test_single_token_letter_choices_like_mmlu(decoder, batch_size):
     model, tok = decoder
     reqs = [(c, f" {x}") for c in CONTEXTS for x in "ABCD"]
     want = _naive_causal(model, tok, reqs)
-    got = hf_loglikelihood(
-        model, tok, reqs, device="cpu", architecture="decoder-only", batch_size=batch_size
-    )
+    got = _score(model, tok, reqs, batch_size=batch_size)
     _assert_close(got, want)
 
 
@@ -262,7 +282,7 @@ def test_few_shot_contexts_sharing_a_stem(decoder, batch_size, monkeypatch):
             reqs.append((stem + q, x))
         reqs.append((stem + q + " and", " C"))  # single-suffix group inside the stem run
     want = _naive_causal(model, tok, reqs)
-    got = hf_loglikelihood(model, tok, reqs, device="cpu", architecture="decoder-only", batch_size=batch_size)
+    got = _score(model, tok, reqs, batch_size=batch_size)
     _assert_close(got, want)
     if batch_size == 1:
         assert len(reused) >= 4 and min(reused) >= sc.MIN_STEM_TOKENS

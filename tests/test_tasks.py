@@ -43,6 +43,7 @@ class TableBackend:
         self.table = table or {}
         self.gens = gens or {}
         self.architecture = architecture
+        self.device = "cpu"
         self.calls: list = []
 
     def encode(self, text):
@@ -406,7 +407,7 @@ def test_jsonl_generative(tmp_path):
 
 # ---------------------------------------------------------------------------- perplexity
 class RollingBackend(TableBackend):
-    def loglikelihood_rolling(self, texts):
+    def loglikelihood_rolling(self, texts, *, max_length=None):
         # -1 nat per byte
         return [LogLik(-float(len(t.encode())), False, len(t)) for t in texts]
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from e3bench.core.api import (
     Capabilities,
     GenParams,
@@ -132,15 +134,28 @@ def build_tiny_models(root: Path, *, seed: int = 0) -> dict[str, Path]:
     return out
 
 
+class FakeOptions(BaseModel):
+    """The fake's timing knobs (seconds) and vocabulary size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step_s: float = Field(0.001, description="sleep per decode step")
+    prefill_s: float = Field(0.002, description="sleep per prefill / forward")
+    vocab: int = Field(100, description="vocabulary size")
+
+
 class FakeBackend:
-    """A deterministic in-memory backend for runner/CLI tests.
+    """A deterministic in-memory backend for runner/CLI tests, written against the
+    :class:`~e3bench.core.api.Backend` Protocol alone (no base class), as a plugin may be.
 
     Generation emits token ``(prompt_len + step) % vocab`` for every sequence and calls
     ``on_token`` each step. ``step_s`` makes each step take real time (busy-wait free: sleep),
     so timing code has something to measure. Not registered by default; tests register it.
+    ``FakeBackend(step_s=0.01)`` is short for ``FakeBackend(FakeBackend.Options(step_s=0.01))``.
     """
 
     name: ClassVar[str] = "fake"
+    Options: ClassVar[type[BaseModel]] = FakeOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
         devices=frozenset({"cpu", "cuda"}),
         precisions=frozenset({"fp32", "bf16", "fp16"}),
@@ -149,17 +164,22 @@ class FakeBackend:
         loglikelihood=True,
     )
 
-    def __init__(self, *, step_s: float = 0.001, prefill_s: float = 0.002, vocab: int = 100):
-        self.step_s = step_s
-        self.prefill_s = prefill_s
-        self.vocab = vocab
+    def __init__(self, options: BaseModel | None = None, *, cache_dir=None, threads=None, **overrides):
+        opts = options if options is not None else FakeOptions(**overrides)
+        self.step_s = opts.step_s
+        self.prefill_s = opts.prefill_s
+        self.vocab = opts.vocab
+        self.architecture = ""
+        self.device = ""
+        self.load_info: LoadInfo | None = None
         self.loaded: ModelSpec | None = None
         self.closed = False
         self.sync_calls = 0
 
     def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         self.loaded = model
-        return LoadInfo(
+        self.architecture, self.device = "decoder-only", device
+        self.load_info = LoadInfo(
             architecture="decoder-only",
             model_type="fake",
             parameters=1000,
@@ -168,6 +188,7 @@ class FakeBackend:
             device=device,
             vocab_size=self.vocab,
         )
+        return self.load_info
 
     def encode(self, text: str) -> list[int]:
         return [ord(c) % self.vocab for c in text]
@@ -199,14 +220,17 @@ class FakeBackend:
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
         return [LogLik(logprob=-float(len(c)), is_greedy=False, n_tokens=len(c)) for _, c in requests]
 
+    def loglikelihood_rolling(self, texts: Sequence[str], *, max_length: int | None = None) -> list[LogLik]:
+        return [LogLik(logprob=-float(len(t)), is_greedy=False, n_tokens=len(t)) for t in texts]
+
     def synchronize(self) -> None:
         self.sync_calls += 1
 
     def reset_peak_memory(self) -> None:
         return None
 
-    def peak_memory_bytes(self) -> int | None:
-        return None
+    def peak_memory(self) -> tuple[int | None, str]:
+        return None, "not available: fake backend"
 
     def close(self) -> None:
         self.closed = True

@@ -8,7 +8,9 @@ one token for every running one, and returns **cumulative** ``RequestOutput`` ob
 (``outputs[0].token_ids`` grows, ``finished`` flips on the last one). ``SamplingParams``
 validates like vLLM's (``max_tokens >= 1``, ``temperature >= 0``, ...) and honours
 ``min_tokens`` / ``ignore_eos`` / ``prompt_logprobs`` with vLLM's ``Logprob(logprob, rank,
-decoded_token)`` entries (position 0 is ``None``).
+decoded_token)`` entries (position 0 is ``None``). As in vLLM, a finished output's ``token_ids``
+include the EOS that ended it (its ``text`` does not), ``stop_reason`` is the matched stop string
+(``None`` for EOS), and stop strings are only checked once ``min_tokens`` tokens are out.
 
 ``install()`` puts it in ``sys.modules`` as ``vllm`` and ``vllm.inputs``.
 """
@@ -105,6 +107,7 @@ class _Req:
     prompt_logprobs: list | None = None
     finished: bool = False
     finish_reason: str | None = None
+    stop_reason: int | str | None = None
 
 
 class _Core:
@@ -205,11 +208,15 @@ class LLMEngine:
                 elif len(r.out) >= (r.sp.max_tokens or 16):
                     r.finished, r.finish_reason = True, "length"
                 text = self.tokenizer.decode(r.out, skip_special_tokens=True) if r.sp.detokenize else ""
-                for s in r.sp.stop or []:
-                    if s in text:
-                        text = text[: text.index(s)]
-                        r.finished, r.finish_reason = True, "stop"
-                comp = CompletionOutput(0, text, list(r.out), None, None, r.finish_reason, None)
+                # vLLM's StopChecker: stop strings only count once min_tokens are out; the text is
+                # cut before the match, stop_reason names the string (it stays None for EOS)
+                if len(r.out) >= r.sp.min_tokens:
+                    for s in r.sp.stop or []:
+                        if s in text:
+                            text = text[: text.index(s)]
+                            r.finished, r.finish_reason, r.stop_reason = True, "stop", s
+                            break
+                comp = CompletionOutput(0, text, list(r.out), None, None, r.finish_reason, r.stop_reason)
                 outs.append(RequestOutput(r.rid, None, r.prompt, r.prompt_logprobs, [comp], r.finished))
                 if r.finished:
                     r.past = None

@@ -2,10 +2,12 @@
 :data:`e3bench.core.registry.backends` (lazily: no backend module is imported here).
 
 A registered backend is a class implementing :class:`e3bench.core.api.Backend`, constructed as
-``cls(cache_dir=..., threads=..., **backend_options)``; ``cls.Options`` (a pydantic model with
-``extra="forbid"``) types its ``backend_options`` and ``cls.capabilities`` says which devices and
-precisions it runs, so a config is checked before anything loads. Plugins register through the
-``e3bench.backends`` entry-point group.
+``cls(options, cache_dir=..., threads=...)`` where ``options`` is an instance of ``cls.Options`` (a
+pydantic model with ``extra="forbid"`` typing its ``backend_options``);
+:func:`e3bench.backends.factory.make_backend` does that from a dict. ``cls.capabilities`` says which
+devices and precisions it runs, so a config is checked before anything loads. The built-ins share
+:class:`e3bench.backends.base.BaseBackend`. Plugins register through the ``e3bench.backends``
+entry-point group.
 """
 
 from e3bench.core.registry import backends as _registry

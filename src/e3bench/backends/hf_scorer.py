@@ -1,14 +1,11 @@
-"""Log-likelihood scoring for Hugging Face causal LMs and encoder-decoder models.
+"""The PyTorch backend's batched log-likelihood scorer for Hugging Face causal LMs and
+encoder-decoder models: what lm-evaluation-harness computes, computed faster.
 
-What lm-evaluation-harness computes, computed faster:
+Requests arrive tokenized and validated (:class:`e3bench.backends.base.BaseBackend` does that with
+:mod:`e3bench.backends.tokenization`, lm-eval's rules); this module only runs the model.
 
-* **Tokenization is lm-eval's**, byte for byte (:func:`encode_pair` mirrors
-  ``TemplateLM._encode_pair`` and ``HFLM.tok_encode``): trailing spaces of the context move to the
-  continuation; causal models encode ``context`` and ``context + continuation`` and split the
-  whole encoding at ``len(context_enc)``; seq2seq models encode the two parts separately; an empty
-  context becomes the BOS (or EOS) token. Hence the same tokens are scored and per-item choices
-  agree with lm-eval.
-* **Left truncation is lm-eval's**: a causal input is ``(ctx + cont)[-(max_length + 1):][:-1]``.
+* **Truncation is lm-eval's** (:func:`~e3bench.backends.tokenization.split_causal`): a causal input
+  is ``(ctx + cont)[-(max_length + 1):][:-1]``.
 * **Shared context is computed once** (causal): every request is split into a *prefix* (input
   tokens whose logits are not needed) and a *suffix* (the last ``len(cont)`` input tokens, whose
   logits score the continuation). Requests with the same prefix — the choices of one question —
@@ -28,219 +25,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from e3bench.backends.base import default_batch_size
+from e3bench.backends.tokenization import Encoded, split_causal, truncate_seq2seq
 from e3bench.core.api import LogLik
-from e3bench.core.errors import E3Error
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 2048
-TOKENIZER_INFINITY = 1000000000000000019884624838656
-_SEQLEN_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
-
-#: Contexts (question groups) per forward batch when none is given: on CPU one at a time (no
-#: padding, no attention masks, cache reuse across contexts — fastest in benchmarks/eval_speed.py
-#: on 2 cores); on accelerators 16 contexts, length-sorted, at most 25 % padding.
-CPU_BATCH_SIZE = 1
-ACCEL_BATCH_SIZE = 16
-
-
-def default_batch_size(device) -> int:
-    return CPU_BATCH_SIZE if str(device).startswith("cpu") else ACCEL_BATCH_SIZE
 #: Upper bound on padded tokens per forward pass (keeps memory flat for long contexts).
 DEFAULT_TOKEN_BUDGET = 2048
-
-
-# ----------------------------------------------------------------------------- tokenization
-def prefix_token_id(tokenizer) -> int:
-    """The token used as context for an empty context (lm-eval: BOS, else EOS)."""
-    if tokenizer.bos_token_id is not None:
-        return int(tokenizer.bos_token_id)
-    if tokenizer.eos_token_id is None:
-        raise E3Error(
-            "the tokenizer has neither a BOS nor an EOS token, so an empty context cannot be scored",
-            "give every request a non-empty context",
-        )
-    return int(tokenizer.eos_token_id)
-
-
-def tok_encode(
-    tokenizer, string: str, add_special_tokens: bool | None = None, add_bos_token: bool | None = None
-) -> list[int]:
-    """``HFLM.tok_encode``: tokenizer defaults unless told; no second BOS if the text has one."""
-    kwargs: dict[str, bool] = {}
-    if add_special_tokens is not None:
-        kwargs["add_special_tokens"] = add_special_tokens
-    elif add_bos_token is not None:
-        kwargs["add_special_tokens"] = add_bos_token
-    if add_special_tokens is None:
-        bos = tokenizer.decode(prefix_token_id(tokenizer))
-        if bos and string.startswith(bos):
-            kwargs["add_special_tokens"] = False
-    return list(tokenizer.encode(string, **kwargs))
-
-
-def encode_pair(
-    tokenizer,
-    context: str,
-    continuation: str,
-    *,
-    architecture: str = "decoder-only",
-    add_bos_token: bool | None = None,
-) -> tuple[list[int], list[int]]:
-    """Token ids of (context, continuation) exactly as lm-eval's HF model computes them."""
-    if context == "":
-        cont = tok_encode(tokenizer, continuation, add_special_tokens=False)
-        prefix = prefix_token_id(tokenizer)
-        if not cont or prefix != cont[0]:
-            return [prefix], cont
-        return cont[:1], cont[1:]
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces > 0:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    if architecture == "encoder-decoder":
-        ctx = tok_encode(tokenizer, context, add_bos_token=add_bos_token)
-        cont = tok_encode(tokenizer, continuation, add_special_tokens=False)
-        return ctx, cont
-    whole = tok_encode(tokenizer, context + continuation, add_bos_token=add_bos_token)
-    ctx = tok_encode(tokenizer, context, add_bos_token=add_bos_token)
-    return ctx, whole[len(ctx) :]
-
-
-def resolve_max_length(model, tokenizer) -> int:
-    """lm-eval's rule: config (text_config first) → tokenizer.model_max_length → 2048."""
-    cfg = getattr(model, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    for attr in _SEQLEN_ATTRS:
-        value = getattr(cfg, attr, None)
-        if value is not None:
-            return int(value)
-    mml = getattr(tokenizer, "model_max_length", None)
-    if mml is not None and mml != TOKENIZER_INFINITY:
-        return int(mml)
-    return DEFAULT_MAX_LENGTH
-
-
-# ----------------------------------------------------------------------------- public entry
-def hf_loglikelihood(
-    model,
-    tokenizer,
-    requests: Sequence[tuple[str, str]],
-    *,
-    device,
-    architecture: str,
-    batch_size: int | None = None,
-    max_length: int | None = None,
-    add_bos_token: bool | None = None,
-    strategy: str = "shared-prefix",
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
-) -> list[LogLik]:
-    """Log-likelihood of each ``continuation`` given its ``context``, in request order.
-
-    ``strategy``: ``"shared-prefix"`` (default; one pass per distinct context) or ``"full"``
-    (every request is its own full sequence, as lm-eval does it; kept as a reference and fallback).
-    """
-    _check_architecture(architecture)
-    encoded = [
-        encode_pair(tokenizer, c, x, architecture=architecture, add_bos_token=add_bos_token)
-        for c, x in requests
-    ]
-    return hf_loglikelihood_tokens(
-        model,
-        encoded,
-        device=device,
-        architecture=architecture,
-        batch_size=batch_size,
-        max_length=max_length or resolve_max_length(model, tokenizer),
-        strategy=strategy,
-        token_budget=token_budget,
-    )
-
-
-def hf_loglikelihood_rolling(
-    model,
-    tokenizer,
-    texts: Sequence[str],
-    *,
-    device,
-    architecture: str,
-    batch_size: int | None = None,
-    max_length: int | None = None,
-    add_bos_token: bool | None = None,
-    context_len: int = 1,
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
-) -> list[LogLik]:
-    """Total log-likelihood of each text under rolling windows (lm-eval's
-    ``loglikelihood_rolling``: ``context_len=1`` gives disjoint windows of ``max_length`` tokens,
-    the first conditioned on the BOS/EOS token). Returns one :class:`LogLik` per text with
-    ``n_tokens`` = number of scored tokens."""
-    _check_architecture(architecture)
-    max_len = max_length or resolve_max_length(model, tokenizer)
-    prefix = prefix_token_id(tokenizer)
-    windows: list[tuple[list[int], list[int]]] = []
-    owner: list[int] = []
-    for i, text in enumerate(texts):
-        toks = tok_encode(tokenizer, text, add_bos_token=add_bos_token)
-        for ctx, cont in rolling_windows(toks, prefix, max_len, context_len):
-            windows.append((ctx, cont))
-            owner.append(i)
-    scored = hf_loglikelihood_tokens(
-        model,
-        windows,
-        device=device,
-        architecture=architecture,
-        batch_size=batch_size,
-        max_length=max_len,
-        strategy="shared-prefix",
-        token_budget=token_budget,
-    )
-    totals = [0.0] * len(texts)
-    greedy = [True] * len(texts)
-    counts = [0] * len(texts)
-    for i, ll in zip(owner, scored, strict=True):
-        totals[i] += ll.logprob
-        greedy[i] = greedy[i] and ll.is_greedy
-        counts[i] += ll.n_tokens
-    return [LogLik(t, g, n) for t, g, n in zip(totals, greedy, counts, strict=True)]
-
-
-def rolling_windows(
-    tokens: list[int], prefix_token: int, max_seq_len: int, context_len: int = 1
-) -> list[tuple[list[int], list[int]]]:
-    """lm-eval's ``get_rolling_token_windows`` followed by ``make_disjoint_window``."""
-    if not 1 <= context_len <= max_seq_len:
-        raise ValueError("need 1 <= context_len <= max_seq_len")
-    out: list[tuple[list[int], list[int]]] = []
-    if not tokens:
-        return out
-    pred_len = max_seq_len - context_len + 1
-    first = min(max_seq_len, len(tokens))
-    pairs = [([prefix_token] + tokens[: first - 1], tokens[:first])]
-    predicted = first
-    while predicted < len(tokens):
-        wlen = min(len(tokens) - predicted, pred_len)
-        end = predicted + wlen
-        pairs.append((tokens[max(0, end - max_seq_len - 1) : end - 1], tokens[end - wlen : end]))
-        predicted += wlen
-    for a, b in pairs:
-        out.append((a[: len(a) - (len(b) - 1)], b))
-    return out
-
-
-def _check_architecture(architecture: str) -> None:
-    if architecture == "encoder-only":
-        raise E3Error(
-            "log-likelihood scoring needs a model that predicts tokens (decoder-only or "
-            "encoder-decoder); an encoder-only model has no language-model head to score choices",
-            "evaluate encoder-only models after fine-tuning a classification head "
-            "(the `finetune` scenario), or pick a decoder-only / encoder-decoder model",
-        )
-    if architecture not in ("decoder-only", "encoder-decoder"):
-        raise E3Error(f"unknown architecture '{architecture}'", "use decoder-only or encoder-decoder")
 
 
 # ----------------------------------------------------------------------------- token level
@@ -254,50 +49,54 @@ class _Req:
 
 def hf_loglikelihood_tokens(
     model,
-    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    requests: Sequence[Encoded],
     *,
     device,
     architecture: str,
+    max_length: int,
     batch_size: int | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
     strategy: str = "shared-prefix",
     token_budget: int = DEFAULT_TOKEN_BUDGET,
 ) -> list[LogLik]:
-    """Score already-tokenized (context_enc, continuation_enc) pairs."""
+    """Score tokenized, validated ``(context ids, continuation ids)`` pairs; results in order.
+
+    ``architecture``: "decoder-only" or "encoder-decoder". ``strategy``: "shared-prefix"
+    (default; one pass per distinct context) or "full" (every request is its own full sequence,
+    as lm-eval does it; kept as a reference). ``batch_size`` None: 1 on CPU, 16 on accelerators.
+    """
     import torch
 
-    _check_architecture(architecture)
     if strategy not in ("shared-prefix", "full"):
-        raise E3Error(f"unknown scoring strategy '{strategy}'", "use 'shared-prefix' or 'full'")
-    for ctx, cont in requests:
-        if len(ctx) == 0 or len(cont) == 0:
-            raise E3Error(
-                "a log-likelihood request has an empty context or continuation after tokenization",
-                "check the task's prompt and choices (a choice must not be empty)",
-            )
-        if len(cont) > max_length:
-            raise E3Error(
-                f"a continuation of {len(cont)} tokens is longer than the model's maximum length "
-                f"{max_length}",
-                "shorten the choices or use a model with a longer context",
-            )
+        raise ValueError(f"unknown scoring strategy '{strategy}' (use 'shared-prefix' or 'full')")
     if batch_size is None:
-        batch_size = default_batch_size(device)
+        batch_size = default_batch_size(str(device))
     results: list[LogLik | None] = [None] * len(requests)
     with torch.inference_mode(), _no_cudnn_attention(device):
         if architecture == "encoder-decoder":
             _score_seq2seq(model, requests, results, device, batch_size, max_length, token_budget)
-        else:
+        elif architecture == "decoder-only":
             reqs = []
-            for i, (ctx, cont) in enumerate(requests):
-                inp = (list(ctx) + list(cont))[-(max_length + 1) :][:-1]
-                n = len(cont)
-                prefix = tuple(inp[:-n]) if strategy == "shared-prefix" else ()
-                suffix = tuple(inp[-n:]) if strategy == "shared-prefix" else tuple(inp)
-                reqs.append(_Req(i, prefix, suffix, list(cont)))
+            for i, sp in enumerate(split_causal(requests, max_length)):
+                if strategy == "shared-prefix":
+                    reqs.append(_Req(i, sp.prefix, sp.suffix, list(sp.targets)))
+                else:
+                    reqs.append(_Req(i, (), sp.prefix + sp.suffix, list(sp.targets)))
             _score_causal(model, reqs, results, device, batch_size, token_budget)
+        else:
+            raise ValueError(f"cannot score architecture '{architecture}'")
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
+
+
+def _loglik(logits, targets: Sequence[int]) -> LogLik:
+    """The one log_softmax → gather → sum → argmax: ``logits`` [len(targets), vocab] (torch)."""
+    import torch
+    import torch.nn.functional as F
+
+    lp = F.log_softmax(logits.float(), dim=-1)
+    tgt = torch.tensor(list(targets), dtype=torch.long, device=lp.device)
+    tok_lp = lp.gather(1, tgt.unsqueeze(1)).squeeze(1)
+    return LogLik(float(tok_lp.sum()), bool((lp.argmax(dim=-1) == tgt).all()), len(tgt))
 
 
 def _no_cudnn_attention(device):
@@ -424,7 +223,6 @@ def _score_causal_sequential(model, groups, results, device) -> None:
     import copy
 
     import torch
-    import torch.nn.functional as F
 
     items = sorted(groups.items(), key=lambda kv: kv[0])
     stem: tuple[int, ...] = ()
@@ -450,11 +248,7 @@ def _score_causal_sequential(model, groups, results, device) -> None:
             out = model(input_ids=ids, past_key_values=cache, use_cache=cache is not None, logits_to_keep=kmax)
             logits = out.logits[0]
             for r in reqs:
-                k = len(r.targets)
-                lp = F.log_softmax(logits[kmax - k :].float(), dim=-1)
-                tgt = torch.tensor(r.targets, dtype=torch.long, device=lp.device)
-                tok_lp = lp.gather(1, tgt.unsqueeze(1)).squeeze(1)
-                results[r.index] = LogLik(float(tok_lp.sum()), bool((lp.argmax(-1) == tgt).all()), k)
+                results[r.index] = _loglik(logits[kmax - len(r.targets) :], r.targets)
             continue
         rest = list(prefix[c:])
         ids = torch.tensor([rest], dtype=torch.long, device=device)
@@ -494,7 +288,6 @@ def _run_prefix_batch(model, batch, results, device, logits_kw) -> None:
 def _run_rows(model, batch, results, device, cache, prefix_mask, prefix_lens, keep_ok=False) -> None:
     """Run every distinct suffix of the batch's groups as one right-padded batch and score."""
     import torch
-    import torch.nn.functional as F
 
     rows: list[tuple[int, tuple[int, ...], list[_Req]]] = []
     for g, (_, sub) in enumerate(batch):
@@ -538,22 +331,15 @@ def _run_rows(model, batch, results, device, cache, prefix_mask, prefix_lens, ke
     for i, (_, sfx, reqs) in enumerate(rows):
         for r in reqs:
             k = len(r.targets)
-            lo, hi = len(sfx) - k - offset, len(sfx) - offset
-            lp = F.log_softmax(logits[i, lo:hi].float(), dim=-1)
-            tgt = torch.tensor(r.targets, dtype=torch.long, device=lp.device)
-            tok_lp = lp.gather(1, tgt.unsqueeze(1)).squeeze(1)
-            greedy = bool((lp.argmax(dim=-1) == tgt).all())
-            results[r.index] = LogLik(float(tok_lp.sum()), greedy, k)
+            results[r.index] = _loglik(logits[i, len(sfx) - k - offset : len(sfx) - offset], r.targets)
 
 
 def _score_seq2seq(model, requests, results, device, batch_size, max_length, token_budget) -> None:
     import torch
-    import torch.nn.functional as F
 
     groups: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]] = {}
     for i, (ctx, cont) in enumerate(requests):
-        enc = tuple(list(ctx)[-max_length:])
-        dec = tuple(list(cont)[-max_length:])
+        enc, dec = truncate_seq2seq(ctx, cont, max_length)
         groups.setdefault(enc, {}).setdefault(dec, []).append(i)
     order = sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[0]))
 
@@ -593,14 +379,6 @@ def _score_seq2seq(model, requests, results, device, batch_size, max_length, tok
             kwargs["labels"] = labels
         logits = model(**kwargs, use_cache=False).logits
         for i, (_, d, idxs) in enumerate(rows):
-            lp = F.log_softmax(logits[i, : len(d)].float(), dim=-1)
-            tgt = torch.tensor(d, dtype=torch.long, device=lp.device)
-            tok_lp = lp.gather(1, tgt.unsqueeze(1)).squeeze(1)
-            greedy = bool((lp.argmax(dim=-1) == tgt).all())
+            ll = _loglik(logits[i, : len(d)], d)
             for j in idxs:
-                results[j] = LogLik(float(tok_lp.sum()), greedy, len(d))
-
-
-def perplexity_from(logprob: float, count: int) -> float:
-    """exp(-logprob / count); inf for count 0."""
-    return math.exp(-logprob / count) if count else float("inf")
+                results[j] = ll

@@ -12,8 +12,11 @@
   (the same greedy/sampling code as the ONNX backend, with EOS masked below ``min_new_tokens``
   as transformers does), then ``on_token``. Prompts of a batch are prefilled one after another
   (each in ``n_batch`` chunks); decode steps are batched.
-* **Log-likelihood** — lm-eval's tokenization through an adapter over llama.cpp's tokenizer;
-  the shared context of a question is evaluated once, each choice reuses its KV cache.
+* **Log-likelihood** — lm-eval's tokenization and truncation (:mod:`.tokenization`, through
+  :class:`.base.BaseBackend`) over an adapter of llama.cpp's tokenizer; the shared context of a
+  question is evaluated once, each choice reuses its KV cache. The maximum scored length is
+  ``min(n_ctx, the model's training context)``: raise ``n_ctx`` to score (and roll perplexity
+  windows over) as many tokens as the PyTorch backend does.
 * ``llama_perf_context`` (the library's own timing) is exposed by :meth:`perf` so benchmarks can
   compare our decode tok/s with llama.cpp's.
 """
@@ -21,56 +24,22 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import io
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
-from e3bench.backends import _common as C
+from e3bench.backends.base import BaseBackend
+from e3bench.backends.decoding import finish, take_step
+from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
+from e3bench.backends.gguf_types import GGUF_TYPES, captured_stderr, file_type, quantized, target_type
 from e3bench.core.errors import E3Error
 
-#: GGUF quant type name → llama_ftype value (llama.h); the ones users ask for.
-GGUF_TYPES: dict[str, int] = {
-    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
-    "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16,
-    "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30, "bf16": 32,
-}  # fmt: skip
-_BY_FTYPE = {v: k for k, v in GGUF_TYPES.items()}
-_FOUR_BIT = {"q4_0", "q4_1", "q4_k_s", "q4_k_m", "iq4_nl", "iq4_xs"}
-GENERIC = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "q8_0"}  # int4/native: see _target
-
-
-def _file_type(path: Path) -> tuple[str | None, str | None]:
-    """(architecture, quant type name) from the GGUF header (gguf package, memory-mapped)."""
-    try:
-        import gguf
-    except ImportError:
-        return None, None
-    try:
-        r = gguf.GGUFReader(str(path))
-    except Exception as exc:  # noqa: BLE001 - the reader raises many kinds on bad files
-        raise E3Error(f"GGUF file {path} is corrupt or truncated ({type(exc).__name__})", "copy the file again") from None
-
-    def field(name):
-        f = r.fields.get(name)
-        if f is None:
-            return None
-        v = f.parts[f.data[0]]
-        return bytes(v).decode("utf-8", "replace") if v.dtype == np.uint8 else int(v[0])
-
-    ft = field("general.file_type")
-    return field("general.architecture"), (_BY_FTYPE.get(ft, f"ftype{ft}") if isinstance(ft, int) else None)
-
-
 class _Tokenizer:
-    """The slice of a Hugging Face tokenizer that ``scoring.encode_pair`` uses, over llama.cpp's."""
+    """The slice of a Hugging Face tokenizer that :mod:`.tokenization` uses, over llama.cpp's."""
 
     def __init__(self, llm) -> None:
         import llama_cpp
@@ -90,33 +59,21 @@ class _Tokenizer:
         return self.llm.detokenize(list(ids)).decode("utf-8", "replace")
 
 
-class _Captured:
-    def __init__(self) -> None:
-        self.fd = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - lives as long as the capture
-        self.py = io.StringIO()
+class LlamaCppOptions(BaseModel):
+    """Options of the ``llamacpp`` backend (``backend_options``)."""
 
-    def text(self) -> str:
-        self.fd.seek(0)
-        return self.fd.read().decode("utf-8", "replace") + self.py.getvalue()
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-@contextlib.contextmanager
-def _captured_stderr():
-    """llama.cpp's errors reach us through llama-cpp-python's log callback (Python's
-    ``sys.stderr``) or straight from C code (fd 2): capture both to explain failures."""
-    cap = _Captured()
-    saved = os.dup(2)
-    try:
-        os.dup2(cap.fd.fileno(), 2)
-        with contextlib.redirect_stderr(cap.py):
-            yield cap
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    n_ctx: int = Field(2048, ge=16, description="context length in tokens (KV cache size per sequence)")
+    n_batch: int = Field(512, ge=1, description="tokens per llama_decode call while prefilling")
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(BaseBackend):
+    """GGUF files on llama.cpp (llama-cpp-python), with our own batched decode loop."""
+
     name: ClassVar[str] = "llamacpp"
+    Options: ClassVar[type[BaseModel]] = LlamaCppOptions
+    capability_fix: ClassVar[str] = "pass a GGUF quant type such as q4_k_m, q8_0, f16, or native"
     capabilities: ClassVar[Capabilities] = Capabilities(
         devices=frozenset({"cpu", "cuda"}),
         precisions=frozenset({"native", "fp32", "fp16", "bf16", "int8", "int4", *GGUF_TYPES}),
@@ -126,71 +83,21 @@ class LlamaCppBackend:
         batching=True,
     )
 
-    def __init__(
-        self, *, cache_dir: str | None = None, threads: int | None = None, n_ctx: int = 2048, n_batch: int = 512
-    ) -> None:
-        self.cache_dir = cache_dir
-        self.threads = threads
-        self.n_ctx = n_ctx
-        self.n_batch = n_batch
+    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
+        super().__init__(options, cache_dir=cache_dir, threads=threads)
+        self.n_ctx = self.options.n_ctx
+        self.n_batch = self.options.n_batch
         self.llm = None
         self._ctxs: dict[int, object] = {}
         self.notes: list[str] = []
         self.gguf_path: Path | None = None
 
-    # ------------------------------------------------------------------- precision
-    def _target(self, shipped: str | None, precision: str) -> str | None:
-        """GGUF type to run, or None for the file as shipped."""
-        p = precision.lower()
-        if p == "native" or p == shipped:
-            return None
-        if p == "int4":
-            return None if shipped in _FOUR_BIT else "q4_k_m"
-        return GENERIC.get(p, p)
-
-    def _quantized(self, src: Path, shipped: str | None, target: str) -> Path:
-        import llama_cpp
-
-        from e3bench.backends.models import cache_root
-
-        out_dir = cache_root(self.cache_dir) / "gguf-quantized" / C.file_key(src)
-        out = out_dir / f"{target.upper()}.gguf"
-        requant = shipped not in (None, "f32", "f16", "bf16")
-        note = f"{target.upper()} made from {src.name} ({(shipped or '?').upper()}) with llama_model_quantize"
-        if requant and target in ("f32", "f16", "bf16"):
-            note += (
-                f"; dequantized: the same {shipped.upper()} weights stored as {target.upper()} "
-                "(what a full-precision run of this file means; not the original checkpoint)"
-            )
-        elif requant:
-            note += (
-                f"; re-quantized from an already quantized file, so the weights carry the "
-                f"{shipped.upper()} rounding error too (a {target.upper()} made from full-precision weights is more accurate)"
-            )
-        if out.is_file():
-            self.notes.append(note + f" (cached: {out})")
-            return out
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = GGUF_TYPES[target]
-        params.nthread = self.threads or 0
-        params.allow_requantize = requant
-        with _captured_stderr() as err:
-            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
-        if rc != 0 or not tmp.is_file():
-            tail = " ".join(err.text().strip().splitlines()[-3:])
-            tmp.unlink(missing_ok=True)
-            raise E3Error(f"llama.cpp could not quantize {src.name} to {target.upper()}: {tail}", "pick another GGUF type")
-        tmp.rename(out)
-        self.notes.append(note + f" (now: {out})")
-        return out
+    def precision_key(self, precision: str) -> str:
+        """GGUF type names are case-insensitive (Q4_K_M = q4_k_m)."""
+        return precision.lower()
 
     # ----------------------------------------------------------------------- loading
-    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
-        reason = self.capabilities.check(device=device, precision=precision.lower())
-        if reason:
-            raise E3Error(f"llamacpp backend: {reason}", "pass a GGUF quant type such as q4_k_m, q8_0, f16, or native")
+    def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         if model.source != "gguf":
             raise E3Error(
                 f"the llamacpp backend runs GGUF files; '{model.name}' is a {model.source} model",
@@ -207,12 +114,16 @@ class LlamaCppBackend:
             )
         self.notes = []
         src = Path(model.path) / (model.gguf_file or "")
-        arch, shipped = _file_type(src)
-        target = self._target(shipped, precision)
-        path = self._quantized(src, shipped, target) if target else src
+        arch, shipped = file_type(src)
+        target = target_type(shipped, precision)
+        if target:
+            path, note = quantized(src, shipped, target, cache_dir=self.cache_dir, threads=self.threads)
+            self.notes.append(note)
+        else:
+            path = src
         self.gguf_path = path
         running = target or shipped or "native"
-        with _captured_stderr() as err:
+        with captured_stderr() as err:
             try:
                 self.llm = llama_cpp.Llama(
                     model_path=str(path),
@@ -248,8 +159,8 @@ class LlamaCppBackend:
             tail = " ".join(log.strip().splitlines()[-3:])
             raise E3Error(f"llama.cpp could not load {path.name}: {failure} {tail}".strip(), "check the GGUF file") from None
         self._ctxs = {}
-        self.device = device
         self.tokenizer = _Tokenizer(self.llm)
+        self.max_length = min(self.n_ctx, int(self.llm._model.n_ctx_train()) or self.n_ctx)
         md = self.llm.metadata
         n_params = int(llama_cpp.llama_model_n_params(self.llm._model.model))
         self.notes.append(
@@ -270,10 +181,8 @@ class LlamaCppBackend:
         )
 
     # ---------------------------------------------------------------------- tokens
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
     def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids`` without BOS/EOS."""
         ids = [t for t in token_ids if t not in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)]
         return self.tokenizer.decode(ids)
 
@@ -335,11 +244,9 @@ class LlamaCppBackend:
         return np.concatenate(rows)
 
     # ------------------------------------------------------------------- inference
-    def generate(
+    def _generate(
         self, prompts: Sequence[Sequence[int]], params: GenParams, on_token: OnToken | None = None
     ) -> list[Generation]:
-        if any(len(p) == 0 for p in prompts):
-            raise E3Error("llamacpp: an empty prompt cannot be continued", "give every prompt at least one token")
         n = len(prompts)
         need = max(len(p) for p in prompts) + params.max_new_tokens
         ctx = self._context(n, n * need if n > 1 else need)
@@ -351,42 +258,30 @@ class LlamaCppBackend:
         done = np.zeros(n, dtype=bool)
         lens = [len(p) for p in prompts]
         for step in range(params.max_new_tokens):
-            nxt = C.take_step(last, params, rng, eos=eos, step=step, rows=rows, done=done)
+            nxt = take_step(last, params, rng, eos=eos, step=step, rows=rows, done=done)
             if on_token is not None:
                 on_token(step + 1)
             if done.all() or step + 1 == params.max_new_tokens:
                 break
             last = self._decode(ctx, nxt.tolist(), [lens[i] + step for i in range(n)], list(range(n)), [True] * n)
-        return C.finish(rows, params, eos, None, self.decode)
+        return finish(rows, params, eos, None, self.decode)
 
-    def forward(self, prompts: Sequence[Sequence[int]]) -> None:
+    def _forward(self, prompts: Sequence[Sequence[int]]) -> None:
         ctx = self._context(len(prompts), sum(len(p) for p in prompts))
         ctx.kv_cache_clear()
         for i, p in enumerate(prompts):
             self._prefill(ctx, list(p), i, 0, False)
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
-        return self.loglikelihood_tokens(C.encode_requests(self.tokenizer, requests))
-
-    def loglikelihood_tokens(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LogLik]:
-        reqs = C.split_requests(encoded, self.n_ctx)
-        results: list[LogLik | None] = [None] * len(reqs)
-        groups = C.group_by_prefix(reqs)
+    def _prefix_state(self, prefix: tuple[int, ...]):
         ctx = self._context(1, self.n_ctx)
-        for prefix, members in groups.items():
-            ctx.kv_cache_clear()
-            if prefix:
-                self._prefill(ctx, list(prefix), 0, 0, False)
-            done: dict[tuple, LogLik] = {}
-            for i in members:
-                _, suffix, targets = reqs[i]
-                key = (suffix, tuple(targets))
-                if key not in done:
-                    ctx.kv_cache_seq_rm(0, len(prefix), -1)
-                    rows = self._prefill(ctx, list(suffix), 0, len(prefix), True)
-                    done[key] = C.score_rows(C.log_softmax(rows), targets)
-                results[i] = done[key]
-        return results  # type: ignore[return-value]
+        ctx.kv_cache_clear()
+        if prefix:
+            self._prefill(ctx, list(prefix), 0, 0, False)
+        return ctx
+
+    def _suffix_logits(self, ctx, prefix: tuple[int, ...], suffix: tuple[int, ...]) -> np.ndarray:
+        ctx.kv_cache_seq_rm(0, len(prefix), -1)  # drop the previous choice, keep the prefix
+        return self._prefill(ctx, list(suffix), 0, len(prefix), True)
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's own counters for its main context (``llama_perf_context``)."""
@@ -401,23 +296,18 @@ class LlamaCppBackend:
         }
 
     def perf_reset(self) -> None:
+        """Zero llama.cpp's own counters for the main context."""
         import llama_cpp
 
         llama_cpp.llama_perf_context_reset(self.llm._ctx.ctx)
 
     # ---------------------------------------------------------------------- device
-    def synchronize(self) -> None:
-        return None  # llama_decode returns when the logits are ready (it synchronizes itself)
-
-    def reset_peak_memory(self) -> None:
-        return None
-
-    def peak_memory_bytes(self) -> int | None:
-        return None  # llama.cpp has no peak counter; host RSS is the runner's job
+    def peak_memory(self) -> PeakMemory:
+        """``(None, why)``: llama.cpp has no peak-allocation counter."""
+        return None, "not available: llama.cpp has no peak-allocation counter (host RSS is recorded separately)"
 
     def close(self) -> None:
-        import gc
-
+        """Free the extra contexts and the model."""
         for ctx in self._ctxs.values():
             with contextlib.suppress(Exception):
                 ctx.close()
@@ -426,4 +316,4 @@ class LlamaCppBackend:
             with contextlib.suppress(Exception):
                 self.llm.close()
         self.llm = None
-        gc.collect()
+        super().close()

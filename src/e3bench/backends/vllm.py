@@ -11,8 +11,14 @@
   llm-compressor (GPTQ W8A8 / W4A16, calibration on local text) into
   ``cache_root/llmcompressor/<source>/<scheme>/``.
 * **Log-likelihood** — ``SamplingParams(max_tokens=1, prompt_logprobs=1)`` on context +
-  continuation (lm-eval's tokenization); the continuation's prompt logprobs are summed, and
-  ``is_greedy`` is ``rank == 1`` for every continuation token.
+  continuation, tokenized and truncated by lm-eval's rules like every backend
+  (:mod:`.tokenization`): the prompt is the input ``(ctx + cont)[-(max_length + 1):][:-1]`` plus
+  the last continuation token, and ``max_length = max_model_len - 2`` because vLLM needs room
+  for that prompt plus the one token it must generate. The continuation's prompt logprobs are
+  summed; ``is_greedy`` is ``rank == 1`` for every continuation token.
+* **Peak memory** — vLLM reserves ``gpu_memory_utilization × total`` up front (weights + KV
+  cache, in its own process): that reservation is what :meth:`VllmBackend.peak_memory` reports,
+  and its label says so.
 * CUDA only (vLLM's CPU build is a different install); on a CPU machine sweeps skip it with
   the capability reason.
 """
@@ -26,8 +32,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken
-from e3bench.backends._common import min_new
+from pydantic import BaseModel, ConfigDict, Field
+
+from e3bench.backends.base import BaseBackend
+from e3bench.backends.decoding import min_new
+from e3bench.backends.tokenization import split_causal
+from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
 
 _DTYPE = {"fp16": "float16", "bf16": "bfloat16", "int8": "auto", "int4": "auto"}
@@ -53,8 +63,24 @@ def _checkpoint_quant(path: Path) -> tuple[str | None, int | None]:
     return method, int(bits) if bits else _QUANT_BITS.get(method)
 
 
-class VllmBackend:
+class VllmOptions(BaseModel):
+    """Options of the ``vllm`` backend (``backend_options``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="fraction of the GPU's memory vLLM reserves for weights + KV cache"
+    )
+    max_model_len: int | None = Field(4096, ge=8, description="longest sequence (prompt + output) in tokens")
+    enforce_eager: bool = Field(False, description="no CUDA graphs (faster start, slower decode)")
+
+
+class VllmBackend(BaseBackend):
+    """The vLLM offline engine on an NVIDIA GPU, stepped by us for per-token timing."""
+
     name: ClassVar[str] = "vllm"
+    Options: ClassVar[type[BaseModel]] = VllmOptions
+    capability_fix: ClassVar[str] = "vLLM runs on NVIDIA GPUs: use --device cuda, or another backend on CPU"
     capabilities: ClassVar[Capabilities] = Capabilities(
         devices=frozenset({"cuda"}),
         precisions=frozenset({"fp16", "bf16", "int8", "int4"}),
@@ -64,22 +90,9 @@ class VllmBackend:
         batching=True,
     )
 
-    def __init__(
-        self,
-        *,
-        cache_dir: str | None = None,
-        threads: int | None = None,
-        gpu_memory_utilization: float = 0.85,
-        max_model_len: int | None = 4096,
-        enforce_eager: bool = False,
-    ) -> None:
-        self.cache_dir = cache_dir
-        self.threads = threads
-        self.gpu_memory_utilization = gpu_memory_utilization
-        self.max_model_len = max_model_len
-        self.enforce_eager = enforce_eager
+    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
+        super().__init__(options, cache_dir=cache_dir, threads=threads)
         self.engine = None
-        self.tokenizer = None
         self.notes: list[str] = []
         self._ids = itertools.count()
 
@@ -100,21 +113,14 @@ class VllmBackend:
                 f"'{spec.name}' is a GGUF file",
                 "use --backend llamacpp for GGUF, or pass a Hugging Face id / directory",
             )
-        if spec.source == "hub":
-            try:
-                from huggingface_hub import snapshot_download
+        from e3bench.backends.models import local_dir
 
-                return snapshot_download(spec.path, revision=spec.revision)
-            except Exception as exc:  # noqa: BLE001 - hub errors come in many types
-                from e3bench.backends.models import hub_error
-
-                raise hub_error(spec.path, exc) from None
-        return spec.path
+        return str(local_dir(spec, self.cache_dir)[0])
 
     def _compressed(self, src: Path, precision: str) -> Path:
         """Quantize an unquantized checkpoint with llm-compressor once (cached)."""
-        from e3bench.backends._common import atomic_dir, commit_dir, dir_key
         from e3bench.backends.models import cache_root
+        from e3bench.core.fsutil import atomic_dir, dir_key
 
         scheme = {"int8": "W8A8", "int4": "W4A16"}[precision]
         target = cache_root(self.cache_dir) / "llmcompressor" / dir_key(src) / scheme
@@ -135,7 +141,6 @@ class VllmBackend:
         model = AutoModelForCausalLM.from_pretrained(str(src), dtype="auto")
         tok = AutoTokenizer.from_pretrained(str(src))
         recipe = [GPTQModifier(targets="Linear", scheme=scheme, ignore=["lm_head"])]
-        tmp = atomic_dir(target)
         oneshot(
             model=model,
             tokenizer=tok,
@@ -144,16 +149,13 @@ class VllmBackend:
             max_seq_length=512,
             num_calibration_samples=128,
         )
-        model.save_pretrained(str(tmp), save_compressed=True)
-        tok.save_pretrained(str(tmp))
-        commit_dir(tmp, target)
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(str(tmp), save_compressed=True)
+            tok.save_pretrained(str(tmp))
         self.notes.append(f"quantized to {scheme} with llm-compressor GPTQ (128 calibration texts): {target}")
         return target
 
-    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
-        reason = self.capabilities.check(device=device, precision=precision)
-        if reason:
-            raise E3Error(f"vllm backend: {reason}", "vLLM runs on NVIDIA GPUs: use --device cuda, or another backend on CPU")
+    def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         if not self._cuda_available():
             raise E3Error(
                 "the vllm backend needs an NVIDIA GPU, and PyTorch sees none here",
@@ -181,13 +183,14 @@ class VllmBackend:
                 f"{model.name} is a {method} quantized checkpoint; it cannot run as {precision}",
                 f"use --dtype int{bits or 4}, or the unquantized model",
             )
+        opts = self.options
         args = EngineArgs(
             model=str(path),
             dtype=_DTYPE[precision],
             seed=0,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            max_model_len=self.max_model_len,
-            enforce_eager=self.enforce_eager,
+            gpu_memory_utilization=opts.gpu_memory_utilization,
+            max_model_len=opts.max_model_len,
+            enforce_eager=opts.enforce_eager,
             disable_log_stats=True,
         )
         self.engine = LLMEngine.from_engine_args(args)
@@ -196,7 +199,9 @@ class VllmBackend:
         mc = self.engine.model_config if hasattr(self.engine, "model_config") else self.engine.get_model_config()
         hf = mc.hf_config
         params, weights = _param_counts(path)
-        self.notes.append(f"vllm {vllm.__version__}; gpu_memory_utilization {self.gpu_memory_utilization}")
+        max_model_len = int(getattr(mc, "max_model_len", None) or opts.max_model_len or 4096)
+        self.max_length = max_model_len - 2  # prompt = max_length + 1 tokens, plus 1 generated
+        self.notes.append(f"vllm {vllm.__version__}; gpu_memory_utilization {opts.gpu_memory_utilization}")
         return LoadInfo(
             architecture="decoder-only",
             model_type=str(getattr(hf, "model_type", "?")),
@@ -205,16 +210,9 @@ class VllmBackend:
             dtype=precision,
             device="cuda",
             vocab_size=int(getattr(hf, "vocab_size", 0) or len(tok)),
-            max_positions=int(mc.max_model_len) if getattr(mc, "max_model_len", None) else None,
+            max_positions=max_model_len,
             notes=tuple(self.notes),
         )
-
-    # ---------------------------------------------------------------------- tokens
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     # ------------------------------------------------------------------- inference
     def _sampling(self, params: GenParams, **extra):
@@ -254,73 +252,60 @@ class VllmBackend:
                     on_token(reported)
         return [latest[rid] for rid in ids]
 
-    def generate(
+    def _generate(
         self, prompts: Sequence[Sequence[int]], params: GenParams, on_token: OnToken | None = None
     ) -> list[Generation]:
-        outs = self._run(prompts, self._sampling(params), on_token)
+        eos = self.tokenizer.eos_token_id
         gens = []
-        for o in outs:
+        for o in self._run(prompts, self._sampling(params), on_token):
             c = o.outputs[0]
-            reason = {"stop": "eos", "length": "length"}.get(c.finish_reason or "length", "length")
-            if c.finish_reason == "stop" and getattr(c, "stop_reason", None) is not None and isinstance(c.stop_reason, str):
-                reason = "stop"
-            gens.append(Generation(token_ids=list(c.token_ids), text=c.text, finish_reason=reason))
+            ids = list(c.token_ids)
+            reason = "length"
+            if c.finish_reason == "stop":
+                # vLLM: stop_reason is the matched stop string, None for EOS (or a stop token id)
+                reason = "stop" if isinstance(c.stop_reason, str) else "eos"
+                if reason == "eos" and ids and ids[-1] == eos:
+                    ids = ids[:-1]  # the contract: token_ids never hold the EOS that ended them
+            gens.append(Generation(token_ids=ids, text=c.text, finish_reason=reason))
         return gens
 
-    def forward(self, prompts: Sequence[Sequence[int]]) -> None:
+    def _forward(self, prompts: Sequence[Sequence[int]]) -> None:
         self._run(prompts, self._sampling(GenParams(max_new_tokens=1)))
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
-        from e3bench.backends.hf_scorer import encode_pair
-
-        encoded = [encode_pair(self.tokenizer, c, x) for c, x in requests]
-        return self.loglikelihood_tokens(encoded)
-
-    def loglikelihood_tokens(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LogLik]:
+    def _score(self, encoded) -> list[LogLik]:
         from vllm import SamplingParams
 
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
-        max_len = self.max_model_len or 4096
-        prompts, conts = [], []
-        for ctx, cont in encoded:
-            whole = (list(ctx) + list(cont))[-max_len:]
-            prompts.append(whole)
-            conts.append(list(cont))
-        outs = self._run(prompts, sp)
+        splits = split_causal(encoded, self.max_length)
+        # the scored input plus the last target: every target is then a prompt token
+        prompts = [list(x.prefix + x.suffix) + [x.targets[-1]] for x in splits]
         results = []
-        for o, whole, cont in zip(outs, prompts, conts, strict=True):
+        for o, whole, x in zip(self._run(prompts, sp), prompts, splits, strict=True):
             plp = o.prompt_logprobs
-            n = len(cont)
             total, greedy = 0.0, True
-            for pos in range(len(whole) - n, len(whole)):
+            for pos in range(len(whole) - len(x.targets), len(whole)):
                 entry = plp[pos][whole[pos]]
                 total += float(entry.logprob)
                 greedy = greedy and getattr(entry, "rank", 1) == 1
-            results.append(LogLik(logprob=total, is_greedy=greedy, n_tokens=n))
+            results.append(LogLik(logprob=total, is_greedy=greedy, n_tokens=len(x.targets)))
         return results
 
     # ---------------------------------------------------------------------- device
-    def synchronize(self) -> None:
-        return None  # step() hands back outputs that are already on the host
-
-    def reset_peak_memory(self) -> None:
-        return None  # the engine reserves its memory up front; there is no peak to reset
-
-    def peak_memory_bytes(self) -> int | None:
-        # vLLM pre-allocates gpu_memory_utilization × total memory for weights + KV cache, and
-        # with V1 multiprocessing the model lives in another process, so this process's
-        # torch.cuda counters would say ~0. Report the engine's reservation: what the GPU holds.
+    def peak_memory(self) -> PeakMemory:
+        """vLLM pre-allocates ``gpu_memory_utilization × total`` for weights + KV cache, and with V1
+        multiprocessing the model lives in another process, so this process's torch.cuda
+        counters would say ~0. Reported: that reservation, labelled as one."""
         try:
             import torch
 
             total = torch.cuda.get_device_properties(0).total_memory
         except Exception:  # noqa: BLE001 - no CUDA runtime: no figure
-            return None
-        return int(self.gpu_memory_utilization * total)
+            return None, "not available: no CUDA runtime in this process"
+        util = self.options.gpu_memory_utilization
+        return int(util * total), f"reserved: gpu_memory_utilization ({util}) × total device memory"
 
     def close(self) -> None:
-        import gc
-
+        """Shut the engine core down and free the GPU cache."""
         engine, self.engine = self.engine, None
         if engine is not None:
             core = getattr(engine, "engine_core", None)
@@ -328,7 +313,7 @@ class VllmBackend:
             if callable(shutdown):
                 shutdown()
         del engine
-        gc.collect()
+        super().close()
         if self._cuda_available():
             import torch
 
@@ -336,24 +321,28 @@ class VllmBackend:
 
 
 def _param_counts(path: Path) -> tuple[int, int]:
-    """(parameters, bytes) from the safetensors headers, without loading weights."""
-    import struct
+    """(parameters, bytes) of the ``*.safetensors`` files in ``path``, from their headers
+    (``safetensors.safe_open``: shapes and dtypes, no tensor data read)."""
+    from safetensors import safe_open
 
     n = size = 0
     for f in sorted(path.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            (hlen,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(hlen))
-        for k, v in header.items():
-            if k == "__metadata__":
-                continue
-            count = 1
-            for d in v["shape"]:
-                count *= d
-            n += count
-            a, b = v["data_offsets"]
-            size += b - a
+        with safe_open(str(f), framework="numpy") as fh:
+            for k in fh.keys():
+                sl = fh.get_slice(k)
+                count = 1
+                for d in sl.get_shape():
+                    count *= d
+                n += count
+                size += count * _DTYPE_BYTES.get(sl.get_dtype(), 1)
     return n, size
+
+
+#: bytes per element of safetensors dtype names (sub-byte types count as their packed storage)
+_DTYPE_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip
 
 
 def _calibration_dataset(tokenizer, n: int = 128, length: int = 512):

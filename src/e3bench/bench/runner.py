@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable
 
 from e3bench.backends import models
+from e3bench.backends.factory import make_backend
 from e3bench.bench import envinfo, loops, prompts
 from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
-from e3bench.core import registry
 from e3bench.core.api import Backend
 from e3bench.core.errors import E3Error
 from e3bench.core.host import PeakRss, peak_rss_bytes
@@ -26,46 +26,6 @@ from e3bench.core.timing import clock
 from e3bench.results.schema import BatchResult, Efficiency, ModelInfo, ResultRecord, TaskResult
 
 Progress = Callable[[str], None]
-
-
-#: Options every run passes from its own fields; backend_options may not set them.
-_RUN_OPTIONS = {"cache_dir": "--cache-dir", "threads": "--threads"}
-
-
-def _init_options(cls) -> tuple[set[str], bool]:
-    """Keyword options a backend's constructor takes, and whether it takes **kwargs."""
-    import inspect
-
-    try:
-        params = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        return set(), True
-    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    return names, any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-def make_backend(cfg: RunConfig) -> Backend:
-    """The backend object for ``cfg``: run-level options it accepts plus ``cfg.backend_options``."""
-    cls = registry.backends.get(cfg.backend)
-    names, any_kw = _init_options(cls)
-    for key in cfg.backend_options:
-        if key in _RUN_OPTIONS:
-            raise E3Error(f"backend_options.{key} is a run option", f"use {_RUN_OPTIONS[key]} instead")
-        if key not in names and not any_kw:
-            own = sorted(names - set(_RUN_OPTIONS))
-            raise E3Error(
-                f"backend '{cfg.backend}' has no option '{key}'",
-                f"its options: {', '.join(own)}" if own else f"backend '{cfg.backend}' takes no options",
-            )
-    kwargs = {k: v for k, v in (("cache_dir", cfg.cache_dir), ("threads", cfg.threads)) if k in names or any_kw}
-    kwargs.update(cfg.backend_options)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise E3Error(
-            f"backend '{cfg.backend}' rejected its options {dict(cfg.backend_options)}: {exc}",
-            "check the option names and values (see docs/backends.md)",
-        ) from None
 
 
 class Runner:
@@ -107,7 +67,7 @@ class Runner:
         check_tasks(cfg)  # unknown task / missing extra: fail before the model loads
         spec = models.resolve(cfg.model)
         if self.backend is None:
-            self.backend = make_backend(cfg)
+            self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)
         backend = self.backend
         reason = backend.capabilities.check(device=cfg.device, precision=cfg.dtype)
         if reason:
@@ -179,12 +139,10 @@ class Runner:
             eff.peak_rss_method = mem.method
             eff.peak_rss_includes = self._peak_includes()
             eff.peak_rss_lifetime_bytes = max(peak_rss_bytes(), lifetime_before)
-            peak_dev = backend.peak_memory_bytes()
+            peak_dev, peak_method = backend.peak_memory()
             if peak_dev is not None:
                 eff.peak_device_memory_bytes = peak_dev
-                eff.peak_device_memory_method = getattr(
-                    backend, "peak_memory_method", "torch.cuda.max_memory_allocated since after load"
-                )
+                eff.peak_device_memory_method = peak_method
         if eff.generation and bandwidth is not None:
             eff.roofline = self._roofline(bandwidth, info.weights_bytes, eff.generation)
         return ResultRecord(

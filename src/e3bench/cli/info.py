@@ -113,24 +113,9 @@ def export(
 ) -> None:
     """Export the flat run table (one row per run × batch size) to CSV or Parquet."""
     try:
-        from e3bench.core.fsutil import atomic_write_text
-        from e3bench.report.tables import to_csv, to_parquet
-        from e3bench.results.flatten import RUN_COLUMNS
-        from e3bench.results.index import load_rows
+        from e3bench.report.export import export_runs
 
-        if out.suffix not in (".csv", ".parquet"):
-            raise E3Error(f"cannot export to '{out.suffix or out.name}'", "use a .csv or .parquet file name")
-        if out.is_dir():
-            raise E3Error(f"cannot export to {out}: it is a directory", "name a file, e.g. -o runs.csv")
-        runs, _, _ = load_rows(results_dir)
-        try:
-            if out.suffix == ".csv":
-                atomic_write_text(out, to_csv(runs, RUN_COLUMNS))
-            else:
-                to_parquet(runs, RUN_COLUMNS, out)
-        except OSError as exc:  # unwritable place, a file where a folder should be, ...
-            why = exc.strerror or str(exc).splitlines()[0]
-            raise E3Error(f"cannot write {out}: {why}", "choose a writable -o path") from None
-        typer.echo(f"wrote {len(runs)} rows to {out}")
+        n = export_runs(results_dir, out)
+        typer.echo(f"wrote {n} rows to {out}")
     except E3Error as exc:
         fail(exc)

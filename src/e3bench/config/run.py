@@ -131,8 +131,11 @@ class RunConfig(BaseModel):
     @field_validator("sweep")
     @classmethod
     def _one_folder(cls, v: str) -> str:
-        if not v or v in (".", "..") or "/" in v or "\\" in v or Path(v).is_absolute():
-            raise ValueError(f"must be one folder name inside output_dir (got {v!r})")
+        from e3bench.results.store import sweep_name_problem
+
+        problem = sweep_name_problem(v)
+        if problem is not None:
+            raise ValueError(f"must be one folder name inside output_dir, a plain name such as 'my-sweep' (got {v!r}: {problem})")
         return v
 
     def identity(self) -> dict[str, Any]:

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Architecture = Literal["decoder-only", "encoder-decoder", "encoder-only"]
 ARCHITECTURES: tuple[str, ...] = ("decoder-only", "encoder-decoder", "encoder-only")
@@ -35,10 +38,6 @@ class ModelSpec:
     gguf_file: str | None = None  # file name inside ``path`` for GGUF models
     revision: str | None = None
 
-    @property
-    def display(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -54,6 +53,7 @@ class Capabilities:
     precisions_by_device: tuple[tuple[str, frozenset[str]], ...] = ()
 
     def precisions_on(self, device: str) -> frozenset[str]:
+        """The precisions this backend runs on ``device``."""
         return dict(self.precisions_by_device).get(device, self.precisions)
 
     def check(self, *, device: str, precision: str) -> str | None:
@@ -73,21 +73,26 @@ class Capabilities:
 class LoadInfo:
     """What ``Backend.load`` found out about the loaded model (no timings: the runner times)."""
 
-    architecture: str
-    model_type: str
-    parameters: int
+    architecture: str  # one of ARCHITECTURES
+    model_type: str  # transformers' model_type, or the GGUF general.architecture
+    parameters: int  # number of parameters (tied weights counted once)
     weights_bytes: int  # bytes of weights read per decode step (roofline numerator)
-    dtype: str
-    device: str
+    dtype: str  # the precision that runs (a GGUF type name for llama.cpp)
+    device: str  # the device string, e.g. "cpu", "cuda:0", "cuda"
     vocab_size: int
-    max_positions: int | None = None
-    notes: tuple[str, ...] = ()
+    max_positions: int | None = None  # the model's trained context length, when known
+    notes: tuple[str, ...] = ()  # one line each: caches used, quantizer, providers, ...
 
 
 # ----------------------------------------------------------------------- generation
 @dataclass(frozen=True)
 class GenParams:
-    """Generation settings. Speed runs use fixed length: ``min_new_tokens == max_new_tokens``."""
+    """Generation settings. Speed runs use fixed length: ``min_new_tokens == max_new_tokens``.
+
+    ``ignore_eos=True`` (speed runs) suppresses EOS for all ``max_new_tokens`` steps; otherwise
+    EOS is suppressed until ``min_new_tokens`` and then ends the sequence. ``stop`` strings end a
+    sequence once its decoded text contains one of them.
+    """
 
     max_new_tokens: int = 32
     min_new_tokens: int | None = None
@@ -101,7 +106,14 @@ class GenParams:
 
 @dataclass
 class Generation:
-    """One generated continuation."""
+    """One generated continuation.
+
+    ``token_ids``: the generated tokens only (never the prompt), in order. The EOS token that
+    ended a sequence is NOT included, nor is padding after it; a sequence ended by a stop string
+    keeps the tokens up to and including the one that completed the stop string.
+    ``text``: ``decode(token_ids)`` without special tokens, cut before the first stop string.
+    ``finish_reason``: ``"length"`` (``max_new_tokens`` reached), ``"eos"`` or ``"stop"``.
+    """
 
     token_ids: list[int]
     text: str
@@ -115,46 +127,126 @@ OnToken = Callable[[int], None]
 
 @dataclass(frozen=True)
 class LogLik:
-    """Log-likelihood of a continuation given a context."""
+    """Log-likelihood of a continuation given a context (or of a whole text, rolling).
 
-    logprob: float  # sum of natural-log probabilities of the continuation tokens
-    is_greedy: bool  # every continuation token was the argmax
+    ``logprob``: sum of the natural-log probabilities of the scored tokens (≤ 0).
+    ``is_greedy``: every scored token was the argmax of its distribution.
+    ``n_tokens``: number of scored tokens (the continuation's, or the whole text's).
+    """
+
+    logprob: float
+    is_greedy: bool
     n_tokens: int
+
+
+#: ``Backend.peak_memory()``: (bytes or None, how the figure was obtained).
+PeakMemory = tuple[int | None, str]
 
 
 @runtime_checkable
 class Backend(Protocol):
+    """A way to run a model: load it, tokenize, generate, score. The one contract every caller
+    (runner, tasks, the lm-eval engine) uses; nobody reads anything else off a backend.
+
+    Life cycle: ``cls(options, cache_dir=..., threads=...)`` (``options`` an instance of
+    ``cls.Options``; :func:`e3bench.backends.factory.make_backend` builds it from a dict), then
+    ``load``, then any calls, then ``close`` (after which ``load`` may be called again).
+    ``architecture``, ``device`` and ``load_info`` are readable after ``load`` (``""``, ``""``
+    and ``None`` before).
+
+    Shared rules:
+
+    * Prompts are token ids from ``encode`` (no special tokens added). An **empty prompt** (zero
+      tokens) raises :class:`~e3bench.core.errors.E3Error` from ``generate`` and ``forward`` on
+      every backend; so does an empty batch.
+    * Log-likelihoods follow lm-evaluation-harness exactly (tokenization, truncation, rolling
+      windows): see :mod:`e3bench.backends.tokenization`.
+    * Backends never time themselves (see the module docstring).
+    """
+
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    #: the backend's own options (pydantic model, ``extra="forbid"``); cache_dir/threads are not
+    #: among them (run options, passed to the constructor separately)
+    Options: ClassVar[type[BaseModel]]
 
-    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo: ...
+    architecture: str  # "decoder-only" | "encoder-decoder" | "encoder-only" after load
+    device: str  # where the model runs after load, e.g. "cpu", "cuda:0", "cuda"
+    load_info: LoadInfo | None  # what load returned
 
-    def encode(self, text: str) -> list[int]: ...
+    def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
+        """Load ``model`` at ``precision`` on ``device`` (``"cpu"`` | ``"cuda"``).
 
-    def decode(self, token_ids: Sequence[int]) -> str: ...
+        Raises E3Error when ``capabilities`` rule the combination out (naming what is supported),
+        when the device is absent, or when the model cannot be read.
+        """
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens (no BOS)."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids`` without special tokens."""
+        ...
 
     def generate(
         self,
         prompts: Sequence[Sequence[int]],
         params: GenParams,
         on_token: OnToken | None = None,
-    ) -> list[Generation]: ...
+    ) -> list[Generation]:
+        """One :class:`Generation` per prompt, in prompt order; ``on_token(k)`` once per decode
+        step. Raises E3Error for an empty prompt or batch, and for encoder-only models."""
+        ...
 
     def forward(self, prompts: Sequence[Sequence[int]]) -> None:
-        """One forward pass over the batch (encoder-only latency; prefill for others)."""
+        """One forward pass over the batch (encoder-only latency; prefill for others).
+        Raises E3Error for an empty prompt or batch."""
         ...
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]: ...
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLik]:
+        """Log-likelihood of each ``continuation`` given its ``context``: one result per request,
+        in request order.
 
-    def synchronize(self) -> None: ...
-
-    def reset_peak_memory(self) -> None: ...
-
-    def peak_memory_bytes(self) -> int | None:
-        """Peak *device* memory since the last reset (None on CPU; RSS is the runner's job)."""
+        Tokenized as lm-eval does (trailing context spaces move to the continuation; an empty
+        context is the BOS/EOS token); inputs longer than the backend's maximum length are cut
+        on the left, lm-eval's ``(ctx + cont)[-(max_length + 1):][:-1]``. Raises E3Error when a
+        continuation is empty after tokenization, longer than the maximum length, or when the
+        model is encoder-only.
+        """
         ...
 
-    def close(self) -> None: ...
+    def loglikelihood_rolling(self, texts: Sequence[str], *, max_length: int | None = None) -> list[LogLik]:
+        """Log-likelihood of each whole text, for perplexity: one :class:`LogLik` per text, in
+        order, with ``logprob`` = summed natural-log probability of every token of the text and
+        ``n_tokens`` = number of tokens scored (all of them).
+
+        lm-eval's ``loglikelihood_rolling``: the text's tokens are cut into disjoint windows of
+        ``max_length`` tokens (None: the backend's maximum length), the first conditioned on the
+        BOS (else EOS) token, each later one on the tokens before it. Raises E3Error when
+        ``max_length`` exceeds the backend's maximum length, or for encoder-only models.
+        """
+        ...
+
+    def synchronize(self) -> None:
+        """Return when all queued device work is done (CUDA sync; a no-op where calls block)."""
+        ...
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak for :meth:`peak_memory` (the runner calls it after ``load``)."""
+        ...
+
+    def peak_memory(self) -> PeakMemory:
+        """Peak *device* memory since the last reset: ``(bytes, how)``. ``bytes`` is None where
+        there is no device counter (CPU: host RSS is the runner's job); ``how`` always says what
+        the figure is, e.g. ``"torch.cuda.max_memory_allocated since after load"`` or
+        ``"reserved: gpu_memory_utilization × total device memory"``."""
+        ...
+
+    def close(self) -> None:
+        """Free the model and device memory. The backend may be loaded again afterwards."""
+        ...
 
 
 # --------------------------------------------------------------------------- energy

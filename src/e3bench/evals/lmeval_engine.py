@@ -8,9 +8,13 @@ extra.
 
 * ``loglikelihood`` → ``backend.loglikelihood`` (for the PyTorch backend: e3bench's shared-context
   scorer, tokenized exactly as lm-eval's HF model).
-* ``loglikelihood_rolling`` → ``backend.loglikelihood_rolling`` if present, else
-  :func:`e3bench.backends.hf_scorer.hf_loglikelihood_rolling` on the backend's HF model.
-* ``generate_until`` → ``backend.generate`` (greedy unless asked), cut at ``until`` as lm-eval.
+* ``loglikelihood_rolling`` → ``backend.loglikelihood_rolling`` (lm-eval's rolling windows on
+  every backend).
+* ``generate_until`` → ``backend.generate`` (greedy unless asked, stopping at EOS and at
+  ``until``), cut at ``until`` as lm-eval. lm-eval's HF model also adds the decoded EOS to
+  ``until``; our backends stop at EOS and never put it in the text, so that adds nothing.
+
+Only the :class:`~e3bench.core.api.Backend` contract is used.
 """
 
 from __future__ import annotations
@@ -51,33 +55,14 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
             return res
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-            texts = [r.args[0] for r in requests]
-            fn = getattr(self.backend, "loglikelihood_rolling", None)
-            if callable(fn):
-                out = fn(texts)
-                return [float(getattr(o, "logprob", o)) for o in out]
-            model, tok = getattr(self.backend, "model", None), getattr(self.backend, "tokenizer", None)
-            arch = getattr(self.backend, "architecture", "")
-            if model is None or tok is None:
-                raise E3Error(
-                    f"backend '{getattr(self.backend, 'name', '?')}' cannot compute rolling "
-                    "log-likelihoods (perplexity tasks)",
-                    "use the pytorch backend for perplexity tasks",
-                )
-            from e3bench.backends.hf_scorer import hf_loglikelihood_rolling
-
-            out = hf_loglikelihood_rolling(
-                model, tok, texts, device=getattr(self.backend, "device", "cpu"), architecture=arch
-            )
-            return [o.logprob for o in out]
+            out = self.backend.loglikelihood_rolling([r.args[0] for r in requests])
+            return [float(o.logprob) for o in out]
 
         # ---- generation
         def generate_until(self, requests, disable_tqdm: bool = False):
+            from e3bench.evals.tasks.generative import cut_at_stop
+
             results: list[str] = []
-            eos = None
-            tok = getattr(self.backend, "tokenizer", None)
-            if tok is not None and getattr(tok, "eos_token_id", None) is not None:
-                eos = tok.decode([tok.eos_token_id])
             for r in requests:
                 context, gen_kwargs = r.args
                 kwargs = dict(gen_kwargs or {})
@@ -85,8 +70,6 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
                 if isinstance(until, str):
                     until = [until]
                 until = list(until)
-                if eos and eos not in until:
-                    until.append(eos)
                 max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
                 do_sample = bool(kwargs.pop("do_sample", False))
                 temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
@@ -101,10 +84,7 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
                     stop=tuple(until),
                 )
                 (gen,) = self.backend.generate([self.backend.encode(context)], params)
-                text = gen.text
-                for term in until:
-                    if term:
-                        text = text.split(term)[0]
+                text = cut_at_stop(gen.text, until)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
                 results.append(text)
             return results

@@ -22,8 +22,14 @@ MLPERF_QUALITY_TARGET = 0.99
 @dataclass
 class ConfigSummary:
     """One configuration (model × backend × dtype × device) as its latest successful record
-    shows it. ``*_bs1`` figures come from its smallest measured batch size;
-    ``task_scores``: task → (primary metric, value, standard error)."""
+    shows it.
+
+    ``*_at_min_batch`` figures come from the smallest batch size the run measured,
+    ``min_batch_size`` (which is 1 only when batch 1 was measured: every label that shows them
+    says the batch, see :func:`batch_label`). ``*_by_batch``: batch size → value, for
+    comparisons at a batch size two configurations share. ``task_scores``: task → (primary
+    metric, value, standard error).
+    """
 
     label: str
     model: str
@@ -31,13 +37,16 @@ class ConfigSummary:
     dtype: str
     device: str
     run_id: str
-    decode_tokens_per_s_bs1: float | None = None
-    ttft_ms_bs1: float | None = None
-    tpot_ms_bs1: float | None = None
+    min_batch_size: int | None = None
+    decode_tokens_per_s_at_min_batch: float | None = None
+    ttft_ms_at_min_batch: float | None = None
+    tpot_ms_at_min_batch: float | None = None
     peak_rss_mib: float | None = None
-    ept_total_j_per_token: float | None = None
+    ept_total_j_per_token_at_min_batch: float | None = None
     energy_method: str | None = None
     throughput_by_batch: dict[int, float] = field(default_factory=dict)
+    decode_tokens_per_s_by_batch: dict[int, float] = field(default_factory=dict)
+    ept_total_j_per_token_by_batch: dict[int, float] = field(default_factory=dict)
     task_scores: dict[str, tuple[str, float, float | None]] = field(default_factory=dict)
 
     @property
@@ -79,19 +88,37 @@ def summarize_configs(records: Sequence[ResultRecord]) -> list[ConfigSummary]:
         gens = sorted(rec.efficiency.generation, key=lambda g: g.batch_size)
         if gens:
             g = gens[0]
-            s.decode_tokens_per_s_bs1 = g.decode_tokens_per_s.mean if g.decode_tokens_per_s else None
-            s.ttft_ms_bs1 = g.ttft_ms.mean if g.ttft_ms else None
-            s.tpot_ms_bs1 = g.tpot_ms.mean if g.tpot_ms else None
+            s.min_batch_size = g.batch_size
+            s.decode_tokens_per_s_at_min_batch = g.decode_tokens_per_s.mean if g.decode_tokens_per_s else None
+            s.ttft_ms_at_min_batch = g.ttft_ms.mean if g.ttft_ms else None
+            s.tpot_ms_at_min_batch = g.tpot_ms.mean if g.tpot_ms else None
             e = g.energy
-            s.ept_total_j_per_token = e.ept_total_j_per_token if e is not None else None
+            s.ept_total_j_per_token_at_min_batch = e.ept_total_j_per_token if e is not None else None
             s.energy_method = f"{e.method}: {e.sensor}" if e is not None else None
             s.throughput_by_batch = {x.batch_size: x.throughput_tokens_per_s for x in gens}
+            s.decode_tokens_per_s_by_batch = {
+                x.batch_size: x.decode_tokens_per_s.mean for x in gens if x.decode_tokens_per_s is not None}
+            s.ept_total_j_per_token_by_batch = {
+                x.batch_size: x.energy.ept_total_j_per_token for x in gens
+                if x.energy is not None and x.energy.ept_total_j_per_token is not None}  # fmt: skip
         for t in rec.effectiveness:
             m = primary_metric(t.metrics)
             if m is not None:
                 s.task_scores[t.task] = (m, t.metrics[m], t.stderr.get(m))
         out.append(s)
     return sorted(out, key=lambda s: (s.model, s.backend, s.device, _dtype_rank(s.dtype)))
+
+
+def batch_label(configs: Sequence[ConfigSummary]) -> str:
+    """What ``*_at_min_batch`` figures of ``configs`` were measured at, for titles and labels:
+    ``"batch 4"`` when every configuration's smallest batch is 4, ``"smallest batch measured
+    (1–8)"`` when they differ, ``"no batch measured"`` when none was."""
+    sizes = sorted({c.min_batch_size for c in configs if c.min_batch_size is not None})
+    if not sizes:
+        return "no batch measured"
+    if len(sizes) == 1:
+        return f"batch {sizes[0]}"
+    return f"smallest batch measured ({sizes[0]}–{sizes[-1]})"
 
 
 def _dtype_rank(d: str) -> int:
@@ -102,7 +129,9 @@ def _dtype_rank(d: str) -> int:
 @dataclass
 class VariantComparison:
     """A reduced-precision variant against its reference (same model, backend, device):
-    percentages are of the reference, ``speedup`` is decode tokens/s variant ÷ reference."""
+    percentages are of the reference, ``speedup`` is decode tokens/s variant ÷ reference and
+    ``energy_saved_pct`` compares J/token, both at ``batch_size``: the smallest batch size both
+    measured (None when they share none: then neither figure is given)."""
 
     variant: str
     reference: str
@@ -111,6 +140,7 @@ class VariantComparison:
     energy_saved_pct: float | None
     quality_ok: bool | None  # ≥ 99% of the reference on every common task (None: no tasks)
     per_task_retained_pct: dict[str, float]
+    batch_size: int | None = None
 
 
 def compare_to_reference(configs: Sequence[ConfigSummary]) -> list[VariantComparison]:
@@ -134,19 +164,20 @@ def compare_to_reference(configs: Sequence[ConfigSummary]) -> list[VariantCompar
                 if ref.task_scores[t][1] > 0
             }
             retained = sum(per_task.values()) / len(per_task) if per_task else None
+            common_bs = min(set(v.throughput_by_batch) & set(ref.throughput_by_batch), default=None)
+            v_ept = v.ept_total_j_per_token_by_batch.get(common_bs)
+            ref_ept = ref.ept_total_j_per_token_by_batch.get(common_bs)
             out.append(
                 VariantComparison(
                     variant=v.label,
                     reference=ref.label,
                     quality_retained_pct=retained,
-                    speedup=_ratio(v.decode_tokens_per_s_bs1, ref.decode_tokens_per_s_bs1),
-                    energy_saved_pct=(
-                        100 * (1 - v.ept_total_j_per_token / ref.ept_total_j_per_token)
-                        if v.ept_total_j_per_token and ref.ept_total_j_per_token
-                        else None
-                    ),
+                    speedup=_ratio(v.decode_tokens_per_s_by_batch.get(common_bs),
+                                   ref.decode_tokens_per_s_by_batch.get(common_bs)),  # fmt: skip
+                    energy_saved_pct=100 * (1 - v_ept / ref_ept) if v_ept and ref_ept else None,
                     quality_ok=(all(p >= 100 * MLPERF_QUALITY_TARGET for p in per_task.values()) if per_task else None),
                     per_task_retained_pct=per_task,
+                    batch_size=common_bs,
                 )
             )
     return out

@@ -1,13 +1,27 @@
 """Report figures (matplotlib, Agg backend, PNG). Each function takes config summaries and a
-path, and returns the path or None when there is nothing to plot."""
+path, and returns the path or None when there is nothing to plot.
+
+Labels are plain text: configuration names come from model names and paths, which may hold
+``$``, ``_`` or ``\\``; math-text parsing and TeX are off while a figure is drawn (a model named
+``$\\x{$`` used to crash the report). Figures that show ``*_at_min_batch`` figures say the batch
+size in their titles (:func:`e3bench.report.compare.batch_label`), and name each point's batch
+when configurations were measured at different smallest batches. Files are written atomically
+with the user's umask mode.
+"""
 
 from __future__ import annotations
 
+import functools
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 from e3bench.core.errors import require
-from e3bench.report.compare import ConfigSummary, pareto_front
+from e3bench.core.fsutil import atomic_write_bytes
+from e3bench.report.compare import ConfigSummary, batch_label, pareto_front
+
+#: matplotlib settings for every report figure: text is never parsed as math or TeX.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 def _plt():
@@ -18,8 +32,34 @@ def _plt():
     return plt
 
 
+def _plain_text(fn):
+    """Run a plotting function with :data:`PLAIN_TEXT` (only for its duration)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        plt = _plt()
+        with plt.rc_context(PLAIN_TEXT):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _labels(configs: Sequence[ConfigSummary]) -> list[str]:
+    """Configuration labels, each with its batch size when the smallest batches differ."""
+    mixed = len({c.min_batch_size for c in configs}) > 1
+    return [f"{c.label} (bs{c.min_batch_size})" if mixed else c.label for c in configs]
+
+
 def _bar(configs, values, ylabel, title, path: Path, note: str = "") -> Path | None:
-    pairs = [(c.label, v) for c, v in zip(configs, values, strict=True) if v is not None]
+    pairs = [(label, v) for label, v in zip(_labels(configs), values, strict=True) if v is not None]
     if not pairs:
         return None
     plt = _plt()
@@ -31,29 +71,29 @@ def _bar(configs, values, ylabel, title, path: Path, note: str = "") -> Path | N
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
+@_plain_text
 def latency(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """TTFT and TPOT bars (ms, smallest batch) as a PNG at ``path``; None without TTFT data."""
-    if not any(c.ttft_ms_bs1 for c in configs):
+    """TTFT and TPOT bars (ms, mean, at each configuration's smallest batch, named in the title)
+    as a PNG at ``path``; None without TTFT data."""
+    if not any(c.ttft_ms_at_min_batch for c in configs):
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.4 * len(configs) + 3), 3.6))
-    for ax, attr, name in ((axes[0], "ttft_ms_bs1", "TTFT (ms)"), (axes[1], "tpot_ms_bs1", "TPOT (ms)")):
+    for ax, attr, name in ((axes[0], "ttft_ms_at_min_batch", "TTFT (ms)"),
+                           (axes[1], "tpot_ms_at_min_batch", "TPOT (ms)")):  # fmt: skip
         vals = [getattr(c, attr) or 0 for c in configs]
         ax.bar(range(len(vals)), vals, color="#dd8452")
-        ax.set_xticks(range(len(vals)), [c.label for c in configs], rotation=25, ha="right", fontsize=8)
-        ax.set_title(f"{name}, batch 1 (mean)", fontsize=10)
+        ax.set_xticks(range(len(vals)), _labels(configs), rotation=25, ha="right", fontsize=8)
+        ax.set_title(f"{name}, {batch_label(configs)} (mean)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
+@_plain_text
 def throughput_vs_batch(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
     """Output tokens/s against batch size (log2 axis), one line per configuration; None without data."""
     if not any(c.throughput_by_batch for c in configs):
@@ -71,44 +111,51 @@ def throughput_vs_batch(configs: Sequence[ConfigSummary], path: Path) -> Path | 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
+@_plain_text
 def memory(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
     """Peak RSS bars (MiB); None when no configuration has it."""
     return _bar(configs, [c.peak_rss_mib for c in configs], "MiB", "Peak RSS (measured phase)", path)
 
 
+@_plain_text
 def energy_per_token(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """EPT_total bars (J/token, smallest batch), the energy methods in the title; None without energy."""
+    """EPT_total bars (J/token, at each configuration's smallest batch, named in the title), the
+    energy methods below the title; None without energy."""
     methods = sorted({c.energy_method for c in configs if c.energy_method})
-    return _bar(configs, [c.ept_total_j_per_token for c in configs], "J / token",
-                "Energy per token (EPT_total, batch 1)", path, note="; ".join(methods))  # fmt: skip
+    return _bar(configs, [c.ept_total_j_per_token_at_min_batch for c in configs], "J / token",
+                f"Energy per token (EPT_total, {batch_label(configs)})", path, note="; ".join(methods))  # fmt: skip
 
 
+@_plain_text
 def accuracy(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
     """Mean primary metric bars; None without task scores."""
     return _bar(configs, [c.accuracy for c in configs], "mean primary metric",
                 "Accuracy (mean over tasks of acc_norm / acc / exact match)", path)  # fmt: skip
 
 
+@_plain_text
 def pareto(configs: Sequence[ConfigSummary], path: Path, x_attr: str, x_label: str, title: str) -> Path | None:
-    """Quality (y, higher is better) against a cost (x, lower is better); the front is drawn.
+    """Quality (y, higher is better) against a cost (x, lower is better, attribute ``x_attr``);
+    the front is drawn. ``x_label`` gets the batch size of ``*_at_min_batch`` attributes
+    appended.
 
-    Without task scores, quality falls back to decode tokens/s so the plot still ranks speed
-    against energy; the title says so.
+    Without task scores, quality falls back to decode tokens/s (at the smallest batch) so the
+    plot still ranks speed against energy; the title says so.
     """
     use_acc = any(c.accuracy is not None for c in configs)
     pts = []
-    for c in configs:
-        y = c.accuracy if use_acc else c.decode_tokens_per_s_bs1
+    for c, label in zip(configs, _labels(configs), strict=True):
+        y = c.accuracy if use_acc else c.decode_tokens_per_s_at_min_batch
         x = getattr(c, x_attr)
         if x is not None and y is not None:
-            pts.append((c.label, x, y))
+            pts.append((label, x, y))
     if not pts:
         return None
+    if x_attr.endswith("_at_min_batch"):
+        x_label = f"{x_label}, {batch_label(configs)}"
     front = set(pareto_front(pts))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -119,13 +166,12 @@ def pareto(configs: Sequence[ConfigSummary], path: Path, x_attr: str, x_label: s
     fr = sorted((x, y) for label, x, y in pts if label in front)
     ax.plot([p[0] for p in fr], [p[1] for p in fr], color="#c44e52", lw=1.2, ls="--", label="Pareto front")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("accuracy (mean primary metric)" if use_acc else "decode tokens/s (no task scores)")
+    ax.set_ylabel("accuracy (mean primary metric)" if use_acc
+                  else f"decode tokens/s, {batch_label(configs)} (no task scores)")  # fmt: skip
     if not use_acc:
         title = title.replace("Accuracy", "Decode speed") + " (no task scores in these runs)"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -1,7 +1,10 @@
-"""Table files from flat rows (:mod:`e3bench.results.flatten`): CSV, Parquet and LaTeX.
+"""Table files from flat rows (:mod:`e3bench.results.flatten`): CSV, Parquet, LaTeX and Markdown.
 
 Cells are rendered with the one number formatter, :func:`e3bench.core.fmt.num` (``-`` for a
-missing value).
+missing value). Text that came from users (model names, paths, errors) is made inert for each
+format: CSV cells that a spreadsheet would run as a formula are neutralised
+(:func:`csv_safe`), LaTeX specials escaped (:func:`latex_escape`), Markdown pipes escaped
+(:func:`md_cell`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.core.fmt import num
+from e3bench.core.fsutil import atomic_write_bytes
 
 #: What a table shows for a missing value (None or NaN).
 MISSING = "-"
@@ -24,25 +28,54 @@ def cell(v: Any) -> str:
     return num(v, none=MISSING)
 
 
+#: First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) read a cell as a
+#: formula or command (OWASP "CSV injection"): ``= + - @``, tab and carriage return.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(v: Any) -> Any:
+    """``v`` for a CSV cell: a string starting with one of :data:`FORMULA_STARTS` gets a leading
+    ``'`` (OWASP's advice: the spreadsheet shows it as text, e.g. ``'=HYPERLINK(...)``); numbers
+    (negative ones too) and other strings are unchanged."""
+    if isinstance(v, str) and v.startswith(FORMULA_STARTS):
+        return "'" + v
+    return v
+
+
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """CSV text with a header of ``columns``; values as Python writes them, None as empty."""
+    """CSV text with a header of ``columns``; values as Python writes them, None as empty, text
+    cells through :func:`csv_safe` (header included)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
-    w.writeheader()
+    w = csv.writer(buf)
+    w.writerow([csv_safe(c) for c in columns])
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+        w.writerow([csv_safe("" if r.get(k) is None else r.get(k)) for k in columns])
     return buf.getvalue()
 
 
-def to_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> None:
-    """Write ``rows`` as a Parquet table with ``columns``. Needs pyarrow (extra ``report``)."""
+def to_parquet_bytes(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> bytes:
+    """``rows`` as a Parquet file's bytes, columns ``columns`` (values as they are: Parquet is
+    typed data, not a spreadsheet). Needs pyarrow (extra ``report``)."""
     from e3bench.core.errors import require
 
     pa = require("pyarrow", "report", "Parquet export")
     import pyarrow.parquet as pq
 
     table = pa.table({c: [r.get(c) for r in rows] for c in columns})
-    pq.write_table(table, path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def to_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> None:
+    """Write ``rows`` as a Parquet table with ``columns`` at ``path``, atomically (umask mode).
+    Raises ``OSError`` when ``path`` cannot be written. Needs pyarrow (extra ``report``)."""
+    atomic_write_bytes(path, to_parquet_bytes(rows, columns))
+
+
+def md_cell(v: Any) -> str:
+    """A Markdown table cell: :func:`cell`, with ``|`` escaped and line breaks as spaces."""
+    return " ".join(cell(v).split()).replace("|", "\\|")
 
 
 #: Every character LaTeX treats specially in text, and how to write it literally.

@@ -4,8 +4,15 @@ The JSON records stay the source of truth; the index (``<root>/.e3bench-index.sq
 cache of their flat rows (:mod:`e3bench.results.flatten`) that every call brings up to date
 incrementally: each record file is ``stat``-ed, and only files that are new or whose
 (mtime, size, inode) changed are read again; rows of deleted files are dropped. An index built by
-another e3bench version (other columns or schema) is rebuilt; an unwritable directory or a damaged
-index file falls back to an index in memory.
+another e3bench version (other columns or schema) is rebuilt.
+
+Concurrency and permissions: any number of ``ls``/``export`` may run at once on one folder (and
+while a sweep writes records). A current index is only read; updates happen in one SQLite
+``BEGIN IMMEDIATE`` transaction, so concurrent updaters take turns and never see a half-built
+table (no temporary file names to collide on). Readers never need write access: in a read-only
+folder, or when the index stays locked for 30 s, the index is built in memory (from a copy of the
+on-disk one when readable). A file that is not an SQLite database is replaced; a working index is
+never deleted.
 
 Why keep it: an up-to-date query costs a ``stat`` per file, against reading and validating every
 record for a rebuild or a filter in Python. ``benchmarks/index_speed.py`` (2,000 synthetic
@@ -15,7 +22,9 @@ records, 153 MB): 0.05 s per query with the index against 4.8 s for the old rebu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -30,92 +39,162 @@ INDEX_NAME = ".e3bench-index.sqlite"
 DEFAULT_COLUMNS = ("run_id", "model", "backend", "dtype", "device", "batch_size", "status",
                    "decode_tokens_per_s_mean", "ttft_ms_mean", "ept_total_j_per_token")  # fmt: skip
 #: Changes whenever the tables would: an index with another format is rebuilt from scratch.
-_FORMAT = hashlib.sha256(repr((2, SCHEMA_VERSION, RUN_COLUMNS, TASK_COLUMNS)).encode()).hexdigest()[:16]
+_FORMAT = hashlib.sha256(repr((3, SCHEMA_VERSION, RUN_COLUMNS, TASK_COLUMNS)).encode()).hexdigest()[:16]
+
+
+def _tables_ok(con: sqlite3.Connection) -> bool:
+    """Whether the index has this version's tables (read only: no lock beyond a shared one)."""
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return False
+        raise
+    return row is not None and row[0] == _FORMAT
 
 
 def _create(con: sqlite3.Connection) -> None:
+    """(Re)create the tables unless they have this version's format; inside the caller's write
+    transaction, so two processes never both rebuild."""
     con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-    row = con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-    if row is not None and row[0] == _FORMAT:
+    if _tables_ok(con):
         return
-    with con:
-        for t in ("files", "runs", "tasks"):
-            con.execute(f"DROP TABLE IF EXISTS {t}")
-        con.execute("CREATE TABLE files (path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, ino INTEGER, "
-                    "problem TEXT)")  # fmt: skip
-        con.execute(f"CREATE TABLE runs (path TEXT, seq INTEGER, {', '.join(RUN_COLUMNS)})")
-        con.execute(f"CREATE TABLE tasks (path TEXT, seq INTEGER, {', '.join(TASK_COLUMNS)})")
-        con.execute("CREATE INDEX runs_path ON runs (path)")
-        con.execute("CREATE INDEX tasks_path ON tasks (path)")
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (_FORMAT,))
+    for t in ("files", "runs", "tasks"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    con.execute("CREATE TABLE files (path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, ino INTEGER, "
+                "problem TEXT)")  # fmt: skip
+    con.execute(f"CREATE TABLE runs (path TEXT, seq INTEGER, {', '.join(RUN_COLUMNS)})")
+    con.execute(f"CREATE TABLE tasks (path TEXT, seq INTEGER, {', '.join(TASK_COLUMNS)})")
+    con.execute("CREATE INDEX runs_path ON runs (path)")
+    con.execute("CREATE INDEX tasks_path ON tasks (path)")
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (_FORMAT,))
 
 
-def _connect(root: Path) -> sqlite3.Connection:
-    path = root / INDEX_NAME
-    for attempt in range(2):
-        try:
-            con = sqlite3.connect(path, timeout=30)
-            _create(con)
-            return con
-        except sqlite3.DatabaseError:  # not writable, or not an SQLite file
-            if attempt == 0 and path.is_file():
-                path.unlink(missing_ok=True)
-                continue
-            break
-    con = sqlite3.connect(":memory:")
-    _create(con)
-    return con
-
-
-def _sync(con: sqlite3.Connection, root: Path) -> None:
+def _changes(con: sqlite3.Connection, root: Path) -> tuple[list[tuple[str, Path, os.stat_result]], set[str]]:
+    """(new or changed files as (key, path, stat), keys to drop) against what the index holds.
+    Keys are paths relative to ``root`` (POSIX), so any spelling of ``root`` shares one index."""
     known = {p: (m, s, i) for p, m, s, i in con.execute("SELECT path, mtime_ns, size, ino FROM files")}
-    changed: list[tuple[Path, Any]] = []
+    changed: list[tuple[str, Path, os.stat_result]] = []
     seen: set[str] = set()
     for p in store.json_files(root):
         try:
             st = p.stat()
         except OSError:
             continue  # removed while we looked
-        seen.add(str(p))
-        if known.get(str(p)) != (st.st_mtime_ns, st.st_size, st.st_ino):
-            changed.append((p, st))
-    stale = (set(known) - seen) | {str(p) for p, _ in changed}
-    if not stale:
+        key = p.relative_to(root).as_posix()
+        seen.add(key)
+        if known.get(key) != (st.st_mtime_ns, st.st_size, st.st_ino):
+            changed.append((key, p, st))
+    return changed, (set(known) - seen) | {k for k, _, _ in changed}
+
+
+def _sync(con: sqlite3.Connection, root: Path) -> None:
+    """Bring the index up to date with the record files under ``root``.
+
+    A first look needs no write lock: an index that is current (the usual case) is only read, so
+    readers never wait for each other. Otherwise one ``BEGIN IMMEDIATE`` transaction re-checks
+    and applies the changes: two processes syncing at once are serialised by SQLite's lock (the
+    second waits, then finds nothing left to do) and a crash mid-way rolls back.
+    """
+    if _tables_ok(con) and not any(_changes(con, root)):
         return
-    with con:
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        _create(con)
+        changed, stale = _changes(con, root)
         for key in stale:
             for t in ("files", "runs", "tasks"):
                 con.execute(f"DELETE FROM {t} WHERE path = ?", (key,))
-        for p, st in changed:
+        for key, p, st in changed:
             doc = store.read_document(p)
-            con.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                        (str(p), st.st_mtime_ns, st.st_size, st.st_ino, doc.problem))  # fmt: skip
+            problem = doc.problem.removeprefix(f"{p}: ") if doc.problem else None
+            con.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (key, st.st_mtime_ns, st.st_size, st.st_ino, problem))
             if doc.record is None:
                 continue
             runs = run_rows(doc.record, p.parent.name)
             con.executemany(f"INSERT INTO runs VALUES (?, ?, {', '.join('?' * len(RUN_COLUMNS))})",
-                            [(str(p), k, *(r[c] for c in RUN_COLUMNS)) for k, r in enumerate(runs)])  # fmt: skip
+                            [(key, k, *(r[c] for c in RUN_COLUMNS)) for k, r in enumerate(runs)])  # fmt: skip
             tasks = task_rows(doc.record)
             con.executemany(f"INSERT INTO tasks VALUES (?, ?, {', '.join('?' * len(TASK_COLUMNS))})",
-                            [(str(p), k, *(r[c] for c in TASK_COLUMNS)) for k, r in enumerate(tasks)])  # fmt: skip
+                            [(key, k, *(r[c] for c in TASK_COLUMNS)) for k, r in enumerate(tasks)])  # fmt: skip
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            con.execute("ROLLBACK")
+        raise
+
+
+def _not_sqlite(path: Path) -> bool:
+    """True when ``path`` is a non-empty file that is not an SQLite database (damaged index)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False  # missing or unreadable: nothing to repair
+    return bool(head) and head != b"SQLite format 3\x00"
+
+
+def _in_memory(path: Path, root: Path) -> sqlite3.Connection:
+    """An index in memory, started from a copy of the on-disk one when that can be read (so a
+    read-only results folder with a current index re-reads nothing), then synced."""
+    con = sqlite3.connect(":memory:", isolation_level=None)
+    if path.is_file() and not _not_sqlite(path):
+        with contextlib.suppress(sqlite3.Error, OSError):
+            src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                src.backup(con)
+            finally:
+                src.close()
+    try:
+        _sync(con, root)
+    except sqlite3.Error:  # a half-copied or odd index: start from nothing
+        con.close()
+        con = sqlite3.connect(":memory:", isolation_level=None)
+        _sync(con, root)
+    return con
+
+
+def _connect(root: Path) -> sqlite3.Connection:
+    """A connection to ``root``'s index, synced. Falls back to an index in memory when the folder
+    or index cannot be written (read-only results: readers never need write access) or stays
+    locked; a file that is not an SQLite database is replaced. Never deletes a working index."""
+    path = root / INDEX_NAME
+    for attempt in range(2):
+        con = None
+        try:
+            con = sqlite3.connect(path, timeout=30, isolation_level=None)
+            _sync(con, root)
+            return con
+        except sqlite3.Error:  # read-only, locked for too long, or not an SQLite file
+            if con is not None:
+                con.close()
+            if attempt == 0 and _not_sqlite(path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            break
+    return _in_memory(path, root)
 
 
 def _open(root: Path) -> sqlite3.Connection:
     """A connection to ``root``'s index, synced with the records; :class:`E3Error` when ``root``
-    does not exist or holds no run record."""
-    root = Path(root)
-    if not root.exists():
-        raise E3Error(f"results directory {root} does not exist", "pass the --output-dir of your runs")
+    is missing, not a folder, or holds no readable run record (naming the files it skipped)."""
+    root = store.check_root(root)
     con = _connect(root)
     try:
-        _sync(con, root)
         if con.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None:
-            raise E3Error(f"no e3bench results under {root}", "run `e3bench run -o DIR` or `e3bench sweep` first")
+            raise store.no_results_error(root, _problems(con, root))
     except BaseException:
         con.close()
         raise
     con.row_factory = sqlite3.Row
     return con
+
+
+def _problems(con: sqlite3.Connection, root: Path) -> list[str]:
+    """``<path>: <why>`` for every record file the index could not read, in path order."""
+    got = con.execute("SELECT path, problem FROM files WHERE problem IS NOT NULL").fetchall()
+    return [f"{root / k}: {why}" for k, why in sorted(got, key=lambda r: Path(r[0]))]
 
 
 def load_rows(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
@@ -130,9 +209,8 @@ def load_rows(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], l
             got.sort(key=lambda r: (Path(r["path"]), r["seq"]))
             return [{c: r[c] for c in columns} for r in got]
 
-        got = con.execute("SELECT path, problem FROM files WHERE problem IS NOT NULL").fetchall()
-        problems = [r[1] for r in sorted(got, key=lambda r: Path(r[0]))]
-        return rows("runs", RUN_COLUMNS), rows("tasks", TASK_COLUMNS), [f"skipped {p}" for p in problems]
+        warnings = [f"skipped {p}" for p in _problems(con, Path(root))]
+        return rows("runs", RUN_COLUMNS), rows("tasks", TASK_COLUMNS), warnings
     finally:
         con.close()
 

@@ -9,7 +9,9 @@
                                                           (``--log-samples``), one file per run
 
 Records are written atomically (temp file + fsync + ``os.replace``), so a crash never leaves a
-half-written record and never touches earlier ones.
+half-written record and never touches earlier ones; files get the user's umask mode. Every name
+that becomes a path component here (sweep, run id, config hash, task) is checked to be one safe
+component (:func:`e3bench.core.fsutil.safe_component`), behind the config's own validation.
 
 Other applications may keep JSON documents in the same directory tree (``e3bench finetune``,
 ``e3bench train``). The store tells them apart by a top-level ``kind`` field, which run records
@@ -19,6 +21,7 @@ from the same scan; the store itself knows nothing of what they contain.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -26,30 +29,59 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e3bench.core.errors import E3Error
-from e3bench.core.fsutil import atomic_write_text
+from e3bench.core.fsutil import NAME_MAX, atomic_write_text, component_problem, safe_component
 from e3bench.results.schema import SCHEMA_VERSION, ResultRecord
 
 #: Folder (inside a sweep folder) that holds the per-task samples files.
 SAMPLES_DIR = "samples"
 
 
+def sweep_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a sweep folder (None when it can): not one safe folder name
+    (:func:`e3bench.core.fsutil.component_problem`: ``..``, ``a/b``, an absolute path, a
+    newline, ...), or ``samples``, the folder name whose JSON files the store skips."""
+    if name == SAMPLES_DIR:
+        return f"'{SAMPLES_DIR}' is reserved for per-item samples files: its records would be invisible"
+    return component_problem(name)
+
+
 def run_dir(output_dir: str | os.PathLike, sweep: str) -> Path:
-    """The folder holding one sweep's records: ``<output_dir>/<sweep>``."""
+    """The folder holding one sweep's records: ``<output_dir>/<sweep>``. :class:`E3Error` when
+    ``sweep`` cannot be a sweep folder (:func:`sweep_name_problem`): nothing is ever written
+    outside ``output_dir``. (The config refuses such names first; this is the second check.)"""
+    problem = sweep_name_problem(sweep)
+    if problem is not None:
+        raise E3Error(f"sweep name {sweep!r} cannot be used as a folder name: {problem}",
+                      "use a plain name such as 'my-sweep' (letters, digits, '-', '_', '.')")  # fmt: skip
     return Path(output_dir) / sweep
 
 
 def record_path(output_dir: str | os.PathLike, sweep: str, stem: str) -> Path:
-    """Where a record with file stem ``stem`` (run id or config hash) is stored."""
-    return run_dir(output_dir, sweep) / f"{stem}.json"
+    """Where a record with file stem ``stem`` (run id or config hash) is stored; :class:`E3Error`
+    when ``sweep`` or ``stem`` is not one safe name."""
+    return run_dir(output_dir, sweep) / f"{safe_component(stem, 'record name')}.json"
+
+
+def _file_part(text: str, limit: int) -> str:
+    """``text`` as a file-name part: characters other than letters, digits, ``-``, ``_`` and
+    ``.`` become ``_``; longer than ``limit`` bytes → cut, plus a hash of the whole text so two
+    long names stay apart."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    if len(safe.encode("utf-8")) > limit:
+        cut = safe.encode("utf-8")[: limit - 13].decode("utf-8", "ignore")
+        safe = f"{cut}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
+    return safe
 
 
 def samples_path(output_dir: str | os.PathLike, sweep: str, run_id: str, task: str) -> Path:
     """Where run ``run_id``'s samples of ``task`` are stored:
     ``<output_dir>/<sweep>/samples/<run_id>-<task>.jsonl`` (characters other than letters,
-    digits, ``-``, ``_`` and ``.`` in ``task`` become ``_``). Keyed by run id, so two runs of one
-    configuration keep their own samples."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task)
-    return run_dir(output_dir, sweep) / SAMPLES_DIR / f"{run_id}-{safe}.jsonl"
+    digits, ``-``, ``_`` and ``.`` in ``task`` become ``_``, so ``a/b`` or ``../x`` stay one file
+    name; a task spec too long for a file name is cut and keeps a hash of the whole). Keyed by
+    run id, so two runs of one configuration keep their own samples."""
+    stem = f"{safe_component(run_id, 'run id')}-"
+    name = stem + _file_part(task, NAME_MAX - len(stem) - len(".jsonl")) + ".jsonl"
+    return run_dir(output_dir, sweep) / SAMPLES_DIR / safe_component(name, "samples file name")
 
 
 def save_samples(output_dir: str | os.PathLike, sweep: str, run_id: str, task: str, samples: list) -> Path:
@@ -128,7 +160,18 @@ def read_document(path: Path) -> Document:
     try:
         return Document(path, record=ResultRecord.model_validate(data))
     except ValueError as exc:
-        return Document(path, problem=f"{path}: invalid record ({str(exc).splitlines()[0]})")
+        return Document(path, problem=f"{path}: invalid record ({_first_error(exc)})")
+
+
+def _first_error(exc: ValueError) -> str:
+    """``field.path: message`` of a pydantic validation error's first problem (``+ N more``)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc).splitlines()[0]
+    errs = errors()
+    loc = ".".join(str(x) for x in errs[0].get("loc", ())) or "record"
+    more = f", and {len(errs) - 1} more" if len(errs) > 1 else ""
+    return f"{loc}: {errs[0].get('msg', '')}{more}"
 
 
 @dataclass
@@ -141,6 +184,29 @@ class Scan:
     problems: list[str] = field(default_factory=list)
     #: documents of other kinds, by ``kind``: ``{kind: [(path, parsed JSON), ...]}``
     others: dict[str, list[tuple[Path, dict]]] = field(default_factory=dict)
+
+
+def check_root(root: str | os.PathLike) -> Path:
+    """``root`` as a Path when it is an existing directory; else :class:`E3Error` (missing, or a
+    file given where the results folder is expected)."""
+    root = Path(root)
+    if not root.exists():
+        raise E3Error(f"results directory {root} does not exist", "pass the --output-dir of your runs")
+    if not root.is_dir():
+        raise E3Error(f"{root} is a file, not a results directory",
+                      "pass the folder that holds the records (the --output-dir of your runs)")  # fmt: skip
+    return root
+
+
+def no_results_error(root: Path, problems: list[str]) -> E3Error:
+    """The one "nothing to read under ``root``" error; names the skipped files and why
+    (``problems`` as :attr:`Scan.problems`: up to 3 shown, then a count)."""
+    if not problems:
+        return E3Error(f"no e3bench results under {root}", "run `e3bench run -o DIR` or `e3bench sweep` first")
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return E3Error(f"no readable e3bench results under {root}: skipped {len(problems)} file(s): {shown}",
+                   "records from a newer e3bench need that version (pip install -U e3bench); "
+                   "fix or remove invalid files")  # fmt: skip
 
 
 def scan(root: Path) -> Scan:

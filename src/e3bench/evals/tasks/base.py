@@ -11,6 +11,7 @@ from e3bench.core.errors import E3Error
 
 
 def mean(xs: Sequence[float]) -> float:
+    """Arithmetic mean; NaN for no items."""
     return sum(xs) / len(xs) if xs else float("nan")
 
 
@@ -34,17 +35,9 @@ def ratio_stderr(num: Sequence[float], den: Sequence[float]) -> float:
     return math.sqrt(resid / (n * (n - 1))) / dbar
 
 
-def architecture_of(backend: Backend) -> str | None:
-    arch = getattr(backend, "architecture", None)
-    if arch:
-        return str(arch)
-    info = getattr(backend, "load_info", None)
-    return getattr(info, "architecture", None)
-
-
 def check_backend(backend: Backend, task_name: str, requires: frozenset[str]) -> None:
     """Raise a clear :class:`E3Error` when the backend cannot run this task."""
-    arch = architecture_of(backend)
+    arch = backend.architecture
     needs_lm = bool(requires & {"loglikelihood", "generate"})
     if arch == "encoder-only" and needs_lm:
         how = "log-likelihood scoring" if "loglikelihood" in requires else "text generation"
@@ -54,11 +47,9 @@ def check_backend(backend: Backend, task_name: str, requires: frozenset[str]) ->
             "fine-tune a classification head first (`e3bench finetune`, SuperGLUE tasks) and "
             "evaluate that, or pick a decoder-only / encoder-decoder model",
         )
-    caps = getattr(backend, "capabilities", None)
-    if "loglikelihood" in requires and caps is not None and not getattr(caps, "loglikelihood", True):
+    if "loglikelihood" in requires and not backend.capabilities.loglikelihood:
         raise E3Error(
-            f"task '{task_name}' needs log-likelihood scoring, which backend "
-            f"'{getattr(backend, 'name', type(backend).__name__)}' does not provide",
+            f"task '{task_name}' needs log-likelihood scoring, which backend '{backend.name}' does not provide",
             "use the pytorch backend for log-likelihood tasks, or a generative task",
         )
 
@@ -74,6 +65,7 @@ class MCItem:
     meta: dict | None = None
 
     def requests(self) -> list[tuple[str, str]]:
+        """One ``(context, delimiter + choice)`` log-likelihood request per choice."""
         return [(self.context, self.delimiter + c) for c in self.choices]
 
 
@@ -134,4 +126,5 @@ def mean_score(task: str, samples: list[dict], metrics: Sequence[str], details: 
 
 
 def mc_score(task: str, rows: list[dict], details: dict | None = None) -> TaskScore:
+    """``acc`` and ``acc_norm`` means (with standard errors) of multiple-choice rows."""
     return mean_score(task, rows, ("acc", "acc_norm"), details)

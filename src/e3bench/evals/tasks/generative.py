@@ -39,14 +39,14 @@ def generate_texts(
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (token ids from ``backend.encode``), cut at ``stop``.
 
-    ``batch_size=None`` picks :func:`e3bench.backends.hf_scorer.default_batch_size` for the backend's device
+    ``batch_size=None`` picks :func:`e3bench.backends.base.default_batch_size` for the backend's device
     (1 on CPU, where padding only costs; 16 on accelerators). Batches are formed from
     length-sorted prompts so little padding is generated, and results come back in input order.
     """
-    from e3bench.backends.hf_scorer import default_batch_size
+    from e3bench.backends.base import default_batch_size
 
     if batch_size is None:
-        batch_size = default_batch_size(getattr(backend, "device", None) or "cpu")
+        batch_size = default_batch_size(backend.device)
     batch_size = max(1, int(batch_size))
     params = GenParams(
         max_new_tokens=max_new_tokens,
@@ -110,6 +110,7 @@ def gsm8k_exact_match(prediction: str, reference: str) -> float:
 
 
 def gsm8k_prompt(question: str, shots: Sequence[dict] = ()) -> str:
+    """lm-eval's gsm8k prompt: ``Question: ...\nAnswer: ...`` per shot, then the question."""
     text = ""
     for s in shots:
         text += f"Question: {s['question']}\nAnswer: {s['answer']}\n\n"
@@ -146,6 +147,7 @@ class GSM8K:
         self.sample = sample
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         check_backend(backend, self.name, self.requires)
         rows = load_dataset_rows("gsm8k", "test", data_dir_=self.data_dir)
         validate_rows(rows, "gsm8k/test", {"question": str, "answer": str})
@@ -198,6 +200,7 @@ def normalize_answer(s: str) -> str:
 
 
 def squad_exact(prediction: str, truth: str) -> float:
+    """SQuAD exact match (1.0 / 0.0) after SQuAD's answer normalisation."""
     return float(normalize_answer(prediction) == normalize_answer(truth))
 
 
@@ -292,6 +295,7 @@ class ExtractiveQA(_UserFileTask):
 
     @staticmethod
     def answers_of(row: dict) -> list[str]:
+        """The gold answer texts of a SQuAD row (hub or flat layout)."""
         a = row["answers"]
         if isinstance(a, dict):
             a = a.get("text", [])
@@ -300,6 +304,7 @@ class ExtractiveQA(_UserFileTask):
         return [str(x) for x in a]
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         rows = self._rows(backend, limit, seed)
         texts = self._generate(backend, [self.prompt.format(context=r["context"], question=r["question"]) for r in rows])
         samples = []
@@ -345,6 +350,7 @@ class JsonlGenerative(_UserFileTask):
         self.normalize = bool(normalize)
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         rows = self._rows(backend, limit, seed)
         texts = self._generate(backend, [r["prompt"] for r in rows])
         samples = []

@@ -3,8 +3,9 @@ wikitext metrics) and token perplexity, from rolling-window log-likelihoods.
 
 The file is cut into documents at blank lines, consecutive paragraphs merged until a document has
 at least ``doc_chars`` characters (``doc_chars=0``: the whole file is one document). Each document
-is scored with lm-eval's ``loglikelihood_rolling`` (disjoint windows of the model's maximum length,
-or ``max_length`` tokens, the first conditioned on BOS/EOS). ``limit`` = the first N documents.
+is scored with the backend's ``loglikelihood_rolling`` (lm-eval's: disjoint windows of the
+backend's maximum length, or ``max_length`` tokens, the first conditioned on BOS/EOS; the same
+windows on every backend). ``limit`` = the first N documents.
 
 Aggregates are ratios of sums over documents (as lm-eval's ``weighted_perplexity`` and
 ``bits_per_byte``); their standard errors use the linearised ratio estimator over documents.
@@ -24,6 +25,8 @@ from e3bench.evals.tasks.base import check_backend, ratio_stderr
 
 
 def split_documents(text: str, doc_chars: int) -> list[str]:
+    """Paragraphs (blank-line separated) merged until each document has ``doc_chars`` characters;
+    ``doc_chars <= 0``: the whole text as one document."""
     if doc_chars <= 0:
         return [text] if text.strip() else []
     docs: list[str] = []
@@ -45,44 +48,9 @@ def count_words(doc: str) -> int:
     return len(re.split(r"\s+", doc))
 
 
-def rolling_logliks(backend: Backend, docs: list[str], max_length: int | None) -> list[tuple[float, int]]:
-    """(total log-likelihood, scored tokens) per document, by the best route the backend offers."""
-    fn = getattr(backend, "loglikelihood_rolling", None)
-    if callable(fn):
-        try:
-            out = fn(docs, max_length=max_length) if max_length else fn(docs)
-        except TypeError:
-            out = fn(docs)
-        return [(float(getattr(o, "logprob", o)), int(getattr(o, "n_tokens", 0))) for o in out]
-    model, tok = getattr(backend, "model", None), getattr(backend, "tokenizer", None)
-    if model is not None and tok is not None and getattr(backend, "architecture", "") in ("decoder-only", "encoder-decoder"):
-        from e3bench.backends.hf_scorer import hf_loglikelihood_rolling
-
-        out = hf_loglikelihood_rolling(
-            model, tok, docs, device=getattr(backend, "device", "cpu"),
-            architecture=backend.architecture, max_length=max_length,
-        )
-        return [(o.logprob, o.n_tokens) for o in out]
-    # generic fallback: disjoint chunks at whitespace, each scored after an empty context
-    window = max_length or 1024
-    res = []
-    for doc in docs:
-        chunks, cur = [], ""
-        for piece in re.findall(r"\S+\s*|\s+", doc):
-            cand = cur + piece
-            if cur and len(backend.encode(cand)) > window:
-                chunks.append(cur)
-                cur = piece
-            else:
-                cur = cand
-        if cur:
-            chunks.append(cur)
-        lls = backend.loglikelihood([("", c) for c in chunks])
-        res.append((sum(x.logprob for x in lls), sum(x.n_tokens for x in lls)))
-    return res
-
-
 class Perplexity:
+    """Perplexity of a text file (see the module docstring); needs ``loglikelihood``."""
+
     name: ClassVar[str] = "perplexity"
     requires: ClassVar[frozenset[str]] = frozenset({"loglikelihood"})
 
@@ -106,12 +74,14 @@ class Perplexity:
         self.sample = sample
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """Word/byte/token perplexity and bits per byte of the first ``limit`` documents, from
+        ``backend.loglikelihood_rolling``; per-document samples."""
         check_backend(backend, self.name, self.requires)
         docs = split_documents(read_text(self.path), self.doc_chars)
         docs = apply_limit(docs, limit, what=f"text file {self.path}", seed=seed, sample=self.sample)
-        scored = rolling_logliks(backend, docs, self.max_length)
-        nll = [-ll for ll, _ in scored]
-        toks = [n for _, n in scored]
+        scored = backend.loglikelihood_rolling(docs, max_length=self.max_length)
+        nll = [-ll.logprob for ll in scored]
+        toks = [ll.n_tokens for ll in scored]
         nbytes = [len(d.encode("utf-8")) for d in docs]
         words = [count_words(d) for d in docs]
         total = sum(nll)

@@ -7,7 +7,7 @@ score a loaded ``Backend`` without gradients and return floats per request; trai
 scores as tensors in the autograd graph, batched and padded for the optimizer step, plus the
 classification-head and verbalizer modes that are not log-likelihoods at all. The choices-mode
 sum of log p(" " + choice | query) of decoders is the same quantity as lm-eval's ``acc``, and it
-is tokenized by the same helper (``backends.hf_scorer.encode_pair``), so the two agree (tested).
+is tokenized by the same helper (``backends.tokenization.encode_pair``), so the two agree (tested).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class Scorer:
                 flat_ctx.append(r["query"])
                 flat_cont.append(c)
         if arch == "decoder-only":
-            from e3bench.backends.hf_scorer import encode_pair
+            from e3bench.backends.tokenization import encode_pair
 
             seqs, cont_mask = [], []
             for q, c in zip(flat_ctx, flat_cont, strict=True):
