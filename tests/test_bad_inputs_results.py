@@ -350,6 +350,7 @@ HOSTILE = {
     "R15 mathtext": "$\\badcommand{$",
     "latex specials": "m#_%&{}~^\\$x",
     "markdown pipe": "a|b",
+    "blank line": "a\n\nb",
 }
 
 
@@ -408,6 +409,7 @@ def test_latex_and_markdown_tables_escape_every_name(hostile_report):
     assert r"m\#\_\%\&\{\}\textasciitilde{}\textasciicircum{}\textbackslash{}\$x" in tex
     body = tex.split(r"\midrule")[1]
     assert "$" not in body.replace(r"\$", "") and "#" not in body.replace(r"\#", "")
+    assert "\n\n" not in tex and r"a b pytorch fp32 cpu" in body  # a blank line would end the row
     md = (hostile_report / "summary.md").read_text()
     tables = [t.splitlines() for t in md.split("\n\n") if t.startswith("| ")]
     assert len(tables) == 2  # configurations, comparisons
@@ -421,6 +423,34 @@ def test_plot_labels_are_plain_text(hostile_report):
     """R15: the figures were drawn (labels with $...$ are text, not math)."""
     assert {"latency.png", "energy_per_token.png", "pareto_energy.png"} <= {
         p.name for p in (hostile_report / "plots").iterdir()}  # fmt: skip
+
+
+MARKUP = "[/]evil[bold red]x"
+
+
+@pytest.mark.parametrize("where", ["ls table", "report notes", "run summary"])
+def test_names_are_printed_as_text_not_rich_markup(tmp_path, measured, where):
+    """A model name or file name holding ``[...]`` is printed as it is (before: ``ls`` and the run
+    summary crashed with rich's MarkupError on ``[/]``; a skipped ``bad[b].json`` was named
+    ``bad.json``)."""
+    root = tmp_path / "res"
+    variant(the_record(measured), root / "runs" / "r.json", model=MARKUP)
+    if where == "ls table":
+        res = cli("ls", root, "--columns", "model,status")
+        assert res.returncode == 0 and MARKUP in res.stdout, res.stderr[-2000:]
+    elif where == "report notes":
+        (root / "runs" / "bad[b].json").write_text("{")
+        res = cli("report", root, "-o", tmp_path / "rep")
+        assert res.returncode == 0 and f"skipped {root / 'runs' / 'bad[b].json'}: not readable JSON" in res.stdout
+    else:
+        from rich.console import Console
+
+        from e3bench.report.summary import print_summary
+        from e3bench.results import store
+
+        buf = io.StringIO()
+        print_summary(store.load(root / "runs" / "r.json"), Console(file=buf, width=300))
+        assert buf.getvalue().startswith(MARKUP + " · ")
 
 
 # --- 4. write errors ------------------------------------------------------------------------
