@@ -75,3 +75,18 @@ def test_every_backend_declares_typed_options_without_heavy_imports():
         assert opts.model_config.get("extra") == "forbid", name
         assert all(f.description for f in opts.model_fields.values()), f"{name}: undocumented option"
         assert not {"cache_dir", "threads"} & set(opts.model_fields), name
+
+
+def test_a_plugin_backend_without_options_model_takes_none():
+    class Bare:
+        def __init__(self, options, *, cache_dir=None, threads=None):
+            self.options, self.threads = options, threads
+
+    registry.backends.register("bare-test", Bare)
+    try:
+        assert make_backend("bare-test", {}, threads=3).options is None
+        with pytest.raises(E3Error, match="has no option 'x'") as ei:
+            make_backend("bare-test", {"x": 1})
+        assert "it takes no options" in ei.value.fix
+    finally:
+        registry.backends.unregister("bare-test")

@@ -201,3 +201,14 @@ def test_tensor_bytes_counts_inner_tensors_of_subclasses():
             return 4
 
     assert tensor_bytes(Packed()) == 32 + 32  # not 8*8*4 = 256
+
+
+def test_local_dir_of_an_unreachable_hub_id_is_the_hub_error(monkeypatch, tiny_models):
+    from e3bench.backends.models import local_dir
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(E3Error) as ei:
+        local_dir(resolve("e3bench-test/definitely-not-a-model"))
+    assert "Hugging Face hub" in ei.value.problem and "local directory" in ei.value.fix
+    path, notes = local_dir(resolve(str(tiny_models["decoder"])))
+    assert path == tiny_models["decoder"].resolve() and notes == []

@@ -18,19 +18,23 @@ from e3bench.core import registry
 from e3bench.core.api import Backend
 
 
-def validate_options(name: str, cls: Any, options: Mapping[str, Any] | None) -> BaseModel:
-    """``cls.Options`` validated from ``options`` (a dict from YAML / ``--set``).
+def validate_options(name: str, cls: Any, options: Mapping[str, Any] | None) -> BaseModel | None:
+    """``cls.Options`` validated from ``options`` (a dict from YAML / ``--set``); None for a
+    (plugin) backend class without an ``Options`` model, which then takes no options.
 
     Raises the first problem as E3Error: a run option (``cache_dir``, ``threads``) among
     backend options, an unknown key, or a bad value (naming key and value and listing the
     backend's options with their types, defaults and descriptions).
     """
+    from e3bench.backends.base import NoOptions
+
+    model = getattr(cls, "Options", None)
     validated, errors = registry.check_options(
-        "backend", name, cls.Options, options, reserved=registry.BACKEND_RUN_OPTIONS
+        "backend", name, model or NoOptions, options, reserved=registry.BACKEND_RUN_OPTIONS
     )
     if errors:
         raise errors[0][1]
-    return validated
+    return validated if model is not None else None
 
 
 def make_backend(

@@ -268,6 +268,21 @@ class Pretrained:
     notes: list[str] = field(default_factory=list)  # one line each, for the record
 
 
+def local_dir(spec: ModelSpec, cache_dir: str | None = None) -> tuple[Path, list[str]]:
+    """A local directory holding ``spec``'s files, and notes: a hub id is downloaded (or found in
+    the hub cache) with ``snapshot_download``, a GGUF file goes through the cached conversion.
+    For backends that need files on disk (ONNX export, vLLM); raises :func:`hub_error`'s E3Error."""
+    if spec.source == "hub":
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(spec.path, revision=spec.revision)), []
+        except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+            raise hub_error(spec.path, exc) from None
+    path, notes = local_path(spec, cache_dir)
+    return Path(path), notes
+
+
 def local_path(spec: ModelSpec, cache_dir: str | None = None) -> tuple[str, list[str]]:
     """Directory or hub id transformers loads ``spec`` from, and notes: a GGUF file goes through
     the cached conversion (:func:`load_converted_gguf`)."""

@@ -180,7 +180,7 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from e3bench.bench import prompts
+    from e3bench.core.prose import SEED_TEXT, rotations, text_lines
 
     tok = AutoTokenizer.from_pretrained(str(srcdir))
 
@@ -188,12 +188,14 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
         return tok(text, add_special_tokens=False)["input_ids"]
 
     if calibration_file:
-        ps = prompts.from_file(encode, Path(calibration_file))
+        lines = text_lines(calibration_file)
+        token_ids, source = [encode(t) for t in lines], f"file: {calibration_file} ({len(lines)} prompts)"
     else:
-        ps = prompts.synthetic(encode, tokens, count=samples)
-    seqs = [ids[:tokens] for ids in ps.token_ids if len(ids) >= 4][:samples]
+        token_ids = rotations(encode(SEED_TEXT), tokens, samples)
+        source = f"synthetic: {tokens} tokens of English prose, {samples} offsets"
+    seqs = [ids[:tokens] for ids in token_ids if len(ids) >= 4][:samples]
     if not seqs:
-        raise SystemExit(f"no calibration text of at least 4 tokens in {ps.source}")
+        raise SystemExit(f"no calibration text of at least 4 tokens in {source}")
     sess = ort.InferenceSession(str(srcdir / "model.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
     past = [n for n in names if n.startswith("past_key_values.")]
@@ -218,7 +220,7 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
             **dict(zip(past, presents, strict=True)),
         }
         feeds += [first, second]
-    return feeds, f"{len(seqs)} texts from {ps.source}, up to {tokens} tokens each"
+    return feeds, f"{len(seqs)} texts from {source}, up to {tokens} tokens each"
 
 
 def quantize_int8_static(

@@ -146,20 +146,11 @@ class OnnxRuntimeBackend(BaseBackend):
             )
 
     def _hf_dir(self, spec: ModelSpec) -> Path:
-        if spec.source == "hub":
-            try:
-                from huggingface_hub import snapshot_download
+        from e3bench.backends.models import local_dir
 
-                return Path(snapshot_download(spec.path, revision=spec.revision))
-            except Exception as exc:  # noqa: BLE001 - hub errors come in many types
-                from e3bench.backends.models import hub_error
-
-                raise hub_error(spec.path, exc) from None
-        from e3bench.backends.models import local_path
-
-        path, notes = local_path(spec, self.cache_dir)
+        path, notes = local_dir(spec, self.cache_dir)
         self.notes.extend(notes)
-        return Path(path)
+        return path
 
     def _cached(self, d: Path, what: str) -> bool:
         """True when ``d`` holds a complete export/conversion by this EXPORTER_VERSION; a stale one

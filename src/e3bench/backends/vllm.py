@@ -113,16 +113,9 @@ class VllmBackend(BaseBackend):
                 f"'{spec.name}' is a GGUF file",
                 "use --backend llamacpp for GGUF, or pass a Hugging Face id / directory",
             )
-        if spec.source == "hub":
-            try:
-                from huggingface_hub import snapshot_download
+        from e3bench.backends.models import local_dir
 
-                return snapshot_download(spec.path, revision=spec.revision)
-            except Exception as exc:  # noqa: BLE001 - hub errors come in many types
-                from e3bench.backends.models import hub_error
-
-                raise hub_error(spec.path, exc) from None
-        return spec.path
+        return str(local_dir(spec, self.cache_dir)[0])
 
     def _compressed(self, src: Path, precision: str) -> Path:
         """Quantize an unquantized checkpoint with llm-compressor once (cached)."""

@@ -7,20 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from e3bench.core.errors import E3Error
-
-# Real English prose (public-domain, Darwin's "On the Origin of Species", ch. 1) so the
-# tokenizer sees ordinary text; repeated and cut to exactly N tokens.
-_SEED_TEXT = (
-    "When we look to the individuals of the same variety or sub-variety of our older cultivated "
-    "plants and animals, one of the first points which strikes us, is, that they generally differ "
-    "much more from each other, than do the individuals of any one species or variety in a state "
-    "of nature. When we reflect on the vast diversity of the plants and animals which have been "
-    "cultivated, and which have varied during all ages under the most different climates and "
-    "treatment, I think we are driven to conclude that this greater variability is simply due to "
-    "our domestic productions having been raised under conditions of life not so uniform as, and "
-    "somewhat different from, those to which the parent-species have been exposed under nature. "
-)
-
+from e3bench.core.prose import SEED_TEXT, rotations, text_lines
 
 class PromptSet:
     """Token-id prompts plus where they came from (recorded in the result)."""
@@ -44,28 +31,13 @@ class PromptSet:
 
 def synthetic(encode: Callable[[str], list[int]], n_tokens: int, count: int = 8) -> PromptSet:
     """``count`` distinct prompts of exactly ``n_tokens`` tokens (deterministic)."""
-    base = encode(_SEED_TEXT)
-    if not base:
-        raise E3Error("the tokenizer produced no tokens for the synthetic prompt", "check the model's tokenizer")
-    prompts = []
-    for k in range(count):
-        start = (k * 17) % len(base)  # distinct but deterministic starting points
-        ids: list[int] = []
-        while len(ids) < n_tokens:
-            ids.extend(base[start:] + base[:start])
-        prompts.append(ids[:n_tokens])
+    prompts = rotations(encode(SEED_TEXT), n_tokens, count)
     return PromptSet(prompts, f"synthetic: {n_tokens} tokens of English prose, {count} offsets")
 
 
 def from_file(encode: Callable[[str], list[int]], path: Path) -> PromptSet:
     """One prompt per non-empty line of a UTF-8 text file; :class:`E3Error` when missing or not UTF-8."""
-    if not path.is_file():
-        raise E3Error(f"prompt file not found: {path}", "pass a text file with one prompt per line")
-    try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError as exc:
-        raise E3Error(f"prompt file {path} is not UTF-8 text ({exc.reason})", "save it as UTF-8") from None
-    lines = [ln for ln in lines if ln]
+    lines = text_lines(path)
     return PromptSet([encode(ln) for ln in lines], f"file: {path} ({len(lines)} prompts)")
 
 
