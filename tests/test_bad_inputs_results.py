@@ -118,27 +118,30 @@ def variant(src: Path, dst: Path, *, model: str | None = None, dtype: str | None
 # --- 1. concurrency and permissions ---------------------------------------------------------
 
 
-def _query_after(root: str, barrier, q) -> None:
+def _reader(barrier, jobs, results) -> None:
+    """A reader process: for each results folder it is given, wait for the other reader, then
+    query the index at the same moment (``None`` ends it)."""
     from e3bench.results import index
 
-    barrier.wait()  # both processes open the index at the same moment
-    try:
-        q.put(("ok", index.query(Path(root), [], ["run_id", "batch_size"])))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        q.put(("error", f"{type(exc).__name__}: {exc}"))
+    while (root := jobs.get()) is not None:
+        barrier.wait()
+        try:
+            results.put(("ok", index.query(Path(root), [], ["run_id", "batch_size"])))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            results.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
 @pytest.mark.parametrize("index_state", ["none", "older format", "stale"])
 def test_two_processes_read_one_index_at_once(tmp_path, measured, index_state):
-    """L09: two readers of one results folder at once, 100 times (each time a fresh folder).
-    Before: up to 5 of 40 rounds lost one reader to 'no such table: files' or a deleted index
-    (the tables were dropped and created outside a transaction; any SQLite error deleted the
-    index file another process was using)."""
+    """L09: two reader processes open one results folder's index at the same moment, 100 times
+    (each time a fresh folder). Before: up to 5 of 40 rounds lost one reader to 'no such table:
+    files' or a deleted index (the tables were dropped and created outside a transaction, and any
+    SQLite error deleted the index file the other process was using); the old code failed at
+    least one of these cases in each of 4 runs of this test."""
     import sqlite3
 
     from e3bench.results.index import INDEX_NAME
 
-    ctx = mp.get_context("fork")
     src = copy_results(measured, tmp_path / "src")
     if index_state == "older format":
         con = sqlite3.connect(src / INDEX_NAME)
@@ -151,23 +154,30 @@ def test_two_processes_read_one_index_at_once(tmp_path, measured, index_state):
 
         index.query(src, [])
         variant(the_record(src), src / "runs" / "added.json", model="added")
+    ctx = mp.get_context("spawn")  # no fork of a process that may hold torch's threads
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    jobs = [ctx.Queue(), ctx.Queue()]
+    readers = [ctx.Process(target=_reader, args=(barrier, q, results), daemon=True) for q in jobs]
+    for p in readers:
+        p.start()
     failures = []
-    for i in range(100):
-        root = tmp_path / f"r{i}"
-        shutil.copytree(src, root)
-        barrier, q = ctx.Barrier(2), ctx.Queue()
-        procs = [ctx.Process(target=_query_after, args=(str(root), barrier, q)) for _ in range(2)]
-        for p in procs:
-            p.start()
-        got = [q.get(timeout=120) for _ in procs]
-        for p in procs:
-            p.join()
-        if any(kind != "ok" for kind, _ in got) or got[0][1] != got[1][1]:
-            failures.append(got)
-        shutil.rmtree(root)
+    try:
+        for i in range(100):
+            root = tmp_path / f"r{i}"
+            shutil.copytree(src, root)
+            for q in jobs:
+                q.put(str(root))
+            got = [results.get(timeout=120) for _ in readers]
+            if any(kind != "ok" for kind, _ in got) or got[0][1] != got[1][1]:
+                failures.append(got)
+            shutil.rmtree(root)
+    finally:
+        for q in jobs:
+            q.put(None)
+        for p in readers:
+            p.join(timeout=30)
     assert failures == []
-    n_rows = 4 if index_state == "stale" else 2
-    assert len(got[0][1]) == n_rows
+    assert len(got[0][1]) == (4 if index_state == "stale" else 2)
 
 
 def test_two_ls_commands_at_once(tmp_path, measured):
@@ -350,6 +360,7 @@ HOSTILE = {
     "R15 mathtext": "$\\badcommand{$",
     "latex specials": "m#_%&{}~^\\$x",
     "markdown pipe": "a|b",
+    "blank line": "a\n\nb",
 }
 
 
@@ -408,6 +419,7 @@ def test_latex_and_markdown_tables_escape_every_name(hostile_report):
     assert r"m\#\_\%\&\{\}\textasciitilde{}\textasciicircum{}\textbackslash{}\$x" in tex
     body = tex.split(r"\midrule")[1]
     assert "$" not in body.replace(r"\$", "") and "#" not in body.replace(r"\#", "")
+    assert "\n\n" not in tex and r"a b pytorch fp32 cpu" in body  # a blank line would end the row
     md = (hostile_report / "summary.md").read_text()
     tables = [t.splitlines() for t in md.split("\n\n") if t.startswith("| ")]
     assert len(tables) == 2  # configurations, comparisons
@@ -421,6 +433,34 @@ def test_plot_labels_are_plain_text(hostile_report):
     """R15: the figures were drawn (labels with $...$ are text, not math)."""
     assert {"latency.png", "energy_per_token.png", "pareto_energy.png"} <= {
         p.name for p in (hostile_report / "plots").iterdir()}  # fmt: skip
+
+
+MARKUP = "[/]evil[bold red]x"
+
+
+@pytest.mark.parametrize("where", ["ls table", "report notes", "run summary"])
+def test_names_are_printed_as_text_not_rich_markup(tmp_path, measured, where):
+    """A model name or file name holding ``[...]`` is printed as it is (before: ``ls`` and the run
+    summary crashed with rich's MarkupError on ``[/]``; a skipped ``bad[b].json`` was named
+    ``bad.json``)."""
+    root = tmp_path / "res"
+    variant(the_record(measured), root / "runs" / "r.json", model=MARKUP)
+    if where == "ls table":
+        res = cli("ls", root, "--columns", "model,status")
+        assert res.returncode == 0 and MARKUP in res.stdout, res.stderr[-2000:]
+    elif where == "report notes":
+        (root / "runs" / "bad[b].json").write_text("{")
+        res = cli("report", root, "-o", tmp_path / "rep")
+        assert res.returncode == 0 and f"skipped {root / 'runs' / 'bad[b].json'}: not readable JSON" in res.stdout
+    else:
+        from rich.console import Console
+
+        from e3bench.report.summary import print_summary
+        from e3bench.results import store
+
+        buf = io.StringIO()
+        print_summary(store.load(root / "runs" / "r.json"), Console(file=buf, width=300))
+        assert buf.getvalue().startswith(MARKUP + " · ")
 
 
 # --- 4. write errors ------------------------------------------------------------------------

@@ -109,10 +109,6 @@ def test_sweep_with_typos_fails_before_any_run(tmp_path):
     assert lines[2] == f"error: {y}:5 (base.tasks.0): unknown task 'hellaswagg' — fix: did you mean 'hellaswag'?"
     assert "sweep 'typo'" not in res.stdout  # nothing was planned, so nothing ran
     assert not out.exists()
-    from e3bench.backends.pytorch import PyTorchBackend
-
-    if not hasattr(PyTorchBackend, "Options"):  # pragma: no cover - until the backends declare Options
-        pytest.xfail("PyTorchBackend.Options (typed backend options) has not landed yet")
     assert len(lines) == 4, res.stderr
     assert lines[3].startswith(f"error: {y}:7 (base.backend_options.n_ctx): backend 'pytorch' has no option 'n_ctx'")
 

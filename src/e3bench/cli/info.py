@@ -87,6 +87,7 @@ def ls_(
 ) -> None:
     """List runs (one row per run × batch size), filtered through the SQLite index."""
     try:
+        from rich.markup import escape
         from rich.table import Table
 
         from e3bench.report.tables import cell
@@ -101,7 +102,7 @@ def ls_(
         for c in rows[0]:
             t.add_column(c)
         for r in rows:
-            t.add_row(*(cell(v) for v in r.values()))
+            t.add_row(*(escape(cell(v)) for v in r.values()))  # names are text, not rich markup
         con.print(t)
     except E3Error as exc:
         fail(exc)

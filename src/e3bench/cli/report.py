@@ -17,13 +17,15 @@ def report(
 ) -> None:
     """Tables (CSV, LaTeX), plots, Pareto fronts, a Markdown summary and one HTML page."""
     try:
+        from rich.markup import escape
+
         from e3bench.report.render import build_report
 
         rep = build_report(results_dir, out)
         con = console()
         for w in rep.warnings:
-            con.print(f"[yellow]note:[/yellow] {w}", highlight=False)
-        con.print(f"report: {rep.out_dir / 'report.html'} ({len(rep.configs)} configurations, "
+            con.print(f"[yellow]note:[/yellow] {escape(w)}", highlight=False)  # file names are text, not markup
+        con.print(f"report: {escape(str(rep.out_dir / 'report.html'))} ({len(rep.configs)} configurations, "
                   f"{len(rep.files)} files)", highlight=False)  # fmt: skip
     except E3Error as exc:
         fail(exc)

@@ -1,4 +1,8 @@
-"""Terminal summary of one result record (reads the record only; measures nothing)."""
+"""Terminal summary of one result record (reads the record only; measures nothing).
+
+Text from the record (model names, paths, task names, errors, warnings) is printed literally:
+rich would read ``[...]`` in it as markup (a model path holding ``[/]`` crashed the summary).
+"""
 
 from __future__ import annotations
 
@@ -37,21 +41,22 @@ def _energy_cells(e: EnergySummary | None) -> list[str]:
 def print_summary(rec: ResultRecord, console) -> None:
     """Print ``rec`` to a rich ``console``: model line, speed, energy and effectiveness tables,
     warnings (a failed run: one line with its error)."""
+    from rich.markup import escape as esc
     from rich.table import Table
 
     m = rec.model
     eff = rec.efficiency
     if m is None or eff is None:
-        console.print(f"run {rec.run_id}: {rec.status} {rec.error or ''}")
+        console.print(f"run {rec.run_id}: {rec.status} {esc(rec.error or '')}", highlight=False)
         return
     console.print(
-        f"[bold]{m.name}[/bold] · {m.architecture} · {m.parameters / 1e6:.1f}M params · "
-        f"{rec.config['backend']} {m.dtype} on {m.device} · load {eff.load_time_s:.1f} s · "
+        f"[bold]{esc(m.name)}[/bold] · {esc(m.architecture)} · {m.parameters / 1e6:.1f}M params · "
+        f"{esc(str(rec.config['backend']))} {m.dtype} on {esc(m.device)} · load {eff.load_time_s:.1f} s · "
         f"peak RSS {eff.peak_rss_bytes / 2**20:.0f} MiB"
         + (f" · peak GPU {eff.peak_device_memory_bytes / 2**20:.0f} MiB" if eff.peak_device_memory_bytes else ""),
         highlight=False,
     )
-    console.print(f"prompts: {eff.prompt_source}", highlight=False)
+    console.print(f"prompts: {esc(eff.prompt_source)}", highlight=False)
     if eff.generation:
         t = Table(title="speed (mean ± 95% CI; p50/p99 in the record)")
         for col in ("batch", "iters", "TTFT ms", "TPOT ms", "ITL p99 ms", "prefill tok/s",
@@ -74,7 +79,7 @@ def print_summary(rec: ResultRecord, console) -> None:
     if eff.roofline:
         r = eff.roofline
         console.print(
-            f"roofline: bandwidth {r.bandwidth_bytes_per_s / 1e9:.1f} GB/s ({r.bandwidth_method}); "
+            f"roofline: bandwidth {r.bandwidth_bytes_per_s / 1e9:.1f} GB/s ({esc(r.bandwidth_method)}); "
             f"weights {r.weights_bytes / 2**20:.0f} MiB per decode step",
             highlight=False,
         )
@@ -84,16 +89,16 @@ def print_summary(rec: ResultRecord, console) -> None:
         if g.energy_cross_check:
             rows.append(("  cross-check", g.energy_cross_check))
     rows += [(f"fwd bs{f.batch_size}", f.energy) for f in eff.forward]
-    rows += [(f"task {t.task}", t.energy) for t in rec.effectiveness]
+    rows += [(f"task {esc(t.task)}", t.energy) for t in rec.effectiveness]
     if any(e for _, e in rows):
         t = Table(title="energy (net = idle-subtracted)")
         for col in ("window", "gross J", "net J", "EPT_total J/tok", "tok/J", "CO2e g", "method"):
             t.add_column(col, justify="right" if col not in ("window", "method") else "left")
         for name, e in rows:
-            t.add_row(name, *_energy_cells(e))
+            t.add_row(name, *(esc(c) for c in _energy_cells(e)))
         console.print(t)
         if rec.energy:
-            console.print(f"meter: {rec.energy.meter_choice_reason}", highlight=False)
+            console.print(f"meter: {esc(rec.energy.meter_choice_reason)}", highlight=False)
     if rec.effectiveness:
         t = Table(title="effectiveness (± standard error)")
         for col in ("task", "metric", "value", "items", "examples/s"):
@@ -101,8 +106,8 @@ def print_summary(rec: ResultRecord, console) -> None:
         for tr in rec.effectiveness:
             for k, v in tr.metrics.items():
                 se = tr.stderr.get(k)
-                t.add_row(tr.task, k, f"{v:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+                t.add_row(esc(tr.task), esc(k), f"{v:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
                           str(tr.n_items), f"{tr.examples_per_s:.2f}")  # fmt: skip
         console.print(t)
     for w in rec.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {esc(w)}", highlight=False)

@@ -86,8 +86,11 @@ _LATEX = str.maketrans({
 
 
 def latex_escape(s: str) -> str:
-    """``s`` with ``\\ _ % & # $ { } ~ ^`` written so LaTeX prints them literally."""
-    return s.translate(_LATEX)
+    """``s`` with ``\\ _ % & # $ { } ~ ^`` written so LaTeX prints them literally, on one line:
+    line breaks, tabs and other control characters become single spaces (a blank line inside a
+    table row ends the paragraph: a LaTeX error)."""
+    one_line = " ".join("".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in s).split())
+    return one_line.translate(_LATEX)
 
 
 def latex_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], caption: str) -> str:
