@@ -47,6 +47,20 @@ class StoppingRule:
         return n, clock() - t0
 
 
+def prime(backend: Backend, ps: PromptSet, *, encoder_only: bool, max_new_tokens: int, seed: int) -> None:
+    """One untimed, unmetered request (batch 1): lazily mapped weights become resident and the
+    first request's one-off allocations happen, so that an idle baseline metered afterwards sees
+    the model as the measured iterations will (safetensors are memory-mapped: after ``load``
+    most weights are not yet in RSS, and on a GPU the first call sets up its workspaces)."""
+    ids = ps.batch(1, offset=0)
+    backend.synchronize()
+    if encoder_only:
+        backend.forward(ids)
+    else:
+        backend.generate(ids, GenParams(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, ignore_eos=True, seed=seed))
+    backend.synchronize()
+
+
 def generation(
     backend: Backend,
     window: MeteredWindow,

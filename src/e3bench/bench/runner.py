@@ -1,7 +1,7 @@
 """The only orchestrator: ``run_one(RunConfig) -> ResultRecord``.
 
-load → one-off work (roofline bandwidth) → idle baseline (model loaded, before warm-up) → warm
-up → timed + metered windows (per batch size) → evaluate tasks on the SAME loaded backend →
+load → one-off work (roofline bandwidth) → one untimed request (weights resident) → idle
+baseline (model loaded, before warm-up) → warm up → timed + metered windows (per batch size) → evaluate tasks on the SAME loaded backend →
 record. Every timed window is bracketed by ``backend.synchronize()`` and read on
 ``timing.clock``; every metered window by ``meter.begin/end``. The peak RSS reported is that of
 the measured phase (after load and the one-off work); the lifetime peak is kept beside it.
@@ -20,7 +20,7 @@ from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
 from e3bench.core.api import Backend
 from e3bench.core.errors import E3Error
-from e3bench.core.host import PeakRss, peak_rss_bytes
+from e3bench.core.host import PeakRss, peak_rss_bytes, release_free_memory
 from e3bench.core.ids import run_id, utc_now_iso
 from e3bench.core.timing import clock
 from e3bench.results.schema import BatchResult, Efficiency, ModelInfo, ResultRecord, TaskResult
@@ -118,9 +118,13 @@ class Runner:
         rule = loops.StoppingRule(cfg.warmup_iters, cfg.min_iters, cfg.min_seconds, cfg.max_seconds)
         bandwidth = None if info.architecture == "encoder-only" else self._bandwidth(manifest)
         lifetime_before = peak_rss_bytes()  # load, conversions and the bandwidth probe
+        release_free_memory()  # what a conversion freed must not stay resident in the measured phase
         mem = PeakRss()
         mem.start()  # the measured phase starts here: one-off work above is not in its peak
-        window.measure_idle(cfg.idle_seconds, idle_state(cfg), self.progress)
+        if cfg.idle_seconds > 0 and window.measures:  # idle must see the model as the work does
+            loops.prime(backend, ps, encoder_only=info.architecture == "encoder-only",
+                        max_new_tokens=min(cfg.max_new_tokens, 4), seed=cfg.seed)  # fmt: skip
+            window.measure_idle(cfg.idle_seconds, idle_state(cfg), self.progress)
         backend.reset_peak_memory()
         try:
             for batch in cfg.batch_sizes:
@@ -185,8 +189,9 @@ class Runner:
         if cfg.tasks:
             parts.append(f"tasks {', '.join(cfg.tasks)}")
         return (
-            "the loaded model plus " + " and ".join(parts) + " (from after load; model load, GGUF conversion, "
-            "the roofline bandwidth probe and other one-off work are only in peak_rss_lifetime_bytes)"
+            "the loaded model plus " + " and ".join(parts) + " (from after load, once freed memory was returned "
+            "to the OS; model load, GGUF conversion, the roofline bandwidth probe and other one-off work are "
+            "only in peak_rss_lifetime_bytes)"
         )
 
     def _roofline(self, bw, weights_bytes: int, gens: list[BatchResult]):
@@ -202,7 +207,7 @@ class Runner:
 def idle_state(cfg: RunConfig) -> str:
     """What is resident while the run's idle baseline is metered (kept in the record)."""
     where = "on the GPU (CUDA context and weights resident)" if cfg.device.startswith("cuda") else "in memory"
-    return f"model loaded {where}, before warm-up"
+    return f"model loaded {where} and primed by one untimed batch-1 request, before warm-up"
 
 
 def run_one(cfg: RunConfig, *, backend: Backend | None = None, progress: Progress | None = None) -> ResultRecord:

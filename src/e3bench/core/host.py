@@ -107,6 +107,25 @@ def reset_peak_rss() -> bool:
     return hwm is not None and hwm <= max(now, 1) * 1.05 + 4 * 2**20  # really reset
 
 
+def release_free_memory() -> bool:
+    """Collect garbage and hand freed heap memory back to the OS (glibc ``malloc_trim(0)``), so
+    that RSS reflects what is still in use — e.g. after an in-process GGUF conversion, whose
+    freed buffers glibc would otherwise keep resident. Returns whether ``malloc_trim`` ran."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return False
+    return True
+
+
 class PeakRss:
     """The peak resident set size of one phase of this process, bytes.
 

@@ -182,11 +182,10 @@ def split_phases(reading: EnergyReading, intervals: Sequence[Interval]) -> Phase
     prefill, decode = phase_segments(intervals)
     pre_s, dec_s = sum(b - a for a, b in prefill), sum(b - a for a, b in decode)
     res = sensor_resolution_s(reading)
-    spans = [f - s for s, f, _ in intervals] + [e - f for _, f, e in intervals if e > f]
     pre_med = statistics.median([f - s for s, f, _ in intervals])
     dec_lens = [e - f for _, f, e in intervals if e > f]
     dec_med = statistics.median(dec_lens) if dec_lens else None
-    shortest = min(x for x in (pre_med, dec_med) if x is not None) if spans else 0.0
+    shortest = pre_med if dec_med is None else min(pre_med, dec_med)
     if reading.samples and shortest >= RESOLVED_FACTOR * res:
         pre_j, dec_j = attribute_phases(reading.samples, intervals)
         return PhaseSplit(
