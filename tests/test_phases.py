@@ -217,3 +217,24 @@ def test_nvml_stepped_counter_split_in_real_time() -> None:
     assert any("apportioned, not measured" in n for n in s.notes)
     assert s.prefill_energy_j == pytest.approx(exact_pre, rel=0.1)
     assert s.decode_energy_j == pytest.approx(exact_dec, rel=0.1)
+
+
+def test_phases_drawing_the_same_power_are_still_fitted() -> None:
+    """A CPU busy in both phases draws about the same power: the energy per interval barely varies
+    (R² means nothing then), yet the fit is precise and must be used, not dropped."""
+    rng = random.Random(3)
+    segments, intervals, t = [], [], 10.0
+    for _ in range(6):  # 200 ms prefill + 1.8 s decode, both ~16 W with ±3% noise per 50 ms
+        for a, b in ((t, t + 0.2), (t + 0.2, t + 2.0)):
+            x = a
+            while x < b - 1e-9:
+                segments.append((x, min(x + 0.05, b), 16.0 * rng.uniform(0.97, 1.03)))
+                x += 0.05
+        intervals.append((t, t + 0.2, t + 2.0))
+        t += 2.0
+    reading = stepped_counter_reading(segments, _polls(10.0, t), counter_period_s=1e-6, grid_origin_s=10.0)
+    reading.details.pop("counter_update_period_s")
+    split = split_phases(reading, intervals)
+    exact_pre = sum(p * (b - a) for a, b, p in segments if any(s <= a < f for s, f, _ in intervals))
+    assert split is not None and "least-squares" in split.attribution
+    assert split.prefill_j == pytest.approx(exact_pre, rel=0.05)

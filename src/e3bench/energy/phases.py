@@ -44,12 +44,13 @@ RESOLVED_FACTOR = 10.0
 MIN_OBS_PER_PARAM = 3
 #: prefill and decode columns whose normalised condition number exceeds this cannot be separated
 MAX_CONDITION = 50.0
-#: ... and the prefill share of busy time must vary by this much between intervals
-MIN_MIX_SPREAD = 0.02
+#: ... and this many intervals must have a prefill share of busy time this far from the median
+MIN_CONTRAST_ROWS = 4
+MIN_MIX_SPREAD = 0.05
 #: ... and their standard errors must be within this fraction of the larger fitted power
 MAX_REL_SE = 0.15
-#: a fit explaining less of the interval-to-interval variation than this is not used
-MIN_R2 = 0.5
+#: a fit whose residual (RMS) exceeds this fraction of the mean interval energy is not used
+MAX_REL_RESIDUAL = 0.25
 #: offsets tried for the update grid of a stepped counter (per update period)
 LAG_STEPS = 20
 PhaseMethod = Literal["integrated", "apportioned"]
@@ -309,8 +310,9 @@ def _fit(reading: EnergyReading, prefill: Segments, decode: Segments):  # noqa: 
         return None
     _, g, coef, ss, y, x = min(fits, key=lambda f: f[0])
     sst = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - ss / sst if sst > 0 else 1.0
-    if r2 < MIN_R2 or not _precise(x, y, coef, ss):
+    r2 = 1.0 - ss / sst if sst > 0 else 1.0  # reported; low when both phases draw alike (no spread)
+    rel_rms = (ss / len(y)) ** 0.5 / max(float(np.abs(y).mean()), 1e-12)
+    if rel_rms > MAX_REL_RESIDUAL or not _precise(x, y, coef, ss):
         return None
     other_s = reading.duration_s - sum(b - a for a, b in prefill) - sum(b - a for a, b in decode)
     p_other = float(coef[2]) if x.shape[1] == 3 else (reading.total_j or 0.0) / max(reading.duration_s, 1e-12)
@@ -350,18 +352,20 @@ def _precise(x, y, coef, ss: float) -> bool:  # noqa: ANN001
 
 
 def _separable(x) -> bool:  # noqa: ANN001
-    """Prefill and decode seconds vary independently enough across intervals to fit both: the
-    prefill share of the busy time differs between intervals (interquartile range of at
-    least ``MIN_MIX_SPREAD``) and the two columns are not near-collinear."""
+    """Prefill and decode seconds vary independently enough across intervals to fit both: at
+    least ``MIN_CONTRAST_ROWS`` intervals (and 5%) have a prefill share of the busy time that
+    differs from the typical (median) share by more than ``MIN_MIX_SPREAD``, and the two
+    columns are not near-collinear. (Requests as long as the counter's period put the same mix
+    in every interval; only the window's edges differ, and no fit can tell the phases apart.)"""
     import numpy as np
 
     busy = x.sum(axis=1)
     share = x[busy > 0, 0] / busy[busy > 0]
     if len(share) < 4:
         return False
-    q1, q3 = np.percentile(share, [25, 75])
+    contrast = int((np.abs(share - np.median(share)) > MIN_MIX_SPREAD).sum())
     norms = np.linalg.norm(x, axis=0)
-    if q3 - q1 < MIN_MIX_SPREAD or (norms <= 0).any():
+    if contrast < max(MIN_CONTRAST_ROWS, 0.05 * len(share)) or (norms <= 0).any():
         return False
     s = np.linalg.svd(x / norms, compute_uv=False)
     return bool(s[-1] > 0 and s[0] / s[-1] <= MAX_CONDITION)
