@@ -37,6 +37,9 @@ class ModelSpec:
     path: str  # hub id or local directory
     gguf_file: str | None = None  # file name inside ``path`` for GGUF models
     revision: str | None = None
+    #: the user allowed the model's own Python code to run (``--trust-remote-code``); backends
+    #: pass it to every loader (transformers, vLLM) and must refuse such models otherwise
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
