@@ -6,14 +6,20 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from e3bench.core.api import EnergyReading
 
 
 class FakeNvml:
     """Stands in for the ``pynvml`` module: the calls NvmlMeter makes, with NVML's units.
 
     Power is piecewise constant (``set_power``); the energy counter (mJ) is its exact integral,
-    advanced only every ``counter_period_s`` like the real one. ``lost = True`` makes every
-    device call raise GPU_IS_LOST, as a GPU falling off the bus does.
+    advanced only every ``counter_period_s`` like the real one (0 = continuous). Power usage
+    is the mean over the last ``power_average_s`` (Ampere and newer report a ~1 s average;
+    0 = instantaneous). ``lost = True`` makes every device call raise GPU_IS_LOST, as a GPU
+    falling off the bus does.
     """
 
     NVML_ERROR_UNINITIALIZED = 1
@@ -49,7 +55,9 @@ class FakeNvml:
         counter_period_s: float = 0.0,
         name: str = "NVIDIA H100 80GB HBM3",
         power_limit_w: float = 700.0,
+        power_average_s: float = 0.0,
     ) -> None:
+        self.power_average_s = power_average_s
         self.n_gpus = gpus
         self.energy_supported = energy_supported
         self.power_supported = power_supported
@@ -145,6 +153,11 @@ class FakeNvml:
         if not self.power_supported:
             raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)
         with self._lock:
+            if self.power_average_s > 0:
+                t1 = time.perf_counter()
+                t0 = max(t1 - self.power_average_s, self._segments[handle][0][0])
+                if t1 > t0:
+                    return int((self._integral_mj(handle, t1) - self._integral_mj(handle, t0)) / (t1 - t0))
             return int(self._segments[handle][-1][1] * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
@@ -158,6 +171,41 @@ class FakeNvml:
                 t0 = self._segments[handle][0][0]
                 t_s = t0 + (t_s - t0) // self.counter_period_s * self.counter_period_s
             return int(self._offset_mj[handle] + self._integral_mj(handle, t_s))
+
+
+# ----------------------------------------------------------------- synthetic readings
+def stepped_counter_reading(
+    segments: list[tuple[float, float, float]],
+    polls: list[float],
+    *,
+    counter_period_s: float = 0.1,
+    grid_origin_s: float = 0.0,
+) -> EnergyReading:
+    """The reading NvmlMeter would give for piecewise-constant power ``segments`` (start_s,
+    end_s, watts; zero outside them) read at ``polls``: energy from a counter that advances
+    only every ``counter_period_s`` on a grid starting at ``grid_origin_s`` (as FakeNvml's
+    stepped counter does), instantaneous power samples at each poll, deterministic.
+    """
+    from e3bench.core.api import EnergyReading, PowerSample
+
+    def energy(t: float) -> float:
+        return sum(p * (min(t, b) - a) for a, b, p in segments if t > a)
+
+    def counter(t: float) -> float:
+        return energy(grid_origin_s + ((t - grid_origin_s) // counter_period_s) * counter_period_s)
+
+    def power(t: float) -> float:
+        return next((p for a, b, p in segments if a <= t < b), 0.0)
+
+    base = counter(polls[0])
+    cum = [(t, counter(t) - base) for t in polls]
+    samples = [PowerSample(t, power(t), d) for t in polls for d in ("gpu0", "total")]
+    total = cum[-1][1]
+    return EnergyReading(
+        "generate", polls[-1] - polls[0], {"gpu0": total, "total": total}, "measured", "nvml:total_energy_counter",
+        details={"counter_update_period_s": counter_period_s, "sensor_update_period_s": counter_period_s},
+        samples=samples, cumulative_j=cum,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- powercap

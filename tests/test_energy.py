@@ -1,107 +1,17 @@
 from __future__ import annotations
 
-import math
-import random
-
 import pytest
 
-from e3bench.core.api import EnergyReading, PowerSample
+from e3bench.core.api import EnergyReading
 from e3bench.energy.carbon import lookup
 from e3bench.energy.accounting import (
     ESTIMATE_IDLE_NOTE,
     IdleBaseline,
-    attribute_phases,
-    integrate_power,
     measure_idle_baseline,
-    phase_durations,
     summarize,
 )
+from e3bench.energy.phases import PhaseSplit
 from e3bench.energy.meters.estimate import CpuPowerModel, EstimateMeter
-
-
-def _irregular_times(t0: float, t1: float, seed: int = 0) -> list[float]:
-    """Sampling times at 50–150 ms spacing, like a loaded 10 Hz poller."""
-    rng = random.Random(seed)
-    ts, t = [], t0
-    while t < t1:
-        ts.append(t)
-        t += rng.uniform(0.05, 0.15)
-    ts.append(t1)
-    return ts
-
-
-def _trace(fn, t0: float, t1: float, domain: str = "total") -> list[PowerSample]:
-    return [PowerSample(t_s=t, power_w=fn(t), domain=domain) for t in _irregular_times(t0, t1)]
-
-
-@pytest.mark.parametrize(
-    ("name", "power", "energy"),
-    [
-        ("constant", lambda t: 42.0, lambda a, b: 42.0 * (b - a)),
-        ("ramp", lambda t: 10 + 5 * t, lambda a, b: 10 * (b - a) + 2.5 * (b * b - a * a)),
-        (
-            "sine",
-            lambda t: 60 + 40 * math.sin(2 * math.pi * t / 4),
-            lambda a, b: 60 * (b - a)
-            - 40 * 4 / (2 * math.pi) * (math.cos(2 * math.pi * b / 4) - math.cos(2 * math.pi * a / 4)),
-        ),
-        (
-            "step",
-            lambda t: 20.0 if t < 7.3 else 80.0,
-            lambda a, b: 20 * (min(b, 7.3) - a) + 80 * max(b - 7.3, 0),
-        ),
-    ],
-)
-def test_integrate_power_within_one_percent(name, power, energy) -> None:
-    samples = _trace(power, 0.0, 20.0)
-    for a, b in [(0.0, 20.0), (1.234, 17.89), (3.0, 15.0)]:
-        got = integrate_power(samples, a, b)
-        assert got == pytest.approx(energy(a, b), rel=0.01), name
-
-
-def test_integrate_power_clips_holds_and_filters_domain() -> None:
-    samples = [
-        PowerSample(1.0, 10.0, "total"),
-        PowerSample(3.0, 30.0, "total"),
-        PowerSample(2.0, 999.0, "gpu0"),
-    ]
-    # inside: linear 10→30 between t=1 and t=3; at t=2 it is 20
-    assert integrate_power(samples, 1.0, 2.0) == pytest.approx(15.0)
-    # beyond the samples the edge values are held
-    assert integrate_power(samples, 0.0, 1.0) == pytest.approx(10.0)
-    assert integrate_power(samples, 3.0, 5.0) == pytest.approx(60.0)
-    assert integrate_power(samples, 2.0, 2.0) == 0.0
-    assert integrate_power(samples, 0.0, 4.0, domain="gpu0") == pytest.approx(3996.0)
-    with pytest.raises(ValueError, match="no power samples"):
-        integrate_power(samples, 0.0, 1.0, domain="dram")
-
-
-def test_attribute_phases_on_known_trace() -> None:
-    # prefill draws 100 W, decode 40 W, idle 5 W between two sequential requests
-    def p(t: float) -> float:
-        if 0.0 <= t < 0.5 or 3.0 <= t < 3.2:
-            return 100.0
-        if 0.5 <= t < 2.5 or 3.2 <= t < 4.2:
-            return 40.0
-        return 5.0
-
-    samples = [PowerSample(i / 1000, p(i / 1000), "total") for i in range(0, 5001)]
-    intervals = [(0.0, 0.5, 2.5), (3.0, 3.2, 4.2)]
-    prefill_j, decode_j = attribute_phases(samples, intervals)
-    assert prefill_j == pytest.approx(100 * 0.5 + 100 * 0.2, rel=0.01)  # 70 J
-    assert decode_j == pytest.approx(40 * 2.0 + 40 * 1.0, rel=0.01)  # 120 J
-    assert phase_durations(intervals) == pytest.approx((0.7, 3.0))
-
-
-def test_attribute_phases_does_not_double_count_overlapping_requests() -> None:
-    samples = [PowerSample(t / 10, 10.0, "total") for t in range(0, 51)]
-    intervals = [(0.0, 1.0, 3.0), (0.5, 1.5, 3.5)]  # a batch with staggered arrivals
-    prefill_j, decode_j = attribute_phases(samples, intervals)
-    assert prefill_j == pytest.approx(15.0)  # [0, 1.5]
-    assert decode_j == pytest.approx(20.0)  # [1.5, 3.5]
-    assert prefill_j + decode_j == pytest.approx(10.0 * 3.5)
-    with pytest.raises(ValueError):
-        attribute_phases(samples, [(1.0, 0.5, 2.0)])
 
 
 def _reading(total_j: float = 100.0, duration_s: float = 10.0, **kw) -> EnergyReading:
@@ -123,7 +33,7 @@ def _idle(power_w: float, sensor: str = "rapl:cpu-package-0+dram-0") -> IdleBase
 def test_summarize_math() -> None:
     s = summarize(
         _reading(), _idle(2.0), input_tokens=1000, output_tokens=500, requests=4,
-        phases=(30.0, 70.0), phase_durations_s=(2.0, 8.0), region="DE",
+        phases=PhaseSplit(30.0, 70.0, 2.0, 8.0, "integrated", "test"), region="DE",
     )
     assert s.method == "measured" and s.basis == "net"
     assert s.gross_energy_j == 100.0

@@ -213,7 +213,7 @@ def test_codecarbon_cross_check_reads_a_window() -> None:
 
 
 def test_long_windows_thin_the_power_series_but_keep_its_ends() -> None:
-    from e3bench.energy.meters.base import Tick, power_samples, thin_ticks
+    from e3bench.energy.meters.sampling import Tick, power_samples, thin_ticks
 
     ticks = [Tick(t_s=i * 0.1, energy_j={"cpu": i * 1.0}) for i in range(1001)]  # 10 W
     kept, step = thin_ticks(ticks, max_ticks=100)
@@ -222,3 +222,83 @@ def test_long_windows_thin_the_power_series_but_keep_its_ends() -> None:
     samples = power_samples(kept)
     assert all(s.power_w == pytest.approx(10.0) for s in samples)  # averages stay exact
     assert thin_ticks(ticks[:50], max_ticks=100) == (ticks[:50], 1)
+
+
+# ------------------------------------------------------- NaN is missing, not "estimated"
+def test_nan_tdp_is_refused_with_the_reason_not_estimated_with_nulls() -> None:
+    """`--cpu-tdp-w nan` used to give method 'estimated' with every figure null (issue 13)."""
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        meter = EstimateMeter(cpu_tdp_w=bad)
+        assert not meter.available() and "cpu_tdp_w must be a positive number" in (meter.unavailable_reason() or "")
+        meter.begin("w")
+        r = meter.end("w")
+        assert r.method == "missing" and "cpu_tdp_w" in (r.error or "")
+        for choice in ("estimate", "auto"):
+            with pytest.raises(E3Error, match="cpu_tdp_w must be a positive number"):
+                make_meter(choice, cpu_tdp_w=bad, rapl_root="/nonexistent")
+
+
+def test_a_nan_sensor_value_makes_the_window_missing_with_the_reason() -> None:
+    from e3bench.core.api import EnergyReading
+    from e3bench.energy.accounting import measure_idle_baseline, merge_readings, summarize
+    from e3bench.energy.meters.sampling import Counter
+
+    # the meter base: a reader whose input turns NaN mid-window
+    rss = {"b": 1.0 * GIB}
+    meter = EstimateMeter(power_model=_model(), cpu_time_s=lambda: 0.0, rss_b=lambda: rss["b"])
+    meter.begin("w")
+    rss["b"] = float("nan")
+    r = meter.end("w")
+    meter.close()
+    assert r.method == "missing" and "non-finite" in (r.error or "")
+    # a raw counter value that is NaN is a failed read, and the total is untouched
+    c = Counter(scale_j=1e-6)
+    c.update(100, 0.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        c.update(float("nan"), 1.0)
+    assert c.update(300, 2.0) == pytest.approx(200e-6)
+    # any meter (a plugin) returning NaN: summary, idle baseline and merged buckets are missing
+    nan = EnergyReading("w", 2.0, {"cpu": float("nan"), "total": float("nan")}, "estimated", "plugin")
+    s = summarize(nan, None, input_tokens=1, output_tokens=1, requests=1)
+    assert s.method == "missing" and "non-finite" in (s.error or "") and s.gross_energy_j is None
+    assert merge_readings([nan], "train").method == "missing"
+
+    class NanMeter:
+        name = "plugin"
+
+        def begin(self, window: str) -> None: ...
+
+        def end(self, window: str) -> EnergyReading:
+            return nan
+
+    idle = measure_idle_baseline(NanMeter(), 0.0)  # type: ignore[arg-type]
+    assert idle.method == "missing" and idle.power_w is None and "non-finite" in (idle.error or "")
+
+
+def test_codecarbon_nan_is_missing() -> None:
+    from types import SimpleNamespace
+
+    from e3bench.energy.meters.codecarbon_meter import CodeCarbonMeter
+
+    data = SimpleNamespace(cpu_energy=float("nan"), ram_energy=0.0, gpu_energy=0.0, energy_consumed=float("nan"))
+    r = CodeCarbonMeter()._reading("w", data, 1.0)
+    assert r.method == "missing" and "non-finite" in (r.error or "")
+
+
+def test_a_read_failing_every_third_time_does_not_lose_windows() -> None:
+    """One failed read at a window's begin or end used to discard its energy (issue 13)."""
+    calls = {"n": 0}
+
+    def flaky_cpu_time() -> float:
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise OSError("transient")
+        return 0.0
+
+    meter = EstimateMeter(power_model=_model(), cpu_time_s=flaky_cpu_time, rss_b=lambda: 0.0)
+    readings = []
+    for i in range(6):
+        meter.begin(f"w{i}")
+        readings.append(meter.end(f"w{i}"))
+    meter.close()
+    assert all(r.method == "estimated" for r in readings), [r.error for r in readings]

@@ -9,7 +9,7 @@ try:
 except ImportError:  # tests/ is a package
     from tests.fakes_energy import FakeNvml
 
-from e3bench.energy.accounting import integrate_power
+from e3bench.energy.phases import integrate_power
 from e3bench.core.errors import E3Error
 from e3bench.energy.meters import make_meter
 from e3bench.energy.meters.nvml import NvmlMeter, resolve_gpus

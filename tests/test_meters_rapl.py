@@ -13,7 +13,7 @@ except ImportError:  # tests/ is a package
 import e3bench.energy.meters.rapl as rapl
 from e3bench.core.errors import E3Error
 from e3bench.energy.meters import make_meter
-from e3bench.energy.meters.base import Counter
+from e3bench.energy.meters.sampling import Counter
 from e3bench.energy.meters.rapl import RaplMeter, RaplReader, discover_zones
 
 
@@ -157,3 +157,63 @@ def test_auto_picks_rapl_when_readable(tmp_path: Path) -> None:
         )
     finally:
         meter.close()
+
+
+# ------------------------------------------- unreadable max_energy_range_uj (issue 12.3)
+def test_counter_with_unknown_range_estimates_a_wrap_from_the_previous_power() -> None:
+    """100 W read every 100 ms by a counter wrapping at 50 J whose range is unknown: each wrap
+    interval used to be dropped (−0.1 s of energy per wrap, ~−20% here); now it is held at
+    the previous interval's power and counted as estimated."""
+    c = Counter(scale_j=1e-6, wrap_range=None, wraps_expected=True)
+    raw, t = 7_000_000, 0.0
+    c.update(raw, t)
+    for _ in range(30):  # 3 s: 300 J through a 50 J range, 6 wraps
+        t += 0.1
+        raw = (raw + 10_000_000) % 50_000_000
+        c.update(raw, t)
+    assert c.total_j == pytest.approx(300.0)
+    assert c.wraps_estimated == 6 and c.estimated_j == pytest.approx(60.0)
+    assert c.negative_deltas_dropped == 0
+    # a counter that is not expected to wrap (NVML's 64-bit) still drops a decrease as a glitch
+    g = Counter(scale_j=1e-6, wrap_range=None)
+    g.update(500, 0.0)
+    g.update(600, 1.0)
+    assert g.update(100, 2.0) == pytest.approx(100e-6) and g.negative_deltas_dropped == 1
+
+
+def test_unreadable_range_is_said_in_the_record_and_wraps_are_not_lost(tmp_path: Path) -> None:
+    import threading
+
+    from e3bench.energy.accounting import summarize
+
+    zone = make_zone(tmp_path, "intel-rapl:0", "package-0", 7_000_000, None)  # no max_energy_range_uj
+    stop = threading.Event()
+    t_start = time.perf_counter()
+
+    def draw_100_w() -> None:  # the hardware: 100 W, a 50 J counter
+        while not stop.is_set():
+            _set(zone, int(7_000_000 + (time.perf_counter() - t_start) * 100e6) % 50_000_000)
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=draw_100_w, daemon=True)
+    writer.start()
+    meter = RaplMeter(root=tmp_path)
+    try:
+        meter.begin("w")
+        time.sleep(1.6)  # ~160 J: 3 wraps
+        r = meter.end("w")
+    finally:
+        stop.set()
+        writer.join()
+        meter.close()
+    assert r.method == "measured" and r.details["max_energy_range_uj"] == {"cpu-package-0": None}
+    assert r.details["wraps_estimated"] >= 3
+    assert r.energy_j["total"] == pytest.approx(100.0 * r.duration_s, rel=0.03)
+    s = summarize(r, None, input_tokens=1, output_tokens=1, requests=1)
+    assert any("max_energy_range_uj unreadable" in n and "estimated" in n for n in s.notes)
+    # a window without a wrap still says the range is unknown
+    meter = RaplMeter(root=tmp_path)
+    meter.begin("quiet")
+    r2 = meter.end("quiet")
+    meter.close()
+    assert any("unreadable" in n for n in summarize(r2, None, input_tokens=0, output_tokens=0, requests=0).notes)

@@ -43,13 +43,24 @@ def test_edge_cases():
     assert t_critical_95(1000) == pytest.approx(1.96)
 
 
-def test_token_clock():
+def test_token_clock(monkeypatch):
+    """TTFT = first callback − start, ITL = gaps between callbacks, read on core.timing.clock;
+    start() forgets the previous request."""
+    import e3bench.core.timing as timing
+
+    ticks = iter([10.0, 10.25, 10.30, 10.42, 20.0, 20.5])
+    monkeypatch.setattr(timing, "clock", lambda: next(ticks))
     tc = TokenClock()
+    assert tc.ttft_s is None and tc.itl_s() == []
     tc.start()
     tc(1)
     tc(2)
     tc(3)
-    assert tc.ttft_s >= 0 and len(tc.itl_s()) == 2
+    assert tc.ttft_s == pytest.approx(0.25)
+    assert tc.itl_s() == pytest.approx([0.05, 0.12])
+    tc.start()
+    tc(1)
+    assert tc.stamps == [20.5] and tc.ttft_s == pytest.approx(0.5) and tc.itl_s() == []
 
 
 def test_gpu_bandwidth_takes_the_most_specific_name():

@@ -72,7 +72,7 @@ def test_window_ends_meters_when_the_work_raises():
 
 def test_summary_subtracts_this_meters_idle_and_the_cross_check_its_own():
     win = MeteredWindow(ConstantPowerMeter(50.0), cross=ConstantPowerMeter(30.0, sensor="other"))
-    win.measure_idle(0.05)
+    win.measure_idle(0.05, "test state")
     assert win.idle.power_w == pytest.approx(50.0) and win.cross_idle.power_w == pytest.approx(30.0)
     # the work draws 80 W on the main meter: net = (80 - 50) W × t
     win.meter.power_w, win.cross.power_w = 80.0, 40.0
@@ -88,7 +88,7 @@ def test_summary_subtracts_this_meters_idle_and_the_cross_check_its_own():
 
 def test_training_buckets_add_windows_and_subtract_idle_over_the_total_time():
     win = MeteredWindow(ConstantPowerMeter(10.0))
-    win.measure_idle(0.03)
+    win.measure_idle(0.03, "test state")
     win.meter.power_w = 60.0
     totals = EnergyTotals(win)
     for _ in range(3):
@@ -145,3 +145,47 @@ def test_cross_check_is_recorded_for_tasks_and_forward(tiny_models):
     ))  # fmt: skip
     fwd = run_one(enc).efficiency.forward[0]
     assert fwd.energy is not None and fwd.energy_cross_check is not None
+
+
+def test_training_meters_idle_after_the_model_is_built(tmp_path):
+    """Issue 12.1 for training: the suite metered idle once before any model existed; now each
+    configuration's idle is metered with its model and optimizer resident, and says so."""
+    import random
+
+    from test_train_suite import TINY, WORDS, _toml
+
+    from e3bench.train.suite import run_suite
+
+    rng = random.Random(0)
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(7)) + "." for _ in range(600)))
+    msgs: list[str] = []
+    rec, _ = run_suite([_toml(tmp_path, "baseline", TINY)], output_dir=tmp_path / "out", text=str(corpus),
+                       meter="estimate", idle_seconds=0.2, plot=False, progress=msgs.append)  # fmt: skip
+    idle_at = next(i for i, m in enumerate(msgs) if m.startswith("measuring idle power"))
+    assert idle_at > msgs.index(next(m for m in msgs if m.startswith("== baseline")))
+    state = "model of 'baseline' built on cpu with its optimizer, before the first step"
+    assert state in msgs[idle_at]
+    e = rec.configs[0].train_energy
+    assert e.basis == "net" and e.idle_state == state and rec.energy.idle.state == state
+
+
+def test_finetune_meters_idle_after_load(tiny_models, tmp_path):
+    import json
+
+    from e3bench.train.finetune import FinetuneConfig, run_finetune
+
+    rows = [{"query": f"Passage: {w} sky\nQuestion: is it blue?", "choices": ["no", "yes"], "gold": int(w == "blue")}
+            for w in ("blue", "red", "green", "blue") * 4]  # fmt: skip
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = FinetuneConfig(model=str(tiny_models["decoder"]), train_file=str(data), eval_file=str(data), max_steps=2,
+                         eval_every=2, batch_size=4, max_eval_samples=8, meter="estimate", idle_seconds=0.1,
+                         output_dir=str(tmp_path / "out"), max_seq_len=64)  # fmt: skip
+    msgs: list[str] = []
+    rec, _ = run_finetune(cfg, progress=msgs.append)
+    loaded_at = next(i for i, m in enumerate(msgs) if " params, " in m and "load " in m)
+    idle_at = next(i for i, m in enumerate(msgs) if m.startswith("measuring idle power"))
+    assert loaded_at < idle_at
+    state = "model loaded on cpu (lora), optimizer built, before the first step"
+    assert rec.energy.idle.state == state and rec.train_energy.idle_state == state

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -18,8 +19,6 @@ _LIBS = (
     "onnxruntime", "optimum", "llama_cpp_python", "vllm", "lm_eval", "nvidia-ml-py",
     "codecarbon", "peft",
 )  # fmt: skip
-
-
 
 
 def e3bench_version() -> str:
@@ -95,25 +94,44 @@ def gpu_info() -> list[GpuInfo]:
 BUSY_OTHER_CPU_PCT = 25.0
 
 
+class OtherCpu:
+    """Other processes' CPU use over a stretch of time: ``OtherCpu()`` starts the clock,
+    :meth:`busy_pct` gives system-wide CPU busy % since then with this process's own CPU
+    time taken out (None where psutil cannot tell)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        try:
+            self._start = (time.perf_counter(), psutil.cpu_times(), psutil.Process().cpu_times())
+        except (OSError, psutil.Error):
+            self._start = None
+
+    def busy_pct(self) -> float | None:
+        """Other processes' share of all CPUs (%) since construction."""
+        psutil = self._psutil
+        if self._start is None:
+            return None
+        try:
+            w1, s1, m1 = time.perf_counter(), psutil.cpu_times(), psutil.Process().cpu_times()
+        except (OSError, psutil.Error):
+            return None
+        w0, s0, m0 = self._start
+        own = (m1.user + m1.system) - (m0.user + m0.system)
+        total = (w1 - w0) * (psutil.cpu_count() or 1)
+        return max(0.0, 100.0 * (_busy(s1) - _busy(s0) - own) / total) if total > 0 else None
+
+
+def _busy(t) -> float:  # noqa: ANN001 - psutil's scputimes
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
 def other_cpu_busy_pct(seconds: float = 0.5) -> float | None:
     """System-wide CPU busy % over ``seconds`` with this process's own CPU time taken out."""
-    import time
-
-    import psutil
-
-    def busy(t) -> float:
-        return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-    try:
-        me = psutil.Process()
-        w0, s0, m0 = time.perf_counter(), psutil.cpu_times(), me.cpu_times()
-        time.sleep(seconds)
-        w1, s1, m1 = time.perf_counter(), psutil.cpu_times(), me.cpu_times()
-    except (OSError, psutil.Error):
-        return None
-    own = (m1.user + m1.system) - (m0.user + m0.system)
-    total = (w1 - w0) * (psutil.cpu_count() or 1)
-    return max(0.0, 100.0 * (busy(s1) - busy(s0) - own) / total) if total > 0 else None
+    probe = OtherCpu()
+    time.sleep(seconds)
+    return probe.busy_pct()
 
 
 def busy_warning(m: Manifest, what: str = "run") -> str | None:

@@ -1,8 +1,10 @@
 """The only orchestrator: ``run_one(RunConfig) -> ResultRecord``.
 
-load → warm up → timed + metered windows (per batch size) → evaluate tasks on the SAME loaded
-backend → record. Every timed window is bracketed by ``backend.synchronize()`` and read on
-``timing.clock``; every metered window by ``meter.begin/end``.
+load → one-off work (roofline bandwidth) → idle baseline (model loaded, before warm-up) → warm
+up → timed + metered windows (per batch size) → evaluate tasks on the SAME loaded backend →
+record. Every timed window is bracketed by ``backend.synchronize()`` and read on
+``timing.clock``; every metered window by ``meter.begin/end``. The peak RSS reported is that of
+the measured phase (after load and the one-off work); the lifetime peak is kept beside it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
 from e3bench.core.api import Backend
 from e3bench.core.errors import E3Error
-from e3bench.core.host import PEAK_RSS_METHOD, peak_rss_bytes
+from e3bench.core.host import PeakRss, peak_rss_bytes
 from e3bench.core.ids import run_id, utc_now_iso
 from e3bench.core.timing import clock
 from e3bench.results.schema import BatchResult, Efficiency, ModelInfo, ResultRecord, TaskResult
 
 Progress = Callable[[str], None]
-
-
 
 
 class Runner:
@@ -74,10 +74,9 @@ class Runner:
             raise E3Error(f"{backend.name} backend: {reason}", "choose a supported --dtype / --device")
         window: MeteredWindow | None = None
         try:
-            window = MeteredWindow.create(
-                cfg.meter, device=cfg.device, cpu_tdp_w=cfg.cpu_tdp_w, idle_seconds=cfg.idle_seconds,
-                region=cfg.region, cross_choice=cfg.cross_check_meter, sync=backend.synchronize,
-                progress=self.progress,
+            window = MeteredWindow.create(  # a meter that cannot work fails before the model loads
+                cfg.meter, device=cfg.device, cpu_tdp_w=cfg.cpu_tdp_w, region=cfg.region,
+                cross_choice=cfg.cross_check_meter, sync=backend.synchronize,
             )  # fmt: skip
             return self._measure(spec, backend, window, manifest, t_run)
         finally:
@@ -115,9 +114,13 @@ class Runner:
             load_note="backend.load() wall time incl. tokenizer; GGUF conversion is cached after the first run",
             prompt_source=ps.source,
             peak_rss_bytes=0,
-            peak_rss_method=PEAK_RSS_METHOD,
         )
         rule = loops.StoppingRule(cfg.warmup_iters, cfg.min_iters, cfg.min_seconds, cfg.max_seconds)
+        bandwidth = None if info.architecture == "encoder-only" else self._bandwidth(manifest)
+        lifetime_before = peak_rss_bytes()  # load, conversions and the bandwidth probe
+        mem = PeakRss()
+        mem.start()  # the measured phase starts here: one-off work above is not in its peak
+        window.measure_idle(cfg.idle_seconds, idle_state(cfg), self.progress)
         backend.reset_peak_memory()
         try:
             for batch in cfg.batch_sizes:
@@ -130,15 +133,18 @@ class Runner:
                         loops.generation(backend, window, ps, batch, max_new_tokens=cfg.max_new_tokens,
                                          seed=cfg.seed, rule=rule, warnings=self.warnings)  # fmt: skip
                     )
-            if eff.generation:
-                eff.roofline = self._roofline(info.weights_bytes, eff.generation, manifest)
             tasks = self._tasks(window)
         finally:
-            eff.peak_rss_bytes = peak_rss_bytes()
+            eff.peak_rss_bytes = mem.stop()
+            eff.peak_rss_method = mem.method
+            eff.peak_rss_includes = self._peak_includes()
+            eff.peak_rss_lifetime_bytes = max(peak_rss_bytes(), lifetime_before)
             peak_dev, peak_method = backend.peak_memory()
             if peak_dev is not None:
                 eff.peak_device_memory_bytes = peak_dev
                 eff.peak_device_memory_method = peak_method
+        if eff.generation and bandwidth is not None:
+            eff.roofline = self._roofline(bandwidth, info.weights_bytes, eff.generation)
         return ResultRecord(
             run_id=self.run_id,
             created_utc=utc_now_iso(),
@@ -154,22 +160,49 @@ class Runner:
             duration_s=clock() - t_run,
         )
 
-    def _roofline(self, weights_bytes: int, gens: list[BatchResult], manifest):
+    def _bandwidth(self, manifest):
+        """The memory bandwidth for the roofline (GPU: vendor spec; CPU: measured with its
+        conditions and cached, re-measured when suspect); None when unknown."""
         from e3bench.bench import roofline
 
-        if self.cfg.device == "cuda" and manifest.gpus:
+        if self.cfg.device.startswith("cuda") and manifest.gpus:
             bw = roofline.gpu_bandwidth(manifest.gpus[0].name)
             if bw is None:
                 self.warnings.append(f"no bandwidth spec for GPU '{manifest.gpus[0].name}'; roofline skipped")
-                return None
-        else:
-            self.progress("memory bandwidth for the roofline (measured once, then cached)")
-            bw = roofline.cpu_bandwidth(models.cache_root(self.cfg.cache_dir), manifest.cpu_model)
+            return bw
+        self.progress("memory bandwidth for the roofline (cached; re-measured when suspect)")
+        bw = roofline.cpu_bandwidth(models.cache_root(self.cfg.cache_dir), manifest.cpu_model)
+        if bw.other_cpu_busy_pct is not None and bw.other_cpu_busy_pct >= roofline.BUSY_PCT:
+            self.warnings.append(
+                f"roofline bandwidth {bw.bytes_per_s / 1e9:.1f} GB/s was measured while other processes used "
+                f"{bw.other_cpu_busy_pct:.0f}% of the CPUs: the bound may be too low"
+            )
+        return bw
+
+    def _peak_includes(self) -> str:
+        cfg = self.cfg
+        parts = [f"warm-up and measured iterations of batch size(s) {', '.join(map(str, cfg.batch_sizes))}"]
+        if cfg.tasks:
+            parts.append(f"tasks {', '.join(cfg.tasks)}")
+        return (
+            "the loaded model plus " + " and ".join(parts) + " (from after load; model load, GGUF conversion, "
+            "the roofline bandwidth probe and other one-off work are only in peak_rss_lifetime_bytes)"
+        )
+
+    def _roofline(self, bw, weights_bytes: int, gens: list[BatchResult]):
+        from e3bench.bench import roofline
+
         decode = {g.batch_size: g.decode_tokens_per_s.mean for g in gens if g.decode_tokens_per_s}
         rl = roofline.roofline(bw, weights_bytes, decode)
         for g in gens:
             g.roofline_fraction = rl.fraction_of_bound.get(g.batch_size)
         return rl
+
+
+def idle_state(cfg: RunConfig) -> str:
+    """What is resident while the run's idle baseline is metered (kept in the record)."""
+    where = "on the GPU (CUDA context and weights resident)" if cfg.device.startswith("cuda") else "in memory"
+    return f"model loaded {where}, before warm-up"
 
 
 def run_one(cfg: RunConfig, *, backend: Backend | None = None, progress: Progress | None = None) -> ResultRecord:

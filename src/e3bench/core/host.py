@@ -1,5 +1,6 @@
 """Facts about this machine and process that several layers need (envinfo, meters, runner,
-training): the CPU model string, sockets, usable CPUs, current and peak resident memory.
+training): the CPU model string, sockets, usable CPUs, current and peak resident memory (the
+lifetime peak, and the peak of one phase: :class:`PeakRss`).
 
 Pure standard library, one implementation each, so the roofline cache (keyed by CPU model) and
 the TDP table (looked up by CPU model) always agree.
@@ -59,17 +60,96 @@ def usable_logical_cpus() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+_peak_before_reset_bytes = 0  # the lifetime peak as it was before the last reset_peak_rss()
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process over its lifetime, bytes
-    (``getrusage(RUSAGE_SELF).ru_maxrss``; Linux reports KiB, macOS bytes)."""
+    (``getrusage(RUSAGE_SELF).ru_maxrss``; Linux reports KiB, macOS bytes). Linux resets
+    ru_maxrss together with VmHWM (:func:`reset_peak_rss`); the peak from before a reset is
+    remembered, so this stays the lifetime peak."""
     import resource
 
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(ru if sys.platform == "darwin" else ru * 1024)
+    return max(int(ru if sys.platform == "darwin" else ru * 1024), _peak_before_reset_bytes)
 
 
 #: how :func:`peak_rss_bytes` is obtained, for records
 PEAK_RSS_METHOD = "getrusage(RUSAGE_SELF).ru_maxrss: process lifetime peak, load included"
+
+
+def hwm_rss_bytes() -> int | None:
+    """The resident-set high-water mark since the last reset (``VmHWM`` in /proc/self/status),
+    bytes; None where /proc is absent."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the resident-set high-water mark to the current RSS (Linux >= 4.0: write "5" to
+    /proc/self/clear_refs). Returns False where that is not possible. The lifetime peak is
+    kept for :func:`peak_rss_bytes`."""
+    global _peak_before_reset_bytes
+    before = peak_rss_bytes()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    _peak_before_reset_bytes = max(_peak_before_reset_bytes, before)
+    hwm, now = hwm_rss_bytes(), rss_bytes()
+    return hwm is not None and hwm <= max(now, 1) * 1.05 + 4 * 2**20  # really reset
+
+
+class PeakRss:
+    """The peak resident set size of one phase of this process, bytes.
+
+    ``start()`` resets the kernel's high-water mark (:func:`reset_peak_rss`) and ``stop()``
+    reads it (``VmHWM``): exact, no thread. Where the reset is not possible, a daemon thread
+    samples RSS every ``interval_s`` instead (a peak shorter than that can be missed).
+    ``method`` says which was used.
+    """
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.method = ""
+        self._peak = 0
+        self._stop = None
+        self._thread = None
+
+    def start(self) -> None:
+        """Begin the phase (the current RSS is its floor)."""
+        import threading
+
+        if reset_peak_rss():
+            self.method = "VmHWM after a reset via /proc/self/clear_refs (exact high-water mark)"
+            return
+        self.method = f"RSS sampled every {self.interval_s * 1000:.0f} ms (high-water mark reset unavailable)"
+        self._peak = rss_bytes()
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.wait(self.interval_s):
+                self._peak = max(self._peak, rss_bytes())
+
+        self._thread = threading.Thread(target=run, name="e3bench-peak-rss", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        """End the phase; return its peak RSS in bytes."""
+        if self._thread is None:
+            hwm = hwm_rss_bytes()
+            return hwm if hwm is not None else rss_bytes()
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self._thread = None
+        return max(self._peak, rss_bytes())
 
 
 def rss_bytes() -> int:

@@ -1,34 +1,39 @@
-"""Energy arithmetic the runner embeds in a result: idle baseline, integration, phases, summary.
+"""Energy arithmetic the runner embeds in a result: idle baseline and the typed summary.
 
 Pure functions plus pydantic models; every field carries its unit in its name. Per-unit figures
 (per request, per token, tokens per joule, Wh per 1000 queries) use the idle-subtracted *net*
 energy when an idle baseline from the same sensor exists, and say so in ``basis``; the gross
 variants are always in ``gross``. CO2e is computed on gross energy (all of it came from the
-grid) and on net energy.
+grid) and on net energy. The prefill/decode split is :mod:`e3bench.energy.phases`.
 """
 
 from __future__ import annotations
 
-import bisect
+import math
 import time
 from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from e3bench.core.api import EnergyMeter, EnergyReading, Method, PowerSample
+from e3bench.core.api import EnergyMeter, EnergyReading, Method
 from e3bench.energy import carbon
+from e3bench.energy.phases import PhaseMethod, PhaseSplit
 
 IDLE_WINDOW = "idle-baseline"
 ESTIMATE_IDLE_NOTE = (
     "for the tdp-model estimate, idle power is the model's floor (0.1 × TDP_eff) plus RAM at "
-    "the current RSS; subtracting it leaves the load-dependent part 0.9 × TDP_eff × u³, "
-    "which is the intended net figure"
+    "the RSS while idle; subtracting it leaves the load-dependent part 0.9 × TDP_eff × u³ "
+    "(plus RAM for memory the work added), which is the intended net figure"
 )
 
 
 # ---------------------------------------------------------------------------- models
 class IdleBaseline(BaseModel):
-    """Power drawn while the loaded model sits idle, from the run's own meter."""
+    """Power drawn while the loaded model sits idle, from the run's own meter.
+
+    ``state`` says what was resident while idle was metered (e.g. "model loaded, before
+    warm-up"): only what differs between that state and the workload counts as net energy.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -40,6 +45,7 @@ class IdleBaseline(BaseModel):
     energy_j: float | None = None
     error: str | None = None
     note: str | None = None
+    state: str | None = None
 
 
 class PerUnitEnergy(BaseModel):
@@ -70,6 +76,7 @@ class EnergySummary(BaseModel):
     gross_energy_j: float | None = None
     idle_power_w: float | None = None
     idle_method: Method | None = None
+    idle_state: str | None = None  # what was loaded while the subtracted idle was metered
     net_energy_j: float | None = None
     net_clamped_to_zero: bool = False
     energy_by_domain_j: dict[str, float] = {}
@@ -83,11 +90,19 @@ class EnergySummary(BaseModel):
     wh_per_1000_queries: float | None = None
     gross: PerUnitEnergy = PerUnitEnergy()
     net: PerUnitEnergy = PerUnitEnergy()
-    # phases (gross; net when phase durations are known)
+    # phases (gross, and net of idle power over each phase's duration); how they were split:
+    # "integrated" (the power series resolves the phases) or "apportioned" (a model split the
+    # window's energy: ``phase_attribution`` says which, a note says why)
     prefill_energy_j: float | None = None
     decode_energy_j: float | None = None
     prefill_net_energy_j: float | None = None
     decode_net_energy_j: float | None = None
+    prefill_duration_s: float | None = None
+    decode_duration_s: float | None = None
+    phase_method: PhaseMethod | None = None
+    phase_attribution: str | None = None
+    prefill_power_w: float | None = None  # fitted mean power of each phase (apportioned by a fit)
+    decode_power_w: float | None = None
     # carbon
     co2e_g: float | None = None  # on gross energy
     co2e_net_g: float | None = None
@@ -122,19 +137,27 @@ def measure_idle_baseline(
     meter: EnergyMeter,
     seconds: float = 3.0,
     *,
+    state: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> IdleBaseline:
-    """Meter ``seconds`` of doing nothing; return mean power per domain and in total."""
+    """Meter ``seconds`` of doing nothing; return mean power (W) per domain and in total.
+
+    ``state`` (what is loaded now, e.g. "model loaded, before warm-up") is kept in the
+    baseline. A missing reading, a zero-length window or a non-finite energy gives a baseline
+    with method ``missing`` and the reason, never a number.
+    """
     meter.begin(IDLE_WINDOW)
     sleep(max(seconds, 0.0))
     reading = meter.end(IDLE_WINDOW)
-    if reading.method == "missing" or reading.duration_s <= 0:
+    bad = _bad_reading(reading) or ("zero-length idle window" if reading.duration_s <= 0 else None)
+    if bad:
         return IdleBaseline(
             method="missing",
             sensor=reading.sensor,
             duration_s=reading.duration_s,
             power_w=None,
-            error=reading.error or "zero-length idle window",
+            error=bad,
+            state=state,
         )
     by_domain = {d: e / reading.duration_s for d, e in reading.energy_j.items() if d != "total"}
     total_j = reading.total_j or 0.0
@@ -146,7 +169,21 @@ def measure_idle_baseline(
         power_by_domain_w=by_domain,
         energy_j=total_j,
         note=ESTIMATE_IDLE_NOTE if reading.sensor == "tdp-model" else None,
+        state=state,
     )
+
+
+def _bad_reading(reading: EnergyReading) -> str | None:
+    """Why a reading carries no usable energy (missing, or a NaN/inf value), else None."""
+    if reading.method == "missing":
+        return reading.error or "energy not measured"
+    bad = sorted(d for d, v in reading.energy_j.items() if not math.isfinite(v))
+    if bad or not reading.energy_j:
+        what = ", ".join(bad) if bad else "no domain"
+        return f"the meter returned a non-finite energy ({what}); treated as missing"
+    if not math.isfinite(reading.duration_s):
+        return "the meter returned a non-finite duration; treated as missing"
+    return None
 
 
 def merge_readings(readings: Sequence[EnergyReading], window: str) -> EnergyReading:
@@ -159,10 +196,10 @@ def merge_readings(readings: Sequence[EnergyReading], window: str) -> EnergyRead
     if not readings:
         return EnergyReading(window, 0.0, {}, "missing", "", error="no window was metered")
     first = readings[0]
-    bad = next((r for r in readings if r.method == "missing"), None)
+    bad = next((r for r in readings if _bad_reading(r)), None)
     duration = sum(r.duration_s for r in readings)
     if bad is not None:
-        return EnergyReading(window, duration, {}, "missing", bad.sensor, error=bad.error or "energy not measured")
+        return EnergyReading(window, duration, {}, "missing", bad.sensor, error=_bad_reading(bad))
     energy: dict[str, float] = {}
     for r in readings:
         for domain, joules in r.energy_j.items():
@@ -177,104 +214,6 @@ def merge_readings(readings: Sequence[EnergyReading], window: str) -> EnergyRead
             + str(short[0].details.get("short_window_note", ""))
         )
     return EnergyReading(window, duration, energy, first.method, first.sensor, details=details)
-
-
-# ---------------------------------------------------------------------- integration
-def integrate_power(
-    samples: Sequence[PowerSample], t0_s: float, t1_s: float, domain: str = "total"
-) -> float:
-    """Joules in [t0_s, t1_s] from power samples of ``domain`` (trapezoidal).
-
-    Power is linear between samples (irregular spacing is fine), linearly interpolated at the
-    window edges and held constant beyond the first/last sample. Raises ValueError when the
-    domain has no samples.
-    """
-    pts = sorted((s.t_s, s.power_w) for s in samples if s.domain == domain)
-    if not pts:
-        raise ValueError(f"no power samples for domain '{domain}'")
-    if t1_s <= t0_s:
-        return 0.0
-    ts = [t for t, _ in pts]
-    ps = [p for _, p in pts]
-
-    def power_at(t: float) -> float:
-        i = bisect.bisect_left(ts, t)
-        if i <= 0:
-            return ps[0]
-        if i >= len(ts):
-            return ps[-1]
-        ta, tb = ts[i - 1], ts[i]
-        if tb == ta:
-            return ps[i]
-        return ps[i - 1] + (ps[i] - ps[i - 1]) * (t - ta) / (tb - ta)
-
-    lo = bisect.bisect_right(ts, t0_s)
-    hi = bisect.bisect_left(ts, t1_s)
-    xs = [t0_s, *ts[lo:hi], t1_s]
-    ys = [power_at(t0_s), *ps[lo:hi], power_at(t1_s)]
-    return sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2 for i in range(len(xs) - 1))
-
-
-# ---------------------------------------------------------------------------- phases
-Interval = tuple[float, float, float]  # (t_start_s, t_first_token_s, t_end_s)
-
-
-def _union(segments: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[tuple[float, float]] = []
-    for a, b in sorted(s for s in segments if s[1] > s[0]):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def _subtract(
-    segments: list[tuple[float, float]], holes: list[tuple[float, float]]
-) -> list[tuple[float, float]]:
-    out: list[tuple[float, float]] = []
-    for a, b in segments:
-        cur = a
-        for ha, hb in holes:
-            if hb <= cur or ha >= b:
-                continue
-            if ha > cur:
-                out.append((cur, ha))
-            cur = max(cur, hb)
-        if cur < b:
-            out.append((cur, b))
-    return out
-
-
-def _phase_segments(
-    intervals: Sequence[Interval],
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    for start, first, end in intervals:
-        if not start <= first <= end:
-            raise ValueError(f"need t_start <= t_first_token <= t_end, got {(start, first, end)}")
-    prefill = _union([(s, f) for s, f, _ in intervals])
-    decode = _subtract(_union([(f, e) for _, f, e in intervals]), prefill)
-    return prefill, decode
-
-
-def attribute_phases(
-    samples: Sequence[PowerSample], intervals: Sequence[Interval], domain: str = "total"
-) -> tuple[float, float]:
-    """(prefill_j, decode_j): energy from request start to first token, and after it.
-
-    Overlapping requests (batches) are not double counted: each phase is the union of its
-    spans, and time that is prefill for one request and decode for another counts as prefill.
-    """
-    prefill, decode = _phase_segments(intervals)
-    prefill_j = sum(integrate_power(samples, a, b, domain) for a, b in prefill)
-    decode_j = sum(integrate_power(samples, a, b, domain) for a, b in decode)
-    return prefill_j, decode_j
-
-
-def phase_durations(intervals: Sequence[Interval]) -> tuple[float, float]:
-    """(prefill_s, decode_s) covered by the same spans that :func:`attribute_phases` uses."""
-    prefill, decode = _phase_segments(intervals)
-    return sum(b - a for a, b in prefill), sum(b - a for a, b in decode)
 
 
 # --------------------------------------------------------------------------- summary
@@ -304,11 +243,15 @@ def summarize(
     input_tokens: int,
     output_tokens: int,
     requests: int,
-    phases: tuple[float, float] | None = None,
+    phases: PhaseSplit | None = None,
     region: str | carbon.GridIntensity | None = None,
-    phase_durations_s: tuple[float, float] | None = None,
 ) -> EnergySummary:
-    """Turn one window's reading into the record's energy figures (see the module doc)."""
+    """Turn one window's reading into the record's energy figures (see the module doc).
+
+    ``idle``: the baseline to subtract (only if from the same method and sensor); ``phases``:
+    the window's prefill/decode split (:func:`e3bench.energy.phases.split_phases`). A
+    missing reading or one with a non-finite value gives method ``missing`` with the reason.
+    """
     grid = region if isinstance(region, carbon.GridIntensity) else carbon.lookup(region)
     common: dict[str, object] = {
         "window": reading.window,
@@ -325,10 +268,11 @@ def summarize(
         "formula": _str_or_none(reading.details.get("formula")),
     }
     gross_j = reading.total_j
-    if reading.method == "missing" or gross_j is None:
+    bad = _bad_reading(reading)
+    if bad or gross_j is None:
         return EnergySummary(
             method="missing",
-            error=reading.error or "energy not measured",
+            error=bad or "energy not measured",
             basis="none (energy missing)",
             duration_s=reading.duration_s or None,
             **common,  # type: ignore[arg-type]
@@ -350,17 +294,31 @@ def summarize(
             net_j = 0.0
     if reading.details.get("short_window"):
         notes.append(str(reading.details.get("short_window_note", "window shorter than sensor")))
+    meter_notes = reading.details.get("notes")
+    if isinstance(meter_notes, list):
+        notes.extend(str(n) for n in meter_notes)
 
     gross = _per_unit(gross_j, input_tokens, output_tokens, requests)
     net = _per_unit(net_j, input_tokens, output_tokens, requests)
     chosen = net if basis == "net" else gross
 
-    prefill_j = decode_j = prefill_net_j = decode_net_j = None
+    phase_fields: dict[str, object] = {}
     if phases is not None:
-        prefill_j, decode_j = phases
-        if idle_w is not None and phase_durations_s is not None:
-            prefill_net_j = max(prefill_j - idle_w * phase_durations_s[0], 0.0)
-            decode_net_j = max(decode_j - idle_w * phase_durations_s[1], 0.0)
+        phase_fields = {
+            "prefill_energy_j": phases.prefill_j,
+            "decode_energy_j": phases.decode_j,
+            "prefill_duration_s": phases.prefill_s,
+            "decode_duration_s": phases.decode_s,
+            "phase_method": phases.method,
+            "phase_attribution": phases.attribution,
+            "prefill_power_w": phases.prefill_power_w,
+            "decode_power_w": phases.decode_power_w,
+        }
+        if idle_w is not None:
+            phase_fields["prefill_net_energy_j"] = max(phases.prefill_j - idle_w * phases.prefill_s, 0.0)
+            phase_fields["decode_net_energy_j"] = max(phases.decode_j - idle_w * phases.decode_s, 0.0)
+        if phases.note:
+            notes.append(phases.note)
 
     return EnergySummary(
         method=reading.method,
@@ -369,6 +327,7 @@ def summarize(
         gross_energy_j=gross_j,
         idle_power_w=idle_w,
         idle_method=idle_method,
+        idle_state=idle.state if idle is not None and idle_w is not None else None,
         net_energy_j=net_j,
         net_clamped_to_zero=clamped,
         energy_by_domain_j={d: e for d, e in reading.energy_j.items() if d != "total"},
@@ -381,13 +340,10 @@ def summarize(
         wh_per_1000_queries=chosen.wh_per_1000_queries,
         gross=gross,
         net=net,
-        prefill_energy_j=prefill_j,
-        decode_energy_j=decode_j,
-        prefill_net_energy_j=prefill_net_j,
-        decode_net_energy_j=decode_net_j,
         co2e_g=carbon.co2e_g(gross_j, grid),
         co2e_net_g=None if net_j is None else carbon.co2e_g(net_j, grid),
         notes=notes,
+        **phase_fields,  # type: ignore[arg-type]
         **common,  # type: ignore[arg-type]
     )
 
@@ -408,6 +364,8 @@ def _usable_idle(
         return None, idle.method, "gross (idle baseline from a different sensor)"
     if idle.note:
         notes.append(idle.note)
+    if idle.state:
+        notes.append(f"idle power was metered in this state: {idle.state}")
     return idle.power_w, idle.method, "net"
 
 

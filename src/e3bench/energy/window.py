@@ -8,6 +8,9 @@ mean the same thing everywhere:
 * the device is synchronised before the meter starts and before it stops (``sync``), so queued
   GPU work is inside the window it belongs to;
 * the primary meter and the optional cross-check meter see exactly the same window;
+* the idle baseline is metered by the caller once the workload's resident state exists
+  (:meth:`MeteredWindow.measure_idle` after the model is loaded, with ``state`` naming it), so
+  only what the work adds counts as net energy;
 * :meth:`MeteredWindow.summarize` turns a reading into the typed
   :class:`~e3bench.energy.accounting.EnergySummary` (gross, idle-subtracted net, per token and
   per request, prefill/decode split, CO2e), the one energy record of every result.
@@ -26,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 from e3bench.core.api import EnergyMeter, EnergyReading
 from e3bench.core.timing import clock
-from e3bench.energy import accounting
+from e3bench.energy import accounting, phases
 from e3bench.energy.accounting import EnergyRun, EnergySummary, IdleBaseline
 
 T = TypeVar("T")
@@ -83,14 +86,13 @@ class MeteredWindow:
         *,
         device: str = "cpu",
         cpu_tdp_w: float | None = None,
-        idle_seconds: float = 0.0,
         region: str | None = None,
         cross_choice: str | None = None,
         sync: Callable[[], None] | None = None,
-        progress: Progress | None = None,
     ) -> MeteredWindow:
-        """Build the meters named ``choice`` / ``cross_choice`` (see ``energy.meters``) and,
-        when ``idle_seconds`` > 0 and a meter is used, measure the idle baseline of each.
+        """Build the meters named ``choice`` / ``cross_choice`` (see ``energy.meters``). The
+        idle baseline is not measured here: call :meth:`measure_idle` once the workload's
+        model is loaded (before the load, its memory and device context would count as work).
 
         Raises :class:`~e3bench.core.errors.E3Error` for a meter that was asked for by name
         and cannot work; nothing stays open when it does.
@@ -103,8 +105,6 @@ class MeteredWindow:
             if cross_choice:
                 cross, _ = make_meter(cross_choice, device=device, cpu_tdp_w=cpu_tdp_w)
             win = cls(meter, meter_reason=why, sync=sync, region=region, cross=cross)
-            if idle_seconds > 0 and choice != "none":
-                win.measure_idle(idle_seconds, progress)
         except BaseException:
             meter.close()
             if cross is not None:
@@ -122,13 +122,19 @@ class MeteredWindow:
         """False for the ``none`` meter: energy is not measured at all."""
         return self.name != "none"
 
-    def measure_idle(self, seconds: float, progress: Progress | None = None) -> None:
-        """Meter ``seconds`` of doing nothing with each meter (the idle baselines)."""
+    def measure_idle(self, seconds: float, state: str, progress: Progress | None = None) -> None:
+        """Meter ``seconds`` of doing nothing with each meter (the idle baselines), after
+        synchronising the device. ``state`` names what is resident now (e.g. "model loaded,
+        before warm-up") and is kept in the baselines and every summary that subtracts them.
+        Does nothing for ``seconds`` <= 0 or the ``none`` meter."""
+        if seconds <= 0 or not self.measures:
+            return
         if progress:
-            progress(f"measuring idle power for {seconds:g} s ({self.name})")
-        self.idle = accounting.measure_idle_baseline(self.meter, seconds)
+            progress(f"measuring idle power for {seconds:g} s ({self.name}; {state})")
+        self.sync()
+        self.idle = accounting.measure_idle_baseline(self.meter, seconds, state=state)
         if self.cross is not None:
-            self.cross_idle = accounting.measure_idle_baseline(self.cross, seconds)
+            self.cross_idle = accounting.measure_idle_baseline(self.cross, seconds, state=state)
 
     def _meters(self) -> list[EnergyMeter]:
         return [m for m in (self.meter, self.cross) if m is not None]
@@ -159,28 +165,26 @@ class MeteredWindow:
         input_tokens: int = 0,
         output_tokens: int = 0,
         requests: int = 0,
-        intervals: Sequence[accounting.Interval] | None = None,
+        intervals: Sequence[phases.Interval] | None = None,
         cross: bool = False,
     ) -> EnergySummary:
         """The energy record of one reading: gross, net of this meter's idle baseline, per
         token (``input_tokens``, ``output_tokens``) and per request, CO2e for ``region``.
 
-        ``intervals`` = (start, first token, end) per request split the window's power trace
-        into prefill and decode energy. ``cross=True`` subtracts the cross-check meter's
-        idle baseline and labels the summary as the cross-check.
+        ``intervals`` = (start, first token, end) per request split the window's energy
+        into prefill and decode (:func:`e3bench.energy.phases.split_phases`: integrated when
+        the sensor resolves the phases, else apportioned and labelled so). ``cross=True``
+        subtracts the cross-check meter's idle baseline and labels the summary as the
+        cross-check.
         """
-        phases = durations = None
-        if intervals and reading.samples and reading.method != "missing":
-            phases = accounting.attribute_phases(reading.samples, intervals)
-            durations = accounting.phase_durations(intervals)
+        split = phases.split_phases(reading, intervals) if intervals else None
         summary = accounting.summarize(
             reading,
             self.cross_idle if cross else self.idle,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             requests=requests,
-            phases=phases,
-            phase_durations_s=durations,
+            phases=split,
             region=self.region,
         )
         if cross:
@@ -217,12 +221,21 @@ class EnergyTotals:
     ``with totals.window("train"): step()`` meters one step and adds it to "train";
     :meth:`summary` merges the bucket's readings (durations and joules add up) and summarizes
     the merged reading once, so net energy is gross − idle power × total metered time.
+    ``idle_seconds`` is the length of the idle baseline that :meth:`measure_idle` meters once
+    the model to train is loaded.
     """
 
-    def __init__(self, window: MeteredWindow) -> None:
+    def __init__(self, window: MeteredWindow, *, idle_seconds: float = 0.0) -> None:
         self.window_ = window
+        self.idle_seconds = idle_seconds
         self._readings: dict[str, list[EnergyReading]] = {}
         self._n = 0
+
+    def measure_idle(self, state: str, progress: Progress | None = None) -> None:
+        """Meter the idle baseline now (``idle_seconds``; nothing when 0): call it after the
+        model is loaded/built and on its device, naming that ``state``. Summaries made after
+        this subtract it."""
+        self.window_.measure_idle(self.idle_seconds, state, progress)
 
     @contextlib.contextmanager
     def window(self, bucket: str) -> Iterator[None]:

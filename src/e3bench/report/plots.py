@@ -117,7 +117,7 @@ def throughput_vs_batch(configs: Sequence[ConfigSummary], path: Path) -> Path | 
 @_plain_text
 def memory(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
     """Peak RSS bars (MiB); None when no configuration has it."""
-    return _bar(configs, [c.peak_rss_mib for c in configs], "MiB", "Peak RSS (process lifetime)", path)
+    return _bar(configs, [c.peak_rss_mib for c in configs], "MiB", "Peak RSS (measured phase)", path)
 
 
 @_plain_text

@@ -96,8 +96,13 @@ class Efficiency(BaseModel):
     prompt_source: str
     generation: list[BatchResult] = []
     forward: list[ForwardResult] = []
+    #: peak RSS of the measured phase (after load): ``peak_rss_includes`` names what it covers,
+    #: ``peak_rss_method`` how it was read; the process lifetime peak (load, conversions, the
+    #: roofline probe, caches) is ``peak_rss_lifetime_bytes``. Old records: lifetime only.
     peak_rss_bytes: int
     peak_rss_method: str = "getrusage(RUSAGE_SELF).ru_maxrss: process lifetime peak, load included"
+    peak_rss_includes: str | None = None
+    peak_rss_lifetime_bytes: int | None = None
     peak_device_memory_bytes: int | None = None
     peak_device_memory_method: str | None = None
     roofline: Roofline | None = None

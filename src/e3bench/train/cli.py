@@ -175,6 +175,7 @@ def format_suite(record) -> str:
 
 
 def main() -> None:  # pragma: no cover - thin wrapper
+    """``python -m e3bench.train.cli``: the training commands alone (E3Error → one line, exit 2)."""
     from e3bench.core.errors import E3Error
 
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)

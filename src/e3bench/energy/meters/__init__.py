@@ -122,6 +122,10 @@ def _auto(s: MeterSettings) -> tuple[EnergyMeter, str]:
     meter.close()
     spec = _spec("estimate")
     meter = spec.build(s)
+    if not meter.available():  # only a bad setting (cpu_tdp_w) makes the estimate unusable
+        reason = meter.unavailable_reason() or "unavailable"
+        meter.close()
+        raise E3Error(f"--meter auto → estimate: {reason}", "fix the setting, or pass --meter none")
     gpu_note = "; GPU energy NOT included" if s.device.startswith("cuda") else ""
     return meter, f"auto → estimate: {spec.describe(meter)} [{'; '.join(tried)}]{gpu_note}"
 

@@ -10,28 +10,13 @@ exact for counters (RAPL, NVML) and exactly the model's integral for the estimat
 from __future__ import annotations
 
 import math
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from dataclasses import dataclass
+from typing import ClassVar
 
-from e3bench.core.api import EnergyReading, Method, PowerSample
+from e3bench.core.api import EnergyReading, Method
 from e3bench.core.errors import E3Error
-
-#: Polling is never faster than this (DESIGN: "poll power at no more than every 100 ms").
-MIN_SAMPLE_INTERVAL_S = 0.1
-MAX_SAMPLE_INTERVAL_S = 10.0
-#: A window's power series keeps at most this many ticks (1 h at 10 Hz); longer windows keep
-#: every n-th tick. Counter-derived power stays exact on average: energy is cumulative.
-MAX_TICKS_PER_WINDOW = 36_000
-
-
-def clamp_interval_s(interval_s: float) -> float:
-    """Keep polling between 10 Hz and 0.1 Hz."""
-    if not math.isfinite(interval_s) or interval_s <= 0:
-        return MIN_SAMPLE_INTERVAL_S
-    return min(max(interval_s, MIN_SAMPLE_INTERVAL_S), MAX_SAMPLE_INTERVAL_S)
-
+from e3bench.energy.meters.sampling import Reader, Sampler, Tick, clamp_interval_s, power_samples, thin_ticks
 
 def missing_reading(
     window: str,
@@ -54,179 +39,24 @@ def missing_reading(
     )
 
 
-class Counter:
-    """A raw hardware energy counter turned into a cumulative total in joules.
-
-    ``wrap_range`` is the value at which the raw counter rolls over to 0 (RAPL's
-    ``max_energy_range_uj``); with it, a decrease is a wrap. Without it, or when the implied
-    power is implausible, a decrease is a glitch: that delta is dropped and counted.
-    """
-
-    def __init__(
-        self,
-        *,
-        scale_j: float,
-        wrap_range: float | None = None,
-        max_plausible_w: float = 20_000.0,
-    ) -> None:
-        self.scale_j = scale_j
-        self.wrap_range = wrap_range
-        self.max_plausible_w = max_plausible_w
-        self.total_j = 0.0
-        self.wraps = 0
-        self.negative_deltas_dropped = 0
-        self._last_raw: float | None = None
-        self._last_t_s: float | None = None
-
-    def update(self, raw: float, t_s: float) -> float:
-        """Feed one raw reading taken at ``t_s``; return the cumulative joules."""
-        if self._last_raw is not None and self._last_t_s is not None:
-            delta = self._delta(raw, max(t_s - self._last_t_s, 1e-3))
-            if delta is None:
-                self.negative_deltas_dropped += 1
-            else:
-                self.total_j += delta * self.scale_j
-        self._last_raw, self._last_t_s = raw, t_s
-        return self.total_j
-
-    def _delta(self, raw: float, dt_s: float) -> float | None:
-        assert self._last_raw is not None
-        delta = raw - self._last_raw
-        wrapped = delta < 0
-        if wrapped:
-            if not self.wrap_range:
-                return None
-            delta = self.wrap_range - self._last_raw + raw
-        if delta < 0 or delta * self.scale_j / dt_s > self.max_plausible_w:
-            return None
-        self.wraps += int(wrapped)
-        return delta
-
-
-@dataclass
-class Tick:
-    """One reading: cumulative energy by domain, optional instantaneous power, counters."""
-
-    t_s: float
-    energy_j: dict[str, float]  # cumulative since the reader started; no "total" key
-    power_w: dict[str, float] | None = None  # instantaneous power, when the sensor has one
-    counts: dict[str, float] = field(default_factory=dict)  # cumulative flags/aux values
-
-
-class Reader(Protocol):
-    def read(self) -> Tick: ...
-
-
-class Sampler:
-    """Polls a reader in a daemon thread; keeps the ticks that open windows still need."""
-
-    def __init__(self, reader: Reader, interval_s: float, *, name: str = "e3bench-meter") -> None:
-        self.reader = reader
-        self.interval_s = clamp_interval_s(interval_s)
-        self.name = name
-        self.ticks: list[Tick] = []
-        self.errors = 0
-        self.last_error: str | None = None
-        self.thread_cpu_s = 0.0  # CPU time spent by the polling thread (all runs)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._thread_cpu_base_s = 0.0
-
-    # ---------------------------------------------------------------- control
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread_cpu_base_s = self.thread_cpu_s
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-        self._thread = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # ---------------------------------------------------------------- reading
-    def sample_now(self) -> Tick:
-        """Read synchronously (the caller's thread); errors propagate to the caller."""
-        with self._lock:
-            tick = self.reader.read()
-            self.ticks.append(tick)
-            return tick
-
-    def ticks_between(self, t0_s: float, t1_s: float) -> list[Tick]:
-        with self._lock:
-            return [k for k in self.ticks if t0_s <= k.t_s <= t1_s]
-
-    def prune_before(self, t_s: float | None) -> None:
-        """Forget ticks older than ``t_s`` (None: keep only the latest)."""
-        with self._lock:
-            if t_s is None:
-                self.ticks = self.ticks[-1:]
-            else:
-                self.ticks = [k for k in self.ticks if k.t_s >= t_s]
-
-    def _run(self) -> None:
-        start_cpu_s = time.thread_time()
-        next_t = time.perf_counter() + self.interval_s
-        while not self._stop.wait(max(0.0, next_t - time.perf_counter())):
-            next_t += self.interval_s
-            now = time.perf_counter()
-            if next_t < now:  # fell behind (suspended, overloaded): don't burst to catch up
-                next_t = now + self.interval_s
-            try:
-                with self._lock:
-                    self.ticks.append(self.reader.read())
-            except Exception as exc:  # a sensor hiccup must not kill the thread
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            self.thread_cpu_s = self._thread_cpu_base_s + time.thread_time() - start_cpu_s
-        self.thread_cpu_s = self._thread_cpu_base_s + time.thread_time() - start_cpu_s
-
-
-def thin_ticks(ticks: list[Tick], max_ticks: int = MAX_TICKS_PER_WINDOW) -> tuple[list[Tick], int]:
-    """Every n-th tick (first and last kept) so that at most ``max_ticks`` remain; returns n."""
-    if len(ticks) <= max_ticks:
-        return ticks, 1
-    step = -(-len(ticks) // (max_ticks - 1))
-    kept = ticks[::step]
-    if kept[-1] is not ticks[-1]:
-        kept.append(ticks[-1])
-    return kept, step
-
-
-def power_samples(ticks: list[Tick]) -> list[PowerSample]:
-    """A power time series from consecutive ticks, one sample per domain plus ``total``.
-
-    Instantaneous power (NVML) is stamped at its tick; power derived from a counter is the
-    average over the interval between ticks and is stamped at the interval's midpoint.
-    """
-    out: list[PowerSample] = []
-    for prev, cur in zip(ticks, ticks[1:], strict=False):
-        dt_s = cur.t_s - prev.t_s
-        if cur.power_w is not None:
-            if not out and prev.power_w is not None:
-                out.extend(_samples_at(prev.t_s, prev.power_w))
-            out.extend(_samples_at(cur.t_s, cur.power_w))
-        elif dt_s > 0:
-            power = {
-                d: (cur.energy_j[d] - prev.energy_j.get(d, cur.energy_j[d])) / dt_s
-                for d in cur.energy_j
-            }
-            out.extend(_samples_at(prev.t_s + dt_s / 2, power))
-    return out
-
-
-def _samples_at(t_s: float, power_w: dict[str, float]) -> list[PowerSample]:
-    samples = [PowerSample(t_s=t_s, power_w=p, domain=d) for d, p in power_w.items()]
-    samples.append(PowerSample(t_s=t_s, power_w=sum(power_w.values()), domain="total"))
-    return samples
+def _counter_notes(details: dict[str, object], interval_s: float) -> list[str]:
+    """Record notes for counter troubles in a window (details from the readers' counts)."""
+    notes = []
+    dropped = details.get("negative_deltas_dropped")
+    if isinstance(dropped, (int, float)) and dropped > 0:
+        notes.append(
+            f"{int(dropped)} counter decrease(s) that were not wraps (glitch or reset) were dropped: "
+            f"the energy of those poll intervals (~{interval_s:g} s each) is missing from this window"
+        )
+    estimated = details.get("wraps_estimated")
+    if isinstance(estimated, (int, float)) and estimated > 0:
+        joules = details.get("wrap_estimated_j", 0.0)
+        notes.append(
+            f"{int(estimated)} counter wrap(s) with an unknown range (max_energy_range_uj unreadable): each "
+            f"wrap's poll interval (~{interval_s:g} s) was estimated from the previous interval's power "
+            f"({float(joules):.3g} J assumed, not measured)"  # type: ignore[arg-type]
+        )
+    return notes
 
 
 @dataclass
@@ -361,8 +191,15 @@ class SampledMeter:
                 delta = 0.0
             energy_j[domain] = delta
         energy_j["total"] = sum(v for d, v in energy_j.items() if d != "total")
+        bad = sorted(d for d, v in energy_j.items() if not math.isfinite(v))
+        if bad:
+            return missing_reading(
+                window, f"the sensor returned a non-finite energy for {', '.join(bad)}",
+                sensor=self.sensor(), duration_s=t1.t_s - t0.t_s,
+            )  # fmt: skip
 
         series_ticks, thinned_by = thin_ticks(ticks)
+        base_j = sum(t0.energy_j.values())
         details: dict[str, object] = {
             "sample_interval_s": self.sample_interval_s,
             "n_ticks": len(ticks),
@@ -377,7 +214,11 @@ class SampledMeter:
             details["last_poll_error"] = last_error
         if clamped:
             details["negative_window_deltas_clamped"] = clamped
+        notes = _counter_notes(details, self.sample_interval_s)
         details.update(self._details(t0, t1, ticks))
+        notes += [str(n) for n in details.pop("notes", [])]  # type: ignore[union-attr]
+        if notes:
+            details["notes"] = notes
         return EnergyReading(
             window=window,
             duration_s=t1.t_s - t0.t_s,
@@ -386,6 +227,7 @@ class SampledMeter:
             sensor=self.sensor(),
             details=details,
             samples=power_samples(series_ticks),
+            cumulative_j=[(k.t_s, sum(k.energy_j.values()) - base_j) for k in series_ticks],
         )
 
     def _after_window_closed(self) -> None:

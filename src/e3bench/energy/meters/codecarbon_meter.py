@@ -9,6 +9,7 @@ labelled ``estimated`` and is there to be compared with e3bench's own meters.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -125,6 +126,12 @@ class CodeCarbonMeter:
             "gpu": float(data.gpu_energy) * KWH_J,
         }
         energy_j["total"] = float(data.energy_consumed) * KWH_J
+        bad = sorted(d for d, v in energy_j.items() if not math.isfinite(v))
+        if bad:
+            return missing_reading(
+                window, f"codecarbon returned a non-finite energy for {', '.join(bad)}",
+                sensor=self.sensor(), duration_s=duration_s,
+            )  # fmt: skip
         details: dict[str, object] = {
             "cross_check": (
                 "CodeCarbon's own estimate, for comparison with e3bench's meters; "

@@ -14,6 +14,7 @@ model over the polled intervals (power is piecewise constant between polls).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from e3bench.core.api import Method
+from e3bench.core.errors import E3Error
 from e3bench.core.host import cpu_model_name, cpu_sockets, rss_bytes, usable_logical_cpus
-from e3bench.energy.meters.base import SampledMeter, Tick
+from e3bench.energy.meters.base import SampledMeter
+from e3bench.energy.meters.sampling import Tick
 
 IDLE_FRACTION = 0.1
 RAM_W_PER_GIB = 0.375  # CodeCarbon's convention: 3 W per 8 GB of memory
@@ -94,6 +97,7 @@ CPU_TDP_TABLE: tuple[CpuTdp, ...] = (
 
 
 def lookup_tdp(model: str) -> CpuTdp | None:
+    """The TDP table entry whose pattern matches the CPU model string, or None."""
     for entry in CPU_TDP_TABLE:
         if re.search(entry.pattern, model, flags=re.IGNORECASE):
             return entry
@@ -123,7 +127,15 @@ def resolve_power_model(
     total_logical_cpus: int | None = None,
     sockets: int | None = None,
 ) -> CpuPowerModel:
-    """Pick TDP_eff: explicit override, else the table, else the per-logical-CPU default."""
+    """Pick TDP_eff: explicit override, else the table, else the per-logical-CPU default.
+
+    Raises :class:`E3Error` for an override that is not a positive, finite number of watts.
+    """
+    if cpu_tdp_w is not None and not (math.isfinite(cpu_tdp_w) and cpu_tdp_w > 0):
+        raise E3Error(
+            f"cpu_tdp_w must be a positive number of watts, got {cpu_tdp_w!r}",
+            "pass the CPU's TDP, e.g. --cpu-tdp-w 65, or leave it unset to use the TDP table",
+        )
     model = cpu_model if cpu_model is not None else cpu_model_name()
     k = logical_cpus if logical_cpus is not None else usable_logical_cpus()
     n_all = total_logical_cpus if total_logical_cpus is not None else (os.cpu_count() or k)
@@ -165,8 +177,6 @@ def process_cpu_s() -> float:
     return time.process_time()
 
 
-
-
 class EstimateReader:
     """Cumulative modelled energy (cpu, ram) updated on each read."""
 
@@ -194,6 +204,8 @@ class EstimateReader:
         cpu_s = self.cpu_time_s() - self.overhead_cpu_s()
         rss_gib = self.rss_b() / GIB
         t_s = self.clock()
+        if not (math.isfinite(cpu_s) and math.isfinite(rss_gib) and math.isfinite(t_s)):
+            raise ValueError(f"non-finite model input (cpu {cpu_s!r} s, rss {rss_gib!r} GiB, t {t_s!r} s)")
         if self._last is not None:
             t0, cpu0, rss0 = self._last
             dt_s = t_s - t0
@@ -234,12 +246,19 @@ class EstimateMeter(SampledMeter):
         cpu_time_s: Callable[[], float] = process_cpu_s,
         rss_b: Callable[[], float] = rss_bytes,
     ) -> None:
-        self.power_model = power_model or resolve_power_model(cpu_tdp_w=cpu_tdp_w)
+        self._model_error: E3Error | None = None
+        try:
+            self.power_model = power_model or resolve_power_model(cpu_tdp_w=cpu_tdp_w)
+        except E3Error as exc:  # the meter is unavailable, with this reason
+            self._model_error = exc
+            self.power_model = resolve_power_model()
         self._cpu_time_s = cpu_time_s
         self._rss_b = rss_b
         super().__init__(sample_interval_s=sample_interval_s)
 
     def _probe(self) -> EstimateReader:
+        if self._model_error is not None:
+            raise self._model_error
         return EstimateReader(
             self.power_model,
             overhead_cpu_s=lambda: self.sampler_thread_cpu_s,

@@ -10,6 +10,7 @@ CodeCarbon gives totals only. The sensor part itself is two NVML calls.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -19,10 +20,13 @@ from typing import Any, ClassVar
 
 from e3bench.core.api import Method
 from e3bench.core.errors import E3Error, require
-from e3bench.energy.meters.base import Counter, SampledMeter, Tick
+from e3bench.energy.meters.base import SampledMeter
+from e3bench.energy.meters.sampling import Counter, Tick
 
 #: The energy counter advances roughly every 100 ms; shorter windows are flagged.
 COUNTER_UPDATE_PERIOD_S = 0.1
+#: Power usage on Ampere and newer is a ~1 s moving average: the fallback's resolution.
+POWER_AVERAGE_S = 1.0
 NVML_ERROR_NOT_SUPPORTED = 3
 NO_GPU_FIX = (
     "run on a machine with an NVIDIA GPU and driver (nvidia-smi must work), "
@@ -60,6 +64,8 @@ def resolve_gpus(device: str, environ: Mapping[str, str] | None = None) -> list[
 
 @dataclass
 class GpuInfo:
+    """One metered GPU: the record's domain name and NVML's handle id."""
+
     domain: str  # "gpu0" (CUDA numbering, as the user wrote the device)
     nvml_id: int | str
     handle: Any
@@ -87,9 +93,11 @@ class NvmlReader:
         for g in self.gpus:
             try:
                 p_w = nvml.nvmlDeviceGetPowerUsage(g.handle) / 1000.0
+                if not math.isfinite(p_w):
+                    raise ValueError(f"power usage of {g.domain} is not finite ({p_w!r})")
                 if power is not None:
                     power[g.domain] = p_w
-            except nvml.NVMLError:
+            except (nvml.NVMLError, ValueError):
                 if not self.use_counter:
                     raise
                 self.power_errors += 1
@@ -242,11 +250,13 @@ class NvmlMeter(SampledMeter):
                 for g in self.gpus
             },
             "driver_version": self.driver_version,
-            "counter_update_period_s": COUNTER_UPDATE_PERIOD_S,
             "short_window": duration_s < COUNTER_UPDATE_PERIOD_S,
         }
         if self.use_counter:
             details["formula"] = "E = Σ_gpus Δ nvmlDeviceGetTotalEnergyConsumption [mJ] × 1e-3"
+            # the counter advances in steps: energy.phases fits its update grid
+            details["counter_update_period_s"] = COUNTER_UPDATE_PERIOD_S
+            details["sensor_update_period_s"] = COUNTER_UPDATE_PERIOD_S
         else:
             details["formula"] = (
                 "E = Σ_gpus ∫ nvmlDeviceGetPowerUsage [mW] × 1e-3 dt (trapezoidal, polled)"
@@ -256,6 +266,7 @@ class NvmlMeter(SampledMeter):
                 "on many GPUs (Ampere and newer) power usage is a ~1 s moving average, "
                 "so short windows are smeared"
             )
+            details["sensor_update_period_s"] = POWER_AVERAGE_S
         if duration_s < COUNTER_UPDATE_PERIOD_S:
             details["short_window_note"] = (
                 f"window {duration_s * 1000:.1f} ms is shorter than the ~100 ms sensor update "

@@ -18,7 +18,8 @@ from typing import ClassVar
 
 from e3bench.core.api import Method
 from e3bench.core.errors import E3Error
-from e3bench.energy.meters.base import Counter, SampledMeter, Tick
+from e3bench.energy.meters.base import SampledMeter
+from e3bench.energy.meters.sampling import Counter, Tick
 
 DEFAULT_POWERCAP_ROOT = Path("/sys/class/powercap")
 _ZONE_RE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
@@ -112,7 +113,8 @@ class RaplReader:
     def __init__(self, zones: list[RaplZone]) -> None:
         self.zones = zones
         self.counters = {
-            z.domain: Counter(scale_j=1e-6, wrap_range=z.max_energy_range_uj) for z in zones
+            z.domain: Counter(scale_j=1e-6, wrap_range=z.max_energy_range_uj, wraps_expected=True)
+            for z in zones
         }
         self._files = {z.domain: z.path / "energy_uj" for z in zones}
 
@@ -128,6 +130,8 @@ class RaplReader:
             "negative_deltas_dropped_total": float(
                 sum(c.negative_deltas_dropped for c in self.counters.values())
             ),
+            "wraps_estimated_total": float(sum(c.wraps_estimated for c in self.counters.values())),
+            "wrap_estimated_j_total": sum(c.estimated_j for c in self.counters.values()),
         }
         return Tick(t_s=t_s, energy_j=energy, counts=counts)
 
@@ -186,4 +190,15 @@ class RaplMeter(SampledMeter):
             details["not_summed"] = list(self.not_summed)
         if not any(z.name == "dram" for z in self.zones):
             details["dram"] = "no readable dram zone: energy is CPU package only"
+        no_range = [z.domain for z in self.zones if not z.max_energy_range_uj]
+        if no_range:
+            details["wrap_handling"] = (
+                "max_energy_range_uj unreadable for " + ", ".join(no_range) + ": a wrap's poll interval "
+                "is estimated from the previous interval's power (assumed, counted in wraps_estimated)"
+            )
+            if not details.get("wraps_estimated"):
+                details["notes"] = [
+                    f"max_energy_range_uj is unreadable for {', '.join(no_range)}: a counter wrap would be "
+                    "estimated from the previous interval's power, not measured (none in this window)"
+                ]
         return details

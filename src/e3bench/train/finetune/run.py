@@ -93,6 +93,11 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
         cfg.meter, device=device, cpu_tdp_w=cfg.cpu_tdp_w, idle_seconds=cfg.idle_seconds,
         region=cfg.region, progress=progress,
     )  # fmt: skip
+    try:  # the model and optimizer exist: idle is metered with them resident (energy.window)
+        energy.measure_idle(f"model loaded on {device} ({cfg.mode}), optimizer built, before the first step", progress)
+    except BaseException:
+        energy.window_.close()
+        raise
     if resumed_from and state.energy_sensor and state.energy_sensor != energy.window_.meter_reason:
         warnings.append("the checkpoint's energy came from a different meter; cumulative energy mixes sensors")
     try:

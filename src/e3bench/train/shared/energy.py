@@ -1,7 +1,11 @@
 """Energy of training on the one metered window (:mod:`e3bench.energy.window`): the run's
 meter with its idle baseline, synchronising the training device at both ends of every window,
 and buckets ("train", "eval", "<config>/train", …) that sum their windows into one
-:class:`~e3bench.energy.accounting.EnergySummary` each."""
+:class:`~e3bench.energy.accounting.EnergySummary` each.
+
+As for inference, the idle baseline is metered once the model is loaded and on its device
+(``totals.measure_idle(state)``), so the loaded model's memory and the device context are
+idle, not training, energy."""
 
 from __future__ import annotations
 
@@ -20,14 +24,15 @@ def training_energy(
     region: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EnergyTotals:
-    """Open ``meter`` (``auto``, ``nvml``, ``rapl``, ``estimate``, ``codecarbon``, ``none``),
-    measure ``idle_seconds`` of idle power and return empty buckets on it. The caller closes
-    the meter with ``totals.window_.close()``.
+    """Open ``meter`` (``auto``, ``nvml``, ``rapl``, ``estimate``, ``codecarbon``, ``none``)
+    and return empty buckets on it; ``totals.measure_idle(state)`` meters ``idle_seconds`` of
+    idle power once the model is loaded. The caller closes the meter with
+    ``totals.window_.close()``.
 
     Raises :class:`~e3bench.core.errors.E3Error` for a named meter that cannot work here.
     """
+    del progress  # kept for callers; the idle baseline reports its own progress
     window = MeteredWindow.create(
-        meter, device=device, cpu_tdp_w=cpu_tdp_w, idle_seconds=idle_seconds, region=region,
-        sync=lambda: synchronize(device), progress=progress,
+        meter, device=device, cpu_tdp_w=cpu_tdp_w, region=region, sync=lambda: synchronize(device),
     )  # fmt: skip
-    return EnergyTotals(window)
+    return EnergyTotals(window, idle_seconds=idle_seconds)

@@ -155,6 +155,8 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
     bucket_train, bucket_eval = f"{spec.name}/train", f"{spec.name}/eval"
     energy.reset(bucket_train)
     energy.reset(bucket_eval)
+    # idle with this configuration's model and optimizer resident (energy.window): per config
+    energy.measure_idle(f"model of '{spec.name}' built on {device} with its optimizer, before the first step", progress)
 
     def evaluate() -> float:
         lm.eval()

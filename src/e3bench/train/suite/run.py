@@ -92,6 +92,8 @@ def run_suite(
                 record.configs.append(ConfigResult(name=spec.name, status="failed", reason=exc.one_line()))
                 continue
             record.configs.append(run_config(spec, tok, energy, device=device_, progress=progress, file=str(files[i])))
+            if record.energy is not None and record.energy.idle is None:  # idle is per config (after its
+                record.energy = energy.window_.run_info()  # model is built); the suite shows the first one's
             _save(record, base_name, out_dir, t0)
     finally:
         energy.window_.close()
