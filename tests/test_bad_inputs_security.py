@@ -223,7 +223,7 @@ def _kw(node: ast.Call, key: str):
 
 
 def test_no_loader_in_src_can_run_code_unasked():
-    """The kind, everywhere: in every module of ``src/e3bench``, ``torch.load`` passes
+    """The kind, everywhere: in every module of ``src/e3bench`` and ``benchmarks/``, ``torch.load`` passes
     ``weights_only=True``; every transformers ``from_pretrained`` / ``pipeline``, datasets
     ``load_dataset`` and vLLM ``EngineArgs`` / ``LLM`` call passes ``trust_remote_code``
     explicitly (``load_dataset``: False); nothing calls pickle/marshal/shelve/joblib/dill
@@ -231,9 +231,9 @@ def test_no_loader_in_src_can_run_code_unasked():
     call sites (3 ``torch.load`` in the checkpoint loader, 13 transformers calls, vLLM's
     ``EngineArgs``, 2 ``load_dataset``)."""
     bad = []
-    for path in sorted(SRC.rglob("*.py")):
+    for path in sorted([*SRC.rglob("*.py"), *(SRC.parents[1] / "benchmarks").rglob("*.py")]):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        where = path.relative_to(SRC)
+        where = path.relative_to(SRC.parents[1])
         for node, owner, name in _calls(tree):
             at = f"{where}:{node.lineno} {owner + '.' if owner else ''}{name}"
             if owner == "torch" and name == "load":
@@ -518,3 +518,69 @@ def test_binary_or_hostile_jsonl_is_one_error(tmp_path, content, needle):
     with pytest.raises(E3Error, match=needle) as info:
         read_jsonl(f)
     assert str(f) in info.value.one_line()
+
+
+def test_damaged_llamacpp_quantization_cache_names_the_entry(tmp_path, monkeypatch):
+    """llama.cpp's quantized copies are reused when the file exists: a damaged one is one line
+    saying which entry to delete (it reached llama.cpp, whose failure said "check the GGUF file")."""
+    from e3bench.backends import gguf_types
+    from e3bench.backends.models import cache_root
+    from e3bench.core.fsutil import file_key
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", type(sys)("llama_cpp"))  # never called: the cache hits
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF" + b"\0" * 60)
+    out = cache_root(str(tmp_path / "cache")) / "gguf-quantized" / file_key(src) / "Q8_0.gguf"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(b"")  # a copy cut short
+    with pytest.raises(E3Error, match="not a GGUF file") as info:
+        gguf_types.quantized(src, "f16", "q8_0", cache_dir=str(tmp_path / "cache"), threads=None)
+    assert f"delete the damaged cache entry {out}" in info.value.fix
+
+
+def test_damaged_vllm_quantization_cache_names_the_entry(tiny_models, tmp_path):
+    """vLLM's llm-compressor copies are reused when their config.json exists: a damaged one is
+    one line saying which entry to delete."""
+    from e3bench.backends.models import cache_root
+    from e3bench.backends.vllm import VllmBackend
+    from e3bench.core.fsutil import dir_key
+
+    src = tiny_models["decoder"]
+    entry = cache_root(str(tmp_path)) / "llmcompressor" / dir_key(src) / "W8A8"
+    damaged(src, entry, MODEL_DIR_CASES["A21-truncated-safetensors"][1])
+    with pytest.raises(E3Error, match="truncated") as info:
+        VllmBackend(cache_dir=str(tmp_path))._compressed(src, "int8", False)
+    assert f"delete the damaged cache entry {entry}" in info.value.fix
+
+
+def test_damaged_bandwidth_cache_is_measured_again(tmp_path, monkeypatch):
+    """The roofline's bandwidth cache holding JSON that is not an object was an AttributeError
+    traceback at the end of a run; now it is ignored and measured again."""
+    from e3bench.bench import roofline
+
+    class Remeasured(Exception):
+        pass
+
+    def measure(*_a, **_k):
+        raise Remeasured
+
+    monkeypatch.setattr(roofline, "measure_cpu_bandwidth", measure)
+    monkeypatch.setattr(roofline, "quick_probe", lambda: 1e9)
+    (tmp_path / "bandwidth.json").write_text("[1, 2]")
+    with pytest.raises(Remeasured):
+        roofline.cpu_bandwidth(tmp_path, "cpu", host="h")
+
+
+def test_damaged_hub_cache_says_to_download_again(tiny_models, tmp_path):
+    """A hub model whose cached copy is damaged (truncated weights in the Hugging Face cache,
+    offline): one line with the cache fix, not a SafetensorError traceback and not "connect to
+    the internet" (the model is cached; the copy is bad)."""
+    repo = tmp_path / "hub" / "models--e3bench-test--tiny"
+    snap = repo / "snapshots" / ("0" * 40)
+    damaged(tiny_models["decoder"], snap, MODEL_DIR_CASES["A21-truncated-safetensors"][1])
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "e3bench", "run", "-m", "e3bench-test/tiny", "-o", str(tmp_path / "out"), *FAST],
+                         capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600)  # fmt: skip
+    one_error_line(res, "e3bench-test/tiny", "SafetensorError", "Hugging Face cache")

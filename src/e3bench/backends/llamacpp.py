@@ -112,8 +112,11 @@ class LlamaCppBackend(BaseBackend):
                 "CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-binary llama-cpp-python llama-cpp-python, "
                 "or use --device cpu",
             )
+        from e3bench.backends.modelfiles import check_gguf
+
         self.notes = []
         src = Path(model.path) / (model.gguf_file or "")
+        check_gguf(src)  # the magic bytes, then the header: one line for a foreign or damaged file
         arch, shipped = file_type(src)
         target = target_type(shipped, precision)
         if target:

@@ -38,12 +38,19 @@ MAX_SAFETENSORS_HEADER = 100_000_000
 TRUST_FLAG = "--trust-remote-code"
 #: torch.load(weights_only=True) is only safe from this torch on (CVE-2025-32434)
 SAFE_TORCH_LOAD = (2, 6)
+#: the fix for a hub model whose cached files are damaged
+HUB_CACHE_FIX = "remove the model from the Hugging Face cache (~/.cache/huggingface/hub) and download it again"
+#: what transformers raises for a file it cannot use (plus safetensors' own SafetensorError);
+#: anything else is a bug and keeps its traceback
+LOADER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError)
 
 
-def check_gguf(path: Path) -> None:
+def check_gguf(path: Path, fix: str | None = None) -> None:
     """Fail with one clear E3Error if ``path`` is not a complete GGUF file: wrong magic bytes
     (empty, truncated to < 4 bytes, another format) or a header/tensor table ``gguf`` cannot
-    parse (truncated, corrupt counts or strings). Skips the second check without ``gguf``."""
+    parse (truncated, corrupt counts or strings). Skips the second check without ``gguf``.
+    ``fix``: the fix printed (default: point --model elsewhere / copy the file again; a cache
+    entry's caller says to delete it)."""
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -52,7 +59,7 @@ def check_gguf(path: Path) -> None:
     if magic != b"GGUF":
         raise E3Error(
             f"{path} is not a GGUF file (bad magic bytes {magic!r})",
-            "point --model at a .gguf file, a model directory or a Hugging Face id",
+            fix or "point --model at a .gguf file, a model directory or a Hugging Face id",
         )
     try:
         import gguf
@@ -63,7 +70,7 @@ def check_gguf(path: Path) -> None:
     except Exception as exc:  # noqa: BLE001 - truncated files fail while mapping tensor data
         raise E3Error(
             f"GGUF file {path} is corrupt or truncated ({type(exc).__name__}: {exc})",
-            "download or copy the file again",
+            fix or "download or copy the file again",
         ) from None
 
 
@@ -138,11 +145,14 @@ def remote_code_error(where: str, detail: str = "") -> E3Error:
 def loader_error(path: str, exc: BaseException, *, what: str, fix: str = "check the model directory") -> E3Error:
     """One line for an exception a model library raised while reading ``path`` (``what``:
     "read the model config", "load the weights", ...): remote-code refusals become
-    :func:`remote_code_error`, everything else names ``path`` and the exception's first line."""
+    :func:`remote_code_error`, everything else names ``path`` and the exception's first line
+    (with a memory fix instead of ``fix`` when it was an allocation failure)."""
     text = str(exc)
     if "trust_remote_code" in text:
         return remote_code_error(path)
     first = (text.splitlines() or [""])[0][:200]
+    if "OutOfMemory" in type(exc).__name__ or "allocate" in text:
+        fix = "free memory, or use a smaller model or --dtype"
     return E3Error(f"cannot {what} in {path}: {type(exc).__name__}: {first}", fix)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e3bench.backends.modelfiles import check_gguf, check_model_dir, loader_error
+from e3bench.backends.modelfiles import HUB_CACHE_FIX, LOADER_ERRORS, check_gguf, check_model_dir, loader_error
 from e3bench.core.api import ModelSpec
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import atomic_dir, file_key
@@ -221,11 +221,6 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
 
 
 # -------------------------------------------------------------------------- loading
-#: what transformers raises for a file it cannot use (plus safetensors' own SafetensorError);
-#: anything else is a bug and keeps its traceback
-LOADER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError)
-
-
 def hub_error(path: str, exc: BaseException) -> E3Error:
     """The one user error for a model that could not come from the Hugging Face hub.
 
@@ -346,9 +341,11 @@ def load_pretrained(
     path, notes = local_path(spec, cache_dir)
 
     def fail(exc: BaseException, what: str) -> E3Error:
-        if spec.source == "hub" and "trust_remote_code" not in str(exc):
-            return hub_error(path, exc)
-        return loader_error(path, exc, what=what)
+        if spec.source != "hub":
+            return loader_error(path, exc, what=what)
+        if isinstance(exc, OSError) and "trust_remote_code" not in str(exc):
+            return hub_error(path, exc)  # not found, gated, offline
+        return loader_error(path, exc, what=what, fix=HUB_CACHE_FIX)
 
     try:
         config = AutoConfig.from_pretrained(path, revision=spec.revision, trust_remote_code=trust)

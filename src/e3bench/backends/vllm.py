@@ -133,6 +133,10 @@ class VllmBackend(BaseBackend):
         scheme = {"int8": "W8A8", "int4": "W4A16"}[precision]
         target = cache_root(self.cache_dir) / "llmcompressor" / dir_key(src) / scheme
         if (target / "config.json").is_file():
+            from e3bench.backends.modelfiles import check_model_dir
+
+            check_model_dir(target, trust_remote_code=trust_remote_code,
+                            fix=f"delete the damaged cache entry {target} (it is quantized again)")  # fmt: skip
             self.notes.append(f"{scheme} checkpoint reused from cache: {target}")
             return target
         try:
