@@ -83,8 +83,7 @@ class LlamaCppBackend(BaseBackend):
         batching=True,
     )
 
-    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
-        super().__init__(options, cache_dir=cache_dir, threads=threads)
+    def _setup(self) -> None:
         self.n_ctx = self.options.n_ctx
         self.n_batch = self.options.n_batch
         self.llm = None

@@ -136,8 +136,7 @@ class OnnxRuntimeBackend(BaseBackend):
         ),
     )
 
-    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
-        super().__init__(options, cache_dir=cache_dir, threads=threads)
+    def _setup(self) -> None:
         self.sess = None
         self.notes: list[str] = []
         self.model_dir: Path | None = None

@@ -96,8 +96,7 @@ class VllmBackend(BaseBackend):
         batching=True,
     )
 
-    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
-        super().__init__(options, cache_dir=cache_dir, threads=threads)
+    def _setup(self) -> None:
         self.engine = None
         self.notes: list[str] = []
         self._ids = itertools.count()
