@@ -76,8 +76,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     model_dir = Path(args.model) if args.model else bundled_model()
     data = Path(args.data)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=False).eval()
     print(f"model {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), "
           f"torch {torch.__version__} threads={torch.get_num_threads()}, lm-eval {lm_eval.__version__ if hasattr(lm_eval, '__version__') else ''}",
           flush=True)

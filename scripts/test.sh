@@ -12,5 +12,6 @@ if [[ -z "${E3BENCH_DATA_DIR:-}" && -d ../shared/data ]]; then
   export E3BENCH_DATA_DIR="$(cd ../shared/data && pwd)"
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
-.venv/bin/ruff check --quiet src tests benchmarks  # unused imports, undefined names, syntax
+.venv/bin/ruff check --quiet src tests benchmarks  # pyflakes, syntax, missing docstrings (pyproject)
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache  # layering contracts (pyproject)
 exec .venv/bin/python -m pytest -q "$@"

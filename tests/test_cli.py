@@ -165,3 +165,20 @@ def test_export_to_a_bad_place_is_one_line(tmp_path):
     for out in (afile / "t.csv", afile / "t.parquet"):
         res = run_cli("export", str(tmp_path / "res"), "-o", str(out))
         _assert_user_error(res, f"cannot write {out}: ")
+
+
+def test_pip_lines_and_hashes_are_printed_as_text_not_rich_markup(tmp_path):
+    """Install hints lost their extra: rich read "[llamacpp]" in "e3bench[llamacpp]" as a style
+    tag and printed "pip install 'e3bench'"; the same swallowed "[<config hash>]" in dry runs."""
+    import importlib.util
+
+    res = run_cli("plugins")
+    assert res.returncode == 0, res.stderr
+    if importlib.util.find_spec("llama_cpp") is None:
+        assert "pip install 'e3bench[llamacpp]'" in res.stdout
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nbase: {model: smollm2-135m, meter: none}\ngrid: {dtype: [fp32]}\n")
+    res = run_cli("sweep", str(sweep), "--dry-run", "-o", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if "would run" in ln)
+    assert line.rstrip().endswith("]") and "[" in line, line

@@ -254,7 +254,8 @@ def test_hub_is_asked_with_the_dataset_config(tmp_path, monkeypatch):
         def select(self, idx):
             return FakeSplit(self[i] for i in idx)
 
-    def load_dataset(path, name=None, *, split):
+    def load_dataset(path, name=None, *, split, **kw):
+        assert kw == {"trust_remote_code": False}  # a dataset's loading script never runs
         calls.append((path, name, split))
         return FakeSplit([{"question": "1+1?", "answer": "#### 2"}, {"question": "2+2?", "answer": "#### 4"}])
 

@@ -115,7 +115,7 @@ def test_extends_and_set_overrides(tmp_path):
     cyc = _toml(tmp_path, "cyc", 'extends = "cyc.toml"\n')
     with pytest.raises(E3Error, match="cycle"):
         load_spec(cyc)
-    with pytest.raises(E3Error, match="not key=value"):
+    with pytest.raises(E3Error, match="expects key=value"):
         load_spec(child, ["train.max_steps"])
 
 

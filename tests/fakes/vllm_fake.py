@@ -36,6 +36,7 @@ class EngineArgs:
     enforce_eager: bool = False
     disable_log_stats: bool = False
     quantization: str | None = None
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -125,11 +126,14 @@ class LLMEngine:
 
         if args.dtype not in ("float16", "bfloat16", "float32", "auto"):
             raise ValueError(f"Unknown dtype: {args.dtype}")
-        cfg = AutoConfig.from_pretrained(args.model)
+        trust = args.trust_remote_code  # as vLLM: passed to every transformers call
+        cfg = AutoConfig.from_pretrained(args.model, trust_remote_code=trust)
         if hasattr(cfg, "quantization_config"):  # the fake computes dequantized, in fp32
             del cfg.quantization_config
-        self.model = AutoModelForCausalLM.from_pretrained(args.model, config=cfg, dtype=torch.float32).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(args.model)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            args.model, config=cfg, dtype=torch.float32, trust_remote_code=trust
+        ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
         cfg = self.model.config
         self.model_config = _ModelConfig(cfg, args.max_model_len or cfg.max_position_embeddings)
         self.engine_core = _Core()

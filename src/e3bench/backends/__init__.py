@@ -12,36 +12,19 @@ entry-point group.
 
 from e3bench.core.registry import backends as _registry
 
-_registry.builtin(
-    "pytorch",
-    "e3bench.backends.pytorch:PyTorchBackend",
-    requires=("torch", "transformers"),
-    description="PyTorch + transformers; CPU and CUDA; fp32/bf16/fp16, int8/int4 weights (torchao)",
-)
-_registry.builtin(
-    "pytorch-compile",
-    "e3bench.backends.pytorch:PyTorchCompiledBackend",
-    requires=("torch", "transformers"),
-    description="the pytorch backend under torch.compile (warm-up pays the compilation)",
-)
-_registry.builtin(
-    "onnxrt",
-    "e3bench.backends.onnxrt:OnnxRuntimeBackend",
-    extra="onnx",
-    requires=("onnxruntime", "onnx", "transformers"),
-    description="ONNX Runtime (own KV-cache export); CPU fp32/dynamic int8, CUDA fp32/fp16",
-)
-_registry.builtin(
-    "llamacpp",
-    "e3bench.backends.llamacpp:LlamaCppBackend",
-    extra="llamacpp",
-    requires=("llama_cpp", "gguf"),
-    description="llama.cpp via llama-cpp-python; GGUF quant types (Q4_K_M, Q8_0, F16, ...)",
-)
-_registry.builtin(
-    "vllm",
-    "e3bench.backends.vllm:VllmBackend",
-    extra="vllm",
-    requires=("vllm",),
-    description="vLLM offline engine; CUDA only; fp16/bf16, GPTQ/AWQ/W8A8 checkpoints",
-)
+_TORCH = ("torch", "transformers")
+#: (name, "module:Class", extra providing its dependencies, modules that must import, description)
+_BUILTINS = (
+    ("pytorch", "e3bench.backends.pytorch:PyTorchBackend", None, _TORCH,
+     "PyTorch + transformers; CPU and CUDA; fp32/bf16/fp16, int8/int4 weights (torchao)"),
+    ("pytorch-compile", "e3bench.backends.pytorch:PyTorchCompiledBackend", None, _TORCH,
+     "the pytorch backend under torch.compile (warm-up pays the compilation)"),
+    ("onnxrt", "e3bench.backends.onnxrt:OnnxRuntimeBackend", "onnx", ("onnxruntime", "onnx", "transformers"),
+     "ONNX Runtime (own KV-cache export); CPU fp32/dynamic int8, CUDA fp32/fp16"),
+    ("llamacpp", "e3bench.backends.llamacpp:LlamaCppBackend", "llamacpp", ("llama_cpp", "gguf"),
+     "llama.cpp via llama-cpp-python; GGUF quant types (Q4_K_M, Q8_0, F16, ...)"),
+    ("vllm", "e3bench.backends.vllm:VllmBackend", "vllm", ("vllm",),
+     "vLLM offline engine; CUDA only; fp16/bf16, GPTQ/AWQ/W8A8 checkpoints"),
+)  # fmt: skip
+for _name, _target, _extra, _requires, _description in _BUILTINS:
+    _registry.builtin(_name, _target, extra=_extra, requires=_requires, description=_description)

@@ -89,6 +89,11 @@ class BaseBackend:
         self.load_info: LoadInfo | None = None
         self.tokenizer: Any = None
         self.max_length = DEFAULT_MAX_LENGTH
+        self._setup()
+
+    def _setup(self) -> None:
+        """Hook: a backend's own state before :meth:`load` (engines, sessions, notes). The
+        constructor's signature is the contract's, so subclasses do not override ``__init__``."""
 
     # ----------------------------------------------------------------------- loading
     def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:

@@ -112,6 +112,9 @@ def quantized(src: Path, shipped: str | None, target: str, *, cache_dir: str | N
             f"{shipped.upper()} rounding error too (a {target.upper()} made from full-precision weights is more accurate)"
         )
     if out.is_file():
+        from e3bench.backends.modelfiles import check_gguf
+
+        check_gguf(out, f"delete the damaged cache entry {out} (llama.cpp quantizes the file again)")
         return out, note + f" (cached: {out})"
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}")

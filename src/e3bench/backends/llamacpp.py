@@ -83,8 +83,7 @@ class LlamaCppBackend(BaseBackend):
         batching=True,
     )
 
-    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
-        super().__init__(options, cache_dir=cache_dir, threads=threads)
+    def _setup(self) -> None:
         self.n_ctx = self.options.n_ctx
         self.n_batch = self.options.n_batch
         self.llm = None
@@ -112,8 +111,11 @@ class LlamaCppBackend(BaseBackend):
                 "CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-binary llama-cpp-python llama-cpp-python, "
                 "or use --device cpu",
             )
+        from e3bench.backends.modelfiles import check_gguf
+
         self.notes = []
         src = Path(model.path) / (model.gguf_file or "")
+        check_gguf(src)  # the magic bytes, then the header: one line for a foreign or damaged file
         arch, shipped = file_type(src)
         target = target_type(shipped, precision)
         if target:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e3bench.backends.modelfiles import HUB_CACHE_FIX, LOADER_ERRORS, check_gguf, check_model_dir, loader_error
 from e3bench.core.api import ModelSpec
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import atomic_dir, file_key
@@ -73,30 +74,22 @@ def bundled_gguf_path(alias: Alias) -> Path | None:
     return p if p.is_file() else None
 
 
-def check_gguf(path: Path) -> None:
-    """Fail with a clear message if ``path`` is not a complete GGUF file."""
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic != b"GGUF":
-        raise E3Error(
-            f"{path} is not a GGUF file (bad magic bytes {magic!r})",
-            "point --model at a .gguf file, a model directory or a Hugging Face id",
-        )
-    try:
-        import gguf
-    except ImportError:
-        return  # transformers' own loader will need it and say so
-    try:
-        gguf.GGUFReader(str(path))
-    except Exception as exc:  # truncated files fail while mapping tensor data
-        raise E3Error(
-            f"GGUF file {path} is corrupt or truncated ({type(exc).__name__}: {exc})",
-            "download or copy the file again",
-        ) from None
+def resolve(name: str, *, trust_remote_code: bool = False) -> ModelSpec:
+    """Turn what the user typed into a ModelSpec, or raise one clear E3Error.
+
+    ``trust_remote_code`` is carried in the spec for the loaders (see
+    :attr:`~e3bench.core.api.ModelSpec.trust_remote_code`). A local folder is checked here
+    (:func:`~e3bench.backends.modelfiles.check_model_dir`: no config.json, damaged files, custom
+    code not asked for), so a run fails before its meters and model start."""
+    import dataclasses
+
+    spec = dataclasses.replace(_resolve(name), trust_remote_code=bool(trust_remote_code))
+    if spec.source == "local-dir":  # damaged or hostile files: say so before any meter or model starts
+        check_model_dir(Path(spec.path), trust_remote_code=spec.trust_remote_code)
+    return spec
 
 
-def resolve(name: str) -> ModelSpec:
-    """Turn what the user typed into a ModelSpec, or raise one clear E3Error."""
+def _resolve(name: str) -> ModelSpec:
     if name in ALIASES:
         alias = ALIASES[name]
         local = bundled_gguf_path(alias)
@@ -112,11 +105,6 @@ def resolve(name: str) -> ModelSpec:
                     "pass a .gguf file, a directory with config.json, or a Hugging Face id",
                 )
             return ModelSpec(name=name, source="gguf", path=str(p.resolve().parent), gguf_file=p.name)
-        if not (p / "config.json").is_file():
-            raise E3Error(
-                f"directory {p} has no config.json, so it is not a Hugging Face model directory",
-                "point --model at the folder that holds config.json and the weights",
-            )
         return ModelSpec(name=name, source="local-dir", path=str(p.resolve()))
     if name.lower().endswith(".gguf") or os.sep in name and not _HUB_ID.match(name):
         raise E3Error(f"model file not found: {name}", "check the path")
@@ -196,6 +184,7 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
     """
     target = gguf_cache_dir(spec, cache_dir)
     if (target / "e3bench-converted.json").is_file():
+        check_model_dir(target, fix=f"delete the damaged cache entry {target} (the GGUF is converted again)")
         return target, True
     f = Path(spec.path) / (spec.gguf_file or "")
     check_gguf(f)
@@ -211,8 +200,11 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
 
     quiet_libraries()
     with gguf_progress_off():
-        tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+        try:  # a GGUF never ships Python code: nothing to trust
+            tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(spec.path, gguf_file=spec.gguf_file, trust_remote_code=False)
+        except LOADER_ERRORS as exc:
+            raise loader_error(str(f), exc, what="convert the GGUF file", fix="check the GGUF file") from None
     # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights
     # are already dequantised to fp32, so dropping the marker is safe.
     model.hf_quantizer = None
@@ -269,25 +261,32 @@ class Pretrained:
 
 
 def local_dir(spec: ModelSpec, cache_dir: str | None = None) -> tuple[Path, list[str]]:
-    """A local directory holding ``spec``'s files, and notes: a hub id is downloaded (or found in
-    the hub cache) with ``snapshot_download``, a GGUF file goes through the cached conversion.
-    For backends that need files on disk (ONNX export, vLLM); raises :func:`hub_error`'s E3Error."""
+    """A checked local directory holding ``spec``'s files, and notes: a hub id is downloaded (or
+    found in the hub cache) with ``snapshot_download``, a GGUF file goes through the cached
+    conversion; the folder then passes :func:`~e3bench.backends.modelfiles.check_model_dir`.
+    For backends that need files on disk (ONNX export, vLLM); raises :func:`hub_error`'s E3Error
+    or the check's."""
     if spec.source == "hub":
         try:
             from huggingface_hub import snapshot_download
 
-            return Path(snapshot_download(spec.path, revision=spec.revision)), []
+            path = Path(snapshot_download(spec.path, revision=spec.revision))
         except Exception as exc:  # noqa: BLE001 - hub errors come in many types
             raise hub_error(spec.path, exc) from None
+        return path, check_model_dir(path, trust_remote_code=spec.trust_remote_code)
     path, notes = local_path(spec, cache_dir)
     return Path(path), notes
 
 
 def local_path(spec: ModelSpec, cache_dir: str | None = None) -> tuple[str, list[str]]:
     """Directory or hub id transformers loads ``spec`` from, and notes: a GGUF file goes through
-    the cached conversion (:func:`load_converted_gguf`)."""
-    if spec.source != "gguf":
+    the cached conversion (:func:`load_converted_gguf`); a local folder (or the converted copy)
+    passes :func:`~e3bench.backends.modelfiles.check_model_dir` first. Hub ids are checked by
+    transformers as it downloads them."""
+    if spec.source == "hub":
         return spec.path, []
+    if spec.source != "gguf":
+        return spec.path, check_model_dir(Path(spec.path), trust_remote_code=spec.trust_remote_code)
     path, cached = load_converted_gguf(spec, cache_dir)
     how = "reused cache" if cached else "converted now"
     return str(path), [f"GGUF {spec.gguf_file} dequantised to safetensors ({how}: {path})"]
@@ -299,11 +298,15 @@ def load_pretrained(
     dtype: Any = None,
     cache_dir: str | None = None,
     classifier_labels: int | None = None,
+    trust_remote_code: bool | None = None,
 ) -> Pretrained:
     """Load a Hugging Face model and its tokenizer: the one loader for inference and training.
 
     ``model``: a :class:`ModelSpec` or anything :func:`resolve` accepts (alias, local directory,
     ``.gguf`` file, hub id). ``dtype``: a ``torch.dtype`` (None: the library default, fp32).
+    ``trust_remote_code`` (None: the spec's, False for a name) is passed explicitly to every
+    transformers call, so transformers never asks on the terminal and never runs a model
+    folder's code unless the user said so.
     The architecture comes from :func:`detect_architecture` and picks the Auto class:
     ``AutoModelForCausalLM`` (decoder-only), ``AutoModelForSeq2SeqLM`` (encoder-decoder),
     ``AutoModel`` (encoder-only). ``classifier_labels=n`` gives encoder-only models a
@@ -311,10 +314,14 @@ def load_pretrained(
     checkpoint's own head of another size is replaced); models with an LM head keep it.
     The model is returned on the CPU; moving it, ``eval()`` and quantization are the caller's.
 
-    Raises :class:`E3Error`: :func:`hub_error` for hub ids that cannot be fetched, "cannot read
-    model config" / "cannot load weights" for broken local directories, "unsupported model" for
-    configs transformers does not know.
+    Raises :class:`E3Error`: :func:`hub_error` for hub ids that cannot be fetched; a damaged or
+    hostile local folder (:func:`~e3bench.backends.modelfiles.check_model_dir`: the file and the
+    fix); "ships its own Python code" without ``trust_remote_code``; "cannot read the model config"
+    / "cannot load the tokenizer" / "cannot load the weights" for what transformers still refuses;
+    "unsupported model" for configs transformers does not know.
     """
+    import dataclasses
+
     from transformers import (
         AutoConfig,
         AutoModel,
@@ -326,20 +333,27 @@ def load_pretrained(
 
     from e3bench.core.quiet import quiet_libraries
 
-    spec = model if isinstance(model, ModelSpec) else resolve(model)
+    spec = model if isinstance(model, ModelSpec) else resolve(model, trust_remote_code=bool(trust_remote_code))
+    if trust_remote_code is not None:
+        spec = dataclasses.replace(spec, trust_remote_code=bool(trust_remote_code))
+    trust = spec.trust_remote_code
     quiet_libraries()
     path, notes = local_path(spec, cache_dir)
 
-    def fail(exc: Exception, what: str) -> E3Error:
-        if spec.source == "hub":
-            return hub_error(path, exc)
-        return E3Error(f"cannot {what} in {path}: {exc}", "check the model directory")
+    def fail(exc: BaseException, what: str) -> E3Error:
+        if spec.source != "hub":
+            return loader_error(path, exc, what=what)
+        if isinstance(exc, OSError) and "trust_remote_code" not in str(exc):
+            return hub_error(path, exc)  # not found, gated, offline
+        return loader_error(path, exc, what=what, fix=HUB_CACHE_FIX)
 
     try:
-        config = AutoConfig.from_pretrained(path, revision=spec.revision)
+        config = AutoConfig.from_pretrained(path, revision=spec.revision, trust_remote_code=trust)
     except OSError as exc:
         raise fail(exc, "read the model config") from None
     except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise fail(exc, "read the model config") from None
         raise E3Error(f"unsupported model in {path}: {exc}", "use a transformers model") from None
     arch = detect_architecture(config)
     kwargs: dict[str, Any] = {"revision": spec.revision}
@@ -355,9 +369,14 @@ def load_pretrained(
             "encoder-only": AutoModel,
         }[arch]
     try:
-        tok = AutoTokenizer.from_pretrained(path, revision=spec.revision)
-        net = cls.from_pretrained(path, **kwargs)
-    except OSError as exc:
+        tok = AutoTokenizer.from_pretrained(path, revision=spec.revision, trust_remote_code=trust)
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises bare Exceptions
+        raise fail(exc, "load the tokenizer") from None
+    from safetensors import SafetensorError
+
+    try:
+        net = cls.from_pretrained(path, trust_remote_code=trust, **kwargs)
+    except (*LOADER_ERRORS, SafetensorError) as exc:
         raise fail(exc, "load the weights") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token

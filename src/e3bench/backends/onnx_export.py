@@ -32,10 +32,11 @@ EXPORTER_VERSION = 1
 OPSET = 17
 
 
-def export(src: str, out: str) -> dict:
+def export(src: str, out: str, *, trust_remote_code: bool = False) -> dict:
     """Export the transformers decoder in ``src`` to ``out/model.onnx`` (+ ``.data``), with its
     config, tokenizer and the manifest (``e3bench-onnx.json``, incl. ``exporter_version``);
-    returns the manifest."""
+    returns the manifest. ``trust_remote_code`` goes to transformers as given (never None, so
+    transformers never asks on the terminal)."""
     import warnings
 
     import torch
@@ -47,7 +48,9 @@ def export(src: str, out: str) -> dict:
     warnings.filterwarnings("ignore")
     quiet_libraries()
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch.float32, attn_implementation="eager", trust_remote_code=trust_remote_code
+    ).eval()
     config = model.config
 
     # Probe the cache layout (kv heads, head dim, layers) by running one token.
@@ -137,7 +140,7 @@ def export(src: str, out: str) -> dict:
     try:
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(src).save_pretrained(outdir)
+        AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code).save_pretrained(outdir)
     except Exception as exc:  # noqa: BLE001 - a model without a tokenizer can still be benchmarked on ids
         info["tokenizer_error"] = f"{type(exc).__name__}: {exc}"
     (outdir / MANIFEST).write_text(json.dumps(info, indent=1))
@@ -173,7 +176,9 @@ def quantize_int8(src: str, out: str) -> dict:
     return info
 
 
-def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, samples: int, tokens: int):
+def _calibration_feeds(
+    srcdir: Path, info: dict, calibration_file: str | None, samples: int, tokens: int, trust_remote_code: bool = False
+):
     """Session feeds for static calibration: per text, a prefill with an empty past and one
     multi-token step over the fp32 model's own KV cache, so both graph shapes are calibrated."""
     import numpy as np
@@ -182,7 +187,7 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
 
     from e3bench.core.prose import SEED_TEXT, rotations, text_lines
 
-    tok = AutoTokenizer.from_pretrained(str(srcdir))
+    tok = AutoTokenizer.from_pretrained(str(srcdir), trust_remote_code=trust_remote_code)
 
     def encode(text: str) -> list[int]:
         return tok(text, add_special_tokens=False)["input_ids"]
@@ -224,7 +229,8 @@ def _calibration_feeds(srcdir: Path, info: dict, calibration_file: str | None, s
 
 
 def quantize_int8_static(
-    src: str, out: str, calibration_file: str | None = None, samples: int = 16, tokens: int = 128
+    src: str, out: str, calibration_file: str | None = None, samples: int = 16, tokens: int = 128,
+    *, trust_remote_code: bool = False,
 ) -> dict:
     """Static int8 (onnxruntime.quantization.quantize_static): QDQ format, int8 per-channel
     weights, uint8 activations with ranges fixed by MinMax calibration, for the MatMuls that
@@ -245,7 +251,7 @@ def quantize_int8_static(
     srcdir, outdir = Path(src), Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     info = json.loads((srcdir / MANIFEST).read_text())
-    feeds, described = _calibration_feeds(srcdir, info, calibration_file, samples, tokens)
+    feeds, described = _calibration_feeds(srcdir, info, calibration_file, samples, tokens, trust_remote_code)
 
     graph = onnx.load(str(srcdir / "model.onnx"), load_external_data=False).graph
     weights = {i.name for i in graph.initializer}
@@ -335,11 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--to", choices=["fp32", "int8", "int8-static", "fp16"], default="fp32",
                     help="fp32: export from PyTorch; int8/int8-static/fp16: convert an exported fp32 directory")
     ap.add_argument("--calibration", help="int8-static: a text file, one calibration text per line")
+    ap.add_argument("--trust-remote-code", action="store_true", help="let transformers run the model folder's own code")
     args = ap.parse_args(argv)
+    trust = args.trust_remote_code
     if args.to == "int8-static":
-        info = quantize_int8_static(args.src, args.out, args.calibration)
+        info = quantize_int8_static(args.src, args.out, args.calibration, trust_remote_code=trust)
+    elif args.to == "fp32":
+        info = export(args.src, args.out, trust_remote_code=trust)
     else:
-        info = {"fp32": export, "int8": quantize_int8, "fp16": convert_fp16}[args.to](args.src, args.out)
+        info = {"int8": quantize_int8, "fp16": convert_fp16}[args.to](args.src, args.out)
     print(json.dumps(info))
     return 0
 

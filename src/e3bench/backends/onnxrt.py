@@ -44,6 +44,24 @@ from e3bench.core.fsutil import atomic_dir, dir_key
 EXPORT_PYTHON_ENV = "E3BENCH_ONNX_EXPORT_PYTHON"
 
 
+def _manifest(d: Path, fix: str) -> dict:
+    """The export manifest in ``d`` ({} when there is none); E3Error naming it when damaged."""
+    f = d / MANIFEST
+    if not f.is_file():
+        return {}
+    try:
+        m = json.loads(f.read_bytes())
+    except (OSError, ValueError):
+        m = None
+    if not isinstance(m, dict):
+        raise E3Error(f"{f} is damaged (not a JSON object)", fix)
+    return m
+
+
+def _cache_fix(d: Path) -> str:
+    return f"delete the damaged cache entry {d} (e3bench makes it again)"
+
+
 def _providers(device: str) -> list[str]:
     import onnxruntime as ort
 
@@ -60,15 +78,16 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _require_decoder(path: Path) -> None:
+def _require_decoder(path: Path, trust_remote_code: bool) -> None:
     from transformers import AutoConfig
 
+    from e3bench.backends.modelfiles import loader_error
     from e3bench.backends.models import detect_architecture
 
     try:
-        arch = detect_architecture(AutoConfig.from_pretrained(str(path)))
+        arch = detect_architecture(AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code))
     except (OSError, ValueError) as exc:
-        raise E3Error(f"cannot read the model config in {path}: {exc}", "check the model directory") from None
+        raise loader_error(str(path), exc, what="read the model config") from None
     if arch != "decoder-only":
         raise E3Error(
             f"the onnxrt backend runs decoder-only models; {path.name} is {arch}",
@@ -117,8 +136,7 @@ class OnnxRuntimeBackend(BaseBackend):
         ),
     )
 
-    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
-        super().__init__(options, cache_dir=cache_dir, threads=threads)
+    def _setup(self) -> None:
         self.sess = None
         self.notes: list[str] = []
         self.model_dir: Path | None = None
@@ -158,7 +176,7 @@ class OnnxRuntimeBackend(BaseBackend):
         manifest = d / MANIFEST
         if not ((d / "model.onnx").is_file() and manifest.is_file()):
             return False
-        made_by = json.loads(manifest.read_text()).get("exporter_version")
+        made_by = _manifest(d, _cache_fix(d)).get("exporter_version")
         if made_by == EXPORTER_VERSION:
             self.notes.append(f"{what} reused from cache: {d}")
             return True
@@ -174,16 +192,19 @@ class OnnxRuntimeBackend(BaseBackend):
         """Directory with model.onnx for ``precision``, exporting/converting once per exporter version."""
         src = Path(spec.path)
         if spec.source == "local-dir" and (src / "model.onnx").is_file():
+            from e3bench.backends.modelfiles import check_model_dir
+
+            self.notes.extend(check_model_dir(src, trust_remote_code=spec.trust_remote_code))
             fp32_dir = src  # an existing ONNX export (ours or optimum's layout)
             key = dir_key(src)
             self.notes.append(f"ONNX model loaded from {src}")
         else:
             hf = self._hf_dir(spec)
-            _require_decoder(hf)
+            _require_decoder(hf, spec.trust_remote_code)
             key = dir_key(hf)
             fp32_dir = self._cache() / key / "fp32"
             if not self._cached(fp32_dir, "ONNX export"):
-                self._make(fp32_dir, str(hf), [], "ONNX export")
+                self._make(fp32_dir, str(hf), self._trust_args(spec), "ONNX export")
         if precision == "fp32":
             return fp32_dir
         opts = self.options
@@ -197,12 +218,16 @@ class OnnxRuntimeBackend(BaseBackend):
             args += ["--calibration", str(cal.resolve())]
         target = self._cache() / key / tag
         if not self._cached(target, f"{tag} model"):
-            self._make(target, str(fp32_dir), args, f"{tag} conversion")
+            self._make(target, str(fp32_dir), args + self._trust_args(spec), f"{tag} conversion")
         self._quant_note(target)
         return target
 
+    @staticmethod
+    def _trust_args(spec: ModelSpec) -> list[str]:
+        return ["--trust-remote-code"] if spec.trust_remote_code else []
+
     def _quant_note(self, d: Path) -> None:
-        m = json.loads((d / MANIFEST).read_text())
+        m = _manifest(d, _cache_fix(d))
         if m.get("quantizer"):
             cal = f"; calibration: {m['calibration']}" if m.get("calibration") else ""
             self.notes.append(f"{m['quantizer']}{cal}")
@@ -221,7 +246,12 @@ class OnnxRuntimeBackend(BaseBackend):
             so.intra_op_num_threads = self.threads
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        self.sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=providers)
+        fix = "export the model again" if d == Path(model.path) else _cache_fix(d)
+        try:
+            self.sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise E3Error(f"ONNX Runtime cannot load {d / 'model.onnx'}: {type(exc).__name__}: {first}", fix) from None
         self.device_type = "cuda" if device == "cuda" else "cpu"
         inputs = {i.name: i for i in self.sess.get_inputs()}
         self.past_names = sorted(
@@ -239,17 +269,23 @@ class OnnxRuntimeBackend(BaseBackend):
         self.kv_dtype = np.float16 if "float16" in first.type else np.float32
         self.has_logit_index = "logit_index" in inputs
         self.has_position_ids = "position_ids" in inputs
-        manifest = json.loads((d / MANIFEST).read_text()) if (d / MANIFEST).is_file() else {}
+        manifest = _manifest(d, fix)
         from transformers import AutoConfig, AutoTokenizer
 
+        from e3bench.backends.modelfiles import loader_error
         from e3bench.backends.tokenization import resolve_max_length
         from e3bench.core.quiet import quiet_libraries
 
         quiet_libraries()
-        self.tokenizer = tok = AutoTokenizer.from_pretrained(str(d))
+        trust = model.trust_remote_code
+        try:
+            self.tokenizer = tok = AutoTokenizer.from_pretrained(str(d), trust_remote_code=trust)
+            config = AutoConfig.from_pretrained(str(d), trust_remote_code=trust)
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises bare Exceptions
+            raise loader_error(str(d), exc, what="load the tokenizer and config", fix=fix) from None
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
-        self.max_length = resolve_max_length(AutoConfig.from_pretrained(str(d)), tok)  # the PyTorch backend's rule
+        self.max_length = resolve_max_length(config, tok)  # the PyTorch backend's rule
         weights = sum(f.stat().st_size for f in d.iterdir() if f.name.startswith("model.onnx"))
         self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads or 'default'}")
         return LoadInfo(

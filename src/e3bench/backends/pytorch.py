@@ -134,8 +134,7 @@ class PyTorchBackend(BaseBackend):
     #: torch.compile on the forward regardless of options (``pytorch-compile``)
     compiled: ClassVar[bool] = False
 
-    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
-        super().__init__(options, cache_dir=cache_dir, threads=threads)
+    def _setup(self) -> None:
         self.model = None
         self._torch_device = None
 

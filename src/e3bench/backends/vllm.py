@@ -50,7 +50,13 @@ def _checkpoint_quant(path: Path) -> tuple[str | None, int | None]:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         return None, None
-    q = json.loads(cfg_file.read_text()).get("quantization_config") or {}
+    try:
+        cfg = json.loads(cfg_file.read_bytes())
+    except (OSError, ValueError):
+        raise E3Error(f"{cfg_file} is not valid JSON", "download or copy the model folder again") from None
+    q = (cfg.get("quantization_config") if isinstance(cfg, dict) else None) or {}
+    if not isinstance(q, dict):
+        return None, None
     method = q.get("quant_method")
     if not method:
         return None, None
@@ -90,8 +96,7 @@ class VllmBackend(BaseBackend):
         batching=True,
     )
 
-    def __init__(self, options: BaseModel | None = None, *, cache_dir: str | None = None, threads: int | None = None):
-        super().__init__(options, cache_dir=cache_dir, threads=threads)
+    def _setup(self) -> None:
         self.engine = None
         self.notes: list[str] = []
         self._ids = itertools.count()
@@ -115,9 +120,11 @@ class VllmBackend(BaseBackend):
             )
         from e3bench.backends.models import local_dir
 
-        return str(local_dir(spec, self.cache_dir)[0])
+        path, notes = local_dir(spec, self.cache_dir)  # checked files; refuses unasked-for custom code
+        self.notes.extend(notes)
+        return str(path)
 
-    def _compressed(self, src: Path, precision: str) -> Path:
+    def _compressed(self, src: Path, precision: str, trust_remote_code: bool) -> Path:
         """Quantize an unquantized checkpoint with llm-compressor once (cached)."""
         from e3bench.backends.models import cache_root
         from e3bench.core.fsutil import atomic_dir, dir_key
@@ -125,6 +132,10 @@ class VllmBackend(BaseBackend):
         scheme = {"int8": "W8A8", "int4": "W4A16"}[precision]
         target = cache_root(self.cache_dir) / "llmcompressor" / dir_key(src) / scheme
         if (target / "config.json").is_file():
+            from e3bench.backends.modelfiles import check_model_dir
+
+            check_model_dir(target, trust_remote_code=trust_remote_code,
+                            fix=f"delete the damaged cache entry {target} (it is quantized again)")  # fmt: skip
             self.notes.append(f"{scheme} checkpoint reused from cache: {target}")
             return target
         try:
@@ -138,8 +149,8 @@ class VllmBackend(BaseBackend):
             ) from None
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(src), dtype="auto")
-        tok = AutoTokenizer.from_pretrained(str(src))
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype="auto", trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code)
         recipe = [GPTQModifier(targets="Linear", scheme=scheme, ignore=["lm_head"])]
         oneshot(
             model=model,
@@ -170,7 +181,7 @@ class VllmBackend(BaseBackend):
         if precision in ("int8", "int4"):
             want = 8 if precision == "int8" else 4
             if method is None:
-                path = self._compressed(path, precision)
+                path = self._compressed(path, precision, model.trust_remote_code)
                 method, bits = _checkpoint_quant(path)
             elif bits is not None and bits != want:
                 raise E3Error(
@@ -192,6 +203,7 @@ class VllmBackend(BaseBackend):
             max_model_len=opts.max_model_len,
             enforce_eager=opts.enforce_eager,
             disable_log_stats=True,
+            trust_remote_code=model.trust_remote_code,  # explicit: vLLM never runs a model's code unasked
         )
         self.engine = LLMEngine.from_engine_args(args)
         self.tokenizer = self.engine.get_tokenizer()

@@ -202,6 +202,8 @@ def cpu_bandwidth(cache_dir: Path, cpu_model: str, *, host: str | None = None) -
         cached_all = json.loads(path.read_text())
     except (OSError, ValueError):
         cached_all = {}
+    if not isinstance(cached_all, dict):  # a damaged cache file: measure again
+        cached_all = {}
     key = f"{cpu_model} @ {host}"
     cached = cached_all.get(key) if isinstance(cached_all.get(key), dict) else None
     if cached is None and isinstance(cached_all.get(cpu_model), dict):  # older e3bench: no host, no conditions

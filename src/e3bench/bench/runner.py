@@ -65,7 +65,7 @@ class Runner:
         from e3bench.evals.engine import check_tasks
 
         check_tasks(cfg)  # unknown task / missing extra: fail before the model loads
-        spec = models.resolve(cfg.model)
+        spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code)
         if self.backend is None:
             self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)
         backend = self.backend

@@ -3,6 +3,8 @@ registered) and ``ls`` / ``export`` (what is in a results directory)."""
 
 from __future__ import annotations
 
+from rich.markup import escape  # table cells and messages are text ("e3bench[onnx]"), not markup
+
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +27,7 @@ def env() -> None:
             v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
         elif isinstance(v, list):
             v = "; ".join(str(x) for x in v) or "none"
-        t.add_row(k, str(v))
+        t.add_row(k, escape(str(v)))
     console().print(t)
 
 
@@ -40,7 +42,7 @@ def _registry_table(kind: str, title: str, first: str):
         t.add_column(col)
     for row in registry.describe(registry.ALL[kind]):
         desc = row["description"] + (f" (also: {row['aliases']})" if row["aliases"] else "")
-        t.add_row(row["name"], row["installed"], row["origin"], desc)
+        t.add_row(*(escape(c) for c in (row["name"], row["installed"], row["origin"], desc)))
     return t
 
 
@@ -56,7 +58,7 @@ def models() -> None:
         t.add_column(col)
     for a in ALIASES.values():
         local = bundled_gguf_path(a)
-        t.add_row(a.name, a.hub_id, f"yes: {local}" if local else "hub only", a.description)
+        t.add_row(*(escape(c) for c in (a.name, a.hub_id, f"yes: {local}" if local else "hub only", a.description)))
     con.print(t)
     con.print(_registry_table("backend", "backends", "backend"))
     con.print("Any Hugging Face id (org/name), local model directory or .gguf file also works.")
@@ -77,7 +79,7 @@ def plugins() -> None:
     for kind, reg in registry.ALL.items():
         con.print(_registry_table(kind, f"{kind}s (entry-point group {reg.group})", kind))
         for note in reg.ignored:
-            con.print(f"[yellow]ignored:[/yellow] {note}", highlight=False)
+            con.print(f"[yellow]ignored:[/yellow] {escape(note)}", highlight=False)
 
 
 def ls_(

@@ -4,6 +4,8 @@ description), so a new config field is a new flag without touching this file."""
 
 from __future__ import annotations
 
+from rich.markup import escape  # progress lines and paths are text, not rich markup
+
 import inspect
 import types
 import typing
@@ -88,14 +90,14 @@ def run(**kwargs: Any) -> None:
 
         def progress(msg: str) -> None:
             if not quiet:
-                out.print(f"[dim]·[/dim] {msg}", highlight=False)
+                out.print(f"[dim]·[/dim] {escape(msg)}", highlight=False)
 
         record = run_one(cfg, progress=progress)
         done = finish_run(record, cfg, resumable=False)
         print_summary(record, out)
-        out.print(f"result: {done.path}", highlight=False)
+        out.print(escape(f"result: {done.path}"), highlight=False)
         for line in done.tracker_lines:
-            out.print(f"tracker: {line}", highlight=False)
+            out.print(escape(f"tracker: {line}"), highlight=False)
     except E3Error as exc:
         fail(exc)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape  # labels, reasons and pip lines ("e3bench[quant]") are text, not markup
+
 import sys
 from pathlib import Path
 from typing import Optional
@@ -48,15 +50,15 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     done = store.completed_hashes(root)
     todo = [c for c in plan.runs if c.config_hash() not in done]
     console.print(
-        f"sweep '{plan.name}': {len(plan.runs)} runs ({len(plan.runs) - len(todo)} already complete), "
-        f"{len(plan.skipped)} skipped by capabilities → {root}",
+        escape(f"sweep '{plan.name}': {len(plan.runs)} runs ({len(plan.runs) - len(todo)} already complete), "
+        f"{len(plan.skipped)} skipped by capabilities → {root}"),
         highlight=False,
     )
     for s in plan.skipped:
-        console.print(f"  skip {_label(s.config)}: {s.reason}", highlight=False)
+        console.print(escape(f"  skip {_label(s.config)}: {s.reason}"), highlight=False)
     if dry_run:
         for c in todo:
-            console.print(f"  would run {_label(c)} [{c.config_hash()}]", highlight=False)
+            console.print(escape(f"  would run {_label(c)} [{c.config_hash()}]"), highlight=False)
         return
     for _, err in check_output_dir(root):  # before any run, not after the first one
         raise err
@@ -71,13 +73,13 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
             task = bar.add_task(f"sweep {plan.name}", total=len(todo))
             for rec in ex.map(todo):
                 failed += rec.status != "ok"
-                bar.console.print(_line(rec), highlight=False)
+                bar.console.print(escape(_line(rec)), highlight=False)
                 bar.advance(task)
     else:
         for i, rec in enumerate(ex.map(todo), 1):
             failed += rec.status != "ok"
             print(f"[{i}/{len(todo)}] {_line(rec)}", flush=True)
-    console.print(f"done: {len(todo) - failed} ok, {failed} failed; results in {root}", highlight=False)
+    console.print(escape(f"done: {len(todo) - failed} ok, {failed} failed; results in {root}"), highlight=False)
 
 
 def _label(cfg) -> str:

@@ -72,6 +72,9 @@ class RunConfig(BaseModel):
     output_dir: str = Field("results", description="results directory")
     sweep: str = Field("runs", description="sub-directory of output_dir grouping runs (one folder name)")
     cache_dir: str | None = Field(None, description="converted/exported/quantized models (default ~/.cache/e3bench)")
+    trust_remote_code: bool = Field(
+        False, description="let the model folder's own Python code run (transformers/vLLM auto_map); off: such models are refused"
+    )
 
     @field_validator("dtype")
     @classmethod
@@ -139,8 +142,13 @@ class RunConfig(BaseModel):
         return v
 
     def identity(self) -> dict[str, Any]:
-        """Fields that define *what is measured* (not where results go)."""
-        return self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers"})
+        """Fields that define *what is measured* (not where results go). ``trust_remote_code``
+        counts only when set (the model's own code may replace transformers' classes), so the
+        hashes of runs made before the field existed do not change."""
+        d = self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers"})
+        if not d["trust_remote_code"]:
+            del d["trust_remote_code"]
+        return d
 
     def config_hash(self) -> str:
         """16 hex of SHA-256 over :meth:`identity` (the run's identity across machines)."""

@@ -1,11 +1,12 @@
 """The extension points of e3bench: the one page a plugin author reads.
 
 Four Protocols — :class:`Backend`, :class:`EnergyMeter`, :class:`Task`, :class:`Executor` —
-plus the small value types they exchange. Implementations register themselves in
-:mod:`e3bench.core.registry` (built-ins) or through the entry-point groups ``e3bench.backends``,
-``e3bench.meters``, ``e3bench.tasks`` and ``e3bench.executors`` (plugins).
+plus the small value types they exchange. Built-ins register in the one registry
+(:mod:`e3bench.core.registry`) the same way plugins do, which use the entry-point groups
+``e3bench.backends``, ``e3bench.meters``, ``e3bench.tasks``, ``e3bench.executors`` and
+``e3bench.trackers`` (``e3bench plugins`` lists them all; docs/plugins.md shows an example).
 
-Rules every implementation follows (see DESIGN.md, "Measurement rules"):
+Rules every implementation follows (docs/architecture.md, "Measurement rules"):
 
 * Backends never time themselves. The runner brackets every call with
   ``backend.synchronize()`` and its own clock; a backend only *signals* progress through the
@@ -37,6 +38,9 @@ class ModelSpec:
     path: str  # hub id or local directory
     gguf_file: str | None = None  # file name inside ``path`` for GGUF models
     revision: str | None = None
+    #: the user allowed the model's own Python code to run (``--trust-remote-code``); backends
+    #: pass it to every loader (transformers, vLLM) and must refuse such models otherwise
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,8 @@ Method = Literal["measured", "estimated", "missing"]
 
 @dataclass
 class PowerSample:
+    """One power reading of one domain, on the runner's clock."""
+
     t_s: float  # seconds on the runner's clock (time.perf_counter)
     power_w: float
     domain: str  # "cpu-package", "dram", "gpu0", "total", ...
@@ -278,6 +284,7 @@ class EnergyReading:
 
     @property
     def total_j(self) -> float | None:
+        """Joules of the whole window ("total", else the sum of domains); None when missing."""
         if self.method == "missing":
             return None
         return self.energy_j.get("total", sum(self.energy_j.values()))
@@ -285,22 +292,42 @@ class EnergyReading:
 
 @runtime_checkable
 class EnergyMeter(Protocol):
+    """A source of energy readings over named windows (NVML, RAPL, a power model, ...).
+
+    The one caller is :class:`e3bench.energy.window.MeteredWindow`, which synchronises the
+    device before :meth:`begin` and before :meth:`end`. Readings are in joules and seconds on
+    the runner's clock (``time.perf_counter``).
+    """
+
     name: ClassVar[str]
 
-    def available(self) -> bool: ...
+    def available(self) -> bool:
+        """Whether the sensor can be read here (checked once, before any window)."""
+        ...
 
-    def unavailable_reason(self) -> str | None: ...
+    def unavailable_reason(self) -> str | None:
+        """Why :meth:`available` is False (one line naming the fix), else None."""
+        ...
 
-    def begin(self, window: str) -> None: ...
+    def begin(self, window: str) -> None:
+        """Start the window ``window``. Beginning a window that is already open restarts it."""
+        ...
 
-    def end(self, window: str) -> EnergyReading: ...
+    def end(self, window: str) -> EnergyReading:
+        """End ``window`` and return its reading. Never raises: a failed or impossible reading
+        is ``method="missing"`` with ``error`` saying why."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the sensor (handles, sampler threads, temporary files); idempotent."""
+        ...
 
 
 # ---------------------------------------------------------------------------- tasks
 @dataclass
 class TaskScore:
+    """A task's scores: metric → value and its standard error of the mean, over ``n_items``."""
+
     task: str
     metrics: dict[str, float]  # e.g. {"acc": 0.41, "acc_norm": 0.44}
     stderr: dict[str, float]  # same keys, standard error of the mean
@@ -311,15 +338,27 @@ class TaskScore:
 
 @runtime_checkable
 class Task(Protocol):
+    """A quality task evaluated on an already-loaded :class:`Backend`.
+
+    ``requires`` names the capabilities it needs (``{"loglikelihood"}``), checked against the
+    backend's :class:`Capabilities` before it runs. Tasks use only the Backend contract.
+    """
+
     name: ClassVar[str]
     requires: ClassVar[frozenset[str]]  # capability names, e.g. {"loglikelihood"}
 
-    def evaluate(self, backend: Backend, *, limit: int | None, seed: int) -> TaskScore: ...
+    def evaluate(self, backend: Backend, *, limit: int | None, seed: int) -> TaskScore:
+        """Score the first ``limit`` items (all when None; ``seed`` for any sampling). Raises
+        :class:`~e3bench.core.errors.E3Error` when the task cannot run here (no data, an
+        architecture it does not support); the run then records a warning and goes on."""
+        ...
 
 
 # ------------------------------------------------------------------------- executors
 @runtime_checkable
 class Executor(Protocol):
+    """Runs sweep configurations (in subprocesses, on Ray, ...) and yields their records."""
+
     def map(self, configs: Sequence[object]) -> Iterator[object]:
         """Run each RunConfig; failures come back as failed ResultRecords, never raise."""
         ...

@@ -106,6 +106,7 @@ class TokenClock:
         self.t_start = clock()
 
     def __call__(self, _n_tokens: int) -> None:
+        """The backend's ``on_token`` callback: stamp the clock (the count is not needed)."""
         self.stamps.append(clock())
 
     @property

@@ -70,7 +70,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     except FileNotFoundError:
         raise E3Error(f"data file {path} does not exist", "check the path") from None
     with fh:
-        for lineno, line in enumerate(fh, start=1):
+        try:
+            lines = list(enumerate(fh, start=1))
+        except UnicodeDecodeError as exc:
+            raise E3Error(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", "convert it to UTF-8") from None
+        for lineno, line in lines:
             if not line.strip():
                 continue
             try:
@@ -80,6 +84,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                     f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
                     "fix that line: every line must be one JSON object",
                 ) from None
+            except RecursionError:
+                raise E3Error(f"{path}:{lineno}: JSON nested too deeply", "write one flat JSON object per line") from None
             if not isinstance(row, dict):
                 raise E3Error(
                     f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}",
@@ -327,7 +333,8 @@ def resolve(
         looked.append(f"Hugging Face hub {spec.hub_id}: the 'datasets' package is not installed")
         raise _not_found(name, wanted, looked) from None
     try:
-        ds = hf_datasets.load_dataset(spec.hub_path, spec.hub_name, split=hub_split)
+        # explicit False: a dataset's loading script never runs (datasets < 4 would ask or run it)
+        ds = hf_datasets.load_dataset(spec.hub_path, spec.hub_name, split=hub_split, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - hub/network/cache errors come in many types
         why = "offline mode (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and not cached" if _offline() else (
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"

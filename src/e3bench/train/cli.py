@@ -56,6 +56,9 @@ def finetune(
     output_dir: str = typer.Option("results", "--output-dir", "-o"),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="default: every evaluation"),
     resume: bool = typer.Option(False, "--resume", help="continue from this configuration's checkpoint"),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="let the model folder's own Python code run (off: such models are refused)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Fine-tune (LoRA or full) on a classification task; report speed, memory, energy and
@@ -76,7 +79,7 @@ def finetune(
             max_seq_len=max_seq_len, grad_clip=grad_clip or None, grad_checkpointing=grad_checkpointing,
             seed=seed, device=device, precision=precision, meter=meter, idle_seconds=idle_seconds,
             cpu_tdp_w=cpu_tdp_w, region=region, threads=threads, output_dir=output_dir,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=checkpoint_every, trust_remote_code=trust_remote_code,
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -172,6 +175,7 @@ def format_suite(record) -> str:
 
 
 def main() -> None:  # pragma: no cover - thin wrapper
+    """``python -m e3bench.train.cli``: the training commands alone (E3Error → one line, exit 2)."""
     from e3bench.core.errors import E3Error
 
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)

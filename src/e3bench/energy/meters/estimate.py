@@ -97,6 +97,7 @@ CPU_TDP_TABLE: tuple[CpuTdp, ...] = (
 
 
 def lookup_tdp(model: str) -> CpuTdp | None:
+    """The TDP table entry whose pattern matches the CPU model string, or None."""
     for entry in CPU_TDP_TABLE:
         if re.search(entry.pattern, model, flags=re.IGNORECASE):
             return entry

@@ -64,6 +64,8 @@ def resolve_gpus(device: str, environ: Mapping[str, str] | None = None) -> list[
 
 @dataclass
 class GpuInfo:
+    """One metered GPU: the record's domain name and NVML's handle id."""
+
     domain: str  # "gpu0" (CUDA numbering, as the user wrote the device)
     nvml_id: int | str
     handle: Any

@@ -116,6 +116,8 @@ class Tick:
 
 
 class Reader(Protocol):
+    """A sensor read once per tick by the sampler thread."""
+
     def read(self) -> Tick: ...
 
 

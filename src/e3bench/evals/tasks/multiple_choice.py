@@ -55,18 +55,24 @@ class MultipleChoiceTask:
         self.sample = sample
 
     def load_rows(self) -> list[dict]:
+        """All rows of the task's split through the one data resolver (local dir, then hub),
+        validated against the ``{query, choices, gold}`` schema (E3Error naming the row)."""
         rows = load_dataset_rows(self.dataset, self.split, data_dir_=self.data_dir)
         validate_multiple_choice(rows, f"{self.dataset}/{self.split}")
         return rows
 
     def to_item(self, row: dict) -> MCItem:
+        """One row as the context (query + suffix), the choices and the gold index."""
         return MCItem(row["query"] + self.suffix, list(row["choices"]), int(row["gold"]))
 
     def items(self, *, limit: int | None, seed: int) -> list[MCItem]:
+        """The first ``limit`` items (or a ``seed``-ed sample when ``sample=True``)."""
         rows = apply_limit(self.load_rows(), limit, what=f"task '{self.name}'", seed=seed, sample=self.sample)
         return [self.to_item(r) for r in rows]
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """acc and acc_norm (lm-eval's definitions) with standard errors, by log-likelihood of
+        each choice given the context on ``backend``."""
         check_backend(backend, self.name, self.requires)
         items = self.items(limit=limit, seed=seed)
         rows = score_multiple_choice(backend, items)
@@ -83,29 +89,39 @@ class MultipleChoiceTask:
 
 
 class HellaSwag(MultipleChoiceTask):
+    """HellaSwag validation (lm-eval's preprocessing; 4 endings)."""
+
     name = "hellaswag"
     dataset = "hellaswag"
     split = "validation"
 
 
 class ArcEasy(MultipleChoiceTask):
+    """ARC-Easy test ("Question: ...\nAnswer:")."""
+
     name = "arc_easy"
     dataset = "arc_easy"
     suffix = "\nAnswer:"
 
 
 class BoolQ(MultipleChoiceTask):
+    """BoolQ (SuperGLUE) validation as no/yes choices."""
+
     name = "boolq"
     dataset = "boolq"
     suffix = "\nAnswer:"
 
 
 class Copa(MultipleChoiceTask):
+    """COPA (SuperGLUE): the premise with "because"/"therefore" and two alternatives."""
+
     name = "copa"
     dataset = "copa"
 
 
 class OpenBookQA(MultipleChoiceTask):
+    """OpenBookQA main test (question stem, 4 choices)."""
+
     name = "openbookqa"
     dataset = "openbookqa"
 
@@ -136,11 +152,13 @@ class JsonlMultipleChoice(MultipleChoiceTask):
         self.delimiter = delimiter
 
     def load_rows(self) -> list[dict]:
+        """The user's JSONL rows, validated (E3Error naming the file and line)."""
         rows = read_jsonl(self.path)
         validate_multiple_choice(rows, str(self.path))
         return rows
 
     def to_item(self, row: dict) -> MCItem:
+        """One row with the user's suffix and delimiter."""
         return MCItem(row["query"] + self.suffix_, list(row["choices"]), int(row["gold"]), self.delimiter)
 
 
@@ -155,6 +173,7 @@ def mmlu_question(row: dict) -> str:
 
 
 def mmlu_description(subject: str) -> str:
+    """lm-eval's MMLU description line for ``subject`` (underscores as spaces)."""
     return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
 
@@ -205,6 +224,8 @@ class MMLU:
         return rows
 
     def items(self, *, limit: int | None, seed: int) -> list[MCItem]:
+        """``limit`` items per subject (sorted by subject), with ``num_fewshot`` dev examples
+        each; E3Error for an unknown subject or too few dev examples."""
         rows = self._rows(self.split)
         by_subject: dict[str, list[dict]] = {}
         for r in rows:
@@ -233,6 +254,7 @@ class MMLU:
         return items
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """acc over all items plus per-subject acc in ``details["subjects"]``."""
         check_backend(backend, self.name, self.requires)
         items = self.items(limit=limit, seed=seed)
         rows = score_multiple_choice(backend, items)

@@ -62,6 +62,8 @@ class FinetuneConfig(BaseModel):
     threads: int | None = None
     output_dir: str = "results"
     checkpoint_every: int | None = Field(None, ge=1)  # default: at every evaluation
+    #: let the model folder's own Python code run (``--trust-remote-code``); off: such models are refused
+    trust_remote_code: bool = False
     # diverged: loss not finite, or above diverge_factor × max(first loss, ln(number of choices))
     diverge_factor: float = Field(20.0, gt=1)
 
@@ -71,9 +73,13 @@ class FinetuneConfig(BaseModel):
         return self.lr if self.lr is not None else (5e-4 if self.mode == "lora" else 5e-5)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define the training (not the budget), with the effective lr."""
+        """The fields that define the training (not the budget), with the effective lr;
+        ``trust_remote_code`` only when set (the model's own code may replace transformers'
+        classes), so checkpoints made before the field existed keep their directory."""
         d = {k: getattr(self, k) for k in IDENTITY_FIELDS}
         d["lr"] = self.effective_lr
+        if self.trust_remote_code:
+            d["trust_remote_code"] = True
         return d
 
     def config_hash(self) -> str:

@@ -49,7 +49,9 @@ def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loade
     mode = "labels" if len(choice_sets) == 1 else "choices"
     labels = list(next(iter(choice_sets))) if mode == "labels" else None
     # encoder-only models get a classification head: one logit per label, or one per pair
-    pre = load_pretrained(cfg.model, classifier_labels=len(labels) if labels else 1)
+    pre = load_pretrained(
+        cfg.model, classifier_labels=len(labels) if labels else 1, trust_remote_code=cfg.trust_remote_code
+    )
     model, tok, arch = pre.model, pre.tokenizer, pre.architecture
     notes = list(pre.notes)
     for n in notes:

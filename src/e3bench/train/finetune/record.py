@@ -56,7 +56,7 @@ def build(loop: FinetuneLoop, setup: Setup, *, status: str, error: str | None, m
         config_hash=h,
         manifest=setup.manifest,
         model={"name": cfg.model, "path": ld.path, "architecture": ld.architecture, "model_type": ld.model_type,
-               "parameters": setup.total_params, "notes": ld.notes},
+               "parameters": setup.total_params, "trust_remote_code": cfg.trust_remote_code, "notes": ld.notes},
         method={"mode": ld.mode, "labels": ld.labels, "label_token_ids": ld.label_token_ids, "head": ld.head,
                 "prompt_suffix": PROMPT_SUFFIX if ld.architecture != "encoder-only" and ld.mode == "labels" else None,
                 "loss": "cross-entropy of the gold answer over the per-choice scores",

@@ -81,7 +81,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     resumed_from = None
     if resume:
         if checkpoint.exists(ckpt):
-            state, step_state = checkpoint.load(ckpt, model, opt)
+            state, step_state = checkpoint.load(ckpt, model, opt, expected_hash=cfg.config_hash())
             step.load_state_dict(step_state, step=state.step)
             resumed_from = state.step
             progress(f"resumed from {ckpt} at step {resumed_from}")

@@ -75,27 +75,33 @@ class CombinedOptimizer:
 
     @property
     def param_groups(self) -> list[dict]:
+        """Every part's parameter groups, in part order."""
         return [g for o in self.optimizers for g in o.param_groups]
 
     @property
     def state(self) -> dict:
+        """Every part's per-parameter state merged (parameters are disjoint across parts)."""
         out: dict = {}
         for o in self.optimizers:
             out.update(o.state)
         return out
 
     def step(self, closure=None):
+        """Step every part (``closure`` is not supported and ignored, as Muon's step)."""
         for o in self.optimizers:
             o.step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero (or drop) the gradients of every part."""
         for o in self.optimizers:
             o.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict:
+        """``{"combined": [part.state_dict(), ...]}`` for checkpoints."""
         return {"combined": [o.state_dict() for o in self.optimizers]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved; E3Error when the number of parts differs."""
         parts = state["combined"]
         if len(parts) != len(self.optimizers):
             raise E3Error("checkpoint optimizer does not match this configuration", "start without --resume")

@@ -123,7 +123,7 @@ def _hf_text(path: str, name: str | None, split: str, field: str) -> tuple[str, 
         return "\n".join(str(r[field]) for r in d.rows), f"{d.source}:{field}"
     hf = require("datasets", "data", "a Hugging Face training corpus")
     try:
-        ds = hf.load_dataset(path, name, split=split)
+        ds = hf.load_dataset(path, name, split=split, trust_remote_code=False)  # never run a loading script
     except Exception as exc:  # noqa: BLE001 - hub/network/cache errors come in many types
         raise E3Error(
             f"could not load dataset {path} ({name}, split {split}): "

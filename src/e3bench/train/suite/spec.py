@@ -165,35 +165,12 @@ def _unknown(key: str, section: str, where: str) -> E3Error:
 
 def set_overrides(data: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
     """A copy of ``data`` with ``section.key=value`` overrides (values parsed as TOML scalars,
-    else kept as strings). Raises :class:`E3Error` for an item that is not ``key=value``."""
-    import copy
+    else kept as strings), through the one ``--set`` parser (:mod:`e3bench.config.overrides`).
+    Raises :class:`E3Error` for an item that is not ``key=value`` or has more than one dot."""
+    from e3bench.config.overrides import apply_overrides, parse_set, toml_scalar
 
-    out = copy.deepcopy(data)
-    for item in sets:
-        key, eq, raw = item.partition("=")
-        if not eq:
-            raise E3Error(f"--set '{item}' is not key=value", "write e.g. --set train.max_steps=50")
-        value = _parse_scalar(raw.strip())
-        parts = key.strip().split(".")
-        if len(parts) == 1:
-            out[parts[0]] = value
-        elif len(parts) == 2:
-            out.setdefault(parts[0], {})
-            if not isinstance(out[parts[0]], dict):
-                raise E3Error(f"--set {key}: '{parts[0]}' is not a section", "use section.key=value")
-            out[parts[0]][parts[1]] = value
-        else:
-            raise E3Error(f"--set '{key}' has too many dots", "use section.key=value")
-    return out
-
-
-def _parse_scalar(raw: str) -> Any:
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw  # bare string
+    overrides = parse_set(sets, scalar=toml_scalar, example="train.max_steps=50")
+    return apply_overrides(data, overrides, max_depth=2)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
