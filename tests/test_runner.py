@@ -255,3 +255,17 @@ print(held, kept, rss_bytes())
 """))
     assert kept > held - 20 * 2**20  # freed, yet still resident: what the runner used to measure
     assert trimmed < held - 100 * 2**20
+
+
+def test_a_config_built_without_build_config_is_checked_before_the_model_loads(tiny_models):
+    """run_one repeats the config's own checks (one implementation: config.validate), every
+    problem at once, before any meter or model work."""
+    from e3bench.config.run import RunConfig
+
+    fake = FakeBackend()
+    cfg = RunConfig(model=str(tiny_models["decoder"]), region="Atlantis", tasks=("hellaswagg",), meter="none")
+    with pytest.raises(E3Error) as ei:
+        run_one(cfg, backend=fake)
+    text = " ".join(ei.value.one_lines()) if hasattr(ei.value, "one_lines") else ei.value.one_line()
+    assert "Atlantis" in text and "hellaswagg" in text
+    assert fake.loaded is None

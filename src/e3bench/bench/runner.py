@@ -18,6 +18,7 @@ from e3bench.backends.factory import make_backend
 from e3bench.bench import envinfo, loops, prompts
 from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
+from e3bench.config.validate import Problem, raise_problems, semantic_checks
 from e3bench.core.api import Backend
 from e3bench.core.errors import E3Error
 from e3bench.core.host import PeakRss, peak_rss_bytes, release_free_memory
@@ -59,12 +60,10 @@ class Runner:
         busy = envinfo.busy_warning(manifest)
         if busy:
             self.warnings.append(busy)
-        from e3bench.energy import carbon
-
-        carbon.lookup(cfg.region)  # unknown region: fail before any work, not after
-        from e3bench.evals.engine import check_tasks
-
-        check_tasks(cfg)  # unknown task / missing extra: fail before the model loads
+        # the config's own checks (meters, region, tasks, trackers, backend options), for callers
+        # that built a RunConfig without build_config: fail before any work, not after
+        found = semantic_checks(cfg.model_dump(), runnable=False, skip=set())
+        raise_problems([Problem(key, err.problem, err.fix) for key, err in found])
         spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code)
         if self.backend is None:
             self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)

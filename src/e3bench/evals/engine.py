@@ -15,22 +15,6 @@ from e3bench.core.errors import E3Error
 from e3bench.results.schema import TaskResult
 
 
-def check_tasks(cfg: RunConfig) -> None:
-    """Fail fast — before the model loads — on an unknown task name or a missing extra."""
-    if not cfg.tasks:
-        return
-    if cfg.engine == "lm-eval":
-        from e3bench.core.errors import require
-
-        require("lm_eval", "lmeval", "--engine lm-eval")
-        return
-    from e3bench.evals.tasks import get_task, parse_task_spec
-
-    for spec in cfg.tasks:
-        name, options = parse_task_spec(spec)
-        get_task(name, **options)
-
-
 def _finite(d: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
