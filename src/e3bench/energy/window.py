@@ -139,24 +139,32 @@ class MeteredWindow:
     def _meters(self) -> list[EnergyMeter]:
         return [m for m in (self.meter, self.cross) if m is not None]
 
-    def run(self, name: str, fn: Callable[[], T]) -> Metered[T]:
-        """Run ``fn`` inside one synchronized window named ``name``.
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[Metered[None]]:
+        """The window itself: ``with window.open(name) as m: work()``; ``m`` holds the readings
+        and the elapsed seconds once the block has ended.
 
-        Meters never raise in ``end`` (a failed reading is ``method="missing"``); if ``fn``
+        Meters never raise in ``end`` (a failed reading is ``method="missing"``); if the block
         raises, both meters are still ended and the exception propagates.
         """
+        m: Metered[None] = Metered(name, None, EnergyReading(name, 0.0, {}, "missing", ""), None, 0.0)
         self.sync()
-        for m in self._meters():
-            m.begin(name)
+        for meter in self._meters():
+            meter.begin(name)
         t0 = clock()
         try:
-            result = fn()
+            yield m
         finally:
             self.sync()
-            elapsed = clock() - t0
-            reading = self.meter.end(name)
-            cross = self.cross.end(name) if self.cross is not None else None
-        return Metered(name, result, reading, cross, elapsed)
+            m.elapsed_s = clock() - t0
+            m.reading = self.meter.end(name)
+            m.cross_reading = self.cross.end(name) if self.cross is not None else None
+
+    def run(self, name: str, fn: Callable[[], T]) -> Metered[T]:
+        """Run ``fn`` inside one synchronized window named ``name`` (see :meth:`open`)."""
+        with self.open(name) as m:
+            result = fn()
+        return Metered(name, result, m.reading, m.cross_reading, m.elapsed_s)
 
     def summarize(
         self,
@@ -241,15 +249,13 @@ class EnergyTotals:
     def window(self, bucket: str) -> Iterator[None]:
         """Meter the body as one window of ``bucket``."""
         self._n += 1
-        name = f"{bucket}-{self._n}"
-        w = self.window_
-        w.sync()
-        w.meter.begin(name)
+        m: Metered[None] | None = None
         try:
-            yield
+            with self.window_.open(f"{bucket}-{self._n}") as m:
+                yield
         finally:
-            w.sync()
-            self._readings.setdefault(bucket, []).append(w.meter.end(name))
+            if m is not None:  # the window opened: keep its reading even when the body raised
+                self._readings.setdefault(bucket, []).append(m.reading)
 
     def summary(self, bucket: str, *, tokens: int = 0, samples: int = 0) -> EnergySummary:
         """The bucket's energy: ``tokens`` processed (as input tokens: EPT_total = E/tokens)
