@@ -609,3 +609,15 @@ def test_variant_and_reference_are_compared_at_a_batch_both_measured(measured, t
     variant(src, root / "runs" / "ref.json", model="m", dtype="fp32", efficiency=data["efficiency"])
     (cmp,) = compare_to_reference(summarize_configs([r for _, r in store.scan(root).records]))
     assert cmp.batch_size == 8 and cmp.speedup == pytest.approx(2.0)
+
+
+def test_nothing_reportable_fix_depends_on_why_files_were_skipped(tmp_path):
+    """An invalid record was told to upgrade e3bench; only a newer schema_version is."""
+    from e3bench.results.store import no_results_error
+
+    invalid = no_results_error(tmp_path, ["bad.json: invalid record (config: Input should be a valid dictionary)"])
+    assert "pip install" not in invalid.fix and "fix or remove the invalid files" in invalid.fix
+    wrong_type = no_results_error(tmp_path, ["x.json: schema_version xx (this e3bench reads 1)"])
+    assert "pip install" not in wrong_type.fix
+    newer = no_results_error(tmp_path, ["new.json: schema_version 99 (this e3bench reads 1)"])
+    assert "pip install -U e3bench" in newer.fix and "invalid" not in newer.fix

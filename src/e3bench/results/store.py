@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -204,9 +205,12 @@ def no_results_error(root: Path, problems: list[str]) -> E3Error:
     if not problems:
         return E3Error(f"no e3bench results under {root}", "run `e3bench run -o DIR` or `e3bench sweep` first")
     shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    newer = any(re.search(r"schema_version \d+ \(this e3bench reads", p) for p in problems)
+    invalid = any(not re.search(r"schema_version \d+ \(this e3bench reads", p) for p in problems)
+    fixes = (["records from a newer e3bench need that version (pip install -U e3bench)"] if newer else []) + (
+        ["fix or remove the invalid files"] if invalid else [])
     return E3Error(f"no readable e3bench results under {root}: skipped {len(problems)} file(s): {shown}",
-                   "records from a newer e3bench need that version (pip install -U e3bench); "
-                   "fix or remove invalid files")  # fmt: skip
+                   "; ".join(fixes))  # fmt: skip
 
 
 def scan(root: Path) -> Scan:
