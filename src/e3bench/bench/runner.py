@@ -64,6 +64,9 @@ class Runner:
         # that built a RunConfig without build_config: fail before any work, not after
         found = semantic_checks(cfg.model_dump(), runnable=False, skip=set())
         raise_problems([Problem(key, err.problem, err.fix) for key, err in found])
+        from e3bench.evals.engine import preflight
+
+        preflight(cfg)  # lm-eval's task names, before the model loads
         spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code)
         if self.backend is None:
             self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from e3bench.core.api import Backend, LogLik, TaskScore
 from e3bench.core.errors import E3Error
@@ -128,3 +129,15 @@ def mean_score(task: str, samples: list[dict], metrics: Sequence[str], details: 
 def mc_score(task: str, rows: list[dict], details: dict | None = None) -> TaskScore:
     """``acc`` and ``acc_norm`` means (with standard errors) of multiple-choice rows."""
     return mean_score(task, rows, ("acc", "acc_norm"), details)
+
+
+def file_task_label(task: str, path: Path, label: object | None) -> str:
+    """The name a task over a user's file is recorded under: ``label`` when given, else
+    ``<task>[<file stem>]`` (``jsonl_gen[qa]``), so two such tasks in one run stay apart in the
+    record and their samples files."""
+    if label is not None:
+        label = str(label).strip()  # a spec's label=2 arrives as an int
+        if not label:
+            raise E3Error(f"task '{task}': label is empty", "give label=NAME a name, or leave it out")
+        return label
+    return f"{task}[{path.stem}]"
