@@ -291,7 +291,7 @@ def test_one_jsonl_reader(tmp_path):
 
 
 def test_hub_rows_are_mapped_like_lm_eval():
-    from e3bench.evals.data import _map_arc, _map_copa, _map_hellaswag
+    from e3bench.evals.hub_schemas import _map_arc, _map_copa, _map_hellaswag
 
     hs = _map_hellaswag({
         "activity_label": "Baking cookies", "ctx_a": "A woman adds flour [title] Mix well.",

@@ -106,6 +106,12 @@ class BaseBackend:
         self.architecture, self.device, self.load_info = info.architecture, info.device, info
         return info
 
+    @property
+    def context_length(self) -> int | None:
+        """See :attr:`e3bench.core.api.Backend.context_length`: the model's trained context
+        (``LoadInfo.max_positions``) unless the backend narrows it; None before ``load``."""
+        return None if self.load_info is None else self.load_info.max_positions
+
     def precision_key(self, precision: str) -> str:
         """The name ``capabilities`` knows ``precision`` by (llama.cpp: case-insensitive)."""
         return precision

@@ -131,10 +131,11 @@ class VllmBackend(BaseBackend):
     def _compressed(self, src: Path, precision: str, trust_remote_code: bool) -> Path:
         """Quantize an unquantized checkpoint with llm-compressor once (cached)."""
         from e3bench.backends.models import cache_root
-        from e3bench.core.fsutil import atomic_dir, dir_key
+        from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, dir_key, legacy_dir_key
 
         scheme = {"int8": "W8A8", "int4": "W4A16"}[precision]
         target = cache_root(self.cache_dir) / "llmcompressor" / dir_key(src) / scheme
+        adopt_legacy_entry(target.parent.parent, target.parent.name, legacy_dir_key(src))
         if (target / "config.json").is_file():
             from e3bench.backends.modelfiles import check_model_dir
 

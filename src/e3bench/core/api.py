@@ -178,6 +178,13 @@ class Backend(Protocol):
     architecture: str  # "decoder-only" | "encoder-decoder" | "encoder-only" after load
     device: str  # where the model runs after load, e.g. "cpu", "cuda:0", "cuda"
     load_info: LoadInfo | None  # what load returned
+    #: after ``load``: the most tokens one sequence may hold — prompt plus generated tokens for
+    #: decoders, the input for encoders (Hugging Face models: ``max_position_embeddings`` /
+    #: ``n_positions``; ONNX: the exported model's config; llama.cpp: ``n_ctx``; vLLM:
+    #: ``max_model_len``). None when unbounded (relative positions, e.g. T5) or unknown, and before
+    #: ``load``. The runner refuses prompts + output longer than this before measuring; a backend
+    #: without the attribute is treated as None.
+    context_length: int | None
 
     def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         """Load ``model`` at ``precision`` on ``device`` (``"cpu"`` | ``"cuda"``).

@@ -58,6 +58,11 @@ class BatchResult(BaseModel):
     batch_size: int
     iterations: int
     measured_s: float
+    #: --min-iters of the run; None in records made before it was stored
+    min_iters_asked: int | None = None
+    #: why the --max-seconds cap ended this batch size before --min-iters / --min-seconds
+    #: were reached (None: the stopping rule was met)
+    cut_by_max_seconds: str | None = None
     input_tokens_per_request_mean: float
     output_tokens_per_request: float
     e2e_ms: Stats
@@ -80,12 +85,25 @@ class ForwardResult(BaseModel):
     batch_size: int
     iterations: int
     measured_s: float
+    #: --min-iters of the run; None in records made before it was stored
+    min_iters_asked: int | None = None
+    #: why the --max-seconds cap ended this batch size before --min-iters / --min-seconds
+    #: were reached (None: the stopping rule was met)
+    cut_by_max_seconds: str | None = None
     input_tokens_per_request_mean: float
     latency_ms: Stats
     tokens_per_s: float  # input tokens processed per second
     energy: EnergySummary | None = None
     energy_cross_check: EnergySummary | None = None
     raw_latency_ms: list[float]
+
+
+class FailedBatch(BaseModel):
+    """A batch size that could not be measured (it did not fit in memory, or a larger one before
+    it did not); the batch sizes measured before it are kept in the record."""
+
+    batch_size: int
+    error: str
 
 
 class Efficiency(BaseModel):
@@ -96,6 +114,8 @@ class Efficiency(BaseModel):
     prompt_source: str
     generation: list[BatchResult] = []
     forward: list[ForwardResult] = []
+    #: batch sizes that ran out of memory (and larger ones skipped after), with the reason
+    failed_batches: list[FailedBatch] = []
     #: peak RSS of the measured phase (after load): ``peak_rss_includes`` names what it covers,
     #: ``peak_rss_method`` how it was read; the process lifetime peak (load, conversions, the
     #: roofline probe, caches) is ``peak_rss_lifetime_bytes``. Old records: lifetime only.
