@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
+from e3bench.core.errors import MissingExtra
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -55,10 +57,23 @@ class Capabilities:
     batching: bool = True
     #: optional narrowing per device, e.g. {"cpu": {"fp32", "bf16"}}; devices absent → all
     precisions_by_device: tuple[tuple[str, frozenset[str]], ...] = ()
+    #: precisions that need an optional package: ``(precision, module, extra)``, e.g.
+    #: ``("int8", "torchao", "quant")``; checked without importing (:meth:`missing_extra`)
+    precision_extras: tuple[tuple[str, str, str], ...] = ()
 
     def precisions_on(self, device: str) -> frozenset[str]:
         """The precisions this backend runs on ``device``."""
         return dict(self.precisions_by_device).get(device, self.precisions)
+
+    def missing_extra(self, precision: str) -> MissingExtra | None:
+        """The :class:`~e3bench.core.errors.MissingExtra` for a ``precision`` whose package is
+        not installed here (found with ``importlib.util.find_spec``, nothing imported), or None."""
+        import importlib.util
+
+        for p, module, extra in self.precision_extras:
+            if p == precision and importlib.util.find_spec(module) is None:
+                return MissingExtra(module, extra, f"precision '{precision}'")
+        return None
 
     def check(self, *, device: str, precision: str) -> str | None:
         """Return a reason this combination is impossible, or None."""
@@ -383,5 +398,8 @@ class Executor(Protocol):
     """Runs sweep configurations (in subprocesses, on Ray, ...) and yields their records."""
 
     def map(self, configs: Sequence[object]) -> Iterator[object]:
-        """Run each RunConfig; failures come back as failed ResultRecords, never raise."""
+        """Run each RunConfig; failures (a timeout included) come back as failed ResultRecords,
+        never raise. A configuration another process has claimed comes back as
+        ``e3bench.sweep.claims.Held`` (built-ins claim each run first). Executors are
+        constructed with ``timeout_s=`` when the user sets a run timeout."""
         ...
