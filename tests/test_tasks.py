@@ -49,6 +49,9 @@ class TableBackend:
     def encode(self, text):
         return [ord(c) for c in text]
 
+    def encode_context(self, text, *, max_new_tokens):
+        return self.encode(text), False
+
     def decode(self, ids):
         return "".join(chr(i) for i in ids)
 
@@ -441,11 +444,11 @@ def test_generation_batches_by_device_and_keeps_input_order(device, expect_batch
         return real(batch, params)
 
     back.generate = spy
-    out = generate_texts(back, prompts, max_new_tokens=8, stop=["Question:"])
+    out, _ = generate_texts(back, prompts, max_new_tokens=8, stop=["Question:"])
     assert out == [f" out-{p}\n\n" for p in prompts]  # cut at the stop, in input order
     assert sizes == expect_batches
     if device != "cpu":
         assert lengths == sorted(lengths, reverse=True)  # longest first: least padding
-    assert generate_texts(back, prompts, max_new_tokens=8, stop=[], batch_size=2) == [
+    assert generate_texts(back, prompts, max_new_tokens=8, stop=[], batch_size=2)[0] == [
         f" out-{p}\n\nQuestion: x" for p in prompts
     ]
