@@ -20,7 +20,7 @@ from typing import Any
 
 from e3bench.backends.modelfiles import HUB_CACHE_FIX, LOADER_ERRORS, check_gguf, check_model_dir, loader_error
 from e3bench.core.api import ModelSpec
-from e3bench.core.errors import E3Error
+from e3bench.core.errors import E3Error, MissingExtra
 from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, file_key, legacy_file_key, stale_file_entries
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -202,10 +202,7 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
     check_gguf(f)
     for mod, extra in (("gguf", "gguf"), ("accelerate", "gguf")):
         if importlib.util.find_spec(mod) is None:
-            raise E3Error(
-                f"loading a GGUF file into PyTorch needs the '{mod}' package",
-                f"pip install 'e3bench[{extra}]'",
-            )
+            raise MissingExtra(mod, extra, "loading a GGUF file into PyTorch")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from e3bench.core.quiet import gguf_progress_off, quiet_libraries
