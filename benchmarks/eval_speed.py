@@ -3,14 +3,18 @@ object, same items, one process.
 
     python benchmarks/eval_speed.py --n 120                # HellaSwag + MMLU, bundled SmolLM2-135M
     python benchmarks/eval_speed.py --tasks mmlu_5shot --n 200
+    python benchmarks/eval_speed.py --tasks winogrande,lambada_openai,piqa,arc_challenge --n 200
     python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 8
 
 For each task it prints examples/s for both (end to end, and log-likelihood scoring only), the
-speed-up, and whether every item's predicted choice agrees. Data: ``$E3BENCH_DATA_DIR`` (default
+speed-up, and whether every item's predicted choice (LAMBADA: greedy match) agrees. Data: ``$E3BENCH_DATA_DIR`` (default
 /work/shared/data); MMLU items are the first ``ceil(n/57)`` test questions of each subject;
 MMLU 5-shot items are the first ``ceil(n/4)`` questions of the first 4 subjects with that many
 (lm-eval takes few-shot examples per subject, so each subject is its own lm-eval task).
-lm-eval runs fully offline on local task YAMLs (``dataset_path: json``) with lm-eval's prompts.
+lm-eval runs fully offline on local task YAMLs (``dataset_path: json``) with lm-eval's prompts;
+for the newer task shapes — ``winogrande`` (partial context), ``lambada_openai`` (single
+continuation), and ``piqa``/``arc_challenge`` — lm-eval runs its own task YAMLs over the first
+``n`` items of the local copy written in the hub's schema (``tests/fakes/lmeval_local.py``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def main() -> int:
     ap.add_argument("--model", help="HF model directory (default: bundled SmolLM2-135M, converted once)")
     ap.add_argument("--data", default=os.environ.get("E3BENCH_DATA_DIR", "/work/shared/data"))
     ap.add_argument("--n", type=int, default=120, help="items per task (default 120)")
-    ap.add_argument("--tasks", default="hellaswag,mmlu", help="hellaswag, mmlu, mmlu_5shot (comma list)")
+    ap.add_argument("--tasks", default="hellaswag,mmlu",
+                    help="hellaswag, mmlu, mmlu_5shot, winogrande, lambada_openai, piqa, arc_challenge (comma list)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=4, help="alternate the engines over this many chunks (default 4)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=1, help="lm-eval hf batch size (its default: 1)")
@@ -68,7 +73,17 @@ def main() -> int:
     from lm_eval.tasks import TaskManager
 
     from e3bench.backends import hf_scorer as scoring
-    from fakes.lmeval_local import mmlu_subject_rows, read_jsonl, write_jsonl, write_mc_task, write_mmlu_task
+    from fakes.lmeval_local import (
+        LOCAL_COPIES,
+        mmlu_subject_rows,
+        read_jsonl,
+        to_hub_row,
+        write_jsonl,
+        write_mc_task,
+        write_mmlu_task,
+        write_own_task,
+    )
+    from e3bench.evals.data import local_relpath
     from e3bench.evals.tasks import get_task
 
     hf_logging.set_verbosity_error()
@@ -103,7 +118,18 @@ def main() -> int:
     yamls.mkdir()
     # per round and task: [(lm-eval task name, e3bench data dir)]
     parts: dict[tuple[str, int], list[tuple[str, Path]]] = {}
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    known = ["hellaswag", "mmlu", "mmlu_5shot", *LOCAL_COPIES]
+    if unknown := [t for t in tasks if t not in known]:
+        sys.exit(f"--tasks: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    own_rows = {t: read_jsonl(data / local_relpath(t, "test"))[: args.n] for t in LOCAL_COPIES if t in tasks}
     for r in range(rounds):
+        for t, rows in own_rows.items():  # lm-eval's own task YAML over the same items in the hub schema
+            rel = local_relpath(t, "test")
+            write_jsonl(tmp / f"round{r}" / rel, rows[r::rounds])
+            hub = write_jsonl(tmp / f"round{r}-hub" / rel, [to_hub_row(t, x) for x in rows[r::rounds]])
+            write_own_task(yamls, f"bench_{t}_{r}", hub, t)
+            parts[t, r] = [(f"bench_{t}_{r}", tmp / f"round{r}")]
         d = tmp / f"round{r}"
         write_jsonl(d / "hellaswag" / "validation.jsonl", hs_rows[r::rounds])
         write_mc_task(yamls, f"bench_hellaswag_{r}", d / "hellaswag" / "validation.jsonl", "hellaswag")
@@ -159,7 +185,7 @@ def main() -> int:
             )
 
     summary = []
-    for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+    for task in tasks:
         lm_time["t"] = 0.0
         be = Backend()
         lm_e2e = e3_e2e = 0.0
@@ -189,23 +215,29 @@ def main() -> int:
                 samples = sorted(ref["samples"][name], key=lambda s: s["doc_id"])
                 lm_samples += samples
                 e3_samples += score.samples
-                lm_acc += [s["acc"] for s in samples]
-                lm_norm += [s["acc_norm"] for s in samples]
+                lm_acc += [float(s["acc"]) for s in samples]
+                lm_norm += [s["acc_norm"] for s in samples if "acc_norm" in s]
+        single = "pred" not in e3_samples[0]  # single continuation: the prediction is the greedy match
         lm_preds = []
         for s in lm_samples:
             ll = [float(x[0]) for x in s["filtered_resps"]]
-            lm_preds.append(max(range(len(ll)), key=lambda i: (ll[i], -i)))
-        preds = [s["pred"] for s in e3_samples]
+            lm_preds.append(bool(s["acc"]) if single else max(range(len(ll)), key=lambda i: (ll[i], -i)))
+        preds = [s["is_greedy"] if single else s["pred"] for s in e3_samples]
         n = len(preds)
         agree = preds == lm_preds
         n_diff = sum(a != b for a, b in zip(preds, lm_preds)) + abs(len(preds) - len(lm_preds))
+        e3_lls = [[s["loglikelihood"]] if single else s["loglikelihoods"] for s in e3_samples]
         max_dll = max(
             abs(a - float(x[0]))
-            for s_e3, s_lm in zip(e3_samples, lm_samples)
-            for a, x in zip(s_e3["loglikelihoods"], s_lm["filtered_resps"])
+            for lls, s_lm in zip(e3_lls, lm_samples)
+            for a, x in zip(lls, s_lm["filtered_resps"])
         )
         e3_acc = sum(s["acc"] for s in e3_samples) / n
-        e3_norm = sum(s["acc_norm"] for s in e3_samples) / n
+        e3_norm = sum(s["acc_norm"] for s in e3_samples) / n if "acc_norm" in e3_samples[0] else float("nan")
+        extra = {}
+        if single:  # lm-eval's perplexity: exp(-mean per-item log-likelihood)
+            extra["perplexity_lm_eval"] = math.exp(-sum(float(s["perplexity"]) for s in lm_samples) / n)
+            extra["perplexity_e3bench"] = math.exp(-sum(x[0] for x in e3_lls) / n)
         line = {
             "task": task,
             "items": n,
@@ -221,23 +253,26 @@ def main() -> int:
             "max_abs_loglik_diff": max_dll,
             "acc_lm_eval": sum(lm_acc) / n,
             "acc_e3bench": e3_acc,
-            "acc_norm_lm_eval": sum(lm_norm) / n,
+            "acc_norm_lm_eval": sum(lm_norm) / n if lm_norm else float("nan"),
             "acc_norm_e3bench": e3_norm,
+            **extra,
         }
         summary.append(line)
         print(
-            f"{task:10s} n={n:4d}  lm-eval {line['lm_eval_items_per_s']:6.2f} ex/s  "
+            f"{task:14s} n={n:4d}  lm-eval {line['lm_eval_items_per_s']:6.2f} ex/s  "
             f"e3bench {line['e3bench_items_per_s']:6.2f} ex/s  speed-up {line['speedup_end_to_end']:.2f}x "
             f"(scoring only {line['speedup_scoring']:.2f}x)  predictions identical: {agree} "
-            f"(max |Δ loglik| {max_dll:.1e}; acc {line['acc_e3bench']:.3f} vs {line['acc_lm_eval']:.3f}, "
-            f"acc_norm {line['acc_norm_e3bench']:.3f} vs {line['acc_norm_lm_eval']:.3f})",
+            f"(max |Δ loglik| {max_dll:.1e}; acc {line['acc_e3bench']:.3f} vs {line['acc_lm_eval']:.3f}"
+            + (f", acc_norm {e3_norm:.3f} vs {line['acc_norm_lm_eval']:.3f}" if lm_norm else "")
+            + (f", perplexity {extra['perplexity_e3bench']:.4g} vs {extra['perplexity_lm_eval']:.4g}" if extra else "")
+            + ")",
             flush=True,
         )
     tot_lm = sum(x["items"] / x["lm_eval_items_per_s"] for x in summary)
     tot_e3 = sum(x["items"] / x["e3bench_items_per_s"] for x in summary)
     items = sum(x["items"] for x in summary)
     print(
-        f"overall    n={items:4d}  lm-eval {items / tot_lm:6.2f} ex/s  e3bench {items / tot_e3:6.2f} ex/s  "
+        f"overall        n={items:4d}  lm-eval {items / tot_lm:6.2f} ex/s  e3bench {items / tot_e3:6.2f} ex/s  "
         f"speed-up {tot_lm / tot_e3:.2f}x  all predictions identical: {all(x['predictions_identical'] for x in summary)}"
     )
     print("JSON " + json.dumps({"lm_eval_batch_size": args.lm_eval_batch_size, "threads": torch.get_num_threads(),

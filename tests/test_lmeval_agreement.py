@@ -1,9 +1,13 @@
 """e3bench's own tasks agree with lm-evaluation-harness, item by item.
 
-lm-eval runs its ``hf`` model on the same model directory, with local task YAMLs
-(``dataset_path: json`` + ``data_files``) that spell out the same prompts over the same local data
-files, fully offline. Both must pick the same choice for every item, hence equal accuracy.
-The fast version uses the tiny random decoder; the slow one the bundled SmolLM2-135M.
+lm-eval runs its ``hf`` model on the same model directory, fully offline (``dataset_path: json`` +
+``data_files``); e3bench runs its own tasks on :class:`PyTorchBackend`. For the older
+multiple-choice tasks lm-eval's YAMLs spell out the same prompts over the same local data files;
+for the newer tasks (every task shape: multiple choice, partial context, single continuation)
+lm-eval runs its **own** task YAMLs (``include:`` of ``lm_eval/tasks/...``: its prompts, targets,
+``!function`` helpers and metrics) over the same items in the hub's schema. Both must send the
+same requests, pick the same choice (or greedy match) for every item and report the same
+metrics. The fast version uses the tiny random decoder; the slow one the bundled SmolLM2-135M.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ DATA = Path(
 if not (DATA / "hellaswag" / "validation.jsonl").exists():
     pytest.skip(f"local evaluation data not found at {DATA} (set E3BENCH_AGREEMENT_DATA)", allow_module_level=True)
 
-from fakes.lmeval_local import MC_TASKS, mmlu_subject_split, write_mc_task, write_mmlu_task  # noqa: E402
+from fakes.lmeval_local import (  # noqa: E402
+    MC_TASKS,
+    OWN_TASKS,
+    mmlu_subject_split,
+    own_task_data,
+    write_mc_task,
+    write_mmlu_task,
+    write_own_task,
+)
 from e3bench.evals.tasks import get_task  # noqa: E402
 
 
@@ -84,7 +96,42 @@ def _lm_eval_preds(out, task):
     return preds, lls, [s["acc"] for s in samples]
 
 
-def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_shot_n):
+def _e3_requests(sample: dict) -> list[tuple[str, str]]:
+    """The (context, continuation) requests an e3bench sample was scored with."""
+    if "contexts" in sample:  # partial context
+        return [(c, " " + sample["continuation"]) for c in sample["contexts"]]
+    if "choices" in sample:  # multiple choice
+        return [(sample["context"], " " + c) for c in sample["choices"]]
+    return [(sample["context"], " " + sample["continuation"])]  # single continuation
+
+
+def _check_own_task(name, score, ref):
+    """One new-shape task: same requests, same per-item log-likelihoods and predictions (or greedy
+    matches), same metrics as lm-eval's own task."""
+    samples = sorted(ref["samples"][f"e3_{name}"], key=lambda s: s["doc_id"])
+    res = ref["results"][f"e3_{name}"]
+    assert len(score.samples) == len(samples), name
+    for mine, theirs in zip(score.samples, samples):
+        assert _e3_requests(mine) == [tuple(a) for a in theirs["arguments"]], f"{name}: prompts differ"
+    if name == "lambada_openai":
+        assert [s["acc"] for s in score.samples] == [float(s["acc"]) for s in samples], name
+        lls = [float(s["perplexity"]) for s in samples]
+        assert [s["loglikelihood"] for s in score.samples] == pytest.approx(lls, abs=2e-3), name
+        assert score.metrics["perplexity"] == pytest.approx(res["perplexity,none"], rel=1e-3), name
+        assert score.metrics["acc"] == pytest.approx(res["acc,none"]), name
+        return
+    preds, lls, accs = _lm_eval_preds(ref, f"e3_{name}")
+    mismatch = [i for i, (a, b) in enumerate(zip([s["pred"] for s in score.samples], preds)) if a != b]
+    assert not mismatch, f"{name}: choices differ from lm-eval at items {mismatch}"
+    for a, b in zip(score.samples, lls):
+        assert a["loglikelihoods"] == pytest.approx(b, abs=2e-3), name
+    want = {k.split(",")[0]: v for k, v in res.items() if k.endswith(",none") and "_stderr" not in k}
+    assert set(score.metrics) == set(want), name  # the metrics lm-eval reports, no more, no fewer
+    for metric, value in want.items():
+        assert score.metrics[metric] == pytest.approx(float(value)), f"{name} {metric}"
+
+
+def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_shot_n, own_limit=6):
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -103,8 +150,12 @@ def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_sho
         write_mmlu_task(yamls, "e3_mmlu", sub, d5, shots=0)
         write_mmlu_task(yamls, "e3_mmlu5", t5, d5, shots=5)
 
-        lm_tasks = [f"e3_{n}" for n in MC_TASKS] + ["e3_mmlu", "e3_mmlu5"]
-        ref = _run_lm_eval_hf(model_dir, lm_tasks, yamls, limit)
+        own = own_task_data(DATA, tmp_path / "own", own_limit)
+        for name, (_, hub_file) in own.items():
+            write_own_task(yamls, f"e3_{name}", hub_file, name)
+
+        lm_tasks = [f"e3_{n}" for n in MC_TASKS] + ["e3_mmlu", "e3_mmlu5"] + [f"e3_{n}" for n in OWN_TASKS]
+        ref = _run_lm_eval_hf(model_dir, lm_tasks, yamls, max(limit, own_limit))
 
         backend = _backend(model_dir)
         ours = {n: get_task(n, data_dir=str(data)).evaluate(backend, limit=limit, seed=0) for n in MC_TASKS}
@@ -112,6 +163,11 @@ def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_sho
         ours["mmlu5"] = get_task("mmlu_5shot", data_dir=str(t5.parent.parent)).evaluate(backend, limit=None, seed=0)
 
         report = {}
+        for name, (e3_dir, _) in own.items():
+            score = get_task(name, data_dir=str(e3_dir)).evaluate(backend, limit=own_limit, seed=0)
+            _check_own_task(name, score, ref)
+            report[name] = (score.n_items, score.metrics["acc"], ref["results"][f"e3_{name}"]["acc,none"])
+
         for name, score in ours.items():
             preds, lls, accs = _lm_eval_preds(ref, f"e3_{name}")
             mine = [s["pred"] for s in score.samples]
@@ -149,7 +205,7 @@ def test_agreement_tiny_model(tmp_path):
 
     model_dir = build_tiny_models(tmp_path / "tiny")["decoder"]
     report = _agree(model_dir, tmp_path, limit=12, mmlu_per_subject=2, mmlu_subjects=6, five_shot_n=4)
-    assert set(report) == set(MC_TASKS) | {"mmlu", "mmlu5"}
+    assert set(report) == set(MC_TASKS) | {"mmlu", "mmlu5"} | set(OWN_TASKS)
 
 
 def _bundled_model_dir() -> Path:
@@ -165,5 +221,5 @@ def _bundled_model_dir() -> Path:
 @pytest.mark.heavy
 def test_agreement_bundled_model(tmp_path):
     model_dir = _bundled_model_dir()
-    report = _agree(model_dir, tmp_path, limit=20, mmlu_per_subject=2, mmlu_subjects=10, five_shot_n=5)
+    report = _agree(model_dir, tmp_path, limit=20, mmlu_per_subject=2, mmlu_subjects=10, five_shot_n=5, own_limit=20)
     print(report)

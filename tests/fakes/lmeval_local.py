@@ -13,8 +13,9 @@ from pathlib import Path
 
 from e3bench.evals.data import LINE_KEY, local_relpath, read_jsonl
 
-__all__ = ["MC_TASKS", "read_jsonl", "write_jsonl", "mmlu_subject_rows", "mmlu_subject_split", "write_mc_task",
-           "write_mmlu_task"]  # fmt: skip
+__all__ = ["HUB_FIXTURES", "LOCAL_COPIES", "MC_TASKS", "OWN_TASKS", "mmlu_subject_rows", "mmlu_subject_split",
+           "own_task_data", "read_jsonl", "to_hub_row", "write_jsonl", "write_mc_task", "write_mmlu_task",
+           "write_own_task"]  # fmt: skip
 
 #: e3bench multiple-choice task → (the file it reads under the data directory, lm-eval ``doc_to_text``)
 MC_TASKS: dict[str, tuple[str, str]] = {
@@ -103,3 +104,94 @@ def mmlu_subject_split(data_dir: Path, out_dir: Path, subject: str, n: int) -> t
         write_jsonl(out_dir / "mmlu" / "test.jsonl", test),
         write_jsonl(out_dir / "mmlu" / "dev.jsonl", dev),
     )
+
+
+# ------------------------------------------------------- lm-eval's own task YAMLs, local data
+#: e3bench task → (lm-eval's own task YAML under ``lm_eval/tasks``, the split lm-eval scores)
+OWN_TASKS: dict[str, tuple[str, str]] = {
+    "arc_challenge": ("arc/arc_challenge.yaml", "test"),
+    "piqa": ("piqa/piqa.yaml", "validation"),
+    "winogrande": ("winogrande/default.yaml", "validation"),
+    "lambada_openai": ("lambada/lambada_openai.yaml", "test"),
+    "siqa": ("siqa/siqa.yaml", "validation"),
+    "commonsense_qa": ("commonsense_qa/default.yaml", "validation"),
+    "rte": ("super_glue/rte/default.yaml", "validation"),
+    "cb": ("super_glue/cb/default.yaml", "validation"),
+    "wic": ("super_glue/wic/default.yaml", "validation"),
+    "wsc": ("super_glue/wsc/default.yaml", "validation"),
+}
+
+#: the shared data's local copies (llm-foundry exports) of some of them
+LOCAL_COPIES = ("arc_challenge", "piqa", "winogrande", "lambada_openai")
+#: hub-schema fixtures of the others (``tests/data/hub/<task>/test.jsonl``)
+HUB_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "hub"
+
+_OWN_YAML = """\
+include: {include}
+task: {task}
+tag: []
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    {split}: {file}
+training_split: null
+validation_split: {validation}
+test_split: {test}
+"""
+
+
+def write_own_task(yaml_dir: Path, task: str, hub_file: Path, e3_task: str) -> None:
+    """An lm-eval task named ``task``: lm-eval's own YAML of ``e3_task`` (prompts, targets,
+    metrics, its ``!function`` helpers) over ``hub_file``, a JSONL file in the hub's schema."""
+    import lm_eval.tasks
+
+    rel, split = OWN_TASKS[e3_task]
+    include = Path(lm_eval.tasks.__file__).parent / rel
+    Path(yaml_dir, f"{task}.yaml").write_text(_OWN_YAML.format(
+        include=include, task=task, split=split, file=hub_file,
+        validation=split if split == "validation" else "null", test=split if split == "test" else "null",
+    ))  # fmt: skip
+
+
+def to_hub_row(e3_task: str, row: dict) -> dict:
+    """A row of the shared data's local copy (e3bench's schema) written back in the hub's schema,
+    so lm-eval's own task YAML can read the very same item (requests are identical)."""
+    if e3_task == "arc_challenge":
+        labels = ["A", "B", "C", "D", "E"][: len(row["choices"])]
+        return {"question": row["query"].removeprefix("Question: "),
+                "choices": {"text": row["choices"], "label": labels}, "answerKey": labels[row["gold"]]}  # fmt: skip
+    if e3_task == "piqa":
+        goal = row["query"].removeprefix("Question: ").removesuffix("\n")
+        return {"goal": goal, "sol1": row["choices"][0], "sol2": row["choices"][1], "label": row["gold"]}
+    if e3_task == "lambada_openai":
+        return {"text": row["context"] + " " + row["continuation"]}
+    if e3_task == "winogrande":
+        import os
+
+        c0, c1 = row["context_options"]
+        pre = os.path.commonprefix([c0, c1])  # any cut gives lm-eval the same two contexts
+        assert "_" not in pre, row
+        return {"sentence": pre + "_ " + row["continuation"], "option1": c0[len(pre):], "option2": c1[len(pre):],
+                "answer": str(row["gold"] + 1)}  # fmt: skip
+    raise KeyError(e3_task)
+
+
+def own_task_data(data_dir: Path, out_dir: Path, limit: int) -> dict[str, tuple[Path, Path]]:
+    """For every task of :data:`OWN_TASKS`: (a data directory e3bench reads, the hub-schema file
+    lm-eval reads) holding the same first ``limit`` items: the shared data's local copy for
+    :data:`LOCAL_COPIES` (lm-eval's file converted by :func:`to_hub_row`), else the hub fixture
+    (read by both)."""
+    out: dict[str, tuple[Path, Path]] = {}
+    for task in OWN_TASKS:
+        if task in LOCAL_COPIES:
+            rel = local_relpath(task, "test")
+            rows = read_jsonl(data_dir / rel)[:limit]
+            mine = write_jsonl(out_dir / "local" / rel, rows)
+            hub = write_jsonl(out_dir / "hub" / rel, [to_hub_row(task, r) for r in rows])
+            out[task] = (mine.parent.parent, hub)
+        else:
+            hub = write_jsonl(out_dir / "hub" / local_relpath(task, "test"),
+                              read_jsonl(HUB_FIXTURES / task / "test.jsonl")[:limit])  # fmt: skip
+            out[task] = (hub.parent.parent, hub)
+    return out

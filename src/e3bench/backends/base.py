@@ -32,6 +32,7 @@ from e3bench.backends.tokenization import (
     Encoded,
     check_requests,
     encode_pair,
+    generation_context,
     prefix_token_id,
     rolling_windows,
     split_causal,
@@ -105,6 +106,12 @@ class BaseBackend:
         self.architecture, self.device, self.load_info = info.architecture, info.device, info
         return info
 
+    @property
+    def context_length(self) -> int | None:
+        """See :attr:`e3bench.core.api.Backend.context_length`: the model's trained context
+        (``LoadInfo.max_positions``) unless the backend narrows it; None before ``load``."""
+        return None if self.load_info is None else self.load_info.max_positions
+
     def precision_key(self, precision: str) -> str:
         """The name ``capabilities`` knows ``precision`` by (llama.cpp: case-insensitive)."""
         return precision
@@ -116,6 +123,19 @@ class BaseBackend:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode_context(self, text: str, *, max_new_tokens: int) -> tuple[list[int], bool]:
+        """See :meth:`e3bench.core.api.Backend.encode_context` (lm-eval's ``generate_until``
+        input: :func:`~e3bench.backends.tokenization.generation_context`)."""
+        return generation_context(
+            self.tokenizer, text, max_length=self.generation_max_length(), max_new_tokens=max_new_tokens,
+            architecture=self.architecture,
+        )  # fmt: skip
+
+    def generation_max_length(self) -> int:
+        """The most tokens prompt + output may hold (lm-eval's ``max_length`` for generation):
+        ``max_length`` unless a backend scores with less room than it generates with (vLLM)."""
+        return self.max_length
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of ``token_ids`` without special tokens."""

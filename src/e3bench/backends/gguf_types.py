@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from e3bench.core.errors import E3Error
-from e3bench.core.fsutil import file_key
+from e3bench.core.fsutil import adopt_legacy_entry, file_key, legacy_file_key
 
 #: GGUF quant type name → llama_ftype value (llama.h); the ones users ask for.
 GGUF_TYPES: dict[str, int] = {
@@ -98,6 +98,7 @@ def quantized(src: Path, shipped: str | None, target: str, *, cache_dir: str | N
     from e3bench.backends.models import cache_root
 
     out_dir = cache_root(cache_dir) / "gguf-quantized" / file_key(src)
+    adopt_legacy_entry(out_dir.parent, out_dir.name, legacy_file_key(src))  # an older e3bench's mtime key
     out = out_dir / f"{target.upper()}.gguf"
     requant = shipped not in (None, "f32", "f16", "bf16")
     note = f"{target.upper()} made from {src.name} ({(shipped or '?').upper()}) with llama_model_quantize"

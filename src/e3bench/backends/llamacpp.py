@@ -182,6 +182,11 @@ class LlamaCppBackend(BaseBackend):
             notes=tuple(self.notes),
         )
 
+    @property
+    def context_length(self) -> int | None:
+        """``n_ctx``: the KV cache of one sequence (see :attr:`e3bench.core.api.Backend.context_length`)."""
+        return None if self.load_info is None else self.n_ctx
+
     # ---------------------------------------------------------------------- tokens
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of ``token_ids`` without BOS/EOS."""

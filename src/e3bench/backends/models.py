@@ -20,8 +20,8 @@ from typing import Any
 
 from e3bench.backends.modelfiles import HUB_CACHE_FIX, LOADER_ERRORS, check_gguf, check_model_dir, loader_error
 from e3bench.core.api import ModelSpec
-from e3bench.core.errors import E3Error
-from e3bench.core.fsutil import atomic_dir, file_key
+from e3bench.core.errors import E3Error, MissingExtra
+from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, file_key, legacy_file_key, stale_file_entries
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -172,28 +172,37 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 
 def gguf_cache_dir(spec: ModelSpec, cache_dir: str | None = None) -> Path:
-    """The converted copy's directory: ``cache_root/gguf-converted/<file_key of the GGUF>``."""
+    """The converted copy's directory: ``cache_root/gguf-converted/<file_key of the GGUF>`` (a
+    content key: reinstalling the same file reuses it)."""
     return cache_root(cache_dir) / "gguf-converted" / file_key(Path(spec.path) / (spec.gguf_file or ""))
 
 
-def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[Path, bool]:
-    """A safetensors directory for a GGUF model, converting once: ``(directory, was_cached)``.
+def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[Path, bool, list[str]]:
+    """A safetensors directory for a GGUF model, converting once: ``(directory, was_cached,
+    notes)``. An entry an older e3bench keyed by the file's modification time is adopted when
+    that time still matches; other such entries for a file of the same name and size (earlier
+    installs) are named in the notes, with how much space deleting them frees.
 
     Raises :class:`E3Error` for a corrupt file or when ``gguf`` / ``accelerate`` are missing.
     The directory appears atomically (a crash leaves no half-written cache entry).
     """
+    f = Path(spec.path) / (spec.gguf_file or "")
     target = gguf_cache_dir(spec, cache_dir)
+    adopted = adopt_legacy_entry(target.parent, target.name, legacy_file_key(f))
+    notes = [adopted] if adopted else []
+    stale = stale_file_entries(target.parent, f)
+    if stale:
+        mb = sum(p.stat().st_size for d in stale for p in d.rglob("*") if p.is_file()) / 1e6
+        notes.append(f"{len(stale)} older cache entr{'y' if len(stale) == 1 else 'ies'} for a file named "
+                     f"{f.name} of the same size, keyed by modification time by an older e3bench, are not "
+                     f"reused (content unknown); delete them to free {mb:.0f} MB: {', '.join(map(str, stale))}")  # fmt: skip
     if (target / "e3bench-converted.json").is_file():
         check_model_dir(target, fix=f"delete the damaged cache entry {target} (the GGUF is converted again)")
-        return target, True
-    f = Path(spec.path) / (spec.gguf_file or "")
+        return target, True, notes
     check_gguf(f)
     for mod, extra in (("gguf", "gguf"), ("accelerate", "gguf")):
         if importlib.util.find_spec(mod) is None:
-            raise E3Error(
-                f"loading a GGUF file into PyTorch needs the '{mod}' package",
-                f"pip install 'e3bench[{extra}]'",
-            )
+            raise MissingExtra(mod, extra, "loading a GGUF file into PyTorch")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from e3bench.core.quiet import gguf_progress_off, quiet_libraries
@@ -214,10 +223,10 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "e3bench-converted.json").write_text(
-            json.dumps({"source_gguf": str(f), "size_bytes": f.stat().st_size})
+            json.dumps({"source_gguf": str(f), "size_bytes": f.stat().st_size, "source_key": target.name})
         )
     del model
-    return target, False
+    return target, False, notes
 
 
 # -------------------------------------------------------------------------- loading
@@ -287,9 +296,9 @@ def local_path(spec: ModelSpec, cache_dir: str | None = None) -> tuple[str, list
         return spec.path, []
     if spec.source != "gguf":
         return spec.path, check_model_dir(Path(spec.path), trust_remote_code=spec.trust_remote_code)
-    path, cached = load_converted_gguf(spec, cache_dir)
+    path, cached, notes = load_converted_gguf(spec, cache_dir)
     how = "reused cache" if cached else "converted now"
-    return str(path), [f"GGUF {spec.gguf_file} dequantised to safetensors ({how}: {path})"]
+    return str(path), [f"GGUF {spec.gguf_file} dequantised to safetensors ({how}: {path})", *notes]
 
 
 def load_pretrained(

@@ -11,8 +11,9 @@ with our own decode loop on the CPU or CUDA execution provider.
 * **Cache** — exported and converted models live under
   ``models.cache_root(cache_dir)/onnx/<source key>/<precision>/`` and are reused while their
   manifest's ``exporter_version`` equals :data:`~e3bench.backends.onnx_export.EXPORTER_VERSION`
-  (an exporter fix bumps it, and older entries are remade); the key changes when the source
-  files change. Entries appear atomically (``core.fsutil.atomic_dir``).
+  (an exporter fix bumps it, and older entries are remade in place); the key is a content key
+  of the source files (``core.fsutil.dir_key``: a re-download or copy of the same files reuses
+  the entry; an entry an older e3bench keyed by file modification times is adopted). Entries appear atomically (``core.fsutil.atomic_dir``).
 * **Decoding** — one session call per step through IOBinding: the KV cache stays where the
   execution provider put it (GPU memory on CUDA), only the last position's logits come back to
   the host; the token is chosen on the host, then ``on_token`` fires.
@@ -39,7 +40,7 @@ from e3bench.backends.decoding import finish, take_step
 from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
-from e3bench.core.fsutil import atomic_dir, dir_key
+from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, dir_key, legacy_dir_key
 
 EXPORT_PYTHON_ENV = "E3BENCH_ONNX_EXPORT_PYTHON"
 
@@ -202,6 +203,8 @@ class OnnxRuntimeBackend(BaseBackend):
             hf = self._hf_dir(spec)
             _require_decoder(hf, spec.trust_remote_code)
             key = dir_key(hf)
+            adopted = adopt_legacy_entry(self._cache(), key, legacy_dir_key(hf))
+            self.notes.extend([adopted] if adopted else [])
             fp32_dir = self._cache() / key / "fp32"
             if not self._cached(fp32_dir, "ONNX export"):
                 self._make(fp32_dir, str(hf), self._trust_args(spec), "ONNX export")

@@ -56,15 +56,11 @@ QUANT_RECIPES: dict[tuple[str, str], tuple[str, str, dict, str]] = {
 
 def _quantize(model, device: str, precision: str) -> str:
     """Quantize the Linear layers in place; return a one-line description for the record."""
-    import importlib.util
-
     import torch
 
-    if importlib.util.find_spec("torchao") is None:
-        raise E3Error(
-            f"--dtype {precision} on the pytorch backend needs torchao, which is not installed",
-            "pip install 'e3bench[quant]'",
-        )
+    missing = PyTorchBackend.capabilities.missing_extra(precision)
+    if missing is not None:  # config validation reports it first; this guards direct use
+        raise missing
     import importlib
 
     _, cfg_name, kwargs, desc = QUANT_RECIPES[(device, precision)]
@@ -130,6 +126,8 @@ class PyTorchBackend(BaseBackend):
         loglikelihood=True,
         # fp16 matmuls on CPU are emulated and far slower than fp32; refuse rather than mislead.
         precisions_by_device=(("cpu", frozenset({"fp32", "bf16", "int8", "int4"})),),
+        # int8/int4 quantize with torchao: without it they are skipped up front, naming the extra
+        precision_extras=(("int8", "torchao", "quant"), ("int4", "torchao", "quant")),
     )
     #: torch.compile on the forward regardless of options (``pytorch-compile``)
     compiled: ClassVar[bool] = False

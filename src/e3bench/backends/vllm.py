@@ -16,6 +16,9 @@
   the last continuation token, and ``max_length = max_model_len - 2`` because vLLM needs room
   for that prompt plus the one token it must generate. The continuation's prompt logprobs are
   summed; ``is_greedy`` is ``rank == 1`` for every continuation token.
+* **Generation contexts** — lm-eval's ``generate_until`` input like every backend
+  (:meth:`~.base.BaseBackend.encode_context`), left-truncated to ``max_model_len -
+  max_new_tokens`` (lm-eval's vLLM model generates within the whole ``max_model_len``).
 * **Peak memory** — vLLM reserves ``gpu_memory_utilization × total`` up front (weights + KV
   cache, in its own process): that reservation is what :meth:`VllmBackend.peak_memory` reports,
   and its label says so.
@@ -98,6 +101,7 @@ class VllmBackend(BaseBackend):
 
     def _setup(self) -> None:
         self.engine = None
+        self.max_model_len = self.max_length + 2
         self.notes: list[str] = []
         self._ids = itertools.count()
 
@@ -127,10 +131,11 @@ class VllmBackend(BaseBackend):
     def _compressed(self, src: Path, precision: str, trust_remote_code: bool) -> Path:
         """Quantize an unquantized checkpoint with llm-compressor once (cached)."""
         from e3bench.backends.models import cache_root
-        from e3bench.core.fsutil import atomic_dir, dir_key
+        from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, dir_key, legacy_dir_key
 
         scheme = {"int8": "W8A8", "int4": "W4A16"}[precision]
         target = cache_root(self.cache_dir) / "llmcompressor" / dir_key(src) / scheme
+        adopt_legacy_entry(target.parent.parent, target.parent.name, legacy_dir_key(src))
         if (target / "config.json").is_file():
             from e3bench.backends.modelfiles import check_model_dir
 
@@ -213,6 +218,7 @@ class VllmBackend(BaseBackend):
         params, weights = _param_counts(path)
         max_model_len = int(getattr(mc, "max_model_len", None) or opts.max_model_len or 4096)
         self.max_length = max_model_len - 2  # prompt = max_length + 1 tokens, plus 1 generated
+        self.max_model_len = max_model_len
         self.notes.append(f"vllm {vllm.__version__}; gpu_memory_utilization {opts.gpu_memory_utilization}")
         return LoadInfo(
             architecture="decoder-only",
@@ -225,6 +231,11 @@ class VllmBackend(BaseBackend):
             max_positions=max_model_len,
             notes=tuple(self.notes),
         )
+
+    def generation_max_length(self) -> int:
+        """``max_model_len``: lm-eval's vLLM model generates within the whole context (scoring
+        keeps two positions back, see ``max_length``)."""
+        return self.max_model_len
 
     # ------------------------------------------------------------------- inference
     def _sampling(self, params: GenParams, **extra):

@@ -2,8 +2,9 @@
 forward pass (encoder-only), each at one batch size inside one metered window.
 
 Stopping rule: after ``warmup_iters`` untimed iterations (outside any meter window), measure
-until at least ``min_iters`` iterations AND at least ``min_seconds`` (capped by
-``max_seconds`` once two iterations exist). The clock is read here, never by the backend:
+until at least ``min_iters`` iterations AND at least ``min_seconds``, capped by
+``max_seconds`` once two iterations exist: a batch size the cap cut short says so in its result
+(``cut_by_max_seconds``) and in the record's warnings. The clock is read here, never by the backend:
 TTFT is read inside the backend's per-token callback (:class:`~e3bench.core.timing.TokenClock`).
 """
 
@@ -33,18 +34,31 @@ class StoppingRule:
         for i in range(self.warmup_iters):
             step(-1 - i)
 
-    def measure(self, step: Callable[[int], None]) -> tuple[int, float]:
-        """Run steps 0, 1, ... until the rule is met; return (iterations, seconds)."""
+    def measure(self, step: Callable[[int], None]) -> tuple[int, float, str | None]:
+        """Run steps 0, 1, ... until the rule is met; return (iterations, seconds, cut) where
+        ``cut`` is None when ``min_iters`` and ``min_seconds`` were both reached, else the
+        one-line account of how the ``max_seconds`` cap cut the measurement short."""
         n, t0 = 0, clock()
         while True:
             step(n)
             n += 1
             elapsed = clock() - t0
             if n >= self.min_iters and elapsed >= self.min_seconds:
-                break
+                return n, clock() - t0, None
             if elapsed >= self.max_seconds and n >= 2:
-                break
-        return n, clock() - t0
+                return n, clock() - t0, self.cut_note(n, elapsed)
+
+    def cut_note(self, n: int, elapsed_s: float) -> str:
+        """How the cap cut a measurement of ``n`` iterations over ``elapsed_s`` seconds."""
+        short = []
+        if n < self.min_iters:
+            short.append(f"{n} of --min-iters {self.min_iters} iterations")
+        if elapsed_s < self.min_seconds:
+            short.append(f"{elapsed_s:.1f} s of --min-seconds {self.min_seconds:g} s")
+        return (
+            f"cut by the --max-seconds cap ({self.max_seconds:g} s): measured {' and '.join(short)}; "
+            "statistics rest on fewer samples than asked (raise --max-seconds, or lower --min-iters)"
+        )
 
 
 def prime(backend: Backend, ps: PromptSet, *, encoder_only: bool, max_new_tokens: int, seed: int) -> None:
@@ -105,7 +119,7 @@ def generation(
 
     rule.warmup(step)
     metered = window.run(f"generate-bs{batch}", lambda: rule.measure(step))
-    n, measured_s = metered.result
+    n, measured_s, cut = metered.result
     ttft_s = [t / 1e3 for t in raw.ttft_ms]
     e2e_s = [t / 1e3 for t in raw.e2e_ms]
     if len(ttft_s) != len(e2e_s):
@@ -127,6 +141,8 @@ def generation(
         batch_size=batch,
         iterations=n,
         measured_s=measured_s,
+        min_iters_asked=rule.min_iters,
+        cut_by_max_seconds=cut,
         input_tokens_per_request_mean=total_in / max(1, n * batch),
         output_tokens_per_request=sum(raw.output_tokens) / max(1, n),
         e2e_ms=summarize(raw.e2e_ms),
@@ -161,12 +177,14 @@ def forward(backend: Backend, window: MeteredWindow, ps: PromptSet, batch: int, 
 
     rule.warmup(step)
     metered = window.run(f"forward-bs{batch}", lambda: rule.measure(step))
-    n, measured_s = metered.result
+    n, measured_s, cut = metered.result
     energy, cross = window.summaries(metered, input_tokens=sum(in_tokens), output_tokens=0, requests=n * batch)
     return ForwardResult(
         batch_size=batch,
         iterations=n,
         measured_s=measured_s,
+        min_iters_asked=rule.min_iters,
+        cut_by_max_seconds=cut,
         input_tokens_per_request_mean=sum(in_tokens) / max(1, n * batch),
         latency_ms=summarize(lat),
         tokens_per_s=sum(in_tokens) / (sum(lat) / 1e3),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from e3bench.backends import models
 from e3bench.backends.factory import make_backend
-from e3bench.bench import envinfo, loops, prompts
+from e3bench.bench import envinfo, limits, loops, prompts
 from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
 from e3bench.config.validate import Problem, raise_problems, semantic_checks
@@ -24,7 +24,7 @@ from e3bench.core.errors import E3Error
 from e3bench.core.host import PeakRss, peak_rss_bytes, release_free_memory
 from e3bench.core.ids import run_id, utc_now_iso
 from e3bench.core.timing import clock
-from e3bench.results.schema import BatchResult, Efficiency, ModelInfo, ResultRecord, TaskResult
+from e3bench.results.schema import BatchResult, Efficiency, FailedBatch, ModelInfo, ResultRecord, TaskResult
 
 Progress = Callable[[str], None]
 
@@ -37,6 +37,7 @@ class Runner:
         self.backend = backend
         self.progress = progress or (lambda _msg: None)
         self.warnings: list[str] = []
+        self.oom_batch: int | None = None  # the smallest batch size that ran out of memory
         self.run_id = run_id(cfg.config_hash())  # names the record and its samples files
 
     def _tasks(self, window: MeteredWindow) -> list[TaskResult]:
@@ -64,7 +65,11 @@ class Runner:
         # that built a RunConfig without build_config: fail before any work, not after
         found = semantic_checks(cfg.model_dump(), runnable=False, skip=set())
         raise_problems([Problem(key, err.problem, err.fix) for key, err in found])
+        from e3bench.evals.engine import preflight
+
+        preflight(cfg)  # lm-eval's task names, before the model loads
         spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        self._check_fit(limits.peek_config(spec, cfg.cache_dir))
         if self.backend is None:
             self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)
         backend = self.backend
@@ -75,7 +80,7 @@ class Runner:
         try:
             window = MeteredWindow.create(  # a meter that cannot work fails before the model loads
                 cfg.meter, device=cfg.device, cpu_tdp_w=cfg.cpu_tdp_w, region=cfg.region,
-                cross_choice=cfg.cross_check_meter, sync=backend.synchronize,
+                cross_choice=cfg.cross_check_meter, sync=backend.synchronize, timeout_s=cfg.meter_timeout_s,
             )  # fmt: skip
             return self._measure(spec, backend, window, manifest, t_run)
         finally:
@@ -108,6 +113,8 @@ class Runner:
             notes=list(info.notes),
         )
         ps = prompts.load_prompts(backend.encode, cfg.prompts, cfg.prompt_tokens)
+        self._check_fit(limits.peek_config(spec, cfg.cache_dir), backend=backend,
+                        architecture=info.architecture, ps=ps)  # fmt: skip
         eff = Efficiency(
             load_time_s=load_s,
             load_note="backend.load() wall time incl. tokenizer; GGUF conversion is cached after the first run",
@@ -127,15 +134,7 @@ class Runner:
         backend.reset_peak_memory()
         try:
             for batch in cfg.batch_sizes:
-                if info.architecture == "encoder-only":
-                    self.progress(f"forward latency, batch {batch}")
-                    eff.forward.append(loops.forward(backend, window, ps, batch, rule=rule))
-                else:
-                    self.progress(f"generation, batch {batch}: {cfg.max_new_tokens} tokens per request")
-                    eff.generation.append(
-                        loops.generation(backend, window, ps, batch, max_new_tokens=cfg.max_new_tokens,
-                                         seed=cfg.seed, rule=rule, warnings=self.warnings)  # fmt: skip
-                    )
+                self._measure_batch(backend, window, ps, batch, rule, info.architecture, eff)
             tasks = self._tasks(window)
         finally:
             eff.peak_rss_bytes = mem.stop()
@@ -146,6 +145,10 @@ class Runner:
             if peak_dev is not None:
                 eff.peak_device_memory_bytes = peak_dev
                 eff.peak_device_memory_method = peak_method
+        for r in [*eff.generation, *eff.forward]:
+            if r.cut_by_max_seconds:
+                self.warnings.append(f"bs{r.batch_size}: {r.cut_by_max_seconds}")
+        self.warnings.extend(window.problems)
         if eff.generation and bandwidth is not None:
             eff.roofline = self._roofline(bandwidth, info.weights_bytes, eff.generation)
         return ResultRecord(
@@ -162,6 +165,66 @@ class Runner:
             warnings=self.warnings,
             duration_s=clock() - t_run,
         )
+
+    def _measure_batch(self, backend: Backend, window: MeteredWindow, ps, batch: int, rule, architecture: str,
+                       eff: Efficiency) -> None:  # fmt: skip
+        """Measure one batch size into ``eff``. A batch that runs out of memory is recorded in
+        ``eff.failed_batches`` with the allocator's reason (the sizes measured before it stay);
+        larger sizes after it are skipped and recorded so."""
+        cfg = self.cfg
+        if self.oom_batch is not None and batch >= self.oom_batch:
+            eff.failed_batches.append(FailedBatch(
+                batch_size=batch, error=f"batch size {batch} skipped: batch size {self.oom_batch} already ran out of memory"))  # fmt: skip
+            return
+        reason = None
+        try:
+            if architecture == "encoder-only":
+                self.progress(f"forward latency, batch {batch}")
+                eff.forward.append(loops.forward(backend, window, ps, batch, rule=rule))
+            else:
+                self.progress(f"generation, batch {batch}: {cfg.max_new_tokens} tokens per request")
+                eff.generation.append(
+                    loops.generation(backend, window, ps, batch, max_new_tokens=cfg.max_new_tokens,
+                                     seed=cfg.seed, rule=rule, warnings=self.warnings)  # fmt: skip
+                )
+        except Exception as exc:
+            if not limits.out_of_memory(exc):
+                raise
+            reason = limits.oom_reason(exc, batch, cfg.device)
+        if reason is not None:  # outside the handler: the traceback's frames (and tensors) are gone
+            limits.free_memory()
+            eff.failed_batches.append(FailedBatch(batch_size=batch, error=reason))
+            self.oom_batch = min(batch, self.oom_batch or batch)
+            self.warnings.append(f"{reason}; the batch sizes measured before it are kept")
+            self.progress(reason)
+
+    def _check_fit(self, config: dict | None, *, backend: Backend | None = None,
+                   architecture: str | None = None, ps: prompts.PromptSet | None = None) -> None:  # fmt: skip
+        """Refuse (every problem at once) prompts + output longer than the model's context and
+        batches whose KV cache alone exceeds the free memory: before the load from ``config``
+        (config.json, when on disk), after it from the backend's ``context_length`` and the
+        real prompts."""
+        cfg = self.cfg
+        synthetic = cfg.prompts in (None, "synthetic")
+        if ps is None and not synthetic:
+            return  # a file's or dataset's prompt lengths are known once the tokenizer is
+        longest = max(ps.lengths) if ps is not None else cfg.prompt_tokens
+        what = "--prompt-tokens" if synthetic else f"the longest prompt ({ps.source if ps else cfg.prompts})"
+        config = config or {}
+        arch = architecture or limits.config_architecture(config)
+        context = getattr(backend, "context_length", None) if backend is not None else None
+        source = f"the {getattr(backend, 'name', cfg.backend)} backend's context_length"
+        if context is None and (found := limits.config_context(config)) is not None:
+            context, source = found[0], f"{found[1]} in the model's config.json"
+        errors = []
+        if context is not None:
+            errors.append(limits.context_problem(
+                prompt_tokens=longest, max_new_tokens=cfg.max_new_tokens, architecture=arch, context=context,
+                source=source, prompt_what=what, llamacpp=cfg.backend == "llamacpp"))  # fmt: skip
+        errors.append(limits.memory_problem(
+            config, architecture=arch, batch_sizes=cfg.batch_sizes, tokens=longest + cfg.max_new_tokens,
+            dtype=cfg.dtype, backend=cfg.backend, device=cfg.device))  # fmt: skip
+        raise_problems([Problem("", e.problem, e.fix) for e in errors if e is not None])
 
     def _bandwidth(self, manifest):
         """The memory bandwidth for the roofline (GPU: vendor spec; CPU: measured with its

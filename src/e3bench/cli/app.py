@@ -14,7 +14,7 @@ import sys
 import typer
 
 from e3bench.cli import info, train
-from e3bench.cli.common import error_lines
+from e3bench.cli.common import error_lines, interrupted_line
 from e3bench.cli.report import report
 from e3bench.cli.run import run
 from e3bench.cli.sweep import sweep
@@ -39,14 +39,26 @@ app.command()(info.plugins)
 train.register(app)
 
 
+#: exit status of a command interrupted with Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = 130
+
+
 def main() -> None:
-    """Run the CLI; an E3Error raised outside a command body is printed the same way."""
+    """Run the CLI; an E3Error raised outside a command body is printed the same way, and an
+    interrupted command (Ctrl-C; typer exits 130) says what was interrupted."""
     try:
         app()
     except E3Error as exc:
         for line in error_lines(exc):
             typer.echo(line, err=True)
         sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        if exc.code == INTERRUPTED:
+            typer.echo(interrupted_line(), err=True)
+        raise
+    except KeyboardInterrupt:
+        typer.echo(interrupted_line(), err=True)
+        sys.exit(INTERRUPTED)
 
 
 if __name__ == "__main__":

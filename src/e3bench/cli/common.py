@@ -1,4 +1,7 @@
-"""What every command shares: the console and the one way a user error is printed."""
+"""What every command shares: the console, the one way a user error is printed, and the one
+line printed when the user interrupts a command (Ctrl-C): :func:`doing` / :func:`step` tell
+it what is running, :func:`interrupted_line` says what was interrupted and where the earlier
+results are (e3bench writes every result file whole or not at all, so they are intact)."""
 
 from __future__ import annotations
 
@@ -28,3 +31,33 @@ def console():
     from rich.console import Console
 
     return Console(stderr=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+
+
+_doing: dict[str, str | None] = {"command": None, "what": None, "results": None, "step": None}
+
+
+def doing(command: str, *, what: str | None = None, results: str | None = None) -> None:
+    """Say which command runs, on what (a model and config, a sweep) and where its results go,
+    for the line printed on Ctrl-C."""
+    _doing.update(command=command, what=what, results=results, step=None)
+
+
+def step(message: str) -> None:
+    """Say which step is running now (a progress line), for the line printed on Ctrl-C."""
+    _doing["step"] = message
+
+
+def interrupted_line() -> str:
+    """``interrupted: ...`` — what was interrupted (command, configuration, step) and that the
+    results written before are intact (and where)."""
+    command = _doing["command"] or next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    where = f"e3bench {command}".strip()
+    if _doing["what"]:
+        where += f" of {_doing['what']}"
+    if _doing["step"]:
+        where += f", during: {_doing['step']}"
+    place = f" in {_doing['results']}" if _doing["results"] else ""
+    return (
+        f"interrupted (Ctrl-C): {where}; the interrupted work was not saved, results written before it "
+        f"are intact{place} (e3bench writes each result file whole or not at all)"
+    )

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 
+from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.config.run import RunConfig, flag_of
 from e3bench.core.errors import E3Error
@@ -82,6 +83,8 @@ def run(**kwargs: Any) -> None:
             {k: v for k, v in kwargs.items() if k in RunConfig.model_fields},
             config=kwargs["config"], sets=kwargs["set_"], backend_options=kwargs["backend_option"],
         )  # fmt: skip
+        common.doing("run", what=f"{cfg.model} ({cfg.backend}, {cfg.dtype}, {cfg.device}; config {cfg.config_hash()})",
+                     results=str(Path(cfg.output_dir) / cfg.sweep))  # fmt: skip
         from e3bench.bench.runner import run_one
         from e3bench.report.summary import print_summary
         from e3bench.sweep.finish import finish_run
@@ -89,6 +92,7 @@ def run(**kwargs: Any) -> None:
         out = console()
 
         def progress(msg: str) -> None:
+            common.step(msg)
             if not quiet:
                 out.print(f"[dim]·[/dim] {escape(msg)}", highlight=False)
 
@@ -98,6 +102,12 @@ def run(**kwargs: Any) -> None:
         out.print(escape(f"result: {done.path}"), highlight=False)
         for line in done.tracker_lines:
             out.print(escape(f"tracker: {line}"), highlight=False)
+        failed = record.efficiency.failed_batches if record.efficiency else []
+        if failed:
+            kept = [r.batch_size for r in [*record.efficiency.generation, *record.efficiency.forward]]
+            saved = f"batch size(s) {', '.join(map(str, kept))} measured and saved" if kept else "the record saved"
+            raise E3Error(f"{failed[0].error}; {saved} in {done.path}",
+                          "use smaller --batch-size values (the KV cache grows with batch × tokens)")  # fmt: skip
     except E3Error as exc:
         fail(exc)
 

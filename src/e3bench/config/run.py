@@ -54,7 +54,11 @@ class RunConfig(BaseModel):
     warmup_iters: int = Field(1, description="untimed iterations per batch size")
     min_iters: int = Field(5, description="measure at least this many iterations ...")
     min_seconds: float = Field(5.0, description="... and at least this many seconds")
-    max_seconds: float = Field(120.0, description="stop measuring a batch size after this long")
+    max_seconds: float = Field(
+        120.0,
+        description="cap per batch size (s): measuring stops once this long has passed and 2 iterations exist, "
+        "even below --min-iters / --min-seconds (the record and the output then say the cap cut it)",
+    )
     threads: int | None = Field(None, description="torch intra-op threads (unset = library default)")
     seed: int = Field(0, description="random seed (prompt sampling, task sampling)")
     meter: str = Field("auto", description="auto|nvml|rapl|estimate|codecarbon|none (or a plugin meter)")
@@ -62,12 +66,24 @@ class RunConfig(BaseModel):
         None, description="a second meter over the same windows, e.g. codecarbon (labelled cross-check)"
     )
     cpu_tdp_w: float | None = Field(None, description="CPU TDP in watts for the estimate meter")
+    meter_timeout_s: float = Field(
+        60.0,
+        description="most seconds one energy-meter read may take; a meter that hangs longer makes the energy "
+        "of that window and later ones missing (with the reason), and the run goes on; 0 = wait forever",
+    )
     idle_seconds: float = Field(3.0, description="idle-baseline measurement before the workload (s)")
     region: str | None = Field(None, description="grid region for CO2e, e.g. DE, US-CA (unset = world average)")
     tasks: tuple[str, ...] = Field((), description="effectiveness tasks, comma list, e.g. mmlu,hellaswag,gsm8k")
     limit: int | None = Field(None, description="items per task (first N)")
     log_samples: bool = Field(False, description="save per-item predictions")
     engine: Literal["e3bench", "lm-eval"] = Field("e3bench", description="e3bench | lm-eval")
+    num_fewshot: int | None = Field(
+        None, description="--engine lm-eval: few-shot examples for every task (unset = each task's own); "
+        "e3bench tasks take it per task, e.g. mmlu:num_fewshot=5",
+    )
+    include_path: str | None = Field(
+        None, description="--engine lm-eval: a folder of your own lm-eval task YAMLs (lm-eval's --include_path)"
+    )
     trackers: tuple[str, ...] = Field((), description="wandb,mlflow: log each run's metrics there too")
     output_dir: str = Field("results", description="results directory")
     sweep: str = Field("runs", description="sub-directory of output_dir grouping runs (one folder name)")
@@ -117,7 +133,14 @@ class RunConfig(BaseModel):
             raise ValueError(f"must be ≥ 0 (got {v})")
         return v
 
-    @field_validator("min_seconds", "idle_seconds", "max_seconds")
+    @field_validator("num_fewshot")
+    @classmethod
+    def _unset_or_non_negative(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise ValueError(f"must be ≥ 0 (got {v}); leave it unset for each task's own")
+        return v
+
+    @field_validator("min_seconds", "idle_seconds", "max_seconds", "meter_timeout_s")
     @classmethod
     def _non_negative_f(cls, v: float) -> float:
         if not math.isfinite(v) or v < 0:
@@ -142,12 +165,16 @@ class RunConfig(BaseModel):
         return v
 
     def identity(self) -> dict[str, Any]:
-        """Fields that define *what is measured* (not where results go). ``trust_remote_code``
-        counts only when set (the model's own code may replace transformers' classes), so the
-        hashes of runs made before the field existed do not change."""
-        d = self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers"})
+        """Fields that define *what is measured* (not where results go). Fields added later
+        count only when set — ``trust_remote_code`` (the model's own code may replace
+        transformers' classes), ``num_fewshot``, ``include_path`` — so the hashes of runs made
+        before they existed do not change."""
+        d = self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s"})
         if not d["trust_remote_code"]:
             del d["trust_remote_code"]
+        for late in ("num_fewshot", "include_path"):
+            if d[late] is None:
+                del d[late]
         return d
 
     def config_hash(self) -> str:

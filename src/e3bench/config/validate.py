@@ -112,13 +112,40 @@ def check_tasks(specs: tuple[str, ...], engine: str) -> Found:
     return found
 
 
+def check_lmeval_options(values: Mapping[str, Any], *, runnable: bool) -> Found:
+    """``num_fewshot`` and ``include_path`` are lm-eval engine options; with ``runnable`` the
+    include path must be a folder here."""
+    found: Found = []
+    lm_eval = values.get("engine") == "lm-eval"
+    if values.get("num_fewshot") is not None and not lm_eval:
+        found.append(("num_fewshot", E3Error(
+            "--num-fewshot applies to --engine lm-eval only",
+            "add --engine lm-eval, or give an e3bench task its own option, e.g. --tasks mmlu:num_fewshot=5",
+        )))  # fmt: skip
+    path = values.get("include_path")
+    if path is not None:
+        if not lm_eval:
+            found.append(("include_path", E3Error(
+                "--include-path (lm-eval task YAMLs) applies to --engine lm-eval only",
+                "add --engine lm-eval, or use e3bench's jsonl_mc / jsonl_gen tasks for your own data",
+            )))  # fmt: skip
+        elif runnable and not Path(str(path)).expanduser().is_dir():
+            found.append(("include_path", E3Error(
+                f"lm-eval include path {path} is not a folder", "pass --include-path DIR, a folder of lm-eval task YAMLs"
+            )))  # fmt: skip
+    return found
+
+
 def check_trackers(names: tuple[str, ...]) -> Found:
-    """Each tracker is registered (whether its package is installed is told when it logs)."""
-    return [
-        (f"trackers.{i}", unknown_name("tracker", n, registry.trackers.names()))
-        for i, n in enumerate(names)
-        if n not in registry.trackers
-    ]
+    """Each tracker is registered and its extra is installed (checked before any run: a run
+    must not finish only to say it could not be logged)."""
+    found: Found = []
+    for i, n in enumerate(names):
+        if n not in registry.trackers:
+            found.append((f"trackers.{i}", unknown_name("tracker", n, registry.trackers.names())))
+        elif (missing := registry.trackers.missing_extra(n)) is not None:
+            found.append((f"trackers.{i}", missing))
+    return found
 
 
 def check_backend(values: Mapping[str, Any], *, runnable: bool) -> Found:
@@ -136,11 +163,22 @@ def check_backend(values: Mapping[str, Any], *, runnable: bool) -> Found:
         return []
     found = option_problems(name, cls, dict(values.get("backend_options") or {}))
     if runnable:
+        missing = precision_extra_missing(cls, values.get("dtype"))
         reason = capability_problem(cls, device=values.get("device"), precision=values.get("dtype"))
-        if reason:
+        if missing is not None and reason is not None and reason.endswith(f"({missing.fix})"):
+            found.append(("dtype", missing))
+        elif reason:
             key = "device" if reason.startswith("device") else "dtype"
             found.append((key, E3Error(f"{name} backend: {reason}", "choose a supported --dtype / --device")))
     return found
+
+
+def precision_extra_missing(cls: type, precision: Any) -> MissingExtra | None:
+    """The missing extra of ``precision`` on backend class ``cls`` (``capabilities.precision_extras``)."""
+    caps = getattr(cls, "capabilities", None)
+    if caps is None or not isinstance(precision, str) or not hasattr(caps, "missing_extra"):
+        return None
+    return caps.missing_extra(precision.lower())
 
 
 def option_problems(name: str, cls: type, options: dict[str, Any]) -> Found:
@@ -154,11 +192,15 @@ def option_problems(name: str, cls: type, options: dict[str, Any]) -> Found:
 
 
 def capability_problem(cls: type, *, device: Any, precision: Any) -> str | None:
-    """``cls.capabilities.check(device=..., precision=...)``: why it cannot run, or None."""
+    """Why ``cls`` cannot run ``precision`` on ``device`` here, or None: what its
+    ``capabilities.check`` rules out, else a precision whose extra is not installed (the reason
+    then ends with the extra's :func:`~e3bench.core.errors.install_hint` in parentheses)."""
     caps = getattr(cls, "capabilities", None)
     if caps is None or not isinstance(device, str) or not isinstance(precision, str):
         return None
-    return caps.check(device=device, precision=precision.lower())
+    reason = caps.check(device=device, precision=precision.lower())
+    missing = precision_extra_missing(cls, precision) if reason is None else None
+    return f"{missing.problem} ({missing.fix})" if missing is not None else reason
 
 
 def unrunnable_reason(backend: str, device: str, dtype: str) -> str | None:
@@ -197,6 +239,7 @@ def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]
         ({"region"}, lambda: check_region(values.get("region"))),
         ({"tasks", "engine"}, lambda: check_tasks(tuple(values.get("tasks") or ()), str(values.get("engine")))),
         ({"trackers"}, lambda: check_trackers(tuple(values.get("trackers") or ()))),
+        ({"engine", "num_fewshot", "include_path"}, lambda: check_lmeval_options(values, runnable=runnable)),
         ({"backend", "backend_options", "device", "dtype"}, lambda: check_backend(values, runnable=runnable)),
     ]
     if runnable:  # this machine writes the record

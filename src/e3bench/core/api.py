@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
+from e3bench.core.errors import MissingExtra
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -55,10 +57,23 @@ class Capabilities:
     batching: bool = True
     #: optional narrowing per device, e.g. {"cpu": {"fp32", "bf16"}}; devices absent → all
     precisions_by_device: tuple[tuple[str, frozenset[str]], ...] = ()
+    #: precisions that need an optional package: ``(precision, module, extra)``, e.g.
+    #: ``("int8", "torchao", "quant")``; checked without importing (:meth:`missing_extra`)
+    precision_extras: tuple[tuple[str, str, str], ...] = ()
 
     def precisions_on(self, device: str) -> frozenset[str]:
         """The precisions this backend runs on ``device``."""
         return dict(self.precisions_by_device).get(device, self.precisions)
+
+    def missing_extra(self, precision: str) -> MissingExtra | None:
+        """The :class:`~e3bench.core.errors.MissingExtra` for a ``precision`` whose package is
+        not installed here (found with ``importlib.util.find_spec``, nothing imported), or None."""
+        import importlib.util
+
+        for p, module, extra in self.precision_extras:
+            if p == precision and importlib.util.find_spec(module) is None:
+                return MissingExtra(module, extra, f"precision '{precision}'")
+        return None
 
     def check(self, *, device: str, precision: str) -> str | None:
         """Return a reason this combination is impossible, or None."""
@@ -160,7 +175,8 @@ class Backend(Protocol):
 
     Shared rules:
 
-    * Prompts are token ids from ``encode`` (no special tokens added). An **empty prompt** (zero
+    * Prompts are token ids from ``encode`` (no special tokens added; speed runs) or
+      ``encode_context`` (lm-eval's generation input; tasks). An **empty prompt** (zero
       tokens) raises :class:`~e3bench.core.errors.E3Error` from ``generate`` and ``forward`` on
       every backend; so does an empty batch.
     * Log-likelihoods follow lm-evaluation-harness exactly (tokenization, truncation, rolling
@@ -177,6 +193,13 @@ class Backend(Protocol):
     architecture: str  # "decoder-only" | "encoder-decoder" | "encoder-only" after load
     device: str  # where the model runs after load, e.g. "cpu", "cuda:0", "cuda"
     load_info: LoadInfo | None  # what load returned
+    #: after ``load``: the most tokens one sequence may hold — prompt plus generated tokens for
+    #: decoders, the input for encoders (Hugging Face models: ``max_position_embeddings`` /
+    #: ``n_positions``; ONNX: the exported model's config; llama.cpp: ``n_ctx``; vLLM:
+    #: ``max_model_len``). None when unbounded (relative positions, e.g. T5) or unknown, and before
+    #: ``load``. The runner refuses prompts + output longer than this before measuring; a backend
+    #: without the attribute is treated as None.
+    context_length: int | None
 
     def load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         """Load ``model`` at ``precision`` on ``device`` (``"cpu"`` | ``"cuda"``).
@@ -187,7 +210,16 @@ class Backend(Protocol):
         ...
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without special tokens (no BOS)."""
+        """Token ids of ``text`` without special tokens (no BOS): speed-run prompts of an
+        exact token count."""
+        ...
+
+    def encode_context(self, text: str, *, max_new_tokens: int) -> tuple[list[int], bool]:
+        """``(token ids, truncated)`` of a generation context exactly as lm-eval's
+        ``generate_until`` builds them: the tokenizer's own special tokens (BOS on Llama, Gemma,
+        Mistral; none when the text starts with BOS), left-truncated so that ``max_new_tokens``
+        still fit the model's context (``truncated`` says tokens were cut). Tasks generate from
+        these. Raises E3Error when ``max_new_tokens`` alone fills the context."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -334,6 +366,12 @@ class TaskScore:
     n_items: int
     samples: list[dict[str, object]] | None = None  # per-item predictions (--log-samples)
     details: dict[str, object] = field(default_factory=dict)
+    #: items whose prompt was cut on the left to fit the model's context (lm-eval's rule);
+    #: None where the task does not count them
+    truncated_items: int | None = None
+    #: the data file the items came from (resolved path, or a dataset id) and its SHA-256
+    data_source: str | None = None
+    data_sha256: str | None = None
 
 
 @runtime_checkable
@@ -360,5 +398,8 @@ class Executor(Protocol):
     """Runs sweep configurations (in subprocesses, on Ray, ...) and yields their records."""
 
     def map(self, configs: Sequence[object]) -> Iterator[object]:
-        """Run each RunConfig; failures come back as failed ResultRecords, never raise."""
+        """Run each RunConfig; failures (a timeout included) come back as failed ResultRecords,
+        never raise. A configuration another process has claimed comes back as
+        ``e3bench.sweep.claims.Held`` (built-ins claim each run first). Executors are
+        constructed with ``timeout_s=`` when the user sets a run timeout."""
         ...

@@ -25,14 +25,20 @@ class E3Error(Exception):
         return text
 
 
+def install_hint(extra: str) -> str:
+    """The one install line for an optional extra: ``pip install 'e3bench[quant]'``.
+
+    Every message that tells a user to install something of e3bench's goes through here (the
+    extra is never dropped; it is quoted so shells leave the brackets alone).
+    """
+    return f"pip install 'e3bench[{extra}]'"
+
+
 class MissingExtra(E3Error):
-    """An optional dependency is not installed."""
+    """An optional dependency is not installed; the fix is :func:`install_hint` of its extra."""
 
     def __init__(self, module: str, extra: str, what: str) -> None:
-        super().__init__(
-            f"{what} needs the Python package '{module}', which is not installed",
-            f"pip install 'e3bench[{extra}]'",
-        )
+        super().__init__(f"{what} needs the Python package '{module}', which is not installed", install_hint(extra))
         self.module = module
         self.extra = extra
 

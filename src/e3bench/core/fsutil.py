@@ -161,16 +161,81 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+#: What a content key reads of a file: the first KEY_HEAD_BYTES (GGUF/safetensors header and
+#: metadata), KEY_BLOCKS evenly spaced blocks of KEY_BLOCK_BYTES and the last block; files up to
+#: KEY_WHOLE_BYTES are read whole. About 2 MiB per file, whatever its size.
+KEY_HEAD_BYTES = 1 << 20
+KEY_BLOCK_BYTES = 1 << 16
+KEY_BLOCKS = 16
+KEY_WHOLE_BYTES = 4 << 20
+
+
+def key_ranges(size: int) -> list[tuple[int, int]]:
+    """The ``(offset, length)`` byte ranges :func:`content_digest` reads of a ``size``-byte file:
+    all of it up to :data:`KEY_WHOLE_BYTES`, else the header, :data:`KEY_BLOCKS` evenly spaced
+    blocks and the last block."""
+    if size <= KEY_WHOLE_BYTES:
+        return [(0, size)]
+    span = size - KEY_HEAD_BYTES - KEY_BLOCK_BYTES
+    mids = [KEY_HEAD_BYTES + span * (i + 1) // (KEY_BLOCKS + 1) for i in range(KEY_BLOCKS)]
+    return [(0, KEY_HEAD_BYTES), *((m, KEY_BLOCK_BYTES) for m in mids), (size - KEY_BLOCK_BYTES, KEY_BLOCK_BYTES)]
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's size and the byte ranges :func:`key_ranges` names: the same for
+    a copy of the file (any path, modification time or owner), different when its size, header
+    or any sampled block changes. A change that touches only bytes between the samples is not
+    seen (a re-quantized or retrained model file differs nearly everywhere, so it is).
+    Raises ``OSError`` when the file cannot be read."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        h.update(f"{size};".encode())
+        for off, length in key_ranges(size):
+            fh.seek(off)
+            h.update(fh.read(length))
+    return h.hexdigest()
+
+
 def file_key(path: str | os.PathLike) -> str:
-    """A cache key that changes when the file changes: ``<stem>-<size>-<mtime s>``."""
+    """A cache key for a file's content: ``<stem>-<size>-h<16 hex of content_digest>``.
+
+    Copying or reinstalling the same file (new modification time) gives the same key, so caches
+    keyed by it (GGUF conversion, llama.cpp quantization) hold one entry per content."""
+    path = Path(path)
+    return f"{path.stem}-{path.stat().st_size}-h{content_digest(path)[:16]}"
+
+
+def legacy_file_key(path: str | os.PathLike) -> str:
+    """The key e3bench up to 0.x used for the same file: ``<stem>-<size>-<mtime s>`` (see
+    :func:`adopt_legacy_entry`)."""
     path = Path(path)
     st = path.stat()
     return f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
 
 
+#: Files of a model directory that its key covers.
+_MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".onnx", ".data")
+
+
+def _model_files(path: Path) -> list[Path]:
+    return [f for f in sorted(path.iterdir()) if f.is_file() and f.suffix in _MODEL_FILE_SUFFIXES]
+
+
 def dir_key(path: str | os.PathLike) -> str:
-    """A cache key for a model directory: the names, sizes and mtimes of its config, tokenizer
-    and weight files, hashed: ``<dirname>-<12 hex>``."""
+    """A cache key for a model directory's content: ``<dirname>-<12 hex>`` over the names, sizes
+    and :func:`content_digest` of its config, tokenizer and weight files (not their modification
+    times, so a re-download or copy of the same files keeps the key)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in _model_files(path):
+        h.update(f"{f.name}:{f.stat().st_size}:{content_digest(f)};".encode())
+    return f"{path.name}-{h.hexdigest()[:12]}"
+
+
+def legacy_dir_key(path: str | os.PathLike) -> str:
+    """The key e3bench up to 0.x used for the same directory (names, sizes and mtimes of its
+    ``.json/.safetensors/.bin/.model/.txt`` files), see :func:`adopt_legacy_entry`."""
     path = Path(path)
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
@@ -178,3 +243,32 @@ def dir_key(path: str | os.PathLike) -> str:
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
     return f"{path.name}-{h.hexdigest()[:12]}"
+
+
+def adopt_legacy_entry(parent: str | os.PathLike, key: str, legacy: str) -> str | None:
+    """Move the cache entry ``parent/legacy`` (made by an older e3bench whose keys used
+    modification times) to ``parent/key`` when only the old one exists; a note saying so, or
+    None. The old key was computed from the source as it is now, so the entry is exactly what the
+    older e3bench would have reused: same content, no re-conversion."""
+    parent = Path(parent)
+    old, new = parent / legacy, parent / key
+    if legacy == key or new.exists() or not old.is_dir():
+        return None
+    try:
+        old.rename(new)
+    except OSError:  # another process adopted it first, or the cache is read-only
+        return None
+    return f"cache entry {old.name} (keyed by file modification time by an older e3bench) renamed to {new.name}"
+
+
+def stale_file_entries(parent: str | os.PathLike, path: str | os.PathLike) -> list[Path]:
+    """Entries under ``parent`` an older e3bench made for a file of ``path``'s name and size under
+    another modification time (``<stem>-<size>-<digits>``): copies of earlier installs of the same
+    or an equally large file. Their content cannot be checked, so they are never reused; callers
+    name them so the user can delete them."""
+    p, parent = Path(path), Path(parent)
+    prefix = f"{p.stem}-{p.stat().st_size}-"
+    if not parent.is_dir():
+        return []
+    return sorted(d for d in parent.iterdir()
+                  if d.is_dir() and d.name.startswith(prefix) and d.name[len(prefix):].isdigit())  # fmt: skip

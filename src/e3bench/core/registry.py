@@ -38,7 +38,7 @@ from importlib import metadata
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from e3bench.core.errors import E3Error, MissingExtra, unknown_name
+from e3bench.core.errors import E3Error, MissingExtra, install_hint, unknown_name
 
 T = TypeVar("T")
 
@@ -386,7 +386,7 @@ def describe(reg: Registry[Any]) -> list[dict[str, str]]:
         rows.append({
             "name": name,
             "origin": e.origin,
-            "installed": "yes" if miss is None else f"no: pip install 'e3bench[{e.extra or name}]'",
+            "installed": "yes" if miss is None else f"no: {install_hint(e.extra or name)}",
             "description": e.description,
             "aliases": ", ".join(e.aliases),
         })  # fmt: skip

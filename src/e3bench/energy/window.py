@@ -31,6 +31,7 @@ from e3bench.core.api import EnergyMeter, EnergyReading
 from e3bench.core.timing import clock
 from e3bench.energy import accounting, phases
 from e3bench.energy.accounting import EnergyRun, EnergySummary, IdleBaseline
+from e3bench.energy.meters.bounded import DEFAULT_TIMEOUT_S, BoundedMeter
 
 T = TypeVar("T")
 Progress = Callable[[str], None]
@@ -60,6 +61,10 @@ class MeteredWindow:
     ``torch.cuda.synchronize`` for training; a no-op by default). ``region`` is the grid
     region for CO2e (``None`` = world average). Construct with :meth:`create` to pick meters
     by name; the constructor takes ready meter objects (tests, plugins).
+
+    Every meter call waits at most ``timeout_s`` seconds (:class:`~e3bench.energy.meters.bounded.
+    BoundedMeter`): a meter that hangs makes its windows' energy ``missing`` with the reason
+    (listed in :attr:`problems`), and the work goes on.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class MeteredWindow:
         sync: Callable[[], None] | None = None,
         region: str | None = None,
         cross: EnergyMeter | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.meter = meter
         self.meter_reason = meter_reason or getattr(meter, "name", "meter")
@@ -78,6 +84,8 @@ class MeteredWindow:
         self.cross = cross
         self.idle: IdleBaseline | None = None
         self.cross_idle: IdleBaseline | None = None
+        self._bounded = BoundedMeter(meter, timeout_s)
+        self._cross_bounded = None if cross is None else BoundedMeter(cross, timeout_s)
 
     @classmethod
     def create(
@@ -89,10 +97,12 @@ class MeteredWindow:
         region: str | None = None,
         cross_choice: str | None = None,
         sync: Callable[[], None] | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> MeteredWindow:
         """Build the meters named ``choice`` / ``cross_choice`` (see ``energy.meters``). The
         idle baseline is not measured here: call :meth:`measure_idle` once the workload's
         model is loaded (before the load, its memory and device context would count as work).
+        ``timeout_s``: the most seconds one meter call may take (see the class docstring).
 
         Raises :class:`~e3bench.core.errors.E3Error` for a meter that was asked for by name
         and cannot work; nothing stays open when it does.
@@ -104,7 +114,7 @@ class MeteredWindow:
         try:
             if cross_choice:
                 cross, _ = make_meter(cross_choice, device=device, cpu_tdp_w=cpu_tdp_w)
-            win = cls(meter, meter_reason=why, sync=sync, region=region, cross=cross)
+            win = cls(meter, meter_reason=why, sync=sync, region=region, cross=cross, timeout_s=timeout_s)
         except BaseException:
             meter.close()
             if cross is not None:
@@ -132,12 +142,17 @@ class MeteredWindow:
         if progress:
             progress(f"measuring idle power for {seconds:g} s ({self.name}; {state})")
         self.sync()
-        self.idle = accounting.measure_idle_baseline(self.meter, seconds, state=state)
-        if self.cross is not None:
-            self.cross_idle = accounting.measure_idle_baseline(self.cross, seconds, state=state)
+        self.idle = accounting.measure_idle_baseline(self._bounded, seconds, state=state)  # type: ignore[arg-type]
+        if self._cross_bounded is not None:
+            self.cross_idle = accounting.measure_idle_baseline(self._cross_bounded, seconds, state=state)  # type: ignore[arg-type]
 
-    def _meters(self) -> list[EnergyMeter]:
-        return [m for m in (self.meter, self.cross) if m is not None]
+    def _meters(self) -> list[BoundedMeter]:
+        return [m for m in (self._bounded, self._cross_bounded) if m is not None]
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per meter that stopped answering (its windows' energy is missing since)."""
+        return [m.hung for m in self._meters() if m.hung]
 
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[Metered[None]]:
@@ -157,8 +172,8 @@ class MeteredWindow:
         finally:
             self.sync()
             m.elapsed_s = clock() - t0
-            m.reading = self.meter.end(name)
-            m.cross_reading = self.cross.end(name) if self.cross is not None else None
+            m.reading = self._bounded.end(name)
+            m.cross_reading = self._cross_bounded.end(name) if self._cross_bounded is not None else None
 
     def run(self, name: str, fn: Callable[[], T]) -> Metered[T]:
         """Run ``fn`` inside one synchronized window named ``name`` (see :meth:`open`)."""

@@ -10,41 +10,42 @@ Used by the tasks (``evals/tasks``), the speed runs' dataset prompts (``--prompt
     local_relpath(name, split) -> Path                          # <folder>/<split>.jsonl
     read_jsonl(path) -> list[dict]                              # every JSONL file e3bench reads
 
-``name`` is a built-in dataset (:data:`DATASETS`: ``mmlu``, ``hellaswag``, ``arc_easy``,
-``boolq``, ``copa``, ``openbookqa``, ``gsm8k``) or any other name, which is looked up as a folder
-of the data directory and as a hub dataset id with no config and no mapping. ``split`` is
-e3bench's split name (``test`` is the public evaluation split); ``None`` takes the dataset's
-default split (:attr:`DatasetSpec.default_split`) and, locally, falls back to the first of
-:data:`SPLITS` present. Errors are :class:`E3Error` naming every place looked in.
+``name`` is a built-in dataset (:data:`e3bench.evals.hub_schemas.DATASETS`: ``mmlu``,
+``hellaswag``, ``arc_easy``, ``arc_challenge``, ``boolq``, ``copa``, ``openbookqa``, ``piqa``,
+``siqa``, ``commonsense_qa``, ``rte``, ``cb``, ``wic``, ``wsc``, ``winogrande``,
+``lambada_openai``, ``gsm8k``) or any other name, which is looked up as a folder of the data
+directory and as a hub dataset id with no config and no mapping. ``split`` is e3bench's split name
+(``test`` is the public evaluation split: the hub's ``validation`` where the test labels are
+hidden); ``None`` takes the dataset's default split (:attr:`DatasetSpec.default_split`) and,
+locally, falls back to the first of :data:`SPLITS` present. Errors are :class:`E3Error` naming
+every place looked in.
 
 Lookup order (``resolve("hellaswag", "validation")``):
 
 1. ``data_dir_`` argument, else the ``E3BENCH_DATA_DIR`` environment variable: a directory laid out
    as ``<dir>/<folder>/<split>.jsonl`` (``mmlu/test.jsonl``, ``hellaswag/validation.jsonl``,
-   ``openbook_qa/test.jsonl`` ...; the layout of the shared data README). Rows are already in
-   e3bench's schema.
-2. The Hugging Face hub through ``datasets.load_dataset(path, config, split=...)`` (cais/mmlu
-   ``all``, Rowan/hellaswag, allenai/ai2_arc ``ARC-Easy``, super_glue ``boolq``/``copa``,
-   allenai/openbookqa ``main``, openai/gsm8k ``main``), mapped to the same schema.
+   ``openbook_qa/test.jsonl`` ...; the layout of the shared data README). Rows are in e3bench's
+   schema, or in the hub's (a ``datasets`` export), which is mapped as in 2.
+2. The Hugging Face hub through ``datasets.load_dataset(path, config, split=...)`` (the paths and
+   configs of :mod:`e3bench.evals.hub_schemas`, lm-eval's sources), mapped to the same schema.
 3. Otherwise an :class:`E3Error` that names every place looked in and how to point at a local copy.
 
 Schemas (one dict per item; every row read also carries ``_line``, its 1-based line or position):
-
-* multiple choice ``{"query": str, "choices": [str], "gold": int}`` (+ ``subject`` for MMLU, which
-  keeps the hub schema ``{question, subject, choices, answer}``)
-* GSM8K ``{"question": str, "answer": str}`` (final answer after ``#### ``)
+multiple choice ``{"query": str, "choices": [str], "gold": int}``; partial context (WinoGrande)
+``{"context_options": [str], "continuation": str, "gold": int}``; single continuation (LAMBADA)
+``{"context": str, "continuation": str}``; MMLU keeps the hub schema ``{question, subject,
+choices, answer}`` and GSM8K ``{"question": str, "answer": str}`` (final answer after ``#### ``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from e3bench.core.errors import E3Error
+from e3bench.evals.hub_schemas import DATASETS, DatasetSpec
 
 ENV_VAR = "E3BENCH_DATA_DIR"
 #: Key under which :func:`read_jsonl` (and the hub path) records each row's line number.
@@ -163,113 +164,11 @@ def apply_limit(rows: list, limit: int | None, *, what: str, seed: int | None = 
     return rows
 
 
-# --------------------------------------------------------------------------- hub mappings
-def _hellaswag_preprocess(text: str) -> str:
-    """lm-eval's ``hellaswag.utils.preprocess`` (WikiHow artifacts removed)."""
-    text = text.strip()
-    text = text.replace(" [title]", ". ")
-    text = re.sub("\\[.*?\\]", "", text)
-    text = text.replace("  ", " ")
-    return text
-
-
-def _map_hellaswag(doc: dict) -> dict:
-    ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
-    return {
-        "query": _hellaswag_preprocess(doc["activity_label"] + ": " + ctx),
-        "choices": [_hellaswag_preprocess(e) for e in doc["endings"]],
-        "gold": int(doc["label"]),
-    }
-
-
-def _gold_from_key(doc: dict) -> int:
-    labels = list(doc["choices"]["label"])
-    key = str(doc["answerKey"]).strip()
-    if key in labels:
-        return labels.index(key)
-    # ARC sometimes labels 1..4 while answerKey is a letter (or the reverse)
-    return ["A", "B", "C", "D", "E"].index(key) if key in "ABCDE" else int(key) - 1
-
-
-def _map_arc(doc: dict) -> dict:
-    return {
-        "query": "Question: " + doc["question"],
-        "choices": list(doc["choices"]["text"]),
-        "gold": _gold_from_key(doc),
-    }
-
-
-def _map_openbookqa(doc: dict) -> dict:
-    return {"query": doc["question_stem"], "choices": list(doc["choices"]["text"]), "gold": _gold_from_key(doc)}
-
-
-def _map_boolq(doc: dict) -> dict:
-    # the llm-foundry export (our local layout) writes "Passage: ...\nQuestion: ...?"
-    return {
-        "query": f"Passage: {doc['passage']}\nQuestion: {doc['question']}?",
-        "choices": ["no", "yes"],
-        "gold": int(doc["label"]),
-    }
-
-
-def _map_copa(doc: dict) -> dict:
-    # llm-foundry's COPA: "<premise without final period>, therefore|because" + lowercased choices
-    connector = {"cause": "because", "effect": "therefore"}[doc["question"]]
-    premise = doc["premise"].strip()
-    if premise.endswith("."):
-        premise = premise[:-1]
-
-    def low(c: str) -> str:
-        return c[0].lower() + c[1:]
-
-    return {
-        "query": f"{premise}, {connector}",
-        "choices": [low(doc["choice1"]), low(doc["choice2"])],
-        "gold": int(doc["label"]),
-    }
-
-
-def _identity(doc: dict) -> dict:
-    return dict(doc)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Where a dataset lives locally and on the hub, and how to map hub rows."""
-
-    local_name: str  # folder under the data dir
-    hub_path: str
-    hub_name: str | None  # the hub config (e.g. gsm8k's "main")
-    hub_splits: dict[str, str]  # our split name -> hub split name; the first is the default split
-    mapper: Callable[[dict], dict]
-
-    @property
-    def default_split(self) -> str:
-        """The split taken when none is asked for: the dataset's public evaluation split."""
-        return next(iter(self.hub_splits))
-
-    @property
-    def hub_id(self) -> str:
-        """``path (config)`` as messages show it."""
-        return self.hub_path + (f" ({self.hub_name})" if self.hub_name else "")
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mmlu": DatasetSpec("mmlu", "cais/mmlu", "all", {"test": "test", "val": "validation", "dev": "dev"}, _identity),
-    "hellaswag": DatasetSpec("hellaswag", "Rowan/hellaswag", None, {"validation": "validation", "train": "train"}, _map_hellaswag),
-    "arc_easy": DatasetSpec("arc_easy", "allenai/ai2_arc", "ARC-Easy", {"test": "test", "train": "train", "validation": "validation"}, _map_arc),
-    "boolq": DatasetSpec("boolq", "super_glue", "boolq", {"test": "validation", "train": "train"}, _map_boolq),
-    "copa": DatasetSpec("copa", "super_glue", "copa", {"test": "validation", "train": "train"}, _map_copa),
-    "openbookqa": DatasetSpec("openbook_qa", "allenai/openbookqa", "main", {"test": "test", "train": "train", "validation": "validation"}, _map_openbookqa),
-    "gsm8k": DatasetSpec("gsm8k", "openai/gsm8k", "main", {"test": "test", "train": "train"}, _identity),
-}  # fmt: skip
-
-
 def dataset_spec(name: str) -> DatasetSpec:
     """The built-in spec of ``name``; any other name is a local folder and a hub id of that name
     (no config, rows as they are, splits named as in :data:`SPLITS`)."""
     spec = DATASETS.get(name)
-    return spec if spec is not None else DatasetSpec(name, name, None, {s: s for s in SPLITS}, _identity)
+    return spec if spec is not None else DatasetSpec(name, name, None, {s: s for s in SPLITS}, dict)
 
 
 @dataclass(frozen=True)
@@ -317,7 +216,7 @@ def resolve(
         for s in candidates:
             path = local_file(name, s, data_dir_=root)
             if path is not None:
-                return Dataset(name, s, read_jsonl(path)[:max_rows], str(path))
+                return Dataset(name, s, [spec.map_local(r) for r in read_jsonl(path)[:max_rows]], str(path))
         looked.append(f"{root / local_relpath(name, wanted)} (not found)")
     else:
         looked.append(f"no local data directory (${ENV_VAR} is not set)")
@@ -386,3 +285,14 @@ def resolve_local_file(path: str | os.PathLike, *, data_dir_: str | os.PathLike 
         return root / p
     where = f" or under {root}" if root is not None else ""
     raise E3Error(f"data file '{path}' not found (looked at {p.resolve()}{where})", "check the path")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the bytes of ``path``: which version of a data file a result scored."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from e3bench.results.labels import distinct_labels
 from e3bench.results.schema import ResultRecord
 
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match_flexible", "exact_match", "f1")
@@ -65,7 +66,8 @@ def primary_metric(metrics: dict[str, float]) -> str | None:
 
 
 def summarize_configs(records: Sequence[ResultRecord]) -> list[ConfigSummary]:
-    """Latest successful record per configuration."""
+    """Latest successful record per configuration, each labelled by
+    :func:`e3bench.results.labels.distinct_labels` (no two configurations share a label)."""
     latest: dict[str, ResultRecord] = {}
     for rec in records:
         if rec.status != "ok" or rec.efficiency is None:
@@ -74,14 +76,13 @@ def summarize_configs(records: Sequence[ResultRecord]) -> list[ConfigSummary]:
         if key not in latest or rec.created_utc > latest[key].created_utc:
             latest[key] = rec
     out = []
-    for rec in latest.values():
+    recs = list(latest.values())
+    labels = distinct_labels([r.config for r in recs], model_names=[r.model.name if r.model else None for r in recs])
+    for rec, label in zip(recs, labels, strict=True):
         c = rec.config
         model = rec.model.name if rec.model else c["model"]
-        short = model.rstrip("/").split("/")[-1]
-        opts = c.get("backend_options") or {}  # records before backend_options have none
-        extra = " [" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + "]" if opts else ""
         s = ConfigSummary(
-            label=f"{short} {c['backend']} {c['dtype']} {c['device']}{extra}",
+            label=label,
             model=model, backend=c["backend"], dtype=c["dtype"], device=c["device"], run_id=rec.run_id,
             peak_rss_mib=rec.efficiency.peak_rss_bytes / 2**20,
         )  # fmt: skip

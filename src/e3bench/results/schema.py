@@ -58,6 +58,11 @@ class BatchResult(BaseModel):
     batch_size: int
     iterations: int
     measured_s: float
+    #: --min-iters of the run; None in records made before it was stored
+    min_iters_asked: int | None = None
+    #: why the --max-seconds cap ended this batch size before --min-iters / --min-seconds
+    #: were reached (None: the stopping rule was met)
+    cut_by_max_seconds: str | None = None
     input_tokens_per_request_mean: float
     output_tokens_per_request: float
     e2e_ms: Stats
@@ -80,12 +85,25 @@ class ForwardResult(BaseModel):
     batch_size: int
     iterations: int
     measured_s: float
+    #: --min-iters of the run; None in records made before it was stored
+    min_iters_asked: int | None = None
+    #: why the --max-seconds cap ended this batch size before --min-iters / --min-seconds
+    #: were reached (None: the stopping rule was met)
+    cut_by_max_seconds: str | None = None
     input_tokens_per_request_mean: float
     latency_ms: Stats
     tokens_per_s: float  # input tokens processed per second
     energy: EnergySummary | None = None
     energy_cross_check: EnergySummary | None = None
     raw_latency_ms: list[float]
+
+
+class FailedBatch(BaseModel):
+    """A batch size that could not be measured (it did not fit in memory, or a larger one before
+    it did not); the batch sizes measured before it are kept in the record."""
+
+    batch_size: int
+    error: str
 
 
 class Efficiency(BaseModel):
@@ -96,6 +114,8 @@ class Efficiency(BaseModel):
     prompt_source: str
     generation: list[BatchResult] = []
     forward: list[ForwardResult] = []
+    #: batch sizes that ran out of memory (and larger ones skipped after), with the reason
+    failed_batches: list[FailedBatch] = []
     #: peak RSS of the measured phase (after load): ``peak_rss_includes`` names what it covers,
     #: ``peak_rss_method`` how it was read; the process lifetime peak (load, conversions, the
     #: roofline probe, caches) is ``peak_rss_lifetime_bytes``. Old records: lifetime only.
@@ -109,7 +129,19 @@ class Efficiency(BaseModel):
 
 
 class TaskResult(BaseModel):
-    """One task's scores (each metric with its standard error), speed, energy and samples file."""
+    """One task's scores (each metric with its standard error), speed, energy and samples file.
+
+    ``task`` is unique within a record: a task over a user's file is named after it
+    (``jsonl_gen[qa]``, or its ``label`` option) and a repeated name gets ``#2``, ``#3``.
+    ``duration_s`` and ``examples_per_s`` (``n_items / duration_s``) are of the task's own
+    metered window unless ``duration_basis`` says they are apportioned (an lm-eval group's
+    subtasks share the group's window; their energy is then on the group's row and None here).
+    ``truncated_items``: items whose prompt was cut on the left to fit the model's context,
+    lm-eval's rule (``max_length - max_new_tokens`` tokens kept); None where not counted (tasks
+    that do not generate, older records). ``data_source`` / ``data_sha256``: the data file the
+    items came from and the SHA-256 of its bytes, where the task reads a user's file.
+    Fields added after schema_version 1 are optional, so older records still load.
+    """
 
     task: str
     engine: str
@@ -118,10 +150,14 @@ class TaskResult(BaseModel):
     n_items: int
     duration_s: float
     examples_per_s: float
+    duration_basis: str | None = None
     energy: EnergySummary | None = None
     energy_cross_check: EnergySummary | None = None
     details: dict[str, Any] = {}
     samples_file: str | None = None
+    truncated_items: int | None = None
+    data_source: str | None = None
+    data_sha256: str | None = None
 
 
 class ResultRecord(BaseModel):

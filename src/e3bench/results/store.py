@@ -7,6 +7,8 @@
                                                           run replaces its failed record)
     <output_dir>/<sweep>/samples/<run_id>-<task>.jsonl    per-item predictions of one task
                                                           (``--log-samples``), one file per run
+    <output_dir>/<sweep>/.claims/<config_hash>.claim      a sweep run in progress (pid, host,
+                                                          start; :mod:`e3bench.sweep.claims`)
 
 Records are written atomically (temp file + fsync + ``os.replace``), so a crash never leaves a
 half-written record and never touches earlier ones; files get the user's umask mode. Every name
@@ -44,6 +46,12 @@ def sweep_name_problem(name: str) -> str | None:
     if name == SAMPLES_DIR:
         return f"'{SAMPLES_DIR}' is reserved for per-item samples files: its records would be invisible"
     return component_problem(name)
+
+
+def claim_path(output_dir: str | os.PathLike, sweep: str, config_hash: str) -> Path:
+    """The claim file of a sweep configuration being run: ``<sweep folder>/.claims/<hash>.claim``
+    (not a ``.json``: scans never see it)."""
+    return run_dir(output_dir, sweep) / ".claims" / f"{safe_component(config_hash, 'config hash')}.claim"
 
 
 def run_dir(output_dir: str | os.PathLike, sweep: str) -> Path:

@@ -3,6 +3,7 @@ capabilities rule out (each skipped with its reason).
 
 ```yaml
 name: smollm2-precisions        # results go to <output_dir>/<name>/
+timeout_s: 3600                 # optional: a run taking longer is killed → failed record
 base:                           # RunConfig fields shared by every run
   max_new_tokens: 16
   batch_sizes: [1, 4]
@@ -20,6 +21,7 @@ with one line per problem naming the YAML line.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from e3bench.config.run import ALIASES, FIELDS, Layer, RunConfig, build_config, 
 from e3bench.config.validate import ConfigError, Problem, raise_problems, unrunnable_reason
 from e3bench.core.errors import E3Error, unknown_name
 
-_TOP_KEYS = ("name", "base", "grid", "output_dir")
+_TOP_KEYS = ("name", "base", "grid", "output_dir", "timeout_s")
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,14 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Plan:
-    """An expanded sweep: ``runs`` to execute (deduplicated by config hash) and ``skipped``."""
+    """An expanded sweep: ``runs`` to execute (deduplicated by config hash) and ``skipped``;
+    ``timeout_s``: the file's run timeout (None: not set there; 0: no limit)."""
 
     name: str
     output_dir: str
     runs: list[RunConfig]
     skipped: list[Skipped]
+    timeout_s: float | None = None
 
 
 def capability_reason(cfg: RunConfig) -> str | None:
@@ -88,6 +92,11 @@ def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
         if not isinstance(values, list) or not values:
             problems.append(Problem(doc.where(f"grid.{key}"), f"grid key '{key}' must be a non-empty list",
                                     f"e.g. {key}: [a, b]"))  # fmt: skip
+    timeout_s = data.get("timeout_s")
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or not math.isfinite(timeout_s) or timeout_s < 0):  # fmt: skip
+        problems.append(Problem(doc.where("timeout_s"), f"timeout_s must be a number of seconds ≥ 0 (got {timeout_s!r})",
+                                "e.g. timeout_s: 3600 (0: no limit)"))  # fmt: skip
     raise_problems(problems)
     out_dir = output_dir or data.get("output_dir") or "results"
     base_layer = Layer(base, lambda k: doc.where(f"base.{k}"))
@@ -114,7 +123,8 @@ def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
     raise_problems(problems)
     if not runs and not skipped:
         raise E3Error(f"sweep {where} expands to no runs", "add values under 'grid'")
-    return Plan(name=name, output_dir=out_dir, runs=runs, skipped=skipped)
+    return Plan(name=name, output_dir=out_dir, runs=runs, skipped=skipped,
+                timeout_s=None if timeout_s is None else float(timeout_s))  # fmt: skip
 
 
 def _grid_layer(doc: yamlfile.YamlFile, key: str, index: int, value: Any) -> Layer:

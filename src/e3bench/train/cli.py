@@ -14,6 +14,16 @@ import typer
 from e3bench.core.fmt import num
 
 
+def _check_output(output_dir: str, sub: str) -> None:
+    """Fail before any model loads or trains when ``<output_dir>/<sub>`` cannot be written."""
+    from pathlib import Path
+
+    from e3bench.config.validate import check_output_dir
+
+    for _, err in check_output_dir(Path(output_dir) / sub):
+        raise err
+
+
 def _progress(quiet: bool):
     def progress(msg: str) -> None:
         if not quiet:
@@ -84,6 +94,7 @@ def finetune(
     except ValidationError as exc:
         err = exc.errors()[0]
         raise E3Error(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", "fix the option value") from None
+    _check_output(output_dir, "finetune")
     record, path = run_finetune(cfg, resume=resume, progress=_progress(quiet))
     typer.echo(format_finetune(record))
     typer.echo(f"result: {path}")
@@ -110,6 +121,7 @@ def train(
     configuration and compare them with the baseline (REPORT.md, loss_curves.png, suite.json)."""
     from e3bench.train.suite import run_suite
 
+    _check_output(output_dir, "train")
     record, out = run_suite(
         [*suite, *(configs or [])], output_dir=output_dir, sets=set_, text=text, max_steps=max_steps,
         device=device, meter=meter, idle_seconds=idle_seconds, cpu_tdp_w=cpu_tdp_w, region=region,

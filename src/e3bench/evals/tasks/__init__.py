@@ -26,6 +26,8 @@ from e3bench.core.registry import tasks as _registry
 
 _MC = "e3bench.evals.tasks.multiple_choice"
 _GEN = "e3bench.evals.tasks.generative"
+_PC = "e3bench.evals.tasks.partial_context"
+_SC = "e3bench.evals.tasks.single_continuation"
 # name: (module:Class, default options, one-line description, aliases)
 _BUILTIN: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
     ("mmlu", f"{_MC}:MMLU", {}, "MMLU, 57 subjects, 0-shot (lm-eval prompt)", ()),
@@ -41,6 +43,19 @@ _BUILTIN: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
      ("ppl", "wikitext")),
     ("jsonl_mc", f"{_MC}:JsonlMultipleChoice", {}, "your JSONL {query, choices, gold}", ()),
     ("jsonl_gen", f"{_GEN}:JsonlGenerative", {}, "your JSONL {prompt, answer}", ()),
+    ("arc_challenge", f"{_MC}:ArcChallenge", {}, "ARC-Challenge test, acc / acc_norm (hub allenai/ai2_arc)", ("arc-challenge",)),
+    ("piqa", f"{_MC}:PIQA", {}, "PIQA validation, acc / acc_norm (hub baber/piqa)", ()),
+    ("siqa", f"{_MC}:SIQA", {}, "Social IQa validation, acc (hub lighteval/siqa)", ("social_iqa",)),
+    ("commonsense_qa", f"{_MC}:CommonsenseQA", {}, "CommonsenseQA validation, acc (hub tau/commonsense_qa)", ("csqa",)),
+    ("rte", f"{_MC}:RTE", {}, "SuperGLUE RTE validation, acc (hub aps/super_glue rte)", ("sglue_rte",)),
+    ("cb", f"{_MC}:CB", {}, "SuperGLUE CB validation, acc / f1 (hub aps/super_glue cb)", ()),
+    ("wic", f"{_MC}:WiC", {}, "SuperGLUE WiC validation, acc (hub aps/super_glue wic)", ()),
+    ("wsc", f"{_MC}:WSC", {}, "SuperGLUE WSC validation, acc (hub aps/super_glue wsc.fixed)", ()),
+    ("winogrande", f"{_PC}:Winogrande", {}, "WinoGrande validation, partial-context acc (hub allenai/winogrande xl)", ()),
+    ("lambada_openai", f"{_SC}:LambadaOpenAI", {}, "LAMBADA OpenAI test: greedy-match acc, perplexity (hub EleutherAI/lambada_openai)",
+     ()),
+    ("jsonl_partial", f"{_PC}:JsonlPartial", {}, "your JSONL {context_options, continuation, gold}", ()),
+    ("jsonl_cont", f"{_SC}:JsonlContinuation", {}, "your JSONL {context, continuation}: acc, perplexity", ()),
 ]  # fmt: skip
 for _name, _target, _defaults, _desc, _aliases in _BUILTIN:
     _registry.builtin(_name, _target, defaults=_defaults, description=_desc, aliases=_aliases)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from e3bench.core.api import Backend, LogLik, TaskScore
 from e3bench.core.errors import E3Error
@@ -112,6 +113,15 @@ def score_multiple_choice(backend: Backend, items: Sequence[MCItem]) -> list[dic
     return out
 
 
+def limit_details(limit: int | None, seed: int, sample: bool) -> dict:
+    """How the items were chosen, for ``TaskScore.details``: ``limit``, first-n or seeded sample, seed."""
+    return {
+        "limit": limit,
+        "subset": "seeded-sample" if sample and limit is not None else "first-n",
+        "seed": seed,
+    }
+
+
 def mean_score(task: str, samples: list[dict], metrics: Sequence[str], details: dict | None = None) -> TaskScore:
     """A score whose metrics are per-item means (each with its standard error) of ``samples``' fields."""
     cols = {m: [s[m] for s in samples] for m in metrics}
@@ -125,6 +135,45 @@ def mean_score(task: str, samples: list[dict], metrics: Sequence[str], details: 
     )
 
 
-def mc_score(task: str, rows: list[dict], details: dict | None = None) -> TaskScore:
-    """``acc`` and ``acc_norm`` means (with standard errors) of multiple-choice rows."""
-    return mean_score(task, rows, ("acc", "acc_norm"), details)
+def mc_score(
+    task: str, rows: list[dict], details: dict | None = None, metrics: Sequence[str] = ("acc", "acc_norm")
+) -> TaskScore:
+    """The per-item means ``metrics`` (default ``acc`` and ``acc_norm``, with standard errors) of
+    multiple-choice rows."""
+    return mean_score(task, rows, metrics, details)
+
+
+def macro_f1(golds: Sequence[int], preds: Sequence[int], n_classes: int) -> float:
+    """Mean over the classes of each class's binary F1 (lm-eval's CB ``f1``: scikit-learn's
+    ``f1_score`` per class, 0 for a class neither predicted nor gold)."""
+    f1s = []
+    for c in range(n_classes):
+        tp = sum(g == c and p == c for g, p in zip(golds, preds, strict=True))
+        wrong = sum((g == c) != (p == c) for g, p in zip(golds, preds, strict=True))
+        f1s.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
+    return mean(f1s)
+
+
+def bootstrap_stderr(stat, items: Sequence, *, iters: int = 1000, seed: int = 1234) -> float:
+    """Standard deviation of ``stat`` over ``iters`` resamples of ``items`` with replacement
+    (seeded; for aggregates that are not means, e.g. F1); NaN for fewer than 2 items."""
+    import random
+
+    if len(items) < 2:
+        return float("nan")
+    rnd = random.Random(seed)
+    vals = [stat(rnd.choices(items, k=len(items))) for _ in range(iters)]
+    mu = mean(vals)
+    return math.sqrt(sum((v - mu) ** 2 for v in vals) / (iters - 1))
+
+
+def file_task_label(task: str, path: Path, label: object | None) -> str:
+    """The name a task over a user's file is recorded under: ``label`` when given, else
+    ``<task>[<file stem>]`` (``jsonl_gen[qa]``), so two such tasks in one run stay apart in the
+    record and their samples files."""
+    if label is not None:
+        label = str(label).strip()  # a spec's label=2 arrives as an int
+        if not label:
+            raise E3Error(f"task '{task}': label is empty", "give label=NAME a name, or leave it out")
+        return label
+    return f"{task}[{path.stem}]"

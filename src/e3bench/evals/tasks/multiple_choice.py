@@ -4,21 +4,26 @@ Every item becomes ``len(choices)`` requests ``(context, " " + choice)``; the pr
 choice with the highest log-likelihood (``acc``) or the highest log-likelihood per character of the
 choice text (``acc_norm``). Prompts (``context``) per task:
 
-=============  ==========================================================  =======================
-task           context                                                     vs lm-eval's task
-=============  ==========================================================  =======================
-mmlu           ``The following are multiple choice questions (with          identical
-               answers) about {subject}.\\n\\n{question}\\nA. ..\\nB. ..
-               \\nC. ..\\nD. ..\\nAnswer:``; choices ``A``..``D``
-hellaswag      ``{activity_label}: {ctx}`` (lm-eval preprocessing)          identical
-arc_easy       ``Question: {question}\\nAnswer:``                           identical
-openbookqa     ``{question_stem}``                                          identical
-boolq          ``Passage: {passage}\\nQuestion: {question}?\\nAnswer:``     + "Passage: " prefix
-copa           ``{premise}, therefore|because``                            + a comma
-=============  ==========================================================  =======================
+* mmlu: ``The following are multiple choice questions (with answers) about {subject}.\\n\\n
+  {question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:``, choices ``A``..``D``
+* hellaswag: ``{activity_label}: {ctx}`` (lm-eval's preprocessing)
+* arc_easy, arc_challenge: ``Question: {question}\\nAnswer:``
+* piqa: ``Question: {goal}\\nAnswer:``
+* siqa: ``Q: {context} {question}\\nA:`` (lm-eval's ``social_iqa``)
+* commonsense_qa: ``Question: {question}\\nA. ..\\n..E. ..\\nAnswer:``, choices ``A``..``E``
+* rte: ``{premise}\\nQuestion: {hypothesis} True or False?\\nAnswer:`` (lm-eval's ``sglue_rte``)
+* cb: ``{premise}\\nQuestion: {hypothesis}. True, False, or Neither?\\nAnswer:``
+* wic: ``Sentence 1: ..\\nSentence 2: ..\\nQuestion: Is the word '..' used in the same way ..``
+* wsc: ``Passage: {text with *pronoun*}\\nQuestion: In the passage above, does the pronoun ..``
+* openbookqa: ``{question_stem}``
+* boolq: ``Passage: {passage}\\nQuestion: {question}?\\nAnswer:`` (lm-eval: no "Passage: ")
+* copa: ``{premise}, therefore|because`` (lm-eval: no comma)
 
-(boolq and copa follow the llm-foundry export in the local data; the hub path maps to the same
-text so both sources give the same prompt.)
+All but boolq and copa are lm-eval's prompts exactly (the mappers of
+:mod:`e3bench.evals.hub_schemas` quote them); metrics are the ones lm-eval reports per task
+(:attr:`MultipleChoiceTask.metrics`; ``acc_norm`` for the older tasks
+too). boolq and copa follow the llm-foundry export in the local data; the hub path maps to the
+same text so both sources give the same prompt.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import ClassVar
 from e3bench.core.api import Backend, TaskScore
 from e3bench.evals.data import (
     apply_limit,
+    file_sha256,
     load_dataset_rows,
     read_jsonl,
     resolve_local_file,
@@ -36,7 +42,18 @@ from e3bench.evals.data import (
     validate_rows,
 )
 from e3bench.core.errors import E3Error
-from e3bench.evals.tasks.base import MCItem, check_backend, mc_score, mean, mean_stderr, score_multiple_choice
+from e3bench.evals.tasks.base import (
+    MCItem,
+    bootstrap_stderr,
+    check_backend,
+    file_task_label,
+    limit_details,
+    macro_f1,
+    mc_score,
+    mean,
+    mean_stderr,
+    score_multiple_choice,
+)
 
 LOGLIK = frozenset({"loglikelihood"})
 
@@ -49,6 +66,7 @@ class MultipleChoiceTask:
     dataset: ClassVar[str] = ""
     split: ClassVar[str] = "test"
     suffix: ClassVar[str] = ""  # appended to the query (e.g. "\nAnswer:")
+    metrics: ClassVar[tuple[str, ...]] = ("acc", "acc_norm")  # the metrics lm-eval reports
 
     def __init__(self, *, data_dir: str | os.PathLike | None = None, sample: bool = False) -> None:
         self.data_dir = data_dir
@@ -76,16 +94,10 @@ class MultipleChoiceTask:
         check_backend(backend, self.name, self.requires)
         items = self.items(limit=limit, seed=seed)
         rows = score_multiple_choice(backend, items)
-        return mc_score(self.name, rows, self._details(limit, seed))
+        return mc_score(self.name, rows, self._details(limit, seed), self.metrics)
 
     def _details(self, limit: int | None, seed: int) -> dict:
-        return {
-            "scoring": "loglikelihood",
-            "limit": limit,
-            "subset": "seeded-sample" if self.sample and limit is not None else "first-n",
-            "seed": seed,
-            "num_fewshot": 0,
-        }
+        return {"scoring": "loglikelihood", **limit_details(limit, seed, self.sample), "num_fewshot": 0}
 
 
 class HellaSwag(MultipleChoiceTask):
@@ -126,11 +138,89 @@ class OpenBookQA(MultipleChoiceTask):
     dataset = "openbookqa"
 
 
+class ArcChallenge(ArcEasy):
+    """ARC-Challenge test (lm-eval's ``arc_challenge``)."""
+
+    name = "arc_challenge"
+    dataset = "arc_challenge"
+
+
+class PIQA(MultipleChoiceTask):
+    """PIQA validation ("Question: {goal}\nAnswer:", two solutions)."""
+
+    name = "piqa"
+    dataset = "piqa"
+    suffix = "Answer:"  # after the local export's "Question: {goal}\n"
+
+
+class SIQA(MultipleChoiceTask):
+    """Social IQa validation (lm-eval's ``social_iqa``: "Q: {context} {question}\nA:"), acc."""
+
+    name = "siqa"
+    dataset = "siqa"
+    metrics = ("acc",)
+
+
+class CommonsenseQA(MultipleChoiceTask):
+    """CommonsenseQA validation (question with lettered options, choices ``A``..``E``), acc."""
+
+    name = "commonsense_qa"
+    dataset = "commonsense_qa"
+    metrics = ("acc",)
+
+
+class RTE(MultipleChoiceTask):
+    """SuperGLUE RTE validation (lm-eval's ``sglue_rte``: True/False), acc."""
+
+    name = "rte"
+    dataset = "rte"
+    metrics = ("acc",)
+
+
+class WiC(MultipleChoiceTask):
+    """SuperGLUE WiC validation (no/yes), acc."""
+
+    name = "wic"
+    dataset = "wic"
+    metrics = ("acc",)
+
+
+class WSC(MultipleChoiceTask):
+    """SuperGLUE WSC (``wsc.fixed``) validation (no/yes), acc."""
+
+    name = "wsc"
+    dataset = "wsc"
+    metrics = ("acc",)
+
+
+class CB(MultipleChoiceTask):
+    """SuperGLUE CommitmentBank validation (True/False/Neither): acc and ``f1`` (mean of the three
+    classes' F1, lm-eval's ``cb_multi_fi``; its standard error by a seeded bootstrap over items)."""
+
+    name = "cb"
+    dataset = "cb"
+    metrics = ("acc",)
+
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """acc (mean) and f1 (macro over the 3 classes)."""
+        score = super().evaluate(backend, limit=limit, seed=seed)
+        pairs = [(int(r["gold"]), int(r["pred"])) for r in score.samples]
+
+        def f1(ps: list[tuple[int, int]]) -> float:
+            return macro_f1([g for g, _ in ps], [p for _, p in ps], 3)
+
+        score.metrics["f1"] = f1(pairs)
+        score.stderr["f1"] = bootstrap_stderr(f1, pairs)
+        score.details["stderr_method"] = {"acc": "mean_stderr", "f1": "bootstrap, 1000 resamples, seed 1234"}
+        return score
+
+
 class JsonlMultipleChoice(MultipleChoiceTask):
     """User data: JSONL lines ``{"query": str, "choices": [str, ...], "gold": int}``.
 
     Options: ``suffix`` appended to the query (default none), ``delimiter`` between context and
-    choice (default one space, as lm-eval).
+    choice (default one space, as lm-eval), ``label`` the name it is recorded under (default
+    ``jsonl_mc[<file stem>]``). The record names the file and its SHA-256.
     """
 
     name = "jsonl_mc"
@@ -143,13 +233,23 @@ class JsonlMultipleChoice(MultipleChoiceTask):
         delimiter: str = " ",
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
+        label: str | None = None,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
         if path is None:
             raise E3Error("task 'jsonl_mc' needs a data file", "pass path=FILE.jsonl (--task jsonl_mc:path=FILE)")
         self.path = resolve_local_file(path, data_dir_=data_dir)
+        self.label = file_task_label(self.name, self.path, label)
         self.suffix_ = suffix
         self.delimiter = delimiter
+
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """As :meth:`MultipleChoiceTask.evaluate`, recorded under ``label`` with the data file."""
+        score = super().evaluate(backend, limit=limit, seed=seed)
+        score.task = self.label
+        score.details.update(task=self.name, path=str(self.path))
+        score.data_source, score.data_sha256 = str(self.path), file_sha256(self.path)
+        return score
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""

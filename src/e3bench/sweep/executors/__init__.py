@@ -6,8 +6,10 @@
 
 Executors live in :data:`e3bench.core.registry.executors`. A registered executor (built-in, or
 from the ``e3bench.executors`` entry-point group) is a class constructed with keyword options
-whose ``map(configs)`` yields one :class:`~e3bench.results.schema.ResultRecord` per config
-(:class:`e3bench.core.api.Executor`).
+whose ``map(configs)`` yields one :class:`~e3bench.results.schema.ResultRecord` per config, or
+a :class:`~e3bench.sweep.claims.Held` for one another process has claimed
+(:class:`e3bench.core.api.Executor`); it is given ``timeout_s=`` when the user sets a run timeout
+(``--timeout-s`` / the sweep file's ``timeout_s``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
 """Each run in a fresh Python subprocess: clean memory and thread state per run, and a crash,
-OOM kill or segfault loses only that run (recorded as a failed record with the stderr tail)."""
+OOM kill or segfault loses only that run (recorded as a failed record with the stderr tail).
+
+Every run is claimed first (:mod:`e3bench.sweep.claims`), so two sweeps on one folder share the
+work; it runs under the thread settings of :func:`~e3bench.sweep.executors.worker.run_env` and
+is killed (with everything it started) after ``timeout_s``, which becomes a failed record whose
+reason starts with ``timeout:``.
+"""
 
 from __future__ import annotations
 
@@ -11,38 +17,74 @@ from collections.abc import Iterator, Sequence
 from e3bench.config.run import RunConfig
 from e3bench.results import store
 from e3bench.results.schema import ResultRecord
+from e3bench.sweep.claims import Claim, Held, acquire
 from e3bench.sweep.finish import finish_run, resumable_path
+
+#: the run timeout when neither ``--timeout-s`` nor the sweep file's ``timeout_s`` sets one
+DEFAULT_TIMEOUT_S = 4 * 3600.0
 
 
 class LocalExecutor:
     """Runs each config in a fresh ``python -m e3bench.sweep.executors.worker`` subprocess
-    (``in_process=True``: in this process, for tests and debugging); ``timeout_s`` caps a run."""
+    (``in_process=True``: in this process, for tests and debugging, no timeout).
 
-    def __init__(self, *, in_process: bool = False, timeout_s: float | None = None) -> None:
+    ``timeout_s``: seconds a run may take before it is killed (None or 0: no limit).
+    ``threads``: the ``OMP_NUM_THREADS`` of the environment the sweep was started in, None when
+    it had none (default: read from this process's environment, which is the sweep's when this
+    process is the sweep; the Ray executor passes its driver's). See
+    :func:`~e3bench.sweep.executors.worker.run_env`.
+    """
+
+    def __init__(self, *, in_process: bool = False, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                 threads: int | None | str = "environment") -> None:  # fmt: skip
+        from e3bench.sweep.executors.worker import requested_threads
+
         self.in_process = in_process
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s or None
+        self.threads = requested_threads(os.environ) if threads == "environment" else threads
 
-    def run(self, cfg: RunConfig) -> ResultRecord:
-        """Run one config; its record (ok, or failed with the reason) is saved and returned."""
+    def run(self, cfg: RunConfig) -> ResultRecord | Held:
+        """Claim and run one config; its record (ok, or failed with the reason) is saved and
+        returned, or :class:`~e3bench.sweep.claims.Held` when another process has it."""
+        try:
+            claim = acquire(store.claim_path(cfg.output_dir, cfg.sweep, cfg.config_hash()), timeout_s=self.timeout_s)
+        except OSError as exc:
+            return self._failed(cfg, f"cannot claim the run in {cfg.output_dir}: {exc}")
+        if not isinstance(claim, Claim):
+            return Held(cfg, f"running in another process ({claim.describe()})")
+        try:
+            path = resumable_path(cfg)
+            done = _completed(path)
+            if done is not None:  # finished by another sweep since this one was planned
+                return Held(cfg, "completed by another process meanwhile")
+            return self._run_claimed(cfg, path)
+        finally:
+            claim.release()
+
+    def _run_claimed(self, cfg: RunConfig, path) -> ResultRecord:
         if self.in_process:
             from e3bench.sweep.executors.worker import run_and_store
 
             return run_and_store(cfg)
-        path = resumable_path(cfg)
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "e3bench.sweep.executors.worker", cfg.model_dump_json()],
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-            )
-            ok = proc.returncode == 0 and path.exists()
-            detail = "" if ok else _crash_detail(proc.returncode, proc.stderr)
-        except subprocess.TimeoutExpired:
-            ok, detail = False, f"run exceeded the executor timeout of {self.timeout_s:g} s"
-        if ok:
+        from e3bench.sweep.executors.worker import run_env
+
+        with subprocess.Popen(
+            [sys.executable, "-m", "e3bench.sweep.executors.worker", cfg.model_dump_json()],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=run_env(cfg, self.threads, os.environ),
+        ) as proc:  # fmt: skip
+            try:
+                _, stderr = proc.communicate(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_tree(proc)
+                proc.communicate()
+                return self._failed(cfg, f"timeout: the run took longer than its {self.timeout_s:g} s limit and was "
+                                         "killed (set --timeout-s, or timeout_s in the sweep file)")  # fmt: skip
+        if proc.returncode == 0 and path.exists():
             return store.load(path)
+        return self._failed(cfg, _crash_detail(proc.returncode, stderr))
+
+    def _failed(self, cfg: RunConfig, detail: str) -> ResultRecord:
         from e3bench.bench import envinfo
         from e3bench.results.schema import failed_record
 
@@ -50,10 +92,37 @@ class LocalExecutor:
         finish_run(rec, cfg, resumable=True)
         return rec
 
-    def map(self, configs: Sequence[RunConfig]) -> Iterator[ResultRecord]:
-        """Run ``configs`` one after another, yielding each record as it is kept."""
+    def map(self, configs: Sequence[RunConfig]) -> Iterator[ResultRecord | Held]:
+        """Run ``configs`` one after another, yielding each record (or Held) as it is kept."""
         for cfg in configs:
             yield self.run(cfg)
+
+
+def _completed(path) -> ResultRecord | None:
+    """The ``ok`` record at ``path``, if one is there (readable, current schema)."""
+    if not path.exists():
+        return None
+    try:
+        rec = store.load(path)
+    except Exception:  # noqa: BLE001 - an unreadable record is not a completed run
+        return None
+    return rec if rec.status == "ok" else None
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and every process it started (servers, compilers), children first."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for p in children:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.kill()
 
 
 def _crash_detail(code: int, stderr: str) -> str:

@@ -5,14 +5,57 @@
 Writes ``<output_dir>/<sweep>/<config_hash>.json`` — ``status: ok`` or, for a user error,
 ``status: failed`` with the one-line message — through :func:`e3bench.sweep.finish.finish_run`
 and exits 0 when a record was written.
+
+Threads: every executor starts this process with :func:`run_env`, so a configuration runs under
+the same thread settings whichever executor runs it (Ray gives its workers
+``OMP_NUM_THREADS=1``; a local sweep inherits the shell's): ``threads`` of the config, else the
+``OMP_NUM_THREADS`` of the environment the sweep was started in, else the physical cores this
+process may use (PyTorch's own default). ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` are set to
+that number, and the record's manifest keeps them (``thread_env``) with the ``torch_threads``
+the run had.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 from e3bench.config.run import RunConfig
 from e3bench.core.errors import E3Error
+
+#: environment variables that set the thread pools of OpenMP / MKL / OpenBLAS (torch, onnxruntime)
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def default_threads() -> int:
+    """Threads of a run that sets none: the physical cores this process may use (what PyTorch
+    picks in a fresh process), at least 1."""
+    import psutil
+
+    from e3bench.core.host import usable_logical_cpus
+
+    usable = usable_logical_cpus()
+    return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
+
+
+def requested_threads(environ: Mapping[str, str]) -> int | None:
+    """The positive ``OMP_NUM_THREADS`` of ``environ`` (the sweep's own environment), else None."""
+    try:
+        n = int(environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
+def run_env(cfg: RunConfig, requested: int | None, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment a run of ``cfg`` gets: ``base`` with every thread variable set to
+    ``cfg.threads``, else ``requested`` (see :func:`requested_threads`), else
+    :func:`default_threads`; whatever ``base`` had for them (Ray's ``1``) is replaced."""
+    n = cfg.threads or requested or default_threads()
+    env = {k: v for k, v in base.items() if k not in THREAD_VARS}
+    env.update({k: str(n) for k in THREAD_VARS})
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
 
 
 def run_and_store(cfg: RunConfig):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e3bench.core.errors import E3Error, MissingExtra
+from e3bench.core.errors import E3Error, MissingExtra, install_hint
 from e3bench.core.timing import clock
 from e3bench.energy.window import EnergyTotals
 from e3bench.train.records import ConfigResult, CurvePoint, GradNormStats
@@ -35,7 +35,7 @@ def skip_reason(spec: TrainSpec, device: str) -> str | None:
         try:
             v = metadata.version("bitsandbytes")
         except metadata.PackageNotFoundError:
-            return "bitsandbytes is not installed (pip install 'e3bench[train]')"
+            return f"bitsandbytes is not installed ({install_hint('train')})"
         major, minor = (int(x) for x in v.split(".")[:2])
         if device == "cpu" and (major, minor) < (0, 45):
             return f"bitsandbytes {v} has no CPU optimizer kernels (CPU support arrived in 0.45)"
