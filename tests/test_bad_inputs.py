@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from fakes.subproc import plugin_env
 from test_bad_inputs_security import finetuned  # noqa: F401 - a fixture: a finetune folder with a checkpoint
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -104,14 +105,6 @@ def refused(res, *needles: str, preload: bool = True) -> str:
     if preload:
         assert "· loading" not in text, text[-2000:]
     return lines[0]
-
-
-def hiding_env(tmp: Path, *modules: str) -> dict:
-    """An environment in which ``modules`` look uninstalled (a ``sitecustomize`` blocks them)."""
-    d = tmp / "hide"
-    d.mkdir(exist_ok=True)
-    (d / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules))
-    return {"PYTHONPATH": os.pathsep.join([str(d), str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.fixture(scope="module")
@@ -402,12 +395,10 @@ EXTRAS = {"sweep --executor ray": ("ray", "sweep", "e3bench[ray]"), "run --dtype
           "run --trackers mlflow": ("mlflow", "mlflow", "e3bench[trackers]")}  # fmt: skip
 
 
-@pytest.mark.parametrize("case", [
-    "sweep --executor ray", pytest.param("run --dtype int8", marks=pending("int8 extra checked before loading (h-sweep)")),
-    pytest.param("run --trackers mlflow", marks=pending("tracker extra checked before the run (h-sweep)"))])  # fmt: skip
+@pytest.mark.parametrize("case", ["sweep --executor ray", "run --dtype int8", "run --trackers mlflow"])
 def test_missing_extra_names_the_extra_before_running(place, tiny_models, case):
     module, what, hint = EXTRAS[case]
-    env = hiding_env(place.tmp, module)
+    env = plugin_env(place.tmp / "plug", hide=(module,))
     if what == "sweep":
         y = _sweep(place, tiny_models["decoder"], "name: s\n{base}grid: {}\n")
         res = place.call("sweep", y, "-o", place.out, "--executor", "ray", env=env)
@@ -452,14 +443,7 @@ def test_written_files_follow_the_umask(place):
 # --- concurrent use --------------------------------------------------------------------------
 
 
-def _fake_backend_env(place: Place) -> dict:
-    from fakes.subproc import plugin_env  # the fake backend as an installed plugin (lands with h-sweep)
-
-    return plugin_env(place.tmp / "plug")
-
-
-@pytest.mark.parametrize("case", ["L09 two ls at once", "L06 ls on a read-only folder",
-                                  pytest.param("two sweeps on one folder", marks=pending("sweep claims (h-sweep)"))])  # fmt: skip
+@pytest.mark.parametrize("case", ["L09 two ls at once", "L06 ls on a read-only folder", "two sweeps on one folder"])
 def test_concurrent_use(place, tiny_models, case):
     if case.startswith("L09"):
         for i in range(3):
@@ -482,7 +466,7 @@ def test_concurrent_use(place, tiny_models, case):
                 p.chmod(0o755 if p.is_dir() else 0o644)
         assert res.returncode == 0 and " ok " in res.stdout, res.stderr[-2000:]
     else:
-        env = _fake_backend_env(place)
+        env = plugin_env(place.tmp / "plug")
         y = _sweep(place, tiny_models["decoder"], "name: s\n{base}  backend: fake\ngrid:\n  seed: [0, 1, 2, 3]\n"
                    "  backend_options: [{prefill_s: 0.3}]\n")  # fmt: skip
         cmd = [sys.executable, "-m", "e3bench", "sweep", str(y), "-o", str(place.out)]
@@ -497,13 +481,11 @@ def test_concurrent_use(place, tiny_models, case):
 # --- hangs and limits ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param("hanging backend in a sweep times out", marks=pending("sweep run timeouts (h-sweep)")),
-    pytest.param("A93 batch that cannot fit: refused, nothing lost", marks=pending("memory check (h-runner)")),
-    pytest.param("max_seconds cap recorded", marks=pending("max_seconds recorded (h-runner)"))])  # fmt: skip
+@pytest.mark.parametrize("case", ["hanging backend in a sweep times out", "A93 batch that cannot fit: refused, nothing lost",
+                                  "max_seconds cap recorded"])  # fmt: skip
 def test_hangs_and_limits(place, tiny_models, case):
     if case.startswith("hanging"):
-        env = _fake_backend_env(place)
+        env = plugin_env(place.tmp / "plug")
         y = _sweep(place, tiny_models["decoder"], "name: s\n{base}  backend: fake\ngrid:\n"
                    "  backend_options: [{prefill_s: 3600}]\n")  # fmt: skip
         t0 = time.monotonic()
@@ -527,7 +509,6 @@ def test_hangs_and_limits(place, tiny_models, case):
 @pytest.mark.parametrize(("case", "args"), [("A35 prompt > context (RoPE)", ["--prompt-tokens", "600"]),
                                             ("A38 prompt + output > context", ["--max-new-tokens", "600"]),
                                             ("A36 prompt > context (BERT)", ["--prompt-tokens", "600"])])  # fmt: skip
-@pending("context-length check (h-runner)")
 def test_longer_than_the_context_is_refused(place, tiny_models, case, args):
     model = tiny_models["encoder" if "BERT" in case else "decoder"]
     refused(place.call("run", "-m", model, *FAST, "-o", place.out, *args, timeout=120), "512", preload=False)
@@ -553,7 +534,6 @@ def interrupted_during_measurement(cmd: list[str], log: Path, env: dict | None =
     return proc.returncode, out.read_text(), err.read_text()
 
 
-@pending("Ctrl-C message (h-runner)")
 def test_ctrl_c_says_what_was_interrupted(place, tiny_models):
     cmd = [sys.executable, "-m", "e3bench", "run", "-m", str(tiny_models["decoder"]), *FAST, "-o", str(place.out),
            "--min-iters", "100000", "--min-seconds", "600"]  # fmt: skip
@@ -567,7 +547,6 @@ def test_ctrl_c_says_what_was_interrupted(place, tiny_models):
 # --- exits and labels that tell the truth -----------------------------------------------------
 
 
-@pending("nonzero exit on failed runs (h-sweep)")
 def test_a_sweep_with_failed_runs_exits_nonzero_and_says_which(place, tiny_models):
     y = _sweep(place, tiny_models["decoder"], "name: s\n{base}grid:\n  model: [/nonexistent/model-dir, "
                f"{tiny_models['decoder']}]\n")  # fmt: skip
@@ -578,7 +557,6 @@ def test_a_sweep_with_failed_runs_exits_nonzero_and_says_which(place, tiny_model
     assert statuses == ["failed", "ok"]  # the good configuration kept
 
 
-@pending("labels include backend options (h-sweep)")
 def test_sweep_labels_tell_configurations_apart(place, tiny_models):
     y = _sweep(place, tiny_models["decoder"], "name: s\n{base}grid:\n  backend_options: [{compile: false}, {compile: true}]\n")
     res = place.call("sweep", y, "-o", place.out, "--dry-run")
