@@ -86,3 +86,47 @@ def test_kill9_during_a_folder_build_leaves_a_complete_folder(tmp_path):
 def _complete(d: Path) -> bool:
     a, b = d / "a.bin", d / "b.bin"
     return a.is_file() and b.is_file() and _whole(a.read_bytes()) and a.read_bytes() == b.read_bytes()
+
+
+SRC = ROOT / "src" / "e3bench"
+WRITERS = {"write_text", "write_bytes", "savefig", "save_pretrained", "to_csv", "to_parquet", "save"}
+#: writes that are atomic by another route (module: why)
+ATOMIC_ELSEWHERE = {
+    "core/fsutil.py": "the atomic writers themselves",
+    "sweep/claims.py": "a claim is written to a temporary name and hard-linked into place (os.link)",
+    "backends/onnx_export.py": "writes only into the folder onnxrt builds with atomic_dir (argv)",
+    "core/host.py": "/proc/self/clear_refs, not a file on disk",
+}
+
+
+def test_every_file_write_in_src_is_atomic():
+    """The kind, everywhere: in ``src/e3bench`` a file is written only through
+    ``core.fsutil`` (``atomic_write_*``), into the temporary folder of an ``atomic_dir``
+    (``tmp / ...``), or into an in-memory buffer. Before: ``train``'s loss_curves.png was
+    ``savefig(path)`` (a kill -9 left half a PNG)."""
+    import ast
+
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = str(path.relative_to(SRC))
+        if rel in ATOMIC_ELSEWHERE:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            if isinstance(f, ast.Name) and f.id == "open":
+                mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+                if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
+                    bad.append(f"{rel}:{node.lineno} open(..., {mode.value!r})")
+                continue
+            if not (isinstance(f, ast.Attribute) and f.attr in WRITERS):
+                continue
+            if f.attr == "save" and not (isinstance(f.value, ast.Name) and f.value.id == "torch"):
+                continue  # only torch.save writes a file among the .save(...) calls
+            where = f.value if f.attr in ("write_text", "write_bytes") else node.args[1 if f.attr == "save" else 0]
+            target = ast.get_source_segment(text, where) or ""
+            if not target.startswith(("tmp", "str(tmp)", "buf")):
+                bad.append(f"{rel}:{node.lineno} {ast.get_source_segment(text, node)[:80]}")
+    assert bad == []
