@@ -311,3 +311,14 @@ def test_sweep_dry_run_labels_include_backend_options(tmp_path):
                   console=Console(file=fh, width=200))  # fmt: skip
     would = [ln.split(" [")[0:2] for ln in out.read_text().splitlines() if "would run" in ln]
     assert [w[1] for w in would] == ["width=2]", "width=4]"]
+
+
+def test_a_damaged_claim_file_goes_stale(tmp_path):
+    from e3bench.sweep.claims import GRACE_S, Claim, Holder, acquire
+
+    path = tmp_path / "x.claim"
+    path.write_text("{not json")
+    assert isinstance(acquire(path, timeout_s=10), Holder)  # fresh: someone may be using it
+    old = time.time() - 3 * GRACE_S
+    os.utime(path, (old, old))
+    assert isinstance(acquire(path, timeout_s=10), Claim)
