@@ -259,11 +259,11 @@ def main() -> int:
         }
         summary.append(line)
         print(
-            f"{task:10s} n={n:4d}  lm-eval {line['lm_eval_items_per_s']:6.2f} ex/s  "
+            f"{task:14s} n={n:4d}  lm-eval {line['lm_eval_items_per_s']:6.2f} ex/s  "
             f"e3bench {line['e3bench_items_per_s']:6.2f} ex/s  speed-up {line['speedup_end_to_end']:.2f}x "
             f"(scoring only {line['speedup_scoring']:.2f}x)  predictions identical: {agree} "
-            f"(max |Δ loglik| {max_dll:.1e}; acc {line['acc_e3bench']:.3f} vs {line['acc_lm_eval']:.3f}, "
-            f"acc_norm {line['acc_norm_e3bench']:.3f} vs {line['acc_norm_lm_eval']:.3f}"
+            f"(max |Δ loglik| {max_dll:.1e}; acc {line['acc_e3bench']:.3f} vs {line['acc_lm_eval']:.3f}"
+            + (f", acc_norm {e3_norm:.3f} vs {line['acc_norm_lm_eval']:.3f}" if lm_norm else "")
             + (f", perplexity {extra['perplexity_e3bench']:.4g} vs {extra['perplexity_lm_eval']:.4g}" if extra else "")
             + ")",
             flush=True,
@@ -272,7 +272,7 @@ def main() -> int:
     tot_e3 = sum(x["items"] / x["e3bench_items_per_s"] for x in summary)
     items = sum(x["items"] for x in summary)
     print(
-        f"overall    n={items:4d}  lm-eval {items / tot_lm:6.2f} ex/s  e3bench {items / tot_e3:6.2f} ex/s  "
+        f"overall        n={items:4d}  lm-eval {items / tot_lm:6.2f} ex/s  e3bench {items / tot_e3:6.2f} ex/s  "
         f"speed-up {tot_lm / tot_e3:.2f}x  all predictions identical: {all(x['predictions_identical'] for x in summary)}"
     )
     print("JSON " + json.dumps({"lm_eval_batch_size": args.lm_eval_batch_size, "threads": torch.get_num_threads(),

@@ -25,6 +25,24 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def varied_decoder(tiny_models, tmp_path_factory) -> Path:
+    """The tiny Llama fixture's config and tokenizer with weights at std 0.3: unlike the
+    fixture's, its greedy output varies with the prompt and the position, so a wrong mask,
+    position or cache shows up as different tokens."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    src = tiny_models["decoder"]
+    out = tmp_path_factory.mktemp("varied") / "tiny-llama-varied"
+    cfg = AutoConfig.from_pretrained(src)
+    cfg.initializer_range = 0.3
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).eval().save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def bundled_gguf() -> Path:
     from e3bench.backends.models import ALIASES, bundled_gguf_path
 

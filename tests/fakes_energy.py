@@ -16,10 +16,12 @@ class FakeNvml:
     """Stands in for the ``pynvml`` module: the calls NvmlMeter makes, with NVML's units.
 
     Power is piecewise constant (``set_power``); the energy counter (mJ) is its exact integral,
-    advanced only every ``counter_period_s`` like the real one (0 = continuous). Power usage
-    is the mean over the last ``power_average_s`` (Ampere and newer report a ~1 s average;
-    0 = instantaneous). ``lost = True`` makes every device call raise GPU_IS_LOST, as a GPU
-    falling off the bus does.
+    advanced only every ``counter_period_s`` (default 100 ms, the slow end of real GPUs: tens of
+    ms to 100 ms) on a grid offset by ``counter_phase_s`` from the fake's creation, like the real
+    one; 0 = continuous, for tests of something else. Power usage is the mean over the last
+    ``power_average_s`` (default 1 s: Ampere and newer report a ~1 s moving average; 0 =
+    instantaneous). ``lost = True`` makes every device call raise GPU_IS_LOST, as a GPU falling
+    off the bus does.
     """
 
     NVML_ERROR_UNINITIALIZED = 1
@@ -52,12 +54,14 @@ class FakeNvml:
         energy_supported: bool = True,
         power_supported: bool = True,
         init_error: int | None = None,
-        counter_period_s: float = 0.0,
+        counter_period_s: float = 0.1,
+        counter_phase_s: float = 0.037,
         name: str = "NVIDIA H100 80GB HBM3",
         power_limit_w: float = 700.0,
-        power_average_s: float = 0.0,
+        power_average_s: float = 1.0,
     ) -> None:
         self.power_average_s = power_average_s
+        self.counter_phase_s = counter_phase_s
         self.n_gpus = gpus
         self.energy_supported = energy_supported
         self.power_supported = power_supported
@@ -153,11 +157,12 @@ class FakeNvml:
         if not self.power_supported:
             raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)
         with self._lock:
-            if self.power_average_s > 0:
+            if self.power_average_s > 0:  # before the fake existed the GPU drew its first power
                 t1 = time.perf_counter()
-                t0 = max(t1 - self.power_average_s, self._segments[handle][0][0])
-                if t1 > t0:
-                    return int((self._integral_mj(handle, t1) - self._integral_mj(handle, t0)) / (t1 - t0))
+                t0 = t1 - self.power_average_s
+                start, p0 = self._segments[handle][0]
+                before_mj = p0 * max(start - t0, 0.0) * 1000.0
+                return int((self._integral_mj(handle, t1) - self._integral_mj(handle, t0) + before_mj) / (t1 - t0))
             return int(self._segments[handle][-1][1] * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
@@ -167,8 +172,8 @@ class FakeNvml:
             raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)
         with self._lock:
             t_s = time.perf_counter()
-            if self.counter_period_s > 0:
-                t0 = self._segments[handle][0][0]
+            if self.counter_period_s > 0:  # the value of the counter's last update
+                t0 = self._segments[handle][0][0] + self.counter_phase_s - self.counter_period_s
                 t_s = t0 + (t_s - t0) // self.counter_period_s * self.counter_period_s
             return int(self._offset_mj[handle] + self._integral_mj(handle, t_s))
 

@@ -64,6 +64,7 @@ def test_streaming_steps_and_batch(fake, tiny_models):
     gens = b.generate(prompts, GenParams(max_new_tokens=5), on_token=steps.append)
     assert steps == [1, 2, 3, 4, 5] and [len(g.token_ids) for g in gens] == [5, 5]
     assert b.engine.steps == 5  # one engine step per token: prefill emits the first
+    assert b.engine.batch_sizes == [2] * 5  # both requests in every forward
     b.close()
     assert b.engine is None
 
@@ -233,3 +234,101 @@ def test_parameter_count_from_safetensors_headers(tiny_models):
     model = AutoModelForCausalLM.from_pretrained(tiny_models["decoder"], dtype=torch.float32)
     n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     assert _param_counts(tiny_models["decoder"]) == (n, 4 * n)  # tied embedding stored once
+
+
+# ------------------------------------------------------- the fake behaves like vLLM V1's engine
+def _engine(tiny_models, **kw):
+    from fakes import vllm_fake
+
+    return vllm_fake.LLMEngine(vllm_fake.EngineArgs(model=str(tiny_models["decoder"]), **kw))
+
+
+def _scripted(monkeypatch, engine, script: list[int]) -> None:
+    """The model 'chooses' ``script`` (one list for every request): stopping logic under test."""
+    monkeypatch.setattr(engine, "_choose", lambda r, logits: script[len(r.out)])
+
+
+def _run_engine(engine, prompts, sp):
+    for i, p in enumerate(prompts):
+        engine.add_request(f"r{i}", {"prompt_token_ids": p}, sp)
+    last = {}
+    while engine.has_unfinished_requests():
+        for o in engine.step():
+            last[o.request_id] = o
+    return [last[f"r{i}"].outputs[0] for i in range(len(prompts))]
+
+
+def test_fake_engine_batches_up_to_max_num_seqs(tiny_models):
+    """Each step is one forward over the unfinished requests, oldest first, at most
+    max_num_seqs of them; a waiting request joins when a slot frees (continuous batching)."""
+    from fakes.vllm_fake import SamplingParams
+
+    eng = _engine(tiny_models, max_num_seqs=2)
+    tok = eng.tokenizer
+    prompts = [tok.encode("the quick brown fox"), tok.encode("hi"), tok.encode("energy is")]
+    sp = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (2, 4, 3)]
+    for i, (p, s) in enumerate(zip(prompts, sp, strict=True)):
+        eng.add_request(f"r{i}", {"prompt_token_ids": p}, s)
+    seen = []
+    while eng.has_unfinished_requests():
+        seen.append(sorted(o.request_id for o in eng.step()))
+    # r0 ends after 2 tokens, r2 starts in step 3 and needs 3 steps; r1 ends in step 4
+    assert seen == [["r0", "r1"], ["r0", "r1"], ["r1", "r2"], ["r1", "r2"], ["r2"]]
+    assert eng.batch_sizes == [2, 2, 2, 2, 1]
+
+
+def test_fake_engine_batch_gives_each_rows_own_tokens(varied_decoder):
+    """Left padding and masks: a request batched with a longer one gets the tokens it gets alone."""
+    from fakes.vllm_fake import SamplingParams
+
+    models = {"decoder": varied_decoder}
+    eng = _engine(models)
+    tok = eng.tokenizer
+    a, c = tok.encode("energy is measured in joules"), tok.encode("latency")
+    sp = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    (alone,) = _run_engine(eng, [c], sp)
+    both = _run_engine(_engine(models), [a, c], sp)
+    assert len(set(alone.token_ids)) > 2, "degenerate model: the check would prove little"
+    assert both[1].token_ids == alone.token_ids and both[0].token_ids != alone.token_ids
+
+
+def test_fake_engine_stop_reason_and_finish_order(tiny_models, monkeypatch):
+    """V1: max_tokens is checked before EOS (an EOS on the last allowed token is "length");
+    EOS → "stop" with stop_reason None and the EOS kept in token_ids; a stop string → "stop"
+    with stop_reason the string, also on the last allowed token."""
+    from fakes.vllm_fake import SamplingParams
+
+    eng = _engine(tiny_models)
+    tok = eng.tokenizer
+    eos = tok.eos_token_id
+    words = tok.encode(" fox dog fox watts", add_special_tokens=False)
+    prompt = [tok.encode("the quick")]
+    _scripted(monkeypatch, eng, [*words[:2], eos])
+    (c,) = _run_engine(eng, prompt, SamplingParams(max_tokens=3, temperature=0.0))
+    assert (c.finish_reason, c.stop_reason, c.token_ids) == ("length", None, [*words[:2], eos])
+    (c,) = _run_engine(eng, prompt, SamplingParams(max_tokens=5, temperature=0.0))
+    assert (c.finish_reason, c.stop_reason, c.token_ids) == ("stop", None, [*words[:2], eos])
+    assert c.text == tok.decode(words[:2], skip_special_tokens=True)
+    _scripted(monkeypatch, eng, words)
+    (c,) = _run_engine(eng, prompt, SamplingParams(max_tokens=4, temperature=0.0, stop=["watts"]))
+    assert (c.finish_reason, c.stop_reason, c.token_ids) == ("stop", "watts", words)
+    assert c.text == tok.decode(words[:3]) + " "
+
+
+def test_fake_engine_stop_strings_ignore_text_before_min_tokens(tiny_models, monkeypatch):
+    """vLLM (PR 22014, tests/detokenizer/test_min_tokens.py): a stop string in the text of the
+    first min_tokens tokens never ends the request, not even later; one produced after does."""
+    from fakes.vllm_fake import SamplingParams
+
+    eng = _engine(tiny_models)
+    tok = eng.tokenizer
+    words = tok.encode(" fox dog fox watts dog", add_special_tokens=False)
+    _scripted(monkeypatch, eng, words)
+    prompt = [tok.encode("the quick")]
+    (free,) = _run_engine(eng, prompt, SamplingParams(max_tokens=5, temperature=0.0, stop=["fox"]))
+    assert (free.stop_reason, free.text, len(free.token_ids)) == ("fox", " ", 1)
+    (late,) = _run_engine(eng, prompt, SamplingParams(max_tokens=5, temperature=0.0, stop=["fox"], min_tokens=1))
+    assert (late.stop_reason, late.token_ids) == ("fox", words[:3])
+    assert late.text == tok.decode(words[:2]) + " "
+    (never,) = _run_engine(eng, prompt, SamplingParams(max_tokens=5, temperature=0.0, stop=["fox"], min_tokens=3))
+    assert (never.finish_reason, never.stop_reason, never.token_ids) == ("length", None, words)

@@ -327,7 +327,8 @@ def test_config_hash_without_the_flag_is_unchanged():
     from e3bench.core.ids import stable_hash
 
     cfg = RunConfig()
-    old = cfg.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers", "trust_remote_code"})
+    old = cfg.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers", "trust_remote_code",
+                                 "num_fewshot", "include_path", "meter_timeout_s"})
     assert cfg.config_hash() == stable_hash(old)
     assert "trust_remote_code" in RunConfig(trust_remote_code=True).identity()
 

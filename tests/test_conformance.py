@@ -73,22 +73,6 @@ def _make(name: str, cache_dir: Path) -> Backend:
     return cls(cache_dir=str(cache_dir), threads=2)
 
 
-@pytest.fixture(scope="module")
-def varied_decoder(tiny_models, tmp_path_factory) -> Path:
-    """The tiny Llama fixture's config and tokenizer with weights at std 0.3 (non-degenerate)."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-
-    src = tiny_models["decoder"]
-    out = tmp_path_factory.mktemp("conformance") / "tiny-llama-varied"
-    cfg = AutoConfig.from_pretrained(src)
-    cfg.initializer_range = 0.3
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).eval().save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    return out
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch):
     """vLLM's API backed by a real CPU model (see fakes.vllm_fake), CUDA pretended."""
@@ -123,12 +107,12 @@ def _reference(path: str, prompts_text, requests, tmp_path):
 
 
 def _close(got, want, tol: float, greedy_exact: bool) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert g.n_tokens == w.n_tokens
-        assert g.logprob == pytest.approx(w.logprob, abs=tol)
-        if greedy_exact:
-            assert g.is_greedy == w.is_greedy
+    """Same token counts, log-probabilities within ``tol``; ``is_greedy`` identical, or (other
+    numerics: a near-tie may flip) different on at most one request."""
+    assert [g.n_tokens for g in got] == [w.n_tokens for w in want]
+    assert [g.logprob for g in got] == pytest.approx([w.logprob for w in want], abs=tol)
+    flips = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g.is_greedy != w.is_greedy]
+    assert len(flips) <= (0 if greedy_exact else 1), f"is_greedy differs on requests {flips}"
 
 
 def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref, ll_tol, greedy_exact=True):
@@ -171,7 +155,13 @@ def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref
     with pytest.raises(E3Error, match="empty context or continuation"):
         backend.loglikelihood([("The quick brown fox", "")])
     peak, how = backend.peak_memory()
-    assert (peak is None or (isinstance(peak, int) and peak > 0)) and how
+    import torch
+
+    counts = device == "cuda" and torch.cuda.is_available() and backend.name in ("pytorch", "pytorch-compile", "vllm")
+    if counts:  # torch.cuda.max_memory_allocated, or vLLM's labelled reservation
+        assert isinstance(peak, int) and peak > 0 and ("max_memory_allocated" in how or how.startswith("reserved")), how
+    else:  # no counter: no number, and the reason says so
+        assert peak is None and how.startswith(("not available", "not measured")), (peak, how)
     backend.synchronize()
     backend.close()
 

@@ -131,7 +131,7 @@ def _check_own_task(name, score, ref):
         assert score.metrics[metric] == pytest.approx(float(value)), f"{name} {metric}"
 
 
-def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_shot_n, own_limit=8):
+def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_shot_n, own_limit=6):
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -221,5 +221,5 @@ def _bundled_model_dir() -> Path:
 @pytest.mark.heavy
 def test_agreement_bundled_model(tmp_path):
     model_dir = _bundled_model_dir()
-    report = _agree(model_dir, tmp_path, limit=20, mmlu_per_subject=2, mmlu_subjects=10, five_shot_n=5)
+    report = _agree(model_dir, tmp_path, limit=20, mmlu_per_subject=2, mmlu_subjects=10, five_shot_n=5, own_limit=20)
     print(report)

@@ -89,21 +89,77 @@ def test_hub_offline_is_a_clear_error(monkeypatch):
     assert "Hugging Face hub" in ei.value.problem and "local directory" in ei.value.fix
 
 
-def test_peak_memory_says_how_it_was_obtained(decoder, monkeypatch):
-    """On CUDA the figure is torch's allocator peak, labelled so; on the CPU there is none."""
+def _argmax_continuation(model, prompt: list[int], steps: int, eos: int | None, *, decoder_start: int | None = None) -> list[int]:
+    """The greedy continuation computed the slow, obvious way: a full forward of the whole
+    sequence per step (no KV cache, no padding), EOS masked (fixed-length speed runs)."""
     import torch
 
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            if decoder_start is None:
+                logits = model(torch.tensor([prompt + out])).logits[0, -1]
+            else:
+                logits = model(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([[decoder_start, *out]])).logits[0, -1]
+            if eos is not None:
+                logits[eos] = -float("inf")
+            out.append(int(logits.argmax()))
+    return out
+
+
+def test_generated_tokens_are_the_models_greedy_choice(varied_decoder):
+    """Batched KV-cached decoding with left padding gives, for every row, exactly the tokens a
+    cache-free argmax loop over the model gives; the text is their decoding."""
+    b = PyTorchBackend()
+    b.load(resolve(str(varied_decoder)), "fp32", "cpu")
+    prompts = [b.encode("the quick brown fox jumps"), b.encode("watts"), b.encode("energy is measured in joules per token")]
+    gens = b.generate(prompts, GenParams(max_new_tokens=8))
+    want = [_argmax_continuation(b.model, p, 8, b.tokenizer.eos_token_id) for p in prompts]
+    assert len({tuple(w) for w in want}) > 1, "degenerate fixture: every prompt gives the same tokens"
+    assert [g.token_ids for g in gens] == want
+    assert [g.text for g in gens] == [b.decode(w) for w in want]
+    assert [g.finish_reason for g in gens] == ["length"] * 3
+    b.close()
+
+
+def test_encoder_decoder_tokens_are_the_models_greedy_choice(tiny_models):
+    b = PyTorchBackend()
+    b.load(resolve(str(tiny_models["encoder-decoder"])), "fp32", "cpu")
+    prompts = [b.encode("hello world"), b.encode("energy per token")]
+    gens = b.generate(prompts, GenParams(max_new_tokens=5))
+    start = b.model.config.decoder_start_token_id
+    want = [_argmax_continuation(b.model, p, 5, b.tokenizer.eos_token_id, decoder_start=start) for p in prompts]
+    assert [g.token_ids for g in gens] == want
+    b.close()
+
+
+def test_peak_memory_on_the_cpu_is_no_number(decoder):
+    """On the CPU there is no device counter: no number, and the reason (host RSS is the
+    runner's job)."""
     b, _ = decoder
-    assert b.device == "cpu" and b.load_info is not None and b.architecture == "decoder-only"
-    peak, how = b.peak_memory()
-    assert peak is None and "CPU" in how  # host RSS is the runner's job
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 123)
-    saved = b._torch_device
-    b._torch_device = torch.device("cuda:0")
-    try:
-        assert b.peak_memory() == (123, "torch.cuda.max_memory_allocated since after load")
-    finally:
-        b._torch_device = saved
+    assert b.device == "cpu"
+    assert b.peak_memory() == (None, "not measured: the model runs on the CPU (host RSS is recorded separately)")
+
+
+def test_peak_memory_on_cuda_is_the_allocator_peak_since_reset(tiny_models):
+    """On CUDA: at least the weights after load, grows by a 256 MiB buffer allocated and freed
+    inside the window, and drops back after reset_peak_memory."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    b = PyTorchBackend()
+    info = b.load(resolve(str(tiny_models["decoder"])), "fp32", "cuda")
+    b.reset_peak_memory()
+    base, how = b.peak_memory()
+    assert how == "torch.cuda.max_memory_allocated since after load" and base >= info.weights_bytes
+    buf = torch.empty(256 * 2**20, dtype=torch.uint8, device=b._torch_device)
+    del buf
+    grown, _ = b.peak_memory()
+    assert grown >= base + 256 * 2**20
+    b.reset_peak_memory()
+    assert b.peak_memory()[0] < base + 256 * 2**20
+    b.close()
 
 
 # ----------------------------------------------------------------- int8 / int4 (torchao)

@@ -202,7 +202,16 @@ def test_report_files_and_content(report_results):
     assert "Executive summary" in md and "Pareto-optimal" in md and "example failure" in md
     (cmp,) = rep.comparisons
     assert cmp.reference.endswith("fp32 cpu") and cmp.variant.endswith("bf16 cpu")
-    assert cmp.quality_retained_pct is not None and cmp.quality_ok in (True, False)
+    # the comparison is the records' own scores: bf16 accuracy / fp32 accuracy, PASS at ≥ 99 %
+    acc = {}
+    for f in report_results.rglob("*.json"):
+        r = json.loads(f.read_text())
+        if isinstance(r, dict) and r.get("status") == "ok" and "effectiveness" in r:
+            acc[r["config"]["dtype"]] = r["effectiveness"][0]["metrics"]["acc"]
+    assert acc["fp32"] > 0
+    want = 100 * acc["bf16"] / acc["fp32"]
+    assert cmp.quality_retained_pct == pytest.approx(want, rel=1e-12)
+    assert cmp.quality_ok is (want >= 99)
     html = (rep.out_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
     tex = (rep.out_dir / "table.tex").read_text()
@@ -407,3 +416,19 @@ def test_executor_without_its_extra_fails_before_the_plan_runs(tmp_path):
     finally:
         registry.executors.unregister("needs_x")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("variant_acc", "retained", "ok"), [(0.495, 99.0, True), (0.4945, 98.9, False), (0.6, 120.0, True)])
+def test_quality_ok_is_the_99_percent_rule_on_every_task(variant_acc, retained, ok):
+    """MLPerf's rule of thumb: a variant passes when it keeps ≥ 99 % of the reference's score on
+    every common task; the retained figure is the mean of the per-task ratios."""
+    from e3bench.report.compare import ConfigSummary, compare_to_reference
+
+    def summary(dtype, mc):
+        return ConfigSummary(label=f"m {dtype}", model="m", backend="pytorch", dtype=dtype, device="cpu", run_id=dtype,
+                             task_scores={"mc": ("acc", mc, None), "ppl_task": ("acc", 0.25, None)})  # fmt: skip
+
+    (cmp,) = compare_to_reference([summary("fp32", 0.5), summary("int8", variant_acc)])
+    assert cmp.per_task_retained_pct == pytest.approx({"mc": retained, "ppl_task": 100.0})
+    assert cmp.quality_retained_pct == pytest.approx((retained + 100) / 2)
+    assert cmp.quality_ok is ok

@@ -24,6 +24,9 @@ class Fake:
     def encode(self, text):
         return [ord(c) for c in text]
 
+    def encode_context(self, text, *, max_new_tokens):
+        return self.encode(text), False
+
     def loglikelihood(self, requests):
         return [LogLik(-float(len(c)), len(c) == 2, len(c)) for _, c in requests]
 

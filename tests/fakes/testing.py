@@ -193,6 +193,9 @@ class FakeBackend:
     def encode(self, text: str) -> list[int]:
         return [ord(c) % self.vocab for c in text]
 
+    def encode_context(self, text: str, *, max_new_tokens: int) -> tuple[list[int], bool]:
+        return self.encode(text), False
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(97 + (t % 26)) for t in token_ids)
 

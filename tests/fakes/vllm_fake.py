@@ -2,15 +2,28 @@
 tests on machines without a GPU.
 
 It is *not* a mock that returns canned values: :class:`LLMEngine` runs a real transformers
-model on the CPU, step by step, with vLLM's request life cycle — ``add_request`` queues,
-each ``step()`` prefills new requests (emitting their first token, as vLLM V1 does) and decodes
-one token for every running one, and returns **cumulative** ``RequestOutput`` objects
-(``outputs[0].token_ids`` grows, ``finished`` flips on the last one). ``SamplingParams``
-validates like vLLM's (``max_tokens >= 1``, ``temperature >= 0``, ...) and honours
-``min_tokens`` / ``ignore_eos`` / ``prompt_logprobs`` with vLLM's ``Logprob(logprob, rank,
-decoded_token)`` entries (position 0 is ``None``). As in vLLM, a finished output's ``token_ids``
-include the EOS that ended it (its ``text`` does not), ``stop_reason`` is the matched stop string
-(``None`` for EOS), and stop strings are only checked once ``min_tokens`` tokens are out.
+model on the CPU, step by step, with vLLM V1's request life cycle — ``add_request`` queues; each
+``step()`` schedules up to ``max_num_seqs`` unfinished requests (oldest first) and runs them as
+**one batch** (new requests are prefilled and emit their first token in the same forward as the
+running ones decode, as V1's mixed prefill/decode batches do); it returns **cumulative**
+``RequestOutput`` objects (``outputs[0].token_ids`` grows, ``finished`` flips on the last one)
+for the requests it ran. The batch is computed without a KV cache: every row is its whole
+sequence, left-padded with an attention mask and position ids, so padding and batch
+composition are exercised as in any batched engine. ``engine.batch_sizes`` records the rows of
+each forward.
+
+Stopping follows V1 (``v1/core/sched/utils.check_stop`` then the output processor's
+detokenizer): ``max_tokens`` reached → ``finish_reason="length"``, checked first; else EOS (not
+``ignore_eos``) → ``"stop"`` with ``stop_reason=None``, its token kept in ``token_ids`` and left
+out of ``text``; EOS (and sampling of it) is masked until ``min_tokens`` tokens are out
+(``MinTokensLogitsProcessor``). Stop strings are searched only once more than ``min_tokens``
+tokens are out, and only in text that the tokens after ``min_tokens`` produced (a match must end
+in the new text: vLLM's ``check_stop_strings`` window); the first string of ``stop`` (in list
+order) that matches wins, the text is cut before it, ``finish_reason="stop"`` and
+``stop_reason`` is the string — even on the ``max_tokens``-th token. ``SamplingParams``
+validates like vLLM's (``max_tokens >= 1``, ``temperature >= 0``, ...) and
+``prompt_logprobs`` come as vLLM's ``Logprob(logprob, rank, decoded_token)`` entries
+(position 0 is ``None``).
 
 ``install()`` puts it in ``sys.modules`` as ``vllm`` and ``vllm.inputs``.
 """
@@ -37,6 +50,7 @@ class EngineArgs:
     disable_log_stats: bool = False
     quantization: str | None = None
     trust_remote_code: bool = False
+    max_num_seqs: int = 256  # V1's default for the LLM class on a GPU: requests per batch
 
 
 @dataclass
@@ -103,9 +117,9 @@ class _Req:
     prompt: list[int]
     sp: SamplingParams
     out: list[int] = field(default_factory=list)
-    past: Any = None
-    next_logits: Any = None
     prompt_logprobs: list | None = None
+    text: str = ""
+    check_from: int = 0  # stop strings must end after this character (vLLM's search window)
     finished: bool = False
     finish_reason: str | None = None
     stop_reason: int | str | None = None
@@ -138,7 +152,9 @@ class LLMEngine:
         self.model_config = _ModelConfig(cfg, args.max_model_len or cfg.max_position_embeddings)
         self.engine_core = _Core()
         self.requests: dict[str, _Req] = {}
+        self.max_num_seqs = args.max_num_seqs
         self.steps = 0
+        self.batch_sizes: list[int] = []  # rows of each step's forward
 
     @classmethod
     def from_engine_args(cls, engine_args: EngineArgs) -> LLMEngine:
@@ -159,7 +175,7 @@ class LLMEngine:
         self.requests[request_id] = _Req(request_id, ids, params)
 
     def has_unfinished_requests(self) -> bool:
-        return any(not r.finished for r in self.requests.values())
+        return bool(self.requests)
 
     def _choose(self, r: _Req, logits) -> int:
         import torch
@@ -173,57 +189,80 @@ class LLMEngine:
         g = torch.Generator().manual_seed((r.sp.seed or 0) + len(r.out))
         return int(torch.multinomial(torch.softmax(x / r.sp.temperature, -1), 1, generator=g))
 
+    def _forward(self, batch: list[_Req]):
+        """One forward over the batch: rows left-padded to the longest sequence, with an
+        attention mask and position ids. Returns the logits [rows, length, vocab] and the pads."""
+        import torch
+
+        seqs = [r.prompt + r.out for r in batch]
+        width = max(map(len, seqs))
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pads = [width - len(q) for q in seqs]
+        ids = torch.tensor([[pad_id] * p + q for p, q in zip(pads, seqs, strict=True)])
+        mask = torch.tensor([[0] * p + [1] * len(q) for p, q in zip(pads, seqs, strict=True)])
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits.float()
+        return logits, pads
+
+    def _prompt_logprobs(self, r: _Req, logits, pad: int) -> None:
+        import torch
+
+        lp = torch.log_softmax(logits[pad : pad + len(r.prompt)], -1)
+        r.prompt_logprobs = [None]
+        for pos in range(1, len(r.prompt)):
+            row = lp[pos - 1]
+            tok = r.prompt[pos]
+            rank = int((row > row[tok]).sum()) + 1
+            entry = {tok: Logprob(float(row[tok]), rank)}
+            top = int(row.argmax())
+            entry.setdefault(top, Logprob(float(row[top]), 1))
+            r.prompt_logprobs.append(entry)
+
+    def _finish(self, r: _Req) -> None:
+        """V1's check_stop (length, then EOS), then the detokenizer's stop strings."""
+        eos = self.tokenizer.eos_token_id
+        tok = r.out[-1]
+        eos_stop = False
+        if len(r.out) >= (r.sp.max_tokens or 16):
+            r.finished, r.finish_reason = True, "length"
+        elif not r.sp.ignore_eos and tok == eos:
+            r.finished, r.finish_reason, eos_stop = True, "stop", True
+        if not r.sp.detokenize:
+            return
+        r.text = self.tokenizer.decode(r.out[:-1] if eos_stop else r.out, skip_special_tokens=True)
+        if eos_stop or not r.sp.stop:
+            return
+        if len(r.out) <= r.sp.min_tokens:
+            r.check_from = len(r.text)  # text of the first min_tokens tokens is never searched
+            return
+        for s in r.sp.stop:
+            i = r.text.find(s, max(0, r.check_from - len(s) + 1))
+            if i != -1:
+                r.text = r.text[:i]
+                r.finished, r.finish_reason, r.stop_reason = True, "stop", s
+                return
+        r.check_from = len(r.text)
+
     def step(self) -> list[RequestOutput]:
         import torch
 
         self.steps += 1
-        outs = []
+        batch = [r for r in self.requests.values() if not r.finished][: self.max_num_seqs]
+        if not batch:
+            return []
+        self.batch_sizes.append(len(batch))
         with torch.inference_mode():
-            for r in [r for r in self.requests.values() if not r.finished]:
-                if r.past is None:  # prefill: the whole prompt, first token comes with it
-                    res = self.model(input_ids=torch.tensor([r.prompt]), use_cache=True)
-                    logits = res.logits[0].float()
-                    if r.sp.prompt_logprobs is not None:
-                        lp = torch.log_softmax(logits, -1)
-                        r.prompt_logprobs = [None]
-                        for pos in range(1, len(r.prompt)):
-                            row = lp[pos - 1]
-                            tok = r.prompt[pos]
-                            rank = int((row > row[tok]).sum()) + 1
-                            entry = {tok: Logprob(float(row[tok]), rank)}
-                            top = int(row.argmax())
-                            entry.setdefault(top, Logprob(float(row[top]), 1))
-                            r.prompt_logprobs.append(entry)
-                    r.past, last = res.past_key_values, logits[-1]
-                else:
-                    pos = len(r.prompt) + len(r.out) - 1
-                    res = self.model(
-                        input_ids=torch.tensor([[r.out[-1]]]),
-                        past_key_values=r.past,
-                        position_ids=torch.tensor([[pos]]),
-                        use_cache=True,
-                    )
-                    r.past, last = res.past_key_values, res.logits[0, -1].float()
-                tok = self._choose(r, last)
-                r.out.append(tok)
-                eos = self.tokenizer.eos_token_id
-                if not r.sp.ignore_eos and tok == eos and len(r.out) >= r.sp.min_tokens:
-                    r.finished, r.finish_reason = True, "stop"
-                elif len(r.out) >= (r.sp.max_tokens or 16):
-                    r.finished, r.finish_reason = True, "length"
-                text = self.tokenizer.decode(r.out, skip_special_tokens=True) if r.sp.detokenize else ""
-                # vLLM's StopChecker: stop strings only count once min_tokens are out; the text is
-                # cut before the match, stop_reason names the string (it stays None for EOS)
-                if len(r.out) >= r.sp.min_tokens:
-                    for s in r.sp.stop or []:
-                        if s in text:
-                            text = text[: text.index(s)]
-                            r.finished, r.finish_reason, r.stop_reason = True, "stop", s
-                            break
-                comp = CompletionOutput(0, text, list(r.out), None, None, r.finish_reason, r.stop_reason)
-                outs.append(RequestOutput(r.rid, None, r.prompt, r.prompt_logprobs, [comp], r.finished))
-                if r.finished:
-                    r.past = None
+            logits, pads = self._forward(batch)
+        outs = []
+        for row, (r, pad) in enumerate(zip(batch, pads, strict=True)):
+            if not r.out and r.sp.prompt_logprobs is not None:
+                self._prompt_logprobs(r, logits[row], pad)
+            r.out.append(self._choose(r, logits[row, -1]))
+            self._finish(r)
+            comp = CompletionOutput(0, r.text, list(r.out), None, None, r.finish_reason, r.stop_reason)
+            outs.append(RequestOutput(r.rid, None, r.prompt, r.prompt_logprobs, [comp], r.finished))
+            if r.finished:  # freed, as in vLLM: its id may be used again
+                del self.requests[r.rid]
         return outs
 
 

@@ -32,6 +32,7 @@ from e3bench.backends.tokenization import (
     Encoded,
     check_requests,
     encode_pair,
+    generation_context,
     prefix_token_id,
     rolling_windows,
     split_causal,
@@ -122,6 +123,19 @@ class BaseBackend:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode_context(self, text: str, *, max_new_tokens: int) -> tuple[list[int], bool]:
+        """See :meth:`e3bench.core.api.Backend.encode_context` (lm-eval's ``generate_until``
+        input: :func:`~e3bench.backends.tokenization.generation_context`)."""
+        return generation_context(
+            self.tokenizer, text, max_length=self.generation_max_length(), max_new_tokens=max_new_tokens,
+            architecture=self.architecture,
+        )  # fmt: skip
+
+    def generation_max_length(self) -> int:
+        """The most tokens prompt + output may hold (lm-eval's ``max_length`` for generation):
+        ``max_length`` unless a backend scores with less room than it generates with (vLLM)."""
+        return self.max_length
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of ``token_ids`` without special tokens."""

@@ -12,6 +12,9 @@ Every backend scores the same tokens as lm-eval's Hugging Face model (``HFLM``):
 * :func:`rolling_windows` is ``get_rolling_token_windows`` + ``make_disjoint_window``
   (perplexity).
 * :func:`resolve_max_length` is HFLM's ``max_length`` rule.
+* :func:`generation_context` is ``HFLM.generate_until``'s input: the tokenizer's own special
+  tokens (BOS on Llama, Gemma, Mistral) unless the text already starts with BOS, left-truncated
+  to ``max_length - max_new_tokens`` tokens (decoder-only) or ``max_length`` (encoder-decoder).
 
 The functions take any object with the slice of a Hugging Face tokenizer they use
 (``encode(text, add_special_tokens=...)``, ``decode``, ``bos_token_id``, ``eos_token_id``), so
@@ -90,6 +93,35 @@ def encode_pair(
     whole = tok_encode(tokenizer, context + continuation, add_bos_token=add_bos_token)
     ctx = tok_encode(tokenizer, context, add_bos_token=add_bos_token)
     return ctx, whole[len(ctx) :]
+
+
+def generation_context(
+    tokenizer, text: str, *, max_length: int, max_new_tokens: int, architecture: str = "decoder-only"
+) -> tuple[list[int], bool]:
+    """``(token ids, truncated)`` of a generation prompt exactly as lm-eval's HF model builds
+    them (``HFLM.generate_until`` → ``tok_batch_encode``): the tokenizer's defaults (its BOS, or
+    a seq2seq tokenizer's EOS) unless a decoder's text starts with the BOS string, then only the
+    last ``max_length - max_new_tokens`` tokens for a decoder (prompt and output share the
+    context), the last ``max_length`` for an encoder-decoder. ``truncated``: tokens were cut.
+
+    Raises E3Error when ``max_new_tokens`` leaves a decoder no room for any prompt token.
+    """
+    kwargs: dict[str, bool] = {}
+    keep = max_length
+    if architecture != "encoder-decoder":
+        bos = getattr(tokenizer, "bos_token", None)
+        if bos and text.startswith(bos):
+            kwargs["add_special_tokens"] = False
+        keep = max_length - max_new_tokens
+        if keep <= 0:
+            raise E3Error(
+                f"generating {max_new_tokens} new tokens leaves no room for the prompt: the model's "
+                f"maximum length is {max_length} tokens (prompt + generated)",
+                f"ask for fewer than {max_length} new tokens (task option max_new_tokens=N), or use a "
+                "model / backend context option with a longer context",
+            )
+    ids = list(tokenizer.encode(text, **kwargs))
+    return ids[-keep:], len(ids) > keep
 
 
 def resolve_max_length(config, tokenizer) -> int:

@@ -16,6 +16,9 @@
   the last continuation token, and ``max_length = max_model_len - 2`` because vLLM needs room
   for that prompt plus the one token it must generate. The continuation's prompt logprobs are
   summed; ``is_greedy`` is ``rank == 1`` for every continuation token.
+* **Generation contexts** — lm-eval's ``generate_until`` input like every backend
+  (:meth:`~.base.BaseBackend.encode_context`), left-truncated to ``max_model_len -
+  max_new_tokens`` (lm-eval's vLLM model generates within the whole ``max_model_len``).
 * **Peak memory** — vLLM reserves ``gpu_memory_utilization × total`` up front (weights + KV
   cache, in its own process): that reservation is what :meth:`VllmBackend.peak_memory` reports,
   and its label says so.
@@ -98,6 +101,7 @@ class VllmBackend(BaseBackend):
 
     def _setup(self) -> None:
         self.engine = None
+        self.max_model_len = self.max_length + 2
         self.notes: list[str] = []
         self._ids = itertools.count()
 
@@ -214,6 +218,7 @@ class VllmBackend(BaseBackend):
         params, weights = _param_counts(path)
         max_model_len = int(getattr(mc, "max_model_len", None) or opts.max_model_len or 4096)
         self.max_length = max_model_len - 2  # prompt = max_length + 1 tokens, plus 1 generated
+        self.max_model_len = max_model_len
         self.notes.append(f"vllm {vllm.__version__}; gpu_memory_utilization {opts.gpu_memory_utilization}")
         return LoadInfo(
             architecture="decoder-only",
@@ -226,6 +231,11 @@ class VllmBackend(BaseBackend):
             max_positions=max_model_len,
             notes=tuple(self.notes),
         )
+
+    def generation_max_length(self) -> int:
+        """``max_model_len``: lm-eval's vLLM model generates within the whole context (scoring
+        keeps two positions back, see ``max_length``)."""
+        return self.max_model_len
 
     # ------------------------------------------------------------------- inference
     def _sampling(self, params: GenParams, **extra):

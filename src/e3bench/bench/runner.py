@@ -65,6 +65,9 @@ class Runner:
         # that built a RunConfig without build_config: fail before any work, not after
         found = semantic_checks(cfg.model_dump(), runnable=False, skip=set())
         raise_problems([Problem(key, err.problem, err.fix) for key, err in found])
+        from e3bench.evals.engine import preflight
+
+        preflight(cfg)  # lm-eval's task names, before the model loads
         spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code)
         self._check_fit(limits.peek_config(spec, cfg.cache_dir))
         if self.backend is None:

@@ -77,6 +77,13 @@ class RunConfig(BaseModel):
     limit: int | None = Field(None, description="items per task (first N)")
     log_samples: bool = Field(False, description="save per-item predictions")
     engine: Literal["e3bench", "lm-eval"] = Field("e3bench", description="e3bench | lm-eval")
+    num_fewshot: int | None = Field(
+        None, description="--engine lm-eval: few-shot examples for every task (unset = each task's own); "
+        "e3bench tasks take it per task, e.g. mmlu:num_fewshot=5",
+    )
+    include_path: str | None = Field(
+        None, description="--engine lm-eval: a folder of your own lm-eval task YAMLs (lm-eval's --include_path)"
+    )
     trackers: tuple[str, ...] = Field((), description="wandb,mlflow: log each run's metrics there too")
     output_dir: str = Field("results", description="results directory")
     sweep: str = Field("runs", description="sub-directory of output_dir grouping runs (one folder name)")
@@ -126,6 +133,13 @@ class RunConfig(BaseModel):
             raise ValueError(f"must be ≥ 0 (got {v})")
         return v
 
+    @field_validator("num_fewshot")
+    @classmethod
+    def _unset_or_non_negative(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise ValueError(f"must be ≥ 0 (got {v}); leave it unset for each task's own")
+        return v
+
     @field_validator("min_seconds", "idle_seconds", "max_seconds", "meter_timeout_s")
     @classmethod
     def _non_negative_f(cls, v: float) -> float:
@@ -151,12 +165,16 @@ class RunConfig(BaseModel):
         return v
 
     def identity(self) -> dict[str, Any]:
-        """Fields that define *what is measured* (not where results go). ``trust_remote_code``
-        counts only when set (the model's own code may replace transformers' classes), so the
-        hashes of runs made before the field existed do not change."""
+        """Fields that define *what is measured* (not where results go). Fields added later
+        count only when set — ``trust_remote_code`` (the model's own code may replace
+        transformers' classes), ``num_fewshot``, ``include_path`` — so the hashes of runs made
+        before they existed do not change."""
         d = self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s"})
         if not d["trust_remote_code"]:
             del d["trust_remote_code"]
+        for late in ("num_fewshot", "include_path"):
+            if d[late] is None:
+                del d[late]
         return d
 
     def config_hash(self) -> str:

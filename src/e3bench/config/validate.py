@@ -112,6 +112,30 @@ def check_tasks(specs: tuple[str, ...], engine: str) -> Found:
     return found
 
 
+def check_lmeval_options(values: Mapping[str, Any], *, runnable: bool) -> Found:
+    """``num_fewshot`` and ``include_path`` are lm-eval engine options; with ``runnable`` the
+    include path must be a folder here."""
+    found: Found = []
+    lm_eval = values.get("engine") == "lm-eval"
+    if values.get("num_fewshot") is not None and not lm_eval:
+        found.append(("num_fewshot", E3Error(
+            "--num-fewshot applies to --engine lm-eval only",
+            "add --engine lm-eval, or give an e3bench task its own option, e.g. --tasks mmlu:num_fewshot=5",
+        )))  # fmt: skip
+    path = values.get("include_path")
+    if path is not None:
+        if not lm_eval:
+            found.append(("include_path", E3Error(
+                "--include-path (lm-eval task YAMLs) applies to --engine lm-eval only",
+                "add --engine lm-eval, or use e3bench's jsonl_mc / jsonl_gen tasks for your own data",
+            )))  # fmt: skip
+        elif runnable and not Path(str(path)).expanduser().is_dir():
+            found.append(("include_path", E3Error(
+                f"lm-eval include path {path} is not a folder", "pass --include-path DIR, a folder of lm-eval task YAMLs"
+            )))  # fmt: skip
+    return found
+
+
 def check_trackers(names: tuple[str, ...]) -> Found:
     """Each tracker is registered and its extra is installed (checked before any run: a run
     must not finish only to say it could not be logged)."""
@@ -215,6 +239,7 @@ def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]
         ({"region"}, lambda: check_region(values.get("region"))),
         ({"tasks", "engine"}, lambda: check_tasks(tuple(values.get("tasks") or ()), str(values.get("engine")))),
         ({"trackers"}, lambda: check_trackers(tuple(values.get("trackers") or ()))),
+        ({"engine", "num_fewshot", "include_path"}, lambda: check_lmeval_options(values, runnable=runnable)),
         ({"backend", "backend_options", "device", "dtype"}, lambda: check_backend(values, runnable=runnable)),
     ]
     if runnable:  # this machine writes the record

@@ -175,7 +175,8 @@ class Backend(Protocol):
 
     Shared rules:
 
-    * Prompts are token ids from ``encode`` (no special tokens added). An **empty prompt** (zero
+    * Prompts are token ids from ``encode`` (no special tokens added; speed runs) or
+      ``encode_context`` (lm-eval's generation input; tasks). An **empty prompt** (zero
       tokens) raises :class:`~e3bench.core.errors.E3Error` from ``generate`` and ``forward`` on
       every backend; so does an empty batch.
     * Log-likelihoods follow lm-evaluation-harness exactly (tokenization, truncation, rolling
@@ -209,7 +210,16 @@ class Backend(Protocol):
         ...
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without special tokens (no BOS)."""
+        """Token ids of ``text`` without special tokens (no BOS): speed-run prompts of an
+        exact token count."""
+        ...
+
+    def encode_context(self, text: str, *, max_new_tokens: int) -> tuple[list[int], bool]:
+        """``(token ids, truncated)`` of a generation context exactly as lm-eval's
+        ``generate_until`` builds them: the tokenizer's own special tokens (BOS on Llama, Gemma,
+        Mistral; none when the text starts with BOS), left-truncated so that ``max_new_tokens``
+        still fit the model's context (``truncated`` says tokens were cut). Tasks generate from
+        these. Raises E3Error when ``max_new_tokens`` alone fills the context."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -356,6 +366,12 @@ class TaskScore:
     n_items: int
     samples: list[dict[str, object]] | None = None  # per-item predictions (--log-samples)
     details: dict[str, object] = field(default_factory=dict)
+    #: items whose prompt was cut on the left to fit the model's context (lm-eval's rule);
+    #: None where the task does not count them
+    truncated_items: int | None = None
+    #: the data file the items came from (resolved path, or a dataset id) and its SHA-256
+    data_source: str | None = None
+    data_sha256: str | None = None
 
 
 @runtime_checkable

@@ -285,3 +285,14 @@ def resolve_local_file(path: str | os.PathLike, *, data_dir_: str | os.PathLike 
         return root / p
     where = f" or under {root}" if root is not None else ""
     raise E3Error(f"data file '{path}' not found (looked at {p.resolve()}{where})", "check the path")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the bytes of ``path``: which version of a data file a result scored."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

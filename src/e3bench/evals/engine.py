@@ -1,6 +1,14 @@
 """Effectiveness inside a run: evaluate tasks on an already-loaded backend, each task in its own
 synchronized, metered window (:class:`~e3bench.energy.window.MeteredWindow`), so quality, speed
-and energy describe one configuration. The engine takes the window, never the runner."""
+and energy describe one configuration. The engine takes the window, never the runner.
+
+Both engines give every task its own window: e3bench runs one task per window, and the lm-eval
+engine runs one ``simple_evaluate`` per requested task (lm-eval's task index is built once per
+process, so this costs no re-indexing). Only the subtasks of an lm-eval group (or tag), which
+lm-eval interleaves inside one window, share it: the group's own row gets the window, each
+subtask's time is its share of the window by item count, labelled so in ``duration_basis``.
+Every task is recorded under a distinct name (a repeated name gets ``#2``, ``#3``, ...), so
+records and ``--log-samples`` files of two tasks never collide."""
 
 from __future__ import annotations
 
@@ -8,45 +16,17 @@ import json
 import math
 from collections.abc import Callable
 
-from e3bench.energy.window import Metered, MeteredWindow
-from e3bench.core.api import Backend, TaskScore
 from e3bench.config.run import RunConfig
+from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
+from e3bench.energy.window import Metered, MeteredWindow
 from e3bench.results.schema import TaskResult
+
+OWN_WINDOW = "the task's own metered window"
 
 
 def _finite(d: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-
-
-def _result(
-    window: MeteredWindow, cfg: RunConfig, run_id: str, score: TaskScore, engine: str, metered: Metered, share: float
-) -> TaskResult:
-    """One task's record. ``share`` < 1: lm-eval ran several tasks in one window, so time and
-    energy are the whole window's, and both say so."""
-    duration_s = metered.elapsed_s
-    res = TaskResult(
-        task=score.task,
-        engine=engine,
-        metrics=_finite(score.metrics),
-        stderr=_finite(score.stderr),
-        n_items=score.n_items,
-        duration_s=duration_s,
-        examples_per_s=score.n_items / duration_s if duration_s > 0 else 0.0,
-        details={k: v for k, v in score.details.items() if _jsonable(v)},
-    )
-    energy, cross = window.summaries(metered, requests=score.n_items)
-    if share != 1.0:
-        note = f"lm-eval ran {1 / share:.0f} tasks in one window; time and energy are for the whole window"
-        res.details["timing_note"] = note
-        if energy.gross_energy_j is not None:
-            energy = energy.model_copy(update={"notes": [*energy.notes, note]})
-    res.energy, res.energy_cross_check = energy, cross
-    if cfg.log_samples and score.samples:
-        from e3bench.results import store
-
-        res.samples_file = str(store.save_samples(cfg.output_dir, cfg.sweep, run_id, score.task, score.samples))
-    return res
 
 
 def _jsonable(v) -> bool:
@@ -55,6 +35,92 @@ def _jsonable(v) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def _result(
+    window: MeteredWindow,
+    cfg: RunConfig,
+    run_id: str,
+    score: TaskScore,
+    engine: str,
+    metered: Metered,
+    *,
+    share: tuple[int, int, str] | None = None,
+) -> TaskResult:
+    """One task's record. ``share`` = (items of this task, items in the window, group name):
+    the task ran inside a group's window, so its time is apportioned by items and its energy
+    stays with the group's row."""
+    duration_s, basis = metered.elapsed_s, OWN_WINDOW
+    if share is not None:
+        n, total, group = share
+        duration_s = metered.elapsed_s * n / total if total else 0.0
+        basis = (
+            f"apportioned: {n} of the {total} items of lm-eval's one window for '{group}' (lm-eval "
+            f"interleaves a group's subtasks); energy is on the '{group}' row"
+        )
+    res = TaskResult(
+        task=score.task,
+        engine=engine,
+        metrics=_finite(score.metrics),
+        stderr=_finite(score.stderr),
+        n_items=score.n_items,
+        duration_s=duration_s,
+        duration_basis=basis,
+        examples_per_s=score.n_items / duration_s if duration_s > 0 else 0.0,
+        details={k: v for k, v in score.details.items() if _jsonable(v)},
+        truncated_items=score.truncated_items,
+        data_source=score.data_source,
+        data_sha256=score.data_sha256,
+    )
+    if share is None:
+        res.energy, res.energy_cross_check = window.summaries(metered, requests=score.n_items)
+    if cfg.log_samples and score.samples:
+        from e3bench.results import store
+
+        res.samples_file = str(store.save_samples(cfg.output_dir, cfg.sweep, run_id, score.task, score.samples))
+    return res
+
+
+def _distinct(score: TaskScore, seen: dict[str, int]) -> TaskScore:
+    """``score`` under a name no earlier task of the run has (``name#2``, ``name#3``, ...)."""
+    k = seen.get(score.task, 0) + 1
+    seen[score.task] = k
+    if k > 1:
+        score.details["requested_as"] = score.task
+        score.task = f"{score.task}#{k}"
+    return score
+
+
+def _lm_eval_results(
+    window: MeteredWindow, cfg: RunConfig, run_id: str, name: str, metered: Metered, seen: dict[str, int]
+) -> list[TaskResult]:
+    """The rows of one requested lm-eval task: the task itself (its own window), or a group /
+    tag and its subtasks (the group's row gets the window; subtasks an apportioned time)."""
+    from e3bench.evals.lmeval_engine import to_task_scores
+
+    scores = to_task_scores(metered.result)
+    if len(scores) == 1:
+        return [_result(window, cfg, run_id, _distinct(scores[0], seen), "lm-eval", metered)]
+    groups = set((metered.result.get("group_subtasks") or {}).keys())
+    leaves = [s for s in scores if s.task not in groups]
+    total = sum(s.n_items for s in leaves)
+    out = []
+    for s in scores:
+        if s.task == name:
+            out.append(_result(window, cfg, run_id, _distinct(s, seen), "lm-eval", metered))
+        else:
+            share = (s.n_items, total, name)
+            out.append(_result(window, cfg, run_id, _distinct(s, seen), "lm-eval", metered, share=share))
+    return out
+
+
+def preflight(cfg: RunConfig) -> None:
+    """What only the engine can check, before the model loads: lm-eval's task names (E3Error
+    with did-you-mean). lm-eval's catalogue is indexed once per process, so the run reuses it."""
+    if cfg.engine == "lm-eval" and cfg.tasks:
+        from e3bench.evals.lmeval_engine import check_task_names
+
+        check_task_names(cfg.tasks, cfg.include_path)
 
 
 def run_tasks(
@@ -66,24 +132,27 @@ def run_tasks(
     progress: Callable[[str], None] = lambda _msg: None,
     warnings: list[str] | None = None,
 ) -> list[TaskResult]:
-    """Evaluate ``cfg.tasks`` on the loaded ``backend``, each in its own metered window
-    (lm-eval: all tasks in one window). A task that cannot run (no data, wrong architecture)
-    adds a line to ``warnings`` and the others still run. ``run_id`` names the samples files
-    (``--log-samples``; the store owns their layout)."""
+    """Evaluate ``cfg.tasks`` on the loaded ``backend``, each in its own metered window. A task
+    that cannot run (no data, wrong architecture) adds a line to ``warnings`` and the others
+    still run. ``run_id`` names the samples files (``--log-samples``; the store owns their
+    layout)."""
     warnings = warnings if warnings is not None else []
     out: list[TaskResult] = []
+    seen: dict[str, int] = {}
     if cfg.engine == "lm-eval":
-        from e3bench.evals.lmeval_engine import run_lm_eval, to_task_scores
+        from e3bench.evals.lmeval_engine import check_task_names, run_lm_eval
 
-        progress(f"lm-eval engine: {', '.join(cfg.tasks)}")
-        metered = window.run(
-            "tasks-lm-eval",
-            lambda: run_lm_eval(backend, list(cfg.tasks), limit=cfg.limit, log_samples=cfg.log_samples,
-                                random_seed=cfg.seed),  # fmt: skip
-        )
-        scores = to_task_scores(metered.result)
-        for s in scores:
-            out.append(_result(window, cfg, run_id, s, "lm-eval", metered, 1 / max(1, len(scores))))
+        check_task_names(cfg.tasks, cfg.include_path)  # every name, before the first task runs
+        for name in cfg.tasks:
+            progress(f"lm-eval task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else ""))
+            metered = window.run(
+                f"task-lm-eval-{name}",
+                lambda name=name: run_lm_eval(
+                    backend, [name], limit=cfg.limit, num_fewshot=cfg.num_fewshot, include_path=cfg.include_path,
+                    log_samples=cfg.log_samples, random_seed=cfg.seed,
+                ),
+            )  # fmt: skip
+            out += _lm_eval_results(window, cfg, run_id, name, metered, seen)
         return out
 
     from e3bench.evals.tasks import get_task, parse_task_spec
@@ -100,5 +169,5 @@ def run_tasks(
             # one task that cannot run (no data, encoder-only model) must not lose the others
             warnings.append(f"task {name} skipped: {exc.one_line()}")
             continue
-        out.append(_result(window, cfg, run_id, metered.result, "e3bench", metered, 1.0))
+        out.append(_result(window, cfg, run_id, _distinct(metered.result, seen), "e3bench", metered))
     return out

@@ -10,17 +10,25 @@ extra.
   scorer, tokenized exactly as lm-eval's HF model).
 * ``loglikelihood_rolling`` → ``backend.loglikelihood_rolling`` (lm-eval's rolling windows on
   every backend).
-* ``generate_until`` → ``backend.generate`` (greedy unless asked, stopping at EOS and at
-  ``until``), cut at ``until`` as lm-eval. lm-eval's HF model also adds the decoded EOS to
-  ``until``; our backends stop at EOS and never put it in the text, so that adds nothing.
+* ``generate_until`` → ``backend.encode_context`` (lm-eval's HF input: the tokenizer's BOS,
+  left-truncated to ``max_length - max_gen_toks``; truncated requests are counted per task) and
+  ``backend.generate`` (greedy unless asked, stopping at EOS and at ``until``), cut at ``until``
+  as lm-eval. lm-eval's HF model also adds the decoded EOS to ``until``; our backends stop at
+  EOS and never put it in the text, so that adds nothing.
 
-Only the :class:`~e3bench.core.api.Backend` contract is used.
+lm-eval's task catalogue (~14,700 configs, ~5 s to index) is indexed once per process and
+include path (:func:`task_manager`). Standard errors: lm-eval computes none with
+``bootstrap_iters=0``; :func:`run_lm_eval` gets its closed forms (``mean_stderr``,
+``acc_all_stderr``, pooled over a group's subtasks) without the bootstrap, unless asked to
+bootstrap. Only the :class:`~e3bench.core.api.Backend` contract is used.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from e3bench.core.api import Backend, GenParams, TaskScore
@@ -31,8 +39,102 @@ def _lm_eval():
     return require("lm_eval", "lmeval", "--engine lm-eval")
 
 
+#: lm-eval results key under which :func:`run_lm_eval` adds ``{task: truncated generation contexts}``
+TRUNCATED_KEY = "e3bench_truncated"
+STDERR_CLOSED_FORM = "lm-eval's closed form (mean_stderr / acc_all_stderr; pooled over a group), no bootstrap"
+_TASK_MANAGERS: dict[tuple, Any] = {}
+
+
+def _include_state(include_path: str) -> tuple:
+    """What a cached index of ``include_path`` depends on: the folder and its task files' names,
+    sizes and modification times (an edited YAML is indexed again)."""
+    root = Path(include_path).expanduser().resolve()
+    files = sorted(
+        (str(f.relative_to(root)), st.st_size, st.st_mtime_ns)
+        for f in root.rglob("*")
+        if f.suffix in (".yaml", ".yml", ".py") and f.is_file() and (st := f.stat())
+    )
+    return (str(root), tuple(files))
+
+
+def task_manager(include_path: str | os.PathLike | None = None):
+    """lm-eval's ``TaskManager`` (its task index), built once per process: the built-in
+    catalogue alone, or with ``include_path``'s YAMLs when given (re-indexed when its files
+    change). The first call also imports lm-eval's evaluator and torch, so that one-off work happens
+    before (not inside) the first task's window. Raises E3Error when ``include_path`` is not a
+    folder."""
+    _lm_eval()
+    key: tuple = ()
+    if include_path is not None:
+        if not Path(include_path).expanduser().is_dir():
+            raise E3Error(
+                f"lm-eval include path {include_path} is not a folder",
+                "pass --include-path DIR, a folder of lm-eval task YAMLs",
+            )
+        key = _include_state(str(include_path))
+    tm = _TASK_MANAGERS.get(key)
+    if tm is None:
+        # one-off imports, not a task's work: the evaluator (metrics, datasets) and torch (lm-eval
+        # seeds it in every simple_evaluate)
+        import lm_eval.evaluator  # noqa: F401
+        import torch  # noqa: F401
+        from lm_eval.tasks import TaskManager
+
+        tm = TaskManager(include_path=key[0]) if key else TaskManager()
+        _TASK_MANAGERS[key] = tm
+    return tm
+
+
+def check_task_names(tasks: Sequence[str], include_path: str | os.PathLike | None = None) -> None:
+    """E3Error (with did-you-mean) for task names lm-eval does not know."""
+    tm = task_manager(include_path)
+    unknown = [t for t in tasks if t not in tm.all_tasks]
+    if unknown:
+        import difflib
+
+        hints = []
+        for t in unknown:
+            near = difflib.get_close_matches(t, tm.all_tasks, n=3)
+            hints.append(f"'{t}'" + (f" (did you mean {', '.join(near)}?)" if near else ""))
+        raise E3Error(
+            f"lm-eval does not know task(s) {', '.join(hints)}",
+            "list lm-eval's tasks with `lm-eval ls tasks`, or pass --include-path DIR for your own YAMLs",
+        )
+
+
+@contextlib.contextmanager
+def _inside_a_window(closed_form_stderr: bool) -> Iterator[bool]:
+    """lm-eval adjusted to run inside a metered window, restored afterwards:
+
+    * its environment report (``add_env_info``: ``pip list`` and ``nvidia-smi`` subprocesses,
+      ~1.5 s per call) and git hash are skipped: e3bench's manifest records the environment,
+      and they are not the task's work;
+    * with ``closed_form_stderr``, its stderr step uses only the closed forms its
+      ``stderr_for_metric`` knows (``mean`` → ``mean_stderr``, ``acc_all`` →
+      ``acc_all_stderr``) and bootstraps nothing.
+
+    Yields whether the stderr step was replaced (False on an lm-eval without that step)."""
+    from lm_eval import evaluator, evaluator_utils
+    from lm_eval.api import metrics
+
+    saved = {(m, k): getattr(m, k) for m, k in ((evaluator, "add_env_info"), (evaluator, "get_git_commit_hash"),
+                                                  (evaluator_utils, "stderr_for_metric")) if hasattr(m, k)}  # fmt: skip
+    evaluator.add_env_info = lambda results: None
+    evaluator.get_git_commit_hash = lambda: None
+    patched = closed_form_stderr and (evaluator_utils, "stderr_for_metric") in saved
+    if patched:
+        closed = {metrics.mean: metrics.mean_stderr, metrics.acc_all: metrics.acc_all_stderr}
+        evaluator_utils.stderr_for_metric = lambda metric, bootstrap_iters: closed.get(metric)
+    try:
+        yield patched
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
+
+
 def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
-    """An ``lm_eval.api.model.LM`` instance wrapping ``backend``."""
+    """An ``lm_eval.api.model.LM`` instance wrapping ``backend``; its ``truncated`` counts the
+    generation contexts cut to fit the context, per lm-eval task name."""
     _lm_eval()
     from lm_eval.api.model import LM
 
@@ -44,6 +146,7 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
             self.backend = backend
             self.batch_size = batch_size
             self.max_gen_toks = max_gen_toks
+            self.truncated: dict[str, int] = {}
 
         # ---- log-likelihood
         def loglikelihood(self, requests, disable_tqdm: bool = False):
@@ -83,7 +186,10 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
                     top_p=float(kwargs.pop("top_p", 1.0) or 1.0),
                     stop=tuple(until),
                 )
-                (gen,) = self.backend.generate([self.backend.encode(context)], params)
+                ids, cut = self.backend.encode_context(context, max_new_tokens=max_new)
+                task = str(getattr(r, "task_name", "") or "")
+                self.truncated[task] = self.truncated.get(task, 0) + int(cut)
+                (gen,) = self.backend.generate([ids], params)
                 text = cut_at_stop(gen.text, until)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
                 results.append(text)
@@ -99,69 +205,73 @@ def run_lm_eval(
     limit: int | float | None = None,
     num_fewshot: int | None = None,
     log_samples: bool = False,
-    include_path: str | None = None,
+    include_path: str | os.PathLike | None = None,
     random_seed: int = 0,
     bootstrap_iters: int = 0,
     batch_size: int = 1,
     **simple_evaluate_kwargs: Any,
 ) -> dict[str, Any]:
     """Run lm-eval's ``simple_evaluate`` on ``tasks`` with ``backend``; returns lm-eval's results
-    dict (``results``, ``samples`` when ``log_samples``, ``configs``, ...).
+    dict (``results``, ``samples`` when ``log_samples``, ``configs``, ...) plus
+    :data:`TRUNCATED_KEY`.
 
-    ``include_path``: a folder of extra task YAMLs (e.g. local-data tasks with ``dataset_path: json``).
+    ``include_path``: a folder of extra task YAMLs (e.g. local-data tasks with ``dataset_path:
+    json``). ``bootstrap_iters`` 0: standard errors from lm-eval's closed forms only (metrics
+    that need a bootstrap get none); > 0: lm-eval's own bootstrap with that many draws.
+    Raises E3Error for task names lm-eval does not know.
     """
     lm_eval = _lm_eval()
-    from lm_eval.tasks import TaskManager
-
+    check_task_names(tasks, include_path)
     lm = make_lm(backend, batch_size=batch_size)
-    tm = TaskManager(include_path=include_path) if include_path else TaskManager()
-    unknown = [t for t in tasks if t not in tm.all_tasks]
-    if unknown:
-        import difflib
-
-        hints = []
-        for t in unknown:
-            near = difflib.get_close_matches(t, tm.all_tasks, n=3)
-            hints.append(f"'{t}'" + (f" (did you mean {', '.join(near)}?)" if near else ""))
-        raise E3Error(
-            f"lm-eval does not know task(s) {', '.join(hints)}",
-            "list lm-eval's tasks with `lm-eval ls tasks`, or pass include_path for your own YAMLs",
+    with _inside_a_window(closed_form_stderr=bootstrap_iters <= 0) as patched:
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            log_samples=log_samples,
+            task_manager=task_manager(include_path),
+            random_seed=random_seed,
+            numpy_random_seed=random_seed,
+            torch_random_seed=random_seed,
+            fewshot_random_seed=1234,
+            bootstrap_iters=1 if patched else bootstrap_iters,
+            **simple_evaluate_kwargs,
         )
-    return lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(tasks),
-        num_fewshot=num_fewshot,
-        limit=limit,
-        log_samples=log_samples,
-        task_manager=tm,
-        random_seed=random_seed,
-        numpy_random_seed=random_seed,
-        torch_random_seed=random_seed,
-        fewshot_random_seed=1234,
-        bootstrap_iters=bootstrap_iters,
-        **simple_evaluate_kwargs,
-    )
+    out[TRUNCATED_KEY] = dict(lm.truncated)
+    out["e3bench_stderr"] = STDERR_CLOSED_FORM if patched else f"lm-eval bootstrap_iters={bootstrap_iters}"
+    return out
 
 
 def to_task_scores(results: dict[str, Any]) -> list[TaskScore]:
-    """lm-eval's results dict → one :class:`TaskScore` per task (metrics without the
-    ``,filter`` suffix when the filter is ``none``; others keep ``metric,filter``)."""
+    """lm-eval's results dict → one :class:`TaskScore` per task or group (metrics are the
+    ``metric,filter`` keys, without the suffix when the filter is ``none``; ``sample_len``,
+    ``alias`` and other bookkeeping are not metrics; an ``N/A`` stderr is left out).
+    ``truncated_items`` is counted for generation tasks only."""
     scores: list[TaskScore] = []
     samples = results.get("samples") or {}
     n_samples = results.get("n-samples") or {}
+    configs = results.get("configs") or {}
+    truncated = results.get(TRUNCATED_KEY) or {}
     for task, vals in (results.get("results") or {}).items():
         metrics: dict[str, float] = {}
         stderr: dict[str, float] = {}
         for key, value in vals.items():
-            if key == "alias" or not isinstance(value, (int, float)):
+            if "," not in key or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             metric, _, flt = key.partition(",")
             is_se = metric.endswith("_stderr")
             base = metric[: -len("_stderr")] if is_se else metric
             name = base if flt in ("", "none") else f"{base},{flt}"
-            target = stderr if is_se else metrics
-            target[name] = float(value) if value is not None else math.nan
-        n = int((n_samples.get(task) or {}).get("effective", 0)) or len(samples.get(task, []))
+            (stderr if is_se else metrics)[name] = float(value)
+        n = int((n_samples.get(task) or {}).get("effective", 0) or vals.get("sample_len") or 0)
+        n = n or len(samples.get(task, []))
+        generates = (configs.get(task) or {}).get("output_type") == "generate_until"
+        details: dict[str, Any] = {"engine": "lm-eval", "lm_eval_version": _version()}
+        if task in (results.get("n-shot") or {}):
+            details["num_fewshot"] = results["n-shot"][task]
+        if results.get("e3bench_stderr"):
+            details["stderr"] = results["e3bench_stderr"]
         scores.append(
             TaskScore(
                 task=task,
@@ -169,7 +279,8 @@ def to_task_scores(results: dict[str, Any]) -> list[TaskScore]:
                 stderr=stderr,
                 n_items=n,
                 samples=list(samples[task]) if task in samples else None,
-                details={"engine": "lm-eval", "lm_eval_version": _version()},
+                details=details,
+                truncated_items=int(truncated.get(task, 0)) if generates else None,
             )
         )
     return scores

@@ -129,7 +129,19 @@ class Efficiency(BaseModel):
 
 
 class TaskResult(BaseModel):
-    """One task's scores (each metric with its standard error), speed, energy and samples file."""
+    """One task's scores (each metric with its standard error), speed, energy and samples file.
+
+    ``task`` is unique within a record: a task over a user's file is named after it
+    (``jsonl_gen[qa]``, or its ``label`` option) and a repeated name gets ``#2``, ``#3``.
+    ``duration_s`` and ``examples_per_s`` (``n_items / duration_s``) are of the task's own
+    metered window unless ``duration_basis`` says they are apportioned (an lm-eval group's
+    subtasks share the group's window; their energy is then on the group's row and None here).
+    ``truncated_items``: items whose prompt was cut on the left to fit the model's context,
+    lm-eval's rule (``max_length - max_new_tokens`` tokens kept); None where not counted (tasks
+    that do not generate, older records). ``data_source`` / ``data_sha256``: the data file the
+    items came from and the SHA-256 of its bytes, where the task reads a user's file.
+    Fields added after schema_version 1 are optional, so older records still load.
+    """
 
     task: str
     engine: str
@@ -138,10 +150,14 @@ class TaskResult(BaseModel):
     n_items: int
     duration_s: float
     examples_per_s: float
+    duration_basis: str | None = None
     energy: EnergySummary | None = None
     energy_cross_check: EnergySummary | None = None
     details: dict[str, Any] = {}
     samples_file: str | None = None
+    truncated_items: int | None = None
+    data_source: str | None = None
+    data_sha256: str | None = None
 
 
 class ResultRecord(BaseModel):

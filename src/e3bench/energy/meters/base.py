@@ -99,6 +99,12 @@ class SampledMeter:
     def _details(self, t0: Tick, t1: Tick, ticks: list[Tick]) -> dict[str, object]:
         return {}
 
+    def _boundary_tick(self) -> Tick:
+        """The reading that opens or closes a window; a meter whose sensor updates in steps may
+        first wait for its next update (see :class:`~e3bench.energy.meters.nvml.NvmlMeter`)."""
+        assert self._sampler is not None
+        return self._sampler.sample_now()
+
     # --------------------------------------------------------------- EnergyMeter
     def available(self) -> bool:
         return self._sampler is not None
@@ -116,7 +122,7 @@ class SampledMeter:
         if self._sampler is None:
             return
         try:
-            tick = self._sampler.sample_now()
+            tick = self._boundary_tick()
         except Exception as exc:
             self._begin_errors[window] = f"sensor read failed at begin: {type(exc).__name__}: {exc}"
             self._windows.pop(window, None)
@@ -161,7 +167,7 @@ class SampledMeter:
                 window, f"window '{window}' was never begun", sensor=self.sensor()
             )
         try:
-            t1 = self._sampler.sample_now()
+            t1 = self._boundary_tick()
         except Exception as exc:
             self._after_window_closed()
             return missing_reading(

@@ -1,6 +1,13 @@
 """NVIDIA GPU energy from NVML (package ``nvidia-ml-py``, module ``pynvml``; extra ``nvml``).
 
 Primary: diff ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load; Volta and newer).
+The counter advances in steps (every few tens of ms up to ~100 ms, by GPU), so a plain diff of
+two reads is off by up to one step of energy at each end (-28 % on a 0.5 s window in a test).
+Each window boundary therefore waits (≤ 1.5 update periods, polling every 1 ms) for the
+counter's next update and reads then: the window is delimited by counter updates, its energy is
+exact for what it spans, and its duration includes the wait (the GPU idles, after
+``synchronize``; net energy removes that idle share). With several GPUs the wait is for all of
+them; a GPU that updated earlier keeps ≤ one step of its own error.
 Fallback (older GPUs, or the counter errors): integrate ``nvmlDeviceGetPowerUsage`` (mW) polled
 at <= 10 Hz. The poll also gives the power time series. Hand-written on purpose: e3bench needs
 readings on its own clock (the runner's ``perf_counter``) for every window, plus a power series
@@ -27,6 +34,9 @@ from e3bench.energy.meters.sampling import Counter, Tick
 COUNTER_UPDATE_PERIOD_S = 0.1
 #: Power usage on Ampere and newer is a ~1 s moving average: the fallback's resolution.
 POWER_AVERAGE_S = 1.0
+#: Longest wait at a window boundary for the counter's next update, and the polling pause.
+ALIGN_TIMEOUT_S = 1.5 * COUNTER_UPDATE_PERIOD_S
+ALIGN_POLL_S = 0.001
 NVML_ERROR_NOT_SUPPORTED = 3
 NO_GPU_FIX = (
     "run on a machine with an NVIDIA GPU and driver (nvidia-smi must work), "
@@ -84,6 +94,20 @@ class NvmlReader:
         self.power_errors = 0
         self._integrated_j = {g.domain: 0.0 for g in gpus}
         self._last: dict[str, tuple[float, float]] = {}  # domain -> (t_s, power_w)
+        self.align_timeouts = 0  # window boundaries whose counter did not update in time
+
+    def wait_for_update(self, timeout_s: float = ALIGN_TIMEOUT_S) -> bool:
+        """Poll every GPU's raw counter until each has changed once (its next update), at most
+        ``timeout_s``; False on timeout (the counter then moves slower than expected). NVML
+        errors propagate (the caller's read counts them)."""
+        get = self.nvml.nvmlDeviceGetTotalEnergyConsumption
+        first = {g.domain: get(g.handle) for g in self.gpus}
+        waiting = set(first)
+        deadline = time.perf_counter() + timeout_s
+        while waiting and time.perf_counter() < deadline:
+            time.sleep(ALIGN_POLL_S)
+            waiting = {g.domain for g in self.gpus if g.domain in waiting and get(g.handle) == first[g.domain]}
+        return not waiting
 
     def read(self) -> Tick:
         nvml = self.nvml
@@ -121,6 +145,7 @@ class NvmlReader:
                 sum(c.negative_deltas_dropped for c in self.counters.values())
             ),
             "power_read_errors_total": float(self.power_errors),
+            "counter_alignment_timeouts_total": float(self.align_timeouts),
         }
         return Tick(t_s=t_s, energy_j=energy, power_w=power, counts=counts)
 
@@ -150,6 +175,8 @@ class NvmlMeter(SampledMeter):
         self.fallback_reason: str | None = None
         self.driver_version: str | None = None
         self._initialised = False
+        self._reader: NvmlReader | None = None
+        self._boundary_called_s = 0.0  # when the last begin/end asked for its reading
         super().__init__(sample_interval_s=sample_interval_s)
 
     # ------------------------------------------------------------------ probing
@@ -179,7 +206,15 @@ class NvmlMeter(SampledMeter):
         except E3Error:
             self._shutdown()
             raise
-        return NvmlReader(nvml, self.gpus, use_counter=self.use_counter)
+        self._reader = NvmlReader(nvml, self.gpus, use_counter=self.use_counter)
+        return self._reader
+
+    def _boundary_tick(self) -> Tick:
+        """With the energy counter: read right after its next update (see the module doc)."""
+        self._boundary_called_s = time.perf_counter()
+        if self.use_counter and self._reader is not None and not self._reader.wait_for_update():
+            self._reader.align_timeouts += 1
+        return super()._boundary_tick()
 
     def _gpu_info(self, nvml_id: int | str, position: int) -> GpuInfo:
         nvml = self.nvml
@@ -239,7 +274,8 @@ class NvmlMeter(SampledMeter):
         self._shutdown()
 
     def _details(self, t0: Tick, t1: Tick, ticks: list[Tick]) -> dict[str, object]:
-        duration_s = t1.t_s - t0.t_s
+        # the work: from the opening reading to the call of end (then the wait for an update)
+        duration_s = min(t1.t_s, self._boundary_called_s) - t0.t_s
         details: dict[str, object] = {
             "gpus": {
                 g.domain: {
@@ -257,6 +293,8 @@ class NvmlMeter(SampledMeter):
             # the counter advances in steps: energy.phases fits its update grid
             details["counter_update_period_s"] = COUNTER_UPDATE_PERIOD_S
             details["sensor_update_period_s"] = COUNTER_UPDATE_PERIOD_S
+            details["boundaries"] = "aligned: each end read just after the counter's next update"
+            details["end_wait_s"] = round(max(t1.t_s - self._boundary_called_s, 0.0), 4)
         else:
             details["formula"] = (
                 "E = Σ_gpus ∫ nvmlDeviceGetPowerUsage [mW] × 1e-3 dt (trapezoidal, polled)"
@@ -271,6 +309,10 @@ class NvmlMeter(SampledMeter):
             details["short_window_note"] = (
                 f"window {duration_s * 1000:.1f} ms is shorter than the ~100 ms sensor update "
                 "period: its energy is quantised and unreliable; measure longer windows"
+                if not self.use_counter
+                else f"work of {duration_s * 1000:.1f} ms is shorter than the ~100 ms counter "
+                "update period: the reading spans a whole update interval, mostly idle; only the "
+                "idle-subtracted (net) energy describes the work"
             )
         if (
             len(self.gpus) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from e3bench.core.api import Backend, LogLik, TaskScore
 from e3bench.core.errors import E3Error
@@ -164,3 +165,15 @@ def bootstrap_stderr(stat, items: Sequence, *, iters: int = 1000, seed: int = 12
     vals = [stat(rnd.choices(items, k=len(items))) for _ in range(iters)]
     mu = mean(vals)
     return math.sqrt(sum((v - mu) ** 2 for v in vals) / (iters - 1))
+
+
+def file_task_label(task: str, path: Path, label: object | None) -> str:
+    """The name a task over a user's file is recorded under: ``label`` when given, else
+    ``<task>[<file stem>]`` (``jsonl_gen[qa]``), so two such tasks in one run stay apart in the
+    record and their samples files."""
+    if label is not None:
+        label = str(label).strip()  # a spec's label=2 arrives as an int
+        if not label:
+            raise E3Error(f"task '{task}': label is empty", "give label=NAME a name, or leave it out")
+        return label
+    return f"{task}[{path.stem}]"

@@ -11,12 +11,20 @@ import os
 import re
 import string
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from e3bench.core.api import Backend, GenParams, TaskScore
-from e3bench.evals.data import apply_limit, load_dataset_rows, read_jsonl, resolve_local_file, validate_rows
+from e3bench.evals.data import (
+    apply_limit,
+    file_sha256,
+    load_dataset_rows,
+    read_jsonl,
+    resolve_local_file,
+    validate_rows,
+)
 from e3bench.core.errors import E3Error
-from e3bench.evals.tasks.base import check_backend, mean_score
+from e3bench.evals.tasks.base import check_backend, file_task_label, mean_score
 
 GENERATE = frozenset({"generate"})
 
@@ -36,12 +44,15 @@ def generate_texts(
     max_new_tokens: int,
     stop: Sequence[str],
     batch_size: int | None = None,
-) -> list[str]:
-    """Greedy continuations of ``prompts`` (token ids from ``backend.encode``), cut at ``stop``.
+) -> tuple[list[str], list[bool]]:
+    """Greedy continuations of ``prompts``, cut at ``stop``, and which prompts were truncated.
 
-    ``batch_size=None`` picks :func:`e3bench.backends.base.default_batch_size` for the backend's device
-    (1 on CPU, where padding only costs; 16 on accelerators). Batches are formed from
-    length-sorted prompts so little padding is generated, and results come back in input order.
+    Prompts are tokenized as lm-eval's ``generate_until`` does
+    (:meth:`~e3bench.core.api.Backend.encode_context`: the tokenizer's BOS where it adds one,
+    left-truncated so ``max_new_tokens`` fit the context). ``batch_size=None`` picks
+    :func:`e3bench.backends.base.default_batch_size` for the backend's device (1 on CPU, where
+    padding only costs; 16 on accelerators). Batches are formed from length-sorted prompts so
+    little padding is generated, and results come back in input order.
     """
     from e3bench.backends.base import default_batch_size
 
@@ -55,7 +66,8 @@ def generate_texts(
         do_sample=False,
         stop=tuple(stop),
     )
-    encoded = [backend.encode(p) for p in prompts]
+    contexts = [backend.encode_context(p, max_new_tokens=max_new_tokens) for p in prompts]
+    encoded = [ids for ids, _ in contexts]
     order = list(range(len(prompts)))
     if batch_size > 1:
         order.sort(key=lambda i: -len(encoded[i]))
@@ -65,7 +77,17 @@ def generate_texts(
         gens = backend.generate([encoded[j] for j in idx], params)
         for j, g in zip(idx, gens, strict=True):
             out[j] = cut_at_stop(g.text, stop)
-    return out
+    return out, [cut for _, cut in contexts]
+
+
+def _finish(score: TaskScore, truncated: list[bool], source: Path | None = None) -> TaskScore:
+    """``score`` with its truncation count (and per-item flags) and its data file (path, SHA-256)."""
+    for s, cut in zip(score.samples or [], truncated, strict=True):
+        s["truncated"] = cut
+    score.truncated_items = sum(truncated)
+    if source is not None:
+        score.data_source, score.data_sha256 = str(source), file_sha256(source)
+    return score
 
 
 # ----------------------------------------------------------------------------------- GSM8K
@@ -156,7 +178,7 @@ class GSM8K:
         if self.num_fewshot:
             shots = load_dataset_rows("gsm8k", "train", data_dir_=self.data_dir)[: self.num_fewshot]
         prompts = [gsm8k_prompt(r["question"], shots) for r in rows]
-        texts = generate_texts(
+        texts, truncated = generate_texts(
             backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size
         )
         samples = []
@@ -174,7 +196,7 @@ class GSM8K:
                     "exact_match_flexible": gsm8k_exact_match(flex, r["answer"]),
                 }
             )
-        return mean_score(
+        score = mean_score(
             self.name,
             samples,
             ("exact_match_strict", "exact_match_flexible"),
@@ -188,6 +210,7 @@ class GSM8K:
                 "seed": seed,
             },
         )
+        return _finish(score, truncated)
 
 
 # ------------------------------------------------------------------------------ SQuAD F1/EM
@@ -224,7 +247,8 @@ def best_over(metric, prediction: str, truths: Sequence[str]) -> float:
 
 class _UserFileTask:
     """What the generative tasks over a user's JSONL file share: the file (``path``, found via
-    ``data_dir`` when relative), generation settings, and loading + validating + limiting rows."""
+    ``data_dir`` when relative), the name it is recorded under (``label``, default
+    ``<task>[<file stem>]``), generation settings, and loading + validating + limiting rows."""
 
     name: ClassVar[str]
     requires: ClassVar[frozenset[str]] = GENERATE
@@ -241,10 +265,12 @@ class _UserFileTask:
         batch_size: int | None,
         data_dir: str | os.PathLike | None,
         sample: bool,
+        label: str | None,
     ) -> None:
         if path is None:
             raise E3Error(f"task '{self.name}' needs a data file", f"pass path=FILE.jsonl with {self.LINE_FORMAT} lines")
         self.path = resolve_local_file(path, data_dir_=data_dir)
+        self.label = file_task_label(self.name, self.path, label)
         self.max_new_tokens = int(max_new_tokens)
         self.stop = tuple(stop)
         self.batch_size = batch_size
@@ -256,13 +282,15 @@ class _UserFileTask:
         validate_rows(rows, str(self.path), self.SCHEMA)
         return apply_limit(rows, limit, what=f"task '{self.name}' ({self.path})", seed=seed, sample=self.sample)
 
-    def _generate(self, backend: Backend, prompts: list[str]) -> list[str]:
+    def _generate(self, backend: Backend, prompts: list[str]) -> tuple[list[str], list[bool]]:
         return generate_texts(
             backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size
         )
 
-    def _details(self, limit: int | None, seed: int) -> dict:
-        return {"scoring": "generation", "path": str(self.path), "stop": list(self.stop), "limit": limit, "seed": seed}
+    def _score(self, samples: list[dict], metrics: tuple[str, ...], truncated: list[bool], limit, seed) -> TaskScore:
+        details = {"scoring": "generation", "task": self.name, "path": str(self.path), "stop": list(self.stop),
+                   "max_new_tokens": self.max_new_tokens, "limit": limit, "seed": seed}  # fmt: skip
+        return _finish(mean_score(self.label, samples, metrics, details), truncated, self.path)
 
 
 class ExtractiveQA(_UserFileTask):
@@ -287,10 +315,12 @@ class ExtractiveQA(_UserFileTask):
         batch_size: int | None = None,
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
+        label: str | None = None,
     ) -> None:
         super().__init__(
-            path, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size, data_dir=data_dir, sample=sample
-        )
+            path, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size, data_dir=data_dir, sample=sample,
+            label=label,
+        )  # fmt: skip
         self.prompt = prompt
 
     @staticmethod
@@ -306,7 +336,9 @@ class ExtractiveQA(_UserFileTask):
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
         """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         rows = self._rows(backend, limit, seed)
-        texts = self._generate(backend, [self.prompt.format(context=r["context"], question=r["question"]) for r in rows])
+        texts, truncated = self._generate(
+            backend, [self.prompt.format(context=r["context"], question=r["question"]) for r in rows]
+        )
         samples = []
         for i, (r, t) in enumerate(zip(rows, texts, strict=True)):
             golds = self.answers_of(r)
@@ -322,7 +354,7 @@ class ExtractiveQA(_UserFileTask):
                     "f1": best_over(squad_f1, pred, golds),
                 }
             )
-        return mean_score(self.name, samples, ("exact_match", "f1"), self._details(limit, seed))
+        return self._score(samples, ("exact_match", "f1"), truncated, limit, seed)
 
 
 class JsonlGenerative(_UserFileTask):
@@ -343,16 +375,18 @@ class JsonlGenerative(_UserFileTask):
         batch_size: int | None = None,
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
+        label: str | None = None,
     ) -> None:
         super().__init__(
-            path, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size, data_dir=data_dir, sample=sample
-        )
+            path, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size, data_dir=data_dir, sample=sample,
+            label=label,
+        )  # fmt: skip
         self.normalize = bool(normalize)
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
         """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         rows = self._rows(backend, limit, seed)
-        texts = self._generate(backend, [r["prompt"] for r in rows])
+        texts, truncated = self._generate(backend, [r["prompt"] for r in rows])
         samples = []
         for i, (r, t) in enumerate(zip(rows, texts, strict=True)):
             pred = t.strip()
@@ -361,4 +395,4 @@ class JsonlGenerative(_UserFileTask):
                 {"doc_id": i, "prompt": r["prompt"], "generation": t, "answer": r["answer"],
                  "exact_match": em, "f1": squad_f1(pred, r["answer"])}
             )  # fmt: skip
-        return mean_score(self.name, samples, ("exact_match", "f1"), self._details(limit, seed))
+        return self._score(samples, ("exact_match", "f1"), truncated, limit, seed)

@@ -34,6 +34,7 @@ from typing import ClassVar
 from e3bench.core.api import Backend, TaskScore
 from e3bench.evals.data import (
     apply_limit,
+    file_sha256,
     load_dataset_rows,
     read_jsonl,
     resolve_local_file,
@@ -45,6 +46,7 @@ from e3bench.evals.tasks.base import (
     MCItem,
     bootstrap_stderr,
     check_backend,
+    file_task_label,
     limit_details,
     macro_f1,
     mc_score,
@@ -217,7 +219,8 @@ class JsonlMultipleChoice(MultipleChoiceTask):
     """User data: JSONL lines ``{"query": str, "choices": [str, ...], "gold": int}``.
 
     Options: ``suffix`` appended to the query (default none), ``delimiter`` between context and
-    choice (default one space, as lm-eval).
+    choice (default one space, as lm-eval), ``label`` the name it is recorded under (default
+    ``jsonl_mc[<file stem>]``). The record names the file and its SHA-256.
     """
 
     name = "jsonl_mc"
@@ -230,13 +233,23 @@ class JsonlMultipleChoice(MultipleChoiceTask):
         delimiter: str = " ",
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
+        label: str | None = None,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
         if path is None:
             raise E3Error("task 'jsonl_mc' needs a data file", "pass path=FILE.jsonl (--task jsonl_mc:path=FILE)")
         self.path = resolve_local_file(path, data_dir_=data_dir)
+        self.label = file_task_label(self.name, self.path, label)
         self.suffix_ = suffix
         self.delimiter = delimiter
+
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """As :meth:`MultipleChoiceTask.evaluate`, recorded under ``label`` with the data file."""
+        score = super().evaluate(backend, limit=limit, seed=seed)
+        score.task = self.label
+        score.details.update(task=self.name, path=str(self.path))
+        score.data_source, score.data_sha256 = str(self.path), file_sha256(self.path)
+        return score
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""
