@@ -228,9 +228,8 @@ def out_of_memory(exc: BaseException) -> bool:
 def oom_reason(exc: BaseException, batch: int, device: str) -> str:
     """One line for the record: batch size ``batch`` did not fit, and the allocator's words."""
     first = (str(exc).strip().splitlines() or [""])[0]
-    for marker in ("[enforce fail at ", "CUDA out of memory."):
-        if first.startswith(marker) and "] " in first:
-            first = first.split("] ", 1)[1]
+    if first.startswith("[enforce fail at ") and "] " in first:  # torch's CPU allocator
+        first = first.split("] ", 1)[1].removeprefix("err == 0. ").removeprefix("data. ")
     detail = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
     return f"batch size {batch} did not fit in {'GPU' if device.startswith('cuda') else 'host'} memory ({detail})"
 
