@@ -542,8 +542,8 @@ def interrupted_during_measurement(cmd: list[str], log: Path, env: dict | None =
     return proc.returncode, out.read_text(), err.read_text()
 
 
-@pytest.mark.xfail(strict=False, reason="intermittent (open, h-runner's area): under load a SIGINT during measurement "
-                   "was sometimes not honoured within 60 s (2 of 7 tries; once the run finished with exit 0)")
+@pytest.mark.xfail(strict=False, reason="intermittent (open, h-runner's area): a SIGINT during measurement was not "
+                   "honoured within 60 s in 3 of 3 full runs of this file on a loaded machine (passes alone, 4 of 4)")
 def test_ctrl_c_says_what_was_interrupted(place, tiny_models):
     cmd = [sys.executable, "-m", "e3bench", "run", "-m", str(tiny_models["decoder"]), *FAST, "-o", str(place.out),
            "--min-iters", "100000", "--min-seconds", "600"]  # fmt: skip
