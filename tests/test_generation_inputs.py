@@ -28,12 +28,15 @@ GSM8K_PROMPT = "Question: what is two plus two?\nAnswer:"
 
 def _bos_tokenizer_dir(src: Path, dst: Path) -> Path:
     """A copy of model dir ``src`` whose tokenizer adds BOS by default (a TemplateProcessing
-    post-processor, as Llama's tokenizer.json has)."""
+    post-processor, as Llama's tokenizer.json has), with weights drawn wide enough (std 1) that
+    greedy continuations depend on the prompt (the default init repeats one token)."""
     from tokenizers.processors import TemplateProcessing
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not dst.exists():
         shutil.copytree(src, dst)
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(dst, initializer_range=1.0)).save_pretrained(dst)
         tok = AutoTokenizer.from_pretrained(dst)
         bos = tok.bos_token_id
         tok.backend_tokenizer.post_processor = TemplateProcessing(
@@ -249,3 +252,24 @@ def test_seq2seq_contexts_keep_the_tokenizer_defaults(tiny_models):
     b = _pytorch(tiny_models["decoder"])
     out = b.generate([b.encode_context("hello", max_new_tokens=3)[0]], GenParams(max_new_tokens=3))
     assert len(out[0].token_ids) == 3
+
+
+def test_gsm8k_generations_equal_lm_evals_on_a_bos_tokenizer(bos_dir):
+    """The whole generation path (inputs, greedy decoding, stop strings, cut) gives lm-eval's
+    ``generate_until`` text for the first GSM8K items."""
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'e3bench[lmeval]')")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from e3bench.evals.tasks import get_task
+
+    task = get_task("gsm8k", max_new_tokens=16)
+    try:
+        score = task.evaluate(_pytorch(bos_dir), limit=4, seed=0)
+    except E3Error as exc:
+        pytest.skip(f"no local GSM8K data: {exc.one_line()}")
+    lm = HFLM(pretrained=str(bos_dir), device="cpu", dtype="float32", batch_size=1)
+    kwargs = {"until": list(task.stop), "max_gen_toks": 16, "do_sample": False, "temperature": 0.0}
+    reqs = [Instance("generate_until", {}, (s["prompt"], kwargs), i) for i, s in enumerate(score.samples)]
+    want = lm.generate_until(reqs, disable_tqdm=True)
+    assert [s["generation"] for s in score.samples] == want
