@@ -177,3 +177,15 @@ def test_requests_are_lm_eval_own_tasks_item_by_item(tmp_path, monkeypatch):
         assert len(be.requests) == len(theirs), name
         diff = [k for k, (a, b) in enumerate(zip(be.requests, theirs)) if a != b]
         assert not diff, f"{name}: request {diff[0]} differs: {be.requests[diff[0]]!r} vs {theirs[diff[0]]!r}"
+
+
+def test_file_tasks_of_the_new_shapes_are_recorded_under_their_file(tmp_path):
+    import hashlib
+
+    c = _jsonl(tmp_path / "cloze.jsonl", [{"context": "a b", "continuation": "c"}])
+    p = _jsonl(tmp_path / "wino.jsonl", [{"context_options": ["x A", "x B"], "continuation": "end.", "gold": 0}])
+    sc = get_task("jsonl_cont", path=str(c)).evaluate(Recorder())
+    sp = get_task("jsonl_partial", path=str(p), label="mine").evaluate(Recorder())
+    assert (sc.task, sp.task) == ("jsonl_cont[cloze]", "mine")
+    assert sc.data_source == str(c) and sc.data_sha256 == hashlib.sha256(c.read_bytes()).hexdigest()
+    assert sp.data_source == str(p) and sp.details["task"] == "jsonl_partial"

@@ -21,6 +21,7 @@ Nothing here imports torch or transformers at module level.
 from __future__ import annotations
 
 import json
+import pickle
 import struct
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ SAFE_TORCH_LOAD = (2, 6)
 HUB_CACHE_FIX = "remove the model from the Hugging Face cache (~/.cache/huggingface/hub) and download it again"
 #: what transformers raises for a file it cannot use (plus safetensors' own SafetensorError);
 #: anything else is a bug and keeps its traceback
-LOADER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError)
+LOADER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError,
+                                                 pickle.UnpicklingError)  # fmt: skip
 
 
 def check_gguf(path: Path, fix: str | None = None) -> None:
@@ -150,6 +152,13 @@ def loader_error(path: str, exc: BaseException, *, what: str, fix: str = "check 
     text = str(exc)
     if "trust_remote_code" in text:
         return remote_code_error(path)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        bins = ", ".join(p.name for p in sorted(Path(path).glob("*.bin"))) or "pickle weights"
+        return E3Error(
+            f"cannot {what} in {path}: {bins} holds more than plain tensors, so torch.load(weights_only=True) "
+            "refused it (e3bench never runs code from a weights file)",
+            "use the model's safetensors weights, or get the model from a source you trust",
+        )
     first = (text.splitlines() or [""])[0][:200]
     if "OutOfMemory" in type(exc).__name__ or "allocate" in text:
         fix = "free memory, or use a smaller model or --dtype"

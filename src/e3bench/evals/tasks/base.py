@@ -177,3 +177,14 @@ def file_task_label(task: str, path: Path, label: object | None) -> str:
             raise E3Error(f"task '{task}': label is empty", "give label=NAME a name, or leave it out")
         return label
     return f"{task}[{path.stem}]"
+
+
+def record_file_task(score: TaskScore, task: str, label: str, path: Path) -> TaskScore:
+    """``score`` of a task over a user's file, recorded under ``label`` (:func:`file_task_label`)
+    with the file and its SHA-256 (``data_source``, ``data_sha256``)."""
+    from e3bench.evals.data import file_sha256
+
+    score.task = label
+    score.details.update(task=task, path=str(path))
+    score.data_source, score.data_sha256 = str(path), file_sha256(path)
+    return score

@@ -34,7 +34,6 @@ from typing import ClassVar
 from e3bench.core.api import Backend, TaskScore
 from e3bench.evals.data import (
     apply_limit,
-    file_sha256,
     load_dataset_rows,
     read_jsonl,
     resolve_local_file,
@@ -52,6 +51,7 @@ from e3bench.evals.tasks.base import (
     mc_score,
     mean,
     mean_stderr,
+    record_file_task,
     score_multiple_choice,
 )
 
@@ -245,11 +245,7 @@ class JsonlMultipleChoice(MultipleChoiceTask):
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
         """As :meth:`MultipleChoiceTask.evaluate`, recorded under ``label`` with the data file."""
-        score = super().evaluate(backend, limit=limit, seed=seed)
-        score.task = self.label
-        score.details.update(task=self.name, path=str(self.path))
-        score.data_source, score.data_sha256 = str(self.path), file_sha256(self.path)
-        return score
+        return record_file_task(super().evaluate(backend, limit=limit, seed=seed), self.name, self.label, self.path)
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""

@@ -16,7 +16,14 @@ from typing import ClassVar
 from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
 from e3bench.evals.data import LINE_KEY, apply_limit, load_dataset_rows, read_jsonl, resolve_local_file, validate_rows
-from e3bench.evals.tasks.base import argmax, check_backend, limit_details, mean_score
+from e3bench.evals.tasks.base import (
+    argmax,
+    check_backend,
+    file_task_label,
+    limit_details,
+    mean_score,
+    record_file_task,
+)
 
 
 def validate_partial(rows: list[dict], path: str) -> None:
@@ -92,7 +99,8 @@ class Winogrande(PartialContextTask):
 
 class JsonlPartial(PartialContextTask):
     """User data: JSONL lines ``{"context_options": [str, ...], "continuation": str, "gold": int}``;
-    option ``delimiter`` (between each context and the continuation, default one space)."""
+    option ``delimiter`` (between each context and the continuation, default one space) and
+    ``label``, the name it is recorded under (default ``jsonl_partial[<file stem>]``)."""
 
     name = "jsonl_partial"
 
@@ -103,13 +111,19 @@ class JsonlPartial(PartialContextTask):
         delimiter: str = " ",
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
+        label: str | None = None,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
         if path is None:
             raise E3Error("task 'jsonl_partial' needs a data file",
                           "pass path=FILE.jsonl (--task jsonl_partial:path=FILE)")  # fmt: skip
         self.path = resolve_local_file(path, data_dir_=data_dir)
+        self.label = file_task_label(self.name, self.path, label)
         self.delimiter = delimiter
+
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """As the built-in task, recorded under ``label`` with the data file and its SHA-256."""
+        return record_file_task(super().evaluate(backend, limit=limit, seed=seed), self.name, self.label, self.path)
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""

@@ -21,7 +21,14 @@ from typing import ClassVar
 from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
 from e3bench.evals.data import apply_limit, load_dataset_rows, read_jsonl, resolve_local_file, validate_rows
-from e3bench.evals.tasks.base import check_backend, limit_details, mean, mean_stderr
+from e3bench.evals.tasks.base import (
+    check_backend,
+    file_task_label,
+    limit_details,
+    mean,
+    mean_stderr,
+    record_file_task,
+)
 
 SCHEMA: dict[str, type] = {"context": str, "continuation": str}
 
@@ -101,7 +108,8 @@ class LambadaOpenAI(SingleContinuationTask):
 
 class JsonlContinuation(SingleContinuationTask):
     """User data: JSONL lines ``{"context": str, "continuation": str}``; option ``delimiter``
-    (between context and continuation, default one space)."""
+    (between context and continuation, default one space) and
+    ``label``, the name it is recorded under (default ``jsonl_cont[<file stem>]``)."""
 
     name = "jsonl_cont"
 
@@ -112,12 +120,18 @@ class JsonlContinuation(SingleContinuationTask):
         delimiter: str = " ",
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
+        label: str | None = None,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
         if path is None:
             raise E3Error("task 'jsonl_cont' needs a data file", "pass path=FILE.jsonl (--task jsonl_cont:path=FILE)")
         self.path = resolve_local_file(path, data_dir_=data_dir)
+        self.label = file_task_label(self.name, self.path, label)
         self.delimiter = delimiter
+
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+        """As the built-in task, recorded under ``label`` with the data file and its SHA-256."""
+        return record_file_task(super().evaluate(backend, limit=limit, seed=seed), self.name, self.label, self.path)
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""

@@ -44,7 +44,7 @@ class FinetuneConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1)
-    max_steps: int = Field(100, ge=0)
+    max_steps: int = Field(100, ge=1)
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int = Field(200, ge=1)
     eval_every: int = Field(20, ge=1)

@@ -8,11 +8,13 @@ was measured here, with a verdict.
 
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 from typing import Any
 
 from e3bench.core.fmt import num
-from e3bench.core.fsutil import atomic_write_text
+from e3bench.core.fsutil import atomic_write_bytes, atomic_write_text
 from e3bench.train.records import ConfigResult, SuiteRecord, basis_energy_j
 from e3bench.train.suite.compare import interp
 
@@ -250,9 +252,10 @@ def plot_curves(record: SuiteRecord, path: Path) -> bool:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())  # a kill -9 never leaves half a PNG
     return True
 
 

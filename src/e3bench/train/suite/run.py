@@ -57,7 +57,7 @@ def run_suite(
     extra: list[str] = list(sets)
     if text:
         extra.append(f"data.text={toml_str(text)}")
-    if max_steps:
+    if max_steps is not None:  # 0 is refused by the spec (train.max_steps ≥ 1), not ignored
         extra.append(f"train.max_steps={max_steps}")
     if device:
         extra.append(f"train.device={toml_str(device)}")
