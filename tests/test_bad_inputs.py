@@ -478,6 +478,14 @@ def test_concurrent_use(place, tiny_models, case):
         assert sorted(seeds) == [0, 1, 2, 3]  # each configuration ran once (before: twice, overwriting)
 
 
+def test_a_damaged_index_is_rebuilt_from_the_records(place):
+    """The index is a cache of the records: garbage in its file is replaced, the runs listed."""
+    (place.out / ".e3bench-index.sqlite").write_bytes(b"not an sqlite file" * 100)
+    res = place.call("ls", place.out, "--columns", "run_id,status")
+    assert res.returncode == 0 and " ok " in res.stdout, res.stderr[-2000:]
+    assert (place.out / ".e3bench-index.sqlite").read_bytes().startswith(b"SQLite format 3")
+
+
 # --- hangs and limits ------------------------------------------------------------------------
 
 

@@ -311,3 +311,46 @@ def test_sweep_dry_run_labels_include_backend_options(tmp_path):
                   console=Console(file=fh, width=200))  # fmt: skip
     would = [ln.split(" [")[0:2] for ln in out.read_text().splitlines() if "would run" in ln]
     assert [w[1] for w in would] == ["width=2]", "width=4]"]
+
+
+def test_a_damaged_claim_file_goes_stale(tmp_path):
+    from e3bench.sweep.claims import GRACE_S, Claim, Holder, acquire
+
+    path = tmp_path / "x.claim"
+    path.write_text("{not json")
+    assert isinstance(acquire(path, timeout_s=10), Holder)  # fresh: someone may be using it
+    old = time.time() - 3 * GRACE_S
+    os.utime(path, (old, old))
+    assert isinstance(acquire(path, timeout_s=10), Claim)
+
+
+def test_a_batch_size_that_failed_is_in_the_sweeps_failure_summary(tmp_path):
+    from rich.console import Console
+
+    from e3bench.bench import envinfo
+    from e3bench.cli.sweep import run_sweep
+    from e3bench.results.schema import Efficiency, FailedBatch, failed_record
+
+    class Canned:
+        """Returns an ok record whose batch 64 ran out of memory (what the runner stores)."""
+
+        def __init__(self, **_):
+            pass
+
+        def map(self, configs):
+            for cfg in configs:
+                rec = failed_record(cfg, "", envinfo.collect(sample_cpu=False))
+                eff = Efficiency(load_time_s=1.0, load_note="", prompt_source="synthetic", peak_rss_bytes=1,
+                                 failed_batches=[FailedBatch(batch_size=64, error="out of memory")])  # fmt: skip
+                yield rec.model_copy(update={"status": "ok", "error": None, "efficiency": eff, "duration_s": 1.0})
+
+    y = tmp_path / "s.yaml"
+    y.write_text("name: b\nbase:\n  meter: none\ngrid:\n  batch_sizes: [[1, 64]]\n")
+    registry.executors.register("canned", Canned)
+    try:
+        with open(tmp_path / "out.txt", "w") as fh:
+            failed = run_sweep(y, executor="canned", output_dir=str(tmp_path / "o"), ray_address=None, dry_run=False,
+                               console=Console(file=fh, width=200))  # fmt: skip
+    finally:
+        registry.executors.unregister("canned")
+    assert failed == ["smollm2-135m pytorch fp32 cpu: batch size 64 not measured: out of memory"]

@@ -119,7 +119,12 @@ class OtherCpu:
             return None
         w0, s0, m0 = self._start
         own = (m1.user + m1.system) - (m0.user + m0.system)
-        total = (w1 - w0) * (psutil.cpu_count() or 1)
+        # the CPUs' own accounted time (busy + idle + iowait), not wall × count: on a saturated
+        # machine the tick-based busy time can outrun the wall clock (100.5 % was seen)
+        total = sum(s1) - sum(s0) - (getattr(s1, "guest", 0.0) + getattr(s1, "guest_nice", 0.0)
+                                     - getattr(s0, "guest", 0.0) - getattr(s0, "guest_nice", 0.0))  # fmt: skip
+        if total <= 0:
+            total = (w1 - w0) * (psutil.cpu_count() or 1)
         return max(0.0, 100.0 * (_busy(s1) - _busy(s0) - own) / total) if total > 0 else None
 
 

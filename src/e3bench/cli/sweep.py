@@ -1,5 +1,6 @@
 """``e3bench sweep``: plan → skip completed → execute (claiming each run) → progress lines →
-summary; exits 1 when a run failed, naming each failed configuration and why."""
+summary; exits 1 when a run failed (or one of its batch sizes could not be measured), naming
+each failed configuration and why."""
 
 from __future__ import annotations
 
@@ -104,6 +105,8 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
             return f"skip {label}: {item.by}"
         if item.status != "ok":
             failed.append(f"{label}: {item.error}")
+        for fb in item.efficiency.failed_batches if item.efficiency else []:  # the smaller sizes are kept
+            failed.append(f"{label}: batch size {fb.batch_size} not measured: {fb.error}")
         return _line(item, label)
 
     if sys.stdout.isatty():

@@ -96,7 +96,8 @@ class Claim:
 
 def read_holder(path: Path) -> Holder | None:
     """The holder written in claim file ``path``; None when the file is gone. A file that
-    cannot be parsed counts as held by an unknown process claimed at its modification time."""
+    cannot be parsed counts as held by an unknown process claimed at its modification time, stale
+    after twice :data:`GRACE_S` (claims are written whole, so such a file was damaged later)."""
     try:
         text = path.read_text()
         mtime = path.stat().st_mtime
@@ -107,7 +108,7 @@ def read_holder(path: Path) -> Holder | None:
         return Holder(int(d["pid"]), str(d["host"]), d.get("process_started"), float(d["claimed_at"]),
                       d.get("timeout_s"))  # fmt: skip
     except (ValueError, KeyError, TypeError):
-        return Holder(-1, "?", None, mtime, None)
+        return Holder(-1, "?", None, mtime, GRACE_S)
 
 
 def _write_claim(path: Path, timeout_s: float | None) -> bool:
