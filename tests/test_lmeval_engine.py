@@ -263,3 +263,15 @@ def test_unknown_lm_eval_task_fails_before_the_model_loads(yamls, tmp_path):
     with pytest.raises(E3Error, match="did you mean e3t_a"):
         run_one(cfg, backend=fake)
     assert fake.loaded is None
+
+
+def test_to_task_scores_keeps_metrics_only():
+    """lm-eval 0.4.13's per-task dict carries bookkeeping beside the metrics."""
+    from e3bench.evals.lmeval_engine import to_task_scores
+
+    res = {"results": {"t": {"name": "t", "alias": "t", "sample_len": 4, "acc,none": 0.5, "acc_stderr,none": 0.25,
+                             "f1,none": 0.4, "f1_stderr,none": "N/A"}},
+           "configs": {"t": {"output_type": "multiple_choice"}}, "n-samples": {}}  # fmt: skip
+    (s,) = to_task_scores(res)
+    assert s.metrics == {"acc": 0.5, "f1": 0.4} and s.stderr == {"acc": 0.25}
+    assert s.n_items == 4 and s.truncated_items is None

@@ -194,8 +194,11 @@ def _cli_with_fakes(args: list[str], tmp_path: Path, *, backend: str = "OomBacke
     ) % (str(ROOT / "tests"), backend, backend, args)  # noqa: UP031
     cmd = [sys.executable, "-c", code]
     if popen:
+        # a shell's background job inherits SIGINT ignored (POSIX), and Python keeps it so: undo that,
+        # as a terminal's Ctrl-C would find it
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=tmp_path)  # fmt: skip
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=tmp_path,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 
 

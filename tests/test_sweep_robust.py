@@ -354,3 +354,39 @@ def test_a_batch_size_that_failed_is_in_the_sweeps_failure_summary(tmp_path):
     finally:
         registry.executors.unregister("canned")
     assert failed == ["smollm2-135m pytorch fp32 cpu: batch size 64 not measured: out of memory"]
+
+
+def test_ctrl_c_in_a_sweep_names_the_sweep_progress_and_results_folder(tmp_path):
+    """Ctrl-C during a sweep: the line names the sweep, how many configurations finished
+    (and the last one) and where the earlier results are."""
+    from rich.console import Console
+
+    from e3bench.bench import envinfo
+    from e3bench.cli import common
+    from e3bench.cli.sweep import run_sweep
+    from e3bench.results.schema import failed_record
+
+    class OneThenCtrlC:
+        """Yields one finished record, then the user presses Ctrl-C."""
+
+        def __init__(self, **_):
+            pass
+
+        def map(self, configs):
+            rec = failed_record(configs[0], "", envinfo.collect(sample_cpu=False))
+            yield rec.model_copy(update={"status": "ok", "error": None, "duration_s": 1.0})
+            raise KeyboardInterrupt
+
+    y = tmp_path / "s.yaml"
+    y.write_text("name: cc\nbase:\n  meter: none\ngrid:\n  seed: [1, 2, 3]\n")
+    registry.executors.register("ctrlc", OneThenCtrlC)
+    try:
+        with open(tmp_path / "out.txt", "w") as fh, pytest.raises(KeyboardInterrupt):
+            run_sweep(y, executor="ctrlc", output_dir=str(tmp_path / "o"), ray_address=None, dry_run=False,
+                      console=Console(file=fh, width=200))  # fmt: skip
+    finally:
+        registry.executors.unregister("ctrlc")
+    line = common.interrupted_line()
+    assert line.startswith("interrupted (Ctrl-C): e3bench sweep of sweep 'cc', during: 3 configuration(s) to run, "
+                           "1 finished (last: smollm2-135m pytorch fp32 cpu (seed=1))"), line  # fmt: skip
+    assert f"intact in {tmp_path / 'o' / 'cc'}" in line

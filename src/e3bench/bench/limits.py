@@ -1,8 +1,8 @@
 """What must fit before a run measures anything: the model's context and the KV cache in memory.
 
-Checked twice by the runner: **before the model loads**, from the model's ``config.json`` when it
-is on disk (a local folder, the hub cache, the GGUF conversion cache), so a hopeless
-configuration costs nothing; and **after the load**, against the backend's own
+Checked by the runner **before the model loads**, from the model's ``config.json`` when it is
+on disk (a local folder, the hub cache, the GGUF conversion cache), so a hopeless configuration
+costs nothing; and the context again **after the load**, against the backend's own
 ``context_length`` (llama.cpp: ``n_ctx``; vLLM: ``max_model_len``) and the real prompts'
 lengths. Out-of-memory errors that still happen while measuring are recognised by
 :func:`out_of_memory` (Python ``MemoryError``, torch's CPU and CUDA allocators, ONNX Runtime,

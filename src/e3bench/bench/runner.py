@@ -202,8 +202,8 @@ class Runner:
                    architecture: str | None = None, ps: prompts.PromptSet | None = None) -> None:  # fmt: skip
         """Refuse (every problem at once) prompts + output longer than the model's context and
         batches whose KV cache alone exceeds the free memory: before the load from ``config``
-        (config.json, when on disk), after it from the backend's ``context_length`` and the
-        real prompts."""
+        (config.json, when on disk); after it (``backend`` given) the context again, from the
+        backend's ``context_length`` and the real prompts."""
         cfg = self.cfg
         synthetic = cfg.prompts in (None, "synthetic")
         if ps is None and not synthetic:
@@ -221,9 +221,11 @@ class Runner:
             errors.append(limits.context_problem(
                 prompt_tokens=longest, max_new_tokens=cfg.max_new_tokens, architecture=arch, context=context,
                 source=source, prompt_what=what, llamacpp=cfg.backend == "llamacpp"))  # fmt: skip
-        errors.append(limits.memory_problem(
-            config, architecture=arch, batch_sizes=cfg.batch_sizes, tokens=longest + cfg.max_new_tokens,
-            dtype=cfg.dtype, backend=cfg.backend, device=cfg.device))  # fmt: skip
+        if backend is None:  # after a load, free memory no longer means room for the KV cache (vLLM and
+            # llama.cpp reserve theirs at load): the out-of-memory catch around each batch size remains
+            errors.append(limits.memory_problem(
+                config, architecture=arch, batch_sizes=cfg.batch_sizes, tokens=longest + cfg.max_new_tokens,
+                dtype=cfg.dtype, backend=cfg.backend, device=cfg.device))  # fmt: skip
         raise_problems([Problem("", e.problem, e.fix) for e in errors if e is not None])
 
     def _bandwidth(self, manifest):

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
 
@@ -91,12 +92,15 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         return []
     for _, err in check_output_dir(root):  # before any run, not after the first one
         raise err
+    common.doing("sweep", what=f"sweep '{plan.name}'", results=str(root))  # for the Ctrl-C line
+    common.step(f"{len(todo)} configuration(s) to run, 0 finished")
     kwargs = {"address": ray_address} if ray_address else {}
     if timeout is not None:
         kwargs["timeout_s"] = timeout
     ex = make_executor(executor, **kwargs)
     failed: list[str] = []
     held: list[str] = []
+    finished: list[str] = []
 
     def line(item) -> str:
         label = labels.get(_hash(item), "?")
@@ -107,6 +111,8 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
             failed.append(f"{label}: {item.error}")
         for fb in item.efficiency.failed_batches if item.efficiency else []:  # the smaller sizes are kept
             failed.append(f"{label}: batch size {fb.batch_size} not measured: {fb.error}")
+        finished.append(label)
+        common.step(f"{len(todo)} configuration(s) to run, {len(finished)} finished (last: {label})")
         return _line(item, label)
 
     if sys.stdout.isatty():
