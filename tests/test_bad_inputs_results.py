@@ -348,6 +348,24 @@ def test_task_names_become_one_samples_file_name(tmp_path, task):
     assert other != p  # long names keep a hash of the whole: two tasks never share a file
 
 
+def test_task_names_that_clean_up_alike_keep_two_samples_files(tmp_path):
+    """``x_2`` and ``x?2`` are two task names of one run (labels given by the user): the
+    character clean-up must not map them onto one samples file (the second overwrote the first)."""
+    from e3bench.results import store
+
+    a, b = (store.samples_path(tmp_path, "s", "r", t) for t in ("x_2", "x?2"))
+    assert a != b and a.name == "r-x_2.jsonl"
+
+
+def test_runs_of_one_configuration_started_in_the_same_second_get_distinct_ids():
+    """Parallel runs of one configuration in the same second named the same record and samples
+    files and overwrote each other (each printed the same ``result:`` path)."""
+    from e3bench.core import ids
+
+    got = {ids.run_id("0123456789abcdef") for _ in range(50)}
+    assert len(got) == 50 and all(r.split("-")[1] == "0123456789" for r in got)
+
+
 # --- 3. report outputs ----------------------------------------------------------------------
 
 HOSTILE = {

@@ -275,3 +275,27 @@ def test_to_task_scores_keeps_metrics_only():
     (s,) = to_task_scores(res)
     assert s.metrics == {"acc": 0.5, "f1": 0.4} and s.stderr == {"acc": 0.25}
     assert s.n_items == 4 and s.truncated_items is None
+
+
+@pytest.mark.parametrize("kind", ["function_tag", "py_file"])
+def test_an_include_path_with_code_needs_trust_remote_code(tmp_path, kind):
+    """lm-eval imports ``!function`` modules (and a folder's .py files) from --include-path: that
+    code must not run unless the user says --trust-remote-code (it ran, writing a marker)."""
+    from e3bench.config.run import build_config
+    from e3bench.config.validate import ConfigError
+
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    yaml = "task: evil_task\ndataset_path: json\noutput_type: multiple_choice\n"
+    if kind == "function_tag":
+        yaml += "process_docs: !function evil.process\n"
+    (inc / "evil.yaml").write_text(yaml)
+    (inc / ("evil.py" if kind == "py_file" else "README")).write_text("open('marker','w')\n")
+    over = dict(engine="lm-eval", tasks="hellaswag", include_path=str(inc))
+    with pytest.raises(ConfigError, match="Python code that lm-eval would run") as info:
+        build_config(overrides=over, runnable=True)
+    want = "evil.py" if kind == "py_file" else "evil.yaml: !function"
+    assert any(line.startswith("--include-path: ") and want in line and "--trust-remote-code" in line
+               for line in info.value.one_lines())
+    cfg = build_config(overrides={**over, "trust_remote_code": True}, runnable=True)
+    assert cfg.include_path == str(inc)

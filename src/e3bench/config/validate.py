@@ -133,7 +133,29 @@ def check_lmeval_options(values: Mapping[str, Any], *, runnable: bool) -> Found:
             found.append(("include_path", E3Error(
                 f"lm-eval include path {path} is not a folder", "pass --include-path DIR, a folder of lm-eval task YAMLs"
             )))  # fmt: skip
+        elif runnable and not values.get("trust_remote_code"):
+            code = _code_in_task_folder(Path(str(path)).expanduser())
+            if code is not None:
+                found.append(("include_path", E3Error(
+                    f"lm-eval include path {path} holds Python code that lm-eval would run ({code})",
+                    "read it, then pass --trust-remote-code to allow it",
+                )))  # fmt: skip
     return found
+
+
+def _code_in_task_folder(folder: Path) -> str | None:
+    """The first file under ``folder`` whose code lm-eval would import: a ``.py`` file, or a
+    YAML with a ``!function`` tag (lm-eval imports the named module). None: no code."""
+    for f in sorted(folder.rglob("*")):
+        if f.suffix == ".py":
+            return f"{f.name}"
+        if f.suffix in (".yaml", ".yml"):
+            try:
+                if "!function" in f.read_text(encoding="utf-8", errors="replace"):
+                    return f"{f.name}: !function"
+            except OSError:
+                continue
+    return None
 
 
 def check_trackers(names: tuple[str, ...]) -> Found:
@@ -239,7 +261,7 @@ def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]
         ({"region"}, lambda: check_region(values.get("region"))),
         ({"tasks", "engine"}, lambda: check_tasks(tuple(values.get("tasks") or ()), str(values.get("engine")))),
         ({"trackers"}, lambda: check_trackers(tuple(values.get("trackers") or ()))),
-        ({"engine", "num_fewshot", "include_path"}, lambda: check_lmeval_options(values, runnable=runnable)),
+        ({"engine", "num_fewshot", "include_path", "trust_remote_code"}, lambda: check_lmeval_options(values, runnable=runnable)),
         ({"backend", "backend_options", "device", "dtype"}, lambda: check_backend(values, runnable=runnable)),
     ]
     if runnable:  # this machine writes the record

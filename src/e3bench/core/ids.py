@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import secrets
 from typing import Any
 
 
@@ -14,9 +15,12 @@ def utc_now_iso() -> str:
 
 
 def run_id(config_hash: str) -> str:
-    """``<UTC yyyymmddThhmmss>-<first 10 hex of the config hash>``: sortable by start time."""
+    """``<UTC yyyymmddThhmmss>-<first 10 hex of the config hash>-<6 random hex>``: sortable by
+    start time, and unique: runs of one configuration started in the same second (parallel
+    jobs, a script) would otherwise name the same record and samples files and overwrite
+    each other."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}-{config_hash[:10]}"
+    return f"{stamp}-{config_hash[:10]}-{secrets.token_hex(3)}"
 
 
 def stable_hash(identity: dict[str, Any]) -> str:

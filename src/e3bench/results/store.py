@@ -73,9 +73,12 @@ def record_path(output_dir: str | os.PathLike, sweep: str, stem: str) -> Path:
 
 def _file_part(text: str, limit: int) -> str:
     """``text`` as a file-name part: characters other than letters, digits, ``-``, ``_`` and
-    ``.`` become ``_``; longer than ``limit`` bytes → cut, plus a hash of the whole text so two
-    long names stay apart."""
+    ``.`` become ``_``, plus a hash of the whole text when any did (so ``x?2`` and ``x_2``, two
+    task names of one run, keep two files); longer than ``limit`` bytes → cut, plus that hash
+    too, so two long names stay apart."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    if safe != text:
+        safe = f"{safe}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
     if len(safe.encode("utf-8")) > limit:
         cut = safe.encode("utf-8")[: limit - 13].decode("utf-8", "ignore")
         safe = f"{cut}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
