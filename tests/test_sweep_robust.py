@@ -390,3 +390,31 @@ def test_ctrl_c_in_a_sweep_names_the_sweep_progress_and_results_folder(tmp_path)
     assert line.startswith("interrupted (Ctrl-C): e3bench sweep of sweep 'cc', during: 3 configuration(s) to run, "
                            "1 finished (last: smollm2-135m pytorch fp32 cpu (seed=1))"), line  # fmt: skip
     assert f"intact in {tmp_path / 'o' / 'cc'}" in line
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_sweep_alone_stops_its_run_and_releases_the_claim(tmp_path, tiny_models):
+    """``kill <sweep pid>`` (timeout, a scheduler): the run the sweep started must not go on as
+    an orphan (it kept running unclaimed, so a second sweep ran the same configuration at once);
+    the sweep says what was interrupted and exits 143."""
+    import psutil
+
+    env = plugin_env(tmp_path / "plug")
+    y = _sweep_file(tmp_path, tiny_models["decoder"], name="term", grid="  backend_options: [{prefill_s: 3600}]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "e3bench", "sweep", str(y), "-o", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    children: list = []
+    while time.time() < deadline and not children:
+        time.sleep(0.5)
+        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "worker" in " ".join(c.cmdline())]
+    assert children, "the sweep never started its run"
+    time.sleep(2)
+    proc.terminate()  # SIGTERM to the sweep process only, not its group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted (SIGTERM): e3bench sweep of sweep 'term'")
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"orphaned run processes: {[p.pid for p in alive]}"
+    assert not list((tmp_path / "out" / "term").rglob("*.claim"))

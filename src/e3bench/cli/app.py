@@ -9,6 +9,7 @@ The console script ``e3bench`` and ``python -m e3bench`` both call :func:`main`.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
@@ -46,6 +47,10 @@ INTERRUPTED = 130
 def main() -> None:
     """Run the CLI; an E3Error raised outside a command body is printed the same way, and an
     interrupted command (Ctrl-C; typer exits 130) says what was interrupted."""
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use): keep the default
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except E3Error as exc:
@@ -55,10 +60,27 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == INTERRUPTED:
             typer.echo(interrupted_line(), err=True)
+            sys.exit(_interrupted_status())
         raise
     except KeyboardInterrupt:
         typer.echo(interrupted_line(), err=True)
-        sys.exit(INTERRUPTED)
+        sys.exit(_interrupted_status())
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (``timeout``, a scheduler, ``kill``) ends a command like Ctrl-C does — cleanup
+    runs (a sweep kills its run, releases its claim), the interrupted line is printed — and the
+    exit status is 143 (128 + SIGTERM) instead of 130."""
+    from e3bench.cli import common
+
+    common.interrupted_by("SIGTERM")
+    raise KeyboardInterrupt
+
+
+def _interrupted_status() -> int:
+    from e3bench.cli import common
+
+    return 143 if common.interrupted_by() == "SIGTERM" else INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ def step(message: str) -> None:
     _doing["step"] = message
 
 
+def interrupted_by(signal_name: str | None = None) -> str | None:
+    """Record (with ``signal_name``) or read which signal interrupted the command: ``"SIGTERM"``,
+    or None for Ctrl-C (SIGINT)."""
+    if signal_name is not None:
+        _doing["signal"] = signal_name
+    return _doing.get("signal")
+
+
 def interrupted_line() -> str:
     """``interrupted: ...`` — what was interrupted (command, configuration, step) and that the
     results written before are intact (and where)."""
@@ -58,6 +66,6 @@ def interrupted_line() -> str:
         where += f", during: {_doing['step']}"
     place = f" in {_doing['results']}" if _doing["results"] else ""
     return (
-        f"interrupted (Ctrl-C): {where}; the interrupted work was not saved, results written before it "
+        f"interrupted ({_doing.get('signal') or 'Ctrl-C'}): {where}; the interrupted work was not saved, results written before it "
         f"are intact{place} (e3bench writes each result file whole or not at all)"
     )

@@ -80,6 +80,9 @@ class LocalExecutor:
                 proc.communicate()
                 return self._failed(cfg, f"timeout: the run took longer than its {self.timeout_s:g} s limit and was "
                                          "killed (set --timeout-s, or timeout_s in the sweep file)")  # fmt: skip
+            except BaseException:  # Ctrl-C / SIGTERM of the sweep alone: its run must not outlive it
+                _kill_tree(proc)  # (an orphaned run kept going unclaimed, so another sweep ran it too)
+                raise
         if proc.returncode == 0 and path.exists():
             return store.load(path)
         return self._failed(cfg, _crash_detail(proc.returncode, stderr))
