@@ -115,12 +115,28 @@ def _lm_eval_results(
 
 
 def preflight(cfg: RunConfig) -> None:
-    """What only the engine can check, before the model loads: lm-eval's task names (E3Error
-    with did-you-mean). lm-eval's catalogue is indexed once per process, so the run reuses it."""
+    """What only the engine can check, before the model loads (E3Error naming the task): lm-eval's
+    task names (with did-you-mean; its catalogue is indexed once per process, so the run reuses
+    it), and for e3bench tasks that read their items without a model (``items`` or
+    ``load_rows``), that the data resolves and validates and the options' values exist (e.g. an
+    MMLU subject) — found after the speed run, such a task was skipped with exit 0."""
     if cfg.engine == "lm-eval" and cfg.tasks:
         from e3bench.evals.lmeval_engine import check_task_names
 
         check_task_names(cfg.tasks, cfg.include_path)
+        return
+    from e3bench.evals.tasks import get_task, parse_task_spec
+
+    for spec in cfg.tasks:
+        name, options = parse_task_spec(spec)
+        task = get_task(name, **options)
+        try:
+            if callable(getattr(task, "items", None)):
+                task.items(limit=cfg.limit, seed=cfg.seed)
+            elif callable(getattr(task, "load_rows", None)):
+                task.load_rows()
+        except E3Error as exc:
+            raise E3Error(f"task {name}: {exc.problem}", exc.fix) from None
 
 
 def run_tasks(
