@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from e3bench.core.api import Backend, LogLik, TaskScore
 from e3bench.core.errors import E3Error
+from e3bench.evals.data import resolve_local_file
 
 
 def mean(xs: Sequence[float]) -> float:
@@ -165,6 +167,17 @@ def bootstrap_stderr(stat, items: Sequence, *, iters: int = 1000, seed: int = 12
     vals = [stat(rnd.choices(items, k=len(items))) for _ in range(iters)]
     mu = mean(vals)
     return math.sqrt(sum((v - mu) ** 2 for v in vals) / (iters - 1))
+
+
+def user_file(task: str, path: str | os.PathLike | None, data_dir: str | os.PathLike | None, label: object | None,
+              fix: str | None = None) -> tuple[Path, str]:
+    """A task over a user's file: the resolved ``path`` (required; E3Error with ``fix``, default
+    ``pass path=FILE.jsonl (--task <task>:path=FILE)``) and the name it is recorded under
+    (:func:`file_task_label`)."""
+    if path is None:
+        raise E3Error(f"task '{task}' needs a data file", fix or f"pass path=FILE.jsonl (--task {task}:path=FILE)")
+    resolved = resolve_local_file(path, data_dir_=data_dir)
+    return resolved, file_task_label(task, resolved, label)
 
 
 def file_task_label(task: str, path: Path, label: object | None) -> str:

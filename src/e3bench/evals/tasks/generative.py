@@ -20,11 +20,9 @@ from e3bench.evals.data import (
     file_sha256,
     load_dataset_rows,
     read_jsonl,
-    resolve_local_file,
     validate_rows,
 )
-from e3bench.core.errors import E3Error
-from e3bench.evals.tasks.base import check_backend, file_task_label, mean_score
+from e3bench.evals.tasks.base import check_backend, user_file, mean_score
 
 GENERATE = frozenset({"generate"})
 
@@ -267,10 +265,8 @@ class _UserFileTask:
         sample: bool,
         label: str | None,
     ) -> None:
-        if path is None:
-            raise E3Error(f"task '{self.name}' needs a data file", f"pass path=FILE.jsonl with {self.LINE_FORMAT} lines")
-        self.path = resolve_local_file(path, data_dir_=data_dir)
-        self.label = file_task_label(self.name, self.path, label)
+        self.path, self.label = user_file(self.name, path, data_dir, label,
+                                          f"pass path=FILE.jsonl with {self.LINE_FORMAT} lines")  # fmt: skip
         self.max_new_tokens = int(max_new_tokens)
         self.stop = tuple(stop)
         self.batch_size = batch_size

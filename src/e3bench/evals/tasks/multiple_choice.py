@@ -36,7 +36,6 @@ from e3bench.evals.data import (
     apply_limit,
     load_dataset_rows,
     read_jsonl,
-    resolve_local_file,
     validate_multiple_choice,
     validate_rows,
 )
@@ -45,7 +44,7 @@ from e3bench.evals.tasks.base import (
     MCItem,
     bootstrap_stderr,
     check_backend,
-    file_task_label,
+    user_file,
     limit_details,
     macro_f1,
     mc_score,
@@ -236,10 +235,7 @@ class JsonlMultipleChoice(MultipleChoiceTask):
         label: str | None = None,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
-        if path is None:
-            raise E3Error("task 'jsonl_mc' needs a data file", "pass path=FILE.jsonl (--task jsonl_mc:path=FILE)")
-        self.path = resolve_local_file(path, data_dir_=data_dir)
-        self.label = file_task_label(self.name, self.path, label)
+        self.path, self.label = user_file(self.name, path, data_dir, label)
         self.suffix_ = suffix
         self.delimiter = delimiter
 

@@ -15,11 +15,11 @@ from typing import ClassVar
 
 from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
-from e3bench.evals.data import LINE_KEY, apply_limit, load_dataset_rows, read_jsonl, resolve_local_file, validate_rows
+from e3bench.evals.data import LINE_KEY, apply_limit, load_dataset_rows, read_jsonl, validate_rows
 from e3bench.evals.tasks.base import (
     argmax,
     check_backend,
-    file_task_label,
+    user_file,
     limit_details,
     mean_score,
     record_file_task,
@@ -114,11 +114,7 @@ class JsonlPartial(PartialContextTask):
         label: str | None = None,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
-        if path is None:
-            raise E3Error("task 'jsonl_partial' needs a data file",
-                          "pass path=FILE.jsonl (--task jsonl_partial:path=FILE)")  # fmt: skip
-        self.path = resolve_local_file(path, data_dir_=data_dir)
-        self.label = file_task_label(self.name, self.path, label)
+        self.path, self.label = user_file(self.name, path, data_dir, label)
         self.delimiter = delimiter
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:

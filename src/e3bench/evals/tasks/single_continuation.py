@@ -19,11 +19,10 @@ import os
 from typing import ClassVar
 
 from e3bench.core.api import Backend, TaskScore
-from e3bench.core.errors import E3Error
-from e3bench.evals.data import apply_limit, load_dataset_rows, read_jsonl, resolve_local_file, validate_rows
+from e3bench.evals.data import apply_limit, load_dataset_rows, read_jsonl, validate_rows
 from e3bench.evals.tasks.base import (
     check_backend,
-    file_task_label,
+    user_file,
     limit_details,
     mean,
     mean_stderr,
@@ -123,10 +122,7 @@ class JsonlContinuation(SingleContinuationTask):
         label: str | None = None,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
-        if path is None:
-            raise E3Error("task 'jsonl_cont' needs a data file", "pass path=FILE.jsonl (--task jsonl_cont:path=FILE)")
-        self.path = resolve_local_file(path, data_dir_=data_dir)
-        self.label = file_task_label(self.name, self.path, label)
+        self.path, self.label = user_file(self.name, path, data_dir, label)
         self.delimiter = delimiter
 
     def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
