@@ -20,7 +20,7 @@ from e3bench.core.errors import E3Error
 from e3bench.core.fmt import DASH, num
 
 FORMATS = ("table", "md", "csv", "json")
-_LEGEND = "Δ = B − A; ± = standard error; 95 % CI of Δ; verdict: B against A"
+_LEGEND = "Δ = B − A (table: as % of A); ± = standard error; 95 % CI of Δ; verdict: B against A"
 _COLOUR = {"better": "green", "worse": "red", "INCONCLUSIVE": "yellow"}
 
 
@@ -68,16 +68,28 @@ def _value(v: float | None, se: float | None) -> str:
     return num(v) + (f" ±{num(se, '.2g')}" if se is not None else "")
 
 
+def _pct(x: float | None) -> str:
+    """``+12%`` / ``−0.5%`` / ``+1400%``: two significant digits, never exponent notation."""
+    if x is None or not math.isfinite(x):
+        return DASH
+    return _signed(x, ".0f" if abs(x) >= 10 else ".2g") + "%"
+
+
 def _delta(r) -> str:
     d = r.diff.estimate if r.diff is not None else (None if r.a is None or r.b is None else r.b - r.a)
-    pct = f" ({_signed(r.pct, '.2g')}%)" if r.pct is not None and math.isfinite(r.pct) else ""
-    return _signed(d) + pct
+    return _signed(d) + (f" ({_pct(r.pct)})" if r.pct is not None else "")
 
 
 def _ci(r) -> str:
-    if r.diff is None or r.diff.low is None or r.diff.high is None:
+    if r.diff is None or not r.diff.known:
         return DASH
     return f"[{_signed(r.diff.low)}, {_signed(r.diff.high)}]"
+
+
+def _pct_ci(r) -> str:
+    if r.pct_low is None or r.pct_high is None:
+        return _ci(r)
+    return f"[{_pct(r.pct_low)}, {_pct(r.pct_high)}]"
 
 
 def _metric(r) -> str:
@@ -129,13 +141,13 @@ def _table(sa, sb, pairing, done) -> None:
     con.print(f"[dim]{_LEGEND}[/dim]")
     for k, (p, pr) in enumerate(done, 1):
         title = f"{k}/{len(done)} {p.label}" if len(done) > 1 else p.label
-        t = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), title_justify="left")
-        t.add_column("metric", overflow="fold", min_width=10)
+        t = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
+        t.add_column("metric", overflow="fold", min_width=13)
         t.add_column("A", justify="right", overflow="fold")
         t.add_column("B", justify="right", overflow="fold")
-        t.add_column("Δ (%)", justify="right", overflow="fold")
-        t.add_column("95% CI", justify="right", overflow="fold")
-        t.add_column("verdict", overflow="fold", max_width=14)
+        t.add_column("Δ", justify="right", no_wrap=True)
+        t.add_column("95% CI of Δ", justify="right", no_wrap=True)
+        t.add_column("verdict", overflow="fold", min_width=12, max_width=14)
         section = None
         for r in pr.rows:
             if r.section != section:
@@ -145,7 +157,7 @@ def _table(sa, sb, pairing, done) -> None:
                 section = r.section
             colour = _COLOUR.get(r.verdict)
             verdict = f"[{colour}]{escape(r.verdict)}[/{colour}]" if colour else escape(r.verdict)
-            t.add_row(escape(_metric(r)), _value(r.a, r.a_se), _value(r.b, r.b_se), _delta(r), _ci(r), verdict)
+            t.add_row(escape(_metric(r)), _value(r.a, r.a_se), _value(r.b, r.b_se), _pct(r.pct), _pct_ci(r), verdict)
         con.print(t)
         for line in _pair_lines(p, pr):
             con.print(escape(line))

@@ -52,7 +52,7 @@ class Side:
     def describe(self) -> str:
         """``"run 2026…-ab12 (results/runs/….json)"`` / ``"sweep results/prec (6 records)"``."""
         if self.kind == "run":
-            return f"run {self.records[0][1].run_id} ({self.where})"
+            return f"run {self.records[0][1].run_id} in {self.where.parent}"
         return f"{self.kind} {self.where} ({len(self.records)} records)"
 
 

@@ -46,7 +46,7 @@ _MIB = 2**20
 @dataclass
 class Row:
     """One compared figure: A's and B's value ± standard error, ``diff`` = B − A with its 95 %
-    CI, ``pct`` = 100 (B / A − 1) with its CI, ``verdict`` for B against A, ``how`` they were
+    CI, ``pct`` = 100 (B − A) / |A| with that CI rescaled, ``verdict`` for B against A, ``how`` they were
     obtained. ``batch_size`` None: not per batch (tasks, memory)."""
 
     section: str
@@ -115,20 +115,28 @@ def _aggregate(cfg: Config, get: Callable[[ResultRecord], Stats | float | None])
 
 def _row(section: str, metric: str, unit: str, hib: bool, sa: Stats | None, sb: Stats | None,
          how: str, batch_size: int | None = None) -> Row:  # fmt: skip
-    """A row from two summaries: Welch CI of B − A and delta-method CI of B / A
-    (:mod:`e3bench.report.stats`); one side missing: values only, no verdict."""
+    """A row from two summaries: Welch CI of B − A (:func:`e3bench.report.stats.diff_ci`);
+    one side missing: values only, no verdict."""
     r = Row(section, metric, unit, hib, sa.mean if sa else None, sb.mean if sb else None, _se(sa), _se(sb), batch_size)
     if sa is None or sb is None:
         r.how = "measured on one side only"
         return r
     r.diff = stats.diff_ci(sa, sb)
-    ratio = stats.ratio_ci(sa, sb)
-    r.pct = 100 * (ratio.estimate - 1) if ratio.estimate is not None and math.isfinite(ratio.estimate) else None
-    r.pct_low = 100 * (ratio.low - 1) if ratio.low is not None else None
-    r.pct_high = 100 * (ratio.high - 1) if ratio.high is not None else None
+    _percent(r, sa.mean)
     r.verdict = stats.verdict(r.diff, higher_is_better=hib)
     r.how = f"{r.diff.method}; {how}"
+    if not r.diff.known and min(sa.n, sb.n) < 2:
+        r.how += "; repeats of each configuration give a CI"
     return r
+
+
+def _percent(r: Row, reference: float) -> None:
+    """``r.pct`` and its CI: the difference and its CI as a percentage of A's value (the same
+    interval, rescaled, so the verdict and the percentages never disagree)."""
+    if r.diff is None or not reference:
+        return
+    r.pct, r.pct_low, r.pct_high = (100 * v / abs(reference) if math.isfinite(v) else None
+                                    for v in (r.diff.estimate, r.diff.low, r.diff.high))  # fmt: skip
 
 
 def _by_batch(cfg: Config, kind: str) -> set[int]:
@@ -193,7 +201,7 @@ def _energy_row(p: Pair, kind: str, bs: int, basis: str) -> Row:
     how = f"A {how_a} ({ma}), B {how_b} ({mb})" if ma != mb else f"A {how_a}, B {how_b}; both {ma}"
     r = _row("energy", f"{basis} energy", "J/token", False, ga, gb, how, bs)
     if ma != mb and r.diff is not None:
-        r.verdict = "INCONCLUSIVE"
+        r.verdict = stats.INCONCLUSIVE
         r.how = f"energy obtained differently on the two sides, not comparable; {r.how}"
     return r
 
@@ -212,7 +220,7 @@ def _memory(p: Pair, out: PairRows) -> None:
     what = {r.efficiency.peak_rss_method for c in (p.a, p.b) for _, r in c.records}
     row = _row("memory", "peak RSS", "MiB", False, ra, rb, f"A {how_a}, B {how_b}", None)
     if len(what) > 1 and row.diff is not None:
-        row.verdict = "INCONCLUSIVE"
+        row.verdict = stats.INCONCLUSIVE
         row.how = f"peak RSS read differently on the two sides ({' / '.join(sorted(what))}); {row.how}"
     out.rows.append(row)
     da, how_a = _aggregate(p.a, device)
@@ -224,18 +232,18 @@ def _memory(p: Pair, out: PairRows) -> None:
         a, b = wa.weights_bytes / _MIB, wb.weights_bytes / _MIB
         r = Row("memory", "weights", "MiB", False, a, b)
         r.diff = stats.Interval(b - a, b - a, b - a, 1, "exact (bytes of the weights as loaded)")
-        r.pct = 100 * (b / a - 1) if a else None
-        r.pct_low = r.pct_high = r.pct
+        _percent(r, a)
         r.verdict = stats.verdict(r.diff, higher_is_better=False)
         r.how = r.diff.method
         out.rows.append(r)
 
 
-def _latest_task(cfg: Config, task: str) -> tuple[Path, ResultRecord, TaskResult] | None:
+def _latest_task(cfg: Config, task: str) -> tuple[Path, TaskResult] | None:
+    """The record path and result of ``task`` in the newest record of ``cfg`` that ran it."""
     for path, rec in reversed(cfg.records):
         for t in rec.effectiveness:
             if t.task == task:
-                return path, rec, t
+                return path, t
     return None
 
 
@@ -249,16 +257,18 @@ def _effectiveness(p: Pair, out: PairRows) -> None:
     for task in sorted(tasks_a & tasks_b):
         ta, tb = _latest_task(p.a, task), _latest_task(p.b, task)
         assert ta is not None and tb is not None
-        metric = primary_metric(ta[2].metrics) or next((m for m in ta[2].metrics if m in tb[2].metrics), None)
-        if metric is None or metric not in tb[2].metrics:
+        metric = primary_metric(ta[1].metrics) or next((m for m in ta[1].metrics if m in tb[1].metrics), None)
+        if metric is None or metric not in tb[1].metrics:
             out.notes.append(f"task {task}: no metric both sides report: not compared")
             continue
         hib = not any(w in metric for w in ("perplexity", "bits_per", "loss"))
         out.rows.append(_task_row(task, metric, hib, ta, tb))
 
 
-def _task_row(task: str, metric: str, hib: bool, ta, tb) -> Row:
-    (pa, ra, a), (pb, rb, b) = ta, tb
+def _task_row(task: str, metric: str, hib: bool, ta: tuple[Path, TaskResult], tb: tuple[Path, TaskResult]) -> Row:
+    """A task's row: paired over the logged samples when both sides have them for the same
+    items, else unpaired from each side's standard error (``how`` says which and why)."""
+    (pa, a), (pb, b) = ta, tb
     sa, sb = (_task_stats(t, metric) for t in (a, b))
     items_a, items_b = _samples(pa, a), _samples(pb, b)
     why = _paired_problem(items_a, items_b, metric)
@@ -273,10 +283,7 @@ def _task_row(task: str, metric: str, hib: bool, ta, tb) -> Row:
             _se_of(b, metric))  # fmt: skip
     r.diff = stats.paired_bootstrap_diff_ci(xa, xb)
     r.verdict = stats.verdict(r.diff, higher_is_better=hib)
-    mean_a = sum(xa) / len(xa)
-    if mean_a:
-        r.pct, r.pct_low, r.pct_high = (100 * v / mean_a if v is not None else None
-                                        for v in (r.diff.estimate, r.diff.low, r.diff.high))  # fmt: skip
+    _percent(r, sum(xa) / len(xa))
     r.how = f"paired over the same {len(ids)} items: {r.diff.method}"
     if all(v in (0.0, 1.0) for v in xa + xb):
         b_only, c_only, pval = stats.mcnemar([v == 1.0 for v in xa], [v == 1.0 for v in xb])
