@@ -273,8 +273,10 @@ def _task_row(task: str, metric: str, hib: bool, ta: tuple[Path, TaskResult], tb
     items_a, items_b = _samples(pa, a), _samples(pb, b)
     why = _paired_problem(items_a, items_b, metric)
     if why is not None:
-        how = f"unpaired ({why}): {a.n_items} vs {b.n_items} items, from each side's stderr"
-        return _row("effectiveness", f"{task} {metric}", "", hib, sa, sb, how)
+        r = _row("effectiveness", f"{task} {metric}", "", hib, sa, sb, "")
+        method = r.diff.method if r.diff is not None else "no interval"
+        r.how = f"unpaired ({why}): {method} from each side's stderr, {a.n_items} vs {b.n_items} items"
+        return r
     assert items_a is not None and items_b is not None
     ids = sorted(set(items_a) & set(items_b))
     xa = [float(items_a[i][metric]) for i in ids]
