@@ -157,6 +157,25 @@ def test_repeats_give_energy_a_ci_unless_it_was_obtained_differently(base, tmp_p
     assert r.verdict == "INCONCLUSIVE" and r.how.startswith("energy obtained differently")
 
 
+def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
+    from e3bench.report.diff import pair, resolve
+
+    for k, v in enumerate((1.00, 1.02, 0.98)):
+        _copy(base, tmp_path, run_id=f"a{k}", ept=v)
+        _copy(base, tmp_path, run_id=f"b{k}", ept=2 * v, config={"dtype": "bf16"})
+    a, b = (resolve(x, tmp_path, with_repeats=True) for x in ("a1", "b0"))
+    assert (a.kind, sorted(r.run_id for _, r in a.records)) == ("repeats", ["a0", "a1", "a2"])
+    assert a.describe() == f"3 runs of the configuration of a1 in {tmp_path / 'runs'}"
+    rows, _ = _rows(tmp_path / "runs" / "a0.json", tmp_path / "runs" / "b2.json")
+    assert rows[("net energy", 1)].verdict == "INCONCLUSIVE"  # one run each: no spread known
+    from e3bench.report.diff_rows import compare_pair
+
+    got = {(r.metric, r.batch_size): r for r in compare_pair(pair(a, b).pairs[0]).rows}
+    assert got[("net energy", 1)].verdict == "worse" and "A 3 repeats, B 3 repeats" in got[("net energy", 1)].how
+    with pytest.raises(E3Error, match="same 3 record"):
+        pair(a, resolve("a2", tmp_path, with_repeats=True))
+
+
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
     _copy(base, tmp_path / "A", "s", run_id="fp32-a")
     _copy(base, tmp_path / "A", "s", run_id="bf16-a", config={"dtype": "bf16"})
@@ -234,7 +253,7 @@ def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
     row = next(r for r in doc["pairs"][0]["rows"] if (r["metric"], r["batch_size"]) == ("TPOT", 1))
     assert row["verdict"] == "worse" and row["diff_ci95_low"] > 0 and doc["pairs"][0]["b_runs"] == ["slow"]
     md = cli.invoke(app, ["compare", str(base), str(slow), "--format", "md"]).output
-    assert "| efficiency | TPOT ms b1 |" in md and "| worse |" in md
+    assert "| efficiency | TPOT ms b1 |" in md and "| worse |" in md and "- B against A: " in md
     csv_text = cli.invoke(app, ["compare", str(base), str(slow), "--format", "csv"]).output
     assert csv_text.splitlines()[0].startswith("pair,a_runs,b_runs,section,metric,unit,batch_size")
     res = run_cli("compare", str(base), str(base))

@@ -40,7 +40,7 @@ _NOT_COMPARED = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", 
 
 @dataclass
 class Side:
-    """What one argument of ``compare`` named: ``kind`` ``run`` / ``sweep`` / ``folder``,
+    """What one argument of ``compare`` named: ``kind`` ``run`` / ``repeats`` / ``sweep`` / ``folder``,
     ``where`` it lies, its successful ``records`` and ``notes`` on what was left out."""
 
     spec: str
@@ -53,18 +53,21 @@ class Side:
         """``"run 2026…-ab12 (results/runs/….json)"`` / ``"sweep results/prec (6 records)"``."""
         if self.kind == "run":
             return f"run {self.records[0][1].run_id} in {self.where.parent}"
+        if self.kind == "repeats":
+            return f"{len(self.records)} runs of the configuration of {self.spec} in {self.where.parent}"
         return f"{self.kind} {self.where} ({len(self.records)} records)"
 
 
-def resolve(spec: str, results_dir: str | os.PathLike = "results") -> Side:
+def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repeats: bool = False) -> Side:
     """The records ``spec`` names: a record file, a sweep or results folder (a path, or a sweep
     name inside ``results_dir``), or a run id (looked up in ``results_dir``'s index). Failed runs
-    are left out (named in ``notes``). :class:`E3Error` naming ``spec`` and how to list runs when
-    it names nothing, or nothing successful."""
+    are left out (named in ``notes``). ``with_repeats``: a run stands for every record of its
+    configuration (``config_hash``) in its folder, its repeats. :class:`E3Error` naming ``spec``
+    and how to list runs when it names nothing, or nothing successful."""
     root = Path(results_dir)
     path = Path(spec)
     if path.is_file():
-        return _side(spec, "run", path, [(path, store.load(path))])
+        return _run(spec, path, with_repeats)
     if path.is_dir():
         return _folder(spec, path)
     if os.sep not in spec and (root / spec).is_dir() and store.sweep_name_problem(spec) is None:
@@ -75,7 +78,16 @@ def resolve(spec: str, results_dir: str | os.PathLike = "results") -> Side:
                       f"'{spec}' in {root}, no run with that id in {root})",
                       f"list runs with `e3bench ls {root}` (first column: run id), or pass a record's .json "
                       "path, a sweep folder or a results folder; other results: --results-dir DIR")  # fmt: skip
-    return _side(spec, "run", found, [(found, store.load(found))])
+    return _run(spec, found, with_repeats)
+
+
+def _run(spec: str, path: Path, with_repeats: bool) -> Side:
+    """One run's record, or (``with_repeats``) every record of its configuration beside it."""
+    rec = store.load(path)
+    if not with_repeats:
+        return _side(spec, "run", path, [(path, rec)])
+    same = [(p, r) for p, r in store.scan(path.parent).records if r.config_hash == rec.config_hash and p.parent == path.parent]
+    return _side(spec, "repeats", path, same)
 
 
 def _folder(spec: str, folder: Path) -> Side:
