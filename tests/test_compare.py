@@ -44,13 +44,14 @@ def _tpot_values(g) -> list[float]:
 
 
 def _copy(src, root, sweep="runs", *, run_id, slower=False, config=None, ept=None, method=None,
-          samples=True, edit_samples=None, stem=None):  # fmt: skip
+          samples=True, edit_samples=None, stem=None, warnings=None):  # fmt: skip
     """A copy of record ``src`` as run ``run_id`` in ``root/sweep``, with TPOT longer by 5 ×
     its slowest iteration in every iteration (``slower``: far beyond any noise), config
     fields changed (and a new config hash when so), net J/token set, the energy method
     changed, samples dropped or edited (``edit_samples(rows) -> rows``)."""
     rec = store.load(src)
     rec.run_id = run_id
+    rec.warnings += warnings or []
     if config:
         rec.config = {**rec.config, **config}
         rec.config_hash = "h" + str(abs(hash(json.dumps(rec.config, sort_keys=True))))[:15]
@@ -194,7 +195,7 @@ def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
         "tiny-llama pytorch bf16 cpu: B runs it with another workload (max_new_tokens 3 → 8; --force pairs them)"]
     got = pair(resolve(str(tmp_path / "A")), resolve(str(B2)), force=True)
     assert [p.b.run_ids for p in got.pairs] == [["fp32-b2"], ["bf16-b2"]] and got.unpaired == []
-    assert got.pairs[1].warnings == ["different workloads, compared because of --force: max_new_tokens 3 → 8"]
+    assert got.pairs[1].warnings[0] == "different workloads, compared because of --force: max_new_tokens 3 → 8"
     assert got.pairs[1].differs == ["max_new_tokens 3 → 8", "threads (none) → 1"]
 
 
@@ -205,13 +206,14 @@ def test_refusals_self_and_other_workload(base, tmp_path):
     root = base.parent.parent
     with pytest.raises(E3Error, match="same 1 record.*comparing something with itself"):
         pair(resolve(run_id, root), resolve(str(base), root))
-    long = _copy(base, tmp_path, run_id="long", config={"max_new_tokens": 8})
+    long = _copy(base, tmp_path, run_id="long", config={"max_new_tokens": 8}, warnings=["batch 2 cut by --max-seconds"])
     with pytest.raises(E3Error) as err:
         pair(resolve(str(base)), resolve(str(long)))
     assert "different workloads (tiny-llama pytorch fp32 cpu: max_new_tokens 3 → 8)" in err.value.one_line()
     assert "--force" in err.value.fix
     forced = pair(resolve(str(base)), resolve(str(long)), force=True)
-    assert forced.pairs[0].warnings == ["different workloads, compared because of --force: max_new_tokens 3 → 8"]
+    assert forced.pairs[0].warnings[0] == "different workloads, compared because of --force: max_new_tokens 3 → 8"
+    assert forced.pairs[0].warnings[-1] == "B run recorded: batch 2 cut by --max-seconds"  # the runs' own warnings
 
 
 def test_resolve_run_ids_paths_sweeps_and_folders(base, tmp_path):
@@ -249,12 +251,12 @@ def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
     assert max(len(x) for x in lines) <= 80
     tpot = next(x for x in lines if x.lstrip().startswith("TPOT ms b1"))
     assert pct in tpot and tpot.rstrip().endswith("worse")
-    doc = json.loads(cli.invoke(app, ["compare", str(base), str(slow), "--format", "json"]).output)
+    doc = json.loads(cli.invoke(app, ["compare", str(base), str(slow), "--format", "json"]).stdout)
     row = next(r for r in doc["pairs"][0]["rows"] if (r["metric"], r["batch_size"]) == ("TPOT", 1))
     assert row["verdict"] == "worse" and row["diff_ci95_low"] > 0 and doc["pairs"][0]["b_runs"] == ["slow"]
-    md = cli.invoke(app, ["compare", str(base), str(slow), "--format", "md"]).output
+    md = cli.invoke(app, ["compare", str(base), str(slow), "--format", "md"]).stdout
     assert "| efficiency | TPOT ms b1 |" in md and "| worse |" in md and "- B against A: " in md
-    csv_text = cli.invoke(app, ["compare", str(base), str(slow), "--format", "csv"]).output
+    csv_text = cli.invoke(app, ["compare", str(base), str(slow), "--format", "csv"]).stdout
     assert csv_text.splitlines()[0].startswith("pair,a_runs,b_runs,section,metric,unit,batch_size")
     res = run_cli("compare", str(base), str(base))
     assert res.returncode == 2 and res.stdout == ""

@@ -52,10 +52,9 @@ def compare(
         fail(exc)
     if format_ == "table":
         _table(sa, sb, pairing, done)
-    else:
-        text = {"md": _markdown, "csv": _csv, "json": _json}[format_](sa, sb, pairing, done)
-        sys.stdout.write(text)
-    for p in pairing.pairs:
+        return
+    sys.stdout.write({"md": _markdown, "csv": _csv, "json": _json}[format_](sa, sb, pairing, done))
+    for p in pairing.pairs:  # in the document too; stderr so that they are seen
         for w in p.warnings:
             typer.echo(f"warning: {p.label}: {w}", err=True)
 

@@ -55,7 +55,8 @@ class Side:
             return f"run {self.records[0][1].run_id} in {self.where.parent}"
         if self.kind == "repeats":
             return f"{len(self.records)} runs of the configuration of {self.spec} in {self.where.parent}"
-        return f"{self.kind} {self.where} ({len(self.records)} records)"
+        n = len(self.records)
+        return f"{self.kind} {self.where} ({n} record{'s' if n != 1 else ''})"
 
 
 def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repeats: bool = False) -> Side:
@@ -190,7 +191,8 @@ def differences(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...] | 
 @dataclass
 class Pair:
     """Configuration ``a`` of side A against ``b`` of side B: what else differs between their
-    configs (``differs``), their machines (``machines``) and warnings (a forced workload)."""
+    configs (``differs``), their machines (``machines``) and warnings: a forced workload, and
+    the warnings the runs themselves recorded (busy machine, cut by the time cap, …)."""
 
     a: Config
     b: Config
@@ -267,6 +269,9 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
             raise E3Error(f"A and B measure different workloads ({p.label}: {'; '.join(work)}): their figures "
                           "are not comparable", "compare runs of one workload, or pass --force to compare anyway")  # fmt: skip
         p.warnings += [f"different workloads, compared because of --force: {w}" for w in work]
+        for side, c in (("A", x), ("B", y)):
+            seen = dict.fromkeys(w for _, r in c.records for w in r.warnings)
+            p.warnings += [f"{side} run recorded: {w}" for w in seen]
         pairs.append(p)
     if not pairs:
         raise E3Error(f"nothing to compare: no configuration of '{a.spec}' pairs with one of '{b.spec}' "
