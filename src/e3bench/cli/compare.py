@@ -67,14 +67,14 @@ def _signed(x: float | None, spec: str = ".3g") -> str:
 
 
 def _value(v: float | None, se: float | None) -> str:
-    return num(v) + (f" ±{num(se, '.2g')}" if se is not None else "")
+    return num(v) + (f" ±{num(se)}" if se is not None else "")
 
 
 def _pct(x: float | None) -> str:
-    """``+12%`` / ``−0.5%`` / ``+1400%``: two significant digits, never exponent notation."""
+    """``+12%`` / ``−0.5%`` / ``+1400%`` / ``+0.03%``: never exponent notation."""
     if x is None or not math.isfinite(x):
         return DASH
-    return _signed(x, ".0f" if abs(x) >= 10 else ".2g") + "%"
+    return _signed(x, ".0f" if abs(x) >= 10 else ".2g" if abs(x) >= 0.1 else ".2f") + "%"
 
 
 def _delta(r) -> str:
