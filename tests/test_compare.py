@@ -199,6 +199,21 @@ def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
     assert got.pairs[1].differs == ["max_new_tokens 3 → 8", "threads (none) → 1"]
 
 
+def test_configurations_that_differ_in_other_fields_pair_with_their_own(base, tmp_path):
+    """Two configurations of one side with the same model, dtype and workload (threads 1 and 2)
+    pair with their counterparts, not both with one of them."""
+    from e3bench.report.diff import pair, resolve
+
+    for side in ("A", "B"):
+        for t in (1, 2):
+            _copy(base, tmp_path / side, "s", run_id=f"{side}{t}", config={"threads": t})
+    got = pair(resolve(str(tmp_path / "A")), resolve(str(tmp_path / "B")))
+    assert sorted((p.a.run_ids, p.b.run_ids) for p in got.pairs) == [(["A1"], ["B1"]), (["A2"], ["B2"])]
+    assert sorted(p.label for p in got.pairs) == [
+        "tiny-llama pytorch fp32 cpu (threads=1)", "tiny-llama pytorch fp32 cpu (threads=2)"]
+    assert got.unpaired == []
+
+
 def test_refusals_self_and_other_workload(base, tmp_path):
     from e3bench.report.diff import pair, resolve
 

@@ -139,6 +139,9 @@ class Config:
     label: str
     config: dict[str, Any]
     records: list[tuple[Path, ResultRecord]]
+    #: ``field=value`` of the other config fields that tell it from a configuration of its
+    #: side with the same identity and workload (``threads=2``); part of :meth:`key`
+    extra: tuple[str, ...] = ()
 
     @property
     def model_name(self) -> str:
@@ -150,7 +153,7 @@ class Config:
     def key(self) -> tuple[str, ...]:
         """What pairs this configuration with one of the other side: identity and workload."""
         c = {**self.config, "model": self.model_name}
-        return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD))
+        return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD)) + self.extra
 
     @property
     def run_ids(self) -> list[str]:
@@ -167,6 +170,15 @@ def configurations(side: Side) -> list[Config]:
     for recs in groups.values():
         rec = recs[-1][1]
         out.append(Config(config_label(rec.config, model_name=rec.model.name if rec.model else None), rec.config, recs))
+    same: dict[tuple[str, ...], list[Config]] = {}
+    for c in out:
+        same.setdefault(c.key(), []).append(c)
+    for group in (g for g in same.values() if len(g) > 1):
+        fields = sorted({k for c in group for k in c.config} - set(_NOT_COMPARED))
+        differ = [k for k in fields if len({_show(c.config.get(k)) for c in group}) > 1]
+        for c in group:
+            c.extra = tuple(f"{k}={_show(c.config.get(k))}" for k in differ)
+            c.label += f" ({', '.join(c.extra)})"
     return out
 
 
