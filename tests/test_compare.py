@@ -44,13 +44,14 @@ def _tpot_values(g) -> list[float]:
 
 
 def _copy(src, root, sweep="runs", *, run_id, slower=False, config=None, ept=None, method=None,
-          samples=True, edit_samples=None, stem=None):  # fmt: skip
+          samples=True, edit_samples=None, stem=None, warnings=None):  # fmt: skip
     """A copy of record ``src`` as run ``run_id`` in ``root/sweep``, with TPOT longer by 5 ×
     its slowest iteration in every iteration (``slower``: far beyond any noise), config
     fields changed (and a new config hash when so), net J/token set, the energy method
     changed, samples dropped or edited (``edit_samples(rows) -> rows``)."""
     rec = store.load(src)
     rec.run_id = run_id
+    rec.warnings += warnings or []
     if config:
         rec.config = {**rec.config, **config}
         rec.config_hash = "h" + str(abs(hash(json.dumps(rec.config, sort_keys=True))))[:15]
@@ -157,6 +158,25 @@ def test_repeats_give_energy_a_ci_unless_it_was_obtained_differently(base, tmp_p
     assert r.verdict == "INCONCLUSIVE" and r.how.startswith("energy obtained differently")
 
 
+def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
+    from e3bench.report.diff import pair, resolve
+
+    for k, v in enumerate((1.00, 1.02, 0.98)):
+        _copy(base, tmp_path, run_id=f"a{k}", ept=v)
+        _copy(base, tmp_path, run_id=f"b{k}", ept=2 * v, config={"dtype": "bf16"})
+    a, b = (resolve(x, tmp_path, with_repeats=True) for x in ("a1", "b0"))
+    assert (a.kind, sorted(r.run_id for _, r in a.records)) == ("repeats", ["a0", "a1", "a2"])
+    assert a.describe() == f"3 runs of the configuration of a1 in {tmp_path / 'runs'}"
+    rows, _ = _rows(tmp_path / "runs" / "a0.json", tmp_path / "runs" / "b2.json")
+    assert rows[("net energy", 1)].verdict == "INCONCLUSIVE"  # one run each: no spread known
+    from e3bench.report.diff_rows import compare_pair
+
+    got = {(r.metric, r.batch_size): r for r in compare_pair(pair(a, b).pairs[0]).rows}
+    assert got[("net energy", 1)].verdict == "worse" and "A 3 repeats, B 3 repeats" in got[("net energy", 1)].how
+    with pytest.raises(E3Error, match="same 3 record"):
+        pair(a, resolve("a2", tmp_path, with_repeats=True))
+
+
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
     _copy(base, tmp_path / "A", "s", run_id="fp32-a")
     _copy(base, tmp_path / "A", "s", run_id="bf16-a", config={"dtype": "bf16"})
@@ -175,8 +195,23 @@ def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
         "tiny-llama pytorch bf16 cpu: B runs it with another workload (max_new_tokens 3 → 8; --force pairs them)"]
     got = pair(resolve(str(tmp_path / "A")), resolve(str(B2)), force=True)
     assert [p.b.run_ids for p in got.pairs] == [["fp32-b2"], ["bf16-b2"]] and got.unpaired == []
-    assert got.pairs[1].warnings == ["different workloads, compared because of --force: max_new_tokens 3 → 8"]
+    assert got.pairs[1].warnings[0] == "different workloads, compared because of --force: max_new_tokens 3 → 8"
     assert got.pairs[1].differs == ["max_new_tokens 3 → 8", "threads (none) → 1"]
+
+
+def test_configurations_that_differ_in_other_fields_pair_with_their_own(base, tmp_path):
+    """Two configurations of one side with the same model, dtype and workload (threads 1 and 2)
+    pair with their counterparts, not both with one of them."""
+    from e3bench.report.diff import pair, resolve
+
+    for side in ("A", "B"):
+        for t in (1, 2):
+            _copy(base, tmp_path / side, "s", run_id=f"{side}{t}", config={"threads": t})
+    got = pair(resolve(str(tmp_path / "A")), resolve(str(tmp_path / "B")))
+    assert sorted((p.a.run_ids, p.b.run_ids) for p in got.pairs) == [(["A1"], ["B1"]), (["A2"], ["B2"])]
+    assert sorted(p.label for p in got.pairs) == [
+        "tiny-llama pytorch fp32 cpu (threads=1)", "tiny-llama pytorch fp32 cpu (threads=2)"]
+    assert got.unpaired == []
 
 
 def test_refusals_self_and_other_workload(base, tmp_path):
@@ -186,13 +221,14 @@ def test_refusals_self_and_other_workload(base, tmp_path):
     root = base.parent.parent
     with pytest.raises(E3Error, match="same 1 record.*comparing something with itself"):
         pair(resolve(run_id, root), resolve(str(base), root))
-    long = _copy(base, tmp_path, run_id="long", config={"max_new_tokens": 8})
+    long = _copy(base, tmp_path, run_id="long", config={"max_new_tokens": 8}, warnings=["batch 2 cut by --max-seconds"])
     with pytest.raises(E3Error) as err:
         pair(resolve(str(base)), resolve(str(long)))
     assert "different workloads (tiny-llama pytorch fp32 cpu: max_new_tokens 3 → 8)" in err.value.one_line()
     assert "--force" in err.value.fix
     forced = pair(resolve(str(base)), resolve(str(long)), force=True)
-    assert forced.pairs[0].warnings == ["different workloads, compared because of --force: max_new_tokens 3 → 8"]
+    assert forced.pairs[0].warnings[0] == "different workloads, compared because of --force: max_new_tokens 3 → 8"
+    assert forced.pairs[0].warnings[-1] == "B run recorded: batch 2 cut by --max-seconds"  # the runs' own warnings
 
 
 def test_resolve_run_ids_paths_sweeps_and_folders(base, tmp_path):
@@ -230,12 +266,12 @@ def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
     assert max(len(x) for x in lines) <= 80
     tpot = next(x for x in lines if x.lstrip().startswith("TPOT ms b1"))
     assert pct in tpot and tpot.rstrip().endswith("worse")
-    doc = json.loads(cli.invoke(app, ["compare", str(base), str(slow), "--format", "json"]).output)
+    doc = json.loads(cli.invoke(app, ["compare", str(base), str(slow), "--format", "json"]).stdout)
     row = next(r for r in doc["pairs"][0]["rows"] if (r["metric"], r["batch_size"]) == ("TPOT", 1))
     assert row["verdict"] == "worse" and row["diff_ci95_low"] > 0 and doc["pairs"][0]["b_runs"] == ["slow"]
-    md = cli.invoke(app, ["compare", str(base), str(slow), "--format", "md"]).output
-    assert "| efficiency | TPOT ms b1 |" in md and "| worse |" in md
-    csv_text = cli.invoke(app, ["compare", str(base), str(slow), "--format", "csv"]).output
+    md = cli.invoke(app, ["compare", str(base), str(slow), "--format", "md"]).stdout
+    assert "| efficiency | TPOT ms b1 |" in md and "| worse |" in md and "- B against A: " in md
+    csv_text = cli.invoke(app, ["compare", str(base), str(slow), "--format", "csv"]).stdout
     assert csv_text.splitlines()[0].startswith("pair,a_runs,b_runs,section,metric,unit,batch_size")
     res = run_cli("compare", str(base), str(base))
     assert res.returncode == 2 and res.stdout == ""

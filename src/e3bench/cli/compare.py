@@ -30,6 +30,9 @@ def compare(
     results_dir: Path = typer.Option(Path("results"), "--results-dir", "-r", help="where run ids and sweep names are looked up"),
     format_: str = typer.Option("table", "--format", "-f", help="table | md | csv | json"),
     force: bool = typer.Option(False, "--force", help="compare different workloads anyway (with a warning)"),
+    with_repeats: bool = typer.Option(
+        False, "--with-repeats", help="a run stands for all runs of its configuration in its folder (CI across repeats)"
+    ),
 ) -> None:
     """Compare B against A: every task's score, TTFT/TPOT/decode/throughput and J/token at each
     batch size both measured, and memory; each with B − A, its 95 % CI and a verdict
@@ -42,17 +45,16 @@ def compare(
         from e3bench.report.diff import pair, resolve
         from e3bench.report.diff_rows import compare_pair
 
-        sa, sb = resolve(a, results_dir), resolve(b, results_dir)
+        sa, sb = (resolve(x, results_dir, with_repeats=with_repeats) for x in (a, b))
         pairing = pair(sa, sb, force=force)
         done = [(p, compare_pair(p)) for p in pairing.pairs]
     except E3Error as exc:
         fail(exc)
     if format_ == "table":
         _table(sa, sb, pairing, done)
-    else:
-        text = {"md": _markdown, "csv": _csv, "json": _json}[format_](sa, sb, pairing, done)
-        sys.stdout.write(text)
-    for p in pairing.pairs:
+        return
+    sys.stdout.write({"md": _markdown, "csv": _csv, "json": _json}[format_](sa, sb, pairing, done))
+    for p in pairing.pairs:  # in the document too; stderr so that they are seen
         for w in p.warnings:
             typer.echo(f"warning: {p.label}: {w}", err=True)
 
@@ -65,14 +67,14 @@ def _signed(x: float | None, spec: str = ".3g") -> str:
 
 
 def _value(v: float | None, se: float | None) -> str:
-    return num(v) + (f" ±{num(se, '.2g')}" if se is not None else "")
+    return num(v) + (f" ±{num(se)}" if se is not None else "")
 
 
 def _pct(x: float | None) -> str:
-    """``+12%`` / ``−0.5%`` / ``+1400%``: two significant digits, never exponent notation."""
+    """``+12%`` / ``−0.5%`` / ``+1400%`` / ``+0.03%``: never exponent notation."""
     if x is None or not math.isfinite(x):
         return DASH
-    return _signed(x, ".0f" if abs(x) >= 10 else ".2g") + "%"
+    return _signed(x, ".0f" if abs(x) >= 10 else ".2g" if abs(x) >= 0.1 else ".2f") + "%"
 
 
 def _delta(r) -> str:
@@ -110,6 +112,13 @@ def _pair_lines(p, pr) -> list[str]:
         out.append("machine: " + "; ".join(p.machines))
     out += [f"warning: {w}" for w in p.warnings] + [f"note: {n}" for n in pr.notes]
     return out
+
+
+def _tally(rows) -> str:
+    """``"B against A: 2 better, 1 worse, 5 no significant difference, 4 INCONCLUSIVE"``."""
+    words = ("better", "worse", "no significant difference", "INCONCLUSIVE")
+    counts = [(w, sum(r.verdict == w for r in rows)) for w in words]
+    return "B against A: " + ", ".join(f"{n} {w}" for w, n in counts if n)
 
 
 def _how_lines(rows) -> list[str]:
@@ -159,7 +168,7 @@ def _table(sa, sb, pairing, done) -> None:
             verdict = f"[{colour}]{escape(r.verdict)}[/{colour}]" if colour else escape(r.verdict)
             t.add_row(escape(_metric(r)), _value(r.a, r.a_se), _value(r.b, r.b_se), _pct(r.pct), _pct_ci(r), verdict)
         con.print(t)
-        for line in _pair_lines(p, pr):
+        for line in [_tally(pr.rows), *_pair_lines(p, pr)]:
             con.print(escape(line))
         con.print("[dim]how:[/dim]")
         for line in _how_lines(pr.rows):
@@ -179,7 +188,7 @@ def _markdown(sa, sb, pairing, done) -> str:
     """A Markdown document: the two sides, then one table per pair with how each figure was obtained."""
     out = ["# e3bench compare", "", *(f"- {_md_cell(x)}" for x in _header(sa, sb)), f"- {_LEGEND}", ""]
     for p, pr in done:
-        out += [f"## {_md_cell(p.label)}", "", *(f"- {_md_cell(x)}" for x in _pair_lines(p, pr))]
+        out += [f"## {_md_cell(p.label)}", "", *(f"- {_md_cell(x)}" for x in [_tally(pr.rows), *_pair_lines(p, pr)])]
         out += ["", "| section | metric | A | B | Δ (%) | 95 % CI | verdict | how |", "|---|---|--:|--:|--:|--:|---|---|"]
         for r in pr.rows:
             cells = (r.section, _metric(r), _value(r.a, r.a_se), _value(r.b, r.b_se), _delta(r), _ci(r), r.verdict, r.how)

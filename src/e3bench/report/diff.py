@@ -40,7 +40,7 @@ _NOT_COMPARED = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", 
 
 @dataclass
 class Side:
-    """What one argument of ``compare`` named: ``kind`` ``run`` / ``sweep`` / ``folder``,
+    """What one argument of ``compare`` named: ``kind`` ``run`` / ``repeats`` / ``sweep`` / ``folder``,
     ``where`` it lies, its successful ``records`` and ``notes`` on what was left out."""
 
     spec: str
@@ -53,18 +53,22 @@ class Side:
         """``"run 2026…-ab12 (results/runs/….json)"`` / ``"sweep results/prec (6 records)"``."""
         if self.kind == "run":
             return f"run {self.records[0][1].run_id} in {self.where.parent}"
-        return f"{self.kind} {self.where} ({len(self.records)} records)"
+        if self.kind == "repeats":
+            return f"{len(self.records)} runs of the configuration of {self.spec} in {self.where.parent}"
+        n = len(self.records)
+        return f"{self.kind} {self.where} ({n} record{'s' if n != 1 else ''})"
 
 
-def resolve(spec: str, results_dir: str | os.PathLike = "results") -> Side:
+def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repeats: bool = False) -> Side:
     """The records ``spec`` names: a record file, a sweep or results folder (a path, or a sweep
     name inside ``results_dir``), or a run id (looked up in ``results_dir``'s index). Failed runs
-    are left out (named in ``notes``). :class:`E3Error` naming ``spec`` and how to list runs when
-    it names nothing, or nothing successful."""
+    are left out (named in ``notes``). ``with_repeats``: a run stands for every record of its
+    configuration (``config_hash``) in its folder, its repeats. :class:`E3Error` naming ``spec``
+    and how to list runs when it names nothing, or nothing successful."""
     root = Path(results_dir)
     path = Path(spec)
     if path.is_file():
-        return _side(spec, "run", path, [(path, store.load(path))])
+        return _run(spec, path, with_repeats)
     if path.is_dir():
         return _folder(spec, path)
     if os.sep not in spec and (root / spec).is_dir() and store.sweep_name_problem(spec) is None:
@@ -75,7 +79,16 @@ def resolve(spec: str, results_dir: str | os.PathLike = "results") -> Side:
                       f"'{spec}' in {root}, no run with that id in {root})",
                       f"list runs with `e3bench ls {root}` (first column: run id), or pass a record's .json "
                       "path, a sweep folder or a results folder; other results: --results-dir DIR")  # fmt: skip
-    return _side(spec, "run", found, [(found, store.load(found))])
+    return _run(spec, found, with_repeats)
+
+
+def _run(spec: str, path: Path, with_repeats: bool) -> Side:
+    """One run's record, or (``with_repeats``) every record of its configuration beside it."""
+    rec = store.load(path)
+    if not with_repeats:
+        return _side(spec, "run", path, [(path, rec)])
+    same = [(p, r) for p, r in store.scan(path.parent).records if r.config_hash == rec.config_hash and p.parent == path.parent]
+    return _side(spec, "repeats", path, same)
 
 
 def _folder(spec: str, folder: Path) -> Side:
@@ -126,6 +139,9 @@ class Config:
     label: str
     config: dict[str, Any]
     records: list[tuple[Path, ResultRecord]]
+    #: ``field=value`` of the other config fields that tell it from a configuration of its
+    #: side with the same identity and workload (``threads=2``); part of :meth:`key`
+    extra: tuple[str, ...] = ()
 
     @property
     def model_name(self) -> str:
@@ -137,7 +153,7 @@ class Config:
     def key(self) -> tuple[str, ...]:
         """What pairs this configuration with one of the other side: identity and workload."""
         c = {**self.config, "model": self.model_name}
-        return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD))
+        return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD)) + self.extra
 
     @property
     def run_ids(self) -> list[str]:
@@ -154,6 +170,15 @@ def configurations(side: Side) -> list[Config]:
     for recs in groups.values():
         rec = recs[-1][1]
         out.append(Config(config_label(rec.config, model_name=rec.model.name if rec.model else None), rec.config, recs))
+    same: dict[tuple[str, ...], list[Config]] = {}
+    for c in out:
+        same.setdefault(c.key(), []).append(c)
+    for group in (g for g in same.values() if len(g) > 1):
+        fields = sorted({k for c in group for k in c.config} - set(_NOT_COMPARED))
+        differ = [k for k in fields if len({_show(c.config.get(k)) for c in group}) > 1]
+        for c in group:
+            c.extra = tuple(f"{k}={_show(c.config.get(k))}" for k in differ)
+            c.label += f" ({', '.join(c.extra)})"
     return out
 
 
@@ -178,7 +203,8 @@ def differences(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...] | 
 @dataclass
 class Pair:
     """Configuration ``a`` of side A against ``b`` of side B: what else differs between their
-    configs (``differs``), their machines (``machines``) and warnings (a forced workload)."""
+    configs (``differs``), their machines (``machines``) and warnings: a forced workload, and
+    the warnings the runs themselves recorded (busy machine, cut by the time cap, …)."""
 
     a: Config
     b: Config
@@ -255,6 +281,9 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
             raise E3Error(f"A and B measure different workloads ({p.label}: {'; '.join(work)}): their figures "
                           "are not comparable", "compare runs of one workload, or pass --force to compare anyway")  # fmt: skip
         p.warnings += [f"different workloads, compared because of --force: {w}" for w in work]
+        for side, c in (("A", x), ("B", y)):
+            seen = dict.fromkeys(w for _, r in c.records for w in r.warnings)
+            p.warnings += [f"{side} run recorded: {w}" for w in seen]
         pairs.append(p)
     if not pairs:
         raise E3Error(f"nothing to compare: no configuration of '{a.spec}' pairs with one of '{b.spec}' "

@@ -8,7 +8,8 @@ Rows, by section:
   bootstrap CI of the mean per-item difference, plus McNemar's exact test for 0/1 scores;
   otherwise unpaired (Welch from each side's standard error and item count). ``how`` says which.
 * efficiency, at every batch size both measured: TTFT, TPOT, decode tokens/s and throughput
-  (per-iteration output tokens ÷ E2E, so it has a spread); encoders: forward latency.
+  (per-iteration output tokens ÷ E2E, so it has a spread); encoders: forward latency and input
+  tokens/s (per iteration: batch × input tokens ÷ latency).
 * energy, at every batch size both measured: net and gross J per token (prompt + output tokens),
   with the method and sensor of each side. Energy obtained differently on the two sides
   (measured against estimated, or two sensors) is INCONCLUSIVE whatever the numbers.
@@ -179,7 +180,8 @@ _GEN = (
 )  # fmt: skip
 _FWD = (
     ("forward latency", "ms", False, lambda f: f and f.latency_ms),
-    ("forward", "tokens/s", True, lambda f: f and f.tokens_per_s),
+    ("forward", "tokens/s", True, lambda f: f and summarize(
+        [f.batch_size * f.input_tokens_per_request_mean / (x / 1000) for x in f.raw_latency_ms if x > 0])),
 )  # fmt: skip
 
 
