@@ -108,7 +108,7 @@ def test_measure_bad_input_raises_e3error(kwargs, needle):
 # ------------------------------------------------------------------------------------ run
 def _fast(model, out) -> dict:
     return dict(model=str(model), batch_sizes=[1], prompt_tokens=8, max_new_tokens=4, warmup_iters=0,
-                min_iters=2, min_seconds=0, idle_seconds=0.2, meter="estimate", output_dir=str(out))  # fmt: skip
+                min_iters=2, min_seconds=0, idle_seconds=0.2, meter="estimate", tasks=[], output_dir=str(out))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
