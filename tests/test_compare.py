@@ -106,6 +106,9 @@ def test_identical_figures_are_no_significant_difference(base, tmp_path):
     # one energy window per run: no spread known, so no verdict can be given
     assert {rows[("net energy", b)].verdict for b in (1, 2)} == {"INCONCLUSIVE"}
     assert rows[("weights", None)].verdict == "no significant difference" and p.pairs[0].differs == []
+    from e3bench.report.diff_rows import ONE_RUN_NOTE, compare_pair
+
+    assert ONE_RUN_NOTE in compare_pair(p.pairs[0]).notes
 
 
 def test_paired_test_over_logged_samples_and_unpaired_otherwise(base, tmp_path):
@@ -173,6 +176,8 @@ def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
 
     got = {(r.metric, r.batch_size): r for r in compare_pair(pair(a, b).pairs[0]).rows}
     assert got[("net energy", 1)].verdict == "worse" and "A 3 repeats, B 3 repeats" in got[("net energy", 1)].how
+    assert "A 3 repeats, B 3 repeats" in got[("TPOT", 2)].how and got[("TPOT", 2)].diff.n == 6
+    assert compare_pair(pair(a, b).pairs[0]).notes == []  # repeats on both sides: no one-run caveat
     with pytest.raises(E3Error, match="same 3 record"):
         pair(a, resolve("a2", tmp_path, with_repeats=True))
 
