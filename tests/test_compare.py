@@ -180,6 +180,8 @@ def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
     assert compare_pair(pair(a, b).pairs[0]).notes == []  # repeats on both sides: no one-run caveat
     with pytest.raises(E3Error, match="same 3 record"):
         pair(a, resolve("a2", tmp_path, with_repeats=True))
+    overlap = pair(a, resolve(str(tmp_path / "runs" / "a0.json"))).pairs[0]  # 3 repeats against one of them
+    assert "1 run(s) on both sides (a0): the difference is understated" in overlap.warnings
 
 
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
