@@ -13,8 +13,6 @@ from pathlib import Path
 from e3bench.config.run import RunConfig
 from e3bench.core.timing import summarize
 from e3bench.energy.accounting import EnergySummary
-from e3bench.report.compare import BatchFigures, ConfigSummary, TaskScore
-from e3bench.report.workload import workload_of
 from e3bench.results import store
 from e3bench.results.manifest import Manifest
 from e3bench.results.schema import BatchResult, Efficiency, ModelInfo, RawSamples, ResultRecord, TaskResult
@@ -74,9 +72,11 @@ def save(root: Path, rec: ResultRecord, *, sweep: str = "runs", samples: list[di
     return store.save(rec, root, sweep, stem=rec.run_id)
 
 
-def summary(dtype: str, *, tasks: dict[str, TaskScore] | None = None, batches: dict[int, BatchFigures] | None = None,
-            **config) -> ConfigSummary:
-    """A ConfigSummary of one configuration, built directly."""
+def summary(dtype: str, *, tasks: dict | None = None, batches: dict | None = None, **config):
+    """A :class:`~e3bench.report.compare.ConfigSummary` of one configuration, built directly."""
+    from e3bench.report.compare import ConfigSummary
+    from e3bench.report.workload import workload_of
+
     cfg = RunConfig(dtype=dtype, **config).model_dump(mode="json")
     return ConfigSummary(label=f"m {dtype}", model="m", backend="pytorch", dtype=dtype, device="cpu",
                          config_hash=f"h-{dtype}", config=cfg, workload=workload_of(cfg), run_ids=[dtype],

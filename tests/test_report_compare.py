@@ -194,3 +194,31 @@ def test_workload_labels_say_what_was_asked():
     assert b.label.endswith("no quality tasks")
     assert mixed_note([a, a]) is None
     assert "prompt_tokens, max_new_tokens, tasks, limit" in mixed_note([a, b])
+
+
+def test_pareto_front_agrees_with_the_definition():
+    """The O(n log n) front equals the brute-force definition on random small sets (ties,
+    duplicates, same keys)."""
+    import random
+
+    from e3bench.report.compare import pareto_front
+
+    def brute(points):
+        return [k for i, (k, x, y) in enumerate(points)
+                if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for j, (_, x2, y2) in enumerate(points) if j != i)]  # fmt: skip
+
+    rng = random.Random(1)
+    for _ in range(300):
+        pts = [(rng.choice("abc"), float(rng.randint(0, 4)), float(rng.randint(0, 4))) for _ in range(rng.randint(0, 10))]
+        assert pareto_front(pts) == brute(pts), pts
+
+
+def test_long_tables_are_cut_in_the_page_not_in_the_csv(tmp_path):
+    from e3bench.report import render
+
+    for i in range(render.MAX_ROWS // 2 + 1):  # two batch sizes each: one row more than the cap
+        save(tmp_path, record(seed=i, batches=[batch(1, [50.0, 51.0], 0.03), batch(4, [90.0, 91.0], 0.02)]))
+    rep = build_report(tmp_path)
+    md = (rep.out_dir / "summary.md").read_text()
+    assert f"(first {render.MAX_ROWS} of {render.MAX_ROWS + 2} rows: all in the CSV files)" in md
+    assert len((rep.out_dir / "pivot.csv").read_text().splitlines()) == 1 + render.MAX_ROWS + 2

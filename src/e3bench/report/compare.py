@@ -331,13 +331,23 @@ def by_workload(configs: Sequence[ConfigSummary]) -> dict[Workload, list[ConfigS
 
 
 def pareto_front(points: Sequence[tuple[Any, float, float]]) -> list[Any]:
-    """Keys of points not dominated when minimising x (cost) and maximising y (quality). Points
-    are compared by position, so two points with the same key are still compared."""
-    front = []
-    for i, (key, x, y) in enumerate(points):
-        dominated = any(
-            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (_, x2, y2) in enumerate(points) if j != i
-        )
-        if not dominated and not (isinstance(x, float) and math.isnan(x)):
-            front.append(key)
-    return front
+    """Keys of the points no other point dominates when minimising x (cost) and maximising y
+    (quality), in input order. Points are compared by position, so two points with the same key
+    still dominate each other; identical points are both on the front; NaN x never is.
+    O(n log n): sorted by x, a point is on the front when its y beats every cheaper point's."""
+    idx = sorted((i for i, (_, x, _) in enumerate(points) if not math.isnan(x)),
+                 key=lambda i: (points[i][1], -points[i][2]))  # fmt: skip
+    on: set[int] = set()
+    best = -math.inf  # highest y among points with strictly smaller x
+    k = 0
+    while k < len(idx):
+        x, end = points[idx[k]][1], k
+        while end < len(idx) and points[idx[end]][1] == x:
+            end += 1
+        same = idx[k:end]  # same x, best y first
+        top = points[same[0]][2]
+        if top > best:
+            on.update(i for i in same if points[i][2] == top)
+        best = max(best, top)
+        k += len(same)
+    return [points[i][0] for i in sorted(on)]
