@@ -194,3 +194,18 @@ def test_docs_quote_filters_with_comparisons():
     bad = [f"{p.name}: {m.group(0)}" for p in texts
            for m in re.finditer(r"(--filter|-f) +[^'\"\s]*[<>]\S*", p.read_text())]  # fmt: skip
     assert bad == []
+
+
+def test_styled_cells_keep_style_and_count_as_text():
+    from rich.console import Console
+    from rich.text import Text
+
+    from e3bench.cli.tables import Col, print_table, rows_as
+
+    rows = [{"metric": "[bold]x[/bold]", "verdict": Text("better", style="green")}]
+    con = Console(width=40, record=True, force_terminal=True)
+    print_table(con, [Col("metric"), Col("verdict")], rows)
+    out = con.export_text(styles=True)
+    assert "[bold]x[/bold]" in out  # text, never markup
+    assert "\x1b[32mbetter" in out  # the caller's style kept
+    assert json.loads(rows_as("json", [Col("metric"), Col("verdict")], rows)) == [{"metric": "[bold]x[/bold]", "verdict": "better"}]
