@@ -42,13 +42,14 @@ def batch(bs: int, decode: list[float], ept: float | None, *, method: str = "mea
 
 def record(*, dtype: str = "fp32", batches: list[BatchResult] | None = None, task: tuple | None = None,
            warnings: tuple[str, ...] = (), created: str | None = None, peak_rss: int = 600 * 2**20,
-           weights: int = 270 * 2**20, truncated: int | None = None, **config) -> ResultRecord:
+           weights: int = 270 * 2**20, truncated: int | None = None,
+           rss_includes: str | None = "measured phase (after load)", **config) -> ResultRecord:
     """A successful record. ``task``: (name, metric, value, stderr, n_items); ``config``: RunConfig
     fields (``prompt_tokens=64``, ``tasks=("hellaswag",)``, ...)."""
     cfg = RunConfig(dtype=dtype, **config)
     gens = batches if batches is not None else [batch(1, [50.0, 52.0, 51.0], 0.03)]
     eff = Efficiency(load_time_s=1.0, load_note="", prompt_source="synthetic", generation=gens, peak_rss_bytes=peak_rss,
-                     peak_rss_includes="measured phase (after load)")  # fmt: skip
+                     peak_rss_includes=rss_includes)  # fmt: skip
     tasks = []
     if task is not None:
         name, metric, value, stderr, n = task
