@@ -74,9 +74,20 @@ TEXT_ROOM = 32
 
 
 def _cell(v: Any) -> str:
+    """The text of a cell: a rich ``Text`` (a styled cell) as its characters, anything else
+    through the one number formatter (:func:`e3bench.report.tables.cell`)."""
     from e3bench.report.tables import cell
 
-    return cell(v)
+    plain = getattr(v, "plain", None)
+    return plain if isinstance(plain, str) else cell(v)
+
+
+def _text(v: Any):
+    """A rich ``Text`` for a cell: a styled ``Text`` as given, anything else as plain text
+    (never read as rich markup: ``e3bench[onnx]`` stays as written)."""
+    from rich.text import Text
+
+    return v.copy() if isinstance(v, Text) else Text(_cell(v))
 
 
 def _kind(col: Col, values: Sequence[Any]) -> str:
@@ -165,7 +176,8 @@ def _fill_text(cols: Sequence[Col], kinds: dict[str, str], widths: dict[str, int
 def table(columns: Sequence[Col], rows: Sequence[Mapping[str, Any]], *, width: int | None,
           title: str | None = None, show_header: bool = True, drop_order: Sequence[str] = ()):  # fmt: skip
     """``(rich Table, Layout)``: the rows laid out by :func:`layout` for ``width`` (None: all
-    columns at their natural width). Cells are plain text (never rich markup)."""
+    columns at their natural width). Cells are plain text (never rich markup), or a rich
+    ``Text`` when a caller styles one (a coloured verdict)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -177,7 +189,7 @@ def table(columns: Sequence[Col], rows: Sequence[Mapping[str, Any]], *, width: i
         t.add_column(Text(wrap_header(c.title, w)), width=w, no_wrap=kind != "text", overflow="fold",
                      justify="right" if kind == "num" else "left")  # fmt: skip
     for r in rows:
-        t.add_row(*(Text(_cell(r.get(c.key))) for c in lay.shown))
+        t.add_row(*(_text(r.get(c.key)) for c in lay.shown))
     return t, lay
 
 
@@ -193,6 +205,7 @@ def rows_as(fmt: str, columns: Sequence[Col], rows: Sequence[Mapping[str, Any]])
     from e3bench.report.tables import to_csv
 
     keys = [c.key for c in columns]
+    rows = [{k: _cell(v) if hasattr(v, "plain") else v for k, v in r.items()} for r in rows]
     if fmt == "json":
         return to_json(rows, keys)
     if fmt == "csv":
