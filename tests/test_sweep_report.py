@@ -263,7 +263,7 @@ def test_export_csv_and_parquet(report_results, tmp_path):
 
     assert pq.read_table(tmp_path / "t.parquet").num_rows == 5
     bad = run_cli("export", str(report_results), "-o", str(tmp_path / "t.xlsx"))
-    assert bad.returncode == 2 and ".csv or .parquet" in bad.stderr
+    assert bad.returncode == 2 and ".csv, .parquet, .json or .md" in bad.stderr
 
 
 def test_empty_and_mixed_schema_dirs(tmp_path, report_results):

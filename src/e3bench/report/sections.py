@@ -38,6 +38,12 @@ def _mib(b: int | None) -> float | None:
     return None if b is None else b / 2**20
 
 
+def _rss(c: ConfigSummary) -> float | str | None:
+    if c.peak_rss_lifetime and c.peak_rss_bytes is not None:
+        return f"{num(_mib(c.peak_rss_bytes))} (process lifetime, load included: older record)"
+    return _mib(c.peak_rss_bytes)
+
+
 def speed_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
     """One row per (configuration, batch size measured)."""
     rows = []
@@ -66,7 +72,7 @@ def config_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
         tasks = "; ".join(f"{t.task} ({t.metric}, {t.n_items})" for t in c.task_scores.values()) or MISSING
         rows.append({
             "configuration": c.label, "runs": c.runs, "accuracy [95% CI]": acc, "tasks (metric, items)": tasks,
-            "peak RSS, measured phase (MiB)": _mib(c.peak_rss_bytes), "weights (MiB)": _mib(c.weights_bytes),
+            "peak RSS, measured phase (MiB)": _rss(c), "weights (MiB)": _mib(c.weights_bytes),
             "peak device memory (MiB)": _mib(c.peak_device_memory_bytes),
         })  # fmt: skip
     return rows
