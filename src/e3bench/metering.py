@@ -222,7 +222,8 @@ def measure(
     for the estimate meter; ``idle_seconds``: meter that long of idling first and report net
     energy; ``sync``: called at both ends so queued GPU work counts (default on a ``cuda``
     device when the caller imported torch: ``torch.cuda.synchronize(device)``); ``timeout_s``:
-    the most seconds one meter call may take. Unknown names and unusable requested meters raise :class:`~e3bench.core.errors.E3Error` on entering the block.
+    the most seconds one meter call may take. Unknown names and unusable requested meters raise
+    :class:`~e3bench.core.errors.E3Error` on entering the block.
     """
     return Measurement(name, meter=meter, device=device, region=region, cpu_tdp_w=cpu_tdp_w,
                        idle_seconds=idle_seconds, sync=sync, timeout_s=timeout_s)  # fmt: skip
