@@ -228,7 +228,7 @@ def test_a_kv_cache_that_cannot_fit_is_refused_before_the_model_loads(tiny_model
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: batch size 1000000000 does not fit in memory")
     assert "KV cache alone needs" in lines[0] and "MemAvailable" in lines[0]
-    assert "loading" not in res.stdout and not any(tmp_path.rglob("*.json"))
+    assert "· loading" not in res.stdout + res.stderr and not any(tmp_path.rglob("*.json"))
 
 
 def test_kv_cache_estimate_of_a_llama_config():
@@ -259,7 +259,7 @@ def test_prompts_longer_than_the_context_are_refused_before_the_model_loads(tiny
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.stderr
     assert "max_position_embeddings in the model's config.json" in lines[0] and "fix: lower --prompt-tokens" in lines[0]
-    assert "loading" not in res.stdout
+    assert "· loading" not in res.stdout + res.stderr
 
 
 class SmallContextBackend(FakeBackend):
