@@ -10,15 +10,13 @@ a place that cannot be written is one :class:`E3Error` line.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import atomic_write_text, write_errors
-from e3bench.report import plots
+from e3bench.report import html, plots
 from e3bench.report.compare import (
     MLPERF_QUALITY_TARGET,
     ConfigSummary,
@@ -28,7 +26,7 @@ from e3bench.report.compare import (
     pareto_front,
     summarize_configs,
 )
-from e3bench.report.tables import cell, latex_table, md_cell, to_csv
+from e3bench.report.tables import latex_table, md_cell, to_csv
 from e3bench.report.training import FINETUNE_COLUMNS, SUITE_COLUMNS, Training, load_training
 from e3bench.results import store
 from e3bench.results.flatten import RUN_COLUMNS, TASK_COLUMNS, rows_of
@@ -145,68 +143,13 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
     return "\n".join(out) + "\n"
 
 
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5rem 0}
-.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
-code{background:#f6f8fa;padding:0 .2rem}"""
-
-
-def _html_table(rows: list[dict], columns) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = cell(r.get(c))
-            cls = ' class="pass"' if v == "PASS" else ' class="fail"' if v == "FAIL" else ""
-            cells.append(f"<td{cls}>{html.escape(v)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path], training: Training | None = None) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>e3bench report</title><style>{_CSS}</style>"
-             "</head><body><h1>e3bench report</h1>"]  # fmt: skip
-    exec_lines = [ln[2:] for ln in summary_md.splitlines() if ln.startswith("- **")]
-    if exec_lines:
-        import re
-
-        bold = re.compile(r"[*][*](.+?)[*][*]")
-        items = "".join("<li>" + bold.sub(r"<b>\1</b>", html.escape(x.replace("\\|", "|"))) + "</li>"
-                        for x in exec_lines)  # fmt: skip
-        parts.append(f"<h2>Executive summary</h2><ul>{items}</ul>")
-    if "pareto_accuracy_vs_energy" in figures:
-        parts.append("<h2>Pareto front</h2><div class='grid'>")
-        for key in ("pareto_accuracy_vs_energy", "pareto_accuracy_vs_latency"):
-            if key in figures:
-                data = base64.b64encode(figures[key].read_bytes()).decode()
-                parts.append(f"<img alt='{key}' src='data:image/png;base64,{data}'>")
-        parts.append("</div>")
-    if configs:
-        parts.append("<h2>Configurations</h2>" + _html_table(_pivot_rows(configs), PIVOT_COLUMNS))
-    if comps:
-        parts.append("<h2>Reduced precision vs reference</h2>"
-                     + _html_table(_cmp_rows(comps), CMP_COLUMNS))
-    if training and training.finetune_rows:
-        parts.append("<h2>Fine-tuning (e3bench finetune)</h2>" + _html_table(training.finetune_rows, FINETUNE_COLUMNS))
-    if training and training.suite_rows:
-        parts.append("<h2>Training-efficiency suites (e3bench train)</h2>"
-                     + _html_table(training.suite_rows, SUITE_COLUMNS))  # fmt: skip
-    parts.append("<h2>Figures</h2><div class='grid'>")
-    for name, p in figures.items():
-        if name.startswith("pareto"):
-            continue
-        data = base64.b64encode(p.read_bytes()).decode()
-        parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
-    parts.append("</div>")
-    if failed:
-        parts.append("<h2>Failed runs</h2><ul>" + "".join(
-            f"<li>{html.escape(str(r['run_id']))}: {html.escape(str(r['error']))}</li>" for r in failed) + "</ul>")  # fmt: skip
-    parts.append("<p><small>Energy figures say how they were obtained (measured: sensor; estimated: model). "
-                 "Everything here is rebuilt from the JSON records by <code>e3bench report</code>.</small></p>")  # fmt: skip
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    tables = [("Configurations", _pivot_rows(configs), PIVOT_COLUMNS),
+              ("Reduced precision vs reference", _cmp_rows(comps), CMP_COLUMNS)]
+    if training:
+        tables += [("Fine-tuning (e3bench finetune)", training.finetune_rows, FINETUNE_COLUMNS),
+                   ("Training-efficiency suites (e3bench train)", training.suite_rows, SUITE_COLUMNS)]
+    return html.page(summary_md, tables, figures, failed)  # fmt: skip
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
