@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import message_lines, run_cli
 
 
 def _assert_user_error(res, needle):
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr + res.stdout
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    lines = message_lines(res.stderr)  # progress lines (· loading ...) aside
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("error: ") and "fix:" in lines[0]
     assert needle in lines[0]
