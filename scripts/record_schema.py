@@ -19,6 +19,7 @@ from e3bench.results.jsonschema import SCHEMA_FILE, schema_text  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
+    """Write the schema file, or with ``--check`` only compare it; returns the exit status."""
     path = ROOT / SCHEMA_FILE
     text = schema_text()
     if "--check" in argv:

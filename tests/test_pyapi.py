@@ -90,6 +90,16 @@ def test_measure_result_only_after_the_block():
     assert "energy missing" in m.line()
 
 
+def test_measure_start_stop_like_a_tracker():
+    m = e3bench.measure("steps", meter="estimate")
+    with pytest.raises(e3bench.E3Error, match="without start"):
+        m.stop()
+    m.start()
+    time.sleep(0.2)
+    r = m.stop()
+    assert r is m.result and 0.2 <= r.duration_s < 0.4 and r.energy_j > 0
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
@@ -108,7 +118,7 @@ def test_measure_bad_input_raises_e3error(kwargs, needle):
 # ------------------------------------------------------------------------------------ run
 def _fast(model, out) -> dict:
     return dict(model=str(model), batch_sizes=[1], prompt_tokens=8, max_new_tokens=4, warmup_iters=0,
-                min_iters=2, min_seconds=0, idle_seconds=0.2, meter="estimate", output_dir=str(out))  # fmt: skip
+                min_iters=2, min_seconds=0, idle_seconds=0.2, meter="estimate", tasks=[], output_dir=str(out))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

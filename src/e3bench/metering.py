@@ -165,6 +165,20 @@ class Measurement:
             window.close()
         return False
 
+    def start(self) -> Measurement:
+        """Begin metering without a ``with`` block (as CodeCarbon's ``tracker.start()``)."""
+        return self.__enter__()
+
+    def stop(self) -> MeasureResult:
+        """End the window :meth:`start` began and return its :class:`MeasureResult`."""
+        if self._window is None:
+            from e3bench.core.errors import E3Error
+
+            raise E3Error(f"measure({self.name!r}).stop() without start()", "call start() first, or use a with block")
+        self.__exit__(None, None, None)
+        assert self.result is not None
+        return self.result
+
     def __getattr__(self, attr: str) -> Any:
         # the result's fields on the measurement itself, once the block has ended
         if attr in MeasureResult.__dataclass_fields__ or attr == "line":
