@@ -126,7 +126,7 @@ class _BarStage(Stage):
         self.task_id = out.progress.add_task(label, total=total, stage=self)
 
     def changed(self) -> None:
-        desc = f"{self.label} · {self.detail}" if self.detail else self.label
+        desc = f"{self.label}\n  {self.detail}" if self.detail else self.label  # the detail on a line of its own
         self.out.progress.update(self.task_id, completed=self.completed, total=self.total, description=desc)
 
     def finished(self) -> None:
@@ -209,7 +209,7 @@ def _progress(console: Any):
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis", min_width=12)),
-        BarColumn(bar_width=16),
+        BarColumn(bar_width=10),
         Counts(),
         Rate(),
         Eta(),
