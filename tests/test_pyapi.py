@@ -90,6 +90,18 @@ def test_measure_result_only_after_the_block():
     assert "energy missing" in m.line()
 
 
+def test_measure_syncs_cuda_by_default_only_when_torch_is_loaded():
+    import functools
+
+    import torch
+
+    from e3bench.metering import default_sync
+
+    assert default_sync("cpu") is None
+    sync = default_sync("cuda:1")
+    assert isinstance(sync, functools.partial) and sync.func is torch.cuda.synchronize and sync.args == ("cuda:1",)
+
+
 def test_measure_start_stop_like_a_tracker():
     m = e3bench.measure("steps", meter="estimate")
     with pytest.raises(e3bench.E3Error, match="without start"):
