@@ -40,8 +40,17 @@ def reporter(*, quiet: bool = False, stream: IO[str] | None = None, bars: bool |
         bars = _isatty(stream) and not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
     if bars:
         return Bars(stream)
-    every = float(os.environ.get("E3BENCH_PROGRESS_EVERY_S", EVERY_S))
-    return Plain(stream, every_s=every)
+    return Plain(stream, every_s=_every_s())
+
+
+def _every_s() -> float:
+    """``E3BENCH_PROGRESS_EVERY_S`` (seconds ≥ 0), else :data:`EVERY_S` (also for a value that
+    is not a number: progress is no reason to stop a command)."""
+    try:
+        every = float(os.environ.get("E3BENCH_PROGRESS_EVERY_S", EVERY_S))
+    except ValueError:
+        return EVERY_S
+    return every if every >= 0 else EVERY_S
 
 
 def _isatty(stream: IO[str]) -> bool:
