@@ -575,7 +575,7 @@ def test_min_batch_figures_name_the_batch_measured(measured, tmp_path):
 def test_plot_titles_and_labels_name_the_batch(measured, monkeypatch, tmp_path):
     """Every figure of min-batch figures says the batch; with configurations measured at
     different smallest batches, each label says its own."""
-    from e3bench.report import plots
+    from e3bench.report import figures, plots
     from e3bench.report.compare import batch_label, summarize_configs
     from e3bench.results import store
 
@@ -590,24 +590,23 @@ def test_plot_titles_and_labels_name_the_batch(measured, monkeypatch, tmp_path):
     assert batch_label(configs) == "smallest batch measured (1–4)"
     assert batch_label(configs[:1]) == f"batch {configs[0].min_batch_size}"
     texts: list[str] = []
-
-    def capture(fig, path):
+    by_name = {f.name: f for f in figures.specs(configs)}
+    for name in ("latency", "energy_per_token", "pareto_latency"):
+        fig = plots.draw(by_name[name])
+        texts.append(fig._suptitle.get_text() if fig._suptitle else "")
         for ax in fig.axes:
             texts.extend([ax.get_title(), ax.get_xlabel(), ax.get_ylabel()])
-            texts.extend(t.get_text() for t in ax.get_xticklabels() + ax.texts)
+            texts.extend(t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() + ax.texts)
+            if ax.get_legend():
+                texts.extend(t.get_text() for t in ax.get_legend().get_texts())
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-        return path
-
-    monkeypatch.setattr(plots, "_save", capture)
-    plots.latency(configs, tmp_path / "l.png")
-    plots.energy_per_token(configs, tmp_path / "e.png")
-    plots.pareto(configs, tmp_path / "p.png", "tpot_ms_at_min_batch", "TPOT (ms)", "Accuracy vs latency")
     joined = "\n".join(texts)
     assert "batch 1 " not in joined and "batch 1)" not in joined.replace("(1–4)", "")
-    assert joined.count("smallest batch measured (1–4)") >= 4  # 2 latency titles, energy title, pareto x
-    assert "at-4-and-8 pytorch fp32 cpu (bs4)" in texts and "at-1-and-8 pytorch fp32 cpu (bs1)" in texts
+    assert joined.count("smallest batch measured (1–4)") >= 3  # latency title, energy title, pareto x
+    assert "at-4-and-8 pytorch fp32 cpu (bs4)" in texts and "at-1-and-8 pytorch fp32 cpu (bs1)" in texts  # bars
+    assert "1  at-1-and-8 pytorch fp32 cpu (bs1)" in texts  # the Pareto figure's numbered legend
 
 
 def test_variant_and_reference_are_compared_at_a_batch_both_measured(measured, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import atomic_write_text, write_errors
-from e3bench.report import html, plots
+from e3bench.report import figures, html, interactive, plots
 from e3bench.report.compare import (
     MLPERF_QUALITY_TARGET,
     ConfigSummary,
@@ -143,13 +143,13 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
     return "\n".join(out) + "\n"
 
 
-def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path], training: Training | None = None) -> str:
+def _html(summary_md: str, configs, comps, failed, specs: list[figures.Figure], training: Training | None = None) -> str:
     tables = [("Configurations", _pivot_rows(configs), PIVOT_COLUMNS),
               ("Reduced precision vs reference", _cmp_rows(comps), CMP_COLUMNS)]
     if training:
         tables += [("Fine-tuning (e3bench finetune)", training.finetune_rows, FINETUNE_COLUMNS),
                    ("Training-efficiency suites (e3bench train)", training.suite_rows, SUITE_COLUMNS)]
-    return html.page(summary_md, tables, figures, failed)  # fmt: skip
+    return html.page(summary_md, tables, specs, failed)  # fmt: skip
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
@@ -204,26 +204,14 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         write("table.tex", latex_table(_pivot_rows(configs), PIVOT_COLUMNS, "e3bench: speed, energy and accuracy"))
     if comps:
         write("quantization.csv", to_csv(_cmp_rows(comps), CMP_COLUMNS))
-    pd = out / "plots"
-    figures = {} if not configs else {
-        name: p
-        for name, p in {
-            "pareto_accuracy_vs_energy": plots.pareto(configs, pd / "pareto_energy.png",
-                                                      "ept_total_j_per_token_at_min_batch", "energy per token (J)",
-                                                      "Accuracy vs energy per token"),
-            "pareto_accuracy_vs_latency": plots.pareto(configs, pd / "pareto_latency.png", "tpot_ms_at_min_batch",
-                                                       "TPOT (ms)", "Accuracy vs latency"),
-            "latency": plots.latency(configs, pd / "latency.png"),
-            "throughput_vs_batch": plots.throughput_vs_batch(configs, pd / "throughput.png"),
-            "memory": plots.memory(configs, pd / "memory.png"),
-            "energy_per_token": plots.energy_per_token(configs, pd / "energy_per_token.png"),
-            "accuracy": plots.accuracy(configs, pd / "accuracy.png"),
-        }.items()
-        if p is not None
-    }  # fmt: skip
-    for name, p in figures.items():
-        files[f"plots/{p.name}"] = p
-    md = _summary_md(configs, comps, failed, warnings, figures, training)
+    specs = figures.specs(configs) if configs else []
+    pngs = {f.name: plots.save(f, out / "plots") for f in specs}
+    for f in specs:
+        files[f"plots/{f.name}.png"] = pngs[f.name]
+        files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
+    if specs:
+        files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
+    md = _summary_md(configs, comps, failed, warnings, pngs, training)
     write("summary.md", md)
-    write("report.html", _html(md, configs, comps, failed, figures, training))
+    write("report.html", _html(md, configs, comps, failed, specs, training))
     return Report(out, files, configs, comps, warnings)
