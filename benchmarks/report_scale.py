@@ -47,11 +47,12 @@ PROMPTS = (64, 128, 256, 512)
 OUTPUTS = (32, 64)
 
 
-def _configs(n: int) -> list[dict]:
-    """``n`` distinct configurations (as stored: ``RunConfig.model_dump``): the grid in a seeded
-    random order (so a few hundred cover every model, backend and precision), then the grid
-    again with another ``seed``."""
-    grid = list(itertools.product(MODELS, BACKENDS, DTYPES, BATCHES, PROMPTS, OUTPUTS))
+def _configs(n: int, workloads: int = 8) -> list[dict]:
+    """``n`` distinct configurations (as stored: ``RunConfig.model_dump``) over the first
+    ``workloads`` (prompt, output) length pairs: the grid in a seeded random order (so a few
+    hundred cover every model, backend and precision), then the grid again with another ``seed``."""
+    lengths = list(itertools.product(PROMPTS, OUTPUTS))[:workloads]
+    grid = [(m, b, d, bs, p, o) for m, b, d, bs, (p, o) in itertools.product(MODELS, BACKENDS, DTYPES, BATCHES, lengths)]
     random.Random(1).shuffle(grid)
     out = []
     for seed, (model, backend, dtype, batches, prompt, output) in itertools.islice(itertools.product(range(1000), grid), n):
@@ -118,12 +119,12 @@ def _record(rng: random.Random, i: int, c: dict, manifest) -> ResultRecord:
     )  # fmt: skip
 
 
-def write_records(root: Path, n: int, repeats: int = 2, seed: int = 0) -> int:
-    """Write ``n`` synthetic records under ``root`` (``n / repeats`` configurations, each run
-    ``repeats`` times); returns the bytes written."""
+def write_records(root: Path, n: int, repeats: int = 2, seed: int = 0, workloads: int = 8) -> int:
+    """Write ``n`` synthetic records under ``root`` (``n / repeats`` configurations over
+    ``workloads`` prompt/output lengths, each run ``repeats`` times); returns the bytes written."""
     rng = random.Random(seed)
     manifest = envinfo.collect(sample_cpu=False)
-    configs = _configs(max(1, n // repeats))
+    configs = _configs(max(1, n // repeats), workloads)
     for i in range(n):
         c = configs[i % len(configs)]
         rec = _record(rng, i, c, manifest)

@@ -27,11 +27,11 @@ def _report_scale():
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
     """A report over 240 synthetic records: 120 configurations (8 models, 4 backends, 5
-    precisions, several workloads), each run twice."""
+    precisions, 2 workloads, batch sizes 1,4 / 1,8 / 4,16,32), each run twice."""
     from e3bench.report.render import build_report
 
     tmp = tmp_path_factory.mktemp("many")
-    _report_scale().write_records(tmp / "res", 240, repeats=2)
+    _report_scale().write_records(tmp / "res", 240, repeats=2, workloads=2)
     return build_report(tmp / "res", tmp / "out")
 
 
@@ -39,31 +39,42 @@ def test_figures_stay_few_and_small_at_scale(many):
     from e3bench.report import figures
 
     out = many.out_dir
-    assert len(many.configs) == 120
-    names = {"pareto_energy", "pareto_latency", "overview", "latency", "throughput", "energy_per_token", "accuracy",
-             "memory"}  # fmt: skip
+    assert len(many.configs) == 120 and all(c.runs == 2 for c in many.configs)
+    names = {"pareto_energy", "pareto_latency", "overview", "ttft", "tpot", "throughput", "energy_per_token",
+             "accuracy", "memory"}  # fmt: skip
     assert {p.name for p in (out / "plots").iterdir()} == {f"{n}.{e}" for n in names for e in ("png", "pdf")}
     assert max(p.stat().st_size for p in (out / "plots").glob("*.png")) < 400_000
     specs = {f.name: f for f in figures.specs(many.configs)}
+    gs, left = figures.groups(many.configs)
+    # one panel per workload, each at the batch most of its configurations measured
+    assert len(gs) == 2 and len({g.configs[0].workload for g in gs}) == 2
+    for g in gs:
+        members = [c for c in many.configs if c.workload == g.configs[0].workload]
+        counts = {bs: sum(bs in c.batches for c in members) for bs in (1, 4, 8, 16, 32)}
+        assert len(g.configs) == counts[g.batch] == max(counts.values()) and g.title.endswith(f"batch {g.batch}")
+    n_left = 120 - sum(len(g.configs) for g in gs)
+    assert left.startswith(f"{n_left} configurations did not measure their panel's batch size")
     for f in specs.values():
         for p in f.panels:
             if p.kind == "bar":
-                assert len(p.marks) == figures.TOP_N, f.name  # the best 20, not 120 bars
-                assert "best 20 of 120 configurations" in f.note
+                assert len(p.marks) == figures.TOP_N, f.name  # the best 20 of ~40, not 120 bars
             if p.kind == "line":
                 assert len({m.series for m in p.marks}) == figures.TOP_LINES
-    # bars are the best by their own metric: the lowest energies, in order
+    assert f"Best 20 of {len(gs[0].configs)}, {len(gs[1].configs)} configurations" in specs["energy_per_token"].note
+    # bars are the best by their own metric, the lowest energies in order, at the panel's batch
     shown = [m.y.estimate for m in specs["energy_per_token"].panels[0].marks]
-    every = sorted(figures.interval(c, "ept_total_j_per_token_at_min_batch").estimate for c in many.configs)
+    every = sorted(figures.at(c, gs[0].batch, "ept_total_j_per_token").estimate for c in gs[0].configs)
     assert shown == every[: figures.TOP_N]
-    # every configuration stays a point of the Pareto scatter; the overview groups by precision
-    assert len(specs["pareto_energy"].panels[0].marks) == 120
+    # energy per token of 2 runs: the mean with a Student-t interval across the runs
+    iv = figures.at(gs[0].configs[0], gs[0].batch, "ept_total_j_per_token")
+    assert iv.n == 2 and iv.known and iv.low < iv.estimate < iv.high
+    # every configuration of a workload stays a point of its Pareto scatter
+    assert [len(p.marks) for p in specs["pareto_energy"].panels] == [len(g.configs) for g in gs]
     assert [p.x_label for p in specs["overview"].panels] == ["precision"] * 3
     html = (out / "report.html").read_text()
     assert len(html) < 1_000_000
     assert html.count("<script src='plotly.min.js'") == 1 and "plotly.js v" not in html  # plotly.js once, beside
     assert html.count("Plotly.newPlot(") == len(names)
-    assert "The first 50 of 120 rows" in html
 
 
 def _mark(label, x, y, *, front=False, number=None, series="fp32", half=0.01):

@@ -18,6 +18,7 @@ from e3bench.report.stats import (
     mcnemar,
     mean_ci,
     paired_bootstrap_diff_ci,
+    paired_bootstrap_ratio_ci,
     ratio_ci,
     verdict,
 )
@@ -109,3 +110,15 @@ def test_diff_ci_from_summarize_stats():
     iv = diff_ci(a, b)
     assert iv.estimate == pytest.approx(2.5)
     assert iv.low > 0  # clearly faster
+
+
+def test_paired_bootstrap_ratio_ci_for_quality_retained():
+    a = [1.0] * 30 + [0.0] * 10  # reference 75 %
+    b = [1.0] * 29 + [0.0] * 11  # variant 72.5 %: one item lost
+    iv = paired_bootstrap_ratio_ci(a, b, n_boot=4000, seed=1)
+    assert iv.estimate == pytest.approx(29 / 30)
+    assert iv.low < 0.99 < iv.high <= 1.0  # 40 items: cannot tell 96.7 % from 99 %
+    assert verdict(iv, higher_is_better=True, threshold=0.99) == INCONCLUSIVE
+    same = paired_bootstrap_ratio_ci(a, a)
+    assert (same.low, same.estimate, same.high) == (1.0, 1.0, 1.0)
+    assert not paired_bootstrap_ratio_ci([0, 0], [1, 1]).known

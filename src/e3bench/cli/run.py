@@ -87,7 +87,7 @@ def run(**kwargs: Any) -> None:
                      results=str(Path(cfg.output_dir) / cfg.sweep))  # fmt: skip
         from e3bench.bench.runner import run_one
         from e3bench.report.summary import print_summary
-        from e3bench.sweep.finish import finish_run
+        from e3bench.sweep.finish import failed_batches_error, finish_run
 
         out = console()
 
@@ -102,12 +102,9 @@ def run(**kwargs: Any) -> None:
         out.print(escape(f"result: {done.path}"), highlight=False)
         for line in done.tracker_lines:
             out.print(escape(f"tracker: {line}"), highlight=False)
-        failed = record.efficiency.failed_batches if record.efficiency else []
-        if failed:
-            kept = [r.batch_size for r in [*record.efficiency.generation, *record.efficiency.forward]]
-            saved = f"batch size(s) {', '.join(map(str, kept))} measured and saved" if kept else "the record saved"
-            raise E3Error(f"{failed[0].error}; {saved} in {done.path}",
-                          "use smaller --batch-size values (the KV cache grows with batch × tokens)")  # fmt: skip
+        failed = failed_batches_error(record, done.path)
+        if failed is not None:
+            raise failed
     except E3Error as exc:
         fail(exc)
 

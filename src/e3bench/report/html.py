@@ -29,6 +29,8 @@ figcaption{font-size:.8rem;color:#555;padding:.2rem .4rem}.note{font-size:.85rem
 PARETO_FIGURES = ("pareto_energy", "pareto_latency")
 #: Rows a table shows on the page; the CSV files beside it hold every row.
 MAX_ROWS = 50
+#: Executive-summary lines shown before the rest folds away (one click shows them).
+MAX_SUMMARY_LINES = 12
 
 _BOLD = re.compile(r"[*][*](.+?)[*][*]")
 
@@ -53,7 +55,7 @@ def table(rows: list[dict], columns: Sequence[str]) -> str:
 def figure(spec: Figure, plots_dir: str = "plots") -> str:
     """One interactive figure with its note and links to its static PNG and PDF."""
     links = " · ".join(f"<a href='{plots_dir}/{html.escape(spec.name)}.{ext}'>{ext.upper()}</a>" for ext in ("png", "pdf"))
-    wide = " class='wide'" if spec.panels[0].kind == "bar" or len(spec.panels) > 2 else ""
+    wide = " class='wide'" if spec.panels[0].kind == "bar" or len(spec.panels) > 1 else ""
     return f"<figure{wide}>{interactive.div(spec)}<figcaption>{html.escape(spec.note)} {links}</figcaption></figure>"
 
 
@@ -68,9 +70,10 @@ def page(summary_md: str, tables: Sequence[tuple[str, list[dict], Sequence[str]]
              f"{script}</head><body><h1>e3bench report</h1>"]  # fmt: skip
     exec_lines = [ln[2:] for ln in summary_md.splitlines() if ln.startswith("- **")]
     if exec_lines:
-        items = "".join("<li>" + _BOLD.sub(r"<b>\1</b>", html.escape(x.replace("\\|", "|"))) + "</li>"
-                        for x in exec_lines)  # fmt: skip
-        parts.append(f"<h2>Executive summary</h2><ul>{items}</ul>")
+        items = ["<li>" + _BOLD.sub(r"<b>\1</b>", html.escape(x.replace("\\|", "|"))) + "</li>" for x in exec_lines]
+        more = items[MAX_SUMMARY_LINES:]
+        fold = f"<details><summary>{len(more)} more lines</summary><ul>{''.join(more)}</ul></details>" if more else ""
+        parts.append(f"<h2>Executive summary</h2><ul>{''.join(items[:MAX_SUMMARY_LINES])}</ul>{fold}")
     by_name = {f.name: f for f in figures}
     if PARETO_FIGURES[0] in by_name:
         parts.append("<h2>Pareto front</h2><div class='grid'>")

@@ -101,39 +101,59 @@ def _traces(p: Panel, axis: str, legend: bool) -> list[dict]:
     return out
 
 
-def figure_json(spec: Figure) -> dict[str, Any]:
-    """The Plotly figure (``data``, ``layout``) of ``spec``: one trace per series and panel,
-    panels side by side, bar categories in the spec's order (top to bottom)."""
+def _domains(spec: Figure) -> list[tuple[list[float], list[float]]]:
+    """(x domain, y domain) of each panel: bar panels one above the other (heights in
+    proportion to their bars), other panels side by side."""
     n = len(spec.panels)
-    gap = 0.08 if spec.panels[0].kind != "bar" else 0.03
-    width = (1 - gap * (n - 1)) / n
+    if spec.panels[0].kind != "bar":
+        gap = 0.08
+        w = (1 - gap * (n - 1)) / n
+        return [([i * (w + gap), i * (w + gap) + w], [0.0, 1.0]) for i in range(n)]
+    gap = 0.12 / n if n > 1 else 0.0
+    sizes = [len(p.marks) + 1 for p in spec.panels]
+    scale = (1 - gap * (n - 1)) / sum(sizes)
+    out, top = [], 1.0
+    for k in sizes:
+        out.append(([0.0, 1.0], [max(0.0, top - k * scale), top]))
+        top -= k * scale + gap
+    return out
+
+
+def figure_json(spec: Figure) -> dict[str, Any]:
+    """The Plotly figure (``data``, ``layout``) of ``spec``: one trace per series and panel, bar
+    panels one above the other (categories in the spec's order, top to bottom), other panels
+    side by side; the legend shows each series once."""
+    n = len(spec.panels)
+    title = spec.title if n > 1 else ", ".join(t for t in (spec.title, spec.panels[0].title) if t)
     data: list[dict] = []
-    layout: dict[str, Any] = {"title": {"text": html.escape(spec.title), "font": {"size": 15}},
+    layout: dict[str, Any] = {"title": {"text": html.escape(title), "font": {"size": 15}},
                               "margin": {"l": 10, "r": 10, "t": 70, "b": 50}, "hovermode": "closest",
                               "legend": {"font": {"size": 11}}, "template": None, "plot_bgcolor": "#fff",
                               "annotations": []}  # fmt: skip
-    bars = max((len(p.marks) for p in spec.panels if p.kind == "bar"), default=0)
-    layout["height"] = max(380, 110 + 24 * bars) if bars else 440
-    for i, p in enumerate(spec.panels, start=1):
+    bars = sum(len(p.marks) for p in spec.panels if p.kind == "bar")
+    layout["height"] = max(380, 100 + 24 * bars + 60 * n) if bars else 440
+    seen: set[str] = set()
+    for i, (p, (xd, yd)) in enumerate(zip(spec.panels, _domains(spec), strict=True), start=1):
         axis = "" if i == 1 else str(i)
-        data += _traces(p, axis, legend=i == 1)
-        lo = (i - 1) * (width + gap)
+        traces = _traces(p, axis, legend=True)
+        for t in traces:  # one legend entry per series over all panels; clicking it toggles them all
+            t["showlegend"] = t.get("legendgroup", t.get("name")) not in seen
+            seen.add(t.get("legendgroup", t.get("name")))
+        data += traces
         grid = {"gridcolor": "#e5e5e5", "zeroline": False, "automargin": True, "linecolor": "#999", "showline": True}
-        xaxis = {**grid, "domain": [lo, lo + width], "anchor": "y" + axis, "title": {"text": html.escape(p.x_label)}}
-        yaxis = {**grid, "anchor": "x" + axis, "title": {"text": html.escape(p.y_label)}}
+        xaxis = {**grid, "domain": xd, "anchor": "y" + axis, "title": {"text": html.escape(p.x_label)}}
+        yaxis = {**grid, "domain": yd, "anchor": "x" + axis, "title": {"text": html.escape(p.y_label)}}
         if p.log_x:
             xaxis.update(type="log", dtick=math.log10(2) if p.kind == "line" else None)
         if p.kind == "bar":
             cats = [html.escape(str(m.cat)) for m in p.marks]
             yaxis.update(categoryorder="array", categoryarray=cats, autorange="reversed")
-            if i > 1:
-                yaxis.update(matches="y", showticklabels=False)
         layout["xaxis" + axis] = xaxis
         layout["yaxis" + axis] = yaxis
         if n > 1:
             layout["annotations"].append({"text": html.escape(p.title), "xref": "paper", "yref": "paper",
-                                          "x": lo + width / 2, "y": 1.0, "yanchor": "bottom", "showarrow": False,
-                                          "font": {"size": 12}})  # fmt: skip
+                                          "x": (xd[0] + xd[1]) / 2, "y": yd[1], "yanchor": "bottom",
+                                          "showarrow": False, "font": {"size": 12}})  # fmt: skip
     if spec.panels[0].kind == "box":
         layout["showlegend"] = False
     return {"data": data, "layout": layout}

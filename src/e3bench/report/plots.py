@@ -166,31 +166,39 @@ def draw(spec: Figure):
     plt = _plt()
     n = len(spec.panels)
     kind = spec.panels[0].kind
-    rows = max((len(p.marks) for p in spec.panels if kind == "bar"), default=0)
-    height = max(3.6, 1.2 + 0.24 * rows) if rows else 4.2
-    labels = max((len(str(m.cat)) for p in spec.panels for m in p.marks), default=0) if kind == "bar" else 0
+    stacked = kind == "bar"  # bar panels one above the other, each with its own labels
+    heights = [0.7 + 0.24 * len(p.marks) for p in spec.panels] if stacked else [3.6]
+    labels = max((len(str(m.cat)) for p in spec.panels for m in p.marks), default=0) if stacked else 0
     legend = max((len(m.label) + 4 for p in spec.panels for m in p.marks if m.number), default=0)
-    width = 0.75 + 0.062 * labels + 0.055 * legend + {"scatter": 5.5, "line": 8.0, "box": 4.3, "bar": 4.2}[kind] * n
-    fig, axes = plt.subplots(1, n, figsize=(min(width, 18), height), sharey=kind == "bar" and n > 1, squeeze=False)
-    for i, (ax, p) in enumerate(zip(axes[0], spec.panels, strict=True)):
+    per = {"scatter": 5.5, "line": 7.0, "box": 4.3, "bar": 5.5}[kind]
+    width = min(18.0, 1.0 + 0.062 * labels + 0.055 * legend + per * (1 if stacked else n))
+    note = _wrap(spec.note, int(width * 15)) if spec.note else ""
+    foot = 0.2 + 0.14 * len(note.splitlines()) if note else 0.0
+    height = sum(heights) + 0.6 + foot
+    shape = (n, 1) if stacked else (1, n)
+    fig, axes = plt.subplots(*shape, figsize=(width, height), squeeze=False,
+                             gridspec_kw={"height_ratios": heights} if stacked else None)  # fmt: skip
+    axes = list(axes[:, 0] if stacked else axes[0])
+    for i, (ax, p) in enumerate(zip(axes, spec.panels, strict=True)):
         colours = _colours(p.marks)
         if p.kind == "bar":
-            _bar(ax, p, colours, legend=i == n - 1)
+            _bar(ax, p, colours, legend=i == 0)
         else:
             {"line": _line, "box": _box, "scatter": _scatter}[p.kind](ax, p, colours)
         if p.log_x:
             ax.set_xscale("log", base=2 if p.kind == "line" else 10)
-        ax.set_title(p.title, fontsize=10)
+        title = p.title if n > 1 else ", ".join(t for t in (spec.title, p.title) if t)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel(p.x_label)
         ax.set_ylabel(p.y_label)
         if p.kind == "scatter":
             _number_legend(ax, p.marks, True)
-    if spec.note:
-        fig.text(0.01, 0.005, _wrap(spec.note, int(width * 14)), fontsize=7, color="#555", va="bottom")
+    if note:
+        fig.text(0.01, 0.05 / height, note, fontsize=7, color="#555", va="bottom")
     if n > 1:
         fig.suptitle(spec.title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.5 / height if spec.note else 0, 1, 1))
-    for ax, p in zip(axes[0], spec.panels, strict=True):
+    fig.tight_layout(rect=(0, foot / height, 1, 1))
+    for ax, p in zip(axes, spec.panels, strict=True):
         if p.kind == "scatter":
             place_numbers(fig, ax, p.marks)
     return fig

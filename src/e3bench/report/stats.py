@@ -7,6 +7,7 @@ One implementation each, imported by the report, ``e3bench compare`` and the sum
 * :func:`ratio_ci` — ``b.mean / a.mean`` with a delta-method interval (speed-up, energy ratio);
 * :func:`mcnemar` — exact McNemar test of two classifiers scored on the same items;
 * :func:`paired_bootstrap_diff_ci` — percentile bootstrap of ``mean(b - a)`` over paired items;
+* :func:`paired_bootstrap_ratio_ci` — the same for ``mean(b) / mean(a)`` (quality retained);
 * :func:`verdict` — the word a table shows for an interval.
 
 Critical values come from :func:`e3bench.core.timing.t_critical_95` (no scipy at run time:
@@ -139,23 +140,44 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple[int, 
     return b, c, min(1.0, 2 * tail)
 
 
+def _resample_means(a_scores: Sequence[float], b_scores: Sequence[float], n_boot: int, seed: int, what: str):
+    """(a, b, resampled means of a, of b): the same ``n_boot`` item resamples for both sides."""
+    if len(a_scores) != len(b_scores):
+        raise ValueError(f"{what} over {len(a_scores)} and {len(b_scores)} items: must be the same items")
+    a, b = np.asarray(a_scores, dtype=float), np.asarray(b_scores, dtype=float)
+    if a.size == 0:
+        return a, b, None, None
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    return a, b, a[idx].mean(axis=1), b[idx].mean(axis=1)
+
+
 def paired_bootstrap_diff_ci(
     a_scores: Sequence[float], b_scores: Sequence[float], *, n_boot: int = 10000, seed: int = 0
 ) -> Interval:
     """``mean(b - a)`` over paired items with a percentile bootstrap 95 % interval: ``n_boot``
     resamples of the items with replacement (numpy ``default_rng(seed)``: the same inputs give
     the same interval). Raises ``ValueError`` when the lengths differ; no items: NaN."""
-    if len(a_scores) != len(b_scores):
-        raise ValueError(f"paired bootstrap over {len(a_scores)} and {len(b_scores)} items: must be the same items")
-    d = np.asarray(b_scores, dtype=float) - np.asarray(a_scores, dtype=float)
-    n = int(d.size)
-    if n == 0:
+    a, b, ma, mb = _resample_means(a_scores, b_scores, n_boot, seed, "paired bootstrap")
+    if ma is None:
         return Interval(_NAN, _NAN, _NAN, 0, "paired bootstrap, no items")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    means = d[idx].mean(axis=1)
-    low, high = (float(x) for x in np.percentile(means, [2.5, 97.5]))
-    return Interval(float(d.mean()), low, high, n, f"paired bootstrap, {n_boot} resamples, seed {seed}")
+    low, high = (float(x) for x in np.percentile(mb - ma, [2.5, 97.5]))
+    return Interval(float((b - a).mean()), low, high, int(a.size), f"paired bootstrap, {n_boot} resamples, seed {seed}")
+
+
+def paired_bootstrap_ratio_ci(
+    a_scores: Sequence[float], b_scores: Sequence[float], *, n_boot: int = 10000, seed: int = 0
+) -> Interval:
+    """``mean(b) / mean(a)`` over paired items (e.g. accuracy retained by a variant) with a
+    percentile bootstrap 95 % interval over the same resamples as
+    :func:`paired_bootstrap_diff_ci`; resamples where ``mean(a)`` is 0 are dropped. NaN when
+    ``mean(a)`` is 0 or there are no items."""
+    a, b, ma, mb = _resample_means(a_scores, b_scores, n_boot, seed, "paired bootstrap")
+    if ma is None or a.mean() == 0:
+        return Interval(_NAN, _NAN, _NAN, int(a.size), "paired bootstrap ratio, reference mean is 0 or no items")
+    ok = ma > 0
+    low, high = (float(x) for x in np.percentile(mb[ok] / ma[ok], [2.5, 97.5]))
+    return Interval(float(b.mean() / a.mean()), low, high, int(a.size),
+                    f"paired bootstrap ratio, {n_boot} resamples, seed {seed}")  # fmt: skip
 
 
 def verdict(iv: Interval, *, higher_is_better: bool, threshold: float = 0.0) -> str:
