@@ -13,8 +13,6 @@ from pathlib import Path
 from e3bench.config.run import RunConfig
 from e3bench.core.timing import summarize
 from e3bench.energy.accounting import EnergySummary
-from e3bench.report.compare import BatchFigures, ConfigSummary, TaskScore
-from e3bench.report.workload import workload_of
 from e3bench.results import store
 from e3bench.results.manifest import Manifest
 from e3bench.results.schema import BatchResult, Efficiency, ModelInfo, RawSamples, ResultRecord, TaskResult
@@ -44,13 +42,14 @@ def batch(bs: int, decode: list[float], ept: float | None, *, method: str = "mea
 
 def record(*, dtype: str = "fp32", batches: list[BatchResult] | None = None, task: tuple | None = None,
            warnings: tuple[str, ...] = (), created: str | None = None, peak_rss: int = 600 * 2**20,
-           weights: int = 270 * 2**20, truncated: int | None = None, **config) -> ResultRecord:
+           weights: int = 270 * 2**20, truncated: int | None = None,
+           rss_includes: str | None = "measured phase (after load)", **config) -> ResultRecord:
     """A successful record. ``task``: (name, metric, value, stderr, n_items); ``config``: RunConfig
     fields (``prompt_tokens=64``, ``tasks=("hellaswag",)``, ...)."""
     cfg = RunConfig(dtype=dtype, **config)
     gens = batches if batches is not None else [batch(1, [50.0, 52.0, 51.0], 0.03)]
     eff = Efficiency(load_time_s=1.0, load_note="", prompt_source="synthetic", generation=gens, peak_rss_bytes=peak_rss,
-                     peak_rss_includes="measured phase (after load)")  # fmt: skip
+                     peak_rss_includes=rss_includes)  # fmt: skip
     tasks = []
     if task is not None:
         name, metric, value, stderr, n = task
@@ -74,9 +73,11 @@ def save(root: Path, rec: ResultRecord, *, sweep: str = "runs", samples: list[di
     return store.save(rec, root, sweep, stem=rec.run_id)
 
 
-def summary(dtype: str, *, tasks: dict[str, TaskScore] | None = None, batches: dict[int, BatchFigures] | None = None,
-            **config) -> ConfigSummary:
-    """A ConfigSummary of one configuration, built directly."""
+def summary(dtype: str, *, tasks: dict | None = None, batches: dict | None = None, **config):
+    """A :class:`~e3bench.report.compare.ConfigSummary` of one configuration, built directly."""
+    from e3bench.report.compare import ConfigSummary
+    from e3bench.report.workload import workload_of
+
     cfg = RunConfig(dtype=dtype, **config).model_dump(mode="json")
     return ConfigSummary(label=f"m {dtype}", model="m", backend="pytorch", dtype=dtype, device="cpu",
                          config_hash=f"h-{dtype}", config=cfg, workload=workload_of(cfg), run_ids=[dtype],

@@ -106,6 +106,9 @@ def test_identical_figures_are_no_significant_difference(base, tmp_path):
     # one energy window per run: no spread known, so no verdict can be given
     assert {rows[("net energy", b)].verdict for b in (1, 2)} == {"INCONCLUSIVE"}
     assert rows[("weights", None)].verdict == "no significant difference" and p.pairs[0].differs == []
+    from e3bench.report.diff_rows import ONE_RUN_NOTE, compare_pair
+
+    assert ONE_RUN_NOTE in compare_pair(p.pairs[0]).notes
 
 
 def test_paired_test_over_logged_samples_and_unpaired_otherwise(base, tmp_path):
@@ -173,8 +176,12 @@ def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
 
     got = {(r.metric, r.batch_size): r for r in compare_pair(pair(a, b).pairs[0]).rows}
     assert got[("net energy", 1)].verdict == "worse" and "A 3 repeats, B 3 repeats" in got[("net energy", 1)].how
+    assert "A 3 repeats, B 3 repeats" in got[("TPOT", 2)].how and got[("TPOT", 2)].diff.n == 6
+    assert compare_pair(pair(a, b).pairs[0]).notes == []  # repeats on both sides: no one-run caveat
     with pytest.raises(E3Error, match="same 3 record"):
         pair(a, resolve("a2", tmp_path, with_repeats=True))
+    overlap = pair(a, resolve(str(tmp_path / "runs" / "a0.json"))).pairs[0]  # 3 repeats against one of them
+    assert "1 run(s) on both sides (a0): the difference is understated" in overlap.warnings
 
 
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
@@ -228,7 +235,7 @@ def test_refusals_self_and_other_workload(base, tmp_path):
     assert "--force" in err.value.fix
     forced = pair(resolve(str(base)), resolve(str(long)), force=True)
     assert forced.pairs[0].warnings[0] == "different workloads, compared because of --force: max_new_tokens 3 → 8"
-    assert forced.pairs[0].warnings[-1] == "B run recorded: batch 2 cut by --max-seconds"  # the runs' own warnings
+    assert "B: batch 2 cut by --max-seconds" in forced.pairs[0].warnings  # the runs' own warnings
 
 
 def test_resolve_run_ids_paths_sweeps_and_folders(base, tmp_path):

@@ -344,7 +344,7 @@ def workdir(tmp_path_factory, tiny_models):
 
     wd = tmp_path_factory.mktemp("docs")
     e3bench.run(model=str(tiny_models["decoder"]), batch_sizes=[1], prompt_tokens=8, max_new_tokens=4,
-                warmup_iters=0, min_iters=2, min_seconds=0, idle_seconds=0, meter="estimate",
+                warmup_iters=0, min_iters=2, min_seconds=0, idle_seconds=0, meter="estimate", tasks=[],
                 output_dir=str(wd / "results"))  # fmt: skip
     bindir = wd / "bin"
     bindir.mkdir()

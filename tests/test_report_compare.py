@@ -66,7 +66,7 @@ def test_variant_figures_are_against_the_sweeps_fp32_at_every_batch(tmp_path):
     assert by_bs[1].speedup.estimate == pytest.approx(8.5 / 41)
     assert by_bs[1].speedup_verdict == "worse" and by_bs[4].energy_verdict is not None
     md = (rep.out_dir / "summary.md").read_text()
-    assert "energy per token (× reference) [95% CI]" in md
+    assert "J per in+out token (× reference) [95% CI]" in md
 
 
 def test_report_of_runs_folder_compares_nothing_with_itself(tmp_path):
@@ -131,6 +131,9 @@ def test_memory_is_the_measured_phase_peak_beside_the_weights(tmp_path):
     md = (build_report(tmp_path).out_dir / "summary.md").read_text()
     head, _, body = md.partition("| peak RSS, measured phase (MiB) | weights (MiB) |")
     assert head and "| 700 | 270 |" in body
+    save(tmp_path, record(peak_rss=900 * 2**20, rss_includes=None, seed=1))  # a record from before
+    md = (build_report(tmp_path).out_dir / "summary.md").read_text()
+    assert "| 900 (process lifetime, load included: older record) | 270 |" in md
 
 
 def _samples(acc):
@@ -194,3 +197,43 @@ def test_workload_labels_say_what_was_asked():
     assert b.label.endswith("no quality tasks")
     assert mixed_note([a, a]) is None
     assert "prompt_tokens, max_new_tokens, tasks, limit" in mixed_note([a, b])
+
+
+def test_pareto_front_agrees_with_the_definition():
+    """The O(n log n) front equals the brute-force definition on random small sets (ties,
+    duplicates, same keys)."""
+    import random
+
+    from e3bench.report.compare import pareto_front
+
+    def brute(points):
+        return [k for i, (k, x, y) in enumerate(points)
+                if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for j, (_, x2, y2) in enumerate(points) if j != i)]  # fmt: skip
+
+    rng = random.Random(1)
+    for _ in range(300):
+        pts = [(rng.choice("abc"), float(rng.randint(0, 4)), float(rng.randint(0, 4))) for _ in range(rng.randint(0, 10))]
+        assert pareto_front(pts) == brute(pts), pts
+
+
+def test_long_tables_are_cut_in_the_page_not_in_the_csv(tmp_path):
+    from e3bench.report import render
+
+    for i in range(render.MAX_ROWS // 2 + 1):  # two batch sizes each: one row more than the cap
+        save(tmp_path, record(seed=i, batches=[batch(1, [50.0, 51.0], 0.03), batch(4, [90.0, 91.0], 0.02)]))
+    rep = build_report(tmp_path)
+    md = (rep.out_dir / "summary.md").read_text()
+    assert f"(first {render.MAX_ROWS} of {render.MAX_ROWS + 2} rows: all in the CSV files)" in md
+    assert len((rep.out_dir / "pivot.csv").read_text().splitlines()) == 1 + render.MAX_ROWS + 2
+
+
+def test_labels_never_collide(tmp_path):
+    """Two model folders with one name (the label shows the name) and the same config in two
+    workloads: every configuration still gets its own label."""
+    save(tmp_path, record(model="/a/smollm2-135m"))
+    save(tmp_path, record(model="/b/smollm2-135m"))
+    save(tmp_path, record(prompt_tokens=64))
+    rep = build_report(tmp_path)
+    labels = [c.label for c in rep.configs]
+    assert len(set(labels)) == 3, labels
+    assert any("#" in x for x in labels) and any("[64→32 tokens, no tasks]" in x for x in labels)

@@ -219,7 +219,7 @@ def test_report_files_and_content(report_results):
     assert "href='plots/pareto_energy.pdf'" in html and (rep.out_dir / "plots" / "pareto_energy.pdf").exists()
     assert len(html) < 200_000  # no plotly.js, no PNG inlined
     tex = (rep.out_dir / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"energy per token (J) [95\% CI]" in tex
+    assert r"\begin{tabular}" in tex and r"J per in+out token [95\% CI]" in tex
     runs_csv = (rep.out_dir / "runs.csv").read_text().splitlines()
     assert len(runs_csv) == 1 + 2 * 2 + 1  # header + 2 runs × 2 batch sizes + the failed run
 
@@ -268,7 +268,7 @@ def test_export_csv_and_parquet(report_results, tmp_path):
 
     assert pq.read_table(tmp_path / "t.parquet").num_rows == 5
     bad = run_cli("export", str(report_results), "-o", str(tmp_path / "t.xlsx"))
-    assert bad.returncode == 2 and ".csv or .parquet" in bad.stderr
+    assert bad.returncode == 2 and ".csv, .parquet, .json or .md" in bad.stderr
 
 
 def test_empty_and_mixed_schema_dirs(tmp_path, report_results):

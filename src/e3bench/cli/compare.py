@@ -20,7 +20,7 @@ from e3bench.core.errors import E3Error
 from e3bench.core.fmt import DASH, num
 
 FORMATS = ("table", "md", "csv", "json")
-_LEGEND = "Δ = B − A (table: as % of A); ± = standard error; 95 % CI of Δ; verdict: B against A"
+_LEGEND = "Δ = B − A (% of A); ± = standard error; 95 % CI of Δ; verdict: B against A"
 _COLOUR = {"better": "green", "worse": "red", "INCONCLUSIVE": "yellow"}
 
 

@@ -88,7 +88,8 @@ class ConfigSummary:
     ``label`` never collides with another configuration's in the same report; ``workload`` says
     what it was asked to do; ``batches``: batch size → :class:`BatchFigures`; ``task_scores``:
     task → :class:`TaskScore`; memory: the largest peak RSS of the measured phase over the runs
-    (``peak_rss_basis`` says what it covers) beside the model's weight bytes; ``warnings``: what
+    (``peak_rss_lifetime``: True for records made before the measured phase was metered apart,
+    whose peak is the process lifetime's, load included) beside the model's weight bytes; ``warnings``: what
     the runs reported that a reader must know (busy machine, estimated energy, cut iterations,
     truncated prompts), each once.
     """
@@ -105,7 +106,7 @@ class ConfigSummary:
     batches: dict[int, BatchFigures] = field(default_factory=dict)
     task_scores: dict[str, TaskScore] = field(default_factory=dict)
     peak_rss_bytes: int | None = None
-    peak_rss_basis: str = ""
+    peak_rss_lifetime: bool = False
     weights_bytes: int | None = None
     peak_device_memory_bytes: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -242,7 +243,8 @@ def summarize_configs(records: Sequence[ResultRecord | tuple[Path, ResultRecord]
 def _label(out: list[ConfigSummary], latest: list[ResultRecord]) -> None:
     """Labels by what differs: :func:`distinct_labels` inside each workload (the workload is said
     once, in its section), then, where a label recurs in another workload, the workload's short
-    tag (``[64→16 tokens, hellaswag×40]``), so no two configurations of a report share one."""
+    tag (``[64→16 tokens, hellaswag×40]``); labels still alike get ``#`` and the config hash's
+    first 6 hex, so no two configurations of a report share one."""
     by_w: dict[Workload, list[int]] = {}
     for i, s in enumerate(out):
         by_w.setdefault(s.workload, []).append(i)
@@ -257,6 +259,12 @@ def _label(out: list[ConfigSummary], latest: list[ResultRecord]) -> None:
     for s in out:
         if len(seen[s.label]) > 1:
             s.label = f"{s.label} [{s.workload.short}]"
+    count: dict[str, int] = {}
+    for s in out:
+        count[s.label] = count.get(s.label, 0) + 1
+    for s in out:  # still alike (e.g. two model folders of one name): the configuration hash tells them apart
+        if count[s.label] > 1:
+            s.label = f"{s.label} #{s.config_hash[:6]}"
 
 
 def _summary(runs: list[tuple[Path | None, ResultRecord]], label: str) -> ConfigSummary:
@@ -269,8 +277,7 @@ def _summary(runs: list[tuple[Path | None, ResultRecord]], label: str) -> Config
         run_ids=[r.run_id for r in recs], weights_bytes=rec.model.weights_bytes if rec.model else None,
     )  # fmt: skip
     s.peak_rss_bytes = max(r.efficiency.peak_rss_bytes for r in recs)
-    eff = rec.efficiency
-    s.peak_rss_basis = eff.peak_rss_includes or eff.peak_rss_method
+    s.peak_rss_lifetime = any(r.efficiency.peak_rss_includes is None for r in recs)
     dev = [r.efficiency.peak_device_memory_bytes for r in recs if r.efficiency.peak_device_memory_bytes]
     s.peak_device_memory_bytes = max(dev) if dev else None
     by_bs: dict[int, list[BatchResult]] = {}
@@ -331,13 +338,23 @@ def by_workload(configs: Sequence[ConfigSummary]) -> dict[Workload, list[ConfigS
 
 
 def pareto_front(points: Sequence[tuple[Any, float, float]]) -> list[Any]:
-    """Keys of points not dominated when minimising x (cost) and maximising y (quality). Points
-    are compared by position, so two points with the same key are still compared."""
-    front = []
-    for i, (key, x, y) in enumerate(points):
-        dominated = any(
-            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (_, x2, y2) in enumerate(points) if j != i
-        )
-        if not dominated and not (isinstance(x, float) and math.isnan(x)):
-            front.append(key)
-    return front
+    """Keys of the points no other point dominates when minimising x (cost) and maximising y
+    (quality), in input order. Points are compared by position, so two points with the same key
+    still dominate each other; identical points are both on the front; NaN x never is.
+    O(n log n): sorted by x, a point is on the front when its y beats every cheaper point's."""
+    idx = sorted((i for i, (_, x, _) in enumerate(points) if not math.isnan(x)),
+                 key=lambda i: (points[i][1], -points[i][2]))  # fmt: skip
+    on: set[int] = set()
+    best = -math.inf  # highest y among points with strictly smaller x
+    k = 0
+    while k < len(idx):
+        x, end = points[idx[k]][1], k
+        while end < len(idx) and points[idx[end]][1] == x:
+            end += 1
+        same = idx[k:end]  # same x, best y first
+        top = points[same[0]][2]
+        if top > best:
+            on.update(i for i in same if points[i][2] == top)
+        best = max(best, top)
+        k += len(same)
+    return [points[i][0] for i in sorted(on)]

@@ -8,7 +8,8 @@ the successful records it names. :func:`pair` groups each side's records into co
 * when each side holds one configuration, those two are compared, whatever differs between them
   (that is what the user asked: fp32 against int8, one machine against another);
 * otherwise configurations pair by identity: the same model, backend, backend options, dtype
-  and device, and the same workload (:data:`WORKLOAD`); what pairs with nothing is listed.
+  and device, and the same workload (:data:`e3bench.report.workload.WORKLOAD_FIELDS`); what
+  pairs with nothing is listed.
 
 Comparisons that say nothing are refused (:class:`E3Error`, exit 2): A and B the same records,
 or a pair whose workloads differ (other prompt or output lengths, prompt source, tasks, limits)
@@ -26,12 +27,12 @@ from typing import Any
 
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import component_problem
+from e3bench.report.compare import run_warnings
+from e3bench.report.workload import WORKLOAD_FIELDS
 from e3bench.results import store
 from e3bench.results.labels import config_label
 from e3bench.results.schema import ResultRecord
 
-#: config fields that say what work was measured: runs pair only when all of them agree
-WORKLOAD = ("prompt_tokens", "max_new_tokens", "prompts", "tasks", "limit", "num_fewshot", "engine", "include_path")
 #: config fields that say what ran it: configurations of two sweeps pair when these agree
 IDENTITY = ("model", "backend", "backend_options", "dtype", "device")
 #: config fields that say where results go or how they are logged: never compared
@@ -153,7 +154,7 @@ class Config:
     def key(self) -> tuple[str, ...]:
         """What pairs this configuration with one of the other side: identity and workload."""
         c = {**self.config, "model": self.model_name}
-        return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD)) + self.extra
+        return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD_FIELDS)) + self.extra
 
     @property
     def run_ids(self) -> list[str]:
@@ -265,7 +266,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
                 rest_b.remove(twin[0])
             elif len(twin) == 1:
                 unpaired.append(f"{x.label}: B runs it with another workload "
-                                f"({'; '.join(differences(x.config, twin[0].config, WORKLOAD))}; --force pairs them)")  # fmt: skip
+                                f"({'; '.join(differences(x.config, twin[0].config, WORKLOAD_FIELDS))}; --force pairs them)")  # fmt: skip
                 rest_b.remove(twin[0])
             else:
                 unpaired.append(f"{x.label}: only in A")
@@ -276,14 +277,17 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
             unpaired.append(f"{x.label}: the same records on both sides (not compared with itself)")
             continue
         p = Pair(x, y, differences(x.config, y.config), _machines(x.records[-1][1], y.records[-1][1]))
-        work = differences(x.config, y.config, WORKLOAD)
+        work = differences(x.config, y.config, WORKLOAD_FIELDS)
         if work and not force:
             raise E3Error(f"A and B measure different workloads ({p.label}: {'; '.join(work)}): their figures "
                           "are not comparable", "compare runs of one workload, or pass --force to compare anyway")  # fmt: skip
         p.warnings += [f"different workloads, compared because of --force: {w}" for w in work]
+        shared = sorted(set(x.run_ids) & set(y.run_ids))
+        if shared:
+            p.warnings.append(f"{len(shared)} run(s) on both sides ({', '.join(shared)}): the difference is understated")
         for side, c in (("A", x), ("B", y)):
-            seen = dict.fromkeys(w for _, r in c.records for w in r.warnings)
-            p.warnings += [f"{side} run recorded: {w}" for w in seen]
+            seen = dict.fromkeys(w for _, r in c.records for w in run_warnings(r))
+            p.warnings += [f"{side}: {w}" for w in seen]
         pairs.append(p)
     if not pairs:
         raise E3Error(f"nothing to compare: no configuration of '{a.spec}' pairs with one of '{b.spec}' "

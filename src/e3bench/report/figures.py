@@ -269,7 +269,7 @@ def overview(g: Group, dim: str, key) -> Figure | None:
     if len(g.configs) <= TOP_N or dim == "configuration":
         return None
     metrics = (("decode tokens/s", lambda c: at(c, g.batch, "decode_tokens_per_s")),
-               ("energy per token (J)", lambda c: at(c, g.batch, "ept_total_j_per_token")),
+               ("J per in+out token", lambda c: at(c, g.batch, "ept_total_j_per_token")),
                ("accuracy", accuracy))  # fmt: skip
     panels = []
     for what, metric in metrics:
@@ -294,14 +294,14 @@ def specs(configs: Sequence[ConfigSummary]) -> list[Figure]:
         return lambda c, bs: at(c, bs, name)
 
     figs = [
-        pareto(gs, left, key, "pareto_energy", "ept_total_j_per_token", "energy per token (J)",
+        pareto(gs, left, key, "pareto_energy", "ept_total_j_per_token", "J per in+out token",
                "Accuracy vs energy per token"),
         pareto(gs, left, key, "pareto_latency", "tpot_ms", "TPOT (ms)", "Accuracy vs latency"),
         overview(gs[0], dim, key),
         _bars(gs, left, key, metric("ttft_ms"), "TTFT (ms)", "Time to first token (mean)", "ttft", False),
         _bars(gs, left, key, metric("tpot_ms"), "TPOT (ms)", "Time per output token (mean)", "tpot", False),
         throughput(gs, left, key),
-        _bars(gs, left, key, metric("ept_total_j_per_token"), "J/token", "Energy per token (EPT_total)",
+        _bars(gs, left, key, metric("ept_total_j_per_token"), "J per in+out token", "Energy per token (in + out tokens, EPT_total)",
               "energy_per_token", False, note=f"Energy: {methods}." if methods else ""),
         _bars(gs, left, key, lambda c, bs: accuracy(c), "mean primary metric",
               "Accuracy (mean over tasks of acc_norm / acc / exact match)", "accuracy", True),

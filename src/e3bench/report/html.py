@@ -1,10 +1,10 @@
 """The HTML page of `e3bench report`: ``report.html`` (style inline) assembled from the Markdown
 summary's executive lines, the report's tables and its figures. Figures are interactive
 (:mod:`e3bench.report.interactive`: hover, legend toggles), drawn by the one ``plotly.min.js``
-beside the page (works offline), each with its note and links to its static PNG and PDF. Long
-tables show their first :data:`MAX_ROWS` rows (every row is in the CSV files beside the page),
-so the page stays small at thousands of runs. Every text from a record is HTML-escaped. Knows
-nothing of how the tables or figures were computed (that is :mod:`e3bench.report.render`)."""
+beside the page (works offline), each with its note and links to its static PNG and PDF. The
+executive summary folds after :data:`MAX_SUMMARY_LINES` lines. Every text from a record is
+HTML-escaped. Knows nothing of how the tables or figures were computed (that is
+:mod:`e3bench.report.render`)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ figcaption{font-size:.8rem;color:#555;padding:.2rem .4rem}.note{font-size:.85rem
 
 #: Figures shown together under "Pareto front", before the tables (in this order).
 PARETO_FIGURES = ("pareto_energy", "pareto_latency")
-#: Rows a table shows on the page; the CSV files beside it hold every row.
-MAX_ROWS = 50
 #: Executive-summary lines shown before the rest folds away (one click shows them).
 MAX_SUMMARY_LINES = 12
 
@@ -40,16 +38,14 @@ def table(rows: list[dict], columns: Sequence[str]) -> str:
     :func:`e3bench.report.tables.cell`, PASS/FAIL cells coloured."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
-    for r in rows[:MAX_ROWS]:
+    for r in rows:
         cells = []
         for c in columns:
             v = cell(r.get(c))
             cls = ' class="pass"' if v == "PASS" else ' class="fail"' if v == "FAIL" else ""
             cells.append(f"<td{cls}>{html.escape(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f"<p class='note'>The first {MAX_ROWS} of {len(rows):,} rows; every row is in the CSV files beside "
-            "this page.</p>") if len(rows) > MAX_ROWS else ""  # fmt: skip
-    return f"<div class='tw'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{more}"
+    return f"<div class='tw'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def figure(spec: Figure, plots_dir: str = "plots") -> str:

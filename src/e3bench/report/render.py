@@ -42,6 +42,16 @@ def _md_table(rows: list[dict], columns) -> str:
     return "\n".join(lines)
 
 
+#: Most rows a table of the Markdown summary or the HTML page shows; the CSV files hold them all.
+MAX_ROWS = 100
+
+
+def _capped(tables: list[sections.Table]) -> list[sections.Table]:
+    """Each table cut to :data:`MAX_ROWS` rows, its heading saying so and where the rest is."""
+    return [(f"{h} (first {MAX_ROWS} of {len(rows)} rows: all in the CSV files)", rows[:MAX_ROWS], cols)
+            if len(rows) > MAX_ROWS else (h, rows, cols) for h, rows, cols in tables]  # fmt: skip
+
+
 def _training_tables(training: Training | None) -> list[sections.Table]:
     if not training:
         return []
@@ -65,7 +75,7 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
                    "Configurations are compared only within one workload and at the same batch size. "
                    f"A variant keeps quality when the whole CI of its retained score is ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %; "
                    "INCONCLUSIVE when the CI spans it.\n")  # fmt: skip
-    for heading, rows, columns in sections.tables(configs, comps) + _training_tables(training):
+    for heading, rows, columns in _capped(sections.tables(configs, comps) + _training_tables(training)):
         if rows:
             out += [f"\n## {md_cell(heading)}\n", _md_table(rows, columns)]
     if failed:
@@ -84,7 +94,7 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
 
 
 def _html(summary_md: str, configs, comps, failed, specs: list[figures.Figure], training: Training | None = None) -> str:
-    return html.page(summary_md, sections.tables(configs, comps) + _training_tables(training), specs, failed)
+    return html.page(summary_md, _capped(sections.tables(configs, comps) + _training_tables(training)), specs, failed)
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
