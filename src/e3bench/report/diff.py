@@ -95,6 +95,8 @@ def _run(spec: str, path: Path, with_repeats: bool) -> Side:
 def _folder(spec: str, folder: Path) -> Side:
     """A sweep folder (records right inside it) or a results folder (sweeps inside it)."""
     found = store.scan(folder)
+    if not found.records and found.problems:
+        raise store.no_results_error(folder, found.problems)
     kind = "sweep" if any(p.parent == folder for p, _ in found.records) else "folder"
     side = _side(spec, kind, folder, found.records)
     side.notes += [f"skipped {p}" for p in found.problems]
