@@ -567,7 +567,7 @@ def test_min_batch_figures_name_the_batch_measured(measured, tmp_path):
     assert float(pivot[0]["decode_tokens_per_s_mean"]) == pytest.approx(bs4["decode_tokens_per_s"]["mean"])
     assert float(pivot[0]["ttft_ms_mean"]) == pytest.approx(bs4["ttft_ms"]["mean"])
     ept = bs4["energy"]["ept_total_j_per_token"]
-    assert float(pivot[0]["ept_total_j_per_token_mean"]) == pytest.approx(ept)
+    assert float(pivot[0]["ept_j_per_token_in_out_mean"]) == pytest.approx(ept)
     for f in ("summary.md", "report.html", "pivot.csv", "table.tex"):
         text = (rep / f).read_text()
         assert "batch 1" not in text and "_bs1" not in text, f

@@ -106,6 +106,9 @@ def test_identical_figures_are_no_significant_difference(base, tmp_path):
     # one energy window per run: no spread known, so no verdict can be given
     assert {rows[("net energy", b)].verdict for b in (1, 2)} == {"INCONCLUSIVE"}
     assert rows[("weights", None)].verdict == "no significant difference" and p.pairs[0].differs == []
+    from e3bench.report.diff_rows import ONE_RUN_NOTE, compare_pair
+
+    assert ONE_RUN_NOTE in compare_pair(p.pairs[0]).notes
 
 
 def test_paired_test_over_logged_samples_and_unpaired_otherwise(base, tmp_path):
@@ -124,7 +127,7 @@ def test_paired_test_over_logged_samples_and_unpaired_otherwise(base, tmp_path):
     assert "McNemar exact: 6 right only in A, 0 only in B, p = 0.0312" in r.how
     nolog = _copy(base, tmp_path, "c", run_id="c1", samples=False)
     r = next(x for x in _rows(a, nolog)[0].values() if x.section == "effectiveness")
-    assert r.how.startswith("unpaired (no samples logged in B") and "Welch t" in r.how
+    assert r.how.startswith("unpaired (no readable samples logged in B") and "Welch t" in r.how
     # what pairing buys: B loses 4 of A's 12 right answers and gains none (60 % → 40 %)
     a12 = _copy(base, tmp_path, "e", run_id="e1", edit_samples=lambda rows: [{**r, "acc_norm": float(r["doc_id"] < 12)} for r in rows])
     lose4 = lambda rows: [{**r, "acc_norm": float(4 <= r["doc_id"] < 12)} for r in rows]  # noqa: E731
@@ -173,8 +176,12 @@ def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
 
     got = {(r.metric, r.batch_size): r for r in compare_pair(pair(a, b).pairs[0]).rows}
     assert got[("net energy", 1)].verdict == "worse" and "A 3 repeats, B 3 repeats" in got[("net energy", 1)].how
+    assert "A 3 repeats, B 3 repeats" in got[("TPOT", 2)].how and got[("TPOT", 2)].diff.n == 6
+    assert compare_pair(pair(a, b).pairs[0]).notes == []  # repeats on both sides: no one-run caveat
     with pytest.raises(E3Error, match="same 3 record"):
         pair(a, resolve("a2", tmp_path, with_repeats=True))
+    overlap = pair(a, resolve(str(tmp_path / "runs" / "a0.json"))).pairs[0]  # 3 repeats against one of them
+    assert "1 run(s) on both sides (a0): the difference is understated" in overlap.warnings
 
 
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
@@ -245,6 +252,10 @@ def test_resolve_run_ids_paths_sweeps_and_folders(base, tmp_path):
     assert (side.kind, [r.run_id for _, r in side.records]) == ("sweep", ["sweep-run"])
     side = resolve(str(root))
     assert side.kind == "folder" and sorted(r.run_id for _, r in side.records) == sorted([rec.run_id, "sweep-run"])
+    (tmp_path / "broken" / "s").mkdir(parents=True)
+    (tmp_path / "broken" / "s" / "x.json").write_text('{"run_id": ')
+    with pytest.raises(E3Error, match=r"no readable e3bench results under .*broken: skipped 1 file\(s\): .*x.json"):
+        resolve(str(tmp_path / "broken"))
     with pytest.raises(E3Error) as err:
         resolve("20990101T000000-nope", root)
     line = err.value.one_line()

@@ -43,7 +43,7 @@ def test_measure_a_sleep_with_the_estimate_meter():
         time.sleep(0.4)
     r = m.result
     assert r is not None and r.name == "nap"
-    assert 0.4 <= r.duration_s < 0.6  # the one window's clock around the block
+    assert 0.4 <= r.duration_s < 1.5  # the one window's clock around the block (slack: a loaded CI machine)
     assert r.energy_j is not None and r.energy_j > 0
     assert (r.method, r.sensor, r.meter) == ("estimated", "tdp-model", "estimate")
     assert r.basis.startswith("gross")  # no idle baseline asked for
@@ -64,7 +64,7 @@ def test_measure_busy_loop_net_of_idle_in_a_region():
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < 0.4:
             sum(range(1000))
-    assert 0.4 <= m.duration_s < 0.7
+    assert 0.4 <= m.duration_s < 1.5
     assert m.basis == "net" and m.energy_j == m.net_energy_j
     assert m.gross_energy_j > m.energy_j >= 0  # idle power × duration subtracted
     assert m.summary.idle_state == "the caller's process before the measured block"
@@ -90,6 +90,18 @@ def test_measure_result_only_after_the_block():
     assert "energy missing" in m.line()
 
 
+def test_measure_syncs_cuda_by_default_only_when_torch_is_loaded():
+    import functools
+
+    import torch
+
+    from e3bench.metering import default_sync
+
+    assert default_sync("cpu") is None
+    sync = default_sync("cuda:1")
+    assert isinstance(sync, functools.partial) and sync.func is torch.cuda.synchronize and sync.args == ("cuda:1",)
+
+
 def test_measure_start_stop_like_a_tracker():
     m = e3bench.measure("steps", meter="estimate")
     with pytest.raises(e3bench.E3Error, match="without start"):
@@ -97,7 +109,7 @@ def test_measure_start_stop_like_a_tracker():
     m.start()
     time.sleep(0.2)
     r = m.stop()
-    assert r is m.result and 0.2 <= r.duration_s < 0.4 and r.energy_j > 0
+    assert r is m.result and 0.2 <= r.duration_s < 1.2 and r.energy_j > 0
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_variant_figures_are_against_the_sweeps_fp32_at_every_batch(tmp_path):
     assert by_bs[1].speedup.estimate == pytest.approx(8.5 / 41)
     assert by_bs[1].speedup_verdict == "worse" and by_bs[4].energy_verdict is not None
     md = (rep.out_dir / "summary.md").read_text()
-    assert "energy per token (× reference) [95% CI]" in md
+    assert "J per in+out token (× reference) [95% CI]" in md
 
 
 def test_report_of_runs_folder_compares_nothing_with_itself(tmp_path):

@@ -215,7 +215,7 @@ def test_report_files_and_content(report_results):
     html = (rep.out_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
     tex = (rep.out_dir / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"energy per token (J) [95\% CI]" in tex
+    assert r"\begin{tabular}" in tex and r"J per in+out token [95\% CI]" in tex
     runs_csv = (rep.out_dir / "runs.csv").read_text().splitlines()
     assert len(runs_csv) == 1 + 2 * 2 + 1  # header + 2 runs × 2 batch sizes + the failed run
 

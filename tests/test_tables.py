@@ -209,3 +209,20 @@ def test_styled_cells_keep_style_and_count_as_text():
     assert "[bold]x[/bold]" in out  # text, never markup
     assert "\x1b[32mbetter" in out  # the caller's style kept
     assert json.loads(rows_as("json", [Col("metric"), Col("verdict")], rows)) == [{"metric": "[bold]x[/bold]", "verdict": "better"}]
+
+
+def test_hostile_task_names_are_columns_not_sql(results):
+    """A task recorded as ``x" FROM runs; DROP TABLE runs; --`` is the column
+    ``x_FROM_runs_DROP_TABLE_runs_acc``: letters, digits and ``_``; the task goes to SQL as a parameter."""
+    from e3bench.results.index import query
+
+    rec_path = next(results.rglob("*112215*.json"))
+    rec = json.loads(rec_path.read_text())
+    rec["effectiveness"][0]["task"] = 'x" FROM runs; DROP TABLE runs; --'
+    rec_path.write_text(json.dumps(rec))
+    col = "x_FROM_runs_DROP_TABLE_runs_acc"
+    rows = query(results, [f"{col}>0"], ["run_id", col, col + "_stderr"])
+    assert {r["run_id"] for r in rows} == {rec["run_id"]}
+    assert rows[0][col] == rec["effectiveness"][0]["metrics"]["acc"]
+    assert rows[0][col + "_stderr"] == rec["effectiveness"][0]["stderr"]["acc"]
+    assert len(query(results, [], ["run_id"])) == 8  # the runs table is still there

@@ -20,6 +20,7 @@ says which); CO2e names its grid intensity and source.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,18 @@ def num_or_dash(value: float | None) -> str:
     return "–" if value is None else num(value)
 
 
+def default_sync(device: str) -> Callable[[], None] | None:
+    """``torch.cuda.synchronize`` on ``device`` when it is a CUDA device and the caller's code
+    already imported torch (queued GPU work then ends inside the window, as in ``e3bench run``);
+    None otherwise (torch is never imported here)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not device.startswith("cuda"):
+        return None
+    return functools.partial(torch.cuda.synchronize, device)
+
+
 class Measurement:
     """The context manager :func:`measure` returns; after the block, ``m.result`` (a
     :class:`MeasureResult`) and its fields on ``m`` itself (``m.energy_j``, ...).
@@ -141,7 +154,8 @@ class Measurement:
         carbon.lookup(o["region"])  # an unknown region fails here, before anything is metered
         timeout = DEFAULT_TIMEOUT_S if o["timeout_s"] is None else o["timeout_s"]
         window = MeteredWindow.create(o["meter"], device=o["device"], cpu_tdp_w=o["cpu_tdp_w"],
-                                      region=o["region"], sync=o["sync"], timeout_s=timeout)  # fmt: skip
+                                      region=o["region"], sync=o["sync"] or default_sync(o["device"]),
+                                      timeout_s=timeout)  # fmt: skip
         try:
             window.measure_idle(o["idle_seconds"], IDLE_STATE)
             self._open = window.open(self.name)
@@ -206,9 +220,10 @@ def measure(
     ``none``, plugins); ``device``: ``cpu`` or ``cuda[:i]`` (which GPU NVML reads, and what
     ``auto`` prefers); ``region``: grid region for CO2e (None = world average); ``cpu_tdp_w``: TDP
     for the estimate meter; ``idle_seconds``: meter that long of idling first and report net
-    energy; ``sync``: called at both ends (e.g. ``torch.cuda.synchronize``, so queued GPU work
-    counts); ``timeout_s``: the most seconds one meter call may take. Unknown names and unusable
-    requested meters raise :class:`~e3bench.core.errors.E3Error` on entering the block.
+    energy; ``sync``: called at both ends so queued GPU work counts (default on a ``cuda``
+    device when the caller imported torch: ``torch.cuda.synchronize(device)``); ``timeout_s``:
+    the most seconds one meter call may take. Unknown names and unusable requested meters raise
+    :class:`~e3bench.core.errors.E3Error` on entering the block.
     """
     return Measurement(name, meter=meter, device=device, region=region, cpu_tdp_w=cpu_tdp_w,
                        idle_seconds=idle_seconds, sync=sync, timeout_s=timeout_s)  # fmt: skip

@@ -110,16 +110,14 @@ def ls_(
     results_dir: Path = typer.Argument(Path("results"), help="results directory"),
     filter_: list[str] = typer.Option([], "--filter", "-f", help="'column=value' (also != > < >= <=; quote it: > is a shell redirect)"),
     columns: Optional[str] = typer.Option(
-        None, "--columns", help="comma list of columns: run columns (see `e3bench export`) or task metrics such as "
-        "hellaswag_acc_norm, hellaswag_acc_norm_stderr"),
+        None, "--columns", help="comma list of columns: run columns (listed in docs/sweeps.md) or task metrics "
+        "such as hellaswag_acc_norm, hellaswag_acc_norm_stderr"),
     wide: bool = WIDE,
     fmt: str = FORMAT,
 ) -> None:
     """List runs (one row per run × batch size), filtered through the SQLite index.
 
-    At the terminal's width, run ids and numbers are shown whole: the least important columns
-    are left out first (named on stderr); --wide shows them all, --format json|csv|md prints
-    every asked column as data."""
+    Run ids and numbers are shown whole; when the terminal is too narrow, the least important columns are left out (named on stderr): --wide shows them all, --format json|csv|md prints the rows as data."""
     try:
         from e3bench.cli.tables import check_format
         from e3bench.results.index import DEFAULT_COLUMNS, query

@@ -57,7 +57,7 @@ _EXTRA = [
                       default=typer.Option([], "--backend-option", "-O",
                                            help="backend option key=value, e.g. n_ctx=4096 (repeatable)")),
     inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                      default=typer.Option(False, "--quiet", "-q", help="no progress lines")),
+                      default=typer.Option(False, "--quiet", "-q", help="no progress (bars or lines) on stderr")),
 ]  # fmt: skip
 
 
@@ -89,14 +89,10 @@ def run(**kwargs: Any) -> None:
         from e3bench.report.summary import print_summary
         from e3bench.sweep.finish import failed_batches_error, finish_run
 
+        from e3bench.cli.progress import reporter
+
         out = console()
-
-        def progress(msg: str) -> None:
-            common.step(msg)
-            if not quiet:
-                out.print(f"[dim]·[/dim] {escape(msg)}", highlight=False)
-
-        record = run_one(cfg, progress=progress)
+        record = run_one(cfg, progress=reporter(quiet=quiet))  # progress on stderr, results on stdout
         done = finish_run(record, cfg, resumable=False)
         print_summary(record, out)
         out.print(escape(f"result: {done.path}"), highlight=False)

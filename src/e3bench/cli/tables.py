@@ -237,13 +237,12 @@ def print_table(con, columns: Sequence[Col | str], rows: Sequence[Mapping[str, A
         return None
     width = None if wide else con.width
     t, lay = table(cols, rows, width=width, title=title, show_header=show_header, drop_order=drop_order)
-    if wide:
-        need = sum(lay.widths) + _overhead(len(lay.widths))
-        if need > con.width:
-            from rich.console import Console
+    need = sum(lay.widths) + _overhead(len(lay.widths))
+    if need > con.width:  # --wide, or one id wider than the terminal: longer lines, nothing cut
+        from rich.console import Console
 
-            con = Console(file=con.file, width=need, soft_wrap=False, color_system=con.color_system)
+        con = Console(file=con.file, width=need, soft_wrap=False, color_system=con.color_system)
     con.print(t)
     if lay.dropped:
-        print(dropped_line(lay.dropped, con.width, hint), file=sys.stderr)
+        print(dropped_line(lay.dropped, width or need, hint), file=sys.stderr)
     return lay

@@ -95,6 +95,8 @@ def _run(spec: str, path: Path, with_repeats: bool) -> Side:
 def _folder(spec: str, folder: Path) -> Side:
     """A sweep folder (records right inside it) or a results folder (sweeps inside it)."""
     found = store.scan(folder)
+    if not found.records and found.problems:
+        raise store.no_results_error(folder, found.problems)
     kind = "sweep" if any(p.parent == folder for p, _ in found.records) else "folder"
     side = _side(spec, kind, folder, found.records)
     side.notes += [f"skipped {p}" for p in found.problems]
@@ -282,6 +284,9 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
             raise E3Error(f"A and B measure different workloads ({p.label}: {'; '.join(work)}): their figures "
                           "are not comparable", "compare runs of one workload, or pass --force to compare anyway")  # fmt: skip
         p.warnings += [f"different workloads, compared because of --force: {w}" for w in work]
+        shared = sorted(set(x.run_ids) & set(y.run_ids))
+        if shared:
+            p.warnings.append(f"{len(shared)} run(s) on both sides ({', '.join(shared)}): the difference is understated")
         for side, c in (("A", x), ("B", y)):
             seen = dict.fromkeys(w for _, r in c.records for w in run_warnings(r))
             p.warnings += [f"{side}: {w}" for w in seen]

@@ -91,7 +91,15 @@ def compare_pair(p: Pair) -> PairRows:
     _speed(p, out)
     _memory(p, out)
     out.rows.sort(key=lambda r: SECTIONS.index(r.section))
+    if len(p.a.records) == 1 or len(p.b.records) == 1:
+        out.notes.append(ONE_RUN_NOTE)
     return out
+
+
+#: said under every pair where a side is one run: what its speed CIs leave out
+ONE_RUN_NOTE = ("speed CIs over the iterations of one run leave out run-to-run variation (machine state, other "
+                "load): two runs of one configuration can differ by more; repeats (compare --with-repeats, or "
+                "sweeps/folders holding repeats) give CIs across runs")  # fmt: skip
 
 
 def _point(v: float) -> Stats:
@@ -201,7 +209,7 @@ def _energy_row(p: Pair, kind: str, bs: int, basis: str) -> Row:
     ga, how_a = _aggregate(p.a, value)
     gb, how_b = _aggregate(p.b, value)
     how = f"A {how_a} ({ma}), B {how_b} ({mb})" if ma != mb else f"A {how_a}, B {how_b}; both {ma}"
-    r = _row("energy", f"{basis} energy", "J/token", False, ga, gb, how, bs)
+    r = _row("energy", f"{basis} energy", "J/in+out-tok", False, ga, gb, how, bs)
     if ma != mb and r.diff is not None:
         r.verdict = stats.INCONCLUSIVE
         r.how = f"energy obtained differently on the two sides, not comparable; {r.how}"
@@ -328,7 +336,7 @@ def _paired_problem(a: dict | None, b: dict | None, metric: str) -> str | None:
     """Why the samples of A and B cannot be paired item by item (None: they can)."""
     if a is None or b is None:
         missing = " and ".join(s for s, x in (("A", a), ("B", b)) if x is None)
-        return f"no samples logged in {missing}; --log-samples on both gives a paired test"
+        return f"no readable samples logged in {missing}; --log-samples on both gives a paired test"
     ids = set(a) & set(b)
     if len(ids) < 2:
         return "the samples share fewer than 2 items"

@@ -22,7 +22,7 @@ from e3bench.report.workload import mixed_note
 Table = tuple[str, list[dict], tuple[str, ...]]
 
 SPEED_COLUMNS = ("configuration", "batch", "runs", "decode (tokens/s) [95% CI]", "TTFT (ms) [95% CI]",
-                 "TPOT (ms) [95% CI]", "throughput (tokens/s)", "energy per token (J) [95% CI]", "energy method",
+                 "TPOT (ms) [95% CI]", "throughput (tokens/s)", "J per in+out token [95% CI]", "energy method",
                  "CI over")  # fmt: skip
 CONFIG_COLUMNS = ("configuration", "runs", "accuracy [95% CI]", "tasks (metric, items)",
                   "peak RSS, measured phase (MiB)", "weights (MiB)", "peak device memory (MiB)")  # fmt: skip
@@ -30,7 +30,7 @@ QUALITY_COLUMNS = ("variant", "reference", "task (metric)", "reference score", "
                    "difference [95% CI]", "retained (%) [95% CI]", f"retained ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %",
                    "test")  # fmt: skip
 VS_SPEED_COLUMNS = ("variant", "reference", "batch", "decode speed-up (×) [95% CI]", "speed",
-                    "energy per token (× reference) [95% CI]", "energy")  # fmt: skip
+                    "J per in+out token (× reference) [95% CI]", "energy")  # fmt: skip
 WARNING_COLUMNS = ("configuration", "run warning")
 
 
@@ -54,7 +54,7 @@ def speed_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
                 "decode (tokens/s) [95% CI]": ci_cell(b.ci("decode_tokens_per_s")),
                 "TTFT (ms) [95% CI]": ci_cell(b.ci("ttft_ms")), "TPOT (ms) [95% CI]": ci_cell(b.ci("tpot_ms")),
                 "throughput (tokens/s)": ci_cell(b.ci("throughput_tokens_per_s")),
-                "energy per token (J) [95% CI]": ci_cell(b.ci("ept_total_j_per_token")),
+                "J per in+out token [95% CI]": ci_cell(b.ci("ept_total_j_per_token")),
                 "energy method": b.energy_method, "CI over": b.basis,
             })  # fmt: skip
     return rows
@@ -103,7 +103,7 @@ def vs_speed_rows(comps: Sequence[VariantComparison]) -> list[dict]:
     return [
         {"variant": v.variant, "reference": v.reference, "batch": s.batch_size,
          "decode speed-up (×) [95% CI]": ci_cell(s.speedup), "speed": _word(s.speedup_verdict, "faster", "slower", s.speedup),
-         "energy per token (× reference) [95% CI]": ci_cell(s.energy_ratio),
+         "J per in+out token (× reference) [95% CI]": ci_cell(s.energy_ratio),
          "energy": _word(s.energy_verdict, "less", "more", s.energy_ratio)}  # fmt: skip
         for v in comps for s in v.speed
     ]
@@ -144,7 +144,7 @@ def _leader(members: Sequence[ConfigSummary], bs: int, metric: str, higher: bool
         return None
     have.sort(key=lambda cb: getattr(cb[1], metric).mean, reverse=higher)
     (best, bb), rest = have[0], have[1:]
-    unit = {"decode_tokens_per_s": "tokens/s", "ept_total_j_per_token": "J/token"}[metric]
+    unit = {"decode_tokens_per_s": "tokens/s", "ept_total_j_per_token": "J per in+out token"}[metric]
     text = f"{md_cell(best.label)} — {ci_cell(bb.ci(metric))} {unit}"
     if rest:
         second, sb = rest[0]
@@ -184,7 +184,7 @@ def executive_lines(configs: Sequence[ConfigSummary], comps: Sequence[VariantCom
                        if bs in c.batches and c.batches[bs].ept_total_j_per_token is not None]  # fmt: skip
                 if len(pts) > 1:
                     front = ", ".join(md_cell(x) for x in pareto_front(pts))
-                    out.append(f"- **Pareto-optimal{tag} (accuracy vs J/token, batch {bs}):** {front}")
+                    out.append(f"- **Pareto-optimal{tag} (accuracy vs J per in+out token, batch {bs}):** {front}")
     for v in comps:
         for t in v.tasks:
             how = f"paired over {t.n_items} items" if t.paired else "unpaired, from standard errors"
@@ -207,7 +207,7 @@ def csv_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
                    "accuracy": c.accuracy, "peak_rss_measured_phase_mib": _mib(c.peak_rss_bytes),
                    "weights_mib": _mib(c.weights_bytes)}  # fmt: skip
             for m in ("decode_tokens_per_s", "ttft_ms", "tpot_ms", "throughput_tokens_per_s", "ept_total_j_per_token"):
-                row.update(_ci_fields(m, b, m))
+                row.update(_ci_fields(_CSV_NAME.get(m, m), b, m))
             rows.append(row)
     return rows
 
@@ -220,10 +220,13 @@ def _ci_fields(name: str, b: BatchFigures, metric: str) -> dict:
             f"{name}_ci95_high": iv.high if iv.known else None}  # fmt: skip
 
 
+#: ``pivot.csv`` names a figure by what it counts where the record's field name does not say:
+#: J per token of input and output together (not the reciprocal of output tokens per J).
+_CSV_NAME = {"ept_total_j_per_token": "ept_j_per_token_in_out"}
 #: Columns of ``pivot.csv``.
 CSV_COLUMNS = ("configuration", "workload", "config_hash", "batch_size", "runs", "ci_over",
                *(f"{m}_{s}" for m in ("decode_tokens_per_s", "ttft_ms", "tpot_ms", "throughput_tokens_per_s",
-                                      "ept_total_j_per_token") for s in ("mean", "ci95_low", "ci95_high")),
+                                      "ept_j_per_token_in_out") for s in ("mean", "ci95_low", "ci95_high")),
                "energy_method", "accuracy", "peak_rss_measured_phase_mib", "weights_mib")  # fmt: skip
 
 #: Columns of ``quantization.csv``: one row per (variant, task, measure) and (variant, batch, measure).

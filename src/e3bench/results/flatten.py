@@ -163,10 +163,10 @@ def task_rows(rec: ResultRecord) -> list[dict[str, Any]]:
 
 
 def metric_column(task: str, metric: str) -> str:
-    """The run-table column of one task metric: ``<task>_<metric>`` with every character other
-    than letters, digits and ``_`` as ``_`` (``hellaswag_acc_norm``,
+    """The run-table column of one task metric: ``<task>_<metric>`` with every run of characters
+    other than letters, digits and ``_`` as one ``_`` (``hellaswag_acc_norm``,
     ``gsm8k_exact_match_strict_match``); its standard error is the same name + ``_stderr``."""
-    return re.sub(r"\W+", "_", f"{task}_{metric}").strip("_")
+    return re.sub(r"[\W_]*\W[\W_]*", "_", f"{task}_{metric}").strip("_")
 
 
 def metric_columns(tasks: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
