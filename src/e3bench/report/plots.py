@@ -23,7 +23,7 @@ from e3bench.core.fsutil import atomic_write_bytes
 from e3bench.report.figures import COLOURS, FRONT, Figure, Mark, Panel
 
 #: matplotlib settings for every report figure: text is never parsed as math or TeX.
-PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False, "pdf.fonttype": 42}
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 def _plt():
@@ -218,7 +218,7 @@ def save(spec: Figure, out_dir: Path) -> Path:
         with plt.rc_context(PLAIN_TEXT):
             for ext in ("png", "pdf"):
                 buf = io.BytesIO()
-                fig.savefig(buf, format=ext, dpi=110, bbox_inches="tight")
+                fig.savefig(buf, format=ext, dpi=110)  # the layout is final: no "tight" re-draw
                 atomic_write_bytes(out_dir / f"{spec.name}.{ext}", buf.getvalue())
     finally:
         plt.close(fig)
