@@ -40,8 +40,17 @@ def reporter(*, quiet: bool = False, stream: IO[str] | None = None, bars: bool |
         bars = _isatty(stream) and not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
     if bars:
         return Bars(stream)
-    every = float(os.environ.get("E3BENCH_PROGRESS_EVERY_S", EVERY_S))
-    return Plain(stream, every_s=every)
+    return Plain(stream, every_s=_every_s())
+
+
+def _every_s() -> float:
+    """``E3BENCH_PROGRESS_EVERY_S`` (seconds ≥ 0), else :data:`EVERY_S` (also for a value that
+    is not a number: progress is no reason to stop a command)."""
+    try:
+        every = float(os.environ.get("E3BENCH_PROGRESS_EVERY_S", EVERY_S))
+    except ValueError:
+        return EVERY_S
+    return every if every >= 0 else EVERY_S
 
 
 def _isatty(stream: IO[str]) -> bool:
@@ -126,7 +135,7 @@ class _BarStage(Stage):
         self.task_id = out.progress.add_task(label, total=total, stage=self)
 
     def changed(self) -> None:
-        desc = f"{self.label} · {self.detail}" if self.detail else self.label
+        desc = f"{self.label}\n  {self.detail}" if self.detail else self.label  # the detail on a line of its own
         self.out.progress.update(self.task_id, completed=self.completed, total=self.total, description=desc)
 
     def finished(self) -> None:
@@ -158,6 +167,19 @@ class Bars(Reporter):
         st = _BarStage(self, label, total, unit)
         self.open.append(st)
         return st
+
+    def above(self, show) -> None:
+        """Run ``show`` with the bars taken down, then put them back: a rich console writes to
+        the real stdout (rich unwraps its own redirection), so on a shared terminal the next
+        redraw would erase what ``show`` printed."""
+        if not self.open or not _isatty(sys.stdout):
+            show()
+            return
+        self.progress.stop()  # transient: the bars are erased, the cursor is where they began
+        try:
+            show()
+        finally:
+            self.progress.start()
 
     def close_stage(self, st: _BarStage) -> None:
         """Replace the bar of ``st`` by its summary line; stop the display after the last."""
@@ -209,7 +231,7 @@ def _progress(console: Any):
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis", min_width=12)),
-        BarColumn(bar_width=16),
+        BarColumn(bar_width=10),
         Counts(),
         Rate(),
         Eta(),
