@@ -168,6 +168,19 @@ class Bars(Reporter):
         self.open.append(st)
         return st
 
+    def above(self, show) -> None:
+        """Run ``show`` with the bars taken down, then put them back: a rich console writes to
+        the real stdout (rich unwraps its own redirection), so on a shared terminal the next
+        redraw would erase what ``show`` printed."""
+        if not self.open or not _isatty(sys.stdout):
+            show()
+            return
+        self.progress.stop()  # transient: the bars are erased, the cursor is where they began
+        try:
+            show()
+        finally:
+            self.progress.start()
+
     def close_stage(self, st: _BarStage) -> None:
         """Replace the bar of ``st`` by its summary line; stop the display after the last."""
         from rich.markup import escape

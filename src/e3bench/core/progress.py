@@ -123,6 +123,11 @@ class Reporter:
         """:meth:`note` (a reporter is also a line callback)."""
         self.note(message)
 
+    def above(self, show: Callable[[], None]) -> None:
+        """Run ``show`` (which prints results, e.g. to stdout) so that they stay above the
+        progress display instead of being drawn over by it."""
+        show()
+
 
 class Lines(Reporter):
     """A reporter that hands each note, and each stage's label when it opens, to ``say``
