@@ -145,7 +145,7 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         write("runs.csv", to_csv(runs, RUN_COLUMNS))
         write("tasks.csv", to_csv(tasks, TASK_COLUMNS))
         write("pivot.csv", to_csv(sections.csv_rows(configs), sections.CSV_COLUMNS))
-        write("table.tex", "\n".join(latex_table(rows, cols, heading)
+        write("table.tex", "".join(latex_table(rows, cols, heading)
                                       for heading, rows, cols in sections.tables(configs, comps) if rows))
     if comps:
         write("quantization.csv", to_csv(sections.cmp_csv_rows(comps), sections.CMP_CSV_COLUMNS))
