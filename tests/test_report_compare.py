@@ -155,8 +155,22 @@ def test_paired_comparison_with_samples(tmp_path):
     assert t.discordant == (10, 2) and t.p_value == pytest.approx(0.0386, abs=1e-4)
     assert t.difference.estimate == pytest.approx(-8 / 40)
     assert t.difference.high < 0 and t.retained_verdict == "FAIL"
+    assert "Agresti-Min" in t.difference.method
     md = (rep.out_dir / "summary.md").read_text()
     assert "McNemar p = 0.0386 (10 vs 2 discordant)" in md and "paired, 40 items" in md
+
+
+def test_agreeing_on_every_item_of_a_small_set_is_not_a_pass(tmp_path):
+    """bf16 and fp32 right on the same 5 of 20 items: the paired bootstrap CI of retained was
+    [100 %, 100 %] and the report said PASS; 20 items cannot establish 99 %."""
+    cfg = dict(SWEEP, log_samples=True)
+    items = [1] * 5 + [0] * 15
+    save(tmp_path, record(**cfg, task=("hellaswag", "acc_norm", 0.25, 0.1, 20)), samples=_samples(items))
+    save(tmp_path, record(dtype="bf16", **cfg, task=("hellaswag", "acc_norm", 0.25, 0.1, 20)), samples=_samples(items))
+    (t,) = build_report(tmp_path).comparisons[0].tasks
+    assert t.paired and t.discordant == (0, 0) and t.p_value == 1.0
+    assert t.retained.estimate == 1.0 and t.retained.low < 0.99 < t.retained.high
+    assert t.retained_verdict == "INCONCLUSIVE"
 
 
 def test_unpaired_comparison_says_so(tmp_path):

@@ -154,3 +154,20 @@ def test_interactive_figure_hover_legend_and_escaping():
     assert "<" not in script
     payload = re.search(r"var f=(\{.*\});Plotly", script).group(1)
     assert json.loads(payload)["data"][0]["name"] == "fp32"
+
+
+def test_log_axes_label_ticks_with_plain_numbers():
+    """With math text off, matplotlib's log-axis labels showed raw '$\\mathdefault{2^{0}}$'; the
+    batch-size axis now names the batch sizes measured."""
+    import matplotlib.pyplot as plt
+
+    from e3bench.report import plots
+    from e3bench.report.figures import Figure, Mark, Panel
+
+    marks = [Mark("a", "a", Interval(v, v - 1, v + 1, 2, "t"), cat=float(bs)) for bs, v in ((1, 5.0), (4, 9.0))]
+    fig = plots.draw(Figure("t", "t", "", [Panel("line", "", "batch size", "tokens/s", marks, log_x=True)]))
+    try:
+        fig.canvas.draw()
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "4"]
+    finally:
+        plt.close(fig)

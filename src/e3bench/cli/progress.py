@@ -22,7 +22,7 @@ import sys
 from typing import IO, Any
 
 from e3bench.cli import common
-from e3bench.core.progress import Reporter, Stage, counts, fmt_duration, fmt_rate
+from e3bench.core.progress import Reporter, Stage, counts, fmt_duration, fmt_eta, fmt_rate
 
 #: seconds between the plain progress lines of an open stage (not a terminal); env overrides
 EVERY_S = 30.0
@@ -84,7 +84,7 @@ class _PlainStage(Stage):
         eta = self.eta_s()
         parts = [counts(self), fmt_rate(self.rate(), self.unit)] if self.completed or self.total else []
         if self.total is not None or eta is not None:
-            parts.append(f"ETA {fmt_duration(eta)}")
+            parts.append(fmt_eta(self))
         parts.append(f"{fmt_duration(self.elapsed_s())} elapsed")
         detail = f" ({self.detail})" if self.detail else ""
         return f"  {self.label}{detail}: " + ", ".join(parts)
@@ -225,7 +225,7 @@ def _progress(console: Any):
             st = task.fields.get("stage")
             eta = st.eta_s() if st else None
             if eta is not None:
-                return Text(f"ETA {fmt_duration(eta)}", style="progress.remaining")
+                return Text(fmt_eta(st), style="progress.remaining")
             return Text(f"{fmt_duration(st.elapsed_s() if st else 0)} elapsed", style="progress.elapsed")
 
     return Progress(

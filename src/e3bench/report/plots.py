@@ -23,7 +23,7 @@ from e3bench.core.fsutil import atomic_write_bytes
 from e3bench.report.figures import COLOURS, FRONT, Figure, Mark, Panel
 
 #: matplotlib settings for every report figure: text is never parsed as math or TeX.
-PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False, "pdf.fonttype": 42}
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 def _plt():
@@ -85,6 +85,18 @@ def _line(ax, p: Panel, colours) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 
 
+def _log_x(ax, p: Panel) -> None:
+    """A log x axis with plain-number tick labels (matplotlib's default labels are math text,
+    which :data:`PLAIN_TEXT` shows raw); a line panel's ticks are its batch sizes."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log", base=2 if p.kind == "line" else 10)
+    if p.kind == "line":
+        ax.xaxis.set_major_locator(FixedLocator(sorted({float(m.cat) for m in p.marks})))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _box(ax, p: Panel, colours) -> None:
     cats = list(dict.fromkeys(m.cat for m in p.marks))
     data = [[m.y.estimate for m in p.marks if m.cat == cat] for cat in cats]
@@ -119,11 +131,13 @@ _OFFSETS = ((5, 4), (5, -11), (-12, 4), (-12, -11), (8, -3), (-15, -3), (-3, 8),
 
 
 def place_numbers(fig, ax, marks: Sequence[Mark]) -> list:
-    """Write each numbered mark's number beside its point where its box overlaps no other
-    number and no other point (up to 5 rings of :data:`_OFFSETS`; a leader line from ring 2);
-    returns the text artists. Call after the layout is final."""
+    """Write each numbered mark's number beside its point, inside the axes, where its box
+    overlaps no other number and no point (up to 5 rings of :data:`_OFFSETS`; a leader line
+    from ring 2; no room: the number stays in the legend only); returns the text artists. Call
+    after the layout is final."""
     renderer = fig.canvas.get_renderer()
     pts = ax.transData.transform([(m.x.estimate, m.y.estimate) for m in marks])
+    box = ax.get_window_extent(renderer)
     taken = []
     out = []
     for m, (px, py) in zip(marks, pts, strict=True):
@@ -137,8 +151,10 @@ def place_numbers(fig, ax, marks: Sequence[Mark]) -> list:
                                 fontweight="bold", zorder=4,
                                 arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#777"} if ring > 1 else None)  # fmt: skip
                 bb = t.get_window_extent(renderer).expanded(1.1, 1.1)
-                hits_point = any(bb.contains(qx, qy) for qx, qy in pts)
-                if not hits_point and not any(bb.overlaps(o) for o in taken):
+                near = bb.padded(3)  # a marker's radius
+                hits_point = any(near.contains(qx, qy) for qx, qy in pts)
+                inside = box.contains(bb.x0, bb.y0) and box.contains(bb.x1, bb.y1)
+                if inside and not hits_point and not any(bb.overlaps(o) for o in taken):
                     ok = t
                     taken.append(bb)
                     break
@@ -186,7 +202,7 @@ def draw(spec: Figure):
         else:
             {"line": _line, "box": _box, "scatter": _scatter}[p.kind](ax, p, colours)
         if p.log_x:
-            ax.set_xscale("log", base=2 if p.kind == "line" else 10)
+            _log_x(ax, p)
         title = p.title if n > 1 else ", ".join(t for t in (spec.title, p.title) if t)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(p.x_label)
@@ -218,7 +234,7 @@ def save(spec: Figure, out_dir: Path) -> Path:
         with plt.rc_context(PLAIN_TEXT):
             for ext in ("png", "pdf"):
                 buf = io.BytesIO()
-                fig.savefig(buf, format=ext, dpi=110, bbox_inches="tight")
+                fig.savefig(buf, format=ext, dpi=110)  # the layout is final: no "tight" re-draw
                 atomic_write_bytes(out_dir / f"{spec.name}.{ext}", buf.getvalue())
     finally:
         plt.close(fig)
