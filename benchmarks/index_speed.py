@@ -86,8 +86,9 @@ def rebuild_query(root: Path) -> list[dict]:
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path)
     with con:
-        con.execute(f"CREATE TABLE runs ({', '.join(RUN_COLUMNS)})")
-        con.execute(f"CREATE TABLE tasks ({', '.join(TASK_COLUMNS)})")
+        quoted = lambda cols: ", ".join(f'"{c}"' for c in cols)  # noqa: E731 ("limit" is an SQL word)
+        con.execute(f"CREATE TABLE runs ({quoted(RUN_COLUMNS)})")
+        con.execute(f"CREATE TABLE tasks ({quoted(TASK_COLUMNS)})")
         con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
                         [tuple(r.get(c) for c in RUN_COLUMNS) for r in runs])  # fmt: skip
         con.executemany(f"INSERT INTO tasks VALUES ({', '.join('?' * len(TASK_COLUMNS))})",

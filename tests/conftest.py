@@ -52,6 +52,12 @@ def bundled_gguf() -> Path:
     return p
 
 
+def message_lines(stderr: str) -> list[str]:
+    """The non-empty lines of ``stderr`` other than progress (``· step`` lines and their indented
+    count lines, :mod:`e3bench.cli.progress`): the errors, warnings and the Ctrl-C line."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("· ", "  "))]
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
     """Run the real CLI in a subprocess (what a user sees: stdout, stderr, exit code)."""
     full_env = {**os.environ, **(env or {})}

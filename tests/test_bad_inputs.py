@@ -533,7 +533,7 @@ def test_longer_than_the_context_is_refused(place, tiny_models, case, args):
 
 
 def interrupted_during_measurement(cmd: list[str], log: Path, env: dict | None = None) -> tuple[int, str, str]:
-    """Start ``cmd``, wait until it measures (its ``· generation`` line), send SIGINT to its
+    """Start ``cmd``, wait until it measures (its ``· generation`` progress line, on stderr), send SIGINT to its
     process group (what Ctrl-C in a terminal does); returns (exit status, stdout, stderr)."""
     out, err = log.with_suffix(".out"), log.with_suffix(".err")
     with out.open("w") as o, err.open("w") as e:
@@ -544,7 +544,7 @@ def interrupted_during_measurement(cmd: list[str], log: Path, env: dict | None =
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                 env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})  # fmt: skip
         deadline = time.monotonic() + 240
-        while "· generation" not in out.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        while "· generation" not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1)
         os.killpg(proc.pid, signal.SIGINT)

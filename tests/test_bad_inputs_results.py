@@ -224,7 +224,9 @@ def test_readers_never_need_write_access(tmp_path, measured, case):
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
     assert {p: p.read_bytes() for p in ro.rglob("*") if p.is_file()} == before
     if args[0] == "ls":
-        assert res.stdout.count(" ok ") == (4 if index_state == "stale" else 2), res.stdout
+        body = res.stdout.split("─\n", 1)[1].splitlines()  # below the header rule
+        rows = [ln for ln in body if ln and not ln[0].isspace()]  # a row's first line starts with its run id
+        assert len(rows) == (4 if index_state == "stale" else 2), res.stdout
     if index_state == "stale" and args[0] == "export":
         assert (tmp_path / "x.csv").read_text().count("added-later") == 2
 
@@ -495,7 +497,7 @@ WRITE_ERRORS = {
                                                     "Permission denied"),  # fmt: skip
     "E05 export csv into a read-only folder": (["export", "{res}", "-o", "{ro}/x.csv"], True, "Permission denied"),
     "E06 export parquet under a file": (["export", "{res}", "-o", "{file}/x.parquet"], False, "Not a directory"),
-    "export an unknown format": (["export", "{res}", "-o", "{tmp}/x.xlsx"], False, ".csv or .parquet"),
+    "export an unknown format": (["export", "{res}", "-o", "{tmp}/x.xlsx"], False, ".csv, .parquet, .json or .md"),
 }
 
 
@@ -560,16 +562,16 @@ def test_min_batch_figures_name_the_batch_measured(measured, tmp_path):
     res = cli("report", measured, "-o", tmp_path / "rep")
     assert res.returncode == 0, res.stderr[-2000:]
     rep = tmp_path / "rep"
-    (pivot,) = list(csv.DictReader(io.StringIO((rep / "pivot.csv").read_text())))
-    assert pivot["min_batch_size"] == "4"
-    assert float(pivot["decode_tokens_per_s_at_min_batch"]) == pytest.approx(bs4["decode_tokens_per_s"]["mean"])
-    assert float(pivot["ttft_ms_at_min_batch"]) == pytest.approx(bs4["ttft_ms"]["mean"])
+    pivot = list(csv.DictReader(io.StringIO((rep / "pivot.csv").read_text())))
+    assert [p["batch_size"] for p in pivot] == ["4", "8"]  # one row per batch size measured
+    assert float(pivot[0]["decode_tokens_per_s_mean"]) == pytest.approx(bs4["decode_tokens_per_s"]["mean"])
+    assert float(pivot[0]["ttft_ms_mean"]) == pytest.approx(bs4["ttft_ms"]["mean"])
     ept = bs4["energy"]["ept_total_j_per_token"]
-    assert float(pivot["ept_total_j_per_token_at_min_batch"]) == pytest.approx(ept)
+    assert float(pivot[0]["ept_j_per_token_in_out_mean"]) == pytest.approx(ept)
     for f in ("summary.md", "report.html", "pivot.csv", "table.tex"):
         text = (rep / f).read_text()
         assert "batch 1" not in text and "_bs1" not in text, f
-    assert "Fastest decode (batch 4)" in (rep / "summary.md").read_text()
+    assert "Fastest decode:** batch 4: " in (rep / "summary.md").read_text()
 
 
 def test_plot_titles_and_labels_name_the_batch(measured, monkeypatch, tmp_path):
@@ -613,7 +615,8 @@ def test_plot_titles_and_labels_name_the_batch(measured, monkeypatch, tmp_path):
 def test_variant_and_reference_are_compared_at_a_batch_both_measured(measured, tmp_path):
     """A variant measured at [4, 8] against a reference at [1, 8]: speed-up at batch 8, not
     variant bs4 ÷ reference bs1."""
-    from e3bench.report.compare import compare_to_reference, summarize_configs
+    from e3bench.report.compare import summarize_configs
+    from e3bench.report.variants import compare_to_reference
     from e3bench.results import store
 
     src = the_record(measured)
@@ -626,7 +629,8 @@ def test_variant_and_reference_are_compared_at_a_batch_both_measured(measured, t
     gens[1]["decode_tokens_per_s"]["mean"] = gens[1]["decode_tokens_per_s"]["mean"] / 2
     variant(src, root / "runs" / "ref.json", model="m", dtype="fp32", efficiency=data["efficiency"])
     (cmp,) = compare_to_reference(summarize_configs([r for _, r in store.scan(root).records]))
-    assert cmp.batch_size == 8 and cmp.speedup == pytest.approx(2.0)
+    assert [s.batch_size for s in cmp.speed] == [8]
+    assert cmp.speed[0].speedup.estimate == pytest.approx(2.0)
 
 
 def test_nothing_reportable_fix_depends_on_why_files_were_skipped(tmp_path):

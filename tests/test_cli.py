@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import message_lines, run_cli
 
 
 def _assert_user_error(res, needle):
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr + res.stdout
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    lines = message_lines(res.stderr)  # progress lines (· loading ...) aside
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("error: ") and "fix:" in lines[0]
     assert needle in lines[0]
@@ -123,7 +123,7 @@ def test_run_with_typos_fails_before_loading_the_model(tmp_path):
                           "error: --region: unknown grid region 'Atlantis' (did you mean NL, US-IL?) — fix: use one of: "
                           + lines[2].split("use one of: ", 1)[-1]]  # fmt: skip
     assert lines[3:] == ["error: --tasks: unknown task 'hellaswagg' — fix: did you mean 'hellaswag'?"]
-    assert "loading" not in res.stdout and not any(tmp_path.iterdir())
+    assert "· loading" not in res.stdout + res.stderr and not any(tmp_path.iterdir())
 
 
 def test_unknown_executor_fails_before_planning(tmp_path):

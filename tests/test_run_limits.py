@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, message_lines, run_cli
 from e3bench.bench.runner import run_one
 from e3bench.config.run import build_config
 from e3bench.core import registry
@@ -212,7 +212,7 @@ def test_cli_batch_out_of_memory_saves_the_record_and_exits_nonzero(tiny_models,
                            "--batch-size", "1,100000", "-o", str(out)], tmp_path)  # fmt: skip
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr + res.stdout
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    lines = message_lines(res.stderr)  # progress lines aside
     assert len(lines) == 1 and lines[0].startswith("error: batch size 100000 did not fit in host memory")
     assert "batch size(s) 1 measured and saved in" in lines[0] and "fix: use smaller --batch-size" in lines[0]
     (saved,) = out.rglob("*.json")
@@ -228,7 +228,7 @@ def test_a_kv_cache_that_cannot_fit_is_refused_before_the_model_loads(tiny_model
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: batch size 1000000000 does not fit in memory")
     assert "KV cache alone needs" in lines[0] and "MemAvailable" in lines[0]
-    assert "loading" not in res.stdout and not any(tmp_path.rglob("*.json"))
+    assert "· loading" not in res.stdout + res.stderr and not any(tmp_path.rglob("*.json"))
 
 
 def test_kv_cache_estimate_of_a_llama_config():
@@ -259,7 +259,7 @@ def test_prompts_longer_than_the_context_are_refused_before_the_model_loads(tiny
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.stderr
     assert "max_position_embeddings in the model's config.json" in lines[0] and "fix: lower --prompt-tokens" in lines[0]
-    assert "loading" not in res.stdout
+    assert "· loading" not in res.stdout + res.stderr
 
 
 class SmallContextBackend(FakeBackend):
@@ -305,15 +305,15 @@ def test_ctrl_c_says_what_was_interrupted_and_that_earlier_results_are_intact(ti
     seen = ""
     deadline = time.time() + 120
     while "generation, batch 1" not in seen and time.time() < deadline:
-        line = proc.stdout.readline()
+        line = proc.stderr.readline()  # progress is on stderr
         if not line:
             break
         seen += line
-    assert "generation, batch 1" in seen, seen + proc.stderr.read()
+    assert "generation, batch 1" in seen, seen + proc.stdout.read()
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = message_lines(err)  # progress lines aside
     assert len(lines) == 1, err
     assert lines[0].startswith("interrupted (Ctrl-C): e3bench run of ")
     assert "during: generation, batch 1" in lines[0] and f"intact in {out / 'runs'}" in lines[0]

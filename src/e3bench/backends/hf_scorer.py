@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from e3bench.backends.base import default_batch_size
+from e3bench.backends.hfcache import cache_kw, cache_of
 from e3bench.backends.tokenization import Encoded, split_causal, truncate_seq2seq
 from e3bench.core.api import LogLik
 
@@ -245,15 +246,15 @@ def _score_causal_sequential(model, groups, results, device) -> None:
             seq = list(prefix[c:]) + list(sfx)
             kmax = max(len(r.targets) for r in reqs)
             ids = torch.tensor([seq], dtype=torch.long, device=device)
-            out = model(input_ids=ids, past_key_values=cache, use_cache=cache is not None, logits_to_keep=kmax)
+            out = model(input_ids=ids, **cache_kw(model, cache), use_cache=cache is not None, logits_to_keep=kmax)
             logits = out.logits[0]
             for r in reqs:
                 results[r.index] = _loglik(logits[kmax - len(r.targets) :], r.targets)
             continue
         rest = list(prefix[c:])
         ids = torch.tensor([rest], dtype=torch.long, device=device)
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        out = model(input_ids=ids, **cache_kw(model, cache), use_cache=True, logits_to_keep=1)
+        cache = cache_of(model, out)
         if keep_next:
             stem, stem_cache = prefix, copy.deepcopy(cache)
         _run_rows(model, [(prefix, sub)], results, device, cache, None, [len(prefix)])
@@ -269,7 +270,7 @@ def _run_prefix_batch(model, batch, results, device, logits_kw) -> None:
         # (lets SDPA take its causal fast path); suffix rows' right padding only follows them.
         ids = torch.tensor(prefixes, dtype=torch.long, device=device)
         out = model(input_ids=ids, use_cache=True, **logits_kw)
-        _run_rows(model, batch, results, device, out.past_key_values, None, [plen])
+        _run_rows(model, batch, results, device, cache_of(model, out), None, [plen])
         return
     ids = torch.zeros((len(batch), plen), dtype=torch.long)
     mask = torch.zeros((len(batch), plen), dtype=torch.long)
@@ -279,7 +280,7 @@ def _run_prefix_batch(model, batch, results, device, logits_kw) -> None:
     ids, mask = ids.to(device), mask.to(device)
     pos = torch.arange(plen, device=device).unsqueeze(0).expand(len(batch), -1)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **logits_kw)
-    cache = out.past_key_values
+    cache = cache_of(model, out)
     if cache is None:
         raise RuntimeError("model returned no key/value cache")
     _run_rows(model, batch, results, device, cache, mask, [len(p) for p in prefixes])
@@ -307,13 +308,13 @@ def _run_rows(model, batch, results, device, cache, prefix_mask, prefix_lens, ke
         if n != len(batch) or len(batch) > 1:
             cache.batch_select_indices(gidx)
         if prefix_mask is None:  # one context, no padding before any real token
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids, **cache_kw(model, cache), use_cache=True)
         else:
             mask = torch.cat([prefix_mask.index_select(0, gidx), smask], dim=1)
             offs = torch.tensor([prefix_lens[g] for g, _, _ in rows], device=device)
             pos = offs.unsqueeze(1) + torch.arange(slen, device=device).unsqueeze(0)
             out = model(
-                input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+                input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kw(model, cache), use_cache=True
             )
     else:
         # full sequences; the LM head only over the last max-continuation positions when possible

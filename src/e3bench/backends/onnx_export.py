@@ -43,6 +43,7 @@ def export(src: str, out: str, *, trust_remote_code: bool = False) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM, DynamicCache
 
+    from e3bench.backends.hfcache import cache_kw, cache_of
     from e3bench.core.quiet import quiet_libraries
 
     warnings.filterwarnings("ignore")
@@ -56,7 +57,7 @@ def export(src: str, out: str, *, trust_remote_code: bool = False) -> dict:
     # Probe the cache layout (kv heads, head dim, layers) by running one token.
     with torch.no_grad():
         probe = model(input_ids=torch.zeros((1, 1), dtype=torch.long), use_cache=True)
-    layers = probe.past_key_values.layers
+    layers = cache_of(model, probe).layers
     n_layers = len(layers)
     kv_shape = [tuple(layer.keys.shape[1:2]) + tuple(layer.keys.shape[3:]) for layer in layers]
 
@@ -73,12 +74,12 @@ def export(src: str, out: str, *, trust_remote_code: bool = False) -> dict:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
+                **cache_kw(self.inner, cache),
                 use_cache=True,
                 logits_to_keep=logit_index,
             )
             presents = []
-            for layer in out.past_key_values.layers:
+            for layer in cache_of(self.inner, out).layers:
                 presents += [layer.keys, layer.values]
             return (out.logits, *presents)
 

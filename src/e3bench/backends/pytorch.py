@@ -75,8 +75,12 @@ def _quantize(model, device: str, precision: str) -> str:
     try:
         tq.quantize_(model, config, filter_fn=linear_but_head)
     except ImportError as exc:  # torchao kernels that live in optional packages (mslk, fbgemm-gpu)
+        from e3bench.core.quiet import captured
+
+        kept = captured("torchao")  # its import-time kernel failures, kept out of the output until now
         raise E3Error(
-            f"--dtype {precision} on {device}: torchao needs a package that is not installed ({exc})",
+            f"--dtype {precision} on {device}: torchao needs a package that is not installed ({exc})"
+            + (f"; at import torchao said: {'; '.join(kept)}" if kept else ""),
             "install the package it names, or pick another --dtype (bf16, fp16, int8)",
         ) from None
     import torchao

@@ -10,12 +10,14 @@ TTFT is read inside the backend's per-token callback (:class:`~e3bench.core.timi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from e3bench.bench.prompts import PromptSet
 from e3bench.energy.window import MeteredWindow
 from e3bench.core.api import Backend, GenParams
+from e3bench.core.progress import Reporter, Stage
 from e3bench.core.timing import TokenClock, clock, summarize
 from e3bench.results.schema import BatchResult, ForwardResult, RawSamples
 
@@ -29,15 +31,20 @@ class StoppingRule:
     min_seconds: float = 5.0
     max_seconds: float = 120.0
 
-    def warmup(self, step: Callable[[int], None]) -> None:
-        """Run ``warmup_iters`` steps with negative indices (-1, -2, ...): not recorded."""
+    def warmup(self, step: Callable[[int], None], after: Callable[[], None] = lambda: None) -> None:
+        """Run ``warmup_iters`` steps with negative indices (-1, -2, ...): not recorded;
+        ``after()`` follows each (progress)."""
         for i in range(self.warmup_iters):
             step(-1 - i)
+            after()
 
-    def measure(self, step: Callable[[int], None]) -> tuple[int, float, str | None]:
+    def measure(self, step: Callable[[int], None],
+                after: Callable[[int, float], None] = lambda n, s: None) -> tuple[int, float, str | None]:  # fmt: skip
         """Run steps 0, 1, ... until the rule is met; return (iterations, seconds, cut) where
         ``cut`` is None when ``min_iters`` and ``min_seconds`` were both reached, else the
-        one-line account of how the ``max_seconds`` cap cut the measurement short."""
+        one-line account of how the ``max_seconds`` cap cut the measurement short.
+        ``after(iterations, seconds)`` follows each step that does not end the measurement
+        (progress; outside the step's own timing)."""
         n, t0 = 0, clock()
         while True:
             step(n)
@@ -47,6 +54,18 @@ class StoppingRule:
                 return n, clock() - t0, None
             if elapsed >= self.max_seconds and n >= 2:
                 return n, clock() - t0, self.cut_note(n, elapsed)
+            after(n, elapsed)
+
+    def outlook(self, n: int, elapsed_s: float) -> tuple[int, float]:
+        """(iterations the rule will have run when it stops, seconds left), projected from ``n``
+        iterations in ``elapsed_s``: it stops at the first iteration end with both ``min_iters``
+        and ``min_seconds`` reached, or past ``max_seconds`` with two iterations."""
+        if n <= 0 or elapsed_s <= 0:
+            return self.min_iters, max(0.0, self.min_seconds - elapsed_s)
+        per = elapsed_s / n
+        end_s = min(max(self.min_seconds, self.min_iters * per), max(self.max_seconds, 2 * per))
+        total = max(n, math.ceil(end_s / per - 1e-9))
+        return total, max(0.0, total * per - elapsed_s)
 
     def cut_note(self, n: int, elapsed_s: float) -> str:
         """How the cap cut a measurement of ``n`` iterations over ``elapsed_s`` seconds."""
@@ -59,6 +78,29 @@ class StoppingRule:
             f"cut by the --max-seconds cap ({self.max_seconds:g} s): measured {' and '.join(short)}; "
             "statistics rest on fewer samples than asked (raise --max-seconds, or lower --min-iters)"
         )
+
+
+def _measured(window: MeteredWindow, name: str, step: Callable[[int], None], rule: StoppingRule,
+              progress: Reporter | None, label: str, warmup: Callable[[Stage], Callable[[], None]] | None = None):  # fmt: skip
+    """Warm up (untimed, outside the window), then measure ``step`` by ``rule`` in the metered
+    window ``name``; each shown as a stage of ``progress`` (iterations done of those the rule
+    will run, projected from the mean iteration so far, and the ETA to its stop). ``warmup``
+    (given the warm-up's stage) counts the warm-up finer than by iterations (generation: by
+    tokens, which nothing times) and returns what to call after each iteration."""
+    progress = progress or Reporter()
+    if rule.warmup_iters > 0:
+        unit = "iterations" if warmup is None else "tokens"
+        with progress.stage(f"warm-up ({label})", total=rule.warmup_iters, unit=unit) as st:
+            rule.warmup(step, after=st.advance if warmup is None else warmup(st))
+    with progress.stage(label, total=rule.min_iters, unit="iterations") as st:
+
+        def after(n: int, elapsed_s: float) -> None:
+            total, eta = rule.outlook(n, elapsed_s)
+            st.update(completed=n, total=total, eta_s=eta)
+
+        metered = window.run(name, lambda: rule.measure(step, after=after))
+        st.update(completed=metered.result[0], total=metered.result[0], eta_s=0)
+    return metered
 
 
 def prime(backend: Backend, ps: PromptSet, *, encoder_only: bool, max_new_tokens: int, seed: int) -> None:
@@ -85,6 +127,7 @@ def generation(
     seed: int,
     rule: StoppingRule,
     warnings: list[str],
+    progress: Reporter | None = None,
 ) -> BatchResult:
     """Fixed-length generation (``min_new_tokens = max_new_tokens``, EOS ignored) at ``batch``.
 
@@ -99,11 +142,29 @@ def generation(
     intervals: list[tuple[float, float, float]] = []
     in_tokens: list[int] = []
 
+    warm: list[Stage] = []  # the warm-up's stage while it runs: counted by tokens
+
+    def warm_token(n: int) -> None:
+        tc(n)
+        warm[0].update(completed=done_tokens[0] + n)
+
+    done_tokens = [0]
+
+    def warmup(st: Stage) -> Callable[[], None]:
+        warm.append(st)
+        st.update(total=rule.warmup_iters * max_new_tokens)
+
+        def after() -> None:
+            done_tokens[0] += max_new_tokens
+            st.update(completed=done_tokens[0])
+
+        return after
+
     def step(i: int) -> None:
         batch_ids = ps.batch(batch, offset=max(i, 0) * batch)
         backend.synchronize()
         tc.start()
-        gens = backend.generate(batch_ids, params, on_token=tc)
+        gens = backend.generate(batch_ids, params, on_token=warm_token if i < 0 and warm else tc)
         backend.synchronize()
         t_end = clock()
         if i < 0:
@@ -117,8 +178,8 @@ def generation(
             intervals.append((tc.t_start, tc.stamps[0], t_end))
         in_tokens.append(sum(len(x) for x in batch_ids))
 
-    rule.warmup(step)
-    metered = window.run(f"generate-bs{batch}", lambda: rule.measure(step))
+    metered = _measured(window, f"generate-bs{batch}", step, rule, progress,
+                        f"generation, batch {batch}: {max_new_tokens} tokens per request", warmup)
     n, measured_s, cut = metered.result
     ttft_s = [t / 1e3 for t in raw.ttft_ms]
     e2e_s = [t / 1e3 for t in raw.e2e_ms]
@@ -159,7 +220,8 @@ def generation(
     )
 
 
-def forward(backend: Backend, window: MeteredWindow, ps: PromptSet, batch: int, *, rule: StoppingRule) -> ForwardResult:
+def forward(backend: Backend, window: MeteredWindow, ps: PromptSet, batch: int, *, rule: StoppingRule,
+            progress: Reporter | None = None) -> ForwardResult:  # fmt: skip
     """Latency of one forward pass over ``batch`` prompts (encoder-only models), and its
     energy per input token."""
     lat: list[float] = []
@@ -175,8 +237,7 @@ def forward(backend: Backend, window: MeteredWindow, ps: PromptSet, batch: int, 
             lat.append((clock() - t0) * 1e3)
             in_tokens.append(sum(len(x) for x in ids))
 
-    rule.warmup(step)
-    metered = window.run(f"forward-bs{batch}", lambda: rule.measure(step))
+    metered = _measured(window, f"forward-bs{batch}", step, rule, progress, f"forward latency, batch {batch}")
     n, measured_s, cut = metered.result
     energy, cross = window.summaries(metered, input_tokens=sum(in_tokens), output_tokens=0, requests=n * batch)
     return ForwardResult(

@@ -23,10 +23,12 @@ from e3bench.core.api import Backend
 from e3bench.core.errors import E3Error
 from e3bench.core.host import PeakRss, peak_rss_bytes, release_free_memory
 from e3bench.core.ids import run_id, utc_now_iso
+from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.timing import clock
 from e3bench.results.schema import BatchResult, Efficiency, FailedBatch, ModelInfo, ResultRecord, TaskResult
 
-Progress = Callable[[str], None]
+#: a :class:`~e3bench.core.progress.Reporter` (stages with counts) or a plain line callback
+Progress = Reporter | Callable[[str], None]
 
 
 class Runner:
@@ -35,7 +37,7 @@ class Runner:
     def __init__(self, cfg: RunConfig, *, backend: Backend | None = None, progress: Progress | None = None):
         self.cfg = cfg
         self.backend = backend
-        self.progress = progress or (lambda _msg: None)
+        self.progress = as_reporter(progress)  # notes: self.progress(msg); long steps: .stage(...)
         self.warnings: list[str] = []
         self.oom_batch: int | None = None  # the smallest batch size that ran out of memory
         self.run_id = run_id(cfg.config_hash())  # names the record and its samples files
@@ -90,11 +92,11 @@ class Runner:
 
     def _measure(self, spec, backend: Backend, window: MeteredWindow, manifest, t_run: float) -> ResultRecord:
         cfg = self.cfg
-        self.progress(f"loading {spec.name} ({cfg.backend}, {cfg.dtype}, {cfg.device})")
-        t0 = clock()
-        info = backend.load(spec, cfg.dtype, cfg.device)
-        backend.synchronize()
-        load_s = clock() - t0
+        with self.progress.stage(f"loading {spec.name} ({cfg.backend}, {cfg.dtype}, {cfg.device})", unit="steps"):
+            t0 = clock()
+            info = backend.load(spec, cfg.dtype, cfg.device)
+            backend.synchronize()
+            load_s = clock() - t0
         if "torch" in sys.modules:
             import torch
 
@@ -179,13 +181,11 @@ class Runner:
         reason = None
         try:
             if architecture == "encoder-only":
-                self.progress(f"forward latency, batch {batch}")
-                eff.forward.append(loops.forward(backend, window, ps, batch, rule=rule))
+                eff.forward.append(loops.forward(backend, window, ps, batch, rule=rule, progress=self.progress))
             else:
-                self.progress(f"generation, batch {batch}: {cfg.max_new_tokens} tokens per request")
                 eff.generation.append(
                     loops.generation(backend, window, ps, batch, max_new_tokens=cfg.max_new_tokens,
-                                     seed=cfg.seed, rule=rule, warnings=self.warnings)  # fmt: skip
+                                     seed=cfg.seed, rule=rule, warnings=self.warnings, progress=self.progress)  # fmt: skip
                 )
         except Exception as exc:
             if not limits.out_of_memory(exc):
@@ -238,8 +238,8 @@ class Runner:
             if bw is None:
                 self.warnings.append(f"no bandwidth spec for GPU '{manifest.gpus[0].name}'; roofline skipped")
             return bw
-        self.progress("memory bandwidth for the roofline (cached; re-measured when suspect)")
-        bw = roofline.cpu_bandwidth(models.cache_root(self.cfg.cache_dir), manifest.cpu_model)
+        with self.progress.stage("memory bandwidth for the roofline (cached; re-measured when suspect)", unit="steps"):
+            bw = roofline.cpu_bandwidth(models.cache_root(self.cfg.cache_dir), manifest.cpu_model)
         if bw.other_cpu_busy_pct is not None and bw.other_cpu_busy_pct >= roofline.BUSY_PCT:
             self.warnings.append(
                 f"roofline bandwidth {bw.bytes_per_s / 1e9:.1f} GB/s was measured while other processes used "

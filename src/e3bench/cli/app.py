@@ -16,6 +16,7 @@ import typer
 
 from e3bench.cli import info, train
 from e3bench.cli.common import error_lines, interrupted_line
+from e3bench.cli.compare import compare
 from e3bench.cli.report import report
 from e3bench.cli.run import run
 from e3bench.cli.sweep import sweep
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.command()(run)
 app.command()(sweep)
 app.command()(report)
+app.command()(compare)
 app.command("ls")(info.ls_)
 app.command()(info.export)
 app.command()(info.env)

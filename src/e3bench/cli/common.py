@@ -27,10 +27,14 @@ def fail(exc: E3Error) -> NoReturn:
 
 
 def console():
-    """A rich console on stdout; 120 columns when not a terminal (logs, tests)."""
+    """A rich console on stdout, as wide as ``COLUMNS`` when set, else the terminal, else (not a
+    terminal: logs, pipes, tests) 120 columns."""
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    narrow = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(stderr=False, soft_wrap=False, width=None if narrow else 120)
 
 
 _doing: dict[str, str | None] = {"command": None, "what": None, "results": None, "step": None}

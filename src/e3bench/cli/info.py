@@ -14,107 +14,135 @@ from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
 
 
-def env() -> None:
-    """Print the hardware/software fingerprint recorded in every result."""
-    from rich.table import Table
+#: Options every table-printing command shares.
+WIDE = typer.Option(False, "--wide", help="show every column, however wide the terminal")
+FORMAT = typer.Option("table", "--format", help="table | json | csv | md (json/csv: values as stored)")
 
+
+def env(wide: bool = WIDE, fmt: str = FORMAT) -> None:
+    """Print the hardware/software fingerprint recorded in every result."""
     from e3bench.bench import envinfo
+    from e3bench.cli.tables import Col
 
     m = envinfo.collect()
-    t = Table(title="e3bench environment", show_header=False)
+    rows = []
     for k, v in m.model_dump().items():
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
         elif isinstance(v, list):
             v = "; ".join(str(x) for x in v) or "none"
-        t.add_row(k, escape(str(v)))
-    console().print(t)
+        rows.append({"field": k, "value": v})
+    cols = [Col("field", kind="id"), Col("value", kind="text")]
+    _print(cols, rows, fmt=fmt, wide=wide, title="e3bench environment", show_header=fmt != "table")
 
 
-def _registry_table(kind: str, title: str, first: str):
-    """A table of one registry: name, installed (or the pip line), origin, description."""
-    from rich.table import Table
+def _print(cols, rows, **kw) -> None:
+    """:func:`e3bench.cli.tables.print_table` on the console; a bad ``--format`` is one line."""
+    from e3bench.cli.tables import print_table
 
+    try:
+        print_table(console(), cols, rows, **kw)
+    except E3Error as exc:
+        fail(exc)
+
+
+def _registry_rows(kind: str) -> list[dict[str, str]]:
+    """One registry as rows: name, installed (or the pip line), origin, description."""
     from e3bench.core import registry
 
-    t = Table(title=title)
-    for col in (first, "installed", "from", "description"):
-        t.add_column(col)
-    for row in registry.describe(registry.ALL[kind]):
-        desc = row["description"] + (f" (also: {row['aliases']})" if row["aliases"] else "")
-        t.add_row(*(escape(c) for c in (row["name"], row["installed"], row["origin"], desc)))
-    return t
+    return [{"name": r["name"], "installed": r["installed"], "from": r["origin"],
+             "description": r["description"] + (f" (also: {r['aliases']})" if r["aliases"] else "")}
+            for r in registry.describe(registry.ALL[kind])]  # fmt: skip
 
 
-def models() -> None:
+def _registry_table(kind: str, title: str, first: str, *, fmt: str = "table", wide: bool = False) -> None:
+    """Print one registry: name (headed ``first``), installed, origin, description."""
+    from e3bench.cli.tables import Col
+
+    cols = [Col("name", first, kind="id"), Col("installed", kind="id"), Col("from", kind="text"),
+            Col("description", kind="text")]  # fmt: skip
+    _print(cols, _registry_rows(kind), fmt=fmt, wide=wide, title=title if fmt == "table" else None)
+
+
+def models(wide: bool = WIDE, fmt: str = FORMAT) -> None:
     """List model aliases, whether each is available here, and the backends (plugins included)."""
-    from rich.table import Table
-
     from e3bench.backends.models import ALIASES, bundled_gguf_path
+    from e3bench.cli.tables import Col
 
-    con = console()
-    t = Table(title="model aliases")
-    for col in ("alias", "hub id", "available here", "description"):
-        t.add_column(col)
+    rows = []
     for a in ALIASES.values():
         local = bundled_gguf_path(a)
-        t.add_row(*(escape(c) for c in (a.name, a.hub_id, f"yes: {local}" if local else "hub only", a.description)))
-    con.print(t)
-    con.print(_registry_table("backend", "backends", "backend"))
-    con.print("Any Hugging Face id (org/name), local model directory or .gguf file also works.")
+        rows.append({"alias": a.name, "hub id": a.hub_id, "available here": f"yes: {local}" if local else "hub only",
+                     "description": a.description})  # fmt: skip
+    cols = [Col("alias", kind="id"), Col("hub id", kind="id"), Col("available here", kind="text"),
+            Col("description", kind="text")]  # fmt: skip
+    _print(cols, rows, fmt=fmt, wide=wide, title="model aliases" if fmt == "table" else None)
+    if fmt == "table":
+        _registry_table("backend", "backends", "backend", wide=wide)
+        console().print("Any Hugging Face id (org/name), local model directory or .gguf file also works.")
 
 
-def tasks() -> None:
+def tasks(wide: bool = WIDE, fmt: str = FORMAT) -> None:
     """List the effectiveness tasks, built-in and plugins (use them with `e3bench run --tasks a,b`)."""
-    con = console()
-    con.print(_registry_table("task", "tasks", "task"))
-    con.print("Data: $E3BENCH_DATA_DIR first, then the Hugging Face hub. Options: name:key=value,...")
+    _registry_table("task", "tasks", "task", fmt=fmt, wide=wide)
+    if fmt == "table":
+        console().print("Data: $E3BENCH_DATA_DIR first, then the Hugging Face hub. Options: name:key=value,...")
 
 
-def plugins() -> None:
+def plugins(wide: bool = WIDE) -> None:
     """List everything registered: backends, meters, tasks, executors, trackers (and their source)."""
     from e3bench.core import registry
 
     con = console()
     for kind, reg in registry.ALL.items():
-        con.print(_registry_table(kind, f"{kind}s (entry-point group {reg.group})", kind))
+        _registry_table(kind, f"{kind}s (entry-point group {reg.group})", kind, wide=wide)
         for note in reg.ignored:
             con.print(f"[yellow]ignored:[/yellow] {escape(note)}", highlight=False)
 
 
+#: Which of ``ls``'s default columns stay longest when the terminal is narrow (first = kept
+#: longest); the run id is never left out.
+LS_PRIORITY = ("run_id", "model", "batch_size", "decode_tokens_per_s_mean", "ept_net_j_per_token_in_out",
+               "dtype", "status", "backend", "ttft_ms_mean", "device")  # fmt: skip
+
+
 def ls_(
     results_dir: Path = typer.Argument(Path("results"), help="results directory"),
-    filter_: list[str] = typer.Option([], "--filter", "-f", help="column=value (also != > < >= <=)"),
-    columns: Optional[str] = typer.Option(None, "--columns", help="comma list of columns"),
+    filter_: list[str] = typer.Option([], "--filter", "-f", help="'column=value' (also != > < >= <=; quote it: > is a shell redirect)"),
+    columns: Optional[str] = typer.Option(
+        None, "--columns", help="comma list of columns: run columns (listed in docs/sweeps.md) or task metrics "
+        "such as hellaswag_acc_norm, hellaswag_acc_norm_stderr"),
+    wide: bool = WIDE,
+    fmt: str = FORMAT,
 ) -> None:
-    """List runs (one row per run × batch size), filtered through the SQLite index."""
+    """List runs (one row per run × batch size), filtered through the SQLite index.
+
+    Run ids and numbers are shown whole; when the terminal is too narrow, the least important columns are left out (named on stderr): --wide shows them all, --format json|csv|md prints the rows as data."""
     try:
-        from rich.markup import escape
-        from rich.table import Table
+        from e3bench.cli.tables import check_format
+        from e3bench.results.index import DEFAULT_COLUMNS, query
 
-        from e3bench.report.tables import cell
-        from e3bench.results.index import query
-
-        rows = query(results_dir, filter_, columns.split(",") if columns else None)
+        check_format(fmt)
+        asked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        rows = query(results_dir, filter_, asked)
         con = console()
-        if not rows:
+        if not rows and fmt == "table":
             con.print("no matching runs")
             return
-        t = Table()
-        for c in rows[0]:
-            t.add_column(c)
-        for r in rows:
-            t.add_row(*(escape(cell(v)) for v in r.values()))  # names are text, not rich markup
-        con.print(t)
+        cols = list(rows[0]) if rows else list(asked or DEFAULT_COLUMNS)
+        order = () if asked else LS_PRIORITY
+        _print(cols, rows, fmt=fmt, wide=wide, drop_order=order,
+               hint="see all with --wide, pick with --columns, or --format csv|json|md")  # fmt: skip
     except E3Error as exc:
         fail(exc)
 
 
 def export(
     results_dir: Path = typer.Argument(..., help="results directory"),
-    out: Path = typer.Option(..., "--out", "-o", help="file ending in .csv or .parquet"),
+    out: Path = typer.Option(..., "--out", "-o", help="file ending in .csv, .parquet, .json or .md"),
 ) -> None:
-    """Export the flat run table (one row per run × batch size) to CSV or Parquet."""
+    """Export the flat run table (one row per run × batch size; workload, speed, energy and one
+    column per task metric with its standard error) to CSV, Parquet, JSON or Markdown."""
     try:
         from e3bench.report.export import export_runs
 

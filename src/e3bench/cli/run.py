@@ -93,7 +93,7 @@ _EXTRA = [
                       default=typer.Option(1, "--repeats", "-r", help="run each configuration N times: N records with the "
                                            "same config_hash and their own run_id (e3bench report aggregates them)")),
     inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                      default=typer.Option(False, "--quiet", "-q", help="no progress lines")),
+                      default=typer.Option(False, "--quiet", "-q", help="no progress (bars or lines) on stderr")),
 ]  # fmt: skip
 
 
@@ -201,22 +201,19 @@ def _varied(cfg: RunConfig, cfgs: list[RunConfig]) -> str:
 
 
 def _run_and_keep(cfg: RunConfig, skipped: str | None, out, *, quiet: bool, left: int):
-    """One run of ``cfg``: measure, save the record, print its summary. A batch size that did not
-    fit is an :class:`E3Error` after the record is saved (``left``: runs of the command after it)."""
+    """One run of ``cfg``: measure (progress on stderr), save the record, print its summary on
+    stdout. A batch size that did not fit is an :class:`E3Error` after the record is saved
+    (``left``: runs of the command after it, not started)."""
     from e3bench.bench.runner import run_one
+    from e3bench.cli.progress import reporter
     from e3bench.report.summary import print_summary
-    from e3bench.sweep.finish import finish_run
+    from e3bench.sweep.finish import failed_batches_error, finish_run
 
     common.doing("run", what=f"{cfg.model} ({cfg.backend}, {cfg.dtype}, {cfg.device}; config {cfg.config_hash()})",
                  results=str(Path(cfg.output_dir) / cfg.sweep))  # fmt: skip
-
-    def progress(msg: str) -> None:
-        common.step(msg)
-        if not quiet:
-            out.print(f"[dim]·[/dim] {escape(msg)}", highlight=False)
-
+    progress = reporter(quiet=quiet)
     if skipped:
-        progress(skipped)
+        progress.note(skipped)
     record = run_one(cfg, progress=progress)
     if skipped:
         record.warnings.append(skipped)
@@ -225,13 +222,11 @@ def _run_and_keep(cfg: RunConfig, skipped: str | None, out, *, quiet: bool, left
     out.print(escape(f"result: {done.path}"), highlight=False)
     for line in done.tracker_lines:
         out.print(escape(f"tracker: {line}"), highlight=False)
-    failed = record.efficiency.failed_batches if record.efficiency else []
-    if failed:
-        kept = [r.batch_size for r in [*record.efficiency.generation, *record.efficiency.forward]]
-        saved = f"batch size(s) {', '.join(map(str, kept))} measured and saved" if kept else "the record saved"
-        rest = f"; the {left} run(s) after it were not started" if left else ""
-        raise E3Error(f"{failed[0].error}; {saved} in {done.path}{rest}",
-                      "use smaller --batch-size values (the KV cache grows with batch × tokens)")  # fmt: skip
+    failed = failed_batches_error(record, done.path)
+    if failed is not None:
+        if left:
+            failed.problem += f"; the {left} run(s) after it were not started"
+        raise failed
     return record
 
 

@@ -1,4 +1,6 @@
-"""``e3bench sweep``: plan → skip completed → execute (claiming each run) → progress lines →
+"""``e3bench sweep``: plan → skip completed → execute (claiming each run) → one result line per
+run on stdout, progress on stderr (:mod:`e3bench.cli.progress`: runs done / total with an ETA
+from the finished runs' durations, and the configuration running now with its current step) →
 summary; exits 1 when a run failed (or one of its batch sizes could not be measured), naming
 each failed configuration and why."""
 
@@ -6,7 +8,7 @@ from __future__ import annotations
 
 from rich.markup import escape  # labels, reasons and pip lines ("e3bench[quant]") are text, not markup
 
-import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +17,12 @@ import typer
 from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
+from e3bench.core.progress import Reporter, Stage, eta_from_durations
 
 #: exit status of a sweep in which at least one run failed (user errors before any run: 2)
 EXIT_RUNS_FAILED = 1
+#: configurations shown as running at once (ray takes every configuration at the start)
+SHOWN_RUNNING = 3
 
 
 def sweep(
@@ -37,8 +42,10 @@ def sweep(
     configuration runs once. Exits 1 when a run failed (each failed configuration is listed).
     """
     try:
+        from e3bench.cli.progress import reporter
+
         failed = run_sweep(sweep_file, executor=executor, output_dir=output_dir, ray_address=ray_address,
-                           dry_run=dry_run, console=console(), timeout_s=timeout_s)  # fmt: skip
+                           dry_run=dry_run, console=console(), timeout_s=timeout_s, progress=reporter())  # fmt: skip
     except E3Error as exc:
         fail(exc)
     if failed:
@@ -56,11 +63,12 @@ def _timeout(cli: float | None, from_file: float | None) -> float | None:
 
 
 def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address: str | None,
-              dry_run: bool, console, timeout_s: float | None = None) -> list[str]:  # fmt: skip
+              dry_run: bool, console, timeout_s: float | None = None, progress: Reporter | None = None) -> list[str]:  # fmt: skip
     """Expand ``path``, print the plan, and run what is not complete yet with ``executor``.
 
     Every config problem and an unknown executor are reported before anything runs (E3Error).
-    Returns one ``"<label>: <reason>"`` line per failed run (empty: none failed).
+    Returns one ``"<label>: <reason>"`` line per failed run (empty: none failed). ``progress``
+    shows the runs (default: silent).
     """
     from e3bench.config.validate import check_output_dir
     from e3bench.core import registry
@@ -97,6 +105,9 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     kwargs = {"address": ray_address} if ray_address else {}
     if timeout is not None:
         kwargs["timeout_s"] = timeout
+    shown = _Shown(progress, labels)
+    if registry.executors.canonical(executor) == "local":
+        kwargs["on_step"] = shown.step  # the running configuration's steps, as it reports them
     ex = make_executor(executor, **kwargs)
     failed: list[str] = []
     held: list[str] = []
@@ -115,18 +126,11 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         common.step(f"{len(todo)} configuration(s) to run, {len(finished)} finished (last: {label})")
         return _line(item, label)
 
-    if sys.stdout.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console) as bar:  # fmt: skip
-            task = bar.add_task(f"sweep {plan.name}", total=len(todo))
-            for item in ex.map(todo):
-                bar.console.print(escape(line(item)), highlight=False, soft_wrap=True)
-                bar.advance(task)
-    else:
-        for i, item in enumerate(ex.map(todo), 1):
-            print(f"[{i}/{len(todo)}] {line(item)}", flush=True)
+    with shown.sweep(f"sweep {plan.name}", len(todo)):
+        for i, item in enumerate(ex.map(_Announced(todo, shown.started)), 1):
+            text = line(item)
+            shown.finished(item)
+            say(f"[{i}/{len(todo)}] {text}")
     ran = len(todo) - len(held)
     say(f"done: {ran - len(failed)} ok, {len(failed)} failed"
         + (f", {len(held)} left to another process" if held else "") + f"; results in {root}")  # fmt: skip
@@ -135,6 +139,79 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         for f in failed:
             say(f"  {f}")
     return failed
+
+
+class _Announced(list):
+    """The configurations to run, as a list; iterating over them (what an executor does when it
+    takes the next one) first tells ``on_start``."""
+
+    def __init__(self, configs, on_start) -> None:
+        super().__init__(configs)
+        self.on_start = on_start
+
+    def __iter__(self):
+        for cfg in super().__iter__():
+            self.on_start(cfg)
+            yield cfg
+
+
+class _Shown:
+    """What a sweep shows while it runs: one stage for the sweep (runs done / total; ETA = the
+    mean time between finished runs × the runs left, counted down from the last one), and one
+    per configuration running now, named by its label, with its current step as its detail."""
+
+    def __init__(self, progress: Reporter | None, labels: dict[str, str]) -> None:
+        self.progress = progress or Reporter()
+        self.labels = labels
+        self.total = 0
+        self.done = 0
+        self.gaps: list[float] = []  # seconds between finished runs (a run's duration, one at a time)
+        self.last = time.monotonic()
+        self.stage: Stage | None = None
+        self.running: dict[str, Stage] = {}
+
+    def sweep(self, label: str, total: int) -> Stage:
+        """The sweep's stage (a context manager)."""
+        self.total = total
+        self.last = time.monotonic()
+        self.stage = self.progress.stage(label, total=total, unit="runs")
+        return self.stage
+
+    def started(self, cfg) -> None:
+        """``cfg`` was handed to the executor: show it as running."""
+        label = self.labels.get(cfg.config_hash(), "?")
+        if len(self.running) >= SHOWN_RUNNING:  # an executor that takes them all at once (ray)
+            self.running[cfg.config_hash()] = Stage(label)
+            return
+        st = self.progress.stage(f"run {label}", unit="steps")
+        mean = sum(self.gaps) / len(self.gaps) if self.gaps else None
+        if mean is not None:
+            st.update(eta_s=mean)
+        self.running[cfg.config_hash()] = st
+        common.step(f"{self.total} configuration(s) to run, {self.done} finished, running {label}")  # for Ctrl-C
+
+    def step(self, text: str) -> None:
+        """The running configuration reported ``text`` (one at a time: the local executor)."""
+        for st in self.running.values():
+            st.update(detail=text)
+
+    def finished(self, item) -> None:
+        """A run's record (or Held) came back: count it and re-estimate the ETA."""
+        st = self.running.pop(_hash(item), None)
+        if st is not None:
+            st.close()
+        from e3bench.sweep.claims import Held
+
+        now = time.monotonic()
+        if isinstance(item, Held):
+            self.total -= 1  # another process runs it: not ours to wait for
+        else:
+            self.gaps.append(now - self.last)
+            self.done += 1
+        self.last = now
+        if self.stage is not None:
+            eta = eta_from_durations(self.gaps, self.total - self.done)
+            self.stage.update(completed=self.done, total=self.total, eta_s=eta)
 
 
 def _hash(item) -> str:

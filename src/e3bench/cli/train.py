@@ -8,7 +8,11 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add ``finetune`` and ``train`` to ``app``."""
-    from e3bench.train.cli import finetune, train
+    from e3bench.cli.progress import reporter
+    from e3bench.train.cli import command, finetune, train
 
-    app.command("finetune")(finetune)
-    app.command("train")(train)
+    def make(quiet: bool):
+        return reporter(quiet=quiet)
+
+    app.command("finetune")(command(finetune, make))
+    app.command("train")(command(train, make))

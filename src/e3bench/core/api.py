@@ -388,7 +388,12 @@ class Task(Protocol):
     def evaluate(self, backend: Backend, *, limit: int | None, seed: int) -> TaskScore:
         """Score the first ``limit`` items (all when None; ``seed`` for any sampling). Raises
         :class:`~e3bench.core.errors.E3Error` when the task cannot run here (no data, an
-        architecture it does not support); the run then records a warning and goes on."""
+        architecture it does not support); the run then records a warning and goes on.
+
+        Optional: an ``evaluate`` that also takes ``progress`` (a
+        :class:`~e3bench.core.progress.Stage`) is given one, and should set its total to the
+        items and advance it as they are scored (the built-in tasks do, through
+        ``evals.tasks.base.in_pieces``); one without it runs unchanged, shown without counts."""
         ...
 
 

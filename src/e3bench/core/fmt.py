@@ -15,9 +15,9 @@ DASH = "–"
 def num(x: Any, spec: str = ".3g", none: str = DASH) -> str:
     """``format(x, spec)``; ``none`` for None or NaN; non-numbers as ``str(x)``.
 
-    ``spec=".3g"`` renders ints whole and floats of 1e4 or more as whole numbers, so counts and
-    large values never turn into scientific notation (``12345`` → ``12345``, ``12345.6`` →
-    ``12346``).
+    ``spec=".3g"`` (3 significant digits) never writes scientific notation, which people misread
+    in tables: ints whole, floats of 1000 or more as whole numbers (``1170.4`` → ``1170``, not
+    ``1.17e+03``; ``12345.6`` → ``12346``), floats below 0.001 in fixed point (``0.0000123``).
     """
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return none
@@ -25,6 +25,9 @@ def num(x: Any, spec: str = ".3g", none: str = DASH) -> str:
         return str(x)
     if spec == ".3g" and isinstance(x, int):
         return str(x)
-    if spec == ".3g" and abs(x) >= 1e4:
-        return f"{x:.0f}"
+    if spec == ".3g" and math.isfinite(x):
+        if abs(float(format(x, spec))) >= 1e3:  # 999.5 rounds to 1e+03 at 3 digits
+            return f"{x:.0f}"
+        if 0 < abs(x) < 1e-3:
+            return f"{x:.{2 - math.floor(math.log10(abs(x)))}f}".rstrip("0")
     return format(x, spec)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 
 #: loggers that warn at import or load time about things the user cannot act on: torchao about
 #: optional kernels built for other GPUs (mxfp8, cutlass sm90a), torch's pytree about enum
@@ -13,8 +14,62 @@ import logging
 _NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
+#: logger → pattern of the import-time lines :func:`capture_import_chatter` keeps out of the output:
+#: torchao's compiled kernels built for other GPUs / torch versions ("Failed to load …so", "Skipping
+#: import of cpp extensions") and torch's pytree deprecation about torchao's enums. transformers
+#: imports torchao whenever it is installed (``transformers.quantizers``), so these lines appeared
+#: in every command that loads a model, ``e3bench train`` included, before any quieting ran.
+_IMPORT_CHATTER = {
+    "torchao": re.compile(r"(Failed to load \S+\.so\b|Skipping import of cpp extensions)"),
+    "torch.utils._pytree": re.compile(r"is an Enum subclass .*register_constant\(\) on Enum subclasses is deprecated", re.S),
+}
+#: where captured lines go instead (``logging.basicConfig(level=logging.DEBUG)`` shows them)
+CAPTURED_LOGGER = "e3bench.captured"
+
+
+class _Capture(logging.Filter):
+    """Drops the known import-time lines of one logger, keeping their text; everything else —
+    other warnings, and every ERROR or worse, even a matching one — passes untouched."""
+
+    def __init__(self, logger: str, pattern: re.Pattern[str]) -> None:
+        super().__init__()
+        self.logger = logger
+        self.pattern = pattern
+        self.lines: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        msg = record.getMessage()
+        if not self.pattern.search(msg):
+            return True
+        self.lines.append(msg)
+        logging.getLogger(CAPTURED_LOGGER).debug("%s: %s", self.logger, msg)
+        return False
+
+
+_captures: dict[str, _Capture] = {}
+
+
+def capture_import_chatter() -> None:
+    """Keep the known import-time lines of :data:`_IMPORT_CHATTER` out of the output (idempotent;
+    called when ``e3bench`` is imported, before any third-party import can print them). They are
+    kept: :func:`captured` returns them, and they are re-logged at DEBUG on ``e3bench.captured``."""
+    for name, pattern in _IMPORT_CHATTER.items():
+        if name not in _captures:
+            _captures[name] = _Capture(name, pattern)
+            logging.getLogger(name).addFilter(_captures[name])
+
+
+def captured(logger: str = "torchao") -> list[str]:
+    """The lines :func:`capture_import_chatter` kept from ``logger`` so far (for error messages)."""
+    cap = _captures.get(logger)
+    return list(cap.lines) if cap else []
+
+
 def quiet_libraries() -> None:
     """Silence transformers' load reports and bars and the noisy loggers above (errors still show)."""
+    capture_import_chatter()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from e3bench.core.api import EnergyMeter, EnergyReading
+from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.timing import clock
 from e3bench.energy import accounting, phases
 from e3bench.energy.accounting import EnergyRun, EnergySummary, IdleBaseline
 from e3bench.energy.meters.bounded import DEFAULT_TIMEOUT_S, BoundedMeter
 
 T = TypeVar("T")
-Progress = Callable[[str], None]
+#: a :class:`~e3bench.core.progress.Reporter` or a plain line callback
+Progress = Reporter | Callable[[str], None]
 CROSS_NOTE = "cross-check meter over the same window"
 
 
@@ -139,12 +141,14 @@ class MeteredWindow:
         Does nothing for ``seconds`` <= 0 or the ``none`` meter."""
         if seconds <= 0 or not self.measures:
             return
-        if progress:
-            progress(f"measuring idle power for {seconds:g} s ({self.name}; {state})")
-        self.sync()
-        self.idle = accounting.measure_idle_baseline(self._bounded, seconds, state=state)  # type: ignore[arg-type]
-        if self._cross_bounded is not None:
-            self.cross_idle = accounting.measure_idle_baseline(self._cross_bounded, seconds, state=state)  # type: ignore[arg-type]
+        n = 2 if self._cross_bounded is not None else 1
+        with as_reporter(progress).stage(f"measuring idle power for {seconds:g} s ({self.name}; {state})",
+                                         unit="s") as st:  # fmt: skip
+            st.update(eta_s=n * seconds)  # a countdown: nothing to count while idle
+            self.sync()
+            self.idle = accounting.measure_idle_baseline(self._bounded, seconds, state=state)  # type: ignore[arg-type]
+            if self._cross_bounded is not None:
+                self.cross_idle = accounting.measure_idle_baseline(self._cross_bounded, seconds, state=state)  # type: ignore[arg-type]
 
     def _meters(self) -> list[BoundedMeter]:
         return [m for m in (self._bounded, self._cross_bounded) if m is not None]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from e3bench.config.run import RunConfig
 from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
+from e3bench.core.progress import Reporter, accepts, as_reporter
 from e3bench.energy.window import Metered, MeteredWindow
 from e3bench.results.schema import TaskResult
 
@@ -145,13 +146,15 @@ def run_tasks(
     cfg: RunConfig,
     *,
     run_id: str,
-    progress: Callable[[str], None] = lambda _msg: None,
+    progress: Reporter | Callable[[str], None] | None = None,
     warnings: list[str] | None = None,
 ) -> list[TaskResult]:
     """Evaluate ``cfg.tasks`` on the loaded ``backend``, each in its own metered window. A task
     that cannot run (no data, wrong architecture) adds a line to ``warnings`` and the others
     still run. ``run_id`` names the samples files (``--log-samples``; the store owns their
-    layout)."""
+    layout). Each task is a stage of ``progress`` (items done of its items; lm-eval: requests),
+    opened before its window and closed after it."""
+    reporter = as_reporter(progress)
     warnings = warnings if warnings is not None else []
     out: list[TaskResult] = []
     seen: dict[str, int] = {}
@@ -160,14 +163,15 @@ def run_tasks(
 
         check_task_names(cfg.tasks, cfg.include_path)  # every name, before the first task runs
         for name in cfg.tasks:
-            progress(f"lm-eval task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else ""))
-            metered = window.run(
-                f"task-lm-eval-{name}",
-                lambda name=name: run_lm_eval(
-                    backend, [name], limit=cfg.limit, num_fewshot=cfg.num_fewshot, include_path=cfg.include_path,
-                    log_samples=cfg.log_samples, random_seed=cfg.seed,
-                ),
-            )  # fmt: skip
+            label = f"lm-eval task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else "")
+            with reporter.stage(label, unit="requests") as st:
+                metered = window.run(
+                    f"task-lm-eval-{name}",
+                    lambda name=name, st=st: run_lm_eval(
+                        backend, [name], limit=cfg.limit, num_fewshot=cfg.num_fewshot, include_path=cfg.include_path,
+                        log_samples=cfg.log_samples, random_seed=cfg.seed, progress=st,
+                    ),
+                )  # fmt: skip
             out += _lm_eval_results(window, cfg, run_id, name, metered, seen)
         return out
 
@@ -176,11 +180,13 @@ def run_tasks(
     for spec in cfg.tasks:
         name, options = parse_task_spec(spec)
         task = get_task(name, **options)
-        progress(f"task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else ""))
+        label = f"task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else "")
         try:
-            metered = window.run(
-                f"task-{name}", lambda task=task: task.evaluate(backend, limit=cfg.limit, seed=cfg.seed)
-            )
+            with reporter.stage(label, unit="items") as st:
+                shown = {"progress": st} if accepts(task.evaluate, "progress") else {}  # a plugin may not take it
+                metered = window.run(
+                    f"task-{name}", lambda task=task, shown=shown: task.evaluate(backend, limit=cfg.limit, seed=cfg.seed, **shown)
+                )
         except E3Error as exc:
             # one task that cannot run (no data, encoder-only model) must not lose the others
             warnings.append(f"task {name} skipped: {exc.one_line()}")

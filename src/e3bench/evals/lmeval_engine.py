@@ -33,6 +33,7 @@ from typing import Any
 
 from e3bench.core.api import Backend, GenParams, TaskScore
 from e3bench.core.errors import E3Error, require
+from e3bench.core.progress import Stage
 
 
 def _lm_eval():
@@ -132,11 +133,20 @@ def _inside_a_window(closed_form_stderr: bool) -> Iterator[bool]:
             setattr(module, name, value)
 
 
-def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
+def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256, progress: Stage | None = None):
     """An ``lm_eval.api.model.LM`` instance wrapping ``backend``; its ``truncated`` counts the
-    generation contexts cut to fit the context, per lm-eval task name."""
+    generation contexts cut to fit the context, per lm-eval task name. ``progress`` counts the
+    requests lm-eval hands over (its total grows with each call) as they are answered."""
     _lm_eval()
     from lm_eval.api.model import LM
+
+    from e3bench.evals.tasks.base import in_pieces
+
+    stage = progress or Stage("")
+
+    def more(n: int) -> Stage:
+        stage.update(total=(stage.total or 0) + n)
+        return stage
 
     class E3BenchLM(LM):
         """lm-eval model backed by an e3bench Backend."""
@@ -151,14 +161,15 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
         # ---- log-likelihood
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             pairs = [tuple(r.args) for r in requests]
-            out = self.backend.loglikelihood(pairs)
+            out = in_pieces(self.backend, [[p] for p in pairs], self.backend.loglikelihood, more(len(pairs)))
             res = [(float(o.logprob), bool(o.is_greedy)) for o in out]
             for (ctx, cont), r in zip(pairs, res, strict=True):
                 self.cache_hook.add_partial("loglikelihood", (ctx, cont), r)
             return res
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-            out = self.backend.loglikelihood_rolling([r.args[0] for r in requests])
+            texts = [[r.args[0]] for r in requests]
+            out = in_pieces(self.backend, texts, self.backend.loglikelihood_rolling, more(len(texts)))
             return [float(o.logprob) for o in out]
 
         # ---- generation
@@ -166,6 +177,7 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
             from e3bench.evals.tasks.generative import cut_at_stop
 
             results: list[str] = []
+            more(len(requests))
             for r in requests:
                 context, gen_kwargs = r.args
                 kwargs = dict(gen_kwargs or {})
@@ -193,6 +205,7 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256):
                 text = cut_at_stop(gen.text, until)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
                 results.append(text)
+                stage.advance()
             return results
 
     return E3BenchLM()
@@ -209,6 +222,7 @@ def run_lm_eval(
     random_seed: int = 0,
     bootstrap_iters: int = 0,
     batch_size: int = 1,
+    progress: Stage | None = None,
     **simple_evaluate_kwargs: Any,
 ) -> dict[str, Any]:
     """Run lm-eval's ``simple_evaluate`` on ``tasks`` with ``backend``; returns lm-eval's results
@@ -218,11 +232,12 @@ def run_lm_eval(
     ``include_path``: a folder of extra task YAMLs (e.g. local-data tasks with ``dataset_path:
     json``). ``bootstrap_iters`` 0: standard errors from lm-eval's closed forms only (metrics
     that need a bootstrap get none); > 0: lm-eval's own bootstrap with that many draws.
+    ``progress`` counts the requests as the backend answers them.
     Raises E3Error for task names lm-eval does not know.
     """
     lm_eval = _lm_eval()
     check_task_names(tasks, include_path)
-    lm = make_lm(backend, batch_size=batch_size)
+    lm = make_lm(backend, batch_size=batch_size, progress=progress)
     with _inside_a_window(closed_form_stderr=bootstrap_iters <= 0) as patched:
         out = lm_eval.simple_evaluate(
             model=lm,

@@ -2,42 +2,27 @@
 one self-contained HTML page. Reads stored records only (a read-only results folder works with
 ``-o`` elsewhere); can be rebuilt at any time.
 
-Speed and energy figures of a configuration come from the smallest batch size it measured; every
-column, title and sentence says which (``min_batch_size``, ``*_at_min_batch``, "batch 4"), never
-"batch 1" unless batch 1 was measured. Files are written atomically with the user's umask mode;
-a place that cannot be written is one :class:`E3Error` line.
+What is compared with what: :mod:`e3bench.report.sections` (per workload, per batch size, every
+figure with its 95 % CI); variants against their reference: :mod:`e3bench.report.variants`.
+Files are written atomically with the user's umask mode; a place that cannot be written is one
+:class:`E3Error` line.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import atomic_write_text, write_errors
-from e3bench.report import plots
-from e3bench.report.compare import (
-    MLPERF_QUALITY_TARGET,
-    ConfigSummary,
-    VariantComparison,
-    batch_label,
-    compare_to_reference,
-    pareto_front,
-    summarize_configs,
-)
-from e3bench.report.tables import cell, latex_table, md_cell, to_csv
+from e3bench.report import html, plots, sections
+from e3bench.report.compare import ConfigSummary, summarize_configs
+from e3bench.report.tables import latex_table, md_cell, to_csv
 from e3bench.report.training import FINETUNE_COLUMNS, SUITE_COLUMNS, Training, load_training
+from e3bench.report.variants import MLPERF_QUALITY_TARGET, VariantComparison, compare_to_reference
 from e3bench.results import store
 from e3bench.results.flatten import RUN_COLUMNS, TASK_COLUMNS, rows_of
-
-#: Columns of ``pivot.csv`` and the configuration tables: ``*_at_min_batch`` figures are at the
-#: configuration's smallest measured batch, ``min_batch_size``.
-PIVOT_COLUMNS = ("configuration", "min_batch_size", "decode_tokens_per_s_at_min_batch", "ttft_ms_at_min_batch",
-                 "tpot_ms_at_min_batch", "peak_rss_mib", "ept_total_j_per_token_at_min_batch", "accuracy",
-                 "energy_method")  # fmt: skip
 
 
 @dataclass
@@ -51,85 +36,48 @@ class Report:
     warnings: list[str]
 
 
-def _pivot_rows(configs: list[ConfigSummary]) -> list[dict]:
-    return [
-        {"configuration": c.label, **{k: getattr(c, k) for k in PIVOT_COLUMNS[1:]}}
-        for c in configs
-    ]
-
-
 def _md_table(rows: list[dict], columns) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(md_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(md_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
-#: Columns of ``quantization.csv`` and the comparison tables.
-CMP_COLUMNS = ("variant", "reference", "quality_retained_pct", "batch_size", "speedup_x", "energy_saved_pct",
-               "mlperf_99pct")  # fmt: skip
+#: Most rows a table of the Markdown summary or the HTML page shows; the CSV files hold them all.
+MAX_ROWS = 100
 
 
-def _cmp_rows(comps: list[VariantComparison]) -> list[dict]:
-    return [
-        {"variant": c.variant, "reference": c.reference, "quality_retained_pct": c.quality_retained_pct,
-         "batch_size": c.batch_size, "speedup_x": c.speedup, "energy_saved_pct": c.energy_saved_pct,
-         "mlperf_99pct": {True: "PASS", False: "FAIL", None: "no tasks"}[c.quality_ok]}  # fmt: skip
-        for c in comps
-    ]
+def _capped(tables: list[sections.Table]) -> list[sections.Table]:
+    """Each table cut to :data:`MAX_ROWS` rows, its heading saying so and where the rest is."""
+    return [(f"{h} (first {MAX_ROWS} of {len(rows)} rows: all in the CSV files)", rows[:MAX_ROWS], cols)
+            if len(rows) > MAX_ROWS else (h, rows, cols) for h, rows, cols in tables]  # fmt: skip
+
+
+def _training_tables(training: Training | None) -> list[sections.Table]:
+    if not training:
+        return []
+    return [("Fine-tuning (e3bench finetune)", training.finetune_rows, FINETUNE_COLUMNS),
+            ("Training-efficiency suites (e3bench train)", training.suite_rows, SUITE_COLUMNS)]  # fmt: skip
 
 
 def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None) -> str:
-    what = f"{len(configs)} configuration(s)"
+    runs = sum(c.runs for c in configs)
+    what = f"{len(configs)} configuration(s) ({runs} run(s))"
     if training:
         what += (f", {len(training.finetune_rows)} fine-tuning run(s), "
                  f"{len({r['suite'] for r in training.suite_rows})} training suite(s)")  # fmt: skip
     out = [f"# e3bench report\n\n_generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {what}_\n"]
-    if configs:
-        fastest = max((c for c in configs if c.decode_tokens_per_s_at_min_batch),
-                      key=lambda c: c.decode_tokens_per_s_at_min_batch, default=None)  # fmt: skip
-        frugal = min((c for c in configs if c.ept_total_j_per_token_at_min_batch),
-                     key=lambda c: c.ept_total_j_per_token_at_min_batch, default=None)  # fmt: skip
-        best = max((c for c in configs if c.accuracy is not None), key=lambda c: c.accuracy, default=None)
-        out.append("## Executive summary\n")
-        bl = batch_label(configs)
-        mixed = len({c.min_batch_size for c in configs}) > 1  # then each figure names its batch
-
-        def at(c: ConfigSummary) -> str:
-            return f" at batch {c.min_batch_size}" if mixed else ""
-
-        if fastest:
-            out.append(f"- **Fastest decode ({bl}):** {md_cell(fastest.label)} — "
-                       f"{fastest.decode_tokens_per_s_at_min_batch:.1f} tokens/s{at(fastest)}")  # fmt: skip
-        if frugal:
-            out.append(f"- **Least energy per token ({bl}):** {md_cell(frugal.label)} — "
-                       f"{frugal.ept_total_j_per_token_at_min_batch:.4g} J/token{at(frugal)} "
-                       f"({frugal.energy_method})")  # fmt: skip
-        if best:
-            out.append(f"- **Most accurate:** {md_cell(best.label)} — mean primary metric {best.accuracy:.3f}")
-        pts = [(c.label, c.ept_total_j_per_token_at_min_batch, c.accuracy) for c in configs
-               if c.ept_total_j_per_token_at_min_batch is not None and c.accuracy is not None]  # fmt: skip
-        if pts:
-            out.append(f"- **Pareto-optimal (accuracy vs J/token, {bl}):** "
-                       f"{', '.join(md_cell(x) for x in pareto_front(pts))}")  # fmt: skip
-        for c in comps:
-            if c.quality_ok is False:
-                out.append(f"- **Quality warning:** {md_cell(c.variant)} keeps {c.quality_retained_pct:.1f}% of "
-                           f"{md_cell(c.reference)}'s score (< {100 * MLPERF_QUALITY_TARGET:.0f}%)")  # fmt: skip
-        out.append("")
-        out.append("## Configurations\n")
-        out.append(_md_table(_pivot_rows(configs), PIVOT_COLUMNS))
-    if comps:
-        out.append("\n## Quantized / reduced precision vs full-precision reference\n")
-        out.append(f"MLPerf rule of thumb: a variant should keep ≥ {100 * MLPERF_QUALITY_TARGET:.0f}% of the "
-                   "reference score on every task.\n")  # fmt: skip
-        out.append("Speed-up and energy saved compare the two at `batch_size`, the smallest batch both measured.\n")
-        out.append(_md_table(_cmp_rows(comps), CMP_COLUMNS))
-    if training and training.finetune_rows:
-        out.append("\n## Fine-tuning (e3bench finetune)\n")
-        out.append(_md_table(training.finetune_rows, FINETUNE_COLUMNS))
-    if training and training.suite_rows:
-        out.append("\n## Training-efficiency suites (e3bench train)\n")
-        out.append(_md_table(training.suite_rows, SUITE_COLUMNS))
+    lines = sections.executive_lines(configs, comps)
+    if lines:
+        out += ["## Executive summary\n", *lines, ""]
+        out.append("Figures are means with their 95 % confidence interval in brackets: across runs when a "
+                   "configuration was run several times, else across the measured iterations of its one run "
+                   "(throughput and energy per token are one figure per run: no interval from one run). "
+                   "Configurations are compared only within one workload and at the same batch size. "
+                   f"A variant keeps quality when the whole CI of its retained score is ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %; "
+                   "INCONCLUSIVE when the CI spans it.\n")  # fmt: skip
+    for heading, rows, columns in _capped(sections.tables(configs, comps) + _training_tables(training)):
+        if rows:
+            out += [f"\n## {md_cell(heading)}\n", _md_table(rows, columns)]
     if failed:
         out.append("\n## Failed runs\n")
         out += [f"- {r['run_id']} ({md_cell(r['model'])} {r['backend']} {r['dtype']}): {md_cell(r['error'])}"
@@ -145,68 +93,8 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
     return "\n".join(out) + "\n"
 
 
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5rem 0}
-.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
-code{background:#f6f8fa;padding:0 .2rem}"""
-
-
-def _html_table(rows: list[dict], columns) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = cell(r.get(c))
-            cls = ' class="pass"' if v == "PASS" else ' class="fail"' if v == "FAIL" else ""
-            cells.append(f"<td{cls}>{html.escape(v)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path], training: Training | None = None) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>e3bench report</title><style>{_CSS}</style>"
-             "</head><body><h1>e3bench report</h1>"]  # fmt: skip
-    exec_lines = [ln[2:] for ln in summary_md.splitlines() if ln.startswith("- **")]
-    if exec_lines:
-        import re
-
-        bold = re.compile(r"[*][*](.+?)[*][*]")
-        items = "".join("<li>" + bold.sub(r"<b>\1</b>", html.escape(x.replace("\\|", "|"))) + "</li>"
-                        for x in exec_lines)  # fmt: skip
-        parts.append(f"<h2>Executive summary</h2><ul>{items}</ul>")
-    if "pareto_accuracy_vs_energy" in figures:
-        parts.append("<h2>Pareto front</h2><div class='grid'>")
-        for key in ("pareto_accuracy_vs_energy", "pareto_accuracy_vs_latency"):
-            if key in figures:
-                data = base64.b64encode(figures[key].read_bytes()).decode()
-                parts.append(f"<img alt='{key}' src='data:image/png;base64,{data}'>")
-        parts.append("</div>")
-    if configs:
-        parts.append("<h2>Configurations</h2>" + _html_table(_pivot_rows(configs), PIVOT_COLUMNS))
-    if comps:
-        parts.append("<h2>Reduced precision vs reference</h2>"
-                     + _html_table(_cmp_rows(comps), CMP_COLUMNS))
-    if training and training.finetune_rows:
-        parts.append("<h2>Fine-tuning (e3bench finetune)</h2>" + _html_table(training.finetune_rows, FINETUNE_COLUMNS))
-    if training and training.suite_rows:
-        parts.append("<h2>Training-efficiency suites (e3bench train)</h2>"
-                     + _html_table(training.suite_rows, SUITE_COLUMNS))  # fmt: skip
-    parts.append("<h2>Figures</h2><div class='grid'>")
-    for name, p in figures.items():
-        if name.startswith("pareto"):
-            continue
-        data = base64.b64encode(p.read_bytes()).decode()
-        parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
-    parts.append("</div>")
-    if failed:
-        parts.append("<h2>Failed runs</h2><ul>" + "".join(
-            f"<li>{html.escape(str(r['run_id']))}: {html.escape(str(r['error']))}</li>" for r in failed) + "</ul>")  # fmt: skip
-    parts.append("<p><small>Energy figures say how they were obtained (measured: sensor; estimated: model). "
-                 "Everything here is rebuilt from the JSON records by <code>e3bench report</code>.</small></p>")  # fmt: skip
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return html.page(summary_md, _capped(sections.tables(configs, comps) + _training_tables(training)), figures, failed)
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
@@ -221,12 +109,11 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
     results_dir = store.check_root(results_dir)
     found = store.scan(results_dir)  # one read of the JSON files: run records and training records
     runs, tasks = rows_of(found.records)
-    records = [rec for _, rec in found.records]
     warnings = [f"skipped {p}" for p in found.problems]
     training = load_training(found.others)
     if not runs and not training:
         raise store.no_results_error(results_dir, found.problems + training.problems)
-    configs = summarize_configs(records)
+    configs = summarize_configs(found.records)
     if not configs and not training:
         raise E3Error(f"no successful runs under {results_dir} to report on",
                       "see the failed records (e3bench ls DIR --filter status=failed)")  # fmt: skip
@@ -257,10 +144,11 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
     if configs:
         write("runs.csv", to_csv(runs, RUN_COLUMNS))
         write("tasks.csv", to_csv(tasks, TASK_COLUMNS))
-        write("pivot.csv", to_csv(_pivot_rows(configs), PIVOT_COLUMNS))
-        write("table.tex", latex_table(_pivot_rows(configs), PIVOT_COLUMNS, "e3bench: speed, energy and accuracy"))
+        write("pivot.csv", to_csv(sections.csv_rows(configs), sections.CSV_COLUMNS))
+        write("table.tex", "\n".join(latex_table(rows, cols, heading)
+                                      for heading, rows, cols in sections.tables(configs, comps) if rows))
     if comps:
-        write("quantization.csv", to_csv(_cmp_rows(comps), CMP_COLUMNS))
+        write("quantization.csv", to_csv(sections.cmp_csv_rows(comps), sections.CMP_CSV_COLUMNS))
     pd = out / "plots"
     figures = {} if not configs else {
         name: p

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ def cell(v: Any) -> str:
     """A table cell: ``num(v)`` with :data:`MISSING` for None/NaN (3 significant digits for
     floats below 1e4, whole numbers above; ints and strings as they are)."""
     return num(v, none=MISSING)
+
+
+def ci_cell(iv: Any, scale: float = 1.0) -> str:
+    """An :class:`e3bench.report.stats.Interval` as a cell: ``"52.1 [50.3, 53.9]"`` (estimate and
+    95 % CI, times ``scale``, e.g. 100 for percent); the estimate alone when the interval is
+    unknown; :data:`MISSING` for None."""
+    if iv is None or iv.estimate is None or (isinstance(iv.estimate, float) and math.isnan(iv.estimate)):
+        return MISSING
+    if not iv.known:
+        return num(iv.estimate * scale)
+    return f"{num(iv.estimate * scale)} [{num(iv.low * scale)}, {num(iv.high * scale)}]"
 
 
 #: First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) read a cell as a

@@ -31,15 +31,15 @@ from typing import Any
 
 from e3bench.core.errors import E3Error, unknown_name
 from e3bench.results import store
-from e3bench.results.flatten import RUN_COLUMNS, TASK_COLUMNS, run_rows, task_rows
+from e3bench.results.flatten import RENAMED, RUN_COLUMNS, TASK_COLUMNS, metric_columns, run_rows, task_rows
 from e3bench.results.schema import SCHEMA_VERSION
 
 INDEX_NAME = ".e3bench-index.sqlite"
 #: Columns ``e3bench ls`` shows when none are asked for.
 DEFAULT_COLUMNS = ("run_id", "model", "backend", "dtype", "device", "batch_size", "status",
-                   "decode_tokens_per_s_mean", "ttft_ms_mean", "ept_total_j_per_token")  # fmt: skip
+                   "decode_tokens_per_s_mean", "ttft_ms_mean", "ept_net_j_per_token_in_out")  # fmt: skip
 #: Changes whenever the tables would: an index with another format is rebuilt from scratch.
-_FORMAT = hashlib.sha256(repr((3, SCHEMA_VERSION, RUN_COLUMNS, TASK_COLUMNS)).encode()).hexdigest()[:16]
+_FORMAT = hashlib.sha256(repr((4, SCHEMA_VERSION, RUN_COLUMNS, TASK_COLUMNS)).encode()).hexdigest()[:16]
 
 
 def _tables_ok(con: sqlite3.Connection) -> bool:
@@ -63,8 +63,8 @@ def _create(con: sqlite3.Connection) -> None:
         con.execute(f"DROP TABLE IF EXISTS {t}")
     con.execute("CREATE TABLE files (path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, ino INTEGER, "
                 "problem TEXT)")  # fmt: skip
-    con.execute(f"CREATE TABLE runs (path TEXT, seq INTEGER, {', '.join(RUN_COLUMNS)})")
-    con.execute(f"CREATE TABLE tasks (path TEXT, seq INTEGER, {', '.join(TASK_COLUMNS)})")
+    con.execute(f"CREATE TABLE runs (path TEXT, seq INTEGER, {_names(RUN_COLUMNS)})")
+    con.execute(f"CREATE TABLE tasks (path TEXT, seq INTEGER, {_names(TASK_COLUMNS)})")
     con.execute("CREATE INDEX runs_path ON runs (path)")
     con.execute("CREATE INDEX tasks_path ON tasks (path)")
     con.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (_FORMAT,))
@@ -205,7 +205,7 @@ def load_rows(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], l
     con = _open(root)
     try:
         def rows(table: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
-            got = con.execute(f"SELECT path, seq, {', '.join(columns)} FROM {table}").fetchall()
+            got = con.execute(f"SELECT path, seq, {_names(columns)} FROM {table}").fetchall()
             got.sort(key=lambda r: (Path(r["path"]), r["seq"]))
             return [{c: r[c] for c in columns} for r in got]
 
@@ -228,26 +228,49 @@ def query(root: Path, filters: list[str], columns: list[str] | None = None) -> l
 
     ``filters``: ``column<op>value`` with op one of ``= != > < >= <=``; values that parse as int or
     float compare as numbers. ``columns``: which columns each row dict holds (default
-    ``DEFAULT_COLUMNS``). Raises :class:`E3Error` for an unknown column (with a did-you-mean), a
-    filter without operator, a missing ``root`` or one without run records.
+    ``DEFAULT_COLUMNS``). Columns and filters take ``RUN_COLUMNS`` and the task-metric columns
+    of the records found (``hellaswag_acc_norm``, ``hellaswag_acc_norm_stderr``: see
+    :func:`e3bench.results.flatten.metric_column`). Raises :class:`E3Error` for an unknown
+    column (with a did-you-mean, or the new name of a renamed one), a filter without operator,
+    a missing ``root`` or one without run records.
     """
     cols = list(columns or DEFAULT_COLUMNS)
-    for c in cols:
-        if c not in RUN_COLUMNS:
-            raise _unknown_column(c)
-    where, params = [], []
-    for f in filters:
-        k, op, v = _parse_filter(f)
-        if k not in RUN_COLUMNS:
-            raise _unknown_column(k)
-        where.append(f"{k} {op} ?")
-        params.append(_num(v))
-    sql = f"SELECT {', '.join(cols)} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+    parsed = [_parse_filter(f) for f in filters]
     con = _open(root)
     try:
-        return [dict(r) for r in con.execute(sql + " ORDER BY created_utc, batch_size, path, seq", params)]
+        metrics = metric_columns(dict(r) for r in con.execute("SELECT DISTINCT task, metric FROM tasks ORDER BY task, metric"))
+
+        def expr(c: str, params: list[Any]) -> str:
+            if c in RUN_COLUMNS:
+                return f"runs.{_name(c)}"
+            if c not in metrics:
+                raise _unknown_column(c, metrics)
+            task, metric, field = metrics[c]
+            params += [task, metric]
+            return (f"(SELECT t.{field} FROM tasks t WHERE t.path = runs.path AND t.task = ? AND t.metric = ? "
+                    "ORDER BY t.seq LIMIT 1)")  # fmt: skip
+
+        params: list[Any] = []
+        select = ", ".join(f"{expr(c, params)} AS {_name(c)}" for c in cols)
+        where = []
+        for k, op, v in parsed:
+            where.append(f"{expr(k, params)} {op} ?")
+            params.append(_num(v))
+        sql = f"SELECT {select} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        order = " ORDER BY runs.created_utc, runs.batch_size, runs.path, runs.seq"
+        return [dict(r) for r in con.execute(sql + order, params)]
     finally:
         con.close()
+
+
+def _name(column: str) -> str:
+    """``column`` as an SQL identifier (quoted: ``limit`` is an SQL word; names are checked
+    against the known columns before they get here)."""
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _names(columns: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(_name(c) for c in columns)
 
 
 def _num(v: str) -> Any:
@@ -259,5 +282,14 @@ def _num(v: str) -> Any:
     return v
 
 
-def _unknown_column(name: str) -> E3Error:
-    return unknown_name("column", name, RUN_COLUMNS, fix=f"columns: {', '.join(RUN_COLUMNS)}")
+def _unknown_column(name: str, metrics: dict[str, Any] | None = None) -> E3Error:
+    """The error for a column that is neither a run column nor a task metric found here; a
+    column of an earlier version gets the line naming what replaced it."""
+    if name in RENAMED:
+        new = RENAMED[name]
+        return E3Error(f"column '{name}' was renamed to '{new[0]}' (or '{new[1]}'): each energy column now says "
+                       "whether it is net of the idle baseline or gross, and which tokens it counts",
+                       f"use --columns/--filter {new[0]}")  # fmt: skip
+    known = [*RUN_COLUMNS, *(metrics or {})]
+    extra = f"; task metrics here: {', '.join(metrics)}" if metrics else ""
+    return unknown_name("column", name, known, fix=f"columns: {', '.join(RUN_COLUMNS)}{extra}")

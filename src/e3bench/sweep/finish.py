@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e3bench.config.run import RunConfig
+from e3bench.core.errors import E3Error
 from e3bench.results import store
 from e3bench.results.schema import ResultRecord
 
@@ -48,3 +49,26 @@ def finish_run(record: ResultRecord, cfg: RunConfig, *, resumable: bool, tracker
 
         lines = tr.log(record, cfg.trackers, project=tr.PROJECT, group=cfg.sweep, output_dir=cfg.output_dir)
     return Finished(path, lines)
+
+
+class FailedBatches(E3Error):
+    """Some batch sizes ran out of memory; the record of the ones measured before is saved
+    (``record``, at ``path``). Raised by ``e3bench.run``; ``e3bench run`` prints it and exits 2."""
+
+    def __init__(self, problem: str, fix: str, *, record: ResultRecord, path: Path) -> None:
+        super().__init__(problem, fix)
+        self.record = record
+        self.path = path
+
+
+def failed_batches_error(record: ResultRecord, path: Path) -> FailedBatches | None:
+    """The error of a saved record with ``efficiency.failed_batches`` (None when none failed):
+    the first failure's reason, which batch sizes were kept, and where."""
+    failed = record.efficiency.failed_batches if record.efficiency else []
+    if not failed:
+        return None
+    kept = [r.batch_size for r in [*record.efficiency.generation, *record.efficiency.forward]]
+    saved = f"batch size(s) {', '.join(map(str, kept))} measured and saved" if kept else "the record saved"
+    return FailedBatches(f"{failed[0].error}; {saved} in {path}",
+                         "use smaller --batch-size values (the KV cache grows with batch × tokens)",
+                         record=record, path=path)  # fmt: skip

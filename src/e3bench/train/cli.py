@@ -7,11 +7,16 @@ standalone with the same error handling.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from e3bench.core.fmt import num
+from e3bench.core.progress import Reporter
 
 
 def _check_output(output_dir: str, sub: str) -> None:
@@ -24,12 +29,31 @@ def _check_output(output_dir: str, sub: str) -> None:
         raise err
 
 
-def _progress(quiet: bool):
+def _progress(quiet: bool, reporter: Reporter | None):
+    """``reporter`` (the CLI's), else plain ``· message`` lines on stderr (standalone use)."""
+    if reporter is not None:
+        return reporter
+
     def progress(msg: str) -> None:
         if not quiet:
             typer.echo(f"· {msg}", err=True)
 
     return progress
+
+
+def command(fn: Callable[..., None], make_reporter: Callable[[bool], Reporter] | None) -> Callable[..., None]:
+    """``fn`` (:func:`finetune` or :func:`train`) as a typer command that passes it
+    ``reporter=make_reporter(quiet)``: the CLI's progress display, which this layer cannot
+    import (None: plain lines)."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def cmd(**kwargs: Any) -> None:
+        made = make_reporter(bool(kwargs.get("quiet"))) if make_reporter else None
+        fn(**kwargs, reporter=made)
+
+    cmd.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "reporter"])  # type: ignore[attr-defined]
+    return cmd
 
 
 def finetune(
@@ -70,6 +94,7 @@ def finetune(
         False, "--trust-remote-code", help="let the model folder's own Python code run (off: such models are refused)"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    reporter: Reporter | None = None,
 ) -> None:
     """Fine-tune (LoRA or full) on a classification task; report speed, memory, energy and
     time/energy to a target accuracy."""
@@ -95,7 +120,7 @@ def finetune(
         err = exc.errors()[0]
         raise E3Error(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", "fix the option value") from None
     _check_output(output_dir, "finetune")
-    record, path = run_finetune(cfg, resume=resume, progress=_progress(quiet))
+    record, path = run_finetune(cfg, resume=resume, progress=_progress(quiet, reporter))
     typer.echo(format_finetune(record))
     typer.echo(f"result: {path}")
 
@@ -116,6 +141,7 @@ def train(
     output_dir: str = typer.Option("results", "--output-dir", "-o"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip loss_curves.png"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    reporter: Reporter | None = None,
 ) -> None:
     """Training-efficiency suite: train a small decoder from scratch under each named
     configuration and compare them with the baseline (REPORT.md, loss_curves.png, suite.json)."""
@@ -125,7 +151,7 @@ def train(
     record, out = run_suite(
         [*suite, *(configs or [])], output_dir=output_dir, sets=set_, text=text, max_steps=max_steps,
         device=device, meter=meter, idle_seconds=idle_seconds, cpu_tdp_w=cpu_tdp_w, region=region,
-        threads=threads, baseline=baseline, plot=not no_plot, progress=_progress(quiet),
+        threads=threads, baseline=baseline, plot=not no_plot, progress=_progress(quiet, reporter),
     )  # fmt: skip
     typer.echo(format_suite(record))
     typer.echo(f"report: {out / 'REPORT.md'}")
@@ -191,8 +217,8 @@ def main() -> None:  # pragma: no cover - thin wrapper
     from e3bench.core.errors import E3Error
 
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-    app.command()(finetune)
-    app.command()(train)
+    app.command("finetune")(command(finetune, None))
+    app.command("train")(command(train, None))
     try:
         app()
     except E3Error as exc:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from e3bench.core.api import Backend, LogLik, TaskScore
 from e3bench.core.errors import E3Error
+from e3bench.core.progress import Stage, chunks
 from e3bench.evals.data import resolve_local_file
 
 
@@ -81,14 +83,48 @@ def argmax(xs: Sequence[float]) -> int:
     return best
 
 
-def score_multiple_choice(backend: Backend, items: Sequence[MCItem]) -> list[dict]:
-    """Log-likelihood of every choice of every item (one backend call); per-item results with
+#: a task hands its requests to the backend in at most this many pieces (each a progress step)
+MAX_PIECES = 50
+#: ... each piece at least this many of the backend's batches (1 on CPU, 16 on accelerators)
+PIECE_BATCHES = 8
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+def in_pieces(backend: Backend, per_item: Sequence[Sequence[Req]], call: Callable[[list[Req]], list[Res]],
+              progress: Stage | None = None) -> list[Res]:  # fmt: skip
+    """``call`` (a backend method) on every item's requests, in order, in pieces of whole items,
+    ``progress`` advancing by the items of each piece (its total, when unset, set to the items). A piece holds
+    at least :data:`PIECE_BATCHES` of the backend's batches (so its batches stay full) and there
+    are at most :data:`MAX_PIECES` (so a context cached across items, e.g. MMLU's few-shot stem,
+    is recomputed at most that often); the split depends on the sizes only, never on time."""
+    from e3bench.backends.base import default_batch_size
+
+    progress = progress or Stage("")
+    if progress.total is None:
+        progress.update(total=len(per_item))
+    sizes = [len(r) for r in per_item]
+    least = max(PIECE_BATCHES * default_batch_size(getattr(backend, "device", "cpu")), math.ceil(sum(sizes) / MAX_PIECES))
+    out: list[Res] = []
+    for start, stop in chunks(sizes, least):
+        reqs = [r for item in per_item[start:stop] for r in item]
+        got = call(reqs) if reqs else []
+        if len(got) != len(reqs):
+            raise RuntimeError(f"backend returned {len(got)} results for {len(reqs)} requests")
+        out.extend(got)
+        progress.advance(stop - start)
+    return out
+
+
+def score_multiple_choice(backend: Backend, items: Sequence[MCItem], progress: Stage | None = None) -> list[dict]:
+    """Log-likelihood of every choice of every item (:func:`in_pieces`); per-item results with
     ``acc`` (argmax of log-likelihood) and ``acc_norm`` (argmax of log-likelihood per character
     of the choice text, lm-eval's definition)."""
     reqs: list[tuple[str, str]] = []
     for it in items:
         reqs.extend(it.requests())
-    lls: list[LogLik] = backend.loglikelihood(reqs)
+    lls: list[LogLik] = in_pieces(backend, [it.requests() for it in items], backend.loglikelihood, progress)
     if len(lls) != len(reqs):
         raise RuntimeError(f"backend returned {len(lls)} log-likelihoods for {len(reqs)} requests")
     out: list[dict] = []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from e3bench.core.api import Backend, GenParams, TaskScore
+from e3bench.core.progress import Stage
 from e3bench.evals.data import (
     apply_limit,
     file_sha256,
@@ -42,6 +43,7 @@ def generate_texts(
     max_new_tokens: int,
     stop: Sequence[str],
     batch_size: int | None = None,
+    progress: Stage | None = None,
 ) -> tuple[list[str], list[bool]]:
     """Greedy continuations of ``prompts``, cut at ``stop``, and which prompts were truncated.
 
@@ -50,7 +52,8 @@ def generate_texts(
     left-truncated so ``max_new_tokens`` fit the context). ``batch_size=None`` picks
     :func:`e3bench.backends.base.default_batch_size` for the backend's device (1 on CPU, where
     padding only costs; 16 on accelerators). Batches are formed from length-sorted prompts so
-    little padding is generated, and results come back in input order.
+    little padding is generated, and results come back in input order. ``progress`` advances
+    by the prompts of each batch.
     """
     from e3bench.backends.base import default_batch_size
 
@@ -70,11 +73,15 @@ def generate_texts(
     if batch_size > 1:
         order.sort(key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
+    if progress is not None:
+        progress.update(total=len(prompts))
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
         gens = backend.generate([encoded[j] for j in idx], params)
         for j, g in zip(idx, gens, strict=True):
             out[j] = cut_at_stop(g.text, stop)
+        if progress is not None:
+            progress.advance(len(idx))
     return out, [cut for _, cut in contexts]
 
 
@@ -166,7 +173,8 @@ class GSM8K:
         self.data_dir = data_dir
         self.sample = sample
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         check_backend(backend, self.name, self.requires)
         rows = load_dataset_rows("gsm8k", "test", data_dir_=self.data_dir)
@@ -177,7 +185,8 @@ class GSM8K:
             shots = load_dataset_rows("gsm8k", "train", data_dir_=self.data_dir)[: self.num_fewshot]
         prompts = [gsm8k_prompt(r["question"], shots) for r in rows]
         texts, truncated = generate_texts(
-            backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size
+            backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size,
+            progress=progress,
         )
         samples = []
         for i, (r, p, t) in enumerate(zip(rows, prompts, texts, strict=True)):
@@ -278,9 +287,10 @@ class _UserFileTask:
         validate_rows(rows, str(self.path), self.SCHEMA)
         return apply_limit(rows, limit, what=f"task '{self.name}' ({self.path})", seed=seed, sample=self.sample)
 
-    def _generate(self, backend: Backend, prompts: list[str]) -> tuple[list[str], list[bool]]:
+    def _generate(self, backend: Backend, prompts: list[str], progress: Stage | None) -> tuple[list[str], list[bool]]:
         return generate_texts(
-            backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size
+            backend, prompts, max_new_tokens=self.max_new_tokens, stop=self.stop, batch_size=self.batch_size,
+            progress=progress,
         )
 
     def _score(self, samples: list[dict], metrics: tuple[str, ...], truncated: list[bool], limit, seed) -> TaskScore:
@@ -329,11 +339,12 @@ class ExtractiveQA(_UserFileTask):
             a = [a]
         return [str(x) for x in a]
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         rows = self._rows(backend, limit, seed)
         texts, truncated = self._generate(
-            backend, [self.prompt.format(context=r["context"], question=r["question"]) for r in rows]
+            backend, [self.prompt.format(context=r["context"], question=r["question"]) for r in rows], progress
         )
         samples = []
         for i, (r, t) in enumerate(zip(rows, texts, strict=True)):
@@ -379,10 +390,11 @@ class JsonlGenerative(_UserFileTask):
         )  # fmt: skip
         self.normalize = bool(normalize)
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """Greedy generations for the first ``limit`` items (or a seeded sample), scored per item."""
         rows = self._rows(backend, limit, seed)
-        texts, truncated = self._generate(backend, [r["prompt"] for r in rows])
+        texts, truncated = self._generate(backend, [r["prompt"] for r in rows], progress)
         samples = []
         for i, (r, t) in enumerate(zip(rows, texts, strict=True)):
             pred = t.strip()

@@ -32,6 +32,7 @@ import os
 from typing import ClassVar
 
 from e3bench.core.api import Backend, TaskScore
+from e3bench.core.progress import Stage
 from e3bench.evals.data import (
     apply_limit,
     load_dataset_rows,
@@ -87,12 +88,13 @@ class MultipleChoiceTask:
         rows = apply_limit(self.load_rows(), limit, what=f"task '{self.name}'", seed=seed, sample=self.sample)
         return [self.to_item(r) for r in rows]
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """acc and acc_norm (lm-eval's definitions) with standard errors, by log-likelihood of
         each choice given the context on ``backend``."""
         check_backend(backend, self.name, self.requires)
         items = self.items(limit=limit, seed=seed)
-        rows = score_multiple_choice(backend, items)
+        rows = score_multiple_choice(backend, items, progress)
         return mc_score(self.name, rows, self._details(limit, seed), self.metrics)
 
     def _details(self, limit: int | None, seed: int) -> dict:
@@ -200,9 +202,10 @@ class CB(MultipleChoiceTask):
     dataset = "cb"
     metrics = ("acc",)
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """acc (mean) and f1 (macro over the 3 classes)."""
-        score = super().evaluate(backend, limit=limit, seed=seed)
+        score = super().evaluate(backend, limit=limit, seed=seed, progress=progress)
         pairs = [(int(r["gold"]), int(r["pred"])) for r in score.samples]
 
         def f1(ps: list[tuple[int, int]]) -> float:
@@ -239,9 +242,10 @@ class JsonlMultipleChoice(MultipleChoiceTask):
         self.suffix_ = suffix
         self.delimiter = delimiter
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """As :meth:`MultipleChoiceTask.evaluate`, recorded under ``label`` with the data file."""
-        return record_file_task(super().evaluate(backend, limit=limit, seed=seed), self.name, self.label, self.path)
+        return record_file_task(super().evaluate(backend, limit=limit, seed=seed, progress=progress), self.name, self.label, self.path)
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""
@@ -345,11 +349,12 @@ class MMLU:
                 items.append(MCItem(mmlu_prompt(r, fs), list(MMLU_CHOICES), int(r["answer"]), meta={"subject": subject}))
         return items
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """acc over all items plus per-subject acc in ``details["subjects"]``."""
         check_backend(backend, self.name, self.requires)
         items = self.items(limit=limit, seed=seed)
-        rows = score_multiple_choice(backend, items)
+        rows = score_multiple_choice(backend, items, progress)
         score = mc_score(self.name, rows)
         subjects: dict[str, dict[str, float]] = {}
         for subject in sorted({r["subject"] for r in rows}):

@@ -14,10 +14,12 @@ import os
 from typing import ClassVar
 
 from e3bench.core.api import Backend, TaskScore
+from e3bench.core.progress import Stage
 from e3bench.core.errors import E3Error
 from e3bench.evals.data import LINE_KEY, apply_limit, load_dataset_rows, read_jsonl, validate_rows
 from e3bench.evals.tasks.base import (
     argmax,
+    in_pieces,
     check_backend,
     user_file,
     limit_details,
@@ -41,13 +43,12 @@ def validate_partial(rows: list[dict], path: str) -> None:
                           "gold is the 0-based index of the correct option")  # fmt: skip
 
 
-def score_partial(backend: Backend, rows: list[dict], delimiter: str) -> list[dict]:
-    """Log-likelihood of the continuation after every option's context (one backend call);
-    per-item samples with ``loglikelihoods``, ``pred`` and ``acc``."""
-    reqs = [(c, delimiter + r["continuation"]) for r in rows for c in r["context_options"]]
-    lls = backend.loglikelihood(reqs)
-    if len(lls) != len(reqs):
-        raise RuntimeError(f"backend returned {len(lls)} log-likelihoods for {len(reqs)} requests")
+def score_partial(backend: Backend, rows: list[dict], delimiter: str, progress: Stage | None = None) -> list[dict]:
+    """Log-likelihood of the continuation after every option's context
+    (:func:`~e3bench.evals.tasks.base.in_pieces`); per-item samples with ``loglikelihoods``,
+    ``pred`` and ``acc``."""
+    per_item = [[(c, delimiter + r["continuation"]) for c in r["context_options"]] for r in rows]
+    lls = in_pieces(backend, per_item, backend.loglikelihood, progress)
     out, k = [], 0
     for i, r in enumerate(rows):
         n = len(r["context_options"])
@@ -80,11 +81,12 @@ class PartialContextTask:
         validate_partial(rows, f"{self.dataset}/{self.split}")
         return rows
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """``acc`` with its standard error, by the continuation's log-likelihood under each option."""
         check_backend(backend, self.name, self.requires)
         rows = apply_limit(self.load_rows(), limit, what=f"task '{self.name}'", seed=seed, sample=self.sample)
-        samples = score_partial(backend, rows, self.delimiter)
+        samples = score_partial(backend, rows, self.delimiter, progress)
         details = {"scoring": "loglikelihood (partial context: one context per option)",
                    "delimiter": self.delimiter, **limit_details(limit, seed, self.sample), "num_fewshot": 0}
         return mean_score(self.name, samples, ("acc",), details)
@@ -117,9 +119,10 @@ class JsonlPartial(PartialContextTask):
         self.path, self.label = user_file(self.name, path, data_dir, label)
         self.delimiter = delimiter
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """As the built-in task, recorded under ``label`` with the data file and its SHA-256."""
-        return record_file_task(super().evaluate(backend, limit=limit, seed=seed), self.name, self.label, self.path)
+        return record_file_task(super().evaluate(backend, limit=limit, seed=seed, progress=progress), self.name, self.label, self.path)
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""

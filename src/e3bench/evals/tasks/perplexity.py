@@ -19,9 +19,10 @@ import re
 from typing import ClassVar
 
 from e3bench.core.api import Backend, TaskScore
+from e3bench.core.progress import Stage
 from e3bench.evals.data import apply_limit, read_text, resolve_local_file
 from e3bench.core.errors import E3Error
-from e3bench.evals.tasks.base import check_backend, ratio_stderr
+from e3bench.evals.tasks.base import check_backend, in_pieces, ratio_stderr
 
 
 def split_documents(text: str, doc_chars: int) -> list[str]:
@@ -73,13 +74,15 @@ class Perplexity:
         self.max_length = int(max_length) if max_length else None
         self.sample = sample
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """Word/byte/token perplexity and bits per byte of the first ``limit`` documents, from
         ``backend.loglikelihood_rolling``; per-document samples."""
         check_backend(backend, self.name, self.requires)
         docs = split_documents(read_text(self.path), self.doc_chars)
         docs = apply_limit(docs, limit, what=f"text file {self.path}", seed=seed, sample=self.sample)
-        scored = backend.loglikelihood_rolling(docs, max_length=self.max_length)
+        scored = in_pieces(backend, [[d] for d in docs],
+                           lambda part: backend.loglikelihood_rolling(part, max_length=self.max_length), progress)
         nll = [-ll.logprob for ll in scored]
         toks = [ll.n_tokens for ll in scored]
         nbytes = [len(d.encode("utf-8")) for d in docs]

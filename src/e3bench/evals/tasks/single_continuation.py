@@ -19,9 +19,11 @@ import os
 from typing import ClassVar
 
 from e3bench.core.api import Backend, TaskScore
+from e3bench.core.progress import Stage
 from e3bench.evals.data import apply_limit, load_dataset_rows, read_jsonl, validate_rows
 from e3bench.evals.tasks.base import (
     check_backend,
+    in_pieces,
     user_file,
     limit_details,
     mean,
@@ -32,13 +34,10 @@ from e3bench.evals.tasks.base import (
 SCHEMA: dict[str, type] = {"context": str, "continuation": str}
 
 
-def score_continuations(backend: Backend, rows: list[dict], delimiter: str) -> list[dict]:
-    """One log-likelihood request per row (one backend call); per-item samples with ``acc``
-    (greedy match) and ``loglikelihood``."""
-    reqs = [(r["context"], delimiter + r["continuation"]) for r in rows]
-    lls = backend.loglikelihood(reqs)
-    if len(lls) != len(reqs):
-        raise RuntimeError(f"backend returned {len(lls)} log-likelihoods for {len(reqs)} requests")
+def score_continuations(backend: Backend, rows: list[dict], delimiter: str, progress: Stage | None = None) -> list[dict]:
+    """One log-likelihood request per row (:func:`~e3bench.evals.tasks.base.in_pieces`); per-item
+    samples with ``acc`` (greedy match) and ``loglikelihood``."""
+    lls = in_pieces(backend, [[(r["context"], delimiter + r["continuation"])] for r in rows], backend.loglikelihood, progress)
     return [
         {
             "doc_id": i,
@@ -72,11 +71,12 @@ class SingleContinuationTask:
         validate_rows(rows, f"{self.dataset}/{self.split}", SCHEMA)
         return rows
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """``acc`` (greedy match) and ``perplexity`` of the continuations, with standard errors."""
         check_backend(backend, self.name, self.requires)
         rows = apply_limit(self.load_rows(), limit, what=f"task '{self.name}'", seed=seed, sample=self.sample)
-        samples = score_continuations(backend, rows, self.delimiter)
+        samples = score_continuations(backend, rows, self.delimiter, progress)
         accs = [s["acc"] for s in samples]
         lls = [s["loglikelihood"] for s in samples]
         ppl = math.exp(-mean(lls))
@@ -125,9 +125,10 @@ class JsonlContinuation(SingleContinuationTask):
         self.path, self.label = user_file(self.name, path, data_dir, label)
         self.delimiter = delimiter
 
-    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0) -> TaskScore:
+    def evaluate(self, backend: Backend, *, limit: int | None = None, seed: int = 0,
+                 progress: Stage | None = None) -> TaskScore:  # fmt: skip
         """As the built-in task, recorded under ``label`` with the data file and its SHA-256."""
-        return record_file_task(super().evaluate(backend, limit=limit, seed=seed), self.name, self.label, self.path)
+        return record_file_task(super().evaluate(backend, limit=limit, seed=seed, progress=progress), self.name, self.label, self.path)
 
     def load_rows(self) -> list[dict]:
         """The user's JSONL rows, validated (E3Error naming the file and line)."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO
 
 from e3bench.config.run import RunConfig
 from e3bench.results import store
@@ -33,12 +35,16 @@ class LocalExecutor:
     it had none (default: read from this process's environment, which is the sweep's when this
     process is the sweep; the Ray executor passes its driver's). See
     :func:`~e3bench.sweep.executors.worker.run_env`.
+    ``on_step``: called with each step the running run reports (its ``· loading ...``,
+    ``· generation, batch 4 ...`` lines, without the dot), as it reports it: what the sweep
+    shows as the current configuration's step.
     """
 
     def __init__(self, *, in_process: bool = False, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 threads: int | None | str = "environment") -> None:  # fmt: skip
+                 threads: int | None | str = "environment", on_step: Callable[[str], None] | None = None) -> None:  # fmt: skip
         from e3bench.sweep.executors.worker import requested_threads
 
+        self.on_step = on_step
         self.in_process = in_process
         self.timeout_s = timeout_s or None
         self.threads = requested_threads(os.environ) if threads == "environment" else threads
@@ -73,16 +79,22 @@ class LocalExecutor:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=run_env(cfg, self.threads, os.environ),
         ) as proc:  # fmt: skip
+            # read both pipes as the run writes them (its steps reach on_step as they happen)
+            readers = [_Reader(proc.stdout), _Reader(proc.stderr, self.on_step)]
             try:
-                _, stderr = proc.communicate(timeout=self.timeout_s)
+                proc.wait(timeout=self.timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_tree(proc)
-                proc.communicate()
+                proc.wait()
                 return self._failed(cfg, f"timeout: the run took longer than its {self.timeout_s:g} s limit and was "
                                          "killed (set --timeout-s, or timeout_s in the sweep file)")  # fmt: skip
             except BaseException:  # Ctrl-C / SIGTERM of the sweep alone: its run must not outlive it
                 _kill_tree(proc)  # (an orphaned run kept going unclaimed, so another sweep ran it too)
                 raise
+            finally:
+                for r in readers:
+                    r.join()
+            stderr = readers[1].text()
         if proc.returncode == 0 and path.exists():
             return store.load(path)
         return self._failed(cfg, _crash_detail(proc.returncode, stderr))
@@ -99,6 +111,36 @@ class LocalExecutor:
         """Run ``configs`` one after another, yielding each record (or Held) as it is kept."""
         for cfg in configs:
             yield self.run(cfg)
+
+
+class _Reader:
+    """Drains one pipe of the run in a thread (so the run never blocks on a full pipe), keeping
+    its text; with ``on_step``, each ``· step`` line goes to it as it arrives."""
+
+    def __init__(self, pipe: IO[str] | None, on_step: Callable[[str], None] | None = None) -> None:
+        self.lines: list[str] = []
+        self.on_step = on_step
+        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _read(self, pipe: IO[str] | None) -> None:
+        if pipe is None:
+            return
+        for line in pipe:
+            self.lines.append(line)
+            if self.on_step is not None and line.startswith("· "):
+                try:
+                    self.on_step(line[2:].rstrip("\n"))
+                except Exception:  # noqa: BLE001 - showing progress must never lose the run
+                    self.on_step = None
+
+    def join(self) -> None:
+        """Wait until the pipe is closed (the run and what it started have exited)."""
+        self.thread.join(timeout=30)
+
+    def text(self) -> str:
+        """Everything read."""
+        return "".join(self.lines)
 
 
 def _completed(path) -> ResultRecord | None:

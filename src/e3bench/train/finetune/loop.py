@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e3bench.core.progress import Reporter, Stage
 from e3bench.core.timing import clock
 from e3bench.energy.window import EnergyTotals
 from e3bench.train.finetune import checkpoint
@@ -25,7 +25,6 @@ from e3bench.train.records import EvalPoint
 from e3bench.train.shared import device as dev
 from e3bench.train.shared.step import LossWindow, TrainStep, segments
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -44,7 +43,7 @@ class FinetuneLoop:
     step: TrainStep
     energy: EnergyTotals
     state: TrainerState
-    progress: Progress
+    progress: Reporter  # notes (an evaluation's result), and stages: the training steps, each evaluation
     checkpoint_dir: Path
     peft_model: bool = False
     session_step_s: list[float] = field(default_factory=list)
@@ -78,12 +77,15 @@ class FinetuneLoop:
         model.eval()
         correct, loss_sum = 0, 0.0
         n = max(self._bs, 16)
+        shown = self.progress.stage(f"evaluating at step {self.state.step}", total=len(self._eval_sorted))
         t = clock()
-        with self.energy.window("eval"), torch.no_grad(), dev.autocast(self.step.device, self.step.precision):
+        with shown, self.energy.window("eval"), torch.no_grad(), dev.autocast(self.step.device, self.step.precision):
             for i in range(0, len(self._eval_sorted), n):
-                scores, _, gold = self.scorer.scores(model, self._eval_sorted[i : i + n])
+                rows = self._eval_sorted[i : i + n]
+                scores, _, gold = self.scorer.scores(model, rows)
                 loss_sum += float(torch.nn.functional.cross_entropy(scores, gold, reduction="sum"))
                 correct += int((scores.argmax(-1) == gold).sum())
+                shown.advance(len(rows))
         model.train()
         return correct / len(self.data.eval), loss_sum / len(self.data.eval), clock() - t
 
@@ -143,6 +145,13 @@ class FinetuneLoop:
         if not st.evals:
             self.record_eval()
         self.step.guard.reference = st.ref_loss
+        since = f" from step {st.step}" if st.step else ""  # resumed: the steps left
+        with self.progress.stage(f"fine-tuning {cfg.model} ({cfg.mode}){since}", total=cfg.max_steps - st.step,
+                                 unit="steps") as shown:  # fmt: skip
+            self._segments(shown, ck_every)
+
+    def _segments(self, shown: Stage, ck_every: int) -> None:
+        cfg, st = self.cfg, self.state
         curve = LossWindow()
         for seg_end in segments(st.step, cfg.max_steps, cfg.eval_every):
             with self.energy.window("train"):
@@ -161,6 +170,7 @@ class FinetuneLoop:
                     mean = curve.add(st.step, res.loss, seg_end)
                     if mean is not None:
                         st.loss_curve.append((st.step, mean))
+                    shown.advance()
             self.record_eval()
             if st.step % ck_every == 0 or st.step >= cfg.max_steps:
                 self.save_checkpoint()

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.timing import clock
 from e3bench.train.finetune import checkpoint
 from e3bench.train.finetune import record as rec
@@ -23,7 +24,8 @@ from e3bench.train.shared.energy import training_energy
 from e3bench.train.shared.memory import MemoryTracker, enable_checkpointing
 from e3bench.train.shared.step import Diverged, LossGuard, TrainStep
 
-Progress = Callable[[str], None]
+#: a :class:`~e3bench.core.progress.Reporter` (stages: load, training steps, evaluations) or a line callback
+Progress = Reporter | Callable[[str], None]
 
 
 def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progress | None = None) -> tuple[FinetuneRecord, Path]:
@@ -34,7 +36,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     :class:`~e3bench.core.errors.E3Error` for bad input (unknown task, optimizer, region or
     model; unreadable data; LoRA targets that do not exist) before any training.
     """
-    progress = progress or (lambda _m: None)
+    progress = as_reporter(progress)
     t_run = clock()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     optim.check_optimizer_name(cfg.optimizer, "--optimizer: ")
@@ -53,7 +55,8 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
 
     dev.seed_everything(cfg.seed)
     t0 = clock()
-    ld = load_model(cfg, data, progress)
+    with progress.stage(f"loading {cfg.model} ({cfg.mode}, {device})", unit="steps"):
+        ld = load_model(cfg, data, progress)
     model = ld.model
     if cfg.grad_checkpointing:
         enable_checkpointing(model)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.core.errors import E3Error, MissingExtra, install_hint
+from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.timing import clock
 from e3bench.energy.window import EnergyTotals
 from e3bench.train.records import ConfigResult, CurvePoint, GradNormStats
@@ -23,7 +24,8 @@ from e3bench.train.shared.memory import MemoryTracker, optimizer_state_bytes
 from e3bench.train.shared.step import Diverged, LossGuard, LossWindow, TrainStep, segments, stats
 from e3bench.train.suite.spec import TrainSpec
 
-Progress = Callable[[str], None]
+#: a :class:`~e3bench.core.progress.Reporter` (the steps are a stage) or a line callback
+Progress = Reporter | Callable[[str], None]
 
 
 def skip_reason(spec: TrainSpec, device: str) -> str | None:
@@ -179,6 +181,7 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
     progress(f"[{spec.name}] {res.parameters:,} params, {res.optimizer_detail}; val loss at start {v0:.3f}")
     it = None
     n = 0
+    shown = as_reporter(progress).stage(f"[{spec.name}] training", total=steps, unit="steps")
     try:
         for seg_end in segments(0, steps, spec.train.eval_every):
             with energy.window(bucket_train):
@@ -197,6 +200,7 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
                     mean = curve.add(n, float(main.detach()), seg_end)
                     if mean is not None:
                         res.train_loss_curve.append(CurvePoint(step=n, tokens=n * tokens_per_step, loss=mean))
+                    shown.advance()
             v = evaluate()
             res.val_loss_curve.append(CurvePoint(step=n, tokens=n * tokens_per_step, loss=v))
             if not math.isfinite(v):
@@ -209,6 +213,7 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
         res.status, res.reason = "diverged", str(exc)
         progress(f"[{spec.name}] diverged: {exc}; stopped, continuing the suite")
     finally:
+        shown.close()
         res.memory = mem.stop()
         del it
     _figures(res, spec, step_s, tokens_per_step, opt, norms, last_aux, energy)

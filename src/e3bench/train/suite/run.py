@@ -11,6 +11,7 @@ from typing import Any
 
 from e3bench.core import ids
 from e3bench.core.errors import E3Error
+from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.fsutil import atomic_write_text
 from e3bench.core.timing import clock
 from e3bench.train.records import ConfigResult, SuiteRecord
@@ -21,7 +22,8 @@ from e3bench.train.suite.compare import attach_comparisons
 from e3bench.train.suite.loop import run_config
 from e3bench.train.suite.spec import TrainSpec, expand_paths, load_spec, toml_str
 
-Progress = Callable[[str], None]
+#: a :class:`~e3bench.core.progress.Reporter` (stages: configurations, steps) or a line callback
+Progress = Reporter | Callable[[str], None]
 
 
 def run_suite(
@@ -50,7 +52,7 @@ def run_suite(
     duplicate names, an unknown ``baseline``, mixed devices or an unusable precision; a
     configuration that fails while training is recorded and the suite continues.
     """
-    progress = progress or (lambda _m: None)
+    progress = as_reporter(progress)
     t0 = clock()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     files = expand_paths(paths)
@@ -82,20 +84,25 @@ def run_suite(
     shapes = {(s.model, s.data.batch_size, s.data.tokenizer, s.data.vocab_size) for s in specs}
     if len(shapes) > 1:
         warnings.append("configurations differ in model, batch or tokenizer: compare them at equal tokens only")
+    shown = progress.stage(f"training suite: {len(order)} configurations", total=len(order), unit="configs")
     try:
         for i in order:
             spec = specs[i]
             progress(f"== {spec.name} ({files[i]})")
+            shown.update(detail=spec.name)
             try:
                 _, tok = corpora.get(spec)
             except E3Error as exc:
                 record.configs.append(ConfigResult(name=spec.name, status="failed", reason=exc.one_line()))
+                shown.advance()
                 continue
             record.configs.append(run_config(spec, tok, energy, device=device_, progress=progress, file=str(files[i])))
             if record.energy is not None and record.energy.idle is None:  # idle is per config (after its
                 record.energy = energy.window_.run_info()  # model is built); the suite shows the first one's
             _save(record, base_name, out_dir, t0)
+            shown.advance()
     finally:
+        shown.close()
         energy.window_.close()
     _save(record, base_name, out_dir, t0)
     report.write_report(record, out_dir, plot=plot)

@@ -1,0 +1,222 @@
+"""How the CLI shows progress: the one :class:`~e3bench.core.progress.Reporter` every command
+passes down (:func:`reporter`).
+
+* On a terminal: rich bars on stderr, one per open stage — label, bar, items done / total, rate
+  over the whole stage (``s/item`` for slow items) and an ETA that counts down (mean time per
+  item so far, or the caller's own estimate; never rich's few-second speed window, which reads
+  ``-:--:--`` for items longer than it). A stage that ends leaves one line saying what it did.
+* Not a terminal (a log, a pipe), or ``CI`` set: no bars. Each note and each stage's start is
+  one ``· ...`` line; an open stage adds a plain line with its counts, rate and ETA at most every
+  ``E3BENCH_PROGRESS_EVERY_S`` seconds (default 30), and one when it ends if it took longer.
+* ``--quiet``: nothing (the Ctrl-C line still names the step).
+
+Progress goes to stderr, so the results a command prints on stdout (a summary, ``--format
+json``) never contain it. Every note and stage also tells :func:`e3bench.cli.common.step` what
+runs now, for the line printed on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+from e3bench.cli import common
+from e3bench.core.progress import Reporter, Stage, counts, fmt_duration, fmt_rate
+
+#: seconds between the plain progress lines of an open stage (not a terminal); env overrides
+EVERY_S = 30.0
+#: a stage that took at least this long leaves a line when it ends (plain mode)
+LONG_S = 5.0
+
+
+def reporter(*, quiet: bool = False, stream: IO[str] | None = None, bars: bool | None = None) -> Reporter:
+    """The reporter of a command: silent with ``quiet``; rich bars when ``stream`` (default
+    stderr) is a terminal and ``CI`` is not set (``bars`` forces either); else plain lines."""
+    if quiet:
+        return Steps()
+    stream = stream or sys.stderr
+    if bars is None:
+        bars = _isatty(stream) and not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
+    if bars:
+        return Bars(stream)
+    every = float(os.environ.get("E3BENCH_PROGRESS_EVERY_S", EVERY_S))
+    return Plain(stream, every_s=every)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Steps(Reporter):
+    """Shows nothing; tells the Ctrl-C line which step runs (``--quiet``)."""
+
+    def note(self, message: str) -> None:
+        """Record ``message`` as the current step."""
+        common.step(message)
+
+    def stage(self, label: str, *, total: float | None = None, unit: str = "items") -> Stage:
+        """Record ``label`` as the current step; a silent stage."""
+        common.step(label)
+        return Stage(label, total=total, unit=unit)
+
+
+# ------------------------------------------------------------------------------------ plain
+class _PlainStage(Stage):
+    def __init__(self, out: Plain, label: str, total: float | None, unit: str):
+        super().__init__(label, total=total, unit=unit)
+        self.out = out
+        self.printed = self.started
+
+    def line(self) -> str:
+        eta = self.eta_s()
+        parts = [counts(self), fmt_rate(self.rate(), self.unit)] if self.completed or self.total else []
+        if self.total is not None or eta is not None:
+            parts.append(f"ETA {fmt_duration(eta)}")
+        parts.append(f"{fmt_duration(self.elapsed_s())} elapsed")
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"  {self.label}{detail}: " + ", ".join(parts)
+
+    def changed(self) -> None:
+        now = self.clock()
+        if now - self.printed >= self.out.every_s:
+            self.printed = now
+            self.out.print(self.line())
+
+    def finished(self) -> None:
+        took = self.elapsed_s()
+        if took >= self.out.long_s or self.printed > self.started:
+            what = f"{counts(self)} in " if self.completed else ""
+            rate = f" ({fmt_rate(self.rate(), self.unit)})" if self.completed else ""
+            self.out.print(f"  {self.label}: done, {what}{fmt_duration(took)}{rate}")
+
+
+class Plain(Reporter):
+    """Plain lines for logs: ``· note``, ``· stage`` when it opens, its counts every ``every_s``."""
+
+    def __init__(self, stream: IO[str], *, every_s: float = EVERY_S, long_s: float = LONG_S):
+        self.stream = stream
+        self.every_s = every_s
+        self.long_s = long_s
+
+    def print(self, text: str) -> None:
+        """One line, flushed."""
+        print(text, file=self.stream, flush=True)
+
+    def note(self, message: str) -> None:
+        """``· message``."""
+        common.step(message)
+        self.print(f"· {message}")
+
+    def stage(self, label: str, *, total: float | None = None, unit: str = "items") -> Stage:
+        """``· label``, then occasional count lines."""
+        common.step(label)
+        self.print(f"· {label}")
+        return _PlainStage(self, label, total, unit)
+
+
+# ------------------------------------------------------------------------------------- bars
+class _BarStage(Stage):
+    def __init__(self, out: Bars, label: str, total: float | None, unit: str):
+        super().__init__(label, total=total, unit=unit)
+        self.out = out
+        self.task_id = out.progress.add_task(label, total=total, stage=self)
+
+    def changed(self) -> None:
+        desc = f"{self.label} · {self.detail}" if self.detail else self.label
+        self.out.progress.update(self.task_id, completed=self.completed, total=self.total, description=desc)
+
+    def finished(self) -> None:
+        self.out.close_stage(self)
+
+
+class Bars(Reporter):
+    """rich bars on a terminal, one per open stage; a closed stage leaves a one-line summary."""
+
+    def __init__(self, stream: IO[str]):
+        from rich.console import Console
+
+        self.console = Console(file=stream, highlight=False)
+        self.progress = _progress(self.console)
+        self.open: list[_BarStage] = []
+
+    def note(self, message: str) -> None:
+        """``· message`` above the bars."""
+        from rich.markup import escape
+
+        common.step(message)
+        self.console.print(f"[dim]·[/dim] {escape(message)}")
+
+    def stage(self, label: str, *, total: float | None = None, unit: str = "items") -> Stage:
+        """A new bar (the display starts with the first one)."""
+        common.step(label)
+        if not self.open:
+            self.progress.start()
+        st = _BarStage(self, label, total, unit)
+        self.open.append(st)
+        return st
+
+    def close_stage(self, st: _BarStage) -> None:
+        """Replace the bar of ``st`` by its summary line; stop the display after the last."""
+        from rich.markup import escape
+
+        self.progress.remove_task(st.task_id)
+        self.open.remove(st)
+        if st.completed or st.elapsed_s() >= 1:  # an instant step (a cached probe) leaves no line
+            took = fmt_duration(st.elapsed_s())
+            what = f"done, {counts(st)} in {took} ({fmt_rate(st.rate(), st.unit)})" if st.completed else f"done, {took}"
+            label = _fit(st.label, self.console.width - len(what) - 4)  # one line: the label gives way
+            self.console.print(f"[dim]·[/dim] {escape(label)}: [dim]{escape(what)}[/dim]", no_wrap=True, crop=True)
+        if not self.open:
+            self.progress.stop()
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis (at least 12 kept)."""
+    width = max(12, width)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _progress(console: Any):
+    """The rich Progress: spinner, label (cut with … to fit), bar, counts, rate, ETA, elapsed.
+    Two refreshes a second: the display thread runs during metered windows and idle baselines
+    alike, and redrawing a few lines twice a second costs next to nothing."""
+    from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
+    from rich.table import Column
+    from rich.text import Text
+
+    class Counts(ProgressColumn):
+        def render(self, task) -> Text:
+            st = task.fields.get("stage")
+            return Text(counts(st) if st else "", style="progress.download")
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            st = task.fields.get("stage")
+            return Text(fmt_rate(st.rate(), st.unit) if st and st.completed else "", style="progress.data.speed")
+
+    class Eta(ProgressColumn):
+        def render(self, task) -> Text:
+            st = task.fields.get("stage")
+            eta = st.eta_s() if st else None
+            if eta is not None:
+                return Text(f"ETA {fmt_duration(eta)}", style="progress.remaining")
+            return Text(f"{fmt_duration(st.elapsed_s() if st else 0)} elapsed", style="progress.elapsed")
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis", min_width=12)),
+        BarColumn(bar_width=16),
+        Counts(),
+        Rate(),
+        Eta(),
+        console=console,
+        redirect_stdout=_isatty(sys.stdout),  # stdout in a file stays in the file (not above the bars)
+        refresh_per_second=2,
+        transient=True,
+        expand=True,
+    )
+

@@ -1,0 +1,256 @@
+"""The report's content as tables and sentences, shared by the Markdown summary, the HTML page,
+the CSV files and LaTeX: one place decides what is compared with what and how it is worded.
+
+Per workload (:mod:`e3bench.report.workload`): speed and energy of every configuration at every
+batch size it measured, its memory and quality, and conclusions (fastest, least energy per
+token, Pareto front) at each batch size. Every figure carries its 95 % CI and says what the CI
+is over (runs or iterations); headers name units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from e3bench.core.fmt import num
+from e3bench.report.compare import BatchFigures, ConfigSummary, by_workload, pareto_front
+from e3bench.report.stats import NO_DIFFERENCE, diff_ci, verdict
+from e3bench.report.tables import MISSING, ci_cell, md_cell
+from e3bench.report.variants import MLPERF_QUALITY_TARGET, VariantComparison
+from e3bench.report.workload import mixed_note
+
+#: A table: (heading, rows, columns); rows map column → value (already text, or a number).
+Table = tuple[str, list[dict], tuple[str, ...]]
+
+SPEED_COLUMNS = ("configuration", "batch", "runs", "decode (tokens/s) [95% CI]", "TTFT (ms) [95% CI]",
+                 "TPOT (ms) [95% CI]", "throughput (tokens/s)", "J per in+out token [95% CI]", "energy method",
+                 "CI over")  # fmt: skip
+CONFIG_COLUMNS = ("configuration", "runs", "accuracy [95% CI]", "tasks (metric, items)",
+                  "peak RSS, measured phase (MiB)", "weights (MiB)", "peak device memory (MiB)")  # fmt: skip
+QUALITY_COLUMNS = ("variant", "reference", "task (metric)", "reference score", "variant score",
+                   "difference [95% CI]", "retained (%) [95% CI]", f"retained ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %",
+                   "test")  # fmt: skip
+VS_SPEED_COLUMNS = ("variant", "reference", "batch", "decode speed-up (×) [95% CI]", "speed",
+                    "J per in+out token (× reference) [95% CI]", "energy")  # fmt: skip
+WARNING_COLUMNS = ("configuration", "run warning")
+
+
+def _mib(b: int | None) -> float | None:
+    return None if b is None else b / 2**20
+
+
+def _rss(c: ConfigSummary) -> float | str | None:
+    if c.peak_rss_lifetime and c.peak_rss_bytes is not None:
+        return f"{num(_mib(c.peak_rss_bytes))} (process lifetime, load included: older record)"
+    return _mib(c.peak_rss_bytes)
+
+
+def speed_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
+    """One row per (configuration, batch size measured)."""
+    rows = []
+    for c in configs:
+        for bs, b in c.batches.items():
+            rows.append({
+                "configuration": c.label, "batch": bs, "runs": b.runs,
+                "decode (tokens/s) [95% CI]": ci_cell(b.ci("decode_tokens_per_s")),
+                "TTFT (ms) [95% CI]": ci_cell(b.ci("ttft_ms")), "TPOT (ms) [95% CI]": ci_cell(b.ci("tpot_ms")),
+                "throughput (tokens/s)": ci_cell(b.ci("throughput_tokens_per_s")),
+                "J per in+out token [95% CI]": ci_cell(b.ci("ept_total_j_per_token")),
+                "energy method": b.energy_method, "CI over": b.basis,
+            })  # fmt: skip
+    return rows
+
+
+def config_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
+    """One row per configuration: runs, accuracy, tasks, memory."""
+    rows = []
+    for c in configs:
+        acc = None
+        if len(c.task_scores) == 1:
+            acc = ci_cell(next(iter(c.task_scores.values())).ci())
+        elif c.task_scores:
+            acc = f"{num(c.accuracy)} (mean of {len(c.task_scores)} tasks)"
+        tasks = "; ".join(f"{t.task} ({t.metric}, {t.n_items})" for t in c.task_scores.values()) or MISSING
+        rows.append({
+            "configuration": c.label, "runs": c.runs, "accuracy [95% CI]": acc, "tasks (metric, items)": tasks,
+            "peak RSS, measured phase (MiB)": _rss(c), "weights (MiB)": _mib(c.weights_bytes),
+            "peak device memory (MiB)": _mib(c.peak_device_memory_bytes),
+        })  # fmt: skip
+    return rows
+
+
+def quality_rows(comps: Sequence[VariantComparison]) -> list[dict]:
+    """One row per (variant, common task)."""
+    rows = []
+    for v in comps:
+        for t in v.tasks:
+            if t.paired:
+                test = f"paired, {t.n_items} items"
+                if t.p_value is not None:
+                    test += f", McNemar p = {num(t.p_value)} ({t.discordant[0]} vs {t.discordant[1]} discordant)"
+            else:
+                test = f"unpaired (standard errors), {t.n_items} items; --log-samples for a paired test"
+            rows.append({
+                "variant": v.variant, "reference": v.reference, "task (metric)": f"{t.task} ({t.metric})",
+                "reference score": t.reference_value, "variant score": t.variant_value,
+                "difference [95% CI]": ci_cell(t.difference), "retained (%) [95% CI]": ci_cell(t.retained, 100),
+                f"retained ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %": t.retained_verdict, "test": test,
+            })  # fmt: skip
+    return rows
+
+
+def vs_speed_rows(comps: Sequence[VariantComparison]) -> list[dict]:
+    """One row per (variant, batch size both measured)."""
+    return [
+        {"variant": v.variant, "reference": v.reference, "batch": s.batch_size,
+         "decode speed-up (×) [95% CI]": ci_cell(s.speedup), "speed": _word(s.speedup_verdict, "faster", "slower", s.speedup),
+         "J per in+out token (× reference) [95% CI]": ci_cell(s.energy_ratio),
+         "energy": _word(s.energy_verdict, "less", "more", s.energy_ratio)}  # fmt: skip
+        for v in comps for s in v.speed
+    ]
+
+
+def _word(v: str | None, better: str, worse: str, iv=None) -> str | None:
+    if iv is not None and not iv.known:
+        return "no CI from 1 run each: repeat the runs for one"
+    return {"better": better, "worse": worse}.get(v or "", v)
+
+
+def warning_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
+    """One row per (configuration, warning its runs reported)."""
+    return [{"configuration": c.label, "run warning": w} for c in configs for w in c.warnings]
+
+
+def tables(configs: Sequence[ConfigSummary], comps: Sequence[VariantComparison]) -> list[Table]:
+    """Every table of the report, per workload (headings name it when there are several)."""
+    groups = by_workload(configs)
+    out: list[Table] = []
+    for i, (w, members) in enumerate(groups.items(), 1):
+        tag = f" — workload {i}: {w.label}" if len(groups) > 1 else f" — {w.label}"
+        labels = {c.label for c in members}
+        mine = [v for v in comps if v.variant in labels]
+        out += [(f"Speed and energy by batch size{tag}", speed_rows(members), SPEED_COLUMNS),
+                (f"Configurations: quality and memory{tag}", config_rows(members), CONFIG_COLUMNS),
+                (f"Quality vs full-precision reference{tag}", quality_rows(mine), QUALITY_COLUMNS),
+                (f"Speed and energy vs full-precision reference{tag}", vs_speed_rows(mine), VS_SPEED_COLUMNS)]  # fmt: skip
+    out.append(("Run warnings", warning_rows(configs), WARNING_COLUMNS))
+    return out
+
+
+def _leader(members: Sequence[ConfigSummary], bs: int, metric: str, higher: bool) -> str | None:
+    """``"label — 52.1 tokens/s [50.3–53.9]"`` of the best at batch ``bs`` (None: nobody has it),
+    with a note when the runner-up is not significantly different (Welch CI spans 0)."""
+    have = [(c, c.batches[bs]) for c in members if bs in c.batches and getattr(c.batches[bs], metric) is not None]
+    if not have:
+        return None
+    have.sort(key=lambda cb: getattr(cb[1], metric).mean, reverse=higher)
+    (best, bb), rest = have[0], have[1:]
+    unit = {"decode_tokens_per_s": "tokens/s", "ept_total_j_per_token": "J per in+out token"}[metric]
+    text = f"{md_cell(best.label)} — {ci_cell(bb.ci(metric))} {unit}"
+    if rest:
+        second, sb = rest[0]
+        iv = diff_ci(getattr(sb, metric), getattr(bb, metric))
+        if verdict(iv, higher_is_better=higher) == NO_DIFFERENCE:
+            text += f" (not significantly different from {md_cell(second.label)})"
+    return text
+
+
+def executive_lines(configs: Sequence[ConfigSummary], comps: Sequence[VariantComparison]) -> list[str]:
+    """The summary's ``- **...**`` lines: per workload and batch size, fastest decode, least
+    energy per token and the Pareto front; most accurate; each variant's quality verdict;
+    run warnings and mixed workloads."""
+    groups = by_workload(configs)
+    out = []
+    note = mixed_note(list(c.workload for c in configs))
+    if note:
+        out.append(f"- **Note:** {note}")
+    for i, (w, members) in enumerate(groups.items(), 1):
+        tag = f" (workload {i})" if len(groups) > 1 else ""
+        if len(groups) > 1:
+            out.append(f"- **Workload {i}:** {md_cell(w.label)}")
+        sizes = sorted({bs for c in members for bs in c.batches})
+        for metric, title, higher in (("decode_tokens_per_s", "Fastest decode", True),
+                                      ("ept_total_j_per_token", "Least energy per token", False)):  # fmt: skip
+            parts = [f"batch {bs}: {x}" for bs in sizes if (x := _leader(members, bs, metric, higher))]
+            if parts:
+                out.append(f"- **{title}{tag}:** " + "; ".join(parts))
+        scored = [c for c in members if c.accuracy is not None]
+        if scored:
+            best = max(scored, key=lambda c: c.accuracy)
+            one = next(iter(best.task_scores.values())) if len(best.task_scores) == 1 else None
+            acc = ci_cell(one.ci()) + f" {one.metric} on {one.task}" if one else f"{num(best.accuracy)} mean primary metric"
+            out.append(f"- **Most accurate{tag}:** {md_cell(best.label)} — {acc}")
+            for bs in sizes:
+                pts = [(c.label, c.batches[bs].ept_total_j_per_token.mean, c.accuracy) for c in scored
+                       if bs in c.batches and c.batches[bs].ept_total_j_per_token is not None]  # fmt: skip
+                if len(pts) > 1:
+                    front = ", ".join(md_cell(x) for x in pareto_front(pts))
+                    out.append(f"- **Pareto-optimal{tag} (accuracy vs J per in+out token, batch {bs}):** {front}")
+    for v in comps:
+        for t in v.tasks:
+            how = f"paired over {t.n_items} items" if t.paired else "unpaired, from standard errors"
+            out.append(f"- **Quality {t.retained_verdict}:** {md_cell(v.variant)} keeps {ci_cell(t.retained, 100)} % "
+                       f"of {md_cell(v.reference)}'s {t.metric} on {t.task} ({how}; "
+                       f"≥ {100 * MLPERF_QUALITY_TARGET:.0f} % needed)")  # fmt: skip
+    warned = [c for c in configs if c.warnings]
+    if warned:
+        out.append(f"- **Run warnings:** {len(warned)} configuration(s) — see the Run warnings table")
+    return out
+
+
+def csv_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
+    """``pivot.csv``: one row per (configuration, batch), numbers unformatted, CI ends apart."""
+    rows = []
+    for c in configs:
+        for bs, b in c.batches.items():
+            row = {"configuration": c.label, "workload": c.workload.label, "config_hash": c.config_hash,
+                   "batch_size": bs, "runs": b.runs, "ci_over": b.basis, "energy_method": b.energy_method,
+                   "accuracy": c.accuracy, "peak_rss_measured_phase_mib": _mib(c.peak_rss_bytes),
+                   "weights_mib": _mib(c.weights_bytes)}  # fmt: skip
+            for m in ("decode_tokens_per_s", "ttft_ms", "tpot_ms", "throughput_tokens_per_s", "ept_total_j_per_token"):
+                row.update(_ci_fields(_CSV_NAME.get(m, m), b, m))
+            rows.append(row)
+    return rows
+
+
+def _ci_fields(name: str, b: BatchFigures, metric: str) -> dict:
+    iv = b.ci(metric)
+    if iv is None:
+        return {f"{name}_mean": None, f"{name}_ci95_low": None, f"{name}_ci95_high": None}
+    return {f"{name}_mean": iv.estimate, f"{name}_ci95_low": iv.low if iv.known else None,
+            f"{name}_ci95_high": iv.high if iv.known else None}  # fmt: skip
+
+
+#: ``pivot.csv`` names a figure by what it counts where the record's field name does not say:
+#: J per token of input and output together (not the reciprocal of output tokens per J).
+_CSV_NAME = {"ept_total_j_per_token": "ept_j_per_token_in_out"}
+#: Columns of ``pivot.csv``.
+CSV_COLUMNS = ("configuration", "workload", "config_hash", "batch_size", "runs", "ci_over",
+               *(f"{m}_{s}" for m in ("decode_tokens_per_s", "ttft_ms", "tpot_ms", "throughput_tokens_per_s",
+                                      "ept_j_per_token_in_out") for s in ("mean", "ci95_low", "ci95_high")),
+               "energy_method", "accuracy", "peak_rss_measured_phase_mib", "weights_mib")  # fmt: skip
+
+#: Columns of ``quantization.csv``: one row per (variant, task, measure) and (variant, batch, measure).
+CMP_CSV_COLUMNS = ("variant", "reference", "task", "metric", "batch_size", "measure", "estimate", "ci95_low",
+                   "ci95_high", "verdict", "paired", "n", "p_value", "method")  # fmt: skip
+
+
+def cmp_csv_rows(comps: Sequence[VariantComparison]) -> list[dict]:
+    """``quantization.csv`` rows: difference and retained per task, speed-up and energy ratio per
+    batch, each with its interval, verdict and how it was computed."""
+    rows = []
+
+    def add(v, iv, measure, word, **extra):
+        if iv is not None:
+            rows.append({"variant": v.variant, "reference": v.reference, "measure": measure, "estimate": iv.estimate,
+                         "ci95_low": iv.low if iv.known else None, "ci95_high": iv.high if iv.known else None,
+                         "verdict": word, "n": iv.n, "method": iv.method, **extra})  # fmt: skip
+
+    for v in comps:
+        for t in v.tasks:
+            kw = {"task": t.task, "metric": t.metric, "paired": t.paired, "p_value": t.p_value}
+            add(v, t.difference, "difference", None, **kw)
+            add(v, t.retained, "retained_fraction", t.retained_verdict, **kw)
+        for sp in v.speed:
+            add(v, sp.speedup, "decode_speedup_x", sp.speedup_verdict, batch_size=sp.batch_size)
+            add(v, sp.energy_ratio, "energy_per_token_ratio_x", sp.energy_verdict, batch_size=sp.batch_size)
+    return rows

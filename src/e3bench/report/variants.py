@@ -1,0 +1,210 @@
+"""Reduced-precision variants against their full-precision reference, judged with statistics.
+
+A variant's reference is the configuration that differs from it only in ``dtype`` (same
+workload, model, backend, device, options, seed and meter; batch sizes and measuring time may
+differ), the first of
+:data:`REFERENCE_ORDER` present; a configuration is never compared with itself or with another
+configuration of its own precision.
+
+Quality, per common task: with samples files on both sides (``--log-samples``) the comparison
+is paired over the items both scored: exact McNemar test, paired bootstrap 95 % CI of the
+accuracy difference, and the retained fraction (variant ÷ reference) with a paired bootstrap
+CI. Without them it is unpaired: Welch/delta-method intervals from each task's standard error.
+"Retained ≥ 99 %" (MLPerf's rule of thumb) is PASS when the whole CI lies at or above 99 %,
+FAIL when it lies below, INCONCLUSIVE when it spans 99 % (40 items cannot establish 99 %).
+
+Speed and energy, at every batch size both measured: decode speed-up and energy-per-token ratio
+(variant ÷ reference) with delta-method CIs (:func:`e3bench.report.stats.ratio_ci`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e3bench.core.timing import Stats
+from e3bench.report.compare import ConfigSummary, TaskScore
+from e3bench.report.stats import (
+    BETTER,
+    INCONCLUSIVE,
+    WORSE,
+    Interval,
+    diff_ci,
+    mcnemar,
+    paired_bootstrap_diff_ci,
+    paired_bootstrap_ratio_ci,
+    ratio_ci,
+    verdict,
+)
+
+REFERENCE_ORDER = ("fp32", "bf16", "fp16")
+MLPERF_QUALITY_TARGET = 0.99
+#: What "retained ≥ 99 %" shows for each verdict of the retained interval against 0.99.
+RETAINED_WORDS = {BETTER: "PASS", WORSE: "FAIL", INCONCLUSIVE: "INCONCLUSIVE"}
+#: Config fields that may differ between a variant and its reference: the precision, where results
+#: go, and how long each batch size was measured (figures are compared at the batch sizes both measured).
+_VARYING = ("dtype", "output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s", "batch_sizes",
+            "warmup_iters", "min_iters", "min_seconds", "max_seconds", "idle_seconds")  # fmt: skip
+
+
+@dataclass
+class TaskComparison:
+    """One task: the accuracy difference (variant − reference, in the metric's unit) and the
+    retained fraction (variant ÷ reference) with 95 % CIs; ``paired`` says whether they come
+    from the same items' samples (then McNemar's ``discordant`` counts (only reference right,
+    only variant right) and ``p_value`` are set) or from each side's standard error."""
+
+    task: str
+    metric: str
+    reference_value: float
+    variant_value: float
+    difference: Interval
+    retained: Interval
+    paired: bool
+    n_items: int
+    retained_verdict: str
+    discordant: tuple[int, int] | None = None
+    p_value: float | None = None
+
+
+@dataclass
+class SpeedComparison:
+    """At one batch size both measured: decode speed-up and energy-per-token ratio, variant ÷
+    reference, with 95 % CIs and verdicts (``better`` is faster / less energy)."""
+
+    batch_size: int
+    speedup: Interval | None
+    speedup_verdict: str | None
+    energy_ratio: Interval | None
+    energy_verdict: str | None
+
+
+@dataclass
+class VariantComparison:
+    """A variant against its reference: per-task quality comparisons, per-batch speed and energy,
+    and the overall "retained ≥ 99 %" word (PASS only when every task passes, FAIL when any
+    fails, INCONCLUSIVE otherwise, None without common tasks)."""
+
+    variant: str
+    reference: str
+    tasks: list[TaskComparison] = field(default_factory=list)
+    speed: list[SpeedComparison] = field(default_factory=list)
+
+    @property
+    def quality_verdict(self) -> str | None:
+        """PASS / FAIL / INCONCLUSIVE over the tasks (None: no common task)."""
+        words = {t.retained_verdict for t in self.tasks}
+        if not words:
+            return None
+        if "FAIL" in words:
+            return "FAIL"
+        return "PASS" if words == {"PASS"} else INCONCLUSIVE
+
+
+def _identity(c: ConfigSummary) -> str:
+    rest = {k: v for k, v in c.config.items() if k not in _VARYING}
+    return json.dumps(rest, sort_keys=True, default=str)
+
+
+def compare_to_reference(configs: Sequence[ConfigSummary]) -> list[VariantComparison]:
+    """Every configuration that has a reference (same everything but ``dtype``; the first of
+    :data:`REFERENCE_ORDER` present, of another precision) compared with it."""
+    groups: dict[str, list[ConfigSummary]] = {}
+    for c in configs:
+        groups.setdefault(_identity(c), []).append(c)
+    out = []
+    for members in groups.values():
+        ref = next((m for d in REFERENCE_ORDER for m in members if m.dtype == d), None)
+        if ref is None:
+            continue
+        for v in members:
+            if v.dtype == ref.dtype or v.config_hash == ref.config_hash:
+                continue
+            out.append(_compare(ref, v))
+    return out
+
+
+def _compare(ref: ConfigSummary, v: ConfigSummary) -> VariantComparison:
+    comp = VariantComparison(variant=v.label, reference=ref.label)
+    for task in sorted(set(v.task_scores) & set(ref.task_scores)):
+        a, b = ref.task_scores[task], v.task_scores[task]
+        if a.metric == b.metric:
+            comp.tasks.append(_task(a, b))
+    for bs in sorted(set(v.batches) & set(ref.batches)):
+        ra, rb = ref.batches[bs], v.batches[bs]
+        sp = _ratio(ra.decode_tokens_per_s, rb.decode_tokens_per_s)
+        en = _ratio(ra.ept_total_j_per_token, rb.ept_total_j_per_token)
+        comp.speed.append(SpeedComparison(
+            bs, sp, None if sp is None else verdict(sp, higher_is_better=True, threshold=1.0),
+            en, None if en is None else verdict(en, higher_is_better=False, threshold=1.0)))  # fmt: skip
+    return comp
+
+
+def _ratio(a: Stats | None, b: Stats | None) -> Interval | None:
+    return None if a is None or b is None else ratio_ci(a, b)
+
+
+def read_scores(path: Path, metric: str) -> dict[str, float]:
+    """Per-item ``metric`` of a samples file (JSONL), keyed by ``doc_id`` (else the line
+    number); lines without the metric are skipped."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if isinstance(row, dict) and isinstance(row.get(metric), (int, float)):
+                out[str(row.get("doc_id", i))] = float(row[metric])
+    return out
+
+
+def _paired(a: TaskScore, b: TaskScore) -> tuple[list[float], list[float]] | None:
+    """Scores of the items both scored (first samples file of each side), or None."""
+    if not a.samples or not b.samples:
+        return None
+    try:
+        sa, sb = read_scores(a.samples[0], a.metric), read_scores(b.samples[0], b.metric)
+    except (OSError, ValueError):
+        return None
+    common = sorted(set(sa) & set(sb))
+    if not common:
+        return None
+    return [sa[k] for k in common], [sb[k] for k in common]
+
+
+def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
+    pair = _paired(a, b)
+    if pair is not None:
+        xa, xb = pair
+        diff = paired_bootstrap_diff_ci(xa, xb)
+        retained = paired_bootstrap_ratio_ci(xa, xb)
+        binary = all(x in (0.0, 1.0) for x in xa + xb)
+        mc = mcnemar([x == 1.0 for x in xa], [x == 1.0 for x in xb]) if binary else None
+        tc = TaskComparison(a.task, a.metric, sum(xa) / len(xa), sum(xb) / len(xb), diff, retained, True, len(xa),
+                            _retained_word(retained), mc[:2] if mc else None, mc[2] if mc else None)  # fmt: skip
+        return tc
+    sa, sb = _item_stats(a), _item_stats(b)
+    if sa is None or sb is None:
+        nan = float("nan")
+        diff = Interval(b.value - a.value, nan, nan, min(a.n_items, b.n_items), "no standard error: no interval")
+        retained = Interval(b.value / a.value if a.value else nan, nan, nan, diff.n, diff.method)
+    else:
+        diff, retained = diff_ci(sa, sb), ratio_ci(sa, sb)
+    return TaskComparison(a.task, a.metric, a.value, b.value, diff, retained, False, min(a.n_items, b.n_items),
+                          _retained_word(retained))  # fmt: skip
+
+
+def _item_stats(s: TaskScore) -> Stats | None:
+    """A task score as the Stats of its items (std = stderr × √n), for unpaired intervals."""
+    if s.stderr is None or s.n_items < 2:
+        return None
+    std = s.stderr * math.sqrt(s.n_items)
+    return Stats(n=s.n_items, mean=s.value, std=std, min=0, p50=0, p90=0, p99=0, max=0, ci95_low=None,
+                 ci95_high=None)  # fmt: skip
+
+
+def _retained_word(retained: Interval) -> str:
+    return RETAINED_WORDS[verdict(retained, higher_is_better=True, threshold=MLPERF_QUALITY_TARGET)]

@@ -1,0 +1,124 @@
+"""report.stats: intervals and tests against values computed by hand and with scipy.
+
+Reference numbers were computed once with scipy 1.17 (``scipy.stats.binomtest``,
+``t.ppf``, ``ttest_ind_from_stats``) and are written here so the tests need no scipy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from e3bench.core.timing import Stats, summarize
+from e3bench.report.stats import (
+    INCONCLUSIVE,
+    Interval,
+    diff_ci,
+    mcnemar,
+    mean_ci,
+    paired_bootstrap_diff_ci,
+    paired_bootstrap_ratio_ci,
+    ratio_ci,
+    verdict,
+)
+
+
+def _stats(mean: float, std: float, n: int) -> Stats:
+    return Stats(n=n, mean=mean, std=std, min=0, p50=0, p90=0, p99=0, max=0, ci95_low=None, ci95_high=None)
+
+
+def test_mcnemar_exact_binomial_matches_scipy_binomtest():
+    # 10 items only A right, 2 only B right, 5 both right: binomtest(2, 12, 0.5).pvalue = 0.0385742...
+    a = [True] * 10 + [False] * 2 + [True] * 5
+    b = [False] * 10 + [True] * 2 + [True] * 5
+    b_only_a, c_only_b, p = mcnemar(a, b)
+    assert (b_only_a, c_only_b) == (10, 2)
+    assert p == pytest.approx(0.03857421875, abs=1e-12)
+    assert mcnemar(b, a)[2] == pytest.approx(0.03857421875, abs=1e-12)  # symmetric
+
+
+def test_mcnemar_no_discordant_items_is_p_1_and_lengths_must_match():
+    assert mcnemar([True, False], [True, False]) == (0, 0, 1.0)
+    assert mcnemar([True] * 3 + [False], [False] * 3 + [True])[2] == pytest.approx(0.625)  # 2*(1+4)/16
+    with pytest.raises(ValueError, match="same items"):
+        mcnemar([True], [True, False])
+
+
+def test_mean_ci_student_t_matches_scipy():
+    # scipy.stats.t.interval(0.95, 3, loc=3.5, scale=sem([1,2,4,7])) = (-0.70998, 7.70998)
+    iv = mean_ci([1.0, 2.0, 4.0, 7.0])
+    assert iv.estimate == 3.5 and iv.n == 4
+    assert iv.low == pytest.approx(-0.70998, abs=2e-3)
+    assert iv.high == pytest.approx(7.70998, abs=2e-3)
+    one = mean_ci([5.0, None, float("nan")])
+    assert one.estimate == 5.0 and one.n == 1 and not one.known
+
+
+def test_diff_ci_is_welch_and_matches_scipy():
+    # a: mean 10, sd 2, n 8; b: mean 12.5, sd 3, n 10. Welch df = 15.59, t.ppf(.975, 15.59) = 2.12444,
+    # CI of b - a = (-0.013665, 5.013665); ttest_ind_from_stats(..., equal_var=False) p = 0.0511 (spans 0)
+    iv = diff_ci(_stats(10, 2, 8), _stats(12.5, 3, 10))
+    assert iv.estimate == 2.5
+    assert iv.low == pytest.approx(-0.013665, abs=2e-3)
+    assert iv.high == pytest.approx(5.013665, abs=2e-3)
+    assert "Welch" in iv.method
+    assert verdict(iv, higher_is_better=True) == "no significant difference"  # p = 0.051 > 0.05
+    # the pooled (Student, df 16) interval would be (-0.125, 5.125): Welch's is narrower here
+    assert iv.high < 5.05
+
+
+def test_ratio_ci_delta_method_by_hand():
+    a, b = _stats(100.0, 10.0, 10), _stats(150.0, 30.0, 10)
+    iv = ratio_ci(a, b)
+    rel = math.sqrt((10 / 100) ** 2 / 10 + (30 / 150) ** 2 / 10)  # 0.070711
+    ra, rb = (0.1**2) / 10, (0.2**2) / 10
+    df = (ra + rb) ** 2 / (ra**2 / 9 + rb**2 / 9)  # 13.235 -> t = 2.160 + 0.235*(2.145-2.160)
+    t = 2.160 + (df - 13) * (2.145 - 2.160)
+    assert iv.estimate == pytest.approx(1.5)
+    assert iv.high - iv.estimate == pytest.approx(t * 1.5 * rel, rel=1e-9)
+    assert verdict(iv, higher_is_better=True, threshold=1.0) == "better"
+    assert not ratio_ci(_stats(0, 1, 5), b).known
+
+
+def test_paired_bootstrap_is_seeded_and_centred():
+    a = [1, 1, 1, 0, 1, 0, 1, 1, 0, 1] * 4
+    b = [1, 0, 1, 0, 1, 0, 1, 0, 0, 1] * 4  # b loses 2 of every 10 items a gets right
+    iv = paired_bootstrap_diff_ci(a, b, n_boot=2000, seed=3)
+    assert iv.estimate == pytest.approx(-0.2)
+    assert iv.low < -0.2 < iv.high < 0
+    assert iv == paired_bootstrap_diff_ci(a, b, n_boot=2000, seed=3)
+    assert paired_bootstrap_diff_ci(a, a).low == 0.0  # identical predictions: no spread
+    with pytest.raises(ValueError, match="same items"):
+        paired_bootstrap_diff_ci([1], [1, 0])
+
+
+def test_verdict_words():
+    assert verdict(Interval(0.5, 0.2, 0.8, 5, "x"), higher_is_better=True) == "better"
+    assert verdict(Interval(0.5, 0.2, 0.8, 5, "x"), higher_is_better=False) == "worse"
+    assert verdict(Interval(-0.5, -0.8, -0.2, 5, "x"), higher_is_better=False) == "better"
+    assert verdict(Interval(0.0, -0.1, 0.1, 5, "x"), higher_is_better=True) == "no significant difference"
+    # retained 99 %: 40 items cannot establish it
+    assert verdict(Interval(0.995, 0.93, 1.06, 40, "x"), higher_is_better=True, threshold=0.99) == INCONCLUSIVE
+    assert verdict(Interval(0.9, 0.85, 0.95, 40, "x"), higher_is_better=True, threshold=0.99) == "worse"
+    assert verdict(Interval(1.0, float("nan"), float("nan"), 1, "x"), higher_is_better=True) == INCONCLUSIVE
+
+
+def test_diff_ci_from_summarize_stats():
+    a = summarize([10, 12, 8, 11, 9, 10, 13, 7])
+    b = summarize([12, 15, 9, 14, 11, 13, 16, 10, 12, 13])
+    iv = diff_ci(a, b)
+    assert iv.estimate == pytest.approx(2.5)
+    assert iv.low > 0  # clearly faster
+
+
+def test_paired_bootstrap_ratio_ci_for_quality_retained():
+    a = [1.0] * 30 + [0.0] * 10  # reference 75 %
+    b = [1.0] * 29 + [0.0] * 11  # variant 72.5 %: one item lost
+    iv = paired_bootstrap_ratio_ci(a, b, n_boot=4000, seed=1)
+    assert iv.estimate == pytest.approx(29 / 30)
+    assert iv.low < 0.99 < iv.high <= 1.0  # 40 items: cannot tell 96.7 % from 99 %
+    assert verdict(iv, higher_is_better=True, threshold=0.99) == INCONCLUSIVE
+    same = paired_bootstrap_ratio_ci(a, a)
+    assert (same.low, same.estimate, same.high) == (1.0, 1.0, 1.0)
+    assert not paired_bootstrap_ratio_ci([0, 0], [1, 1]).known
