@@ -97,7 +97,7 @@ def test_cli_without_data_still_measures_speed_and_energy_and_says_why_quality_w
     env = {"E3BENCH_DATA_DIR": str(tmp_path / "nodata"), "HF_DATASETS_OFFLINE": "1"}
     (tmp_path / "nodata").mkdir()
     res = run_cli("run", "-m", str(tiny_models["decoder"]), *_FAST, "--meter", "estimate", "--set", "idle_seconds=0.2",
-                  "-o", str(tmp_path / "out"), env=env, timeout=300)  # fmt: skip
+                  "-o", str(tmp_path / "out"), env=env, timeout=900)  # fmt: skip
     assert res.returncode == 0, res.stderr
     (path,) = (tmp_path / "out").rglob("*.json")
     rec = json.loads(path.read_text())
@@ -107,7 +107,7 @@ def test_cli_without_data_still_measures_speed_and_energy_and_says_why_quality_w
     assert "Effectiveness  not measured: the default task could not run here" in res.stdout
     # the same run asking for the task fails before the model loads, as before
     res = run_cli("run", "-m", str(tiny_models["decoder"]), *_FAST, "--tasks", "arc_easy", "-o", str(tmp_path / "o2"),
-                  env=env, timeout=300)  # fmt: skip
+                  env=env, timeout=900)  # fmt: skip
     assert res.returncode == 2 and res.stderr.startswith("error: task arc_easy: ")
     assert "loading" not in res.stdout and not list((tmp_path / "o2").rglob("*.json"))
 

@@ -6,6 +6,7 @@ config_hash, their own run_id). Bad values: one line naming the flag, exit 2, be
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_cli_lists_and_repeats_write_one_record_per_run(tiny_models, tmp_path):
     res = run_cli("run", "-m", str(tiny_models["decoder"]), "--prompt-tokens", "8,12", "--repeats", "2",
                   "--batch-size", "1", "--max-new-tokens", "3", "--min-iters", "2", "--min-seconds", "0",
                   "--warmup-iters", "0", "--meter", "none", "--tasks", "none", "--set", "idle_seconds=0",
-                  "-o", str(out), timeout=600)  # fmt: skip
+                  "-o", str(out), timeout=1200)  # fmt: skip
     assert res.returncode == 0, res.stderr
     recs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     assert sorted(r["config"]["prompt_tokens"] for r in recs) == [8, 8, 12, 12]
@@ -68,3 +69,22 @@ def test_cli_lists_and_repeats_write_one_record_per_run(tiny_models, tmp_path):
     for i in range(1, 5):
         assert f"run {i} of 4: prompt_tokens=" in res.stdout
     assert "4 runs (speed and energy at each run's first batch size" in res.stdout
+
+
+def test_run_help_lists_every_precision_every_backend_accepts():
+    """Read from the backends' capabilities, not a hand list (the old help named fp32..int4 and
+    two examples, so q6_k, iq4_xs, ... and which need an extra were nowhere)."""
+    import e3bench.backends  # noqa: F401
+    from e3bench.core import registry
+
+    res = run_cli("run", "--help", env={"COLUMNS": "400"}, timeout=120)
+    assert res.returncode == 0
+    text = " ".join(res.stdout.replace("│", " ").split())
+    accepted = text.split("the backends accept: ", 1)[1].split(" --", 1)[0]
+    entries = {e.split(": ", 1)[0]: e for e in accepted.split(". ")}
+    for name in registry.backends.names():
+        caps = registry.backends.peek(name).capabilities
+        entry = entries[name]
+        for precision in caps.precisions:
+            assert re.search(rf"\b{precision}\b", entry), (name, precision)
+    assert "int8/int4 need e3bench[quant]" in text
