@@ -260,7 +260,7 @@ def test_written_files_follow_the_umask(tmp_path, measured, what):
         res = cli("report", measured, "-o", tmp_path / "rep", umask=0o027)
         assert res.returncode == 0, res.stderr[-2000:]
         files = [p for p in (tmp_path / "rep").rglob("*") if p.is_file()]
-        assert {"runs.csv", "summary.md", "report.html", "latency.png"} <= {p.name for p in files}
+        assert {"runs.csv", "summary.md", "report.html", "ttft.png"} <= {p.name for p in files}
         assert _modes(p for p in (tmp_path / "rep").rglob("*") if p.is_dir()) == {"0o750"}
     else:
         out = tmp_path / ("x.csv" if what == "export csv" else "x.parquet")
@@ -442,7 +442,7 @@ def test_latex_and_markdown_tables_escape_every_name(hostile_report):
     assert "\n\n" not in tex and r"a b pytorch fp32 cpu" in body  # a blank line would end the row
     md = (hostile_report / "summary.md").read_text()
     tables = [t.splitlines() for t in md.split("\n\n") if t.startswith("| ")]
-    assert len(tables) == 2  # configurations, comparisons
+    assert len(tables) >= 2  # speed and energy, configurations (and comparisons, warnings)
     for table in tables:
         n_cols = table[0].count(" | ")
         assert all(ln.replace("\\|", "").count(" | ") == n_cols for ln in table[2:])  # a|b: no extra column
@@ -451,7 +451,7 @@ def test_latex_and_markdown_tables_escape_every_name(hostile_report):
 
 def test_plot_labels_are_plain_text(hostile_report):
     """R15: the figures were drawn (labels with $...$ are text, not math)."""
-    assert {"latency.png", "energy_per_token.png", "pareto_energy.png"} <= {
+    assert {"ttft.png", "energy_per_token.png", "pareto_energy.png"} <= {
         p.name for p in (hostile_report / "plots").iterdir()}  # fmt: skip
 
 
@@ -574,11 +574,12 @@ def test_min_batch_figures_name_the_batch_measured(measured, tmp_path):
     assert "Fastest decode:** batch 4: " in (rep / "summary.md").read_text()
 
 
-def test_plot_titles_and_labels_name_the_batch(measured, monkeypatch, tmp_path):
-    """Every figure of min-batch figures says the batch; with configurations measured at
-    different smallest batches, each label says its own."""
-    from e3bench.report import plots
-    from e3bench.report.compare import batch_label, summarize_configs
+def test_plot_titles_and_labels_name_the_batch(measured, tmp_path):
+    """Figures compare configurations at one batch size they all measured, and say which: two
+    configurations measured at [4, 8] and [1, 8] are drawn at batch 8 (before: each at its own
+    smallest batch, bs4 against bs1, labelled "smallest batch measured (1–4)")."""
+    from e3bench.report import figures, plots
+    from e3bench.report.compare import summarize_configs
     from e3bench.results import store
 
     src = the_record(measured)
@@ -589,27 +590,30 @@ def test_plot_titles_and_labels_name_the_batch(measured, monkeypatch, tmp_path):
     variant(src, root / "runs" / "b.json", model="at-1-and-8", efficiency=data["efficiency"])
     configs = summarize_configs([r for _, r in store.scan(root).records])
     assert sorted(c.min_batch_size for c in configs) == [1, 4]
-    assert batch_label(configs) == "smallest batch measured (1–4)"
-    assert batch_label(configs[:1]) == f"batch {configs[0].min_batch_size}"
     texts: list[str] = []
-
-    def capture(fig, path):
+    by_name = {f.name: f for f in figures.specs(configs)}
+    for name in ("ttft", "energy_per_token", "pareto_latency"):
+        spec = by_name[name]
+        (p,) = spec.panels
+        assert p.title == "batch 8"
+        fig = plots.draw(spec)
         for ax in fig.axes:
             texts.extend([ax.get_title(), ax.get_xlabel(), ax.get_ylabel()])
-            texts.extend(t.get_text() for t in ax.get_xticklabels() + ax.texts)
+            texts.extend(t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() + ax.texts)
+            if ax.get_legend():
+                texts.extend(t.get_text() for t in ax.get_legend().get_texts())
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-        return path
-
-    monkeypatch.setattr(plots, "_save", capture)
-    plots.latency(configs, tmp_path / "l.png")
-    plots.energy_per_token(configs, tmp_path / "e.png")
-    plots.pareto(configs, tmp_path / "p.png", "tpot_ms_at_min_batch", "TPOT (ms)", "Accuracy vs latency")
     joined = "\n".join(texts)
-    assert "batch 1 " not in joined and "batch 1)" not in joined.replace("(1–4)", "")
-    assert joined.count("smallest batch measured (1–4)") >= 4  # 2 latency titles, energy title, pareto x
-    assert "at-4-and-8 pytorch fp32 cpu (bs4)" in texts and "at-1-and-8 pytorch fp32 cpu (bs1)" in texts
+    assert "batch 1" not in joined and "batch 4" not in joined
+    assert joined.count("batch 8") == 3  # each figure's title names the batch
+    assert "at-4-and-8 pytorch fp32 cpu" in texts and "at-1-and-8 pytorch fp32 cpu" in texts  # bars
+    assert {"1  at-1-and-8 pytorch fp32 cpu", "2  at-4-and-8 pytorch fp32 cpu"} <= set(texts)  # numbered legend
+    # the values are batch 8's: the energy bar of each configuration is its bs8 record value
+    bs8 = next(g for g in data["efficiency"]["generation"] if g["batch_size"] == 8)
+    bars = by_name["energy_per_token"].panels[0].marks
+    assert [m.y.estimate for m in bars] == pytest.approx([bs8["energy"]["ept_total_j_per_token"]] * 2)
 
 
 def test_variant_and_reference_are_compared_at_a_batch_both_measured(measured, tmp_path):

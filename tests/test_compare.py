@@ -127,7 +127,7 @@ def test_paired_test_over_logged_samples_and_unpaired_otherwise(base, tmp_path):
     assert "McNemar exact: 6 right only in A, 0 only in B, p = 0.0312" in r.how
     nolog = _copy(base, tmp_path, "c", run_id="c1", samples=False)
     r = next(x for x in _rows(a, nolog)[0].values() if x.section == "effectiveness")
-    assert r.how.startswith("unpaired (no samples logged in B") and "Welch t" in r.how
+    assert r.how.startswith("unpaired (no readable samples logged in B") and "Welch t" in r.how
     # what pairing buys: B loses 4 of A's 12 right answers and gains none (60 % → 40 %)
     a12 = _copy(base, tmp_path, "e", run_id="e1", edit_samples=lambda rows: [{**r, "acc_norm": float(r["doc_id"] < 12)} for r in rows])
     lose4 = lambda rows: [{**r, "acc_norm": float(4 <= r["doc_id"] < 12)} for r in rows]  # noqa: E731
@@ -252,6 +252,10 @@ def test_resolve_run_ids_paths_sweeps_and_folders(base, tmp_path):
     assert (side.kind, [r.run_id for _, r in side.records]) == ("sweep", ["sweep-run"])
     side = resolve(str(root))
     assert side.kind == "folder" and sorted(r.run_id for _, r in side.records) == sorted([rec.run_id, "sweep-run"])
+    (tmp_path / "broken" / "s").mkdir(parents=True)
+    (tmp_path / "broken" / "s" / "x.json").write_text('{"run_id": ')
+    with pytest.raises(E3Error, match=r"no readable e3bench results under .*broken: skipped 1 file\(s\): .*x.json"):
+        resolve(str(tmp_path / "broken"))
     with pytest.raises(E3Error) as err:
         resolve("20990101T000000-nope", root)
     line = err.value.one_line()

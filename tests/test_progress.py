@@ -35,6 +35,11 @@ def test_eta_is_the_mean_item_time_counted_down_not_a_short_window():
     clock.t += 50  # a long item running: the ETA counts down instead of growing
     assert st.eta_s() == pytest.approx(130)
     assert st.rate() == pytest.approx(1 / 60)
+    clock.t += 150  # longer than estimated: said so, not a frozen "0 s"
+    assert st.eta_s() == 0 and st.overdue_s() == pytest.approx(20)
+    from e3bench.core.progress import fmt_eta
+
+    assert fmt_eta(st) == "ETA passed by 20 s"
 
 
 def test_eta_from_durations():

@@ -117,7 +117,11 @@ def test_measure_start_stop_like_a_tracker():
     [
         ({"meter": "estimat"}, "unknown meter 'estimat' — fix: did you mean 'estimate'?"),
         ({"region": "Atlantis"}, "unknown grid region 'Atlantis'"),
-        ({"meter": "estimate", "cpu_tdp_w": -5}, "cpu_tdp_w"),
+        ({"meter": "estimate", "cpu_tdp_w": -5}, "measure(meter='estimate'): cpu_tdp_w must be a positive"),
+        ({"meter": "estimate", "idle_seconds": -1}, "measure(idle_seconds=...): must be a number of seconds ≥ 0 (got -1)"),
+        ({"meter": "estimate", "idle_seconds": float("nan")}, "measure(idle_seconds=...): must be a number"),
+        ({"meter": "estimate", "timeout_s": 0}, "measure(timeout_s=...): must be a number of seconds > 0 (got 0)"),
+        ({"meter": "estimate", "device": "gpu"}, "measure(device=...): 'gpu' is not cpu, cuda or cuda:<index>"),
     ],
 )
 def test_measure_bad_input_raises_e3error(kwargs, needle):

@@ -122,3 +122,20 @@ def test_paired_bootstrap_ratio_ci_for_quality_retained():
     same = paired_bootstrap_ratio_ci(a, a)
     assert (same.low, same.estimate, same.high) == (1.0, 1.0, 1.0)
     assert not paired_bootstrap_ratio_ci([0, 0], [1, 1]).known
+
+
+def test_paired_binary_diff_ci_is_agresti_min_and_never_degenerate():
+    from e3bench.report.stats import paired_binary_diff_ci
+
+    # 20 items on which both agree: the bootstrap says [0, 0]; Agresti-Min: ±1.96 * sqrt(1/22)/sqrt(22)
+    same = [True] * 5 + [False] * 15
+    iv = paired_binary_diff_ci(same, same)
+    assert paired_bootstrap_diff_ci(same, same).high == 0.0
+    assert (iv.estimate, iv.low, iv.high) == pytest.approx((0.0, -1.96 / 22, 1.96 / 22))
+    # b=10, c=2, n=40 (hand: n'=42, p12=10.5/42, p21=2.5/42, d=-8/42, var=(13/42-(8/42)^2)/42)
+    a = [True] * 10 + [False] * 2 + [True] * 5 + [False] * 23
+    b = [False] * 10 + [True] * 2 + [True] * 5 + [False] * 23
+    iv = paired_binary_diff_ci(a, b)
+    d, var = -8 / 42, (13 / 42 - (8 / 42) ** 2) / 42
+    assert iv.estimate == pytest.approx(-0.2)
+    assert (iv.low, iv.high) == pytest.approx((d - 1.96 * var**0.5, d + 1.96 * var**0.5))

@@ -213,7 +213,11 @@ def test_report_files_and_content(report_results):
     assert task.retained.estimate == pytest.approx(acc["bf16"] / acc["fp32"], rel=1e-12)
     assert task.retained_verdict in ("PASS", "FAIL", "INCONCLUSIVE") and not task.paired
     html = (rep.out_dir / "report.html").read_text()
-    assert "data:image/png;base64," in html and "<table>" in html
+    # interactive figures drawn by the one plotly.min.js beside the page, each linking its PNG and PDF
+    assert html.count("<script src='plotly.min.js'") == 1 and (rep.out_dir / "plotly.min.js").stat().st_size > 1e6
+    assert "Plotly.newPlot('fig-pareto_energy'" in html and "<table>" in html
+    assert "href='plots/pareto_energy.pdf'" in html and (rep.out_dir / "plots" / "pareto_energy.pdf").exists()
+    assert len(html) < 200_000  # no plotly.js, no PNG inlined
     tex = (rep.out_dir / "table.tex").read_text()
     assert r"\begin{tabular}" in tex and r"J per in+out token [95\% CI]" in tex
     runs_csv = (rep.out_dir / "runs.csv").read_text().splitlines()
@@ -234,6 +238,7 @@ def test_report_screenshot_in_headless_chromium(report_results, tmp_path):
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={tmp_path / 'ud'}", "--hide-scrollbars", "--window-size=1300,1400",
+         "--virtual-time-budget=10000", "--allow-file-access-from-files",
          f"--screenshot={shot}", (rep.out_dir / "report.html").as_uri()],
         capture_output=True, timeout=120,
     )  # fmt: skip

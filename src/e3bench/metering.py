@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from e3bench.core.errors import E3Error
+
 if TYPE_CHECKING:
     from e3bench.energy.accounting import EnergySummary
 
@@ -109,6 +111,24 @@ def default_sync(device: str) -> Callable[[], None] | None:
     return functools.partial(torch.cuda.synchronize, device)
 
 
+def _check_args(o: dict[str, Any]) -> None:
+    """Reject the keyword values no meter could use, each named as the caller passed it."""
+    import math
+    import re
+
+    def bad(key: str, problem: str, fix: str) -> E3Error:
+        return E3Error(f"measure({key}=...): {problem}", fix)
+
+    idle, timeout, device = o["idle_seconds"], o["timeout_s"], o["device"]
+    if not isinstance(idle, (int, float)) or isinstance(idle, bool) or not math.isfinite(idle) or idle < 0:
+        raise bad("idle_seconds", f"must be a number of seconds ≥ 0 (got {idle!r})", "pass 0 for no idle baseline")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                                or not math.isfinite(timeout) or timeout <= 0):  # fmt: skip
+        raise bad("timeout_s", f"must be a number of seconds > 0 (got {timeout!r})", "pass None for the default")
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise bad("device", f"{device!r} is not cpu, cuda or cuda:<index>", "pass device='cpu' or 'cuda:0'")
+
+
 class Measurement:
     """The context manager :func:`measure` returns; after the block, ``m.result`` (a
     :class:`MeasureResult`) and its fields on ``m`` itself (``m.energy_j``, ...).
@@ -147,15 +167,20 @@ class Measurement:
         from e3bench.energy.window import MeteredWindow
 
         if self._window is not None:
-            from e3bench.core.errors import E3Error
-
             raise E3Error(f"measure({self.name!r}) is already running", "use a new e3bench.measure(...) per block")
         o = self._opts
+        _check_args(o)
         carbon.lookup(o["region"])  # an unknown region fails here, before anything is metered
         timeout = DEFAULT_TIMEOUT_S if o["timeout_s"] is None else o["timeout_s"]
-        window = MeteredWindow.create(o["meter"], device=o["device"], cpu_tdp_w=o["cpu_tdp_w"],
-                                      region=o["region"], sync=o["sync"] or default_sync(o["device"]),
-                                      timeout_s=timeout)  # fmt: skip
+        try:
+            window = MeteredWindow.create(o["meter"], device=o["device"], cpu_tdp_w=o["cpu_tdp_w"],
+                                          region=o["region"], sync=o["sync"] or default_sync(o["device"]),
+                                          timeout_s=timeout)  # fmt: skip
+        except E3Error as err:  # the meters name the CLI flag; here the caller passed a keyword
+            if not err.problem.startswith("--meter "):
+                raise
+            flag = f"--meter {o['meter']}"
+            raise E3Error(f"measure(meter={o['meter']!r})" + err.problem[len(flag):], err.fix) from err
         try:
             window.measure_idle(o["idle_seconds"], IDLE_STATE)
             self._open = window.open(self.name)
@@ -186,8 +211,6 @@ class Measurement:
     def stop(self) -> MeasureResult:
         """End the window :meth:`start` began and return its :class:`MeasureResult`."""
         if self._window is None:
-            from e3bench.core.errors import E3Error
-
             raise E3Error(f"measure({self.name!r}).stop() without start()", "call start() first, or use a with block")
         self.__exit__(None, None, None)
         assert self.result is not None

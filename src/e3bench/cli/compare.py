@@ -67,7 +67,10 @@ def _signed(x: float | None, spec: str = ".3g") -> str:
 
 
 def _value(v: float | None, se: float | None) -> str:
-    return num(v) + (f" ±{num(se)}" if se is not None else "")
+    if se is None:
+        return num(v)
+    # two significant digits, as standard errors are read; never exponent notation
+    return f"{num(v)} ±{f'{se:.0f}' if se >= 10 else num(se, '.2g') if se >= 1e-3 else num(se)}"
 
 
 def _pct(x: float | None) -> str:
@@ -156,7 +159,7 @@ def _table(sa, sb, pairing, done) -> None:
         t.add_column("B", justify="right", overflow="fold")
         t.add_column("Δ", justify="right", no_wrap=True)
         t.add_column("95% CI of Δ", justify="right", no_wrap=True)
-        t.add_column("verdict", overflow="fold", min_width=12, max_width=14)
+        t.add_column("verdict", overflow="fold", min_width=14, max_width=14)
         section = None
         for r in pr.rows:
             if r.section != section:

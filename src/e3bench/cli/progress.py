@@ -22,7 +22,7 @@ import sys
 from typing import IO, Any
 
 from e3bench.cli import common
-from e3bench.core.progress import Reporter, Stage, counts, fmt_duration, fmt_rate
+from e3bench.core.progress import Reporter, Stage, counts, fmt_duration, fmt_eta, fmt_rate
 
 #: seconds between the plain progress lines of an open stage (not a terminal); env overrides
 EVERY_S = 30.0
@@ -40,8 +40,17 @@ def reporter(*, quiet: bool = False, stream: IO[str] | None = None, bars: bool |
         bars = _isatty(stream) and not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
     if bars:
         return Bars(stream)
-    every = float(os.environ.get("E3BENCH_PROGRESS_EVERY_S", EVERY_S))
-    return Plain(stream, every_s=every)
+    return Plain(stream, every_s=_every_s())
+
+
+def _every_s() -> float:
+    """``E3BENCH_PROGRESS_EVERY_S`` (seconds ≥ 0), else :data:`EVERY_S` (also for a value that
+    is not a number: progress is no reason to stop a command)."""
+    try:
+        every = float(os.environ.get("E3BENCH_PROGRESS_EVERY_S", EVERY_S))
+    except ValueError:
+        return EVERY_S
+    return every if every >= 0 else EVERY_S
 
 
 def _isatty(stream: IO[str]) -> bool:
@@ -75,7 +84,7 @@ class _PlainStage(Stage):
         eta = self.eta_s()
         parts = [counts(self), fmt_rate(self.rate(), self.unit)] if self.completed or self.total else []
         if self.total is not None or eta is not None:
-            parts.append(f"ETA {fmt_duration(eta)}")
+            parts.append(fmt_eta(self))
         parts.append(f"{fmt_duration(self.elapsed_s())} elapsed")
         detail = f" ({self.detail})" if self.detail else ""
         return f"  {self.label}{detail}: " + ", ".join(parts)
@@ -126,7 +135,7 @@ class _BarStage(Stage):
         self.task_id = out.progress.add_task(label, total=total, stage=self)
 
     def changed(self) -> None:
-        desc = f"{self.label} · {self.detail}" if self.detail else self.label
+        desc = f"{self.label}\n  {self.detail}" if self.detail else self.label  # the detail on a line of its own
         self.out.progress.update(self.task_id, completed=self.completed, total=self.total, description=desc)
 
     def finished(self) -> None:
@@ -158,6 +167,19 @@ class Bars(Reporter):
         st = _BarStage(self, label, total, unit)
         self.open.append(st)
         return st
+
+    def above(self, show) -> None:
+        """Run ``show`` with the bars taken down, then put them back: a rich console writes to
+        the real stdout (rich unwraps its own redirection), so on a shared terminal the next
+        redraw would erase what ``show`` printed."""
+        if not self.open or not _isatty(sys.stdout):
+            show()
+            return
+        self.progress.stop()  # transient: the bars are erased, the cursor is where they began
+        try:
+            show()
+        finally:
+            self.progress.start()
 
     def close_stage(self, st: _BarStage) -> None:
         """Replace the bar of ``st`` by its summary line; stop the display after the last."""
@@ -203,13 +225,13 @@ def _progress(console: Any):
             st = task.fields.get("stage")
             eta = st.eta_s() if st else None
             if eta is not None:
-                return Text(f"ETA {fmt_duration(eta)}", style="progress.remaining")
+                return Text(fmt_eta(st), style="progress.remaining")
             return Text(f"{fmt_duration(st.elapsed_s() if st else 0)} elapsed", style="progress.elapsed")
 
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis", min_width=12)),
-        BarColumn(bar_width=16),
+        BarColumn(bar_width=10),
         Counts(),
         Rate(),
         Eta(),

@@ -24,8 +24,9 @@ def report(
         rep = build_report(results_dir, out)
         con = console()
         for w in rep.warnings:
-            con.print(f"[yellow]note:[/yellow] {escape(w)}", highlight=False)  # file names are text, not markup
+            # file names are text, not markup; a long path stays on one line (soft_wrap)
+            con.print(f"[yellow]note:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
         con.print(f"report: {escape(str(rep.out_dir / 'report.html'))} ({len(rep.configs)} configurations, "
-                  f"{len(rep.files)} files)", highlight=False)  # fmt: skip
+                  f"{len(rep.files)} files)", highlight=False, soft_wrap=True)  # fmt: skip
     except E3Error as exc:
         fail(exc)

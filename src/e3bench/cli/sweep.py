@@ -130,7 +130,7 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         for i, item in enumerate(ex.map(_Announced(todo, shown.started)), 1):
             text = line(item)
             shown.finished(item)
-            say(f"[{i}/{len(todo)}] {text}")
+            shown.progress.above(lambda i=i, text=text: say(f"[{i}/{len(todo)}] {text}"))
     ran = len(todo) - len(held)
     say(f"done: {ran - len(failed)} ok, {len(failed)} failed"
         + (f", {len(held)} left to another process" if held else "") + f"; results in {root}")  # fmt: skip

@@ -90,14 +90,23 @@ class Stage:
     def eta_s(self) -> float | None:
         """Seconds left: the caller's estimate counted down, else the mean time per item so far
         times the items left, counted down since the last item; None when unknown."""
+        left = self._left()
+        return None if left is None else max(0.0, left)
+
+    def overdue_s(self) -> float:
+        """Seconds the stage has run past its ETA (0 while within it, or once done)."""
+        left = self._left()
+        done = self.total is not None and self.completed >= self.total
+        return 0.0 if left is None or done else max(0.0, -left)
+
+    def _left(self) -> float | None:
         now = self.clock()
         if self._eta is not None:
-            return max(0.0, self._eta[0] - (now - self._eta[1]))
+            return self._eta[0] - (now - self._eta[1])
         rate = self.rate()
         if self.total is None or rate is None:
             return None
-        left = max(0.0, self.total - self.completed) / rate
-        return max(0.0, left - (now - self.last_advance))
+        return max(0.0, self.total - self.completed) / rate - (now - self.last_advance)
 
     # ---------------------------------------------------------------- the reporter's side
     def changed(self) -> None:
@@ -122,6 +131,11 @@ class Reporter:
     def __call__(self, message: str) -> None:
         """:meth:`note` (a reporter is also a line callback)."""
         self.note(message)
+
+    def above(self, show: Callable[[], None]) -> None:
+        """Run ``show`` (which prints results, e.g. to stdout) so that they stay above the
+        progress display instead of being drawn over by it."""
+        show()
 
 
 class Lines(Reporter):
@@ -158,6 +172,15 @@ def eta_from_durations(durations: Sequence[float], remaining: int, running_for_s
         return None
     mean = sum(durations) / len(durations)
     return max(0.0, remaining * mean - min(running_for_s, mean))
+
+
+def fmt_eta(stage: Stage) -> str:
+    """``ETA 1:05``; ``ETA passed by 0:12`` when the stage runs longer than estimated;
+    ``ETA -`` when unknown."""
+    over = stage.overdue_s()
+    if over >= 1:
+        return f"ETA passed by {fmt_duration(over)}"
+    return f"ETA {fmt_duration(stage.eta_s())}"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -336,7 +336,7 @@ def _paired_problem(a: dict | None, b: dict | None, metric: str) -> str | None:
     """Why the samples of A and B cannot be paired item by item (None: they can)."""
     if a is None or b is None:
         missing = " and ".join(s for s, x in (("A", a), ("B", b)) if x is None)
-        return f"no samples logged in {missing}; --log-samples on both gives a paired test"
+        return f"no readable samples logged in {missing}; --log-samples on both gives a paired test"
     ids = set(a) & set(b)
     if len(ids) < 2:
         return "the samples share fewer than 2 items"

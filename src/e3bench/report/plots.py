@@ -1,24 +1,26 @@
-"""Report figures (matplotlib, Agg backend, PNG). Each function takes config summaries and a
-path, and returns the path or None when there is nothing to plot.
+"""Static report figures for papers: each :class:`~e3bench.report.figures.Figure` drawn with
+matplotlib (Agg) and written as ``<name>.png`` and ``<name>.pdf`` (vector), atomically with the
+user's umask mode.
 
 Labels are plain text: configuration names come from model names and paths, which may hold
 ``$``, ``_`` or ``\\``; math-text parsing and TeX are off while a figure is drawn (a model named
-``$\\x{$`` used to crash the report). Figures that show ``*_at_min_batch`` figures say the batch
-size in their titles (:func:`e3bench.report.compare.batch_label`), and name each point's batch
-when configurations were measured at different smallest batches. Files are written atomically
-with the user's umask mode.
+``$\\x{$`` used to crash the report), and a legend entry starting with ``_`` (which matplotlib
+would hide) is kept. Bars are horizontal, so configuration labels sit one per row and never
+overlap; Pareto points carry numbers placed where they overlap no other number or point, and a
+numbered legend beside the axes names each one.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from e3bench.core.errors import require
 from e3bench.core.fsutil import atomic_write_bytes
-from e3bench.report.compare import ConfigSummary, batch_label, pareto_front
+from e3bench.report.figures import COLOURS, FRONT, Figure, Mark, Panel
 
 #: matplotlib settings for every report figure: text is never parsed as math or TeX.
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
@@ -44,134 +46,197 @@ def _plain_text(fn):
     return wrapper
 
 
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+def _text(s: str) -> str:
+    """``s`` as a legend entry matplotlib shows (it hides labels that start with ``_``)."""
+    return "\u200b" + s if s.startswith("_") else s
 
 
-def _labels(configs: Sequence[ConfigSummary]) -> list[str]:
-    """Configuration labels, each with its batch size when the smallest batches differ."""
-    mixed = len({c.min_batch_size for c in configs}) > 1
-    return [f"{c.label} (bs{c.min_batch_size})" if mixed else c.label for c in configs]
+def _colours(marks: Sequence[Mark]) -> dict[str, str]:
+    series = list(dict.fromkeys(m.series for m in marks))
+    return {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(series)}
 
 
-def _bar(configs, values, ylabel, title, path: Path, note: str = "") -> Path | None:
-    pairs = [(label, v) for label, v in zip(_labels(configs), values, strict=True) if v is not None]
-    if not pairs:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(pairs) + 2), 3.6))
-    labels, vals = zip(*pairs, strict=True)
-    ax.bar(range(len(vals)), vals, color="#4c72b0")
-    ax.set_xticks(range(len(vals)), labels, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
+def _err(ivs) -> list[list[float]]:
+    """matplotlib's asymmetric error bars; NaN (none drawn) where the interval is unknown."""
+    return [[iv.estimate - iv.low if iv.known else math.nan for iv in ivs],
+            [iv.high - iv.estimate if iv.known else math.nan for iv in ivs]]  # fmt: skip
+
+
+def _bar(ax, p: Panel, colours, legend: bool = True) -> None:
+    ys = range(len(p.marks))
+    ax.barh(ys, [m.y.estimate for m in p.marks], xerr=_err([m.y for m in p.marks]), color=[colours[m.series] for m in p.marks],
+            error_kw={"ecolor": "#333", "capsize": 3, "lw": 1})  # fmt: skip
+    ax.set_yticks(list(ys), [str(m.cat) for m in p.marks], fontsize=8)
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    if len(colours) > 1 and legend:
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color=c, label=_text(s)) for s, c in colours.items()], fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.01, 1), borderaxespad=0)  # fmt: skip
+
+
+def _line(ax, p: Panel, colours) -> None:
+    for s, c in colours.items():
+        ms = sorted((m for m in p.marks if m.series == s), key=lambda m: m.cat)
+        ax.errorbar([m.cat for m in ms], [m.y.estimate for m in ms], yerr=_err([m.y for m in ms]), marker="o",
+                    color=c, capsize=3, label=_text(s))  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
+def _log_x(ax, p: Panel) -> None:
+    """A log x axis with plain-number tick labels (matplotlib's default labels are math text,
+    which :data:`PLAIN_TEXT` shows raw); a line panel's ticks are its batch sizes."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log", base=2 if p.kind == "line" else 10)
+    if p.kind == "line":
+        ax.xaxis.set_major_locator(FixedLocator(sorted({float(m.cat) for m in p.marks})))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _box(ax, p: Panel, colours) -> None:
+    cats = list(dict.fromkeys(m.cat for m in p.marks))
+    data = [[m.y.estimate for m in p.marks if m.cat == cat] for cat in cats]
+    b = ax.boxplot(data, patch_artist=True, showfliers=False)
+    for patch, cat in zip(b["boxes"], cats, strict=True):
+        patch.set_facecolor(colours.get(cat, COLOURS[0]))
+        patch.set_alpha(0.6)
+    ax.set_xticks(range(1, len(cats) + 1), [str(c) for c in cats], rotation=30, ha="right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
 
 
-@_plain_text
-def latency(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """TTFT and TPOT bars (ms, mean, at each configuration's smallest batch, named in the title)
-    as a PNG at ``path``; None without TTFT data."""
-    if not any(c.ttft_ms_at_min_batch for c in configs):
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.4 * len(configs) + 3), 3.6))
-    for ax, attr, name in ((axes[0], "ttft_ms_at_min_batch", "TTFT (ms)"),
-                           (axes[1], "tpot_ms_at_min_batch", "TPOT (ms)")):  # fmt: skip
-        vals = [getattr(c, attr) or 0 for c in configs]
-        ax.bar(range(len(vals)), vals, color="#dd8452")
-        ax.set_xticks(range(len(vals)), _labels(configs), rotation=25, ha="right", fontsize=8)
-        ax.set_title(f"{name}, {batch_label(configs)} (mean)", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-@_plain_text
-def throughput_vs_batch(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """Output tokens/s against batch size (log2 axis), one line per configuration; None without data."""
-    if not any(c.throughput_by_batch for c in configs):
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for c in configs:
-        if c.throughput_by_batch:
-            bs = sorted(c.throughput_by_batch)
-            ax.plot(bs, [c.throughput_by_batch[b] for b in bs], marker="o", label=c.label)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("output tokens/s")
-    ax.set_title("Throughput vs batch size", fontsize=10)
-    ax.set_xscale("log", base=2)
+def _scatter(ax, p: Panel, colours) -> None:
+    many = len(p.marks) > 200
+    for s, c in colours.items():
+        ms = [m for m in p.marks if m.series == s]
+        ax.scatter([m.x.estimate for m in ms], [m.y.estimate for m in ms], s=6 if many else 30, color=c,
+                   alpha=0.5 if many else 0.9, label=_text(s), zorder=2, linewidths=0)  # fmt: skip
+        bars = [m for m in ms if m.x.known or m.y.known]
+        if bars:
+            ax.errorbar([m.x.estimate for m in bars], [m.y.estimate for m in bars], xerr=_err([m.x for m in bars]),
+                        yerr=_err([m.y for m in bars]), fmt="none", ecolor=c, alpha=0.7, lw=1, capsize=2, zorder=2)  # fmt: skip
+    front = sorted((m for m in p.marks if m.front), key=lambda m: m.x.estimate)
+    ax.scatter([m.x.estimate for m in front], [m.y.estimate for m in front], s=70, facecolors="none",
+               edgecolors=FRONT, linewidths=1.5, zorder=3)  # fmt: skip
+    ax.plot([m.x.estimate for m in front], [m.y.estimate for m in front], color=FRONT, lw=1.2, ls="--",
+            label="Pareto front", zorder=1)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
+
+
+#: Offsets (points) tried in turn for a number beside its point, each at growing distance.
+_OFFSETS = ((5, 4), (5, -11), (-12, 4), (-12, -11), (8, -3), (-15, -3), (-3, 8), (-3, -15))
+
+
+def place_numbers(fig, ax, marks: Sequence[Mark]) -> list:
+    """Write each numbered mark's number beside its point, inside the axes, where its box
+    overlaps no other number and no point (up to 5 rings of :data:`_OFFSETS`; a leader line
+    from ring 2; no room: the number stays in the legend only); returns the text artists. Call
+    after the layout is final."""
+    renderer = fig.canvas.get_renderer()
+    pts = ax.transData.transform([(m.x.estimate, m.y.estimate) for m in marks])
+    box = ax.get_window_extent(renderer)
+    taken = []
+    out = []
+    for m, (px, py) in zip(marks, pts, strict=True):
+        if m.number is None:
+            continue
+        for ring in range(1, 6):
+            ok = None
+            for dx, dy in _OFFSETS:
+                t = ax.annotate(str(m.number), (m.x.estimate, m.y.estimate), xytext=(dx * ring, dy * ring),
+                                textcoords="offset points", fontsize=8, color=FRONT if m.front else "#333",
+                                fontweight="bold", zorder=4,
+                                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#777"} if ring > 1 else None)  # fmt: skip
+                bb = t.get_window_extent(renderer).expanded(1.1, 1.1)
+                near = bb.padded(3)  # a marker's radius
+                hits_point = any(near.contains(qx, qy) for qx, qy in pts)
+                inside = box.contains(bb.x0, bb.y0) and box.contains(bb.x1, bb.y1)
+                if inside and not hits_point and not any(bb.overlaps(o) for o in taken):
+                    ok = t
+                    taken.append(bb)
+                    break
+                t.remove()
+            if ok is not None:
+                out.append(ok)
+                break
+    return out
+
+
+def _number_legend(ax, marks: Sequence[Mark], handles_first: bool) -> None:
+    from matplotlib.lines import Line2D
+
+    numbered = sorted((m for m in marks if m.number is not None), key=lambda m: m.number)
+    handles, labels = ax.get_legend_handles_labels()
+    extra = [Line2D([], [], ls="none") for _ in numbered]
+    leg = ax.legend(handles + extra, labels + [f"{m.number}  {m.label}" for m in numbered], fontsize=7,
+                    loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, handlelength=1 if handles_first else 0)  # fmt: skip
+    leg.set_in_layout(True)
 
 
 @_plain_text
-def memory(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """Peak RSS bars (MiB); None when no configuration has it."""
-    return _bar(configs, [c.peak_rss_mib for c in configs], "MiB", "Peak RSS (measured phase)", path)
-
-
-@_plain_text
-def energy_per_token(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """EPT_total bars (J/token, at each configuration's smallest batch, named in the title), the
-    energy methods below the title; None without energy."""
-    methods = sorted({c.energy_method for c in configs if c.energy_method})
-    return _bar(configs, [c.ept_total_j_per_token_at_min_batch for c in configs], "J / token",
-                f"Energy per token (EPT_total, {batch_label(configs)})", path, note="; ".join(methods))  # fmt: skip
-
-
-@_plain_text
-def accuracy(configs: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """Mean primary metric bars; None without task scores."""
-    return _bar(configs, [c.accuracy for c in configs], "mean primary metric",
-                "Accuracy (mean over tasks of acc_norm / acc / exact match)", path)  # fmt: skip
-
-
-@_plain_text
-def pareto(configs: Sequence[ConfigSummary], path: Path, x_attr: str, x_label: str, title: str) -> Path | None:
-    """Quality (y, higher is better) against a cost (x, lower is better, attribute ``x_attr``);
-    the front is drawn. ``x_label`` gets the batch size of ``*_at_min_batch`` attributes
-    appended.
-
-    Without task scores, quality falls back to decode tokens/s (at the smallest batch) so the
-    plot still ranks speed against energy; the title says so.
-    """
-    use_acc = any(c.accuracy is not None for c in configs)
-    pts = []
-    for c, label in zip(configs, _labels(configs), strict=True):
-        y = c.accuracy if use_acc else c.decode_tokens_per_s_at_min_batch
-        x = getattr(c, x_attr)
-        if x is not None and y is not None:
-            pts.append((label, x, y))
-    if not pts:
-        return None
-    if x_attr.endswith("_at_min_batch"):
-        x_label = f"{x_label}, {batch_label(configs)}"
-    front = set(pareto_front(pts))
+def draw(spec: Figure):
+    """The matplotlib figure of ``spec`` (not yet saved; numbers placed)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for label, x, y in pts:
-        on = label in front
-        ax.scatter([x], [y], s=60 if on else 30, color="#c44e52" if on else "#8c8c8c", zorder=3)
-        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    fr = sorted((x, y) for label, x, y in pts if label in front)
-    ax.plot([p[0] for p in fr], [p[1] for p in fr], color="#c44e52", lw=1.2, ls="--", label="Pareto front")
-    ax.set_xlabel(x_label)
-    ax.set_ylabel("accuracy (mean primary metric)" if use_acc
-                  else f"decode tokens/s, {batch_label(configs)} (no task scores)")  # fmt: skip
-    if not use_acc:
-        title = title.replace("Accuracy", "Decode speed") + " (no task scores in these runs)"
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    n = len(spec.panels)
+    kind = spec.panels[0].kind
+    stacked = kind == "bar"  # bar panels one above the other, each with its own labels
+    heights = [0.7 + 0.24 * len(p.marks) for p in spec.panels] if stacked else [3.6]
+    labels = max((len(str(m.cat)) for p in spec.panels for m in p.marks), default=0) if stacked else 0
+    legend = max((len(m.label) + 4 for p in spec.panels for m in p.marks if m.number), default=0)
+    per = {"scatter": 5.5, "line": 7.0, "box": 4.3, "bar": 5.5}[kind]
+    width = min(18.0, 1.0 + 0.062 * labels + 0.055 * legend + per * (1 if stacked else n))
+    note = _wrap(spec.note, int(width * 15)) if spec.note else ""
+    foot = 0.2 + 0.14 * len(note.splitlines()) if note else 0.0
+    height = sum(heights) + 0.6 + foot
+    shape = (n, 1) if stacked else (1, n)
+    fig, axes = plt.subplots(*shape, figsize=(width, height), squeeze=False,
+                             gridspec_kw={"height_ratios": heights} if stacked else None)  # fmt: skip
+    axes = list(axes[:, 0] if stacked else axes[0])
+    for i, (ax, p) in enumerate(zip(axes, spec.panels, strict=True)):
+        colours = _colours(p.marks)
+        if p.kind == "bar":
+            _bar(ax, p, colours, legend=i == 0)
+        else:
+            {"line": _line, "box": _box, "scatter": _scatter}[p.kind](ax, p, colours)
+        if p.log_x:
+            _log_x(ax, p)
+        title = p.title if n > 1 else ", ".join(t for t in (spec.title, p.title) if t)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(p.x_label)
+        ax.set_ylabel(p.y_label)
+        if p.kind == "scatter":
+            _number_legend(ax, p.marks, True)
+    if note:
+        fig.text(0.01, 0.05 / height, note, fontsize=7, color="#555", va="bottom")
+    if n > 1:
+        fig.suptitle(spec.title, fontsize=11)
+    fig.tight_layout(rect=(0, foot / height, 1, 1))
+    for ax, p in zip(axes, spec.panels, strict=True):
+        if p.kind == "scatter":
+            place_numbers(fig, ax, p.marks)
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def save(spec: Figure, out_dir: Path) -> Path:
+    """Write ``<out_dir>/<name>.png`` (110 dpi) and ``.pdf``; returns the PNG's path."""
+    plt = _plt()
+    fig = draw(spec)
+    try:
+        with plt.rc_context(PLAIN_TEXT):
+            for ext in ("png", "pdf"):
+                buf = io.BytesIO()
+                fig.savefig(buf, format=ext, dpi=110)  # the layout is final: no "tight" re-draw
+                atomic_write_bytes(out_dir / f"{spec.name}.{ext}", buf.getvalue())
+    finally:
+        plt.close(fig)
+    return out_dir / f"{spec.name}.png"
+

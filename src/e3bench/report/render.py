@@ -16,7 +16,7 @@ from pathlib import Path
 
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import atomic_write_text, write_errors
-from e3bench.report import html, plots, sections
+from e3bench.report import figures, html, interactive, plots, sections
 from e3bench.report.compare import ConfigSummary, summarize_configs
 from e3bench.report.tables import latex_table, md_cell, to_csv
 from e3bench.report.training import FINETUNE_COLUMNS, SUITE_COLUMNS, Training, load_training
@@ -93,8 +93,8 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
     return "\n".join(out) + "\n"
 
 
-def _html(summary_md: str, configs, comps, failed, figures: dict[str, Path], training: Training | None = None) -> str:
-    return html.page(summary_md, _capped(sections.tables(configs, comps) + _training_tables(training)), figures, failed)
+def _html(summary_md: str, configs, comps, failed, specs: list[figures.Figure], training: Training | None = None) -> str:
+    return html.page(summary_md, _capped(sections.tables(configs, comps) + _training_tables(training)), specs, failed)
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
@@ -145,30 +145,18 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         write("runs.csv", to_csv(runs, RUN_COLUMNS))
         write("tasks.csv", to_csv(tasks, TASK_COLUMNS))
         write("pivot.csv", to_csv(sections.csv_rows(configs), sections.CSV_COLUMNS))
-        write("table.tex", "\n".join(latex_table(rows, cols, heading)
+        write("table.tex", "".join(latex_table(rows, cols, heading)
                                       for heading, rows, cols in sections.tables(configs, comps) if rows))
     if comps:
         write("quantization.csv", to_csv(sections.cmp_csv_rows(comps), sections.CMP_CSV_COLUMNS))
-    pd = out / "plots"
-    figures = {} if not configs else {
-        name: p
-        for name, p in {
-            "pareto_accuracy_vs_energy": plots.pareto(configs, pd / "pareto_energy.png",
-                                                      "ept_total_j_per_token_at_min_batch", "energy per token (J)",
-                                                      "Accuracy vs energy per token"),
-            "pareto_accuracy_vs_latency": plots.pareto(configs, pd / "pareto_latency.png", "tpot_ms_at_min_batch",
-                                                       "TPOT (ms)", "Accuracy vs latency"),
-            "latency": plots.latency(configs, pd / "latency.png"),
-            "throughput_vs_batch": plots.throughput_vs_batch(configs, pd / "throughput.png"),
-            "memory": plots.memory(configs, pd / "memory.png"),
-            "energy_per_token": plots.energy_per_token(configs, pd / "energy_per_token.png"),
-            "accuracy": plots.accuracy(configs, pd / "accuracy.png"),
-        }.items()
-        if p is not None
-    }  # fmt: skip
-    for name, p in figures.items():
-        files[f"plots/{p.name}"] = p
-    md = _summary_md(configs, comps, failed, warnings, figures, training)
+    specs = figures.specs(configs) if configs else []
+    pngs = {f.name: plots.save(f, out / "plots") for f in specs}
+    for f in specs:
+        files[f"plots/{f.name}.png"] = pngs[f.name]
+        files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
+    if specs:
+        files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
+    md = _summary_md(configs, comps, failed, warnings, pngs, training)
     write("summary.md", md)
-    write("report.html", _html(md, configs, comps, failed, figures, training))
+    write("report.html", _html(md, configs, comps, failed, specs, training))
     return Report(out, files, configs, comps, warnings)

@@ -8,6 +8,8 @@ One implementation each, imported by the report, ``e3bench compare`` and the sum
 * :func:`mcnemar` — exact McNemar test of two classifiers scored on the same items;
 * :func:`paired_bootstrap_diff_ci` — percentile bootstrap of ``mean(b - a)`` over paired items;
 * :func:`paired_bootstrap_ratio_ci` — the same for ``mean(b) / mean(a)`` (quality retained);
+* :func:`paired_binary_diff_ci` — right/wrong scores of the same items: Agresti–Min interval
+  (the bootstrap has no spread when the two agree on every item, however few);
 * :func:`verdict` — the word a table shows for an interval.
 
 Critical values come from :func:`e3bench.core.timing.t_critical_95` (no scipy at run time:
@@ -178,6 +180,25 @@ def paired_bootstrap_ratio_ci(
     low, high = (float(x) for x in np.percentile(mb[ok] / ma[ok], [2.5, 97.5]))
     return Interval(float(b.mean() / a.mean()), low, high, int(a.size),
                     f"paired bootstrap ratio, {n_boot} resamples, seed {seed}")  # fmt: skip
+
+
+def paired_binary_diff_ci(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> Interval:
+    """Accuracy of B minus accuracy of A over the same items (right/wrong each), with the
+    Agresti–Min (2005) 95 % interval: Wald on the 2×2 table with 0.5 added to each cell. Unlike
+    a bootstrap it stays wide when the two agree on every item (20 agreeing items cannot show
+    that the two differ by less than 9 points). The estimate is the plain difference
+    ``(c - b) / n`` (``b``, ``c``: items only A, only B got right). No items: NaN."""
+    if len(a_correct) != len(b_correct):
+        raise ValueError(f"paired interval over {len(a_correct)} and {len(b_correct)} items: must be the same items")
+    n = len(a_correct)
+    if n == 0:
+        return Interval(_NAN, _NAN, _NAN, 0, "Agresti-Min, no items")
+    b, c, _ = mcnemar(a_correct, b_correct)
+    n2 = n + 2
+    p12, p21 = (b + 0.5) / n2, (c + 0.5) / n2
+    d = p21 - p12
+    half = 1.96 * math.sqrt(max(0.0, (p12 + p21) - d * d) / n2)
+    return Interval((c - b) / n, d - half, d + half, n, f"Agresti-Min paired interval, {n} items ({b} vs {c} discordant)")
 
 
 def verdict(iv: Interval, *, higher_is_better: bool, threshold: float = 0.0) -> str:

@@ -7,9 +7,9 @@ differ), the first of
 configuration of its own precision.
 
 Quality, per common task: with samples files on both sides (``--log-samples``) the comparison
-is paired over the items both scored: exact McNemar test, paired bootstrap 95 % CI of the
-accuracy difference, and the retained fraction (variant ÷ reference) with a paired bootstrap
-CI. Without them it is unpaired: Welch/delta-method intervals from each task's standard error.
+is paired over the items both scored: for right/wrong items the exact McNemar test and the
+Agresti–Min 95 % CI of the accuracy difference (retained = 1 + difference ÷ reference score),
+for other per-item scores paired bootstrap CIs of the difference and of the ratio. Without them it is unpaired: Welch/delta-method intervals from each task's standard error.
 "Retained ≥ 99 %" (MLPerf's rule of thumb) is PASS when the whole CI lies at or above 99 %,
 FAIL when it lies below, INCONCLUSIVE when it spans 99 % (40 items cannot establish 99 %).
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from e3bench.core.timing import Stats
 from e3bench.report.compare import ConfigSummary, TaskScore
+from e3bench.report.workload import workload_values
 from e3bench.report.stats import (
     BETTER,
     INCONCLUSIVE,
@@ -34,6 +35,7 @@ from e3bench.report.stats import (
     Interval,
     diff_ci,
     mcnemar,
+    paired_binary_diff_ci,
     paired_bootstrap_diff_ci,
     paired_bootstrap_ratio_ci,
     ratio_ci,
@@ -105,7 +107,7 @@ class VariantComparison:
 
 
 def _identity(c: ConfigSummary) -> str:
-    rest = {k: v for k, v in c.config.items() if k not in _VARYING}
+    rest = {k: v for k, v in {**c.config, **workload_values(c.config)}.items() if k not in _VARYING}
     return json.dumps(rest, sort_keys=True, default=str)
 
 
@@ -179,13 +181,19 @@ def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
     pair = _paired(a, b)
     if pair is not None:
         xa, xb = pair
-        diff = paired_bootstrap_diff_ci(xa, xb)
-        retained = paired_bootstrap_ratio_ci(xa, xb)
-        binary = all(x in (0.0, 1.0) for x in xa + xb)
-        mc = mcnemar([x == 1.0 for x in xa], [x == 1.0 for x in xb]) if binary else None
-        tc = TaskComparison(a.task, a.metric, sum(xa) / len(xa), sum(xb) / len(xb), diff, retained, True, len(xa),
-                            _retained_word(retained), mc[:2] if mc else None, mc[2] if mc else None)  # fmt: skip
-        return tc
+        ra, rb = sum(xa) / len(xa), sum(xb) / len(xb)
+        mc = None
+        if all(x in (0.0, 1.0) for x in xa + xb):  # right/wrong items: McNemar and Agresti-Min
+            ca, cb = [x == 1.0 for x in xa], [x == 1.0 for x in xb]
+            mc = mcnemar(ca, cb)
+            diff = paired_binary_diff_ci(ca, cb)
+            retained = (Interval(rb / ra, 1 + diff.low / ra, 1 + diff.high / ra, diff.n,
+                                 diff.method + ", as a fraction of the reference's score")
+                        if ra > 0 else Interval(float("nan"), float("nan"), float("nan"), diff.n, "reference score 0"))  # fmt: skip
+        else:
+            diff, retained = paired_bootstrap_diff_ci(xa, xb), paired_bootstrap_ratio_ci(xa, xb)
+        return TaskComparison(a.task, a.metric, ra, rb, diff, retained, True, len(xa), _retained_word(retained),
+                              mc[:2] if mc else None, mc[2] if mc else None)  # fmt: skip
     sa, sb = _item_stats(a), _item_stats(b)
     if sa is None or sb is None:
         nan = float("nan")

@@ -155,10 +155,27 @@ def json_files(root: Path) -> Iterator[Path]:
 
 
 def read_document(path: Path) -> Document:
-    """Parse one JSON file and classify it (see :class:`Document`); never raises."""
+    """Parse one JSON file and classify it (see :class:`Document`); never raises.
+
+    A run record is validated straight from its bytes (pydantic's JSON parser: about 3x faster
+    than ``json.loads`` and validating the objects, which counts at thousands of records);
+    anything else, or a record that does not validate, takes the slow path that classifies it
+    and names the problem."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return Document(path, problem=f"{path}: not readable JSON ({type(exc).__name__})")
+    if b'"kind"' not in raw and b'"schema_version"' in raw:  # else the slow path classifies it
+        try:
+            rec = ResultRecord.model_validate_json(raw)
+        except ValueError:
+            pass
+        else:
+            if rec.schema_version == SCHEMA_VERSION:
+                return Document(path, record=rec)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
         return Document(path, problem=f"{path}: not readable JSON ({type(exc).__name__})")
     if not isinstance(data, dict):
         return Document(path)
