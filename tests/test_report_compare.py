@@ -75,7 +75,7 @@ def test_report_of_runs_folder_compares_nothing_with_itself(tmp_path):
     rep = build_report(tmp_path / "results" / "runs")
     assert rep.comparisons == []
     md = (rep.out_dir / "summary.md").read_text()
-    assert "mixes 2 workloads (they differ in tasks, limit)" in md
+    assert "mixes 2 workloads (they differ in tasks)" in md  # the limit of a run without tasks asks nothing
 
 
 def test_conclusions_name_the_best_at_every_batch_size(tmp_path):
@@ -210,7 +210,7 @@ def test_workload_labels_say_what_was_asked():
     assert a.label == "prompt 64 tokens → 16 new tokens (synthetic prompts); tasks: hellaswag, limit 40"
     assert b.label.endswith("no quality tasks")
     assert mixed_note([a, a]) is None
-    assert "prompt_tokens, max_new_tokens, tasks, limit" in mixed_note([a, b])
+    assert "(they differ in prompt_tokens, max_new_tokens, tasks)" in mixed_note([a, b])
 
 
 def test_pareto_front_agrees_with_the_definition():
@@ -251,3 +251,20 @@ def test_labels_never_collide(tmp_path):
     labels = [c.label for c in rep.configs]
     assert len(set(labels)) == 3, labels
     assert any("#" in x for x in labels) and any("[64→32 tokens, no tasks]" in x for x in labels)
+
+
+def test_a_run_without_tasks_has_one_workload_whatever_its_limit(tmp_path):
+    """``--limit`` (or few-shot, engine) without tasks asks nothing: the fp32 run without a limit
+    and the int8 run with ``limit=30`` and no tasks are one workload, int8 is compared with fp32,
+    and ``compare`` pairs them without --force (before: two sections with the same heading, no
+    reference, and compare refused them as 'different workloads: limit (none) → 30')."""
+    from e3bench.report import diff
+
+    a = save(tmp_path, record(), sweep="s")
+    b = save(tmp_path, record(dtype="int8", limit=30, engine="lm-eval", batches=[batch(1, [40, 41, 42], 0.05)]), sweep="s")
+    rep = build_report(tmp_path)
+    md = (rep.out_dir / "summary.md").read_text()
+    assert "mixes" not in md and md.count("no quality tasks") == 3  # workload line + two section headings
+    assert [(c.variant.split()[2], c.reference.split()[2]) for c in rep.comparisons] == [("int8", "fp32")]
+    pairing = diff.pair(diff.resolve(str(a)), diff.resolve(str(b)))
+    assert [p.warnings for p in pairing.pairs] == [[]]

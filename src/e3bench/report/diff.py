@@ -28,7 +28,7 @@ from typing import Any
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import component_problem
 from e3bench.report.compare import run_warnings
-from e3bench.report.workload import WORKLOAD_FIELDS
+from e3bench.report.workload import WORKLOAD_FIELDS, workload_values
 from e3bench.results import store
 from e3bench.results.labels import config_label
 from e3bench.results.schema import ResultRecord
@@ -155,7 +155,7 @@ class Config:
 
     def key(self) -> tuple[str, ...]:
         """What pairs this configuration with one of the other side: identity and workload."""
-        c = {**self.config, "model": self.model_name}
+        c = {**self.config, **workload_values(self.config), "model": self.model_name}
         return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD_FIELDS)) + self.extra
 
     @property
@@ -201,6 +201,11 @@ def differences(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...] | 
     value differs between configs ``a`` and ``b``."""
     keys = fields or tuple(sorted((set(a) | set(b)) - set(_NOT_COMPARED)))
     return [f"{k} {_show(a.get(k))} → {_show(b.get(k))}" for k in keys if _show(a.get(k)) != _show(b.get(k))]
+
+
+def _workload_differences(a: Config, b: Config) -> list[str]:
+    """How the workloads of ``a`` and ``b`` differ (:func:`differences` over their workload values)."""
+    return differences(workload_values(a.config), workload_values(b.config), WORKLOAD_FIELDS)
 
 
 @dataclass
@@ -268,7 +273,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
                 rest_b.remove(twin[0])
             elif len(twin) == 1:
                 unpaired.append(f"{x.label}: B runs it with another workload "
-                                f"({'; '.join(differences(x.config, twin[0].config, WORKLOAD_FIELDS))}; --force pairs them)")  # fmt: skip
+                                f"({'; '.join(_workload_differences(x, twin[0]))}; --force pairs them)")  # fmt: skip
                 rest_b.remove(twin[0])
             else:
                 unpaired.append(f"{x.label}: only in A")
@@ -279,7 +284,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
             unpaired.append(f"{x.label}: the same records on both sides (not compared with itself)")
             continue
         p = Pair(x, y, differences(x.config, y.config), _machines(x.records[-1][1], y.records[-1][1]))
-        work = differences(x.config, y.config, WORKLOAD_FIELDS)
+        work = _workload_differences(x, y)
         if work and not force:
             raise E3Error(f"A and B measure different workloads ({p.label}: {'; '.join(work)}): their figures "
                           "are not comparable", "compare runs of one workload, or pass --force to compare anyway")  # fmt: skip

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from e3bench.core.timing import Stats
 from e3bench.report.compare import ConfigSummary, TaskScore
+from e3bench.report.workload import workload_values
 from e3bench.report.stats import (
     BETTER,
     INCONCLUSIVE,
@@ -106,7 +107,7 @@ class VariantComparison:
 
 
 def _identity(c: ConfigSummary) -> str:
-    rest = {k: v for k, v in c.config.items() if k not in _VARYING}
+    rest = {k: v for k, v in {**c.config, **workload_values(c.config)}.items() if k not in _VARYING}
     return json.dumps(rest, sort_keys=True, default=str)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 #: Config fields that define a workload; runs that differ in any of them are never compared.
 WORKLOAD_FIELDS = ("prompt_tokens", "max_new_tokens", "prompts", "tasks", "limit", "num_fewshot", "engine",
                    "include_path")  # fmt: skip
+#: Workload fields that only say how tasks are scored: without tasks they ask nothing (unset).
+TASK_FIELDS = ("limit", "num_fewshot", "engine", "include_path")
 
 
 @dataclass(frozen=True, order=True)
@@ -35,11 +37,25 @@ def _text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def workload_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`WORKLOAD_FIELDS` of a stored config as they define its workload: a run without
+    tasks has no item limit, few-shot count, engine or task folder (:data:`TASK_FIELDS` count
+    as unset, whatever the config holds), and a field a record lacks (older records) is unset.
+    The one answer to "which workload": :func:`workload_of`, ``compare`` and the variants' reference use it."""
+    vals = {f: config.get(f) for f in WORKLOAD_FIELDS}
+    if not vals["tasks"]:
+        vals.update(dict.fromkeys(TASK_FIELDS))
+    elif vals["engine"] is None:
+        vals["engine"] = "e3bench"  # the only engine before the field existed
+    return vals
+
+
 def workload_of(config: Mapping[str, Any]) -> Workload:
     """The workload of a stored config (``record.config``): e.g. ``"prompt 64 tokens → 16 new
     tokens (synthetic prompts); tasks: hellaswag, limit 40"``. Fields a record lacks count as
     unset (older records)."""
-    key = tuple(_text(config.get(f)) for f in WORKLOAD_FIELDS)
+    config = workload_values(config)
+    key = tuple(_text(config[f]) for f in WORKLOAD_FIELDS)
     src = config.get("prompts")
     prompts = "synthetic prompts" if not src else f"prompts from {src}"
     label = f"prompt {config.get('prompt_tokens')} tokens → {config.get('max_new_tokens')} new tokens ({prompts})"
@@ -49,7 +65,7 @@ def workload_of(config: Mapping[str, Any]) -> Workload:
         label += f", limit {config['limit']}" if config.get("limit") is not None else ", all items"
         if config.get("num_fewshot") is not None:
             label += f", {config['num_fewshot']}-shot"
-        if config.get("engine", "e3bench") != "e3bench":
+        if config.get("engine") not in (None, "e3bench"):
             label += f", engine {config['engine']}"
         if config.get("include_path"):
             label += f", tasks from {config['include_path']}"
@@ -66,8 +82,12 @@ def workload_of(config: Mapping[str, Any]) -> Workload:
 
 
 def differences(workloads: list[Workload]) -> list[str]:
-    """Names of the :data:`WORKLOAD_FIELDS` whose values differ among ``workloads``."""
-    return [f for i, f in enumerate(WORKLOAD_FIELDS) if len({w.key[i] for w in workloads}) > 1]
+    """Names of the :data:`WORKLOAD_FIELDS` whose values differ among ``workloads`` (a task
+    field only among those with tasks: without, it asks nothing)."""
+    t = WORKLOAD_FIELDS.index("tasks")
+    with_tasks = [w for w in workloads if w.key[t]]
+    return [f for i, f in enumerate(WORKLOAD_FIELDS)
+            if len({w.key[i] for w in (with_tasks if f in TASK_FIELDS else workloads)}) > 1]  # fmt: skip
 
 
 def mixed_note(workloads: list[Workload]) -> str | None:
