@@ -63,7 +63,7 @@ def test_earlier_results_survive_a_failed_run(tiny_models, tmp_path):
     ok = run_cli(
         "run", "--model", str(tiny_models["decoder"]), "--batch-size", "1", "--max-new-tokens", "3",
         "--prompt-tokens", "8", "--min-iters", "2", "--min-seconds", "0", "--meter", "none", "-o", str(tmp_path),
-        "--set", "idle_seconds=0",
+        "--set", "idle_seconds=0", "--tasks", "none",
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     files = list(tmp_path.rglob("*.json"))

@@ -203,7 +203,7 @@ def _cli_with_fakes(args: list[str], tmp_path: Path, *, backend: str = "OomBacke
 
 
 FAST = ["--min-iters", "2", "--min-seconds", "0", "--warmup-iters", "0", "--set", "idle_seconds=0",
-        "--max-new-tokens", "4", "--prompt-tokens", "8", "--meter", "none"]  # fmt: skip
+        "--max-new-tokens", "4", "--prompt-tokens", "8", "--meter", "none", "--tasks", "none"]  # fmt: skip
 
 
 def test_cli_batch_out_of_memory_saves_the_record_and_exits_nonzero(tiny_models, tmp_path):

@@ -226,3 +226,16 @@ def test_hostile_task_names_are_columns_not_sql(results):
     assert rows[0][col] == rec["effectiveness"][0]["metrics"]["acc"]
     assert rows[0][col + "_stderr"] == rec["effectiveness"][0]["stderr"]["acc"]
     assert len(query(results, [], ["run_id"])) == 8  # the runs table is still there
+
+
+def test_plugins_takes_format_like_the_other_listings():
+    """`plugins` was the one listing without --format (exit 2): every registry as rows of data."""
+    from e3bench.core import registry
+
+    res = run_cli("plugins", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert {(r["kind"], r["name"]) for r in rows} >= {("meter", "estimate"), ("backend", "pytorch")}
+    assert len(rows) == sum(len(registry.describe(reg)) for reg in registry.ALL.values())
+    csv_rows = list(csv.DictReader(io.StringIO(run_cli("plugins", "--format", "csv").stdout)))
+    assert [(r["kind"], r["name"]) for r in csv_rows] == [(r["kind"], r["name"]) for r in rows]

@@ -89,10 +89,17 @@ def tasks(wide: bool = WIDE, fmt: str = FORMAT) -> None:
         console().print("Data: $E3BENCH_DATA_DIR first, then the Hugging Face hub. Options: name:key=value,...")
 
 
-def plugins(wide: bool = WIDE) -> None:
+def plugins(wide: bool = WIDE, fmt: str = FORMAT) -> None:
     """List everything registered: backends, meters, tasks, executors, trackers (and their source)."""
+    from e3bench.cli.tables import Col
     from e3bench.core import registry
 
+    if fmt != "table":  # data: one row per registered name, its registry in a "kind" column
+        rows = [{"kind": kind, **r} for kind in registry.ALL for r in _registry_rows(kind)]
+        cols = [Col("kind", kind="id"), Col("name", kind="id"), Col("installed", kind="id"),
+                Col("from", kind="text"), Col("description", kind="text")]  # fmt: skip
+        _print(cols, rows, fmt=fmt, wide=wide, title=None)
+        return
     con = console()
     for kind, reg in registry.ALL.items():
         _registry_table(kind, f"{kind}s (entry-point group {reg.group})", kind, wide=wide)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from e3bench.config.validate import Problem, raise_problems, semantic_checks
+from e3bench.config.values import ALIASES, DEFAULT_LIMIT, DEFAULT_TASKS, FLAGS, NO_TASKS, coerce, flag_of
 from e3bench.core.errors import E3Error, unknown_name
 from e3bench.core.ids import stable_hash
 
@@ -73,8 +74,14 @@ class RunConfig(BaseModel):
     )
     idle_seconds: float = Field(3.0, description="idle-baseline measurement before the workload (s)")
     region: str | None = Field(None, description="grid region for CO2e, e.g. DE, US-CA (unset = world average)")
-    tasks: tuple[str, ...] = Field((), description="effectiveness tasks, comma list, e.g. mmlu,hellaswag,gsm8k")
-    limit: int | None = Field(None, description="items per task (first N)")
+    tasks: tuple[str, ...] = Field(
+        (),
+        description=f"quality tasks, comma list, e.g. mmlu,hellaswag,gsm8k; 'none' (or '') = no task. e3bench run's "
+        f"default: {','.join(DEFAULT_TASKS)}, first {DEFAULT_LIMIT} items (skipped with a note when its data is "
+        "nowhere: neither $E3BENCH_DATA_DIR nor the hub)",
+    )
+    limit: int | None = Field(None, description="items per task (first N); unset = all (e3bench run's default task: "
+                              f"{DEFAULT_LIMIT})")
     log_samples: bool = Field(False, description="save per-item predictions")
     engine: Literal["e3bench", "lm-eval"] = Field("e3bench", description="e3bench | lm-eval")
     num_fewshot: int | None = Field(
@@ -91,6 +98,8 @@ class RunConfig(BaseModel):
     trust_remote_code: bool = Field(
         False, description="let the model folder's own Python code run (transformers/vLLM auto_map); off: such models are refused"
     )
+    #: fields :func:`build_config` filled with ``e3bench run``'s defaults (not asked by the user)
+    _defaulted: frozenset[str] = PrivateAttr(frozenset())
 
     @field_validator("dtype")
     @classmethod
@@ -177,51 +186,19 @@ class RunConfig(BaseModel):
                 del d[late]
         return d
 
+    def defaulted(self, field: str) -> bool:
+        """Whether ``field`` holds a default of ``e3bench run`` the user did not ask for (the
+        default quality task: a run whose default task has no data skips it, with a note)."""
+        return field in self._defaulted
+
     def config_hash(self) -> str:
         """16 hex of SHA-256 over :meth:`identity` (the run's identity across machines)."""
         return stable_hash(self.identity())
 
 
 FIELDS: tuple[str, ...] = tuple(RunConfig.model_fields)
-#: other spellings accepted for a field (YAML, --set, sweep files)
-ALIASES = {"batch_size": "batch_sizes", "batch-size": "batch_sizes", "task": "tasks"}
-#: the command-line flag of each field where it is not ``--<field-with-dashes>``
-FLAGS = {"batch_sizes": "--batch-size", "cross_check_meter": "--cross-check", "backend_options": "--backend-option"}
-_LISTS = ("batch_sizes", "tasks", "trackers")
-
-
-def flag_of(field: str) -> str:
-    """The ``e3bench run`` flag that sets ``field`` (``batch_sizes`` → ``--batch-size``)."""
-    return FLAGS.get(field, "--" + field.replace("_", "-"))
-
-
-def coerce(key: str, value: Any) -> Any:
-    """Turn CLI strings (``"1,4,8"``, ``"null"``) into what field ``key`` expects.
-
-    Raises :class:`E3Error` for a batch-size list that is not integers.
-    """
-    if key in _LISTS:
-        if isinstance(value, str):
-            if key == "tasks":
-                from e3bench.config.taskspec import split_task_list
-
-                return split_task_list(value)
-            parts = [p.strip() for p in value.split(",") if p.strip()]
-            if key == "batch_sizes":
-                try:
-                    return tuple(int(p) for p in parts)
-                except ValueError:
-                    raise E3Error(f"batch_sizes must be integers, got '{value}'", "e.g. --batch-size 1,4,8") from None
-            return tuple(parts)
-        if isinstance(value, int):
-            return (value,)
-        if isinstance(value, list):
-            return tuple(value)
-    if isinstance(value, str) and value.lower() in ("null", "~"):
-        return None
-    return value
-
-
+__all__ = ["ALIASES", "DEFAULT_LIMIT", "DEFAULT_TASKS", "FIELDS", "FLAGS", "NO_TASKS", "Layer", "RunConfig",
+           "build_config", "coerce", "flag_of"]  # fmt: skip
 Locate = Callable[[str], str]
 
 
@@ -274,9 +251,14 @@ def build_config(
     sets: list[str] | None = None,
     layers: list[Layer] | None = None,
     runnable: bool = False,
+    run_defaults: bool = False,
 ) -> RunConfig:
     """Merge YAML < ``overrides`` (CLI flags) < ``sets`` (``--set``) < ``layers``, validate, and
     return a frozen :class:`RunConfig`.
+
+    ``run_defaults=True`` (``e3bench run``): when no layer names ``tasks``, the run gets the
+    default quality task :data:`DEFAULT_TASKS` on its first :data:`DEFAULT_LIMIT` items (``limit``
+    unless one is given); :meth:`RunConfig.defaulted` then says so.
 
     Always checked: the schema, unknown keys, meter/cross-check/tracker/task/backend names, task
     options, the region and the backend's options. ``runnable=True`` (``e3bench run``) also
@@ -294,7 +276,15 @@ def build_config(
     stack.append(set_layer(list(sets or [])))
     stack += layers or []
     merged, origin = _merge(stack, problems)
-    return _validate(merged, origin, problems, runnable=runnable)
+    defaulted: set[str] = set()
+    if run_defaults and "tasks" not in origin and "tasks" not in merged:
+        merged["tasks"], defaulted = DEFAULT_TASKS, {"tasks"}
+        if "limit" not in merged:
+            merged["limit"] = DEFAULT_LIMIT
+            defaulted.add("limit")
+    cfg = _validate(merged, origin, problems, runnable=runnable)
+    cfg._defaulted = frozenset(defaulted)
+    return cfg
 
 
 def _merge(stack: list[Layer], problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Locate]]:

@@ -1,113 +1,338 @@
 """Terminal summary of one result record (reads the record only; measures nothing).
 
-Text from the record (model names, paths, task names, errors, warnings) is printed literally:
-rich would read ``[...]`` in it as markup (a model path holding ``[/]`` crashed the summary).
+One screen, in the console's width (80 columns included: a table that would not fit drops its
+least important columns, never cuts a number): the model line, speed, energy and quality tables
+(quality as lm-eval prints it: Task / n-shot / Metric / Value / ± / Stderr), warnings, and last
+the three E's side by side, each with how it was obtained (:func:`three_es`).
+
+Per-token energy is named by what it counts: ``J/out-tok`` is energy per *output* token,
+``J/in+out-tok`` per input and output token together (the two are not reciprocals of anything
+else shown). Text from the record (model names, paths, task names, errors, warnings) is printed
+literally: rich would read ``[...]`` in it as markup (a model path holding ``[/]`` crashed the
+summary).
 """
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 from e3bench.core.fmt import num
 from e3bench.energy.accounting import EnergySummary
 from e3bench.report.tables import MISSING
-from e3bench.results.schema import ResultRecord
+from e3bench.results.schema import BatchResult, ResultRecord, TaskResult
+
+#: how a run's warning starts when its default quality task could not run (``e3bench run``)
+QUALITY_SKIPPED = "quality not measured: "
+#: width of the three E's labels ("Effectiveness" + 2)
+_LABEL = 15
 
 
 def _f(x: float | None, spec: str = ".1f") -> str:
     return num(x, spec, none=MISSING)
 
 
-def _ci(stats) -> str:
+def _g(x: float | None, digits: int = 3) -> str:
+    """``x`` with ``digits`` significant digits, never in scientific notation (0.000123, 12345)."""
+    if x is None:
+        return MISSING
+    if x == int(x) and abs(x) < 10**6:
+        return str(int(x))
+    if x == 0 or abs(x) >= 10 ** (digits - 1):
+        return f"{x:.0f}"
+    import math
+
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:.{decimals}f}"
+
+
+def _pm(stats) -> str:
+    """``mean ± half-width of the 95 % CI`` (the mean alone when there is no CI)."""
     if stats is None:
-        return "-"
+        return MISSING
     if stats.ci95_low is None or stats.ci95_high is None:
-        return f"{stats.mean:.1f}"
-    return f"{stats.mean:.1f} ± {(stats.ci95_high - stats.ci95_low) / 2:.1f}"
+        return _g(stats.mean, 4)
+    half = (stats.ci95_high - stats.ci95_low) / 2
+    spec = ".0f" if abs(stats.mean) >= 1000 else ".1f"
+    return f"{stats.mean:{spec}} ± {half:{spec}}"
 
 
-def _energy_cells(e: EnergySummary | None) -> list[str]:
-    if e is None or e.method == "missing":
-        reason = (e.error if e is not None else None) or "no meter"
-        return ["missing", "-", "-", "-", "-", reason[:30]]
-    return [
-        _f(e.gross_energy_j, ".2f"),
-        _f(e.net_energy_j, ".2f"),
-        _f(e.ept_total_j_per_token, ".4f"),
-        _f(e.tokens_per_j, ".2f"),
-        _f(e.co2e_g, ".4f"),
-        f"{e.method}: {e.sensor}",
-    ]
+@dataclass(frozen=True)
+class Col:
+    """One table column: header, how important it is (0 = always shown; higher ones are dropped
+    first when the table would not fit), its cell for a row, and whether it is text."""
+
+    header: str
+    priority: int
+    cell: Callable[[Any], str]
+    text: bool = False
 
 
-def print_summary(rec: ResultRecord, console) -> None:
-    """Print ``rec`` to a rich ``console``: model line, speed, energy and effectiveness tables,
-    warnings (a failed run: one line with its error)."""
+def print_fitted(console, title: str, cols: Sequence[Col], rows: Sequence[Any]) -> None:
+    """Print ``title`` and a table of ``rows`` in the console's width: columns of the highest
+    priority are dropped until it fits, and a line names them (all values are in the record);
+    numbers are never wrapped or cut."""
+    from rich import box
     from rich.markup import escape as esc
     from rich.table import Table
 
+    shown = list(cols)
+    while True:
+        t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
+        for c in shown:
+            t.add_column(c.header, justify="left" if c.text else "right", no_wrap=not c.text, overflow="fold")
+        for r in rows:
+            t.add_row(*(esc(c.cell(r)) for c in shown))
+        width = console.measure(t, options=console.options.update_width(10_000)).maximum  # unclamped
+        droppable = [c for c in shown if c.priority > 0]
+        if width <= console.width or not droppable:
+            break
+        shown.remove(max(droppable, key=lambda c: (c.priority, shown.index(c))))
+    _wrap(console, title)
+    console.print(t)
+    dropped = [c.header for c in cols if c not in shown]
+    if dropped:
+        _wrap(console, f"  (not shown at {console.width} columns: {', '.join(dropped)}; all in the record)", indent=3)
+
+
+def _wrap(console, text: str, indent: int = 0) -> None:
+    """Print ``text`` literally, wrapped to the console's width (continuation lines indented)."""
+    width = max(40, console.width)
+    for line in textwrap.wrap(text, width, subsequent_indent=" " * indent, break_long_words=False,
+                              break_on_hyphens=False):  # fmt: skip
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------- tables
+_SPEED = [
+    Col("batch", 0, lambda g: str(g.batch_size)),
+    Col("iters", 3, lambda g: str(g.iterations)),
+    Col("TTFT ms", 1, lambda g: _pm(g.ttft_ms)),
+    Col("TPOT ms", 0, lambda g: _pm(g.tpot_ms)),
+    Col("ITL p99 ms", 4, lambda g: _f(g.itl_ms.p99 if g.itl_ms else None)),
+    Col("prefill tok/s", 2, lambda g: _pm(g.prefill_tokens_per_s)),
+    Col("decode tok/s", 0, lambda g: _pm(g.decode_tokens_per_s)),
+    Col("out tok/s e2e", 3, lambda g: _f(g.throughput_tokens_per_s)),
+    Col("roofline %", 2, lambda g: _f(g.roofline_fraction * 100 if g.roofline_fraction is not None else None)),
+]
+
+
+def _energy_row(e: EnergySummary | None, col: str) -> str:
+    if e is None or e.method == "missing":
+        return "missing" if col == "gross J" else MISSING
+    return {
+        "gross J": _g(e.gross_energy_j),
+        "net J": _g(e.net_energy_j),
+        "basis": e.basis.split(" ")[0],
+        "J/out-tok": _g(e.ept_out_j_per_token),
+        "J/in+out-tok": _g(e.ept_total_j_per_token),
+        "CO2e g": _g(e.co2e_g),
+    }[col]
+
+
+_ENERGY = [Col("window", 0, lambda r: r[0], text=True)] + [
+    Col(h, p, lambda r, h=h: _energy_row(r[1], h))
+    for h, p in (("gross J", 1), ("net J", 0), ("basis", 0), ("J/out-tok", 0), ("J/in+out-tok", 2), ("CO2e g", 3))
+]
+
+
+def _task_rows(tasks: Sequence[TaskResult]) -> list[tuple[str, str, str, float, float | None, str, str]]:
+    rows = []
+    for tr in tasks:
+        shots = tr.details.get("num_fewshot")
+        for i, (metric, value) in enumerate(tr.metrics.items()):
+            first = i == 0
+            rows.append((tr.task if first else "", str(shots) if first and shots is not None else "", metric,
+                         value, tr.stderr.get(metric), str(tr.n_items) if first else "",
+                         _g(tr.examples_per_s) if first else ""))  # fmt: skip
+    return rows
+
+
+_TASKS = [
+    Col("Task", 0, lambda r: r[0], text=True),
+    Col("n-shot", 2, lambda r: r[1]),
+    Col("Metric", 0, lambda r: r[2], text=True),
+    Col("Value", 0, lambda r: f"{r[3]:.4f}"),
+    Col("±", 0, lambda r: "±" if r[4] is not None else ""),
+    Col("Stderr", 0, lambda r: f"{r[4]:.4f}" if r[4] is not None else MISSING),
+    Col("items", 1, lambda r: r[5]),
+    Col("items/s", 3, lambda r: r[6]),
+]
+
+
+def print_summary(rec: ResultRecord, console) -> None:
+    """Print ``rec`` to a rich ``console``: model line, speed, energy and quality tables,
+    warnings, then the three E's (a failed run: one line with its error)."""
     m = rec.model
     eff = rec.efficiency
     if m is None or eff is None:
-        console.print(f"run {rec.run_id}: {rec.status} {esc(rec.error or '')}", highlight=False)
+        _wrap(console, f"run {rec.run_id}: {rec.status} {rec.error or ''}")
         return
-    console.print(
-        f"[bold]{esc(m.name)}[/bold] · {esc(m.architecture)} · {m.parameters / 1e6:.1f}M params · "
-        f"{esc(str(rec.config['backend']))} {m.dtype} on {esc(m.device)} · load {eff.load_time_s:.1f} s · "
-        f"peak RSS {eff.peak_rss_bytes / 2**20:.0f} MiB"
-        + (f" · peak GPU {eff.peak_device_memory_bytes / 2**20:.0f} MiB" if eff.peak_device_memory_bytes else ""),
-        highlight=False,
-    )
-    console.print(f"prompts: {esc(eff.prompt_source)}", highlight=False)
+    gpu = f" · peak GPU {eff.peak_device_memory_bytes / 2**20:.0f} MiB" if eff.peak_device_memory_bytes else ""
+    _wrap(console, f"{m.name} · {m.architecture} · {m.parameters / 1e6:.1f}M params · {rec.config.get('backend')} "
+                   f"{m.dtype} on {m.device} · load {eff.load_time_s:.1f} s · peak RSS "
+                   f"{eff.peak_rss_bytes / 2**20:.0f} MiB{gpu}", indent=2)  # fmt: skip
+    _wrap(console, f"prompts: {eff.prompt_source}", indent=2)
     if eff.generation:
-        t = Table(title="speed (mean ± 95% CI; p50/p99 in the record)")
-        for col in ("batch", "iters", "TTFT ms", "TPOT ms", "ITL p99 ms", "prefill tok/s",
-                    "decode tok/s", "throughput tok/s", "roofline %"):  # fmt: skip
-            t.add_column(col, justify="right")
-        for g in eff.generation:
-            t.add_row(
-                str(g.batch_size), str(g.iterations), _ci(g.ttft_ms), _ci(g.tpot_ms),
-                _f(g.itl_ms.p99 if g.itl_ms else None), _ci(g.prefill_tokens_per_s),
-                _ci(g.decode_tokens_per_s), _f(g.throughput_tokens_per_s),
-                _f(g.roofline_fraction * 100 if g.roofline_fraction is not None else None),
-            )  # fmt: skip
-        console.print(t)
+        print_fitted(console, "speed (mean ± 95% CI; p50/p99 in the record)", _SPEED, eff.generation)
     for f in eff.forward:
-        console.print(
-            f"forward batch {f.batch_size}: {_ci(f.latency_ms)} ms, {f.tokens_per_s:.0f} input tok/s "
-            f"({f.iterations} iters)",
-            highlight=False,
-        )
+        _wrap(console, f"forward batch {f.batch_size}: {_pm(f.latency_ms)} ms, {f.tokens_per_s:.0f} input tok/s "
+                       f"({f.iterations} iters)")  # fmt: skip
     if eff.roofline:
         r = eff.roofline
-        console.print(
-            f"roofline: bandwidth {r.bandwidth_bytes_per_s / 1e9:.1f} GB/s ({esc(r.bandwidth_method)}); "
-            f"weights {r.weights_bytes / 2**20:.0f} MiB per decode step",
-            highlight=False,
-        )
-    rows = []
+        _wrap(console, f"roofline: bandwidth {r.bandwidth_bytes_per_s / 1e9:.1f} GB/s "
+                       f"({r.bandwidth_method.split(':')[0]}; how: in the record); "
+                       f"weights {r.weights_bytes / 2**20:.0f} MiB per decode step", indent=2)  # fmt: skip
+    _print_energy(rec, console)
+    if rec.effectiveness:
+        print_fitted(console, "quality (Stderr = standard error of the mean over items)", _TASKS,
+                     _task_rows(rec.effectiveness))
+    for w in rec.warnings:
+        _wrap(console, f"warning: {w}", indent=2)
+    console.rule("the three E's", style="dim")
+    for label, text in three_es(rec):
+        _wrap(console, f"{label:<{_LABEL}}{text}", indent=_LABEL)
+
+
+def _print_energy(rec: ResultRecord, console) -> None:
+    eff = rec.efficiency
+    assert eff is not None
+    rows: list[tuple[str, EnergySummary | None]] = []
     for g in eff.generation:
         rows.append((f"gen bs{g.batch_size}", g.energy))
         if g.energy_cross_check:
             rows.append(("  cross-check", g.energy_cross_check))
     rows += [(f"fwd bs{f.batch_size}", f.energy) for f in eff.forward]
-    rows += [(f"task {esc(t.task)}", t.energy) for t in rec.effectiveness]
-    if any(e for _, e in rows):
-        t = Table(title="energy (net = idle-subtracted)")
-        for col in ("window", "gross J", "net J", "EPT_total J/tok", "tok/J", "CO2e g", "method"):
-            t.add_column(col, justify="right" if col not in ("window", "method") else "left")
-        for name, e in rows:
-            t.add_row(name, *(esc(c) for c in _energy_cells(e)))
-        console.print(t)
-        if rec.energy:
-            console.print(f"meter: {esc(rec.energy.meter_choice_reason)}", highlight=False)
-    if rec.effectiveness:
-        t = Table(title="effectiveness (± standard error)")
-        for col in ("task", "metric", "value", "items", "examples/s"):
-            t.add_column(col)
-        for tr in rec.effectiveness:
-            for k, v in tr.metrics.items():
-                se = tr.stderr.get(k)
-                t.add_row(esc(tr.task), esc(k), f"{v:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
-                          str(tr.n_items), f"{tr.examples_per_s:.2f}")  # fmt: skip
-        console.print(t)
-    for w in rec.warnings:
-        console.print(f"[yellow]warning:[/yellow] {esc(w)}", highlight=False)
+    rows += [(f"task {t.task}", t.energy) for t in rec.effectiveness if t.energy is not None]
+    if not any(e for _, e in rows):
+        return
+    print_fitted(console, "energy (net = idle-subtracted; J/out-tok = per output token, J/in+out-tok = per "
+                 "prompt and output token; on the basis shown)", _ENERGY, rows)
+    for name, e in rows:
+        if e is not None and e.method == "missing":
+            _wrap(console, f"{name.strip()}: energy missing: {e.error or 'no meter'}", indent=2)
+    methods = {(e.method, e.sensor) for _, e in rows if e is not None and e.method != "missing"}
+    if methods:
+        _wrap(console, "method: " + "; ".join(f"{m} ({s})" for m, s in sorted(methods)), indent=2)
+    if rec.energy:
+        reason = rec.energy.meter_choice_reason
+        short = reason.split(" [", 1)[0] + (" (the other meters: in the record)" if " [" in reason else "")
+        _wrap(console, f"meter: {short}", indent=2)
+
+
+# ----------------------------------------------------------------------------- the three E's
+def three_es(rec: ResultRecord) -> list[tuple[str, str]]:
+    """``[("Effectiveness", ...), ("Efficiency", ...), ("Energy", ...)]``: each E's figures
+    from ``rec`` and how they were obtained, one entry each (plain text)."""
+    return [("Effectiveness", _effectiveness(rec)), ("Efficiency", _efficiency(rec)), ("Energy", _energy(rec))]
+
+
+def _effectiveness(rec: ResultRecord) -> str:
+    if not rec.effectiveness:
+        skipped = next((w for w in rec.warnings if w.startswith(QUALITY_SKIPPED)), None)
+        if skipped:
+            return "not measured: the default task could not run here (warning above)"
+        return "not measured: no task in this run (add --tasks, e.g. --tasks arc_easy --limit 100)"
+    parts = []
+    for tr in rec.effectiveness:
+        if not tr.metrics:
+            parts.append(f"{tr.task}: no metric")
+            continue
+        metric, value = next(iter(tr.metrics.items()))
+        se = tr.stderr.get(metric)
+        items = _items(tr)
+        how = _scoring(tr)
+        parts.append(f"{tr.task} {metric} {value:.3f}" + (f" ± {se:.3f} (stderr)" if se is not None else "")
+                     + f" on {items}" + (f"; {how}" if how else ""))  # fmt: skip
+    return "; ".join(parts)
+
+
+def _items(tr: TaskResult) -> str:
+    d = tr.details
+    if d.get("limit") is not None and d.get("subset") == "first-n":
+        return f"the first {tr.n_items} items"
+    if d.get("limit") is not None:
+        return f"{tr.n_items} sampled items (seed {d.get('seed')})"
+    return f"{tr.n_items} items (all)"
+
+
+def _scoring(tr: TaskResult) -> str:
+    how = {"loglikelihood": "log-likelihood of each choice", "generate": "greedy generation"}
+    d = tr.details
+    parts = [f"{d['num_fewshot']}-shot" if d.get("num_fewshot") is not None else "",
+             how.get(str(d.get("scoring")), str(d.get("scoring") or "")),
+             f"by {tr.engine}" if tr.engine != "e3bench" else "",
+             f"data {tr.data_source}" if tr.data_source else ""]  # fmt: skip
+    return ", ".join(p for p in parts if p)
+
+
+def _efficiency(rec: ResultRecord) -> str:
+    eff = rec.efficiency
+    if eff is None or not (eff.generation or eff.forward):
+        return "not measured"
+    if not eff.generation:
+        return "; ".join(f"batch {f.batch_size}: {_g(f.latency_ms.mean)} ms per forward pass" for f in eff.forward)
+    per = "; ".join(f"batch {g.batch_size}: TPOT {_g(g.tpot_ms.mean if g.tpot_ms else None)} ms, decode "
+                    f"{_g(g.decode_tokens_per_s.mean if g.decode_tokens_per_s else None)} tok/s" for g in _batches(eff.generation))  # fmt: skip
+    g0 = eff.generation[0]
+    return (f"{per} (mean over ≥ {min(g.iterations for g in eff.generation)} timed iterations, "
+            f"{_g(g0.output_tokens_per_request)} new tokens per request, {_g(g0.input_tokens_per_request_mean)} prompt tokens)")  # fmt: skip
+
+
+def _batches(gens: Sequence[BatchResult]) -> list[BatchResult]:
+    """At most three batch sizes for the one-line view: the first, the fastest decode, the last."""
+    if len(gens) <= 3:
+        return list(gens)
+    fastest = max(gens, key=lambda g: g.decode_tokens_per_s.mean if g.decode_tokens_per_s else 0.0)
+    return sorted({id(g): g for g in (gens[0], fastest, gens[-1])}.values(), key=lambda g: g.batch_size)
+
+
+def _energy(rec: ResultRecord) -> str:
+    eff = rec.efficiency
+    gens = [g for g in _batches(eff.generation)] if eff else []
+    measured = [(g, g.energy) for g in gens if g.energy is not None and g.energy.method != "missing"]
+    if not measured:
+        reasons = {g.energy.error for g in gens if g.energy is not None and g.energy.error}
+        return "not measured" + (f": {'; '.join(sorted(reasons))}" if reasons else " (no meter)")
+    per = "; ".join(f"batch {g.batch_size}: {_g(e.ept_out_j_per_token)} J {e.basis.split(' ')[0]} per output token"
+                    for g, e in measured)  # fmt: skip
+    e = measured[0][1]
+    how = f"{e.method} by {e.sensor}"
+    if e.basis.startswith("net"):
+        how += f"; idle {_g(e.idle_power_w)} W subtracted" + (f" (metered: {e.idle_state})" if e.idle_state else "")
+    else:
+        how += f"; {e.basis}"
+    return f"{per} ({how}; whole window over output tokens)"
+
+
+# ----------------------------------------------------------------------------- several runs
+def _first_batch(rec: ResultRecord) -> BatchResult | None:
+    return rec.efficiency.generation[0] if rec.efficiency and rec.efficiency.generation else None
+
+
+def _quality_cell(rec: ResultRecord) -> str:
+    if not rec.effectiveness or not rec.effectiveness[0].metrics:
+        return MISSING
+    tr = rec.effectiveness[0]
+    metric, value = next(iter(tr.metrics.items()))
+    se = tr.stderr.get(metric)
+    return f"{metric} {value:.3f}" + (f" ± {se:.3f}" if se is not None else "")
+
+
+def print_runs(records: Sequence[ResultRecord], console, *, varied: Sequence[str] = ()) -> None:
+    """One row per run of one command (comma lists, ``--repeats``): what differs (``varied``
+    config fields, the run id), and the three E's at the first batch size of each run."""
+    cols = [Col("#", 0, lambda r: str(r[0])), Col("run_id", 3, lambda r: r[1].run_id, text=True)]
+    cols += [Col(k.replace("_", " "), 0, lambda r, k=k: str(r[1].config.get(k))) for k in varied]
+    cols += [
+        Col("batch", 1, lambda r: str(b.batch_size) if (b := _first_batch(r[1])) else MISSING),
+        Col("TPOT ms", 1, lambda r: _pm(b.tpot_ms) if (b := _first_batch(r[1])) else MISSING),
+        Col("decode tok/s", 0, lambda r: _pm(b.decode_tokens_per_s) if (b := _first_batch(r[1])) else MISSING),
+        Col("J/out-tok", 0, lambda r: _g(b.energy.ept_out_j_per_token) if (b := _first_batch(r[1])) and b.energy
+            else MISSING),  # fmt: skip
+        Col("quality ± stderr", 0, lambda r: _quality_cell(r[1])),
+    ]
+    print_fitted(console, f"{len(records)} runs (speed and energy at each run's first batch size; each run's "
+                          "record is named above)", cols, list(enumerate(records, 1)))  # fmt: skip

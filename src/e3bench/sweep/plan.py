@@ -101,14 +101,30 @@ def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
     out_dir = output_dir or data.get("output_dir") or "results"
     base_layer = Layer(base, lambda k: doc.where(f"base.{k}"))
     fixed = Layer({"sweep": name, "output_dir": out_dir}, lambda k: doc.where("name" if k == "sweep" else k))
-    keys = list(grid)
+    axes = [[_grid_layer(doc, k, i, v) for i, v in enumerate(grid[k])] for k in grid]
+    runs, skipped, found = combine([base_layer], axes, [fixed])
+    problems += found
+    raise_problems(problems)
+    if not runs and not skipped:
+        raise E3Error(f"sweep {where} expands to no runs", "add values under 'grid'")
+    return Plan(name=name, output_dir=out_dir, runs=runs, skipped=skipped,
+                timeout_s=None if timeout_s is None else float(timeout_s))  # fmt: skip
+
+
+def combine(before: list[Layer], axes: list[list[Layer]], after: list[Layer], *, runnable: bool = False,
+            run_defaults: bool = False) -> tuple[list[RunConfig], list[Skipped], list[Problem]]:  # fmt: skip
+    """Every combination of one layer from each of ``axes``, between the ``before`` and ``after``
+    layers, built with :func:`~e3bench.config.run.build_config` (``runnable``, ``run_defaults``
+    passed on): the configs to run (in order, one per config hash), those this installation
+    cannot run (with the reason) and every problem found. Used by sweep files and by
+    ``e3bench run``'s comma lists (``--prompt-tokens 64,128``)."""
     runs: list[RunConfig] = []
     skipped: list[Skipped] = []
+    problems: list[Problem] = []
     seen: set[str] = set()
-    for combo in itertools.product(*(list(enumerate(grid[k])) for k in keys)):
-        layers = [base_layer] + [_grid_layer(doc, k, i, v) for k, (i, v) in zip(keys, combo, strict=True)] + [fixed]
+    for combo in itertools.product(*axes):
         try:
-            cfg = build_config(layers=layers, runnable=False)
+            cfg = build_config(layers=[*before, *combo, *after], runnable=runnable, run_defaults=run_defaults)
         except ConfigError as exc:
             problems += exc.problems
             continue
@@ -120,11 +136,7 @@ def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
             skipped.append(Skipped(cfg, reason))
         else:
             runs.append(cfg)
-    raise_problems(problems)
-    if not runs and not skipped:
-        raise E3Error(f"sweep {where} expands to no runs", "add values under 'grid'")
-    return Plan(name=name, output_dir=out_dir, runs=runs, skipped=skipped,
-                timeout_s=None if timeout_s is None else float(timeout_s))  # fmt: skip
+    return runs, skipped, list(dict.fromkeys(problems))
 
 
 def _grid_layer(doc: yamlfile.YamlFile, key: str, index: int, value: Any) -> Layer:
