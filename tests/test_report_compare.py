@@ -290,3 +290,17 @@ def test_compare_and_report_judge_paired_items_alike(tmp_path):
     assert t.p_value == pytest.approx(0.125) and "p = 0.125" in row.how
     assert row.diff == t.difference and row.diff.low < 0 < row.diff.high
     assert row.verdict == "no significant difference"
+
+
+def test_run_summary_names_the_metric_the_report_compares():
+    """arc_easy reports acc then acc_norm: the run's three-E summary showed the first (acc 0.600)
+    while the report and compare judge acc_norm (0.550); one choice now (headline_metric)."""
+    from e3bench.report.compare import summarize_configs
+    from e3bench.report.summary import three_es
+
+    rec = record(tasks=("arc_easy",), limit=100, task=("arc_easy", "acc", 0.6, 0.049, 100))
+    rec.effectiveness[0].metrics["acc_norm"], rec.effectiveness[0].stderr["acc_norm"] = 0.55, 0.05
+    (summary,) = summarize_configs([rec])
+    assert summary.task_scores["arc_easy"].metric == "acc_norm"
+    effectiveness = dict(three_es(rec))["Effectiveness"]
+    assert effectiveness.startswith("arc_easy acc_norm 0.550 ± 0.050"), effectiveness
