@@ -175,6 +175,16 @@ def test_config_forms_build_the_same_run(ran, tiny_models, tmp_path):
     assert e3bench.build(cfg, max_new_tokens=5).max_new_tokens == 5
 
 
+def test_defaults_are_the_clis(tmp_path):
+    """No tasks named: e3bench run's default quality task, as on the command line."""
+    from e3bench.config.values import DEFAULT_LIMIT, DEFAULT_TASKS
+
+    cfg = e3bench.build(output_dir=str(tmp_path))
+    assert (cfg.tasks, cfg.limit, cfg.defaulted("tasks")) == (DEFAULT_TASKS, DEFAULT_LIMIT, True)
+    assert e3bench.build(tasks=[], output_dir=str(tmp_path)).tasks == ()
+    assert e3bench.build(tasks="none", output_dir=str(tmp_path)).tasks == ()
+
+
 def test_load_record_by_id_names_the_nearest(ran, tmp_path):
     _, rec, _ = ran
     ids = [rec.run_id[:-6] + "111111", rec.run_id[:-6] + "222222"]

@@ -37,6 +37,7 @@ def build(config: Any = None, /, **fields: Any) -> RunConfig:
 
     ``config``: a ``RunConfig``, a mapping of its fields, or the path of a YAML run config (the
     CLI's ``--config``); ``fields`` override it (the CLI's flags), e.g. ``max_new_tokens=8``;
+    with no ``tasks`` anywhere, ``e3bench run``'s default task is added (``RunConfig.defaulted``);
     backend options go in ``backend_options={...}``. Raises
     :class:`~e3bench.config.validate.ConfigError` listing every problem, each naming the keyword.
     """
@@ -56,15 +57,17 @@ def build(config: Any = None, /, **fields: Any) -> RunConfig:
         raise E3Error(f"e3bench.run() got a {type(config).__name__} as its config",
                       "pass a RunConfig, a dict of its fields, a YAML path, or keywords")  # fmt: skip
     layers = [Layer(base, _item), Layer(fields, _keyword)]
-    return build_config(yaml_path=yaml_path, layers=layers, runnable=True)
+    return build_config(yaml_path=yaml_path, layers=layers, runnable=True, run_defaults=True)
 
 
 def run(config: Any = None, /, *, progress: Progress | None = None, **fields: Any) -> ResultRecord:
     """Benchmark one configuration (speed, energy and, with ``tasks=``, quality) and return its
     :class:`~e3bench.results.schema.ResultRecord`, saved where ``e3bench run`` saves it.
 
-    ``config`` and ``fields`` as in :func:`build`; ``progress`` receives the progress lines the
-    CLI prints. User errors raise :class:`~e3bench.core.errors.E3Error` (nothing is written
+    ``config`` and ``fields`` as in :func:`build`; like ``e3bench run``, a run that names no
+    ``tasks`` gets the default quality task (ARC-Easy, first 100 items), skipped with a warning
+    in the record when its data is nowhere; ``tasks=[]``: none. ``progress`` receives the
+    progress lines the CLI prints. User errors raise :class:`~e3bench.core.errors.E3Error` (nothing is written
     for a config that does not validate). When some batch sizes ran out of memory the record of
     the others is saved and :class:`~e3bench.sweep.finish.FailedBatches` is raised, carrying
     ``.record`` and ``.path``.
@@ -72,8 +75,14 @@ def run(config: Any = None, /, *, progress: Progress | None = None, **fields: An
     from e3bench.bench.runner import run_one
     from e3bench.sweep.finish import failed_batches_error, finish_run
 
-    cfg = build(config, **fields)
+    from e3bench.cli.run import default_task_or_skip
+
+    cfg, skipped = default_task_or_skip(build(config, **fields))
+    if skipped and progress is not None:
+        progress(skipped)
     record = run_one(cfg, progress=progress)
+    if skipped:
+        record.warnings.append(skipped)
     done = finish_run(record, cfg, resumable=False)
     failed = failed_batches_error(record, done.path)
     if failed is not None:
