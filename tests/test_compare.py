@@ -128,15 +128,19 @@ def test_paired_test_over_logged_samples_and_unpaired_otherwise(base, tmp_path):
     nolog = _copy(base, tmp_path, "c", run_id="c1", samples=False)
     r = next(x for x in _rows(a, nolog)[0].values() if x.section == "effectiveness")
     assert r.how.startswith("unpaired (no readable samples logged in B") and "Welch t" in r.how
-    # what pairing buys: B loses 4 of A's 12 right answers and gains none (60 % → 40 %)
+    # what pairing buys: B loses 6 of A's 12 right answers and gains none (60 % → 30 %)
     a12 = _copy(base, tmp_path, "e", run_id="e1", edit_samples=lambda rows: [{**r, "acc_norm": float(r["doc_id"] < 12)} for r in rows])
-    lose4 = lambda rows: [{**r, "acc_norm": float(4 <= r["doc_id"] < 12)} for r in rows]  # noqa: E731
-    paired = _copy(base, tmp_path, "f", run_id="f1", edit_samples=lose4)
-    unpaired = _copy(base, tmp_path, "g", run_id="g1", edit_samples=lose4, samples=False)
+    lose6 = lambda rows: [{**r, "acc_norm": float(6 <= r["doc_id"] < 12)} for r in rows]  # noqa: E731
+    paired = _copy(base, tmp_path, "f", run_id="f1", edit_samples=lose6)
+    unpaired = _copy(base, tmp_path, "g", run_id="g1", edit_samples=lose6, samples=False)
     r = next(x for x in _rows(a12, paired)[0].values() if x.section == "effectiveness")
-    assert (r.a, r.b, r.verdict) == (0.6, 0.4, "worse") and "4 right only in A, 0 only in B, p = 0.125" in r.how
+    assert (r.a, r.b, r.verdict) == (0.6, 0.3, "worse") and "6 right only in A, 0 only in B, p = 0.0312" in r.how
     r = next(x for x in _rows(a12, unpaired)[0].values() if x.section == "effectiveness")
-    assert (r.a, r.b, r.verdict) == (0.6, 0.4, "no significant difference") and r.how.startswith("unpaired")
+    assert (r.a, r.b, r.verdict) == (0.6, 0.3, "no significant difference") and r.how.startswith("unpaired")
+    # 4 of 12 lost: McNemar's p is 0.125, and the verdict agrees (the bootstrap read 'worse' beside it)
+    lose4 = _copy(base, tmp_path, "h", run_id="h1", edit_samples=lambda rows: [{**r, "acc_norm": float(4 <= r["doc_id"] < 12)} for r in rows])
+    r = next(x for x in _rows(a12, lose4)[0].values() if x.section == "effectiveness")
+    assert (r.b, r.verdict) == (0.4, "no significant difference") and "p = 0.125" in r.how and "Agresti-Min" in r.how
 
     def other_items(rows):
         return [{**r, "context": r["context"] + " (changed)"} for r in rows]

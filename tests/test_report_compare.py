@@ -268,3 +268,50 @@ def test_a_run_without_tasks_has_one_workload_whatever_its_limit(tmp_path):
     assert [(c.variant.split()[2], c.reference.split()[2]) for c in rep.comparisons] == [("int8", "fp32")]
     pairing = diff.pair(diff.resolve(str(a)), diff.resolve(str(b)))
     assert [p.warnings for p in pairing.pairs] == [[]]
+
+
+def test_compare_and_report_judge_paired_items_alike(tmp_path):
+    """One paired question, one answer: int8 loses 4 of fp32's 12 right answers out of 20 and
+    gains none. McNemar's exact p is 0.125, and the report's Agresti-Min interval spans 0; compare
+    had its own copy (a bootstrap, [-35 %, -5 %]) and read 'worse' beside 'p = 0.125'."""
+    from e3bench.report import diff
+    from e3bench.report.diff_rows import compare_pair
+    from e3bench.results import store
+
+    cfg = dict(SWEEP, log_samples=True)
+    paths = []
+    for dtype, items in (("fp32", [1] * 12 + [0] * 8), ("int8", [0] * 4 + [1] * 8 + [0] * 8)):
+        rec = record(dtype=dtype, **cfg, task=("hellaswag", "acc_norm", sum(items) / 20, 0.11, 20))
+        rec.effectiveness[0].samples_file = str(store.samples_path(tmp_path, "runs", rec.run_id, "hellaswag"))
+        paths.append(save(tmp_path, rec, samples=_samples(items)))
+    (t,) = build_report(tmp_path).comparisons[0].tasks
+    (row,) = [r for r in compare_pair(diff.pair(*(diff.resolve(str(p)) for p in paths)).pairs[0]).rows
+              if r.section == "effectiveness"]  # fmt: skip
+    assert t.p_value == pytest.approx(0.125) and "p = 0.125" in row.how
+    assert row.diff == t.difference and row.diff.low < 0 < row.diff.high
+    assert row.verdict == "no significant difference"
+
+
+def test_run_summary_names_the_metric_the_report_compares():
+    """arc_easy reports acc then acc_norm: the run's three-E summary showed the first (acc 0.600)
+    while the report and compare judge acc_norm (0.550); one choice now (headline_metric)."""
+    from e3bench.report.compare import summarize_configs
+    from e3bench.report.summary import three_es
+
+    rec = record(tasks=("arc_easy",), limit=100, task=("arc_easy", "acc", 0.6, 0.049, 100))
+    rec.effectiveness[0].metrics["acc_norm"], rec.effectiveness[0].stderr["acc_norm"] = 0.55, 0.05
+    (summary,) = summarize_configs([rec])
+    assert summary.task_scores["arc_easy"].metric == "acc_norm"
+    effectiveness = dict(three_es(rec))["Effectiveness"]
+    assert effectiveness.startswith("arc_easy acc_norm 0.550 ± 0.050"), effectiveness
+
+
+def test_compare_says_when_neither_side_measured_a_figure(tmp_path):
+    """Two runs with --meter none: the energy rows said 'measured on one side only'."""
+    from e3bench.report import diff
+    from e3bench.report.diff_rows import compare_pair
+
+    paths = [save(tmp_path, record(dtype=d, batches=[batch(1, [50.0, 51.0, 52.0], None)])) for d in ("fp32", "int8")]
+    rows = compare_pair(diff.pair(*(diff.resolve(str(p)) for p in paths)).pairs[0]).rows
+    energy = [r for r in rows if r.section == "energy"]
+    assert len(energy) == 2 and {r.how for r in energy} == {"measured on neither side"}

@@ -19,9 +19,12 @@ def report(
     try:
         from rich.markup import escape
 
+        from e3bench.cli.progress import reporter
         from e3bench.report.render import build_report
 
-        rep = build_report(results_dir, out)
+        # reading every record, drawing the plots and the HTML page can take tens of seconds
+        with reporter().stage(f"building the report from {results_dir} (tables, plots, HTML)"):
+            rep = build_report(results_dir, out)
         con = console()
         for w in rep.warnings:
             # file names are text, not markup; a long path stays on one line (soft_wrap)

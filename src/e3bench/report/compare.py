@@ -183,6 +183,12 @@ def primary_metric(metrics: dict[str, float]) -> str | None:
     return None
 
 
+def headline_metric(metrics: dict[str, float]) -> str | None:
+    """The metric that stands for a task wherever one figure is shown (run summary, report,
+    compare): :func:`primary_metric`, else the task's first metric (None without metrics)."""
+    return primary_metric(metrics) or next(iter(metrics), None)
+
+
 def _across(recs: list[ResultRecord], get) -> Stats | None:
     return summarize([v for v in (get(r) for r in recs) if v is not None])
 

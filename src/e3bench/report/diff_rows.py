@@ -4,8 +4,9 @@ its difference, the 95 % CI of the difference and a verdict (:mod:`e3bench.repor
 Rows, by section:
 
 * effectiveness: each task both ran, its primary metric ± standard error. When both sides
-  logged samples (``--log-samples``) over the same items, the difference is paired: a paired
-  bootstrap CI of the mean per-item difference, plus McNemar's exact test for 0/1 scores;
+  logged samples (``--log-samples``) over the same items, the difference is paired
+  (:func:`e3bench.report.stats.paired_diff_ci`, as the report's variants): for 0/1 scores the
+  Agresti–Min CI and McNemar's exact test, else a paired bootstrap CI of the mean difference;
   otherwise unpaired (Welch from each side's standard error and item count). ``how`` says which.
 * efficiency, at every batch size both measured: TTFT, TPOT, decode tokens/s and throughput
   (per-iteration output tokens ÷ E2E, so it has a spread); encoders: forward latency and input
@@ -128,7 +129,7 @@ def _row(section: str, metric: str, unit: str, hib: bool, sa: Stats | None, sb: 
     one side missing: values only, no verdict."""
     r = Row(section, metric, unit, hib, sa.mean if sa else None, sb.mean if sb else None, _se(sa), _se(sb), batch_size)
     if sa is None or sb is None:
-        r.how = "measured on one side only"
+        r.how = "measured on neither side" if sa is None and sb is None else "measured on one side only"
         return r
     r.diff = stats.diff_ci(sa, sb)
     _percent(r, sa.mean)
@@ -293,12 +294,12 @@ def _task_row(task: str, metric: str, hib: bool, ta: tuple[Path, TaskResult], tb
     xb = [float(items_b[i][metric]) for i in ids]
     r = Row("effectiveness", f"{task} {metric}", "", hib, a.metrics[metric], b.metrics[metric], _se_of(a, metric),
             _se_of(b, metric))  # fmt: skip
-    r.diff = stats.paired_bootstrap_diff_ci(xa, xb)
+    r.diff, mc = stats.paired_diff_ci(xa, xb)
     r.verdict = stats.verdict(r.diff, higher_is_better=hib)
     _percent(r, sum(xa) / len(xa))
     r.how = f"paired over the same {len(ids)} items: {r.diff.method}"
-    if all(v in (0.0, 1.0) for v in xa + xb):
-        b_only, c_only, pval = stats.mcnemar([v == 1.0 for v in xa], [v == 1.0 for v in xb])
+    if mc is not None:
+        b_only, c_only, pval = mc
         r.how += f"; McNemar exact: {b_only} right only in A, {c_only} only in B, p = {pval:.3g}"
     return r
 

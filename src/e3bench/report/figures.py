@@ -176,7 +176,7 @@ Metric = Callable[[ConfigSummary, int], "Interval | None"]
 
 
 def _bars(gs: list[Group], left: str, key, metric: Metric, unit: str, title: str, name: str, higher: bool,
-          note: str = "") -> Figure | None:  # fmt: skip
+          note: str = "", bars: str = " Error bars: 95 % CI.") -> Figure | None:  # fmt: skip
     """Horizontal bars of ``metric(c, batch)``, one panel per group: every configuration, or the
     best :data:`TOP_N`."""
     panels, cut = [], []
@@ -193,7 +193,7 @@ def _bars(gs: list[Group], left: str, key, metric: Metric, unit: str, title: str
     if cut:
         note = (f"Best {TOP_N} of {', '.join(f'{n:,}' for n in cut)} configurations by this metric "
                 f"({'highest' if higher else 'lowest'} first); all are in pivot.csv. " + note)  # fmt: skip
-    return Figure(name, title, (left + note + " Error bars: 95 % CI.").strip(), panels)
+    return Figure(name, title, (left + note + bars).strip(), panels)
 
 
 def throughput(gs: list[Group], left: str, key) -> Figure | None:
@@ -306,6 +306,6 @@ def specs(configs: Sequence[ConfigSummary]) -> list[Figure]:
         _bars(gs, left, key, lambda c, bs: accuracy(c), "mean primary metric",
               "Accuracy (mean over tasks of acc_norm / acc / exact match)", "accuracy", True),
         _bars(gs, left, key, lambda c, bs: memory(c), "MiB", "Peak RSS (measured phase; largest over runs)",
-              "memory", False),
+              "memory", False, bars=" No error bars: the largest peak over the runs."),
     ]  # fmt: skip
     return [f for f in figs if f is not None]

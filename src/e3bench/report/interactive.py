@@ -146,6 +146,8 @@ def figure_json(spec: Figure) -> dict[str, Any]:
         if p.log_x:
             xaxis.update(type="log", dtick=math.log10(2) if p.kind == "line" else None)
         if p.kind == "bar":
+            if all(m.y.estimate >= 0 for m in p.marks):
+                xaxis["rangemode"] = "nonnegative"
             cats = [html.escape(str(m.cat)) for m in p.marks]
             yaxis.update(categoryorder="array", categoryarray=cats, autorange="reversed")
         layout["xaxis" + axis] = xaxis

@@ -67,6 +67,8 @@ def _bar(ax, p: Panel, colours, legend: bool = True) -> None:
     ax.barh(ys, [m.y.estimate for m in p.marks], xerr=_err([m.y for m in p.marks]), color=[colours[m.series] for m in p.marks],
             error_kw={"ecolor": "#333", "capsize": 3, "lw": 1})  # fmt: skip
     ax.set_yticks(list(ys), [str(m.cat) for m in p.marks], fontsize=8)
+    if all(m.y.estimate >= 0 for m in p.marks):
+        ax.set_xlim(left=0)  # a CI reaching below zero (2 runs: t = 12.7) runs to the axis
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     if len(colours) > 1 and legend:

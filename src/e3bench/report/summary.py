@@ -21,6 +21,7 @@ from typing import Any
 
 from e3bench.core.fmt import num
 from e3bench.energy.accounting import EnergySummary
+from e3bench.report.compare import headline_metric
 from e3bench.report.tables import MISSING
 from e3bench.results.schema import BatchResult, ResultRecord, TaskResult
 
@@ -240,8 +241,8 @@ def _effectiveness(rec: ResultRecord) -> str:
         if not tr.metrics:
             parts.append(f"{tr.task}: no metric")
             continue
-        metric, value = next(iter(tr.metrics.items()))
-        se = tr.stderr.get(metric)
+        metric = headline_metric(tr.metrics)
+        value, se = tr.metrics[metric], tr.stderr.get(metric)
         items = _items(tr)
         how = _scoring(tr)
         parts.append(f"{tr.task} {metric} {value:.3f}" + (f" ± {se:.3f} (stderr)" if se is not None else "")
@@ -316,8 +317,8 @@ def _quality_cell(rec: ResultRecord) -> str:
     if not rec.effectiveness or not rec.effectiveness[0].metrics:
         return MISSING
     tr = rec.effectiveness[0]
-    metric, value = next(iter(tr.metrics.items()))
-    se = tr.stderr.get(metric)
+    metric = headline_metric(tr.metrics)
+    value, se = tr.metrics[metric], tr.stderr.get(metric)
     return f"{metric} {value:.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 

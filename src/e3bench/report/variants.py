@@ -34,10 +34,8 @@ from e3bench.report.stats import (
     WORSE,
     Interval,
     diff_ci,
-    mcnemar,
-    paired_binary_diff_ci,
-    paired_bootstrap_diff_ci,
     paired_bootstrap_ratio_ci,
+    paired_diff_ci,
     ratio_ci,
     verdict,
 )
@@ -182,16 +180,14 @@ def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
     if pair is not None:
         xa, xb = pair
         ra, rb = sum(xa) / len(xa), sum(xb) / len(xb)
-        mc = None
-        if all(x in (0.0, 1.0) for x in xa + xb):  # right/wrong items: McNemar and Agresti-Min
-            ca, cb = [x == 1.0 for x in xa], [x == 1.0 for x in xb]
-            mc = mcnemar(ca, cb)
-            diff = paired_binary_diff_ci(ca, cb)
-            retained = (Interval(rb / ra, 1 + diff.low / ra, 1 + diff.high / ra, diff.n,
-                                 diff.method + ", as a fraction of the reference's score")
-                        if ra > 0 else Interval(float("nan"), float("nan"), float("nan"), diff.n, "reference score 0"))  # fmt: skip
+        diff, mc = paired_diff_ci(xa, xb)
+        if mc is None:
+            retained = paired_bootstrap_ratio_ci(xa, xb)
+        elif ra > 0:  # right/wrong items: retained from the Agresti-Min interval of the difference
+            retained = Interval(rb / ra, 1 + diff.low / ra, 1 + diff.high / ra, diff.n,
+                                diff.method + ", as a fraction of the reference's score")  # fmt: skip
         else:
-            diff, retained = paired_bootstrap_diff_ci(xa, xb), paired_bootstrap_ratio_ci(xa, xb)
+            retained = Interval(float("nan"), float("nan"), float("nan"), diff.n, "reference score 0")
         return TaskComparison(a.task, a.metric, ra, rb, diff, retained, True, len(xa), _retained_word(retained),
                               mc[:2] if mc else None, mc[2] if mc else None)  # fmt: skip
     sa, sb = _item_stats(a), _item_stats(b)
