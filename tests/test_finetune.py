@@ -318,3 +318,19 @@ def test_smollm2_boolq_lora_tiny_budget(bundled_gguf, tmp_path):
     rec, _ = run_finetune(cfg)
     assert rec.method["mode"] == "labels" and len(set(rec.method["label_token_ids"])) == 2
     assert rec.trainable_parameters < 0.01 * rec.total_parameters and rec.steps == 2
+
+
+def test_finetune_summary_energy_has_no_scientific_notation():
+    """The summary printed '32.2 J ... = 8.950e-06 kWh' (project rule: no e-notation in output)."""
+    from types import SimpleNamespace as NS
+
+    from e3bench.train.cli import format_finetune
+
+    e = NS(net_energy_j=32.2, gross_energy_j=300.0, basis="net", method="estimated", sensor="tdp-model")
+    r = NS(target=None, train_energy=e, model={"architecture": "decoder-only", "name": "m"},
+           data={"task": "boolq", "majority_class_accuracy": 0.625}, method={"fine_tuning": "lora", "mode": "labels"},
+           status="ok", trainable_parameters=1, total_parameters=2, trainable_fraction=0.5, steps=6, samples_seen=12,
+           tokens_seen=768, train_time_s=73.6, train_tokens_per_s=10.4, train_samples_per_s=0.16,
+           final_accuracy=0.25, best_accuracy=0.375, memory=None, warnings=[])  # fmt: skip
+    line = next(x for x in format_finetune(r).splitlines() if "training energy" in x)
+    assert line == "  training energy 32.2 J (net; estimated, tdp-model) = 0.00000894 kWh"

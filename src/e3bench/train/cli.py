@@ -185,7 +185,7 @@ def format_finetune(r) -> str:
     if e is not None:
         lines.append(
             f"  training energy {num(ej, ',.1f')} J ({e.basis}; {e.method}, {e.sensor}) = "
-            f"{num(None if ej is None else ej / 3.6e6, '.3e')} kWh"
+            f"{num(None if ej is None else ej / 3.6e6)} kWh"
         )
     if t is not None:
         if t.reached:
