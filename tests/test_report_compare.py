@@ -304,3 +304,14 @@ def test_run_summary_names_the_metric_the_report_compares():
     assert summary.task_scores["arc_easy"].metric == "acc_norm"
     effectiveness = dict(three_es(rec))["Effectiveness"]
     assert effectiveness.startswith("arc_easy acc_norm 0.550 ± 0.050"), effectiveness
+
+
+def test_compare_says_when_neither_side_measured_a_figure(tmp_path):
+    """Two runs with --meter none: the energy rows said 'measured on one side only'."""
+    from e3bench.report import diff
+    from e3bench.report.diff_rows import compare_pair
+
+    paths = [save(tmp_path, record(dtype=d, batches=[batch(1, [50.0, 51.0, 52.0], None)])) for d in ("fp32", "int8")]
+    rows = compare_pair(diff.pair(*(diff.resolve(str(p)) for p in paths)).pairs[0]).rows
+    energy = [r for r in rows if r.section == "energy"]
+    assert len(energy) == 2 and {r.how for r in energy} == {"measured on neither side"}

@@ -239,3 +239,15 @@ def test_plugins_takes_format_like_the_other_listings():
     assert len(rows) == sum(len(registry.describe(reg)) for reg in registry.ALL.values())
     csv_rows = list(csv.DictReader(io.StringIO(run_cli("plugins", "--format", "csv").stdout)))
     assert [(r["kind"], r["name"]) for r in csv_rows] == [(r["kind"], r["name"]) for r in rows]
+
+
+def test_ls_and_export_name_the_record_files_they_skip(results, tmp_path):
+    """A corrupt record was left out of ls/export without a word (report said 'skipped')."""
+    bad = results / "h100" / "broken.json"
+    bad.write_text("{broken")
+    res = run_cli("ls", str(results), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)) > 0  # stdout is still only the data
+    assert f"note: skipped {bad}" in res.stderr
+    res = run_cli("export", str(results), "-o", str(tmp_path / "runs.csv"))
+    assert res.returncode == 0 and f"note: skipped {bad}" in res.stderr, res.stderr

@@ -132,6 +132,7 @@ def ls_(
         check_format(fmt)
         asked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         rows = query(results_dir, filter_, asked)
+        _note_skipped(results_dir)
         con = console()
         if not rows and fmt == "table":
             con.print("no matching runs")
@@ -144,6 +145,15 @@ def ls_(
         fail(exc)
 
 
+def _note_skipped(results_dir: Path) -> None:
+    """One ``note: skipped <file>: <why>`` line on stderr per unreadable record file (it is not
+    in the rows; stdout stays data)."""
+    from e3bench.results.index import skipped
+
+    for line in skipped(results_dir):
+        typer.echo(f"note: {line}", err=True)
+
+
 def export(
     results_dir: Path = typer.Argument(..., help="results directory"),
     out: Path = typer.Option(..., "--out", "-o", help="file ending in .csv, .parquet, .json or .md"),
@@ -154,6 +164,7 @@ def export(
         from e3bench.report.export import export_runs
 
         n = export_runs(results_dir, out)
+        _note_skipped(results_dir)
         typer.echo(f"wrote {n} rows to {out}")
     except E3Error as exc:
         fail(exc)

@@ -126,7 +126,7 @@ def _row(section: str, metric: str, unit: str, hib: bool, sa: Stats | None, sb: 
     one side missing: values only, no verdict."""
     r = Row(section, metric, unit, hib, sa.mean if sa else None, sb.mean if sb else None, _se(sa), _se(sb), batch_size)
     if sa is None or sb is None:
-        r.how = "measured on one side only"
+        r.how = "measured on neither side" if sa is None and sb is None else "measured on one side only"
         return r
     r.diff = stats.diff_ci(sa, sb)
     _percent(r, sa.mean)

@@ -197,6 +197,16 @@ def _problems(con: sqlite3.Connection, root: Path) -> list[str]:
     return [f"{root / k}: {why}" for k, why in sorted(got, key=lambda r: Path(r[0]))]
 
 
+def skipped(root: Path) -> list[str]:
+    """``skipped <path>: <why>`` for every record file under ``root`` the index could not read
+    (what ``ls`` and ``export`` leave out); call after :func:`query` / :func:`load_rows`."""
+    con = _open(root)
+    try:
+        return [f"skipped {p}" for p in _problems(con, Path(root))]
+    finally:
+        con.close()
+
+
 def load_rows(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """(run rows, task rows, warnings) for every record under ``root``, in the order
     :func:`e3bench.results.store.scan` finds the records (rows keyed by ``RUN_COLUMNS`` /
