@@ -251,3 +251,15 @@ def test_ls_and_export_name_the_record_files_they_skip(results, tmp_path):
     assert f"note: skipped {bad}" in res.stderr
     res = run_cli("export", str(results), "-o", str(tmp_path / "runs.csv"))
     assert res.returncode == 0 and f"note: skipped {bad}" in res.stderr, res.stderr
+
+
+def test_command_summaries_in_help_are_one_paragraph_line():
+    """`e3bench --help` printed each docstring's first paragraph with its source line breaks
+    ("... J/token at each" / "batch size both measured" at 80 columns): each summary is one line."""
+    import inspect
+
+    from e3bench.cli.app import app
+
+    broken = {c.name or c.callback.__name__: (inspect.getdoc(c.callback) or "").split("\n\n")[0]
+              for c in app.registered_commands}  # fmt: skip
+    assert {k: v for k, v in broken.items() if "\n" in v or not v} == {}

@@ -34,9 +34,9 @@ def compare(
         False, "--with-repeats", help="a run stands for all runs of its configuration in its folder (CI across repeats)"
     ),
 ) -> None:
-    """Compare B against A: every task's score, TTFT/TPOT/decode/throughput and J/token at each
-    batch size both measured, and memory; each with B − A, its 95 % CI and a verdict
-    (better / worse / no significant difference / INCONCLUSIVE)."""
+    """Compare B against A: quality, speed, energy and memory, each with a 95 % CI and a verdict.
+
+    Every task's score, TTFT/TPOT/decode/throughput and energy per input + output token at each batch size both measured, and memory; each with B − A, its 95 % CI and a verdict (better / worse / no significant difference / INCONCLUSIVE)."""
     try:
         if format_ not in FORMATS:
             from e3bench.core.errors import unknown_name

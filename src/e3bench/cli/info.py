@@ -158,8 +158,9 @@ def export(
     results_dir: Path = typer.Argument(..., help="results directory"),
     out: Path = typer.Option(..., "--out", "-o", help="file ending in .csv, .parquet, .json or .md"),
 ) -> None:
-    """Export the flat run table (one row per run × batch size; workload, speed, energy and one
-    column per task metric with its standard error) to CSV, Parquet, JSON or Markdown."""
+    """Export the flat run table to CSV, Parquet, JSON or Markdown.
+
+    One row per run × batch size: workload, speed, energy and one column per task metric with its standard error."""
     try:
         from e3bench.report.export import export_runs
 

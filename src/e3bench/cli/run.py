@@ -167,8 +167,9 @@ def default_task_or_skip(cfg: RunConfig) -> tuple[RunConfig, str | None]:
 
 
 def run(**kwargs: Any) -> None:
-    """Benchmark a model configuration: speed, energy and quality on the same loaded model
-    (quality by default on a fixed ARC-Easy subset, see --tasks; --tasks none: no task).
+    """Benchmark a model configuration: speed, energy and quality on the same loaded model.
+
+    Quality by default on a fixed ARC-Easy subset, see --tasks; --tasks none: no task).
     Comma lists of --prompt-tokens, --max-new-tokens and --threads, and --repeats, make several
     runs, each its own record."""
     quiet, repeats = kwargs.pop("quiet"), kwargs.pop("repeats")

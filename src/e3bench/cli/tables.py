@@ -1,7 +1,7 @@
 """The one way the CLI prints a table: it fits the terminal without cutting a number or an id.
 
-Every table the CLI prints (``ls``, ``models``, ``tasks``, ``plugins``, ``env``, a run's summary)
-goes through :func:`print_table`. At the terminal's width (``COLUMNS`` when set, else the
+The tables of ``ls``, ``models``, ``tasks``, ``plugins`` and ``env`` go through
+:func:`print_table` (the run summary and ``compare`` still lay out their own). At the terminal's width (``COLUMNS`` when set, else the
 terminal, else 120 columns when output is not a terminal):
 
 * numbers and ids (``kind="num"`` / ``"id"``: run ids, config hashes, names to copy) are never

@@ -96,8 +96,9 @@ def finetune(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     reporter: Reporter | None = None,
 ) -> None:
-    """Fine-tune (LoRA or full) on a classification task; report speed, memory, energy and
-    time/energy to a target accuracy."""
+    """Fine-tune (LoRA or full) on a classification task: speed, memory, energy, time/energy to accuracy.
+
+    Reports speed, memory, energy and time/energy to a target accuracy."""
     from pydantic import ValidationError
 
     from e3bench.core.errors import E3Error
@@ -143,7 +144,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     reporter: Reporter | None = None,
 ) -> None:
-    """Training-efficiency suite: train a small decoder from scratch under each named
+    """Training-efficiency suite: small decoders trained from scratch under named configurations.
+
+    Trains a small decoder from scratch under each named
     configuration and compare them with the baseline (REPORT.md, loss_curves.png, suite.json)."""
     from e3bench.train.suite import run_suite
 
