@@ -66,7 +66,7 @@ def test_ls_wide_shows_every_default_column(results):
 
 
 def test_layout_drops_columns_never_cuts_numbers():
-    from e3bench.cli.tables import Col, layout, table
+    from e3bench.report.textable import Col, layout, table
 
     rows = [{"run_id": "20261130T142345-1dea0e97b2-abc123", "x": 178934.5, "label": "a long label " * 4,
              "y": 0.000123456}]  # fmt: skip
@@ -200,7 +200,7 @@ def test_styled_cells_keep_style_and_count_as_text():
     from rich.console import Console
     from rich.text import Text
 
-    from e3bench.cli.tables import Col, print_table, rows_as
+    from e3bench.report.textable import Col, print_table, rows_as
 
     rows = [{"metric": "[bold]x[/bold]", "verdict": Text("better", style="green")}]
     con = Console(width=40, record=True, force_terminal=True)

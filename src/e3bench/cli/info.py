@@ -22,7 +22,7 @@ FORMAT = typer.Option("table", "--format", help="table | json | csv | md (json/c
 def env(wide: bool = WIDE, fmt: str = FORMAT) -> None:
     """Print the hardware/software fingerprint recorded in every result."""
     from e3bench.bench import envinfo
-    from e3bench.cli.tables import Col
+    from e3bench.report.textable import Col
 
     m = envinfo.collect()
     rows = []
@@ -37,8 +37,8 @@ def env(wide: bool = WIDE, fmt: str = FORMAT) -> None:
 
 
 def _print(cols, rows, **kw) -> None:
-    """:func:`e3bench.cli.tables.print_table` on the console; a bad ``--format`` is one line."""
-    from e3bench.cli.tables import print_table
+    """:func:`e3bench.report.textable.print_table` on the console; a bad ``--format`` is one line."""
+    from e3bench.report.textable import print_table
 
     try:
         print_table(console(), cols, rows, **kw)
@@ -57,7 +57,7 @@ def _registry_rows(kind: str) -> list[dict[str, str]]:
 
 def _registry_table(kind: str, title: str, first: str, *, fmt: str = "table", wide: bool = False) -> None:
     """Print one registry: name (headed ``first``), installed, origin, description."""
-    from e3bench.cli.tables import Col
+    from e3bench.report.textable import Col
 
     cols = [Col("name", first, kind="id"), Col("installed", kind="id"), Col("from", kind="text"),
             Col("description", kind="text")]  # fmt: skip
@@ -67,7 +67,7 @@ def _registry_table(kind: str, title: str, first: str, *, fmt: str = "table", wi
 def models(wide: bool = WIDE, fmt: str = FORMAT) -> None:
     """List model aliases, whether each is available here, and the backends (plugins included)."""
     from e3bench.backends.models import ALIASES, bundled_gguf_path
-    from e3bench.cli.tables import Col
+    from e3bench.report.textable import Col
 
     rows = []
     for a in ALIASES.values():
@@ -91,7 +91,7 @@ def tasks(wide: bool = WIDE, fmt: str = FORMAT) -> None:
 
 def plugins(wide: bool = WIDE, fmt: str = FORMAT) -> None:
     """List everything registered: backends, meters, tasks, executors, trackers (and their source)."""
-    from e3bench.cli.tables import Col
+    from e3bench.report.textable import Col
     from e3bench.core import registry
 
     if fmt != "table":  # data: one row per registered name, its registry in a "kind" column
@@ -126,7 +126,7 @@ def ls_(
 
     Run ids and numbers are shown whole; when the terminal is too narrow, the least important columns are left out (named on stderr): --wide shows them all, --format json|csv|md prints the rows as data."""
     try:
-        from e3bench.cli.tables import check_format
+        from e3bench.report.textable import check_format
         from e3bench.results.index import DEFAULT_COLUMNS, query
 
         check_format(fmt)

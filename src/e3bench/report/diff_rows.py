@@ -25,7 +25,6 @@ which is exact.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,12 +35,10 @@ from e3bench.core.timing import Stats, summarize
 from e3bench.report import stats
 from e3bench.report.compare import primary_metric
 from e3bench.report.diff import Config, Pair
+from e3bench.report.items import item_stats, paired_problem, paired_scores, read_items
 from e3bench.results.schema import ResultRecord, TaskResult
 
 SECTIONS = ("effectiveness", "efficiency", "energy", "memory")
-#: fields of a logged sample that say which item it is: paired only when these agree
-_ITEM_KEYS = ("doc", "context", "contexts", "prompt", "question", "choices", "gold", "target", "answer",
-              "answers", "continuation")  # fmt: skip
 _MIB = 2**20
 
 
@@ -282,22 +279,20 @@ def _task_row(task: str, metric: str, hib: bool, ta: tuple[Path, TaskResult], tb
     (pa, a), (pb, b) = ta, tb
     sa, sb = (_task_stats(t, metric) for t in (a, b))
     items_a, items_b = _samples(pa, a), _samples(pb, b)
-    why = _paired_problem(items_a, items_b, metric)
+    why = paired_problem(items_a, items_b, metric)
     if why is not None:
         r = _row("effectiveness", f"{task} {metric}", "", hib, sa, sb, "")
         method = r.diff.method if r.diff is not None else "no interval"
         r.how = f"unpaired ({why}): {method} from each side's stderr, {a.n_items} vs {b.n_items} items"
         return r
     assert items_a is not None and items_b is not None
-    ids = sorted(set(items_a) & set(items_b))
-    xa = [float(items_a[i][metric]) for i in ids]
-    xb = [float(items_b[i][metric]) for i in ids]
+    xa, xb = paired_scores(items_a, items_b, metric)
     r = Row("effectiveness", f"{task} {metric}", "", hib, a.metrics[metric], b.metrics[metric], _se_of(a, metric),
             _se_of(b, metric))  # fmt: skip
     r.diff, mc = stats.paired_diff_ci(xa, xb)
     r.verdict = stats.verdict(r.diff, higher_is_better=hib)
     _percent(r, sum(xa) / len(xa))
-    r.how = f"paired over the same {len(ids)} items: {r.diff.method}"
+    r.how = f"paired over the same {len(xa)} items: {r.diff.method}"
     if mc is not None:
         b_only, c_only, pval = mc
         r.how += f"; McNemar exact: {b_only} right only in A, {c_only} only in B, p = {pval:.3g}"
@@ -309,13 +304,9 @@ def _se_of(t: TaskResult, metric: str) -> float | None:
     return se if se is not None and math.isfinite(se) else None
 
 
-def _task_stats(t: TaskResult, metric: str) -> Stats | None:
-    """A task's score as :class:`Stats` over its items: std = stderr × √n (no stderr: one reading)."""
-    se, v, n = _se_of(t, metric), t.metrics[metric], t.n_items
-    if se is None or n < 2:
-        return _point(v)
-    return Stats(n=n, mean=v, std=se * math.sqrt(n), min=v, p50=v, p90=v, p99=v, max=v,
-                 ci95_low=None, ci95_high=None)  # fmt: skip
+def _task_stats(t: TaskResult, metric: str) -> Stats:
+    """A task's score as :class:`Stats` over its items (:func:`items.item_stats`); no stderr: one reading."""
+    return item_stats(t.metrics[metric], _se_of(t, metric), t.n_items) or _point(t.metrics[metric])
 
 
 def _samples(record_path: Path, t: TaskResult) -> dict[Any, dict] | None:
@@ -324,27 +315,4 @@ def _samples(record_path: Path, t: TaskResult) -> dict[Any, dict] | None:
     None when not logged or unreadable."""
     if not t.samples_file:
         return None
-    for f in (Path(t.samples_file), record_path.parent / "samples" / Path(t.samples_file).name):
-        try:
-            rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError):
-            continue
-        return {r.get("doc_id", k): r for k, r in enumerate(rows) if isinstance(r, dict)}
-    return None
-
-
-def _paired_problem(a: dict | None, b: dict | None, metric: str) -> str | None:
-    """Why the samples of A and B cannot be paired item by item (None: they can)."""
-    if a is None or b is None:
-        missing = " and ".join(s for s, x in (("A", a), ("B", b)) if x is None)
-        return f"no readable samples logged in {missing}; --log-samples on both gives a paired test"
-    ids = set(a) & set(b)
-    if len(ids) < 2:
-        return "the samples share fewer than 2 items"
-    for i in sorted(ids, key=str):
-        if metric not in a[i] or metric not in b[i]:
-            return f"the samples have no per-item '{metric}'"
-        differ = [k for k in _ITEM_KEYS if k in a[i] and k in b[i] and a[i][k] != b[i][k]]
-        if differ:
-            return f"the samples are of different items (doc_id {i}: {differ[0]} differs)"
-    return None
+    return read_items((Path(t.samples_file), record_path.parent / "samples" / Path(t.samples_file).name))

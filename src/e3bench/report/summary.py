@@ -72,30 +72,20 @@ class Col:
 
 
 def print_fitted(console, title: str, cols: Sequence[Col], rows: Sequence[Any]) -> None:
-    """Print ``title`` and a table of ``rows`` in the console's width: columns of the highest
-    priority are dropped until it fits, and a line names them (all values are in the record);
-    numbers are never wrapped or cut."""
-    from rich import box
-    from rich.markup import escape as esc
-    from rich.table import Table
+    """Print ``title`` and a table of ``rows`` in the console's width, laid out by the one table
+    fitter (:func:`e3bench.report.textable.table`): columns of the highest priority are left out
+    first until it fits, and a line names them (all values are in the record); numbers are
+    never wrapped or cut."""
+    from e3bench.report import textable
 
-    shown = list(cols)
-    while True:
-        t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
-        for c in shown:
-            t.add_column(c.header, justify="left" if c.text else "right", no_wrap=not c.text, overflow="fold")
-        for r in rows:
-            t.add_row(*(esc(c.cell(r)) for c in shown))
-        width = console.measure(t, options=console.options.update_width(10_000)).maximum  # unclamped
-        droppable = [c for c in shown if c.priority > 0]
-        if width <= console.width or not droppable:
-            break
-        shown.remove(max(droppable, key=lambda c: (c.priority, shown.index(c))))
+    cells = [{c.header: c.cell(r) for c in cols} for r in rows]
+    tcols = [textable.Col(c.header, kind="text" if c.text else "num") for c in cols]
+    droppable = sorted((c for c in cols if c.priority > 0), key=lambda c: (c.priority, cols.index(c)))
+    t, lay = textable.table(tcols, cells, width=console.width, drop_order=[c.header for c in droppable])
     _wrap(console, title)
     console.print(t)
-    dropped = [c.header for c in cols if c not in shown]
-    if dropped:
-        _wrap(console, f"  (not shown at {console.width} columns: {', '.join(dropped)}; all in the record)", indent=3)
+    if lay.dropped:
+        _wrap(console, f"  (not shown at {console.width} columns: {', '.join(lay.dropped)}; all in the record)", indent=3)
 
 
 def _wrap(console, text: str, indent: int = 0) -> None:

@@ -20,13 +20,12 @@ Speed and energy, at every batch size both measured: decode speed-up and energy-
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from e3bench.core.timing import Stats
 from e3bench.report.compare import ConfigSummary, TaskScore
+from e3bench.report.items import item_stats, paired_problem, paired_scores, read_items
 from e3bench.report.workload import workload_values
 from e3bench.report.stats import (
     BETTER,
@@ -147,32 +146,16 @@ def _ratio(a: Stats | None, b: Stats | None) -> Interval | None:
     return None if a is None or b is None else ratio_ci(a, b)
 
 
-def read_scores(path: Path, metric: str) -> dict[str, float]:
-    """Per-item ``metric`` of a samples file (JSONL), keyed by ``doc_id`` (else the line
-    number); lines without the metric are skipped."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if isinstance(row, dict) and isinstance(row.get(metric), (int, float)):
-                out[str(row.get("doc_id", i))] = float(row[metric])
-    return out
-
-
 def _paired(a: TaskScore, b: TaskScore) -> tuple[list[float], list[float]] | None:
-    """Scores of the items both scored (first samples file of each side), or None."""
+    """Scores of the items both scored (first samples file of each side), or None when they
+    cannot be paired (:func:`e3bench.report.items.paired_problem`)."""
     if not a.samples or not b.samples:
         return None
-    try:
-        sa, sb = read_scores(a.samples[0], a.metric), read_scores(b.samples[0], b.metric)
-    except (OSError, ValueError):
+    ia, ib = read_items(a.samples[:1]), read_items(b.samples[:1])
+    if paired_problem(ia, ib, a.metric) is not None or a.metric != b.metric:
         return None
-    common = sorted(set(sa) & set(sb))
-    if not common:
-        return None
-    return [sa[k] for k in common], [sb[k] for k in common]
+    assert ia is not None and ib is not None
+    return paired_scores(ia, ib, a.metric)
 
 
 def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
@@ -190,7 +173,7 @@ def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
             retained = Interval(float("nan"), float("nan"), float("nan"), diff.n, "reference score 0")
         return TaskComparison(a.task, a.metric, ra, rb, diff, retained, True, len(xa), _retained_word(retained),
                               mc[:2] if mc else None, mc[2] if mc else None)  # fmt: skip
-    sa, sb = _item_stats(a), _item_stats(b)
+    sa, sb = item_stats(a.value, a.stderr, a.n_items), item_stats(b.value, b.stderr, b.n_items)
     if sa is None or sb is None:
         nan = float("nan")
         diff = Interval(b.value - a.value, nan, nan, min(a.n_items, b.n_items), "no standard error: no interval")
@@ -199,15 +182,6 @@ def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
         diff, retained = diff_ci(sa, sb), ratio_ci(sa, sb)
     return TaskComparison(a.task, a.metric, a.value, b.value, diff, retained, False, min(a.n_items, b.n_items),
                           _retained_word(retained))  # fmt: skip
-
-
-def _item_stats(s: TaskScore) -> Stats | None:
-    """A task score as the Stats of its items (std = stderr × √n), for unpaired intervals."""
-    if s.stderr is None or s.n_items < 2:
-        return None
-    std = s.stderr * math.sqrt(s.n_items)
-    return Stats(n=s.n_items, mean=s.value, std=std, min=0, p50=0, p90=0, p99=0, max=0, ci95_low=None,
-                 ci95_high=None)  # fmt: skip
 
 
 def _retained_word(retained: Interval) -> str:
