@@ -153,8 +153,7 @@ class PyTorchBackend(BaseBackend):
                 f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})",
                 "use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU",
             )
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)
         quant = precision in ("int8", "int4")
         dtype = getattr(torch, QUANT_RECIPES[(device, precision)][0] if quant else _DTYPES[precision])
         loaded = load_pretrained(model, dtype=dtype, cache_dir=self.cache_dir)
@@ -258,6 +257,12 @@ class PyTorchBackend(BaseBackend):
             import torch
 
             torch.cuda.synchronize(self._torch_device)
+
+    def threads_in_use(self) -> dict[str, int]:
+        """PyTorch's intra-op thread count (process-wide), read back from torch."""
+        import torch
+
+        return {"torch.get_num_threads()": torch.get_num_threads()} if self.model is not None else {}
 
     def reset_peak_memory(self) -> None:
         """``torch.cuda.reset_peak_memory_stats`` on CUDA."""

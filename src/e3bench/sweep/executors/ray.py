@@ -17,7 +17,7 @@ from e3bench.core.errors import require
 from e3bench.results.schema import ResultRecord
 from e3bench.sweep.claims import Held
 from e3bench.sweep.executors.local import DEFAULT_TIMEOUT_S
-from e3bench.sweep.executors.worker import requested_threads
+from e3bench.core.host import env_threads
 from e3bench.sweep.finish import finish_run
 
 
@@ -55,7 +55,7 @@ class RayExecutor:
         """Submit every config, then yield records as tasks finish (a lost task → failed record;
         a configuration another process holds → :class:`~e3bench.sweep.claims.Held`)."""
         ray = require("ray", "ray", "--executor ray")
-        threads = requested_threads(os.environ)  # the driver's, before Ray sets its own
+        threads = env_threads(os.environ)  # the driver's, before Ray sets its own
         started_here = not ray.is_initialized()
         if started_here:
             if self.address:
