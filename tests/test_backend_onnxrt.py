@@ -49,8 +49,10 @@ def test_int8_is_smaller_close_to_fp32_and_cached(tiny_models, cache):
     b.close()
     q = _backend(cache)
     info = q.load(spec, "int8", "cpu")
-    # the tiny model is 27% embedding (kept fp32: Gather is not quantized)
-    assert info.weights_bytes < 0.7 * fp32.weights_bytes
+    # bytes a decode step reads (core.decodebytes): int8 matrices (the tied LM head among them)
+    # plus scales, and one fp32 row of the embedding table the Gather keeps — not the whole fp32
+    # table the file holds (that counted, int8 was 0.6 x fp32)
+    assert 0.25 * fp32.weights_bytes < info.weights_bytes < 0.3 * fp32.weights_bytes
     got = q.loglikelihood(reqs)
     for a, r in zip(got, ref, strict=True):
         assert a.logprob == pytest.approx(r.logprob, abs=0.05 * abs(r.logprob) + 0.05)

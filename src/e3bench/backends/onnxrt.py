@@ -290,7 +290,10 @@ class OnnxRuntimeBackend(BaseBackend):
             tok.pad_token = tok.eos_token or tok.unk_token
         self.max_length = resolve_max_length(config, tok)  # the PyTorch backend's rule
         self._check_sliding(config, manifest, d, fix)
-        weights = sum(f.stat().st_size for f in d.iterdir() if f.name.startswith("model.onnx"))
+        from e3bench.backends.weightbytes import onnx_weights
+        from e3bench.core.decodebytes import decode_step_bytes
+
+        weights = decode_step_bytes(onnx_weights(d / "model.onnx"))  # not the file size: see core.decodebytes
         self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads or 'default'}")
         return LoadInfo(
             architecture="decoder-only",
