@@ -162,6 +162,23 @@ def test_sliding_window_export_by_exporter_v1_is_refused(sliding_decoders, cache
     q.close()
 
 
+def test_a_failing_session_call_is_one_clear_line(tiny_models, cache):
+    """An ONNX Runtime failure inside a step (here: a cache of the wrong shape) is an E3Error
+    naming the model and the fallback backends, not a traceback out of the run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    b = _backend(cache)
+    b.load(resolve(str(tiny_models["decoder"])), "fp32", "cpu")
+    wrong = np.zeros((1, b.kv_heads + 1, 3, b.head_dim), dtype=np.float32)
+    past = [ort.OrtValue.ortvalue_from_numpy(wrong) for _ in b.past_names]
+    ids = np.array([[5]])
+    with pytest.raises(E3Error, match="ONNX Runtime failed running") as err:
+        b._step(ids, np.ones((1, 4), dtype=np.int64), np.array([[3]]), np.array([0]), past)
+    assert "--backend pytorch or llamacpp" in err.value.fix
+    b.close()
+
+
 def test_loads_an_existing_onnx_directory(tiny_models, cache):
     """A directory holding model.onnx (ours or optimum's layout) loads without exporting."""
     src = next((cache / "onnx").glob("*/fp32"))
