@@ -50,3 +50,29 @@ def test_checkpoint_names():
     rows = [("model.embed_tokens.weight", 4000, 10), ("model.layers.0.mlp.weight", 800, 4)]
     assert decode_step_bytes(safetensors_weights(rows)) == 4000 + 400 + 800
     assert decode_step_bytes(safetensors_weights([*rows, ("lm_head.weight", 4000, 10)])) == 400 + 800 + 4000
+
+
+def test_the_backends_benchmark_prints_bytes_and_roofline_per_backend():
+    """benchmarks/backends.py: a column of bytes per decode step and one of roofline fractions,
+    a flagged fraction (> 100 %) printed as a measurement error, never as a number."""
+    import importlib.util as iu
+    from pathlib import Path
+
+    spec = iu.spec_from_file_location("bench_backends", Path(__file__).parents[1] / "benchmarks" / "backends.py")
+    mod = iu.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = {"options": {}, "decode_ci95": 0.5, "ttft_ms": 100.0, "peak_rss_mb": 900.0, "accuracy": {},
+            "bandwidth_gb_s": 9.5, "bytes_rule": "bytes read per decode step: RULE"}  # fmt: skip
+    rows = [
+        {**base, "backend": "pytorch", "precision": "fp32", "weights_mb": 513.1, "decode_tok_s": 8.0,
+         "roofline_pct": 44.2, "roofline_error": None},
+        {**base, "backend": "onnxrt", "precision": "fp32", "weights_mb": 513.1, "decode_tok_s": 40.0,
+         "roofline_pct": None, "roofline_error": "decode ran faster than ... (batch 1: 221 % of it): a measurement error"},
+    ]  # fmt: skip
+    text = mod.table(rows, "")
+    head, _, pt, ox = text.splitlines()[:4]
+    assert "bytes/decode step MiB" in head and "roofline" in head
+    assert "| 513 |" in pt and "44.2 %" in pt
+    assert "measurement error (>100 %)" in ox and "221" not in ox
+    assert "bandwidth 9.5 GB/s; bytes read per decode step: RULE" in text
+    assert "onnxrt fp32: decode ran faster" in text
