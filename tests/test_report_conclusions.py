@@ -131,3 +131,15 @@ def test_a_record_without_its_workload_is_set_apart_and_named(tmp_path):
     md = (rep.out_dir / "summary.md").read_text()
     assert "workload unknown (the record lacks prompt_tokens): compared with no other configuration" in md
     assert "records in the workload unknown (the record lacks prompt_tokens) are compared with nothing" in md
+
+
+def test_accuracy_over_several_tasks_stays_inside_0_1():
+    """Two tasks scored 0.02 and 0.04 (±0.03 each): the mean ± 1.96 combined SEs went to -0.011."""
+    from e3bench.report.compare import TaskScore
+    from e3bench.report.figures import accuracy
+    from fakes_report import summary
+
+    c = summary("fp32", tasks={t: TaskScore(t, "acc", v, 0.03, 50) for t, v in (("arc_easy", 0.02), ("piqa", 0.04))})
+    iv = accuracy(c)
+    assert iv.estimate == pytest.approx(0.03) and iv.low == 0.0
+    assert iv.high == pytest.approx(0.03 + 1.96 * (2 * 0.03**2) ** 0.5 / 2) and "clipped" in iv.method
