@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from e3bench.backends.base import BaseBackend
 from e3bench.backends.decoding import finish, take_step
-from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST
+from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST, sliding_notes
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, dir_key, legacy_dir_key
@@ -287,7 +287,11 @@ class OnnxRuntimeBackend(BaseBackend):
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
         self.max_length = resolve_max_length(config, tok)  # the PyTorch backend's rule
-        weights = sum(f.stat().st_size for f in d.iterdir() if f.name.startswith("model.onnx"))
+        self.notes.extend(sliding_notes(config, manifest, d / "model.onnx", fix))
+        from e3bench.backends.weightbytes import onnx_weights
+        from e3bench.core.decodebytes import decode_step_bytes
+
+        weights = decode_step_bytes(onnx_weights(d / "model.onnx"))  # not the file size: see core.decodebytes
         self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads}")
         return LoadInfo(
             architecture="decoder-only",
@@ -322,7 +326,16 @@ class OnnxRuntimeBackend(BaseBackend):
         io.bind_output("logits", "cpu")
         for name in self.present_names:
             io.bind_output(name, self.device_type)
-        self.sess.run_with_iobinding(io)
+        try:
+            self.sess.run_with_iobinding(io)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            first = (str(exc).strip().splitlines() or [""])[0]
+            if "allocate" in first.lower():
+                raise  # out of memory: the runner records the batch size as not fitting
+            raise E3Error(
+                f"ONNX Runtime failed running {self.model_dir}: {first[:300]}",
+                "run this model with --backend pytorch or llamacpp, and report it (its ONNX export does not run)",
+            ) from None
         outs = io.get_outputs()
         logits = outs[0].numpy()
         if not self.has_logit_index:  # full-sequence logits (optimum layout): select here
