@@ -18,6 +18,7 @@ from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.config.run import RunConfig, flag_of
 from e3bench.core.errors import E3Error
+from e3bench.evals.defaults import default_task_or_skip
 
 #: short aliases of some flags
 SHORT = {"model": "-m", "backend": "-b", "output_dir": "-o"}
@@ -143,27 +144,6 @@ def run_configs(flags: dict[str, Any], *, config: Path | None, sets: list[str], 
     runs, _, found = combine(before, axes, after, runnable=True, run_defaults=True)
     raise_problems(problems + found)
     return runs
-
-
-def default_task_or_skip(cfg: RunConfig) -> tuple[RunConfig, str | None]:
-    """``cfg``, or ``cfg`` without its tasks and the one line saying why, when they are the
-    default task (not asked for) and its data is nowhere (neither the data directory nor the
-    hub): a default must not fail the run. A task the user asked for is not touched here; its
-    missing data fails the run before the model loads (:func:`e3bench.evals.engine.preflight`)."""
-    if not cfg.defaulted("tasks"):
-        return cfg, None
-    from e3bench.evals.engine import preflight
-    from e3bench.report.summary import QUALITY_SKIPPED
-
-    try:
-        preflight(cfg)
-    except E3Error as exc:
-        note = (f"{QUALITY_SKIPPED}the default task {','.join(cfg.tasks)} cannot run here ({exc.problem}); "
-                f"{exc.fix}, or pass --tasks none to run without it")  # fmt: skip
-        skipped = cfg.model_copy(update={"tasks": (), "limit": None})
-        skipped._defaulted = frozenset()
-        return skipped, note
-    return cfg, None
 
 
 def run(**kwargs: Any) -> None:

@@ -21,12 +21,11 @@ from typing import Any
 
 from e3bench.core.fmt import num
 from e3bench.energy.accounting import EnergySummary
+from e3bench.evals.defaults import QUALITY_SKIPPED
 from e3bench.report.compare import headline_metric
 from e3bench.report.tables import MISSING
 from e3bench.results.schema import BatchResult, ResultRecord, TaskResult
 
-#: how a run's warning starts when its default quality task could not run (``e3bench run``)
-QUALITY_SKIPPED = "quality not measured: "
 #: width of the three E's labels ("Effectiveness" + 2)
 _LABEL = 15
 
