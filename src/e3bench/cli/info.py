@@ -12,6 +12,7 @@ import typer
 
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 
 
 #: Options every table-printing command shares.
@@ -166,6 +167,6 @@ def export(
 
         n = export_runs(results_dir, out)
         _note_skipped(results_dir)
-        typer.echo(f"wrote {n} rows to {out}")
+        typer.echo(f"wrote {count(n, 'row')} to {out}")
     except E3Error as exc:
         fail(exc)

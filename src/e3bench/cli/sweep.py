@@ -17,6 +17,7 @@ import typer
 from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.progress import Reporter, Stage, eta_from_durations
 
 #: exit status of a sweep in which at least one run failed (user errors before any run: 2)
@@ -90,7 +91,7 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     done = store.completed_hashes(root)
     todo = [c for c in plan.runs if c.config_hash() not in done]
     say = lambda text: console.print(escape(text), highlight=False, soft_wrap=True)  # noqa: E731  (one line each)
-    say(f"sweep '{plan.name}': {len(plan.runs)} runs ({len(plan.runs) - len(todo)} already complete), "
+    say(f"sweep '{plan.name}': {count(len(plan.runs), 'run')} ({len(plan.runs) - len(todo)} already complete), "
         f"{len(plan.skipped)} skipped by capabilities → {root}")  # fmt: skip
     for s in plan.skipped:
         say(f"  skip {labels[s.config.config_hash()]}: {s.reason}")

@@ -31,3 +31,12 @@ def num(x: Any, spec: str = ".3g", none: str = DASH) -> str:
         if 0 < abs(x) < 1e-3:
             return f"{x:.{2 - math.floor(math.log10(abs(x)))}f}".rstrip("0")
     return format(x, spec)
+
+
+def count(n: int, word: str, plural: str | None = None, *, sep: bool = False) -> str:
+    """``n`` and ``word``, singular for one, else ``plural`` (default: ``word`` + "s", "y" →
+    "ies"): ``count(1, "configuration")`` → ``1 configuration``, ``count(2, "entry")`` →
+    ``2 entries``; ``sep``: thousands separators (``1,024 rows``)."""
+    if plural is None:
+        plural = word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else word + "s"
+    return (f"{n:,}" if sep else str(n)) + " " + (word if n == 1 else plural)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.fsutil import component_problem
 from e3bench.report.compare import run_warnings
 from e3bench.report.workload import WORKLOAD_FIELDS, workload_values
@@ -55,9 +56,8 @@ class Side:
         if self.kind == "run":
             return f"run {self.records[0][1].run_id} in {self.where.parent}"
         if self.kind == "repeats":
-            return f"{len(self.records)} runs of the configuration of {self.spec} in {self.where.parent}"
-        n = len(self.records)
-        return f"{self.kind} {self.where} ({n} record{'s' if n != 1 else ''})"
+            return f"{count(len(self.records), 'run')} of the configuration of {self.spec} in {self.where.parent}"
+        return f"{self.kind} {self.where} ({count(len(self.records), 'record')})"
 
 
 def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repeats: bool = False) -> Side:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from e3bench.core.fmt import count
 from e3bench.report.compare import ConfigSummary, by_workload, pareto_front
 from e3bench.report.stats import Interval
 
@@ -114,10 +115,10 @@ def groups(configs: Sequence[ConfigSummary]) -> tuple[list[Group], str]:
         title = f"{w.short}, batch {bs}" if len(workloads) > 1 else f"batch {bs}"
         out.append(Group(title, bs, have, w.short if len(workloads) > 1 else ""))
     out.sort(key=lambda g: -len(g.configs))
-    notes = [f"{left:,} configurations did not measure their panel's batch size"] if left else []
+    notes = [f"{count(left, 'configuration', sep=True)} did not measure their panel's batch size"] if left else []
     if len(out) > MAX_GROUPS:
         rest = out[MAX_GROUPS:]
-        notes.append(f"{len(rest)} more workloads ({sum(len(g.configs) for g in rest):,} configurations) "
+        notes.append(f"{len(rest)} more workloads ({count(sum(len(g.configs) for g in rest), 'configuration', sep=True)}) "
                      "are in pivot.csv")  # fmt: skip
     return out[:MAX_GROUPS], ("; ".join(notes) + ". ") if notes else ""
 

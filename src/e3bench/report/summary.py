@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from e3bench.core.fmt import num
+from e3bench.core.fmt import count, num
 from e3bench.energy.accounting import EnergySummary
 from e3bench.evals.defaults import QUALITY_SKIPPED
 from e3bench.report.compare import headline_metric
@@ -242,10 +242,10 @@ def _effectiveness(rec: ResultRecord) -> str:
 def _items(tr: TaskResult) -> str:
     d = tr.details
     if d.get("limit") is not None and d.get("subset") == "first-n":
-        return f"the first {tr.n_items} items"
+        return f"the first {count(tr.n_items, 'item')}"
     if d.get("limit") is not None:
-        return f"{tr.n_items} sampled items (seed {d.get('seed')})"
-    return f"{tr.n_items} items (all)"
+        return f"{count(tr.n_items, 'sampled item')} (seed {d.get('seed')})"
+    return f"{count(tr.n_items, 'item')} (all)"
 
 
 def _scoring(tr: TaskResult) -> str:
@@ -324,5 +324,5 @@ def print_runs(records: Sequence[ResultRecord], console, *, varied: Sequence[str
             else MISSING),  # fmt: skip
         Col("quality ± stderr", 0, lambda r: _quality_cell(r[1])),
     ]
-    print_fitted(console, f"{len(records)} runs (speed and energy at each run's first batch size; each run's "
+    print_fitted(console, f"{count(len(records), 'run')} (speed and energy at each run's first batch size; each run's "
                           "record is named above)", cols, list(enumerate(records, 1)))  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from e3bench.core.fmt import num
+from e3bench.core.fmt import count, num
 from e3bench.core.progress import Reporter
 
 
@@ -172,7 +172,7 @@ def format_finetune(r) -> str:
         f"{r.model['architecture']} {r.model['name']} on {r.data['task']} ({r.method['fine_tuning']}, {r.method['mode']} mode): "
         f"status {r.status}",
         f"  trainable {r.trainable_parameters:,} / {r.total_parameters:,} params ({100 * r.trainable_fraction:.2f}%)",
-        f"  {r.steps} steps, {r.samples_seen} samples, {r.tokens_seen:,} tokens in {r.train_time_s:.1f} s: "
+        f"  {count(r.steps, 'step')}, {count(r.samples_seen, 'sample')}, {count(r.tokens_seen, 'token', sep=True)} in {r.train_time_s:.1f} s: "
         f"{r.train_tokens_per_s:,.0f} tokens/s, {r.train_samples_per_s:.2f} samples/s",
         f"  accuracy final {num(r.final_accuracy, '.3f')} best {num(r.best_accuracy, '.3f')} "
         f"(majority class {r.data.get('majority_class_accuracy', float('nan')):.3f})",
