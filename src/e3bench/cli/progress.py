@@ -22,6 +22,7 @@ import sys
 from typing import IO, Any
 
 from e3bench.cli import common
+from e3bench.core.fmt import wrap
 from e3bench.core.progress import Reporter, Stage, counts, fmt_duration, fmt_eta, fmt_rate
 
 #: seconds between the plain progress lines of an open stage (not a terminal); env overrides
@@ -153,11 +154,15 @@ class Bars(Reporter):
         self.open: list[_BarStage] = []
 
     def note(self, message: str) -> None:
-        """``· message`` above the bars."""
+        """``· message`` above the bars, wrapped at spaces only: a path or id longer than a line
+        stays whole (the terminal wraps it softly, so it is copied whole)."""
         from rich.markup import escape
 
         common.step(message)
-        self.console.print(f"[dim]·[/dim] {escape(message)}")
+        first, *rest = wrap(message, self.console.width - 2, indent=2)
+        self.console.print(f"[dim]·[/dim] {escape(first)}", soft_wrap=True)
+        for line in rest:
+            self.console.print(line, soft_wrap=True, markup=False)
 
     def stage(self, label: str, *, total: float | None = None, unit: str = "items") -> Stage:
         """A new bar (the display starts with the first one)."""

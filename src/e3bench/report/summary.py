@@ -14,12 +14,11 @@ summary).
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from e3bench.core.fmt import count, num
+from e3bench.core.fmt import count, num, wrap
 from e3bench.energy.accounting import EnergySummary
 from e3bench.evals.defaults import QUALITY_SKIPPED
 from e3bench.report.compare import headline_metric
@@ -89,9 +88,7 @@ def print_fitted(console, title: str, cols: Sequence[Col], rows: Sequence[Any]) 
 
 def _wrap(console, text: str, indent: int = 0) -> None:
     """Print ``text`` literally, wrapped to the console's width (continuation lines indented)."""
-    width = max(40, console.width)
-    for line in textwrap.wrap(text, width, subsequent_indent=" " * indent, break_long_words=False,
-                              break_on_hyphens=False):  # fmt: skip
+    for line in wrap(text, console.width, indent):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
