@@ -70,3 +70,46 @@ def test_stale_gguf_cache_entries_name_the_folder_once(tiny_models, tmp_path):
     (note,) = notes
     assert note.count(str(target.parent)) == 1  # the folder once, then the entries' names
     assert note.endswith(f"delete them to free 0 MB: in {target.parent}: m.Q4_1-64-1796027876, m.Q4_1-64-1796033487")
+
+
+# --------------------------------------------------------------------------- progress at 80 columns
+IDLE = ("measuring idle power for 3 s (estimate; model loaded in memory and primed by one untimed batch-1 request, "
+        "before warm-up)")  # fmt: skip
+
+
+def _shown(rep) -> str:
+    """The progress display as a terminal of the reporter's width shows it (no colours)."""
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=rep.console.width, force_terminal=False).print(rep.progress.make_tasks_table(rep.progress.tasks))
+    return buf.getvalue()
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_stage_labels_and_the_sweeps_configuration_are_whole_at_80_columns():
+    rep, out = _bars()
+    sweep = rep.stage("sweep tiny-sweep", total=2, unit="runs")
+    run = rep.stage("run tiny-llama pytorch bf16 cpu (batch 1,4; prompt 128 → 32 tokens)", unit="steps")
+    run.update(detail="generation, batch 1: 32 tokens per request")
+    idle = rep.stage(IDLE)
+    gen = rep.stage("generation, batch 1: 32 tokens per request", total=5, unit="iterations")
+    gen.clock = lambda: gen.started + 40
+    gen.advance()
+    shown = _shown(rep)
+    rep.progress.stop()
+    lines = shown.splitlines()
+    assert "…" not in shown and all(len(x.rstrip()) <= 80 for x in lines)
+    for label in (sweep.label, run.label, run.detail, IDLE, gen.label):
+        assert label in _words(shown), (label, shown)  # whole (wrapped at spaces at most)
+    assert "1/5 iterations  40.0 s/iteration  ETA 2:40" in shown
+    idle.clock = lambda: idle.started + 3
+    for st in (gen, idle, run, sweep):
+        st.close()
+    done = out.getvalue()
+    assert "…" not in done and all(len(x) <= 80 for x in done.splitlines())
+    assert "· generation, batch 1: 32 tokens per request:\n  done, 1/5 iterations in 40 s (40.0 s/iteration)" in done
+    assert _words(f"· {IDLE}: done, 3 s") in _words(done)
