@@ -256,6 +256,6 @@ def test_run_out_of_memory_raises_with_the_saved_record(tiny_models, tmp_path):
     err = info.value
     assert isinstance(err, e3bench.E3Error)
     assert err.one_line().startswith("batch size 8 did not fit in host memory")
-    assert f"batch size(s) 1 measured and saved in {err.path}" in err.one_line()
+    assert f"batch size 1 measured and saved in {err.path}" in err.one_line()
     assert [g.batch_size for g in err.record.efficiency.generation] == [1]
     assert e3bench.load_record(err.path) == err.record

@@ -33,3 +33,17 @@ def test_summary_lines_in_the_singular():
     tr = TaskResult(task="t", engine="e3bench", metrics={"acc": 1.0}, stderr={}, n_items=1, duration_s=1.0, examples_per_s=1.0,
                     details={"limit": 1, "subset": "first-n"})  # fmt: skip
     assert _items(tr) == "the first 1 item"
+
+
+def test_config_errors_count_the_other_problems_in_the_singular():
+    import pytest
+
+    from e3bench.config.run import build_config
+    from e3bench.core.errors import E3Error
+
+    with pytest.raises(E3Error) as one:
+        build_config(overrides=dict(model="x", min_iters=0, max_new_tokens=0))
+    assert "(and 1 more problem)" in one.value.one_line()  # was "(and 1 more problem(s))"
+    with pytest.raises(E3Error) as two:
+        build_config(overrides=dict(model="x", min_iters=0, max_new_tokens=0, warmup_iters=-1))
+    assert "(and 2 more problems)" in two.value.one_line()

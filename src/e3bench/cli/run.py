@@ -18,6 +18,7 @@ from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.config.run import RunConfig, flag_of
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.evals.defaults import default_task_or_skip
 
 #: short aliases of some flags
@@ -206,7 +207,7 @@ def _run_and_keep(cfg: RunConfig, skipped: str | None, out, *, quiet: bool, left
     failed = failed_batches_error(record, done.path)
     if failed is not None:
         if left:
-            failed.problem += f"; the {left} run(s) after it were not started"
+            failed.problem += f"; the {count(left, 'run')} after it {'was' if left == 1 else 'were'} not started"
         raise failed
     return record
 

@@ -107,7 +107,9 @@ def _side(spec: str, kind: str, where: Path, records: list[tuple[Path, ResultRec
     ok = [(p, r) for p, r in records if r.status == "ok" and r.efficiency is not None]
     notes = [f"left out failed run {r.run_id} ({p.name}): {r.error}" for p, r in records if r.status != "ok"]
     if not ok:
-        why = f"its {len(records)} record(s) are of failed runs" if records else "it holds no e3bench records"
+        one = len(records) == 1
+        why = (f"its {count(len(records), 'record')} {'is of a failed run' if one else 'are of failed runs'}"
+               if records else "it holds no e3bench records")  # fmt: skip
         raise E3Error(f"nothing to compare in '{spec}' ({where}): {why}",
                       f"pass a successful run, sweep or results folder (list them with `e3bench ls {where}`)")  # fmt: skip
     return Side(spec, kind, where, ok, notes)
@@ -252,7 +254,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
     when A and B are the same records, when nothing pairs, or (without ``force``) when a pair's
     workloads differ."""
     if {r.run_id for _, r in a.records} == {r.run_id for _, r in b.records}:
-        raise E3Error(f"A and B are the same {len(a.records)} record(s) ('{a.spec}' and '{b.spec}'): comparing "
+        raise E3Error(f"A and B are the same {count(len(a.records), 'record')} ('{a.spec}' and '{b.spec}'): comparing "
                       "something with itself says nothing",
                       "compare two different runs, sweeps or folders (two repeats of one configuration are two runs)")  # fmt: skip
     ca, cb = configurations(a), configurations(b)
@@ -291,7 +293,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
         p.warnings += [f"different workloads, compared because of --force: {w}" for w in work]
         shared = sorted(set(x.run_ids) & set(y.run_ids))
         if shared:
-            p.warnings.append(f"{len(shared)} run(s) on both sides ({', '.join(shared)}): the difference is understated")
+            p.warnings.append(f"{count(len(shared), 'run')} on both sides ({', '.join(shared)}): the difference is understated")
         for side, c in (("A", x), ("B", y)):
             seen = dict.fromkeys(w for _, r in c.records for w in run_warnings(r))
             p.warnings += [f"{side}: {w}" for w in seen]

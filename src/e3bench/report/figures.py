@@ -150,7 +150,7 @@ def memory(c: ConfigSummary) -> Interval | None:
     """Peak RSS of the measured phase (MiB): the largest over the runs, so no interval."""
     if c.peak_rss_bytes is None:
         return None
-    return Interval(c.peak_rss_bytes / 2**20, _NAN, _NAN, c.runs, f"largest of {c.runs} run(s), no interval")
+    return Interval(c.peak_rss_bytes / 2**20, _NAN, _NAN, c.runs, f"largest of {count(c.runs, 'run')}, no interval")
 
 
 def _fmt(iv: Interval, unit: str) -> str:
@@ -169,7 +169,7 @@ def facet(configs: Sequence[ConfigSummary]) -> tuple[str, Callable[[ConfigSummar
 
 
 def _hover(c: ConfigSummary, lines: Sequence[str]) -> str:
-    head = f"{c.label}\n{c.model} · {c.backend} · {c.dtype} · {c.device} · {c.runs} run(s)"
+    head = f"{c.label}\n{c.model} · {c.backend} · {c.dtype} · {c.device} · {count(c.runs, 'run')}"
     return "\n".join([head, *lines])
 
 
