@@ -113,3 +113,27 @@ def test_stage_labels_and_the_sweeps_configuration_are_whole_at_80_columns():
     assert "…" not in done and all(len(x) <= 80 for x in done.splitlines())
     assert "· generation, batch 1: 32 tokens per request:\n  done, 1/5 iterations in 40 s (40.0 s/iteration)" in done
     assert _words(f"· {IDLE}: done, 3 s") in _words(done)
+
+
+def test_results_printed_above_the_bars_are_not_erased_when_they_come_back(monkeypatch):
+    """A sweep prints "[1/2] ok ..." above its bars (Bars.above); rich then redrew the bars by
+    first moving up and erasing as many lines as the bars had: the result line was wiped."""
+    from rich.console import Console
+
+    from e3bench.cli import progress
+
+    monkeypatch.setattr(progress, "_isatty", lambda stream: True)
+    out = io.StringIO()
+    rep = progress.Bars(out)
+    rep.console = Console(file=out, width=80, force_terminal=True, highlight=False)
+    rep.progress = progress._progress(rep.console)
+    sweep = rep.stage("sweep s", total=2, unit="runs")
+    run = rep.stage("run a", unit="steps")
+    rep.progress.refresh()
+    rep.above(lambda: print("[1/2] ok a", file=out))
+    rep.progress.refresh()
+    after = out.getvalue().split("[1/2] ok a\n", 1)[1]
+    first_text = min(after.index(c) for c in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" if c in after)
+    assert "\x1b[1A" not in after[:first_text]  # no cursor-up over the result line before the bars
+    for st in (run, sweep):
+        st.close()

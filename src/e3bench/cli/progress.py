@@ -185,6 +185,11 @@ class Bars(Reporter):
         try:
             show()
         finally:
+            # rich would start by erasing as many lines as the bars had (what ``show`` printed):
+            # the bars start afresh below it instead
+            live_render = getattr(self.progress.live, "_live_render", None)
+            if live_render is not None:
+                live_render._shape = None
             self.progress.start()
 
     def close_stage(self, st: _BarStage) -> None:
@@ -207,13 +212,17 @@ class Bars(Reporter):
             self.progress.stop()
 
 
-def stats(st: Stage) -> str:
-    """What a bar shows beside it: ``3/5 iterations  40.0 s/iteration  ETA 1:20``; before the
-    first item (or for a step without counts) the elapsed time instead of an ETA it cannot know."""
+def stats(st: Stage) -> list[tuple[str, str]]:
+    """What a bar shows beside it, as (text, rich style) parts: ``3/5 iterations``, ``40.0
+    s/iteration``, ``ETA 1:20``; before the first item (or for a step without counts) the
+    elapsed time instead of an ETA it cannot know."""
     eta = st.eta_s()
-    parts = [counts(st), fmt_rate(st.rate(), st.unit) if st.completed else ""]
-    parts.append(fmt_eta(st) if eta is not None else f"{fmt_duration(st.elapsed_s())} elapsed")
-    return "  ".join(p for p in parts if p)
+    parts = [(counts(st), "progress.download"), (fmt_rate(st.rate(), st.unit) if st.completed else "", "dim")]
+    if eta is not None:
+        parts.append((fmt_eta(st), "progress.remaining"))
+    else:
+        parts.append((f"{fmt_duration(st.elapsed_s())} elapsed", "progress.elapsed"))
+    return [(text, style) for text, style in parts if text]
 
 
 def _progress(console: Any):
@@ -236,10 +245,13 @@ def _progress(console: Any):
             row = Table.grid(padding=(0, 1))
             row.add_column(width=2)
             row.add_column(width=10)
-            row.add_column(style="progress.data.speed", no_wrap=False)
+            row.add_column(no_wrap=False)
             bar = ProgressBar(total=st.total, completed=st.completed, width=10, pulse=st.total is None,
                               animation_time=task.get_time())  # fmt: skip
-            row.add_row("", bar, stats(st))
+            shown = Text()
+            for i, (text, style) in enumerate(stats(st)):
+                shown.append(("  " if i else "") + text, style=style)
+            row.add_row("", bar, shown)
             lines = [Text(st.label)]
             if st.detail:
                 lines.append(Text("  " + st.detail, style="dim"))
