@@ -158,10 +158,15 @@ def run_tasks(
     warnings = warnings if warnings is not None else []
     out: list[TaskResult] = []
     seen: dict[str, int] = {}
+    if cfg.chat_template:  # both engines: the model's tokenizer must have one, before any task runs
+        from e3bench.evals.chat import ChatTemplated, template_of
+
+        template_of(backend)
     if cfg.engine == "lm-eval":
         from e3bench.evals.lmeval_engine import check_task_names, run_lm_eval
 
         check_task_names(cfg.tasks, cfg.include_path)  # every name, before the first task runs
+        chat = {"apply_chat_template": True} if cfg.chat_template else {}
         for name in cfg.tasks:
             label = f"lm-eval task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else "")
             with reporter.stage(label, unit="requests") as st:
@@ -169,7 +174,7 @@ def run_tasks(
                     f"task-lm-eval-{name}",
                     lambda name=name, st=st: run_lm_eval(
                         backend, [name], limit=cfg.limit, num_fewshot=cfg.num_fewshot, include_path=cfg.include_path,
-                        log_samples=cfg.log_samples, random_seed=cfg.seed, progress=st,
+                        log_samples=cfg.log_samples, random_seed=cfg.seed, progress=st, **chat,
                     ),
                 )  # fmt: skip
             out += _lm_eval_results(window, cfg, run_id, name, metered, seen)
@@ -177,6 +182,8 @@ def run_tasks(
 
     from e3bench.evals.tasks import get_task, parse_task_spec
 
+    if cfg.chat_template:
+        backend = ChatTemplated(backend)  # type: ignore[assignment]
     for spec in cfg.tasks:
         name, options = parse_task_spec(spec)
         task = get_task(name, **options)
