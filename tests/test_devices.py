@@ -168,3 +168,51 @@ def test_cli_accepts_cuda_n(tmp_path):
     r = CliRunner().invoke(app, ["run", "--device", "cuda:1", "--tasks", "none", "--meter", "none", "-o", str(tmp_path)])
     assert r.exit_code != 0
     assert "use one of" not in r.output and "cuda:1" in r.output
+
+
+def test_training_takes_the_same_device_names():
+    from e3bench.train.shared.device import resolve_device
+
+    class TwoGpus:
+        def is_available(self):
+            return True
+
+        def device_count(self):
+            return 2
+
+    assert resolve_device("cuda:1", cuda=TwoGpus()) == "cuda:1"
+    with pytest.raises(E3Error, match=r"only 2 GPU\(s\) are visible"):
+        resolve_device("cuda:2", cuda=TwoGpus())
+    with pytest.raises(E3Error, match="unknown device 'cuda:x'"):
+        resolve_device("cuda:x", cuda=TwoGpus())
+
+
+def test_training_memory_and_sync_read_the_gpu_of_the_device():
+    from e3bench.train.shared.device import synchronize
+    from e3bench.train.shared.memory import MemoryTracker
+
+    class Recording:
+        def __init__(self):
+            self.calls = []
+
+        def reset_peak_memory_stats(self, device=None):
+            self.calls.append(("reset", device))
+
+        def max_memory_allocated(self, device=None):
+            self.calls.append(("allocated", device))
+            return 5
+
+        def max_memory_reserved(self, device=None):
+            self.calls.append(("reserved", device))
+            return 7
+
+        def synchronize(self, device=None):
+            self.calls.append(("sync", device))
+
+    cuda = Recording()
+    m = MemoryTracker("cuda:1", cuda=cuda)
+    m.start()
+    figs = m.stop()
+    synchronize("cuda:1", cuda=cuda)
+    assert cuda.calls == [("reset", "cuda:1"), ("allocated", "cuda:1"), ("reserved", "cuda:1"), ("sync", "cuda:1")]
+    assert (figs.peak_device_memory_bytes, figs.device_memory_reserved_bytes) == (5, 7)

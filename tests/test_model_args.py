@@ -133,3 +133,16 @@ def test_chat_template_renders_with_a_real_tokenizer(tiny_models):
     tok = AutoTokenizer.from_pretrained(str(tiny_models["decoder"]))
     tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
     assert render(tok, "Hello") == "<user>Hello<assistant>"
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("lm_eval") is None, reason="lm-eval not installed")
+def test_lm_eval_engine_gets_the_chat_template_from_the_backend():
+    """lm-eval's --apply_chat_template calls these three on the model it is given."""
+    from e3bench.evals.lmeval_engine import make_lm
+
+    inner = _Recording(_Tok())
+    inner.tokenizer.name_or_path = "org/instruct"
+    lm = make_lm(inner)
+    assert lm.apply_chat_template([{"role": "user", "content": "Hi"}]) == "<|user|>Hi<|assistant|>"
+    assert lm.tokenizer_name == "org__instruct" and lm.chat_template(True) == _Tok.chat_template
+    assert lm.chat_template(False) is None

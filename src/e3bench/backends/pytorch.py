@@ -245,11 +245,25 @@ class PyTorchBackend(BaseBackend):
                 self.model(input_ids=ids, attention_mask=mask)
 
     def _score(self, encoded) -> list[LogLik]:
-        from e3bench.backends.hf_scorer import hf_loglikelihood_tokens
+        from e3bench.backends.hf_scorer import DEFAULT_TOKEN_BUDGET, hf_loglikelihood_tokens
 
+        longest = min(max(len(c) + len(x) for c, x in encoded), self.max_length)
+        batch = self.score_batch(longest)
+        # auto's batch was found for rows of the longest input: let it fill the forward pass
+        budget = max(DEFAULT_TOKEN_BUDGET, batch * longest) if self.score_batch_size == "auto" else DEFAULT_TOKEN_BUDGET
         return hf_loglikelihood_tokens(
-            self.model, encoded, device=self._torch_device, architecture=self.architecture, max_length=self.max_length
-        )
+            self.model, encoded, device=self._torch_device, architecture=self.architecture, max_length=self.max_length,
+            batch_size=batch, token_budget=budget,
+        )  # fmt: skip
+
+    def _auto_score_batch(self, length: int) -> tuple[int, str]:
+        """CUDA: try and halve; CPU: the memory budget (:mod:`e3bench.backends.batch_auto`)."""
+        from e3bench.backends import batch_auto
+
+        if self._on_cuda():
+            return batch_auto.cuda_batch(batch_auto.torch_probe(self.model, length, self._torch_device), length)
+        element = next(self.model.parameters()).element_size()
+        return batch_auto.cpu_batch(self.model.config, length, element)
 
     # ---------------------------------------------------------------------- device
     def _on_cuda(self) -> bool:
