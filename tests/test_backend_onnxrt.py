@@ -129,6 +129,37 @@ def test_export_from_an_older_exporter_is_remade(tiny_models, cache):
     b.close()
 
 
+def test_sliding_window_export_by_exporter_v1_is_refused(sliding_decoders, cache, tmp_path):
+    """An existing ONNX directory exported by exporter v1 (whose sliding-window layers crash or
+    give wrong tokens past the window) is refused at load with one line naming the fix; the
+    current export of the same model loads, notes the full-length cache and runs past the window
+    in int8 too."""
+    import json
+    import shutil
+
+    from e3bench.backends.onnx_export import MANIFEST
+
+    spec = resolve(str(sliding_decoders["mistral"]))
+    b = _backend(cache)
+    b.load(spec, "fp32", "cpu")
+    long = b.encode("The quick brown fox jumps over the lazy dog. A small language model reads text and predicts")
+    assert len(long) > 16
+    b.close()
+    old = tmp_path / "old-export"
+    shutil.copytree(b.model_dir, old)
+    info = json.loads((old / MANIFEST).read_text())
+    info["exporter_version"] = 1
+    (old / MANIFEST).write_text(json.dumps(info))
+    with pytest.raises(E3Error, match="exporter v1, which mishandles sliding-window attention") as err:
+        _backend(cache).load(resolve(str(old)), "fp32", "cpu")
+    assert "--backend pytorch or llamacpp" in err.value.fix
+    q = _backend(cache)
+    notes = q.load(spec, "int8", "cpu").notes
+    assert any("sliding-window attention (window 16 tokens) in 2 of 2 layers" in n for n in notes), notes
+    assert len(q.generate([long], GenParams(max_new_tokens=20))[0].token_ids) == 20
+    q.close()
+
+
 def test_loads_an_existing_onnx_directory(tiny_models, cache):
     """A directory holding model.onnx (ours or optimum's layout) loads without exporting."""
     src = next((cache / "onnx").glob("*/fp32"))
