@@ -114,8 +114,9 @@ def _reference(path: str, prompts_text, requests, tmp_path, rolling_texts=ROLLIN
     stop_params = GenParams(max_new_tokens=STEPS, ignore_eos=False, stop=(stop,))
     stopped = [(g.token_ids, g.text, g.finish_reason) for g in ref.generate(prompts, stop_params)]
     assert stop and stopped[0][2] == "stop" and len(stopped[0][0]) <= 6
+    weights = ref.load_info.weights_bytes
     ref.close()
-    return prompts, tokens, (ll, rolling, (stop_params, stopped))
+    return prompts, tokens, (ll, rolling, (stop_params, stopped), weights)
 
 
 def _close(got, want, tol: float, greedy_exact: bool) -> None:
@@ -131,9 +132,12 @@ def _conform(
     backend: Backend, spec, precision, device, prompts, ref_tokens, ref, ll_tol, greedy_exact=True,
     texts=(PROMPTS, REQUESTS, ROLLING),
 ):
-    ref_ll, (ref_roll_small, ref_roll_default), ref_stop = ref
+    ref_ll, (ref_roll_small, ref_roll_default), ref_stop, ref_weights = ref
     info = backend.load(spec, precision, device)
     assert info.architecture == "decoder-only" and info.vocab_size > 0 and info.weights_bytes > 0
+    if precision == "fp32":  # bytes per decode step, one rule (core.decodebytes): PyTorch's within 0.5 %
+        assert info.weights_bytes == pytest.approx(ref_weights, rel=5e-3), "bytes per decode step differ"
+
     assert backend.architecture == "decoder-only" and backend.load_info == info
     assert backend.device == info.device and backend.device.startswith(device)
     prompts_text, requests, rolling_texts = texts

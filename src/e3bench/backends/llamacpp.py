@@ -168,6 +168,9 @@ class LlamaCppBackend(BaseBackend):
         self.tokenizer = _Tokenizer(self.llm)
         self.max_length = min(self.n_ctx, int(self.llm._model.n_ctx_train()) or self.n_ctx)
         md = self.llm.metadata
+        from e3bench.backends.weightbytes import gguf_weights
+        from e3bench.core.decodebytes import decode_step_bytes
+
         n_params = int(llama_cpp.llama_model_n_params(self.llm._model.model))
         self.notes.append(
             f"llama-cpp-python {llama_cpp.__version__}; GGUF type {running.upper()}; threads "
@@ -178,7 +181,7 @@ class LlamaCppBackend(BaseBackend):
             architecture="decoder-only",
             model_type=str(md.get("general.architecture", arch or "gguf")),
             parameters=n_params,
-            weights_bytes=int(llama_cpp.llama_model_size(self.llm._model.model)),
+            weights_bytes=decode_step_bytes(gguf_weights(path)),  # see core.decodebytes
             dtype=running,
             device=canonical(device),
             vocab_size=int(self.llm.n_vocab()),

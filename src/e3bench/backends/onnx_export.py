@@ -177,6 +177,30 @@ def sliding_layers(config) -> tuple[int, int, int] | None:
     return (min(windows), len(windows), len(layers)) if windows else None
 
 
+def sliding_notes(config, manifest: dict, model_file: Path, fix: str) -> list[str]:
+    """The load note on how sliding-window layers run ([] without them); E3Error for an export by
+    exporter v1, which let those layers' caches drift from the graph's shapes (crash or wrong
+    tokens once a sequence passes the window)."""
+    from e3bench.core.errors import E3Error
+
+    sliding = sliding_layers(config)
+    if sliding is None:
+        return []
+    window, n, total = sliding
+    made_by = manifest.get("exporter_version")
+    if isinstance(made_by, int) and made_by < 2:
+        raise E3Error(
+            f"{model_file} was exported by e3bench exporter v{made_by}, which mishandles sliding-window "
+            f"attention (window {window} tokens in {n} of {total} layers)",
+            f"{fix}; or use --backend pytorch or llamacpp",
+        )
+    return [
+        f"sliding-window attention (window {window} tokens) in {n} of {total} layers: the ONNX graph keeps "
+        "their KV cache at full length and masks attention to the window (PyTorch's results; more cache "
+        "memory than PyTorch once a sequence passes the window)"
+    ]
+
+
 def quantize_int8(src: str, out: str) -> dict:
     """Dynamic int8 (onnxruntime.quantization.quantize_dynamic): int8 weights, per-channel
     scales, activations quantized per call. MatMul/Gemm only: the embedding Gather stays fp32

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from e3bench.backends.base import BaseBackend
 from e3bench.backends.decoding import finish, take_step
-from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST, sliding_layers
+from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST, sliding_notes
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
 from e3bench.core.devices import canonical, device_index, device_kind
 from e3bench.core.errors import E3Error
@@ -295,8 +295,11 @@ class OnnxRuntimeBackend(BaseBackend):
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
         self.max_length = resolve_max_length(config, tok)  # the PyTorch backend's rule
-        self._check_sliding(config, manifest, d, fix)
-        weights = sum(f.stat().st_size for f in d.iterdir() if f.name.startswith("model.onnx"))
+        self.notes.extend(sliding_notes(config, manifest, d / "model.onnx", fix))
+        from e3bench.backends.weightbytes import onnx_weights
+        from e3bench.core.decodebytes import decode_step_bytes
+
+        weights = decode_step_bytes(onnx_weights(d / "model.onnx"))  # not the file size: see core.decodebytes
         self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads or 'default'}")
         return LoadInfo(
             architecture="decoder-only",
@@ -308,27 +311,6 @@ class OnnxRuntimeBackend(BaseBackend):
             vocab_size=int(manifest.get("vocab_size") or len(tok)),
             max_positions=manifest.get("max_positions"),
             notes=tuple(self.notes),
-        )
-
-    def _check_sliding(self, config, manifest: dict, d: Path, fix: str) -> None:
-        """Note how sliding-window layers run; refuse an export by e3bench's exporter v1, which
-        let the cache of those layers drift from the graph's shapes (crash or wrong tokens
-        once a sequence passes the window)."""
-        sliding = sliding_layers(config)
-        if sliding is None:
-            return
-        window, n, total = sliding
-        made_by = manifest.get("exporter_version")
-        if isinstance(made_by, int) and made_by < 2:
-            raise E3Error(
-                f"{d / 'model.onnx'} was exported by e3bench exporter v{made_by}, which mishandles "
-                f"sliding-window attention (window {window} tokens in {n} of {total} layers)",
-                f"{fix}; or use --backend pytorch or llamacpp",
-            )
-        self.notes.append(
-            f"sliding-window attention (window {window} tokens) in {n} of {total} layers: the ONNX graph keeps "
-            "their KV cache at full length and masks attention to the window (PyTorch's results; more cache "
-            "memory than PyTorch once a sequence passes the window)"
         )
 
     # ---------------------------------------------------------------------- engine
@@ -352,7 +334,16 @@ class OnnxRuntimeBackend(BaseBackend):
         io.bind_output("logits", "cpu")
         for name in self.present_names:
             io.bind_output(name, self.device_type, self.device_id)
-        self.sess.run_with_iobinding(io)
+        try:
+            self.sess.run_with_iobinding(io)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            first = (str(exc).strip().splitlines() or [""])[0]
+            if "allocate" in first.lower():
+                raise  # out of memory: the runner records the batch size as not fitting
+            raise E3Error(
+                f"ONNX Runtime failed running {self.model_dir}: {first[:300]}",
+                "run this model with --backend pytorch or llamacpp, and report it (its ONNX export does not run)",
+            ) from None
         outs = io.get_outputs()
         logits = outs[0].numpy()
         if not self.has_logit_index:  # full-sequence logits (optimum layout): select here

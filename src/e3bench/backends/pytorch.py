@@ -145,8 +145,10 @@ class PyTorchBackend(BaseBackend):
     def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         import torch
 
-        from e3bench.backends.models import load_pretrained, tensor_bytes
+        from e3bench.backends.models import load_pretrained
         from e3bench.backends.tokenization import resolve_max_length
+        from e3bench.backends.weightbytes import torch_weights
+        from e3bench.core.decodebytes import decode_step_bytes
 
         kind = device_kind(device)
         if kind == "cuda" and not torch.cuda.is_available():
@@ -179,7 +181,7 @@ class PyTorchBackend(BaseBackend):
             architecture=self.architecture,
             model_type=config.model_type,
             parameters=sum(p.numel() for p in params),
-            weights_bytes=sum(tensor_bytes(p) for p in params),
+            weights_bytes=decode_step_bytes(torch_weights(self.model)),
             dtype=precision,
             device=str(self._torch_device),
             vocab_size=int(getattr(config, "vocab_size", len(self.tokenizer))),

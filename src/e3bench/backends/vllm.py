@@ -348,11 +348,16 @@ class VllmBackend(BaseBackend):
 
 
 def _param_counts(path: Path) -> tuple[int, int]:
-    """(parameters, bytes) of the ``*.safetensors`` files in ``path``, from their headers
-    (``safetensors.safe_open``: shapes and dtypes, no tensor data read)."""
+    """(parameters, bytes a decode step reads) of the ``*.safetensors`` files in ``path``, from
+    their headers (``safetensors.safe_open``: shapes and dtypes, no tensor data read); bytes by
+    the rule of :mod:`e3bench.core.decodebytes`."""
     from safetensors import safe_open
 
-    n = size = 0
+    from e3bench.backends.weightbytes import safetensors_weights
+    from e3bench.core.decodebytes import decode_step_bytes
+
+    n = 0
+    tensors = []
     for f in sorted(path.glob("*.safetensors")):
         with safe_open(str(f), framework="numpy") as fh:
             for k in fh.keys():
@@ -361,8 +366,9 @@ def _param_counts(path: Path) -> tuple[int, int]:
                 for d in sl.get_shape():
                     count *= d
                 n += count
-                size += count * _DTYPE_BYTES.get(sl.get_dtype(), 1)
-    return n, size
+                shape = sl.get_shape()
+                tensors.append((k, count * _DTYPE_BYTES.get(sl.get_dtype(), 1), int(shape[0]) if shape else 1))
+    return n, decode_step_bytes(safetensors_weights(tensors))
 
 
 #: bytes per element of safetensors dtype names (sub-byte types count as their packed storage)

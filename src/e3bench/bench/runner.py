@@ -266,8 +266,10 @@ class Runner:
 
         decode = {g.batch_size: g.decode_tokens_per_s.mean for g in gens if g.decode_tokens_per_s}
         rl = roofline.roofline(bw, weights_bytes, decode)
-        for g in gens:
+        for g in gens:  # a fraction above 1 is a measurement error: no fraction, a warning
             g.roofline_fraction = rl.fraction_of_bound.get(g.batch_size)
+        if rl.measurement_error:
+            self.warnings.append(f"roofline: {rl.measurement_error}")
         return rl
 
 
