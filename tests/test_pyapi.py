@@ -143,7 +143,7 @@ def test_measure_takes_one_list_of_keywords():
                                                                                           idle_seconds=0.5)._opts
     assert e3bench.measure()._opts == MeasureOptions() and e3bench.measure().name == "measure"
     assert [f.name for f in dataclasses.fields(MeasureOptions)] == [
-        "meter", "device", "region", "cpu_tdp_w", "idle_seconds", "sync", "timeout_s"]
+        "meter", "device", "region", "cpu_tdp_w", "idle_seconds", "sync", "timeout_s", "pue"]
     with pytest.raises(e3bench.E3Error) as info:
         e3bench.measure("x", metr="estimate")
     assert info.value.one_line() == "unknown keyword of e3bench.measure() 'metr' — fix: did you mean 'meter'?"

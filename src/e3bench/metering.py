@@ -44,7 +44,9 @@ class MeasureOptions:
     for the estimate meter; ``idle_seconds``: meter that long of idling first and report net
     energy; ``sync``: called at both ends so queued GPU work counts (default on a ``cuda``
     device when the caller imported torch: ``torch.cuda.synchronize(device)``); ``timeout_s``:
-    the most seconds one meter call may take (None: the meters' default).
+    the most seconds one meter call may take (None: the meters' default); ``pue``: the data
+    centre's Power Usage Effectiveness (CO2e of facility energy = IT energy × PUE, CodeCarbon's
+    ``pue``).
     """
 
     meter: str = "auto"
@@ -54,6 +56,7 @@ class MeasureOptions:
     idle_seconds: float = 0.0
     sync: Callable[[], None] | None = None
     timeout_s: float | None = None
+    pue: float = 1.0
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> MeasureOptions:
@@ -119,6 +122,8 @@ def _result(name: str, elapsed_s: float, s: EnergySummary, meter: str, reason: s
     year = f", {s.grid_year}" if s.grid_year else ""
     default = " — world average; pass region= for yours" if s.grid_is_default else ""
     source = f"{num_or_dash(s.grid_g_per_kwh)} gCO2e/kWh, {s.grid_region} ({s.grid_source}{year}){default}"
+    if s.pue not in (None, 1.0):
+        source += f"; of facility energy = IT energy × PUE {s.pue}"
     return MeasureResult(
         name=name, duration_s=elapsed_s, energy_j=energy, basis=s.basis, gross_energy_j=s.gross_energy_j,
         net_energy_j=s.net_energy_j, method=s.method, sensor=s.sensor, meter=meter, meter_reason=reason,
@@ -149,7 +154,8 @@ def default_sync(device: str) -> Callable[[], None] | None:
 def _check_args(o: MeasureOptions) -> None:
     """Reject the keyword values no meter could use, each named as the caller passed it."""
     import math
-    import re
+
+    from e3bench.core.devices import device_problem
 
     def bad(key: str, problem: str, fix: str) -> E3Error:
         return E3Error(f"measure({key}=...): {problem}", fix)
@@ -160,8 +166,11 @@ def _check_args(o: MeasureOptions) -> None:
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
                                 or not math.isfinite(timeout) or timeout <= 0):  # fmt: skip
         raise bad("timeout_s", f"must be a number of seconds > 0 (got {timeout!r})", "pass None for the default")
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+    if device_problem(device) is not None:
         raise bad("device", f"{device!r} is not cpu, cuda or cuda:<index>", "pass device='cpu' or 'cuda:0'")
+    pue = o.pue
+    if not isinstance(pue, (int, float)) or isinstance(pue, bool) or not math.isfinite(pue) or pue < 1.0:
+        raise bad("pue", f"a PUE is facility energy / IT energy, a number ≥ 1.0 (got {pue!r})", "e.g. pue=1.2, or 1.0")
 
 
 class Measurement:
@@ -197,7 +206,7 @@ class Measurement:
         timeout = DEFAULT_TIMEOUT_S if o.timeout_s is None else o.timeout_s
         try:
             window = MeteredWindow.create(o.meter, device=o.device, cpu_tdp_w=o.cpu_tdp_w, region=o.region,
-                                          sync=o.sync or default_sync(o.device), timeout_s=timeout)  # fmt: skip
+                                          sync=o.sync or default_sync(o.device), timeout_s=timeout, pue=o.pue)  # fmt: skip
         except E3Error as err:  # the meters name the CLI flag; here the caller passed a keyword
             if not err.problem.startswith("--meter "):
                 raise
@@ -251,7 +260,7 @@ class Measurement:
 def measure(name: str = "measure", **options: Any) -> Measurement:
     """Meter the ``with`` block as one window named ``name``; see the module docstring. The
     keywords (``meter``, ``device``, ``region``, ``cpu_tdp_w``, ``idle_seconds``, ``sync``,
-    ``timeout_s``) are :class:`MeasureOptions`'s fields. Unknown keywords, unknown names and
+    ``timeout_s``, ``pue``) are :class:`MeasureOptions`'s fields. Unknown keywords, unknown names and
     unusable requested meters raise :class:`~e3bench.core.errors.E3Error` (the keywords here,
     the others on entering the block)."""
     return Measurement(name, **options)
