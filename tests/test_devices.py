@@ -95,7 +95,7 @@ def test_pytorch_backend_puts_the_model_on_the_gpu_asked_for(tiny_models, monkey
     assert moved == [torch.device("cuda:1")] and info.device == "cuda:1" and b.device == "cuda:1"
     b2 = PyTorchBackend()
     assert b2.load(resolve(str(tiny_models["decoder"])), "fp32", "cuda").device == "cuda:0"  # recorded as used
-    with pytest.raises(E3Error, match=r"only 2 GPU\(s\) are visible"):
+    with pytest.raises(E3Error, match=r"only 2 GPUs are visible"):
         PyTorchBackend().load(resolve(str(tiny_models["decoder"])), "fp32", "cuda:2")
 
 
@@ -181,7 +181,7 @@ def test_training_takes_the_same_device_names():
             return 2
 
     assert resolve_device("cuda:1", cuda=TwoGpus()) == "cuda:1"
-    with pytest.raises(E3Error, match=r"only 2 GPU\(s\) are visible"):
+    with pytest.raises(E3Error, match=r"only 2 GPUs are visible"):
         resolve_device("cuda:2", cuda=TwoGpus())
     with pytest.raises(E3Error, match="unknown device 'cuda:x'"):
         resolve_device("cuda:x", cuda=TwoGpus())
