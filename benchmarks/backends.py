@@ -1,5 +1,11 @@
 """Backends × precisions on the bundled SmolLM2-135M: decode tok/s, TTFT, peak RSS, accuracy.
 
+Per backend it also prints the bytes one decode step reads and the roofline fraction (decode
+tok/s over ``bandwidth / bytes per step``), both computed the same way for every backend and
+precision (``e3bench.core.decodebytes``: each weight once, an embedding lookup as one row, tied
+embeddings once, KV cache not included); a fraction above 100 % is printed as a measurement
+error, never as a fraction.
+
 Every configuration runs ``e3bench.bench.runner.run_one`` — the same path as ``e3bench run`` — in its
 own subprocess, so peak RSS (``ru_maxrss``) belongs to that configuration alone. Accuracy is
 HellaSwag (``--limit`` items, acc_norm) through ``e3bench.evals.tasks`` on the same loaded backend;
@@ -73,7 +79,8 @@ def child(item: str, args) -> dict:
         "precision": precision,
         "options": opts,
         "dtype_run": rec.model.dtype,
-        "weights_mb": rec.model.weights_bytes / 2**20,
+        "weights_mb": rec.model.weights_bytes / 2**20,  # bytes per decode step (core.decodebytes), MiB
+        **_roofline(rec, g),
         "load_s": rec.efficiency.load_time_s,
         "decode_tok_s": g.decode_tokens_per_s.mean if g.decode_tokens_per_s else None,
         "decode_ci95": (
@@ -88,6 +95,26 @@ def child(item: str, args) -> dict:
     if backend == "llamacpp":
         out["llama_perf"] = llama_perf_check(precision, args)
     return out
+
+
+def _roofline(rec, g) -> dict:
+    """The record's roofline for the batch-1 row: fraction (None when flagged), the flag, bandwidth."""
+    rl = rec.efficiency.roofline
+    if rl is None:
+        return {"roofline_pct": None, "roofline_error": "no roofline (no bandwidth for this device)", "bandwidth_gb_s": None}
+    return {
+        "roofline_pct": None if g.roofline_fraction is None else 100 * g.roofline_fraction,
+        "roofline_error": rl.measurement_error,
+        "bandwidth_gb_s": rl.bandwidth_bytes_per_s / 1e9,
+        "bytes_rule": rl.weights_rule,
+    }
+
+
+def roofline_cell(r: dict) -> str:
+    """The roofline column: the fraction, or why there is none (a fraction > 100 % is an error)."""
+    if r.get("roofline_error"):
+        return "measurement error (>100 %)" if "measurement error" in r["roofline_error"] else "—"
+    return fmt(r.get("roofline_pct"), ".1f") + (" %" if r.get("roofline_pct") is not None else "")
 
 
 def llama_perf_check(precision: str, args) -> dict:
@@ -124,8 +151,8 @@ def table(rows: list[dict], task: str) -> str:
     ref = next((r for r in rows if r.get("backend") == "pytorch" and r.get("precision") == "fp32" and "error" not in r), None)
     ref_acc = (ref or {}).get("accuracy", {}).get(task, {}).get("acc_norm")
     head = (
-        "| backend | precision | weights MiB | decode tok/s (±95% CI) | TTFT p50 ms | peak RSS MiB | "
-        f"{task} acc_norm | retained vs pytorch fp32 |\n|---|---|---:|---:|---:|---:|---:|---|"
+        "| backend | precision | bytes/decode step MiB | decode tok/s (±95% CI) | roofline | TTFT p50 ms | "
+        f"peak RSS MiB | {task} acc_norm | retained vs pytorch fp32 |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
     )
     lines = [head]
     for r in rows:
@@ -134,7 +161,7 @@ def table(rows: list[dict], task: str) -> str:
             label += " (" + ", ".join(f"{k}={v}" for k, v in r["options"].items()) + ")"
         if "error" in r:
             err = " ".join(r["error"].split())[:100]
-            lines.append(f"| {r['backend']} | {label} | — | failed: {err} | | | | |")
+            lines.append(f"| {r['backend']} | {label} | — | failed: {err} | | | | | |")
             continue
         acc = r["accuracy"].get(task, {}).get("acc_norm")
         kept = ""
@@ -143,9 +170,18 @@ def table(rows: list[dict], task: str) -> str:
             kept = f"{100 * ratio:.1f}% {'ok' if ratio >= 0.99 else 'BELOW 99%'}"
         lines.append(
             f"| {r['backend']} | {label} | {fmt(r['weights_mb'], '.0f')} | {fmt(r['decode_tok_s'])} "
-            f"(±{fmt(r['decode_ci95'])}) | {fmt(r['ttft_ms'], '.0f')} | {fmt(r['peak_rss_mb'], '.0f')} | "
+            f"(±{fmt(r['decode_ci95'])}) | {roofline_cell(r)} | {fmt(r['ttft_ms'], '.0f')} | {fmt(r['peak_rss_mb'], '.0f')} | "
             f"{fmt(acc, '.3f')} | {kept} |"
         )
+    ok = [r for r in rows if "error" not in r]
+    if ok:
+        bws = sorted({round(r["bandwidth_gb_s"], 1) for r in ok if r.get("bandwidth_gb_s")})
+        rule = next((r["bytes_rule"] for r in ok if r.get("bytes_rule")), "")
+        lines.append(f"\nroofline = decode tok/s ÷ (bandwidth ÷ bytes per decode step); bandwidth "
+                     f"{', '.join(f'{b:g}' for b in bws) or '—'} GB/s; {rule}")  # fmt: skip
+        for r in ok:
+            if r.get("roofline_error") and "measurement error" in r["roofline_error"]:
+                lines.append(f"{r['backend']} {r['precision']}: {r['roofline_error']}")
     for r in rows:
         lp = r.get("llama_perf")
         if lp:

@@ -43,6 +43,15 @@ def varied_decoder(tiny_models, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sliding_decoders(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """Tiny sliding-window decoders (window 16; Mistral-style and two hybrids), see
+    ``fakes.testing.build_sliding_models``."""
+    from fakes.testing import build_sliding_models
+
+    return build_sliding_models(tmp_path_factory.mktemp("sliding"), tiny_models["decoder"])
+
+
+@pytest.fixture(scope="session")
 def bundled_gguf() -> Path:
     from e3bench.backends.models import ALIASES, bundled_gguf_path
 

@@ -48,6 +48,18 @@ REQUESTS = [
 PROMPTS = ["the quick brown fox jumps over", "latency"]
 ROLLING = ["The quick brown fox jumps over the lazy dog. Energy is measured in joules.", "latency"]
 WINDOW = 6  # tokens per rolling window: several windows per text
+# sliding-window fixtures (window 16 tokens): prompts, contexts and texts longer than the window
+_LONG = (
+    "The quick brown fox jumps over the lazy dog. A small language model reads text and predicts "
+    "the next token. Energy is measured in joules"
+)
+SLIDING_PROMPTS = [_LONG, "latency is the time"]
+SLIDING_REQUESTS = [
+    (_LONG, " and power in watts."),
+    (_LONG, " and latency in seconds."),
+    ("The quick brown fox", " jumps over the lazy dog. Energy is measured in joules and power in watts."),
+]
+SLIDING_ROLLING = [_LONG + " and power in watts. Latency is the time a request takes.", "latency"]
 
 # backend → (precision at full precision for the tiny fixture, how the suite can run it)
 TINY = {
@@ -89,7 +101,7 @@ def fake_vllm(monkeypatch):
     vllm_fake.uninstall()
 
 
-def _reference(path: str, prompts_text, requests, tmp_path):
+def _reference(path: str, prompts_text, requests, tmp_path, rolling_texts=ROLLING):
     from e3bench.backends.pytorch import PyTorchBackend
 
     ref = PyTorchBackend(cache_dir=str(tmp_path), threads=2)
@@ -97,13 +109,14 @@ def _reference(path: str, prompts_text, requests, tmp_path):
     prompts = [ref.encode(p) for p in prompts_text]
     tokens = [g.token_ids for g in ref.generate(prompts, GenParams(max_new_tokens=STEPS))]
     ll = ref.loglikelihood(requests)
-    rolling = (ref.loglikelihood_rolling(ROLLING, max_length=WINDOW), ref.loglikelihood_rolling(ROLLING))
+    rolling = (ref.loglikelihood_rolling(rolling_texts, max_length=WINDOW), ref.loglikelihood_rolling(rolling_texts))
     stop = ref.decode(tokens[0][4:6])
     stop_params = GenParams(max_new_tokens=STEPS, ignore_eos=False, stop=(stop,))
     stopped = [(g.token_ids, g.text, g.finish_reason) for g in ref.generate(prompts, stop_params)]
     assert stop and stopped[0][2] == "stop" and len(stopped[0][0]) <= 6
+    weights = ref.load_info.weights_bytes
     ref.close()
-    return prompts, tokens, (ll, rolling, (stop_params, stopped))
+    return prompts, tokens, (ll, rolling, (stop_params, stopped), weights)
 
 
 def _close(got, want, tol: float, greedy_exact: bool) -> None:
@@ -115,13 +128,20 @@ def _close(got, want, tol: float, greedy_exact: bool) -> None:
     assert len(flips) <= (0 if greedy_exact else 1), f"is_greedy differs on requests {flips}"
 
 
-def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref, ll_tol, greedy_exact=True):
-    ref_ll, (ref_roll_small, ref_roll_default), ref_stop = ref
+def _conform(
+    backend: Backend, spec, precision, device, prompts, ref_tokens, ref, ll_tol, greedy_exact=True,
+    texts=(PROMPTS, REQUESTS, ROLLING),
+):
+    ref_ll, (ref_roll_small, ref_roll_default), ref_stop, ref_weights = ref
     info = backend.load(spec, precision, device)
     assert info.architecture == "decoder-only" and info.vocab_size > 0 and info.weights_bytes > 0
+    if precision == "fp32":  # bytes per decode step, one rule (core.decodebytes): PyTorch's within 0.5 %
+        assert info.weights_bytes == pytest.approx(ref_weights, rel=5e-3), "bytes per decode step differ"
+
     assert backend.architecture == "decoder-only" and backend.load_info == info
     assert backend.device == info.device and backend.device.startswith(device)
-    assert backend.encode(PROMPTS[0]) == prompts[0], "tokenizer differs from the reference"
+    prompts_text, requests, rolling_texts = texts
+    assert backend.encode(prompts_text[0]) == prompts[0], "tokenizer differs from the reference"
 
     steps: list[int] = []
     backend.reset_peak_memory()
@@ -137,12 +157,12 @@ def _conform(backend: Backend, spec, precision, device, prompts, ref_tokens, ref
     got = backend.generate(prompts, stop_params)
     assert [(g.token_ids, g.text, g.finish_reason) for g in got] == ref_stopped
 
-    _close(backend.loglikelihood(REQUESTS), ref_ll, ll_tol, greedy_exact)
+    _close(backend.loglikelihood(requests), ref_ll, ll_tol, greedy_exact)
     # perplexity: the same lm-eval rolling windows on every backend, hence the same numbers
-    small = backend.loglikelihood_rolling(ROLLING, max_length=WINDOW)
+    small = backend.loglikelihood_rolling(rolling_texts, max_length=WINDOW)
     assert small[0].n_tokens > 2 * WINDOW, "the text must span several windows"
     _close(small, ref_roll_small, ll_tol * 4, greedy_exact)
-    _close(backend.loglikelihood_rolling(ROLLING), ref_roll_default, ll_tol * 4, greedy_exact)
+    _close(backend.loglikelihood_rolling(rolling_texts), ref_roll_default, ll_tol * 4, greedy_exact)
 
     # the contract's shared rules
     for bad in ([[]], [prompts[0], []]):
@@ -198,6 +218,44 @@ def test_tiny_fixture(name, varied_decoder, tmp_path, request):
     assert len(set(ref_tokens[0])) > 3, "reference output degenerate: the check would prove little"
     backend = _make(name, tmp_path / "cache")
     _conform(backend, resolve(str(varied_decoder)), TINY[name], device, prompts, ref_tokens, ref, 1e-3)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma3", "qwen2"])
+def test_sliding_window_fixture_on_onnxrt(arch, sliding_decoders, tmp_path):
+    """Sliding-window attention (window 16) on ONNX Runtime: prompts, scored contexts and
+    rolling texts longer than the window give PyTorch's greedy tokens and log-likelihoods."""
+    why = _missing("onnxrt")
+    if why:
+        pytest.skip(why)
+    from fakes.testing import SLIDING_WINDOW
+
+    path = str(sliding_decoders[arch])
+    texts = (SLIDING_PROMPTS, SLIDING_REQUESTS, SLIDING_ROLLING)
+    prompts, ref_tokens, ref = _reference(path, SLIDING_PROMPTS, SLIDING_REQUESTS, tmp_path, SLIDING_ROLLING)
+    assert len(prompts[0]) > SLIDING_WINDOW and len(set(ref_tokens[0])) > 3
+    _window_matters(path, SLIDING_REQUESTS[0], ref[0][0].logprob)
+    backend = _make("onnxrt", tmp_path / "cache")
+    _conform(backend, resolve(path), "fp32", "cpu", prompts, ref_tokens, ref, 1e-3, texts=texts)
+    info = backend.load(resolve(path), "fp32", "cpu")
+    assert any(f"sliding-window attention (window {SLIDING_WINDOW} tokens)" in n for n in info.notes), info.notes
+    backend.close()
+
+
+def _window_matters(path: str, request, logprob: float) -> None:
+    """The fixture exercises its window: with the window widened past the text, PyTorch's
+    log-likelihood of ``request`` changes (so an export that ignored the window would fail)."""
+    from e3bench.backends.pytorch import PyTorchBackend
+
+    wide = PyTorchBackend(cache_dir=None, threads=2)
+    wide.load(resolve(path), "fp32", "cpu")
+    wide.model.config.sliding_window = 4096
+    for layer in getattr(wide.model.model, "layers", []):
+        attn = getattr(layer, "self_attn", None)
+        if getattr(attn, "sliding_window", None):
+            attn.sliding_window = 4096
+    got = wide.loglikelihood([request])[0].logprob
+    wide.close()
+    assert abs(got - logprob) > 1e-2, "widening the window changed nothing: the fixture does not test it"
 
 
 @pytest.fixture(scope="module")

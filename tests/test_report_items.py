@@ -5,7 +5,7 @@ import json
 
 from e3bench.report.compare import TaskScore
 from e3bench.report.items import item_stats, paired_problem, read_items
-from e3bench.report.variants import _task
+from e3bench.report.variants import compare_tasks as _task
 
 
 def _write(path, rows):

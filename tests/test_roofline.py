@@ -109,3 +109,15 @@ def roofline_now() -> str:
     from e3bench.core.ids import utc_now_iso
 
     return utc_now_iso()
+
+
+def test_a_fraction_above_one_is_flagged_not_reported():
+    """Quiet runs printed 200-1,087 % after a bandwidth measured under load was cached: a decode
+    step cannot beat the memory bound, so such a value is a measurement error, not a fraction."""
+    bw = roofline.Bandwidth(bytes_per_s=2 * GB, method="m", device="cpu", source="cache (measured 2026-11-30)")
+    rl = roofline.roofline(bw, 10**9, {1: 5.0, 4: 4.0})  # bounds: 2 and 8 tok/s
+    assert rl.fraction_of_bound == {4: pytest.approx(0.5)}
+    assert rl.over_bound == {1: pytest.approx(2.5)}
+    assert "batch 1: 250 % of it" in rl.measurement_error and "measurement error" in rl.measurement_error
+    assert "bandwidth.json" in rl.measurement_error
+    assert "KV cache not included" in rl.weights_rule and "one row" in rl.weights_rule

@@ -17,6 +17,7 @@ from e3bench.report.stats import (
     diff_ci,
     mcnemar,
     mean_ci,
+    meets,
     paired_bootstrap_diff_ci,
     paired_bootstrap_ratio_ci,
     ratio_ci,
@@ -76,7 +77,9 @@ def test_ratio_ci_delta_method_by_hand():
     df = (ra + rb) ** 2 / (ra**2 / 9 + rb**2 / 9)  # 13.235 -> t = 2.160 + 0.235*(2.145-2.160)
     t = 2.160 + (df - 13) * (2.145 - 2.160)
     assert iv.estimate == pytest.approx(1.5)
-    assert iv.high - iv.estimate == pytest.approx(t * 1.5 * rel, rel=1e-9)
+    # on the log scale: 1.5 * exp(±t * SE(log r)), SE(log r) = the relative SE
+    assert (iv.low, iv.high) == pytest.approx((1.5 / math.exp(t * rel), 1.5 * math.exp(t * rel)), rel=1e-9)
+    assert "log scale" in iv.method
     assert verdict(iv, higher_is_better=True, threshold=1.0) == "better"
     assert not ratio_ci(_stats(0, 1, 5), b).known
 
@@ -98,9 +101,7 @@ def test_verdict_words():
     assert verdict(Interval(0.5, 0.2, 0.8, 5, "x"), higher_is_better=False) == "worse"
     assert verdict(Interval(-0.5, -0.8, -0.2, 5, "x"), higher_is_better=False) == "better"
     assert verdict(Interval(0.0, -0.1, 0.1, 5, "x"), higher_is_better=True) == "no significant difference"
-    # retained 99 %: 40 items cannot establish it
-    assert verdict(Interval(0.995, 0.93, 1.06, 40, "x"), higher_is_better=True, threshold=0.99) == INCONCLUSIVE
-    assert verdict(Interval(0.9, 0.85, 0.95, 40, "x"), higher_is_better=True, threshold=0.99) == "worse"
+    assert verdict(Interval(0.1, 0.0, 0.2, 5, "x"), higher_is_better=True) == "no significant difference"  # end at 0
     assert verdict(Interval(1.0, float("nan"), float("nan"), 1, "x"), higher_is_better=True) == INCONCLUSIVE
 
 
@@ -118,7 +119,7 @@ def test_paired_bootstrap_ratio_ci_for_quality_retained():
     iv = paired_bootstrap_ratio_ci(a, b, n_boot=4000, seed=1)
     assert iv.estimate == pytest.approx(29 / 30)
     assert iv.low < 0.99 < iv.high <= 1.0  # 40 items: cannot tell 96.7 % from 99 %
-    assert verdict(iv, higher_is_better=True, threshold=0.99) == INCONCLUSIVE
+    assert meets(iv, 0.99) == INCONCLUSIVE
     same = paired_bootstrap_ratio_ci(a, a)
     assert (same.low, same.estimate, same.high) == (1.0, 1.0, 1.0)
     assert not paired_bootstrap_ratio_ci([0, 0], [1, 1]).known
@@ -139,3 +140,54 @@ def test_paired_binary_diff_ci_is_agresti_min_and_never_degenerate():
     d, var = -8 / 42, (13 / 42 - (8 / 42) ** 2) / 42
     assert iv.estimate == pytest.approx(-0.2)
     assert (iv.low, iv.high) == pytest.approx((d - 1.96 * var**0.5, d + 1.96 * var**0.5))
+
+
+def test_positive_quantities_never_get_a_negative_lower_bound():
+    # two repeats, 10 and 14 ms: the plain Student t interval is 12 ± 12.706 * 2 = [-13.41, 37.41]
+    plain = mean_ci([10.0, 14.0])
+    assert (plain.low, plain.high) == pytest.approx((-13.412, 37.412), abs=1e-3)
+    # on the log scale: 12 * exp(±12.706 * 2 / 12) = [1.4437, 99.741], the mean kept as estimate
+    iv = mean_ci([10.0, 14.0], positive=True)
+    assert iv.estimate == 12.0
+    assert (iv.low, iv.high) == pytest.approx((1.44374, 99.7406), rel=1e-4)
+    assert iv.method == "Student t over 2 values on the log scale, df=1"
+    # small spread: the same interval as the plain one to 3 decimals
+    many = [100.0 + d for d in (-1, 1, -0.5, 0.5, 0, 0.2, -0.2, 0.8, -0.8, 0)]
+    a, b = mean_ci(many), mean_ci(many, positive=True)
+    assert (b.low, b.high) == pytest.approx((a.low, a.high), abs=2e-3)
+
+
+def test_the_report_interval_of_two_runs_is_positive():
+    from e3bench.report.compare import interval
+
+    iv = interval(summarize([0.010, 0.025]), "runs")  # J per token of two runs on a busy machine
+    assert iv.low > 0 and iv.low == pytest.approx(0.0175 / math.exp(12.706 * 0.0075 / 0.0175), rel=1e-4)
+    assert iv.method == "Student t over 2 runs on the log scale, df=1"
+
+
+def test_ratio_ci_of_a_noisy_speedup_stays_positive():
+    # speed-up 0.25 from two runs a side with wide spread: the plain delta method went below 0
+    a, b = _stats(4.0, 1.0, 2), _stats(1.0, 0.4, 2)
+    iv = ratio_ci(a, b)
+    assert iv.low > 0 and iv.estimate == pytest.approx(0.25)
+    assert iv.low * iv.high == pytest.approx(iv.estimate**2)  # symmetric on the log scale
+
+
+def test_proportion_ci_is_wilson_inside_0_1():
+    from e3bench.report.stats import proportion_ci
+
+    iv = proportion_ci(0.25, 20)  # statsmodels proportion_confint(5, 20, method="wilson") = (0.11186, 0.46871)
+    assert (iv.low, iv.high) == pytest.approx((0.11186, 0.46871), abs=1e-5)
+    zero = proportion_ci(0.0, 20)
+    assert zero.low == 0.0 and zero.high == pytest.approx(0.16113, abs=1e-5)
+    f1 = proportion_ci(0.98, 10, 0.03, binary=False)  # 0.98 ± 0.0588 clipped at 1
+    assert (f1.low, f1.high) == pytest.approx((0.9212, 1.0)) and "clipped" in f1.method
+
+
+def test_retained_at_the_threshold_passes_and_spanning_it_is_inconclusive():
+    assert meets(Interval(1.0, 0.99, 1.01, 40, "x"), 0.99) == "PASS"  # lower end exactly at 99 %: at or above
+    assert meets(Interval(1.0, 0.9899, 1.01, 40, "x"), 0.99) == INCONCLUSIVE  # spans it
+    assert meets(Interval(0.995, 0.93, 1.06, 40, "x"), 0.99) == INCONCLUSIVE  # 40 items cannot establish it
+    assert meets(Interval(0.9, 0.85, 0.95, 40, "x"), 0.99) == "FAIL"
+    assert meets(Interval(0.98, 0.97, 0.99, 40, "x"), 0.99) == INCONCLUSIVE  # upper end at 99 %: not below it
+    assert meets(Interval(1.0, float("nan"), float("nan"), 1, "x"), 0.99) == INCONCLUSIVE

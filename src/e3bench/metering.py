@@ -84,6 +84,8 @@ def _result(name: str, elapsed_s: float, s: EnergySummary, meter: str, reason: s
     year = f", {s.grid_year}" if s.grid_year else ""
     default = " — world average; pass region= for yours" if s.grid_is_default else ""
     source = f"{num_or_dash(s.grid_g_per_kwh)} gCO2e/kWh, {s.grid_region} ({s.grid_source}{year}){default}"
+    if s.pue not in (None, 1.0):
+        source += f"; of facility energy = IT energy × PUE {s.pue}"
     return MeasureResult(
         name=name, duration_s=elapsed_s, energy_j=energy, basis=s.basis, gross_energy_j=s.gross_energy_j,
         net_energy_j=s.net_energy_j, method=s.method, sensor=s.sensor, meter=meter, meter_reason=reason,
@@ -114,7 +116,8 @@ def default_sync(device: str) -> Callable[[], None] | None:
 def _check_args(o: dict[str, Any]) -> None:
     """Reject the keyword values no meter could use, each named as the caller passed it."""
     import math
-    import re
+
+    from e3bench.core.devices import device_problem
 
     def bad(key: str, problem: str, fix: str) -> E3Error:
         return E3Error(f"measure({key}=...): {problem}", fix)
@@ -125,8 +128,11 @@ def _check_args(o: dict[str, Any]) -> None:
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
                                 or not math.isfinite(timeout) or timeout <= 0):  # fmt: skip
         raise bad("timeout_s", f"must be a number of seconds > 0 (got {timeout!r})", "pass None for the default")
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+    if device_problem(device) is not None:
         raise bad("device", f"{device!r} is not cpu, cuda or cuda:<index>", "pass device='cpu' or 'cuda:0'")
+    pue = o["pue"]
+    if not isinstance(pue, (int, float)) or isinstance(pue, bool) or not math.isfinite(pue) or pue < 1.0:
+        raise bad("pue", f"a PUE is facility energy / IT energy, a number ≥ 1.0 (got {pue!r})", "e.g. pue=1.2, or 1.0")
 
 
 class Measurement:
@@ -149,10 +155,11 @@ class Measurement:
         idle_seconds: float = 0.0,
         sync: Callable[[], None] | None = None,
         timeout_s: float | None = None,
+        pue: float = 1.0,
     ) -> None:
         self.name = name
         self._opts = dict(meter=meter, device=device, region=region, cpu_tdp_w=cpu_tdp_w, idle_seconds=idle_seconds,
-                          sync=sync, timeout_s=timeout_s)  # fmt: skip
+                          sync=sync, timeout_s=timeout_s, pue=pue)  # fmt: skip
         self.input_tokens = 0
         self.output_tokens = 0
         self.requests = 0
@@ -175,7 +182,7 @@ class Measurement:
         try:
             window = MeteredWindow.create(o["meter"], device=o["device"], cpu_tdp_w=o["cpu_tdp_w"],
                                           region=o["region"], sync=o["sync"] or default_sync(o["device"]),
-                                          timeout_s=timeout)  # fmt: skip
+                                          timeout_s=timeout, pue=o["pue"])  # fmt: skip
         except E3Error as err:  # the meters name the CLI flag; here the caller passed a keyword
             if not err.problem.startswith("--meter "):
                 raise
@@ -236,6 +243,7 @@ def measure(
     idle_seconds: float = 0.0,
     sync: Callable[[], None] | None = None,
     timeout_s: float | None = None,
+    pue: float = 1.0,
 ) -> Measurement:
     """Meter the ``with`` block as one window named ``name``; see the module docstring.
 
@@ -245,8 +253,9 @@ def measure(
     for the estimate meter; ``idle_seconds``: meter that long of idling first and report net
     energy; ``sync``: called at both ends so queued GPU work counts (default on a ``cuda``
     device when the caller imported torch: ``torch.cuda.synchronize(device)``); ``timeout_s``:
-    the most seconds one meter call may take. Unknown names and unusable requested meters raise
+    the most seconds one meter call may take; ``pue``: the data centre's Power Usage Effectiveness
+    (CO2e of facility energy = IT energy × PUE, CodeCarbon's ``pue``). Unknown names and unusable requested meters raise
     :class:`~e3bench.core.errors.E3Error` on entering the block.
     """
     return Measurement(name, meter=meter, device=device, region=region, cpu_tdp_w=cpu_tdp_w,
-                       idle_seconds=idle_seconds, sync=sync, timeout_s=timeout_s)  # fmt: skip
+                       idle_seconds=idle_seconds, sync=sync, timeout_s=timeout_s, pue=pue)  # fmt: skip

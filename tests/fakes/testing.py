@@ -237,3 +237,54 @@ class FakeBackend:
 
     def close(self) -> None:
         self.closed = True
+
+
+#: the sliding window (tokens) of the sliding-window fixtures: prompts in the tests are longer
+SLIDING_WINDOW = 16
+
+
+def build_sliding_models(root: Path, tokenizer_dir: Path) -> dict[str, Path]:
+    """Tiny decoders whose attention uses a ``SLIDING_WINDOW``-token sliding window, with the
+    tokenizer in ``tokenizer_dir`` and weights at std 0.3 (varied greedy output):
+
+    * ``mistral`` — every layer sliding (Mistral-style),
+    * ``gemma3`` — hybrid: two sliding layers, then one global (Gemma 3's pattern); untied
+      input/output embeddings,
+    * ``qwen2`` — hybrid: one global layer, then one sliding (``use_sliding_window`` with
+      ``max_window_layers=1``).
+    """
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ids = tok.convert_tokens_to_ids
+    common = dict(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"),
+        initializer_range=0.3, tie_word_embeddings=True, sliding_window=SLIDING_WINDOW,
+    )  # fmt: skip
+    recipes = {
+        "mistral": (MistralForCausalLM, MistralConfig(num_hidden_layers=2, **common)),
+        "gemma3": (
+            Gemma3ForCausalLM,
+            Gemma3TextConfig(num_hidden_layers=3, head_dim=16,
+                             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                             **{**common, "tie_word_embeddings": False}),
+        ),  # fmt: skip  (tied, Gemma's sqrt(hidden)-scaled embeddings make greedy repeat the last token)
+        "qwen2": (Qwen2ForCausalLM, Qwen2Config(num_hidden_layers=2, use_sliding_window=True, max_window_layers=1, **common)),
+    }
+    out = {}
+    for name, (cls, cfg) in recipes.items():
+        out[name] = Path(root) / f"tiny-{name}-sliding{SLIDING_WINDOW}"
+        torch.manual_seed(0)
+        cls(cfg).eval().save_pretrained(out[name])
+        tok.save_pretrained(out[name])
+    return out

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 MANIFEST = "e3bench-onnx.json"
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2  # 2: sliding-window layers exported with full-length caches + window masks
 OPSET = 17
 
 
@@ -67,7 +67,7 @@ def export(src: str, out: str, *, trust_remote_code: bool = False) -> dict:
             self.inner = inner
 
         def forward(self, input_ids, attention_mask, position_ids, logit_index, *past):
-            cache = DynamicCache(config=self.inner.config)
+            cache = _full_length_cache(DynamicCache(config=self.inner.config))
             for i in range(n_layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
             out = self.inner(
@@ -146,6 +146,59 @@ def export(src: str, out: str, *, trust_remote_code: bool = False) -> dict:
         info["tokenizer_error"] = f"{type(exc).__name__}: {exc}"
     (outdir / MANIFEST).write_text(json.dumps(info, indent=1))
     return info
+
+
+def _full_length_cache(cache):
+    """``cache`` with every sliding-window layer replaced by a full-length one.
+
+    transformers' sliding layers keep only the last ``window - 1`` positions, a length the traced
+    graph cannot follow (it bakes the dummy's sizes into the Concat that refills the cache, and
+    the crop happens in Python). Kept at full length, every layer's cache is ``past + s`` long as
+    the graph's axes say, and the model's sliding-window *mask* (built from ``config.sliding_window``
+    for the sliding layers) hides the positions outside the window: the same attention as
+    PyTorch's, at the cost of a cache that grows past the window in sliding layers."""
+    from transformers.cache_utils import DynamicLayer
+
+    cache.layers = [DynamicLayer() if getattr(layer, "is_sliding", False) else layer for layer in cache.layers]
+    return cache
+
+
+def sliding_layers(config) -> tuple[int, int, int] | None:
+    """(window tokens, sliding layers, layers) of a transformers config whose attention uses a
+    sliding window in some layers (transformers' own per-layer rule: ``DynamicCache(config)``),
+    else None."""
+    from transformers import DynamicCache
+
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # noqa: BLE001 - a config transformers cannot lay out a cache for: no sliding info
+        return None
+    windows = [int(layer.sliding_window) for layer in layers if getattr(layer, "is_sliding", False)]
+    return (min(windows), len(windows), len(layers)) if windows else None
+
+
+def sliding_notes(config, manifest: dict, model_file: Path, fix: str) -> list[str]:
+    """The load note on how sliding-window layers run ([] without them); E3Error for an export by
+    exporter v1, which let those layers' caches drift from the graph's shapes (crash or wrong
+    tokens once a sequence passes the window)."""
+    from e3bench.core.errors import E3Error
+
+    sliding = sliding_layers(config)
+    if sliding is None:
+        return []
+    window, n, total = sliding
+    made_by = manifest.get("exporter_version")
+    if isinstance(made_by, int) and made_by < 2:
+        raise E3Error(
+            f"{model_file} was exported by e3bench exporter v{made_by}, which mishandles sliding-window "
+            f"attention (window {window} tokens in {n} of {total} layers)",
+            f"{fix}; or use --backend pytorch or llamacpp",
+        )
+    return [
+        f"sliding-window attention (window {window} tokens) in {n} of {total} layers: the ONNX graph keeps "
+        "their KV cache at full length and masks attention to the window (PyTorch's results; more cache "
+        "memory than PyTorch once a sequence passes the window)"
+    ]
 
 
 def quantize_int8(src: str, out: str) -> dict:

@@ -41,6 +41,7 @@ from e3bench.backends.base import BaseBackend
 from e3bench.backends.decoding import min_new
 from e3bench.backends.tokenization import split_causal
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken, PeakMemory
+from e3bench.core.devices import device_index
 from e3bench.core.errors import E3Error
 
 _DTYPE = {"fp16": "float16", "bf16": "bfloat16", "int8": "auto", "int4": "auto"}
@@ -172,6 +173,9 @@ class VllmBackend(BaseBackend):
         return target
 
     def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
+        if (device_index(device) or 0) > 0:
+            raise E3Error(f"the vllm backend places the model on the first GPU it sees, not on --device {device}",
+                          f"select the GPU with CUDA_VISIBLE_DEVICES={device_index(device)} and pass --device cuda")  # fmt: skip
         if not self._cuda_available():
             raise E3Error(
                 "the vllm backend needs an NVIDIA GPU, and PyTorch sees none here",
@@ -226,7 +230,7 @@ class VllmBackend(BaseBackend):
             parameters=params,
             weights_bytes=weights,
             dtype=precision,
-            device="cuda",
+            device="cuda:0",
             vocab_size=int(getattr(hf, "vocab_size", 0) or len(tok)),
             max_positions=max_model_len,
             notes=tuple(self.notes),
@@ -344,11 +348,16 @@ class VllmBackend(BaseBackend):
 
 
 def _param_counts(path: Path) -> tuple[int, int]:
-    """(parameters, bytes) of the ``*.safetensors`` files in ``path``, from their headers
-    (``safetensors.safe_open``: shapes and dtypes, no tensor data read)."""
+    """(parameters, bytes a decode step reads) of the ``*.safetensors`` files in ``path``, from
+    their headers (``safetensors.safe_open``: shapes and dtypes, no tensor data read); bytes by
+    the rule of :mod:`e3bench.core.decodebytes`."""
     from safetensors import safe_open
 
-    n = size = 0
+    from e3bench.backends.weightbytes import safetensors_weights
+    from e3bench.core.decodebytes import decode_step_bytes
+
+    n = 0
+    tensors = []
     for f in sorted(path.glob("*.safetensors")):
         with safe_open(str(f), framework="numpy") as fh:
             for k in fh.keys():
@@ -357,8 +366,9 @@ def _param_counts(path: Path) -> tuple[int, int]:
                 for d in sl.get_shape():
                     count *= d
                 n += count
-                size += count * _DTYPE_BYTES.get(sl.get_dtype(), 1)
-    return n, size
+                shape = sl.get_shape()
+                tensors.append((k, count * _DTYPE_BYTES.get(sl.get_dtype(), 1), int(shape[0]) if shape else 1))
+    return n, decode_step_bytes(safetensors_weights(tensors))
 
 
 #: bytes per element of safetensors dtype names (sub-byte types count as their packed storage)

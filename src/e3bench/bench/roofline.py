@@ -1,8 +1,11 @@
 """Memory-bandwidth roofline for decoding.
 
 Decoding one step reads every weight once, so a batch of ``b`` sequences can at best produce
-``b × bandwidth / weights_bytes`` tokens per second. We report each measured decode
-throughput as a fraction of that bound.
+``b × bandwidth / weights_bytes`` tokens per second, with ``weights_bytes`` the bytes one decode
+step reads, counted the same way on every backend and precision (:mod:`e3bench.core.decodebytes`:
+each weight once, an embedding lookup as one row, tied embeddings once, KV cache not included).
+We report each measured decode throughput as a fraction of that bound; a "fraction" above 1 is
+flagged as a measurement error instead.
 
 CPU bandwidth is *measured* (a large numpy copy, which streams ``2 × size`` bytes: read + write)
 with the machine's load during the measurement, cached per CPU model and host, and re-measured
@@ -236,9 +239,31 @@ def cpu_bandwidth(cache_dir: Path, cpu_model: str, *, host: str | None = None) -
 
 
 def roofline(bw: Bandwidth, weights_bytes: int, decode_tokens_per_s: dict[int, float]) -> Roofline:
-    """Bound = batch × bandwidth / weights bytes (decode tokens/s) per batch size, and each
-    measured decode throughput (tokens/s) as a fraction of it."""
+    """Bound = batch × bandwidth / bytes per decode step (decode tokens/s) per batch size, and each
+    measured decode throughput (tokens/s) as a fraction of it. ``weights_bytes`` is the backend's
+    ``LoadInfo.weights_bytes``, counted by :data:`e3bench.core.decodebytes.RULE`. A fraction
+    above 1 cannot happen (a decode step cannot read its weights faster than memory delivers
+    them): it is not reported as a fraction but kept in ``over_bound`` with a
+    ``measurement_error`` naming the likely cause (a bandwidth measured under load or stale)."""
+    from e3bench.core.decodebytes import RULE
+
     bound = {b: b * bw.bytes_per_s / weights_bytes for b in decode_tokens_per_s}
+    measured = {b: decode_tokens_per_s[b] / bound[b] for b in decode_tokens_per_s}
+    over = {b: f for b, f in measured.items() if f > 1.0}
+    error = None
+    if over:
+        worst = ", ".join(f"batch {b}: {100 * f:.0f} %" for b, f in sorted(over.items()))
+        why = (
+            f"the vendor-table bandwidth of {bw.device} is too low (please report it)"
+            if bw.source == "spec"
+            else "it was measured while other processes loaded the machine, or cached from such a measurement; "
+            "delete bandwidth.json in the e3bench cache directory (it is measured again) and rerun on a quiet machine"
+        )
+        error = (
+            f"decode ran faster than the memory-bandwidth bound ({worst} of it): a measurement error, not a "
+            f"fraction; the bandwidth used, {bw.bytes_per_s / 1e9:.1f} GB/s ({bw.source or bw.method}), is too "
+            f"low: {why}"
+        )
     return Roofline(
         bandwidth_bytes_per_s=bw.bytes_per_s,
         bandwidth_method=bw.method,
@@ -247,6 +272,9 @@ def roofline(bw: Bandwidth, weights_bytes: int, decode_tokens_per_s: dict[int, f
         bandwidth_other_cpu_busy_pct=bw.other_cpu_busy_pct,
         bandwidth_probe_gb_s=bw.probe_gb_s,
         weights_bytes=weights_bytes,
+        weights_rule=RULE,
         bound_decode_tokens_per_s=bound,
-        fraction_of_bound={b: decode_tokens_per_s[b] / bound[b] for b in decode_tokens_per_s},
+        fraction_of_bound={b: f for b, f in measured.items() if b not in over},
+        over_bound=over,
+        measurement_error=error,
     )

@@ -20,6 +20,7 @@ from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
 from e3bench.config.validate import Problem, raise_problems, semantic_checks
 from e3bench.core.api import Backend
+from e3bench.core.devices import device_index
 from e3bench.core.errors import E3Error
 from e3bench.core.host import PeakRss, peak_rss_bytes, release_free_memory
 from e3bench.core.ids import run_id, utc_now_iso
@@ -70,7 +71,7 @@ class Runner:
         from e3bench.evals.engine import preflight
 
         preflight(cfg)  # lm-eval's task names, before the model loads
-        spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
         self._check_fit(limits.peek_config(spec, cfg.cache_dir))
         if self.backend is None:
             self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)
@@ -82,7 +83,7 @@ class Runner:
         try:
             window = MeteredWindow.create(  # a meter that cannot work fails before the model loads
                 cfg.meter, device=cfg.device, cpu_tdp_w=cfg.cpu_tdp_w, region=cfg.region,
-                cross_choice=cfg.cross_check_meter, sync=backend.synchronize, timeout_s=cfg.meter_timeout_s,
+                cross_choice=cfg.cross_check_meter, sync=backend.synchronize, timeout_s=cfg.meter_timeout_s, pue=cfg.pue,
             )  # fmt: skip
             return self._measure(spec, backend, window, manifest, t_run)
         finally:
@@ -112,7 +113,7 @@ class Runner:
             weights_bytes=info.weights_bytes,
             dtype=info.dtype,
             device=info.device,
-            notes=list(info.notes),
+            notes=list(info.notes) + cfg.model_notes(),
         )
         ps = prompts.load_prompts(backend.encode, cfg.prompts, cfg.prompt_tokens)
         self._check_fit(limits.peek_config(spec, cfg.cache_dir), backend=backend,
@@ -233,10 +234,12 @@ class Runner:
         conditions and cached, re-measured when suspect); None when unknown."""
         from e3bench.bench import roofline
 
-        if self.cfg.device.startswith("cuda") and manifest.gpus:
-            bw = roofline.gpu_bandwidth(manifest.gpus[0].name)
+        idx = device_index(self.cfg.device)
+        if idx is not None and manifest.gpus:
+            gpu = manifest.gpus[idx] if idx < len(manifest.gpus) else manifest.gpus[0]  # torch's numbering
+            bw = roofline.gpu_bandwidth(gpu.name)
             if bw is None:
-                self.warnings.append(f"no bandwidth spec for GPU '{manifest.gpus[0].name}'; roofline skipped")
+                self.warnings.append(f"no bandwidth spec for GPU '{gpu.name}'; roofline skipped")
             return bw
         with self.progress.stage("memory bandwidth for the roofline (cached; re-measured when suspect)", unit="steps"):
             bw = roofline.cpu_bandwidth(models.cache_root(self.cfg.cache_dir), manifest.cpu_model)
@@ -263,8 +266,10 @@ class Runner:
 
         decode = {g.batch_size: g.decode_tokens_per_s.mean for g in gens if g.decode_tokens_per_s}
         rl = roofline.roofline(bw, weights_bytes, decode)
-        for g in gens:
+        for g in gens:  # a fraction above 1 is a measurement error: no fraction, a warning
             g.roofline_fraction = rl.fraction_of_bound.get(g.batch_size)
+        if rl.measurement_error:
+            self.warnings.append(f"roofline: {rl.measurement_error}")
         return rl
 
 

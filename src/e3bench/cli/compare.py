@@ -140,37 +140,49 @@ def _console():
     return Console(soft_wrap=False, width=width, highlight=False)
 
 
+#: The terminal table's columns: the figure, both sides, Δ and its CI (numbers: never cut), the verdict.
+_COLUMNS = (("metric", "text"), ("A", "num"), ("B", "num"), ("Δ", "num"), ("95% CI of Δ", "num"), ("verdict", "text"))
+
+
+#: What a narrow terminal keeps longest: the verdict and the difference; A and B go first.
+_KEEP = ("metric", "verdict", "95% CI of Δ", "Δ", "B", "A")
+
+
+def _rows(pr) -> list[dict]:
+    """The table rows of one pair: a bold row naming each section, then one row per figure
+    (the verdict coloured)."""
+    from rich.text import Text
+
+    rows: list[dict] = []
+    section = None
+    for r in pr.rows:
+        if r.section != section:
+            rows.append({"metric": Text(r.section, style="bold"), **{k: "" for k, _ in _COLUMNS[1:]}})
+            section = r.section
+        cells = (_metric(r), _value(r.a, r.a_se), _value(r.b, r.b_se), _pct(r.pct), _pct_ci(r))
+        rows.append({**dict(zip((k for k, _ in _COLUMNS), cells)), "verdict": Text(r.verdict, style=_COLOUR.get(r.verdict, ""))})
+    return rows
+
+
 def _table(sa, sb, pairing, done) -> None:
-    """The terminal view: one table per pair (80 columns suffice), then how each figure was
-    obtained and what was not paired."""
-    from rich import box
+    """The terminal view: one table per pair, laid out by the one table fitter
+    (:func:`e3bench.report.textable.table`: 80 columns suffice, numbers never cut), then how
+    each figure was obtained and what was not paired."""
     from rich.markup import escape
-    from rich.table import Table
+
+    from e3bench.report import textable
 
     con = _console()
     for line in _header(sa, sb):
         con.print(escape(line))
     con.print(f"[dim]{_LEGEND}[/dim]")
+    cols = [textable.Col(k, kind=kind) for k, kind in _COLUMNS]  # type: ignore[arg-type]
     for k, (p, pr) in enumerate(done, 1):
         title = f"{k}/{len(done)} {p.label}" if len(done) > 1 else p.label
-        t = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
-        t.add_column("metric", overflow="fold", min_width=13)
-        t.add_column("A", justify="right", overflow="fold")
-        t.add_column("B", justify="right", overflow="fold")
-        t.add_column("Δ", justify="right", no_wrap=True)
-        t.add_column("95% CI of Δ", justify="right", no_wrap=True)
-        t.add_column("verdict", overflow="fold", min_width=14, max_width=14)
-        section = None
-        for r in pr.rows:
-            if r.section != section:
-                if section is not None:
-                    t.add_section()
-                t.add_row(f"[bold]{r.section}[/bold]")
-                section = r.section
-            colour = _COLOUR.get(r.verdict)
-            verdict = f"[{colour}]{escape(r.verdict)}[/{colour}]" if colour else escape(r.verdict)
-            t.add_row(escape(_metric(r)), _value(r.a, r.a_se), _value(r.b, r.b_se), _pct(r.pct), _pct_ci(r), verdict)
+        t, lay = textable.table(cols, _rows(pr), width=con.width, title=escape(title), drop_order=_KEEP)
         con.print(t)
+        if lay.dropped:
+            typer.echo(textable.dropped_line(lay.dropped, con.width, "a wider COLUMNS, or --format md"), err=True)
         for line in [_tally(pr.rows), *_pair_lines(p, pr)]:
             con.print(escape(line))
         con.print("[dim]how:[/dim]")

@@ -172,14 +172,19 @@ def _note_skipped(results_dir: Path) -> None:
 def export(
     results_dir: Path = typer.Argument(..., help="results directory"),
     out: Path = typer.Option(..., "--out", "-o", help="file ending in .csv, .parquet, .json or .md"),
+    format_: str = typer.Option("runs", "--format", "-f", help="runs: the flat run table; emissions: CodeCarbon's "
+                                "emissions.csv (one row per metered window, CodeCarbon's column names and units)"),
 ) -> None:
-    """Export the flat run table to CSV, Parquet, JSON or Markdown.
+    """Export the flat run table to CSV, Parquet, JSON or Markdown, or the runs' emissions as
+    CodeCarbon's emissions.csv (--format emissions).
 
     One row per run × batch size: workload, speed, energy and one column per task metric with its standard error."""
     try:
-        from e3bench.report.export import export_runs
+        from e3bench.report.export import export_emissions, export_runs
 
-        n = export_runs(results_dir, out)
+        if format_ not in ("runs", "emissions"):
+            raise E3Error(f"unknown export format '{format_}'", "use --format runs (default) or --format emissions")
+        n = (export_emissions if format_ == "emissions" else export_runs)(results_dir, out)
         _note_skipped(results_dir)
         typer.echo(f"wrote {n} rows to {out}")
     except E3Error as exc:

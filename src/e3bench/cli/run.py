@@ -89,6 +89,10 @@ _EXTRA = [
     inspect.Parameter("backend_option", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
                       default=typer.Option([], "--backend-option", "-O",
                                            help="backend option key=value, e.g. n_ctx=4096 (repeatable)")),
+    inspect.Parameter("model_args", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                      default=typer.Option(None, "--model-args", help="lm-eval-style model arguments, comma separated: "
+                                           "revision=REV, trust_remote_code=true, chat_template=on|off, dtype=bfloat16, "
+                                           "device=cuda:1, pretrained=MODEL (each sets the flag of that name)")),
     inspect.Parameter("repeats", inspect.Parameter.KEYWORD_ONLY, annotation=int,
                       default=typer.Option(1, "--repeats", "-r", help="run each configuration N times: N records with the "
                                            "same config_hash and their own run_id (e3bench report aggregates them)")),
@@ -115,16 +119,11 @@ def run_configs(flags: dict[str, Any], *, config: Path | None, sets: list[str], 
     Raises :class:`~e3bench.config.validate.ConfigError` with every problem, each naming its flag.
     """
     from e3bench.config.overrides import parse_set
-    from e3bench.config.run import Layer, flags_layer, set_layer, yaml_layer
+    from e3bench.config.run import Layer, base_layers, set_layer
     from e3bench.config.validate import Problem, raise_problems
     from e3bench.sweep.plan import combine
 
     problems: list[Problem] = []
-    before: list[Layer] = []
-    if config is not None:
-        layer, dups = yaml_layer(config)
-        before.append(layer)
-        problems += dups
     lists: dict[str, list[int]] = {}
     bad: set[str] = set()  # reported here; built with the field's default so the rest is checked too
     for key in MULTI:
@@ -136,7 +135,8 @@ def run_configs(flags: dict[str, Any], *, config: Path | None, sets: list[str], 
                 bad.add(key)
                 problems.append(Problem(flag_of(key), f"'{value}' is not a comma list of whole numbers",
                                         f"e.g. {flag_of(key)} 64,128"))  # fmt: skip
-    before.append(flags_layer({k: v for k, v in flags.items() if k not in lists and k not in bad}))
+    before, dups = base_layers(config, {k: v for k, v in flags.items() if k not in lists and k not in bad})
+    problems = dups + problems
     axes = [[Layer({k: v}, lambda _path, k=k: flag_of(k)) for v in values] for k, values in lists.items()]
     opts = parse_set([f"backend_options.{o}" for o in backend_options], flag="--backend-option", example="n_ctx=4096")
     after = [Layer(opts, lambda k: f"--backend-option {k.split('.', 1)[-1]}"), set_layer(list(sets))]
@@ -177,7 +177,7 @@ def run(**kwargs: Any) -> None:
         if repeats < 1:
             raise E3Error(f"--repeats must be ≥ 1 (got {repeats})", "e.g. --repeats 3")
         cfgs = run_configs(
-            {k: v for k, v in kwargs.items() if k in RunConfig.model_fields},
+            {k: v for k, v in kwargs.items() if k in RunConfig.model_fields or k == "model_args"},
             config=kwargs["config"], sets=kwargs["set_"], backend_options=kwargs["backend_option"],
         )  # fmt: skip
         jobs = [default_task_or_skip(cfg) for cfg in cfgs for _ in range(repeats)]

@@ -158,6 +158,19 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256, p
             self.max_gen_toks = max_gen_toks
             self.truncated: dict[str, int] = {}
 
+        # ---- chat template (--chat-template: lm-eval's apply_chat_template)
+        def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
+            return self.backend.tokenizer.apply_chat_template(
+                chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+
+        @property
+        def tokenizer_name(self) -> str:
+            return str(getattr(self.backend.tokenizer, "name_or_path", "") or "").replace("/", "__")
+
+        def chat_template(self, chat_template: bool | str = False) -> str | None:
+            return getattr(self.backend.tokenizer, "chat_template", None) if chat_template else None
+
         # ---- log-likelihood
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             pairs = [tuple(r.args) for r in requests]

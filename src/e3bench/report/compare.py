@@ -1,8 +1,10 @@
 """One summary per configuration, computed from stored records only, with its uncertainty.
 
-A configuration is a ``config_hash``; several records with the same hash are repeats and are
-aggregated: figures are the mean over the runs with a 95 % Student-t interval across runs. With
-one run the interval is over that run's measured iterations (latency, decode speed) or absent
+A configuration is a :func:`~e3bench.report.workload.config_key` (its config, fields a record
+predates filled in: older records join new ones even where their stored ``config_hash``
+differs); several records of one configuration are repeats and are aggregated: figures are the
+mean over the runs with a 95 % Student-t interval across runs, on the log scale for these
+quantities that cannot be negative (:func:`e3bench.report.stats.t_interval`). With one run the interval is over that run's measured iterations (latency, decode speed) or absent
 (throughput and energy are one figure per run). Every configuration belongs to one workload
 (:mod:`e3bench.report.workload`); rankings and Pareto fronts are computed per workload and per
 batch size. Variants against their full-precision reference: :mod:`e3bench.report.variants`.
@@ -17,24 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.core.timing import Stats, summarize
-from e3bench.report.stats import Interval
-from e3bench.report.workload import Workload, workload_of
+from e3bench.report.stats import Interval, proportion_ci, t_interval
+from e3bench.report.workload import Workload, config_key, workload_of
 from e3bench.results import store
 from e3bench.results.labels import distinct_labels
 from e3bench.results.schema import BatchResult, ResultRecord
 
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match_flexible", "exact_match", "f1")
-_NAN = float("nan")
+#: Primary metrics that score each item right or wrong (their mean is a proportion).
+BINARY_METRICS = frozenset({"acc_norm", "acc", "exact_match_flexible", "exact_match"})
 
 
 def interval(stats: Stats | None, basis: str) -> Interval | None:
-    """``stats`` as an :class:`Interval` (its mean and 95 % CI; NaN ends below two samples);
-    ``basis`` names what the samples are (``"iterations"``, ``"runs"``)."""
+    """``stats`` of a quantity that cannot be negative (a time, a rate, joules) as an
+    :class:`Interval`: its mean and 95 % Student-t CI on the log scale
+    (:func:`e3bench.report.stats.t_interval`: never below zero, even over 2 runs); NaN ends
+    below two samples. ``basis`` names what the samples are (``"iterations"``, ``"runs"``)."""
     if stats is None:
         return None
-    lo, hi = stats.ci95_low, stats.ci95_high
-    method = f"Student t over {stats.n} {basis}" if lo is not None else f"1 {basis.rstrip('s')}, no interval"
-    return Interval(stats.mean, _NAN if lo is None else lo, _NAN if hi is None else hi, stats.n, method)
+    return t_interval(stats.mean, stats.std, stats.n, positive=True, over=basis)
 
 
 @dataclass
@@ -73,17 +76,15 @@ class TaskScore:
     samples: list[Path] = field(default_factory=list)
 
     def ci(self) -> Interval:
-        """value ± 1.96 × stderr (normal approximation over items); NaN ends without stderr."""
-        if self.stderr is None:
-            return Interval(self.value, _NAN, _NAN, self.n_items, "no standard error recorded")
-        h = 1.96 * self.stderr
-        return Interval(self.value, self.value - h, self.value + h, self.n_items,
-                        f"±1.96 standard errors over {self.n_items} items")  # fmt: skip
+        """The score's 95 % interval over its items, inside [0, 1]
+        (:func:`e3bench.report.stats.proportion_ci`): Wilson for right/wrong metrics
+        (:data:`BINARY_METRICS`), else ±1.96 × stderr clipped to [0, 1] (NaN ends without one)."""
+        return proportion_ci(self.value, self.n_items, self.stderr, binary=self.metric in BINARY_METRICS)
 
 
 @dataclass
 class ConfigSummary:
-    """One configuration (one ``config_hash``) over all its successful runs.
+    """One configuration (one :func:`~e3bench.report.workload.config_key`) over all its successful runs.
 
     ``label`` never collides with another configuration's in the same report; ``workload`` says
     what it was asked to do; ``batches``: batch size → :class:`BatchFigures`; ``task_scores``:
@@ -133,30 +134,12 @@ class ConfigSummary:
         """Smallest batch size measured (None when none was)."""
         return min(self.batches, default=None)
 
-    def _at_min(self, metric: str) -> float | None:
+    def at_min_batch(self, metric: str) -> float | None:
+        """Mean of ``metric`` (a :class:`BatchFigures` field: ``decode_tokens_per_s``, ``ttft_ms``,
+        ``tpot_ms``, ``ept_total_j_per_token``, …) at :attr:`min_batch_size`; None when not measured."""
         b = self.batches.get(self.min_batch_size) if self.batches else None
         st = getattr(b, metric) if b is not None else None
         return st.mean if st is not None else None
-
-    @property
-    def decode_tokens_per_s_at_min_batch(self) -> float | None:
-        """Mean decode tokens/s at :attr:`min_batch_size`."""
-        return self._at_min("decode_tokens_per_s")
-
-    @property
-    def ttft_ms_at_min_batch(self) -> float | None:
-        """Mean TTFT (ms) at :attr:`min_batch_size`."""
-        return self._at_min("ttft_ms")
-
-    @property
-    def tpot_ms_at_min_batch(self) -> float | None:
-        """Mean TPOT (ms) at :attr:`min_batch_size`."""
-        return self._at_min("tpot_ms")
-
-    @property
-    def ept_total_j_per_token_at_min_batch(self) -> float | None:
-        """Mean energy per token (J, total) at :attr:`min_batch_size`."""
-        return self._at_min("ept_total_j_per_token")
 
     @property
     def energy_method(self) -> str | None:
@@ -239,7 +222,7 @@ def summarize_configs(records: Sequence[ResultRecord | tuple[Path, ResultRecord]
     for item in records:
         path, rec = item if isinstance(item, tuple) else (None, item)
         if rec.status == "ok" and rec.efficiency is not None:
-            groups.setdefault(rec.config_hash, []).append((path, rec))
+            groups.setdefault(config_key(rec.config), []).append((path, rec))
     members = [sorted(g, key=lambda pr: pr[1].created_utc) for g in groups.values()]
     out = [_summary(m, "") for m in members]
     _label(out, [m[-1][1] for m in members])
@@ -303,6 +286,8 @@ def _summary(runs: list[tuple[Path | None, ResultRecord]], label: str) -> Config
         for w in dict.fromkeys(run_warnings(r)):
             seen[w] = seen.get(w, 0) + 1
     s.warnings = [w if len(recs) == 1 else f"{w} (in {n} of {len(recs)} runs)" for w, n in seen.items()]
+    if s.workload.unknown:
+        s.warnings.insert(0, f"{s.workload.label}: compared with no other configuration")
     return s
 
 
@@ -319,7 +304,7 @@ def _samples(runs: list[tuple[Path | None, ResultRecord]], task: str) -> list[Pa
 
 
 def batch_label(configs: Sequence[ConfigSummary]) -> str:
-    """What ``*_at_min_batch`` figures of ``configs`` were measured at, for titles and labels:
+    """What :meth:`ConfigSummary.at_min_batch` figures of ``configs`` were measured at, for titles and labels:
     ``"batch 4"`` when every configuration's smallest batch is 4, ``"smallest batch measured
     (1–8)"`` when they differ, ``"no batch measured"`` when none was."""
     sizes = sorted({c.min_batch_size for c in configs if c.min_batch_size is not None})

@@ -3,13 +3,15 @@
 A side is a run (its run id, or the path of its record), a sweep (its folder, or its name inside
 the results directory) or a whole results folder: :func:`resolve` turns what the user typed into
 the successful records it names. :func:`pair` groups each side's records into configurations
-(records of one configuration, ``config_hash``, are repeats) and pairs them:
+(records of one configuration, :func:`~e3bench.report.workload.config_key`, are repeats) and pairs them:
 
 * when each side holds one configuration, those two are compared, whatever differs between them
   (that is what the user asked: fp32 against int8, one machine against another);
 * otherwise configurations pair by identity: the same model, backend, backend options, dtype
-  and device, and the same workload (:data:`e3bench.report.workload.WORKLOAD_FIELDS`); what
-  pairs with nothing is listed.
+  and device, and the same workload (:data:`e3bench.report.workload.IDENTITY`,
+  :data:`~e3bench.report.workload.WORKLOAD_FIELDS`: the report's one definition); what pairs
+  with nothing is listed. Records of one configuration are those with one
+  :func:`~e3bench.report.workload.config_key` (older records included).
 
 Comparisons that say nothing are refused (:class:`E3Error`, exit 2): A and B the same records,
 or a pair whose workloads differ (other prompt or output lengths, prompt source, tasks, limits)
@@ -28,15 +30,11 @@ from typing import Any
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import component_problem
 from e3bench.report.compare import run_warnings
-from e3bench.report.workload import WORKLOAD_FIELDS, workload_values
+from e3bench.report.workload import IDENTITY, NOT_COMPARED, WORKLOAD_FIELDS, complete, config_key, missing, workload_values
 from e3bench.results import store
 from e3bench.results.labels import config_label
 from e3bench.results.schema import ResultRecord
 
-#: config fields that say what ran it: configurations of two sweeps pair when these agree
-IDENTITY = ("model", "backend", "backend_options", "dtype", "device")
-#: config fields that say where results go or how they are logged: never compared
-_NOT_COMPARED = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s")
 
 
 @dataclass
@@ -64,7 +62,7 @@ def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repea
     """The records ``spec`` names: a record file, a sweep or results folder (a path, or a sweep
     name inside ``results_dir``), or a run id (looked up in ``results_dir``'s index). Failed runs
     are left out (named in ``notes``). ``with_repeats``: a run stands for every record of its
-    configuration (``config_hash``) in its folder, its repeats. :class:`E3Error` naming ``spec``
+    configuration (:func:`~e3bench.report.workload.config_key`) in its folder, its repeats. :class:`E3Error` naming ``spec``
     and how to list runs when it names nothing, or nothing successful."""
     root = Path(results_dir)
     path = Path(spec)
@@ -88,7 +86,8 @@ def _run(spec: str, path: Path, with_repeats: bool) -> Side:
     rec = store.load(path)
     if not with_repeats:
         return _side(spec, "run", path, [(path, rec)])
-    same = [(p, r) for p, r in store.scan(path.parent).records if r.config_hash == rec.config_hash and p.parent == path.parent]
+    key = config_key(rec.config)
+    same = [(p, r) for p, r in store.scan(path.parent).records if config_key(r.config) == key and p.parent == path.parent]
     return _side(spec, "repeats", path, same)
 
 
@@ -136,7 +135,7 @@ def _find_run(run_id: str, root: Path) -> Path | None:
 
 @dataclass
 class Config:
-    """One configuration of a side: its records (repeats: the same ``config_hash``), the
+    """One configuration of a side: its records (repeats: one ``config_key``), the
     config they share, a label and the key configurations pair by."""
 
     label: str
@@ -155,7 +154,7 @@ class Config:
 
     def key(self) -> tuple[str, ...]:
         """What pairs this configuration with one of the other side: identity and workload."""
-        c = {**self.config, **workload_values(self.config), "model": self.model_name}
+        c = {**complete(self.config), **workload_values(self.config), "model": self.model_name}
         return tuple(_show(c.get(k)) for k in (*IDENTITY, *WORKLOAD_FIELDS)) + self.extra
 
     @property
@@ -165,10 +164,11 @@ class Config:
 
 
 def configurations(side: Side) -> list[Config]:
-    """``side``'s records grouped by configuration (repeats together, oldest first)."""
+    """``side``'s records grouped by configuration (repeats together, oldest first; one
+    :func:`~e3bench.report.workload.config_key`, so older records join new ones)."""
     groups: dict[str, list[tuple[Path, ResultRecord]]] = {}
     for p, r in sorted(side.records, key=lambda pr: pr[1].created_utc):
-        groups.setdefault(r.config_hash, []).append((p, r))
+        groups.setdefault(config_key(r.config), []).append((p, r))
     out = []
     for recs in groups.values():
         rec = recs[-1][1]
@@ -177,10 +177,11 @@ def configurations(side: Side) -> list[Config]:
     for c in out:
         same.setdefault(c.key(), []).append(c)
     for group in (g for g in same.values() if len(g) > 1):
-        fields = sorted({k for c in group for k in c.config} - set(_NOT_COMPARED))
-        differ = [k for k in fields if len({_show(c.config.get(k)) for c in group}) > 1]
-        for c in group:
-            c.extra = tuple(f"{k}={_show(c.config.get(k))}" for k in differ)
+        full = [complete(c.config) for c in group]
+        fields = sorted({k for f in full for k in f} - set(NOT_COMPARED))
+        differ = [k for k in fields if len({_show(f.get(k)) for f in full}) > 1]
+        for c, f in zip(group, full, strict=True):
+            c.extra = tuple(f"{k}={_show(f.get(k))}" for k in differ)
             c.label += f" ({', '.join(c.extra)})"
     return out
 
@@ -199,13 +200,16 @@ def _show(v: Any) -> str:
 def differences(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...] | None = None) -> list[str]:
     """``"max_new_tokens 32 → 64"`` for every field (default: all but where results go) whose
     value differs between configs ``a`` and ``b``."""
-    keys = fields or tuple(sorted((set(a) | set(b)) - set(_NOT_COMPARED)))
+    keys = fields or tuple(sorted((set(a) | set(b)) - set(NOT_COMPARED)))
     return [f"{k} {_show(a.get(k))} → {_show(b.get(k))}" for k in keys if _show(a.get(k)) != _show(b.get(k))]
 
 
 def _workload_differences(a: Config, b: Config) -> list[str]:
-    """How the workloads of ``a`` and ``b`` differ (:func:`differences` over their workload values)."""
-    return differences(workload_values(a.config), workload_values(b.config), WORKLOAD_FIELDS)
+    """How the workloads of ``a`` and ``b`` differ (:func:`differences` over their workload
+    values); a side whose record lacks a field that defines its workload says so."""
+    unknown = [f"{side}'s record lacks {', '.join(m)}: its workload is unknown"
+               for side, c in (("A", a), ("B", b)) if (m := missing(c.config))]  # fmt: skip
+    return unknown + differences(workload_values(a.config), workload_values(b.config), WORKLOAD_FIELDS)
 
 
 @dataclass
@@ -283,7 +287,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
         if x.run_ids == y.run_ids:
             unpaired.append(f"{x.label}: the same records on both sides (not compared with itself)")
             continue
-        p = Pair(x, y, differences(x.config, y.config), _machines(x.records[-1][1], y.records[-1][1]))
+        p = Pair(x, y, differences(complete(x.config), complete(y.config)), _machines(x.records[-1][1], y.records[-1][1]))
         work = _workload_differences(x, y)
         if work and not force:
             raise E3Error(f"A and B measure different workloads ({p.label}: {'; '.join(work)}): their figures "

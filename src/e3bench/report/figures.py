@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from e3bench.report.compare import ConfigSummary, by_workload, pareto_front
-from e3bench.report.stats import Interval
+from e3bench.report.stats import Interval, clipped
 
 #: Bars per bar panel (the best ones by the panel's metric).
 TOP_N = 20
@@ -132,7 +132,8 @@ def at(c: ConfigSummary, bs: int, metric: str) -> Interval | None:
 
 def accuracy(c: ConfigSummary) -> Interval | None:
     """Mean primary metric over the configuration's tasks with ±1.96 combined standard errors
-    (``sqrt(sum se²) / k``; one task: its own interval); None without tasks."""
+    (``sqrt(sum se²) / k``) clipped to [0, 1] (one task: its own interval,
+    :meth:`~e3bench.report.compare.TaskScore.ci`); None without tasks."""
     scores = list(c.task_scores.values())
     if len(scores) == 1:
         return scores[0].ci()
@@ -142,7 +143,8 @@ def accuracy(c: ConfigSummary) -> Interval | None:
     if any(s.stderr is None for s in scores):
         return Interval(est, _NAN, _NAN, len(scores), "mean over tasks; a task has no standard error")
     half = 1.96 * math.sqrt(sum(s.stderr**2 for s in scores)) / len(scores)  # type: ignore[operator]
-    return Interval(est, est - half, est + half, len(scores), f"mean over {len(scores)} tasks, ±1.96 standard errors")
+    iv = Interval(est, est - half, est + half, len(scores), f"mean over {len(scores)} tasks, ±1.96 standard errors")
+    return clipped(iv, 0.0, 1.0)  # a mean of scores in [0, 1]
 
 
 def memory(c: ConfigSummary) -> Interval | None:

@@ -9,13 +9,15 @@ is over (runs or iterations); headers name units.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from e3bench.core.fmt import num
+from e3bench.core.timing import Stats
 from e3bench.report.compare import BatchFigures, ConfigSummary, by_workload, pareto_front
-from e3bench.report.stats import NO_DIFFERENCE, diff_ci, verdict
+from e3bench.report.stats import BETTER, INCONCLUSIVE, NO_DIFFERENCE, diff_ci, verdict
 from e3bench.report.tables import MISSING, ci_cell, md_cell
-from e3bench.report.variants import MLPERF_QUALITY_TARGET, VariantComparison
+from e3bench.report.variants import MLPERF_QUALITY_TARGET, VariantComparison, compare_tasks
 from e3bench.report.workload import mixed_note
 
 #: A table: (heading, rows, columns); rows map column → value (already text, or a number).
@@ -137,21 +139,59 @@ def tables(configs: Sequence[ConfigSummary], comps: Sequence[VariantComparison])
 
 
 def _leader(members: Sequence[ConfigSummary], bs: int, metric: str, higher: bool) -> str | None:
-    """``"label — 52.1 tokens/s [50.3–53.9]"`` of the best at batch ``bs`` (None: nobody has it),
-    with a note when the runner-up is not significantly different (Welch CI spans 0)."""
+    """The best at batch ``bs`` with its interval, ``"label — 52.1 [50.3, 53.9] tokens/s"``
+    (None: nobody measured it). When others are not significantly different from it (Welch CI
+    of the difference spans 0, or the same mean), no winner is picked: ``"no significant
+    difference among A (52.1 [..]), B (51.8 [..]) tokens/s"``. When the difference from the
+    runner-up has no CI (one reading each), the line says it was not tested."""
     have = [(c, c.batches[bs]) for c in members if bs in c.batches and getattr(c.batches[bs], metric) is not None]
     if not have:
         return None
     have.sort(key=lambda cb: getattr(cb[1], metric).mean, reverse=higher)
     (best, bb), rest = have[0], have[1:]
     unit = {"decode_tokens_per_s": "tokens/s", "ept_total_j_per_token": "J per in+out token"}[metric]
+    words = [(c, b, _versus(getattr(bb, metric), getattr(b, metric), higher)) for c, b in rest]
+    tied = [(c, b) for c, b, w in words if w == NO_DIFFERENCE]
+    if tied:
+        names = ", ".join(f"{md_cell(c.label)} ({ci_cell(b.ci(metric))})" for c, b in [(best, bb), *tied])
+        return f"no significant difference among {names} {unit}"
     text = f"{md_cell(best.label)} — {ci_cell(bb.ci(metric))} {unit}"
-    if rest:
-        second, sb = rest[0]
-        iv = diff_ci(getattr(sb, metric), getattr(bb, metric))
-        if verdict(iv, higher_is_better=higher) == NO_DIFFERENCE:
-            text += f" (not significantly different from {md_cell(second.label)})"
+    if words and words[0][2] == INCONCLUSIVE:
+        text += f" (not tested against {md_cell(words[0][0].label)}: one reading each, no CI)"
     return text
+
+
+def _versus(best: Stats, other: Stats, higher: bool) -> str:
+    """:data:`NO_DIFFERENCE` when ``other`` is not significantly behind ``best`` (equal means,
+    or the Welch CI of the difference spans 0), :data:`INCONCLUSIVE` when that cannot be tested,
+    else ``"worse"``."""
+    if other.mean == best.mean:
+        return NO_DIFFERENCE
+    word = verdict(diff_ci(best, other), higher_is_better=higher)
+    return word if word in (NO_DIFFERENCE, INCONCLUSIVE) else "worse"
+
+
+def _accuracy_tied(best: ConfigSummary, other: ConfigSummary) -> bool:
+    """Whether ``other``'s accuracy is not significantly below ``best``'s: the same value, or
+    the CI of the difference spans 0 — one task each: the task comparison of the variants
+    (paired over the items when both logged samples, :func:`compare_tasks`); several: the mean
+    over tasks with combined standard errors (no standard error: not established, so tied)."""
+    if other.accuracy == best.accuracy:
+        return True
+    common = sorted(set(best.task_scores) & set(other.task_scores))
+    if len(best.task_scores) == len(other.task_scores) == len(common) == 1:
+        a, b = other.task_scores[common[0]], best.task_scores[common[0]]
+        return a.metric == b.metric and verdict(compare_tasks(a, b).difference, higher_is_better=True) != BETTER
+    if any(s.stderr is None for c in (best, other) for s in c.task_scores.values()):
+        return True
+    var = sum(sum(s.stderr**2 for s in c.task_scores.values()) / len(c.task_scores) ** 2  # type: ignore[operator]
+              for c in (best, other))  # fmt: skip
+    return best.accuracy - other.accuracy <= 1.96 * math.sqrt(var)  # type: ignore[operator]
+
+
+def _accuracy(c: ConfigSummary) -> str:
+    one = next(iter(c.task_scores.values())) if len(c.task_scores) == 1 else None
+    return ci_cell(one.ci()) + f" {one.metric} on {one.task}" if one else f"{num(c.accuracy)} mean primary metric"
 
 
 def executive_lines(configs: Sequence[ConfigSummary], comps: Sequence[VariantComparison]) -> list[str]:
@@ -176,9 +216,12 @@ def executive_lines(configs: Sequence[ConfigSummary], comps: Sequence[VariantCom
         scored = [c for c in members if c.accuracy is not None]
         if scored:
             best = max(scored, key=lambda c: c.accuracy)
-            one = next(iter(best.task_scores.values())) if len(best.task_scores) == 1 else None
-            acc = ci_cell(one.ci()) + f" {one.metric} on {one.task}" if one else f"{num(best.accuracy)} mean primary metric"
-            out.append(f"- **Most accurate{tag}:** {md_cell(best.label)} — {acc}")
+            tied = [c for c in scored if c is not best and _accuracy_tied(best, c)]
+            if tied:
+                names = ", ".join(f"{md_cell(c.label)} ({_accuracy(c)})" for c in [best, *tied])
+                out.append(f"- **Most accurate{tag}:** no significant difference among {names}")
+            else:
+                out.append(f"- **Most accurate{tag}:** {md_cell(best.label)} — {_accuracy(best)}")
             for bs in sizes:
                 pts = [(c.label, c.batches[bs].ept_total_j_per_token.mean, c.accuracy) for c in scored
                        if bs in c.batches and c.batches[bs].ept_total_j_per_token is not None]  # fmt: skip

@@ -207,6 +207,10 @@ def _print_energy(rec: ResultRecord, console) -> None:
     methods = {(e.method, e.sensor) for _, e in rows if e is not None and e.method != "missing"}
     if methods:
         _wrap(console, "method: " + "; ".join(f"{m} ({s})" for m, s in sorted(methods)), indent=2)
+    pues = {e.pue for _, e in rows if e is not None and e.pue not in (None, 1.0)}
+    if pues:
+        _wrap(console, f"CO2e g: of facility energy = measured IT energy × PUE {', '.join(map(str, sorted(pues)))} "
+                       "(--pue; the J columns are IT energy)", indent=2)  # fmt: skip
     if rec.energy:
         reason = rec.energy.meter_choice_reason
         short = reason.split(" [", 1)[0] + (" (the other meters: in the record)" if " [" in reason else "")

@@ -1,8 +1,8 @@
 """The one way e3bench prints a table: it fits the terminal without cutting a number or an id.
 
 The tables of ``ls``, ``models``, ``tasks``, ``plugins`` and ``env`` go through
-:func:`print_table`, the run summary's (:mod:`e3bench.report.summary`) through :func:`table`
-(``compare`` still lays out its own). At the terminal's width (``COLUMNS`` when set, else the
+:func:`print_table`, the run summary's (:mod:`e3bench.report.summary`) and ``compare``'s
+(:mod:`e3bench.cli.compare`) through :func:`table`. At the terminal's width (``COLUMNS`` when set, else the
 terminal, else 120 columns when output is not a terminal):
 
 * numbers and ids (``kind="num"`` / ``"id"``: run ids, config hashes, names to copy) are never

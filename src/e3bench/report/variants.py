@@ -19,34 +19,27 @@ Speed and energy, at every batch size both measured: decode speed-up and energy-
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from e3bench.core.timing import Stats
 from e3bench.report.compare import ConfigSummary, TaskScore
 from e3bench.report.items import item_stats, paired_problem, paired_scores, read_items
-from e3bench.report.workload import workload_values
 from e3bench.report.stats import (
-    BETTER,
     INCONCLUSIVE,
-    WORSE,
     Interval,
+    clipped,
     diff_ci,
+    meets,
     paired_bootstrap_ratio_ci,
     paired_diff_ci,
     ratio_ci,
     verdict,
 )
+from e3bench.report.workload import MEASURING, config_key
 
 REFERENCE_ORDER = ("fp32", "bf16", "fp16")
 MLPERF_QUALITY_TARGET = 0.99
-#: What "retained ≥ 99 %" shows for each verdict of the retained interval against 0.99.
-RETAINED_WORDS = {BETTER: "PASS", WORSE: "FAIL", INCONCLUSIVE: "INCONCLUSIVE"}
-#: Config fields that may differ between a variant and its reference: the precision, where results
-#: go, and how long each batch size was measured (figures are compared at the batch sizes both measured).
-_VARYING = ("dtype", "output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s", "batch_sizes",
-            "warmup_iters", "min_iters", "min_seconds", "max_seconds", "idle_seconds")  # fmt: skip
 
 
 @dataclass
@@ -104,8 +97,9 @@ class VariantComparison:
 
 
 def _identity(c: ConfigSummary) -> str:
-    rest = {k: v for k, v in {**c.config, **workload_values(c.config)}.items() if k not in _VARYING}
-    return json.dumps(rest, sort_keys=True, default=str)
+    """What a variant shares with its reference: everything but the precision, where results go
+    and which batch sizes were measured for how long (:mod:`e3bench.report.workload`)."""
+    return config_key(c.config, ignore=("dtype", *MEASURING))
 
 
 def compare_to_reference(configs: Sequence[ConfigSummary]) -> list[VariantComparison]:
@@ -113,7 +107,8 @@ def compare_to_reference(configs: Sequence[ConfigSummary]) -> list[VariantCompar
     :data:`REFERENCE_ORDER` present, of another precision) compared with it."""
     groups: dict[str, list[ConfigSummary]] = {}
     for c in configs:
-        groups.setdefault(_identity(c), []).append(c)
+        if not c.workload.unknown:  # what it was asked to do is not known: compared with nothing
+            groups.setdefault(_identity(c), []).append(c)
     out = []
     for members in groups.values():
         ref = next((m for d in REFERENCE_ORDER for m in members if m.dtype == d), None)
@@ -131,7 +126,7 @@ def _compare(ref: ConfigSummary, v: ConfigSummary) -> VariantComparison:
     for task in sorted(set(v.task_scores) & set(ref.task_scores)):
         a, b = ref.task_scores[task], v.task_scores[task]
         if a.metric == b.metric:
-            comp.tasks.append(_task(a, b))
+            comp.tasks.append(compare_tasks(a, b))
     for bs in sorted(set(v.batches) & set(ref.batches)):
         ra, rb = ref.batches[bs], v.batches[bs]
         sp = _ratio(ra.decode_tokens_per_s, rb.decode_tokens_per_s)
@@ -158,7 +153,10 @@ def _paired(a: TaskScore, b: TaskScore) -> tuple[list[float], list[float]] | Non
     return paired_scores(ia, ib, a.metric)
 
 
-def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
+def compare_tasks(a: TaskScore, b: TaskScore) -> TaskComparison:
+    """Task score ``b`` against ``a`` (the same task and metric): paired over the items both
+    scored when both logged samples, else from each side's standard error (module doc). The one
+    comparison of two scores: variants against their reference, and ties for "most accurate"."""
     pair = _paired(a, b)
     if pair is not None:
         xa, xb = pair
@@ -167,8 +165,8 @@ def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
         if mc is None:
             retained = paired_bootstrap_ratio_ci(xa, xb)
         elif ra > 0:  # right/wrong items: retained from the Agresti-Min interval of the difference
-            retained = Interval(rb / ra, 1 + diff.low / ra, 1 + diff.high / ra, diff.n,
-                                diff.method + ", as a fraction of the reference's score")  # fmt: skip
+            retained = clipped(Interval(rb / ra, 1 + diff.low / ra, 1 + diff.high / ra, diff.n,
+                                        diff.method + ", as a fraction of the reference's score"))  # fmt: skip
         else:
             retained = Interval(float("nan"), float("nan"), float("nan"), diff.n, "reference score 0")
         return TaskComparison(a.task, a.metric, ra, rb, diff, retained, True, len(xa), _retained_word(retained),
@@ -185,4 +183,5 @@ def _task(a: TaskScore, b: TaskScore) -> TaskComparison:
 
 
 def _retained_word(retained: Interval) -> str:
-    return RETAINED_WORDS[verdict(retained, higher_is_better=True, threshold=MLPERF_QUALITY_TARGET)]
+    """PASS when the retained interval lies at or above 99 %, FAIL below, else INCONCLUSIVE."""
+    return meets(retained, MLPERF_QUALITY_TARGET)
