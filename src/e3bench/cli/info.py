@@ -175,8 +175,7 @@ def export(
     format_: str = typer.Option("runs", "--format", "-f", help="runs: the flat run table; emissions: CodeCarbon's "
                                 "emissions.csv (one row per metered window, CodeCarbon's column names and units)"),
 ) -> None:
-    """Export the flat run table to CSV, Parquet, JSON or Markdown, or the runs' emissions as
-    CodeCarbon's emissions.csv (--format emissions).
+    """Export the flat run table to CSV, Parquet, JSON or Markdown, or the runs' emissions as CodeCarbon's emissions.csv (--format emissions).
 
     One row per run × batch size: workload, speed, energy and one column per task metric with its standard error."""
     try:
