@@ -157,13 +157,16 @@ class Bars(Reporter):
     def note(self, message: str) -> None:
         """``· message`` above the bars, wrapped at spaces only: a path or id longer than a line
         stays whole (the terminal wraps it softly, so it is copied whole)."""
-        from rich.markup import escape
 
         common.step(message)
-        first, *rest = wrap(message, self.console.width - 2, indent=2)
-        self.console.print(f"[dim]·[/dim] {escape(first)}", soft_wrap=True)
-        for line in rest:
-            self.console.print(line, soft_wrap=True, markup=False)
+        self._lines(wrap(message, self.console.width - 2, indent=2))
+
+    def _lines(self, lines: list[str]) -> None:
+        """``· first line`` and the others as they are, in one print (one redraw of the bars)."""
+        from rich.markup import escape
+
+        first, *rest = lines
+        self.console.print("\n".join([f"[dim]·[/dim] {escape(first)}", *map(escape, rest)]), soft_wrap=True)
 
     def stage(self, label: str, *, total: float | None = None, unit: str = "items") -> Stage:
         """A new bar (the display starts with the first one)."""
@@ -194,7 +197,6 @@ class Bars(Reporter):
 
     def close_stage(self, st: _BarStage) -> None:
         """Replace the bar of ``st`` by its summary line; stop the display after the last."""
-        from rich.markup import escape
 
         self.progress.remove_task(st.task_id)
         self.open.remove(st)
@@ -203,11 +205,8 @@ class Bars(Reporter):
             what = f"done, {counts(st)} in {took} ({fmt_rate(st.rate(), st.unit)})" if st.completed else f"done, {took}"
             line = f"{st.label}: {what}"
             # whole, never cut: the label wrapped at spaces, what it did kept on one line
-            first, *rest = ([line] if len(line) <= self.console.width - 2 else
-                            [*wrap(f"{st.label}:", self.console.width - 2, indent=2), f"  {what}"])  # fmt: skip
-            self.console.print(f"[dim]·[/dim] {escape(first)}", soft_wrap=True)
-            for line in rest:
-                self.console.print(line, soft_wrap=True, markup=False)
+            self._lines([line] if len(line) <= self.console.width - 2 else
+                        [*wrap(f"{st.label}:", self.console.width - 2, indent=2), f"  {what}"])  # fmt: skip
         if not self.open:
             self.progress.stop()
 
