@@ -53,6 +53,9 @@ def test_time_spent_on_something_else_is_not_in_the_rate():
     st.advance()
     assert st.rate() == pytest.approx(3 / 30)  # was 3 / 60: the evaluation counted as training
     assert st.eta_s() == pytest.approx(30)
+    clock.t += 20
+    st.exclude(20)  # a final evaluation, after the last step: the steps' rate is unchanged
+    assert st.rate() == pytest.approx(3 / 30) and st.elapsed_s() == pytest.approx(30)
 
 
 def test_finetune_eta_counts_the_steps_left_and_the_evaluations_to_come():

@@ -69,8 +69,10 @@ class Stage:
 
     def exclude(self, seconds: float) -> None:
         """``seconds`` of this stage went to something else (an evaluation between training
-        steps): left out of its rate, so the time per item stays the items' own."""
+        steps): left out of its rate and elapsed time, so the time per item stays the items' own
+        (a pause after the last item, too: the item before it did not take longer)."""
         self.started += max(0.0, seconds)
+        self.last_advance += max(0.0, seconds)
         self.changed()
 
     def close(self) -> None:
