@@ -151,6 +151,15 @@ class FakeNvml:
         self._check(handle)
         return int(self.power_limit_w * 1000)
 
+    def nvmlDeviceGetMemoryInfo(self, handle: int):
+        """NVML's memory record (bytes): GPU i has ``free_bytes[i]`` free (default 40 GiB - i GiB,
+        so every GPU's figure is its own)."""
+        from types import SimpleNamespace
+
+        self._check(handle)
+        free = getattr(self, "free_bytes", None) or [(40 - i) * 2**30 for i in range(self.n_gpus)]
+        return SimpleNamespace(total=80 * 2**30, free=free[handle], used=80 * 2**30 - free[handle])
+
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         self._count("nvmlDeviceGetPowerUsage")
         self._check(handle)

@@ -185,7 +185,7 @@ def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
     with pytest.raises(E3Error, match="same 3 record"):
         pair(a, resolve("a2", tmp_path, with_repeats=True))
     overlap = pair(a, resolve(str(tmp_path / "runs" / "a0.json"))).pairs[0]  # 3 repeats against one of them
-    assert "1 run(s) on both sides (a0): the difference is understated" in overlap.warnings
+    assert "1 run on both sides (a0): the difference is understated" in overlap.warnings
 
 
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
@@ -266,6 +266,22 @@ def test_resolve_run_ids_paths_sweeps_and_folders(base, tmp_path):
     assert "no run, sweep or results folder named '20990101T000000-nope'" in line and f"e3bench ls {root}" in line
 
 
+def test_narrow_terminal_keeps_the_verdict_and_names_what_it_left_out(base, tmp_path):
+    """compare laid out its own table (rich folding every column); it now goes through the one
+    table fitter: at 60 columns A and B are left out, named on stderr, and the verdict stays."""
+    from typer.testing import CliRunner
+
+    from e3bench.cli.app import app
+
+    slow = _copy(base, tmp_path, run_id="slow", slower=True)
+    res = CliRunner().invoke(app, ["compare", str(base), str(slow)], env={"COLUMNS": "60"})
+    assert res.exit_code == 0, res.output
+    assert "not shown at 60 columns: A, B (a wider COLUMNS, or --format md)" in res.stderr
+    tpot = next(x for x in res.stdout.splitlines() if x.startswith("TPOT ms b1"))
+    assert tpot.rstrip().endswith("worse") and len(tpot) <= 60
+    assert max(len(x) for x in res.stdout.splitlines()) <= 60
+
+
 def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
     from typer.testing import CliRunner
 
@@ -291,7 +307,7 @@ def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
     res = run_cli("compare", str(base), str(base))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        next(x for x in res.stderr.splitlines() if x.startswith("error: A and B are the same 1 record(s)"))]
+        next(x for x in res.stderr.splitlines() if x.startswith("error: A and B are the same 1 record ("))]
     res = cli.invoke(app, ["compare", "nope-run", str(base), "-r", str(tmp_path)])
     assert res.exit_code == 2 and "error: no run, sweep or results folder named 'nope-run'" in res.output
 

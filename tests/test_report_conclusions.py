@@ -143,3 +143,18 @@ def test_accuracy_over_several_tasks_stays_inside_0_1():
     iv = accuracy(c)
     assert iv.estimate == pytest.approx(0.03) and iv.low == 0.0
     assert iv.high == pytest.approx(0.03 + 1.96 * (2 * 0.03**2) ** 0.5 / 2) and "clipped" in iv.method
+
+
+def test_most_accurate_over_several_tasks_uses_the_se_of_each_mean(tmp_path):
+    """Means over two tasks, 0.60 against 0.50: with a standard error of 0.05 per task the SE of
+    each mean is 0.0354 and of the difference 0.05, half-width 0.098 < 0.10: one winner; at
+    0.06 per task the half-width is 0.1176: tied."""
+    from e3bench.report.compare import TaskScore
+    from e3bench.report.sections import _accuracy_tied
+    from fakes_report import summary
+
+    def two(dtype, v, se):
+        return summary(dtype, tasks={t: TaskScore(t, "acc", v, se, 200) for t in ("arc_easy", "piqa")})
+
+    assert not _accuracy_tied(two("fp32", 0.60, 0.05), two("int8", 0.50, 0.05))
+    assert _accuracy_tied(two("fp32", 0.60, 0.06), two("int8", 0.50, 0.06))

@@ -93,6 +93,11 @@ class BaseBackend:
         self.load_info: LoadInfo | None = None
         self.tokenizer: Any = None
         self.max_length = DEFAULT_MAX_LENGTH
+        #: requests per scoring batch: a number, "auto" (largest that fits) or None (device default)
+        self.score_batch_size: int | str | None = None
+        #: how each scoring batch size was chosen → times used (reset by the task engine per task)
+        self.score_batches_used: dict[str, int] = {}
+        self._auto_batches: dict[int, tuple[int, str]] = {}
         self._setup()
 
     def _setup(self) -> None:
@@ -228,6 +233,33 @@ class BaseBackend:
             greedy[i] = greedy[i] and ll.is_greedy
             counts[i] += ll.n_tokens
         return [LogLik(t, g, n) for t, g, n in zip(totals, greedy, counts, strict=True)]
+
+    def score_batch(self, longest: int) -> int:
+        """Requests per scoring batch for inputs of at most ``longest`` tokens: ``score_batch_size``
+        when a number; when ``auto``, :meth:`_auto_score_batch` (found once per length bucket,
+        :func:`e3bench.backends.batch_auto.bucket`); unset, the device's default. How it was chosen
+        is counted in ``score_batches_used`` (the task's record says it)."""
+        want = self.score_batch_size
+        if want == "auto":
+            from e3bench.backends.batch_auto import bucket
+
+            key = bucket(longest)
+            if key not in self._auto_batches:
+                self._auto_batches[key] = self._auto_score_batch(key)
+            n, how = self._auto_batches[key]
+        elif isinstance(want, int):
+            n, how = want, f"{want} (--score-batch-size)"
+        else:
+            n = default_batch_size(self.device)
+            how = f"{n} (default on {str(self.device or 'cpu').partition(':')[0]})"
+        self.score_batches_used[how] = self.score_batches_used.get(how, 0) + 1
+        return n
+
+    def _auto_score_batch(self, length: int) -> tuple[int, str]:
+        """``auto`` for a backend that scores without batching (the prefix-grouped loop below):
+        its default, said so. Batching backends override it (PyTorch)."""
+        n = default_batch_size(self.device)
+        return n, f"auto: {n} (the {self.name} backend scores request by request; batch size does not apply)"
 
     def _score(self, encoded: Sequence[Encoded]) -> list[LogLik]:
         """Prefix-grouped scoring through ``_prefix_state`` / ``_suffix_logits`` (causal only)."""

@@ -36,6 +36,7 @@ from e3bench.backends.base import BaseBackend
 from e3bench.backends.decoding import finish, take_step
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
 from e3bench.backends.gguf_types import GGUF_TYPES, captured_stderr, file_type, quantized, target_type
+from e3bench.core.devices import canonical, device_index
 from e3bench.core.errors import E3Error
 
 class _Tokenizer:
@@ -105,9 +106,10 @@ class LlamaCppBackend(BaseBackend):
             )
         import llama_cpp
 
-        if device == "cuda" and not llama_cpp.llama_supports_gpu_offload():
+        gpu = device_index(device)  # None on the CPU; cuda → 0, cuda:N → N
+        if gpu is not None and not llama_cpp.llama_supports_gpu_offload():
             raise E3Error(
-                "--device cuda needs a llama-cpp-python built with CUDA; this build offloads nothing to a GPU",
+                f"--device {device} needs a llama-cpp-python built with CUDA; this build offloads nothing to a GPU",
                 "CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-binary llama-cpp-python llama-cpp-python, "
                 "or use --device cpu",
             )
@@ -134,7 +136,9 @@ class LlamaCppBackend(BaseBackend):
                     n_ubatch=self.n_batch,
                     n_threads=self.threads,
                     n_threads_batch=self.threads,
-                    n_gpu_layers=-1 if device == "cuda" else 0,
+                    n_gpu_layers=-1 if gpu is not None else 0,
+                    # one GPU, the one asked for (llama.cpp would otherwise split layers over all)
+                    **({} if gpu is None else {"split_mode": llama_cpp.LLAMA_SPLIT_MODE_NONE, "main_gpu": gpu}),
                     logits_all=False,
                     # verbose=True so llama.cpp's load errors reach the captured stderr (with
                     # False, llama-cpp-python sends them to /dev/null); quiet again below
@@ -179,7 +183,7 @@ class LlamaCppBackend(BaseBackend):
             parameters=n_params,
             weights_bytes=decode_step_bytes(gguf_weights(path)),  # see core.decodebytes
             dtype=running,
-            device=device,
+            device=canonical(device),
             vocab_size=int(self.llm.n_vocab()),
             max_positions=int(self.llm._model.n_ctx_train()),
             notes=tuple(self.notes),

@@ -74,16 +74,24 @@ def bundled_gguf_path(alias: Alias) -> Path | None:
     return p if p.is_file() else None
 
 
-def resolve(name: str, *, trust_remote_code: bool = False) -> ModelSpec:
+def resolve(name: str, *, trust_remote_code: bool = False, revision: str | None = None) -> ModelSpec:
     """Turn what the user typed into a ModelSpec, or raise one clear E3Error.
 
-    ``trust_remote_code`` is carried in the spec for the loaders (see
-    :attr:`~e3bench.core.api.ModelSpec.trust_remote_code`). A local folder is checked here
+    ``trust_remote_code`` and ``revision`` (a hub branch, tag or commit; ``--model-args
+    revision=...``) are carried in the spec for the loaders (see
+    :class:`~e3bench.core.api.ModelSpec`); a revision of a model that does not come from the hub
+    is an error. A local folder is checked here
     (:func:`~e3bench.backends.modelfiles.check_model_dir`: no config.json, damaged files, custom
     code not asked for), so a run fails before its meters and model start."""
     import dataclasses
 
     spec = dataclasses.replace(_resolve(name), trust_remote_code=bool(trust_remote_code))
+    if revision is not None:
+        if spec.source != "hub":
+            raise E3Error(f"revision={revision} picks a version of a Hugging Face hub model, but '{name}' is a "
+                          f"{'GGUF file' if spec.source == 'gguf' else 'local folder'}",
+                          "drop the revision, or pass the hub id (org/name)")  # fmt: skip
+        spec = dataclasses.replace(spec, revision=str(revision))
     if spec.source == "local-dir":  # damaged or hostile files: say so before any meter or model starts
         check_model_dir(Path(spec.path), trust_remote_code=spec.trust_remote_code)
     return spec
@@ -195,7 +203,8 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
         mb = sum(p.stat().st_size for d in stale for p in d.rglob("*") if p.is_file()) / 1e6
         notes.append(f"{len(stale)} older cache entr{'y' if len(stale) == 1 else 'ies'} for a file named "
                      f"{f.name} of the same size, keyed by modification time by an older e3bench, are not "
-                     f"reused (content unknown); delete them to free {mb:.0f} MB: {', '.join(map(str, stale))}")  # fmt: skip
+                     f"reused (content unknown); delete them to free {mb:.0f} MB: in {target.parent}: "
+                     f"{', '.join(d.name for d in stale)}")  # fmt: skip
     if (target / "e3bench-converted.json").is_file():
         check_model_dir(target, fix=f"delete the damaged cache entry {target} (the GGUF is converted again)")
         return target, True, notes

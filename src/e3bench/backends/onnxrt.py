@@ -39,6 +39,7 @@ from e3bench.backends.base import BaseBackend
 from e3bench.backends.decoding import finish, take_step
 from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST, sliding_notes
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
+from e3bench.core.devices import canonical, device_index, device_kind
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, dir_key, legacy_dir_key
 
@@ -63,19 +64,22 @@ def _cache_fix(d: Path) -> str:
     return f"delete the damaged cache entry {d} (e3bench makes it again)"
 
 
-def _providers(device: str) -> list[str]:
+def _providers(device: str) -> list:
+    """ONNX Runtime's providers for ``device``: the CUDA provider on GPU ``device_id`` N for
+    ``cuda:N`` (``cuda`` = 0), then the CPU; the CPU alone for ``cpu``."""
     import onnxruntime as ort
 
     avail = ort.get_available_providers()
-    if device == "cuda":
+    gpu = device_index(device)
+    if gpu is not None:
         if "CUDAExecutionProvider" not in avail:
             raise E3Error(
-                "--device cuda needs onnxruntime's CUDAExecutionProvider, but this onnxruntime "
+                f"--device {device} needs onnxruntime's CUDAExecutionProvider, but this onnxruntime "
                 f"{ort.__version__} offers only {', '.join(avail)}",
                 "pip uninstall onnxruntime && pip install onnxruntime-gpu (on a machine with an NVIDIA GPU), "
                 "or use --device cpu",
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": gpu}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
@@ -139,6 +143,7 @@ class OnnxRuntimeBackend(BaseBackend):
 
     def _setup(self) -> None:
         self.sess = None
+        self.device_type, self.device_id = "cpu", 0
         self.notes: list[str] = []
         self.model_dir: Path | None = None
 
@@ -253,7 +258,8 @@ class OnnxRuntimeBackend(BaseBackend):
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             first = (str(exc).splitlines() or [""])[0][:200]
             raise E3Error(f"ONNX Runtime cannot load {d / 'model.onnx'}: {type(exc).__name__}: {first}", fix) from None
-        self.device_type = "cuda" if device == "cuda" else "cpu"
+        self.device_type = device_kind(device)
+        self.device_id = device_index(device) or 0  # where the key/value cache lives
         inputs = {i.name: i for i in self.sess.get_inputs()}
         self.past_names = sorted(
             (n for n in inputs if n.startswith("past_key_values.")),
@@ -299,7 +305,7 @@ class OnnxRuntimeBackend(BaseBackend):
             parameters=int(manifest.get("parameters", 0)),
             weights_bytes=int(weights),
             dtype=precision,
-            device=device,
+            device=canonical(device),
             vocab_size=int(manifest.get("vocab_size") or len(tok)),
             max_positions=manifest.get("max_positions"),
             notes=tuple(self.notes),
@@ -310,7 +316,7 @@ class OnnxRuntimeBackend(BaseBackend):
         import onnxruntime as ort
 
         z = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
-        return [ort.OrtValue.ortvalue_from_numpy(z, self.device_type, 0) for _ in self.past_names]
+        return [ort.OrtValue.ortvalue_from_numpy(z, self.device_type, self.device_id) for _ in self.past_names]
 
     def _step(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, keep: np.ndarray, past: list):
         """One session call. Returns (logits [b, n, vocab] on the host, presents as OrtValues)."""
@@ -325,7 +331,7 @@ class OnnxRuntimeBackend(BaseBackend):
             io.bind_ortvalue_input(name, value)
         io.bind_output("logits", "cpu")
         for name in self.present_names:
-            io.bind_output(name, self.device_type)
+            io.bind_output(name, self.device_type, self.device_id)
         try:
             self.sess.run_with_iobinding(io)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types

@@ -16,6 +16,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from e3bench.backends.base import BaseBackend, NoOptions
+from e3bench.core.devices import canonical, check_visible, device_kind
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
 
@@ -149,24 +150,26 @@ class PyTorchBackend(BaseBackend):
         from e3bench.backends.weightbytes import torch_weights
         from e3bench.core.decodebytes import decode_step_bytes
 
-        if device == "cuda" and not torch.cuda.is_available():
+        kind = device_kind(device)
+        if kind == "cuda" and not torch.cuda.is_available():
             raise E3Error(
-                "--device cuda was requested but PyTorch sees no CUDA GPU "
+                f"--device {device} was requested but PyTorch sees no CUDA GPU "
                 f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})",
                 "use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU",
             )
+        check_visible(device, torch.cuda.device_count)
         torch.set_num_threads(self.threads)
         quant = precision in ("int8", "int4")
-        dtype = getattr(torch, QUANT_RECIPES[(device, precision)][0] if quant else _DTYPES[precision])
+        dtype = getattr(torch, QUANT_RECIPES[(kind, precision)][0] if quant else _DTYPES[precision])
         loaded = load_pretrained(model, dtype=dtype, cache_dir=self.cache_dir)
         notes = list(loaded.notes)
         self.architecture = loaded.architecture
         self.tokenizer, self.model, config = loaded.tokenizer, loaded.model, loaded.config
-        self._torch_device = torch.device("cuda:0" if device == "cuda" else "cpu")
+        self._torch_device = torch.device(canonical(device))  # cuda → cuda:0, cuda:N → cuda:N
         self.model.to(self._torch_device).eval()
         self.max_length = resolve_max_length(config, self.tokenizer)
         if quant:
-            notes.append(_quantize(self.model, device, precision))
+            notes.append(_quantize(self.model, kind, precision))
         if self.compiled or getattr(self.options, "compile", False):
             # dynamic=True: prompt and cache lengths change every step; the first generate()
             # (the runner's warm-up) pays the compilation.
@@ -243,11 +246,25 @@ class PyTorchBackend(BaseBackend):
                 self.model(input_ids=ids, attention_mask=mask)
 
     def _score(self, encoded) -> list[LogLik]:
-        from e3bench.backends.hf_scorer import hf_loglikelihood_tokens
+        from e3bench.backends.hf_scorer import DEFAULT_TOKEN_BUDGET, hf_loglikelihood_tokens
 
+        longest = min(max(len(c) + len(x) for c, x in encoded), self.max_length)
+        batch = self.score_batch(longest)
+        # auto's batch was found for rows of the longest input: let it fill the forward pass
+        budget = max(DEFAULT_TOKEN_BUDGET, batch * longest) if self.score_batch_size == "auto" else DEFAULT_TOKEN_BUDGET
         return hf_loglikelihood_tokens(
-            self.model, encoded, device=self._torch_device, architecture=self.architecture, max_length=self.max_length
-        )
+            self.model, encoded, device=self._torch_device, architecture=self.architecture, max_length=self.max_length,
+            batch_size=batch, token_budget=budget,
+        )  # fmt: skip
+
+    def _auto_score_batch(self, length: int) -> tuple[int, str]:
+        """CUDA: try and halve; CPU: the memory budget (:mod:`e3bench.backends.batch_auto`)."""
+        from e3bench.backends import batch_auto
+
+        if self._on_cuda():
+            return batch_auto.cuda_batch(batch_auto.torch_probe(self.model, length, self._torch_device), length)
+        element = next(self.model.parameters()).element_size()
+        return batch_auto.cpu_batch(self.model.config, length, element)
 
     # ---------------------------------------------------------------------- device
     def _on_cuda(self) -> bool:

@@ -41,6 +41,7 @@ from e3bench.backends.base import BaseBackend
 from e3bench.backends.decoding import min_new
 from e3bench.backends.tokenization import split_causal
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken, PeakMemory
+from e3bench.core.devices import device_index
 from e3bench.core.errors import E3Error
 
 _DTYPE = {"fp16": "float16", "bf16": "bfloat16", "int8": "auto", "int4": "auto"}
@@ -172,6 +173,9 @@ class VllmBackend(BaseBackend):
         return target
 
     def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
+        if (device_index(device) or 0) > 0:
+            raise E3Error(f"the vllm backend places the model on the first GPU it sees, not on --device {device}",
+                          f"select the GPU with CUDA_VISIBLE_DEVICES={device_index(device)} and pass --device cuda")  # fmt: skip
         if not self._cuda_available():
             raise E3Error(
                 "the vllm backend needs an NVIDIA GPU, and PyTorch sees none here",
@@ -226,7 +230,7 @@ class VllmBackend(BaseBackend):
             parameters=params,
             weights_bytes=weights,
             dtype=precision,
-            device="cuda",
+            device="cuda:0",
             vocab_size=int(getattr(hf, "vocab_size", 0) or len(tok)),
             max_positions=max_model_len,
             notes=tuple(self.notes),

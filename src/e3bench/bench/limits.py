@@ -203,24 +203,29 @@ def kv_bytes_per_token(config: Mapping[str, Any], dtype: str, backend: str) -> t
     return per_token, how
 
 
-def available_memory(device: str) -> tuple[int, str] | None:
+def available_memory(device: str, nvml=None) -> tuple[int, str] | None:
     """``(bytes, what)`` free for the run on ``device``: CPU = MemAvailable + SwapFree from
-    /proc/meminfo; CUDA = the most free memory on any GPU (NVML); None when unknown."""
+    /proc/meminfo; ``cuda[:N]`` = free memory of that GPU (NVML, its index mapped through
+    ``CUDA_VISIBLE_DEVICES`` by :func:`e3bench.energy.meters.nvml.resolve_gpus`); None when
+    unknown. ``nvml``: the pynvml module (tests pass a fake)."""
     if device.startswith("cuda"):
-        try:
-            import pynvml  # type: ignore[import-not-found]
+        from e3bench.energy.meters.nvml import resolve_gpus
 
-            pynvml.nvmlInit()
+        try:
+            if nvml is None:
+                import pynvml as nvml  # type: ignore[import-not-found,no-redef]
+
+            (gpu,) = resolve_gpus(device)
+            nvml.nvmlInit()
             try:
-                free = max(
-                    int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).free)
-                    for i in range(pynvml.nvmlDeviceGetCount())
-                )
+                handle = (nvml.nvmlDeviceGetHandleByUUID(gpu) if isinstance(gpu, str)
+                          else nvml.nvmlDeviceGetHandleByIndex(gpu))  # fmt: skip
+                free = int(nvml.nvmlDeviceGetMemoryInfo(handle).free)
             finally:
-                pynvml.nvmlShutdown()
+                nvml.nvmlShutdown()
         except Exception:  # noqa: BLE001 - no NVML: no early check, the runtime catch remains
             return None
-        return free, "free GPU memory (NVML)"
+        return free, f"free memory of GPU {device} (NVML)"
     info: dict[str, int] = {}
     try:
         with open("/proc/meminfo", encoding="ascii") as f:

@@ -21,6 +21,7 @@ from e3bench.config.run import RunConfig
 from e3bench.config.validate import Problem, raise_problems, semantic_checks
 from e3bench.core.api import Backend
 from e3bench.core import registry
+from e3bench.core.devices import device_index
 from e3bench.core.host import THREADS_SOURCES, PeakRss, peak_rss_bytes, release_free_memory, resolve_threads
 from e3bench.core.ids import run_id, utc_now_iso
 from e3bench.core.progress import Reporter, as_reporter
@@ -72,7 +73,7 @@ class Runner:
         from e3bench.evals.engine import preflight
 
         preflight(cfg)  # lm-eval's task names, before the model loads
-        spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
         config = limits.peek_config(spec, cfg.cache_dir)
         # capabilities (architecture × backend × precision × device), then fit: refused here,
         # before any meter, idle window or load
@@ -87,7 +88,7 @@ class Runner:
         try:
             window = MeteredWindow.create(  # a meter that cannot work fails before the model loads
                 cfg.meter, device=cfg.device, cpu_tdp_w=cfg.cpu_tdp_w, region=cfg.region,
-                cross_choice=cfg.cross_check_meter, sync=backend.synchronize, timeout_s=cfg.meter_timeout_s,
+                cross_choice=cfg.cross_check_meter, sync=backend.synchronize, timeout_s=cfg.meter_timeout_s, pue=cfg.pue,
             )  # fmt: skip
             return self._measure(spec, backend, window, manifest, t_run)
         finally:
@@ -118,7 +119,7 @@ class Runner:
             weights_bytes=info.weights_bytes,
             dtype=info.dtype,
             device=info.device,
-            notes=list(info.notes),
+            notes=list(info.notes) + cfg.model_notes(),
         )
         ps = prompts.load_prompts(backend.encode, cfg.prompts, cfg.prompt_tokens)
         self._check_fit(limits.peek_config(spec, cfg.cache_dir), backend=backend,
@@ -251,10 +252,12 @@ class Runner:
         conditions and cached, re-measured when suspect); None when unknown."""
         from e3bench.bench import roofline
 
-        if self.cfg.device.startswith("cuda") and manifest.gpus:
-            bw = roofline.gpu_bandwidth(manifest.gpus[0].name)
+        idx = device_index(self.cfg.device)
+        if idx is not None and manifest.gpus:
+            gpu = manifest.gpus[idx] if idx < len(manifest.gpus) else manifest.gpus[0]  # torch's numbering
+            bw = roofline.gpu_bandwidth(gpu.name)
             if bw is None:
-                self.warnings.append(f"no bandwidth spec for GPU '{manifest.gpus[0].name}'; roofline skipped")
+                self.warnings.append(f"no bandwidth spec for GPU '{gpu.name}'; roofline skipped")
             return bw
         with self.progress.stage("memory bandwidth for the roofline (cached; re-measured when suspect)", unit="steps"):
             bw = roofline.cpu_bandwidth(models.cache_root(self.cfg.cache_dir), manifest.cpu_model)

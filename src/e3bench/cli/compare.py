@@ -144,6 +144,10 @@ def _console():
 _COLUMNS = (("metric", "text"), ("A", "num"), ("B", "num"), ("Δ", "num"), ("95% CI of Δ", "num"), ("verdict", "text"))
 
 
+#: What a narrow terminal keeps longest: the verdict and the difference; A and B go first.
+_KEEP = ("metric", "verdict", "95% CI of Δ", "Δ", "B", "A")
+
+
 def _rows(pr) -> list[dict]:
     """The table rows of one pair: a bold row naming each section, then one row per figure
     (the verdict coloured)."""
@@ -175,8 +179,10 @@ def _table(sa, sb, pairing, done) -> None:
     cols = [textable.Col(k, kind=kind) for k, kind in _COLUMNS]  # type: ignore[arg-type]
     for k, (p, pr) in enumerate(done, 1):
         title = f"{k}/{len(done)} {p.label}" if len(done) > 1 else p.label
-        t, _ = textable.table(cols, _rows(pr), width=con.width, title=escape(title))
+        t, lay = textable.table(cols, _rows(pr), width=con.width, title=escape(title), drop_order=_KEEP)
         con.print(t)
+        if lay.dropped:
+            typer.echo(textable.dropped_line(lay.dropped, con.width, "a wider COLUMNS, or --format md"), err=True)
         for line in [_tally(pr.rows), *_pair_lines(p, pr)]:
             con.print(escape(line))
         con.print("[dim]how:[/dim]")

@@ -18,6 +18,8 @@ from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.config.run import RunConfig, flag_of
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
+from e3bench.evals.defaults import default_task_or_skip
 
 #: short aliases of some flags
 SHORT = {"model": "-m", "backend": "-b", "output_dir": "-o"}
@@ -89,6 +91,10 @@ _EXTRA = [
     inspect.Parameter("backend_option", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
                       default=typer.Option([], "--backend-option", "-O",
                                            help="backend option key=value, e.g. n_ctx=4096 (repeatable)")),
+    inspect.Parameter("model_args", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                      default=typer.Option(None, "--model-args", help="lm-eval-style model arguments, comma separated: "
+                                           "revision=REV, trust_remote_code=true, chat_template=on|off, dtype=bfloat16, "
+                                           "device=cuda:1, pretrained=MODEL (each sets the flag of that name)")),
     inspect.Parameter("repeats", inspect.Parameter.KEYWORD_ONLY, annotation=int,
                       default=typer.Option(1, "--repeats", "-r", help="run each configuration N times: N records with the "
                                            "same config_hash and their own run_id (e3bench report aggregates them)")),
@@ -115,16 +121,11 @@ def run_configs(flags: dict[str, Any], *, config: Path | None, sets: list[str], 
     Raises :class:`~e3bench.config.validate.ConfigError` with every problem, each naming its flag.
     """
     from e3bench.config.overrides import parse_set
-    from e3bench.config.run import Layer, flags_layer, set_layer, yaml_layer
+    from e3bench.config.run import Layer, base_layers, set_layer
     from e3bench.config.validate import Problem, raise_problems
     from e3bench.sweep.plan import combine
 
     problems: list[Problem] = []
-    before: list[Layer] = []
-    if config is not None:
-        layer, dups = yaml_layer(config)
-        before.append(layer)
-        problems += dups
     lists: dict[str, list[int]] = {}
     bad: set[str] = set()  # reported here; built with the field's default so the rest is checked too
     for key in MULTI:
@@ -136,34 +137,14 @@ def run_configs(flags: dict[str, Any], *, config: Path | None, sets: list[str], 
                 bad.add(key)
                 problems.append(Problem(flag_of(key), f"'{value}' is not a comma list of whole numbers",
                                         f"e.g. {flag_of(key)} 64,128"))  # fmt: skip
-    before.append(flags_layer({k: v for k, v in flags.items() if k not in lists and k not in bad}))
+    before, dups = base_layers(config, {k: v for k, v in flags.items() if k not in lists and k not in bad})
+    problems = dups + problems
     axes = [[Layer({k: v}, lambda _path, k=k: flag_of(k)) for v in values] for k, values in lists.items()]
     opts = parse_set([f"backend_options.{o}" for o in backend_options], flag="--backend-option", example="n_ctx=4096")
     after = [Layer(opts, lambda k: f"--backend-option {k.split('.', 1)[-1]}"), set_layer(list(sets))]
     runs, _, found = combine(before, axes, after, runnable=True, run_defaults=True)
     raise_problems(problems + found)
     return runs
-
-
-def default_task_or_skip(cfg: RunConfig) -> tuple[RunConfig, str | None]:
-    """``cfg``, or ``cfg`` without its tasks and the one line saying why, when they are the
-    default task (not asked for) and its data is nowhere (neither the data directory nor the
-    hub): a default must not fail the run. A task the user asked for is not touched here; its
-    missing data fails the run before the model loads (:func:`e3bench.evals.engine.preflight`)."""
-    if not cfg.defaulted("tasks"):
-        return cfg, None
-    from e3bench.evals.engine import preflight
-    from e3bench.report.summary import QUALITY_SKIPPED
-
-    try:
-        preflight(cfg)
-    except E3Error as exc:
-        note = (f"{QUALITY_SKIPPED}the default task {','.join(cfg.tasks)} cannot run here ({exc.problem}); "
-                f"{exc.fix}, or pass --tasks none to run without it")  # fmt: skip
-        skipped = cfg.model_copy(update={"tasks": (), "limit": None})
-        skipped._defaulted = frozenset()
-        return skipped, note
-    return cfg, None
 
 
 def run(**kwargs: Any) -> None:
@@ -177,7 +158,7 @@ def run(**kwargs: Any) -> None:
         if repeats < 1:
             raise E3Error(f"--repeats must be ≥ 1 (got {repeats})", "e.g. --repeats 3")
         cfgs = run_configs(
-            {k: v for k, v in kwargs.items() if k in RunConfig.model_fields},
+            {k: v for k, v in kwargs.items() if k in RunConfig.model_fields or k == "model_args"},
             config=kwargs["config"], sets=kwargs["set_"], backend_options=kwargs["backend_option"],
         )  # fmt: skip
         jobs = [default_task_or_skip(cfg) for cfg in cfgs for _ in range(repeats)]
@@ -226,7 +207,7 @@ def _run_and_keep(cfg: RunConfig, skipped: str | None, out, *, quiet: bool, left
     failed = failed_batches_error(record, done.path)
     if failed is not None:
         if left:
-            failed.problem += f"; the {left} run(s) after it were not started"
+            failed.problem += f"; the {count(left, 'run')} after it {'was' if left == 1 else 'were'} not started"
         raise failed
     return record
 

@@ -2,6 +2,8 @@
 
 >>> parse_set(["max_new_tokens=64", "backend_options.n_ctx=4096", "tasks=mmlu,hellaswag"])
 {'max_new_tokens': 64, 'backend_options.n_ctx': 4096, 'tasks': 'mmlu,hellaswag'}
+>>> parse_model_args("revision=v1.0,dtype=bfloat16,chat_template=off")
+{'revision': 'v1.0', 'dtype': 'bf16', 'chat_template': 'off'}
 >>> apply_overrides({"train": {"max_steps": 100}}, parse_set(["train.max_steps=5"], scalar=toml_scalar))
 {'train': {'max_steps': 5}}
 
@@ -85,4 +87,56 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], *, ma
                 where = ".".join(parts[: i + 1])
                 raise E3Error(f"{flag} {key}: '{where}' is not a section", "use section.key=value")
         node[parts[-1]] = value
+    return out
+
+
+#: lm-eval's ``--model_args`` keys e3bench understands → the run-config field each sets
+MODEL_ARGS: dict[str, str] = {
+    "pretrained": "model",
+    "revision": "revision",
+    "trust_remote_code": "trust_remote_code",
+    "chat_template": "chat_template",
+    "apply_chat_template": "chat_template",
+    "dtype": "dtype",
+    "device": "device",
+}
+#: lm-eval / torch dtype spellings → e3bench's precision names
+_LM_EVAL_DTYPES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+MODEL_ARGS_EXAMPLE = "revision=main,trust_remote_code=true,chat_template=off"
+
+
+def parse_model_args(value: Any) -> dict[str, Any]:
+    """lm-eval-style model arguments — ``"revision=main,trust_remote_code=true"`` or a mapping
+    (YAML ``model_args: {revision: main}``) — as ``{run-config field: value}``
+    (:data:`MODEL_ARGS`; ``dtype=bfloat16`` → ``bf16``). Values stay text for the schema to
+    check (``chat_template=off`` is False, as pydantic reads booleans).
+
+    Raises :class:`E3Error` (one line listing the known keys) for an unknown key, and for an
+    item without ``=``.
+    """
+    if isinstance(value, Mapping):
+        items = [(str(k).strip(), v) for k, v in value.items()]
+    elif isinstance(value, str):
+        items = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            key, eq, raw = part.partition("=")
+            if not eq or not key.strip():
+                raise E3Error(f"--model-args expects key=value items separated by commas, got '{part}'",
+                              f"e.g. --model-args {MODEL_ARGS_EXAMPLE}")  # fmt: skip
+            items.append((key.strip(), raw.strip()))
+    else:
+        raise E3Error(f"model_args must be key=value text or a mapping, got {value!r}", f"e.g. {MODEL_ARGS_EXAMPLE}")
+    out: dict[str, Any] = {}
+    for key, raw in items:
+        field = MODEL_ARGS.get(key.lower())
+        if field is None:
+            raise E3Error(f"unknown model argument '{key}' (known: {', '.join(MODEL_ARGS)})",
+                          "backend options go in --backend-option key=value; run settings have their own flags")  # fmt: skip
+        if field == "dtype" and isinstance(raw, str):
+            raw = _LM_EVAL_DTYPES.get(raw.lower(), raw)
+        if field == "revision" and raw is not None:
+            raw = str(raw)
+        out[field] = raw
     return out

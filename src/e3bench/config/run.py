@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from e3bench.config.layers import (Layer, Locate, at, base_layers, duplicate_problems, flags_layer, set_layer, where_of,
+                                   yaml_layer)
 from e3bench.config.validate import Problem, raise_problems, semantic_checks
 from e3bench.config.values import ALIASES, DEFAULT_LIMIT, DEFAULT_TASKS, FLAGS, NO_TASKS, coerce, flag_of
+from e3bench.core.devices import device_problem
 from e3bench.core.errors import E3Error, unknown_name
 from e3bench.core.ids import stable_hash
 
@@ -44,7 +46,7 @@ class RunConfig(BaseModel):
         description="keyword options for the backend, e.g. n_ctx (llamacpp), compile (pytorch), "
         "gpu_memory_utilization (vllm); --backend-option key=value or --set backend_options.key=value",
     )
-    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu | cuda")
+    device: str = Field("cpu", description="cpu | cuda | cuda:N (N = the GPU index CUDA sees; cuda = cuda:0)")
     dtype: str = Field("fp32", description="fp32|bf16|fp16|int8|int4, or a backend's own (q4_k_m, native)")
     batch_sizes: tuple[int, ...] = Field((1, 4), description="batch sizes to measure, comma list, e.g. 1,4,8")
     prompt_tokens: int = Field(128, description="synthetic prompt length in tokens")
@@ -100,6 +102,19 @@ class RunConfig(BaseModel):
     trust_remote_code: bool = Field(
         False, description="let the model folder's own Python code run (transformers/vLLM auto_map); off: such models are refused"
     )
+    revision: str | None = Field(None, description="hub model revision: a branch, tag or commit (unset = the default branch)")
+    chat_template: bool = Field(
+        False, description="format task prompts with the tokenizer's chat template (instruct models; lm-eval's "
+        "--apply_chat_template); off = plain text prompts"
+    )
+    score_batch_size: int | Literal["auto"] | None = Field(
+        None, description="requests per batch when tasks score log-likelihoods: N, or auto = the largest batch that fits "
+        "(CUDA: halve on out-of-memory; CPU: a memory budget); unset = 1 on CPU, 16 on GPU"
+    )
+    pue: float = Field(
+        1.0, description="data-centre Power Usage Effectiveness (CodeCarbon's pue): CO2e uses facility energy = "
+        "measured IT energy × PUE; 1.0 = IT energy only"
+    )
     #: fields :func:`build_config` filled with ``e3bench run``'s defaults (not asked by the user)
     _defaulted: frozenset[str] = PrivateAttr(frozenset())
 
@@ -111,6 +126,33 @@ class RunConfig(BaseModel):
             raise ValueError(
                 f"unknown precision {v!r}: use one of {', '.join(DTYPES)}, or a GGUF type such as q4_k_m / q8_0 / f16"
             )
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        problem = device_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("score_batch_size", mode="before")
+    @classmethod
+    def _score_batch(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        text = str(v).strip().lower()
+        if text == "auto":
+            return "auto"
+        if isinstance(v, bool) or not text.isdigit() or int(text) < 1:
+            raise ValueError(f"must be a whole number ≥ 1 or auto (got {v!r}); leave it unset for the default")
+        return int(text)
+
+    @field_validator("pue")
+    @classmethod
+    def _pue(cls, v: float) -> float:
+        if not (math.isfinite(v) and v >= 1.0):
+            raise ValueError(f"a PUE is facility energy / IT energy, a finite number ≥ 1.0 (got {v}); e.g. 1.2")
         return v
 
     @field_validator("batch_sizes")
@@ -177,16 +219,27 @@ class RunConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """Fields that define *what is measured* (not where results go). Fields added later
-        count only when set — ``trust_remote_code`` (the model's own code may replace
-        transformers' classes), ``num_fewshot``, ``include_path`` — so the hashes of runs made
-        before they existed do not change."""
+        count only when set (:data:`_LATE_FIELDS`) — ``trust_remote_code`` (the model's own code
+        may replace transformers' classes), ``num_fewshot``, ``include_path``, ``revision``,
+        ``chat_template`` (other prompts, other scores), ``score_batch_size`` (padding moves
+        log-likelihoods by ~1e-5), ``pue`` (other CO2e) — so the hashes of runs made before they
+        existed do not change."""
         d = self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s"})
-        if not d["trust_remote_code"]:
-            del d["trust_remote_code"]
-        for late in ("num_fewshot", "include_path"):
-            if d[late] is None:
+        for late, unset in _LATE_FIELDS.items():
+            if d[late] == unset:
                 del d[late]
         return d
+
+    def model_notes(self) -> list[str]:
+        """One line per model argument the user set (``--model-args``), for the record's model notes."""
+        notes = []
+        if self.trust_remote_code:
+            notes.append("trust_remote_code was ON (asked for): the model folder's own Python code was allowed to run")
+        if self.revision is not None:
+            notes.append(f"hub revision {self.revision} (asked for)")
+        if self.chat_template:
+            notes.append("task prompts were formatted with the tokenizer's chat template (chat_template on)")
+        return notes
 
     def defaulted(self, field: str) -> bool:
         """Whether ``field`` holds a default of ``e3bench run`` the user did not ask for (the
@@ -198,52 +251,15 @@ class RunConfig(BaseModel):
         return stable_hash(self.identity())
 
 
+#: the key that carries lm-eval-style model arguments (YAML ``model_args:``, ``--model-args``)
+MODEL_ARGS_KEY = "model_args"
+#: fields added after records existed, and their unset value: in the identity only when set
+_LATE_FIELDS: dict[str, Any] = {"trust_remote_code": False, "num_fewshot": None, "include_path": None,
+                                "revision": None, "chat_template": False, "score_batch_size": None, "pue": 1.0}
 FIELDS: tuple[str, ...] = tuple(RunConfig.model_fields)
 __all__ = ["ALIASES", "DEFAULT_LIMIT", "DEFAULT_TASKS", "FIELDS", "FLAGS", "NO_TASKS", "Layer", "RunConfig",
-           "build_config", "coerce", "flag_of"]  # fmt: skip
-Locate = Callable[[str], str]
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One source of field values and how to name a key of it in messages.
-
-    ``values``: field (or alias, or ``backend_options.<opt>``) → value; ``locate(key_path)``:
-    e.g. ``"run.yaml:3 (meter)"`` or ``"--meter"``.
-    """
-
-    values: Mapping[str, Any]
-    locate: Locate
-
-
-def yaml_layer(path: str | Path, *, prefix: str = "") -> tuple[Layer, list[Problem]]:
-    """The layer of a YAML run config (``prefix`` = ``"base."`` for a sweep's base section) and
-    the problems its duplicate keys make."""
-    from e3bench.config import yamlfile
-
-    doc = yamlfile.load(path)
-    return Layer(doc.data, lambda k: doc.where(prefix + k)), duplicate_problems(doc)
-
-
-def duplicate_problems(doc) -> list[Problem]:
-    """One problem per key given twice in a :class:`~e3bench.config.yamlfile.YamlFile`."""
-    return [
-        Problem(f"{doc.path}:{line} ({path})", f"key '{path}' is given twice (first at line {first})",
-                "keep one of them: YAML would silently use the last")  # fmt: skip
-        for path, line, first in doc.duplicates
-    ]
-
-
-def flags_layer(values: Mapping[str, Any]) -> Layer:
-    """The layer of command-line flags (``None`` = flag not given)."""
-    return Layer({k: v for k, v in values.items() if v is not None}, lambda k: flag_of(k.split(".")[0]))
-
-
-def set_layer(items: list[str]) -> Layer:
-    """The layer of ``--set key=value`` items (values parsed as YAML scalars)."""
-    from e3bench.config.overrides import parse_set
-
-    return Layer(parse_set(items), lambda k: f"--set {k}")
+           "base_layers", "build_config", "coerce", "duplicate_problems", "flag_of", "flags_layer", "set_layer",
+           "yaml_layer"]  # fmt: skip
 
 
 def build_config(
@@ -268,13 +284,7 @@ def build_config(
     skip such runs instead, and a config may be built on one machine and run on another.
     Raises :class:`~e3bench.config.validate.ConfigError` listing every problem found.
     """
-    problems: list[Problem] = []
-    stack: list[Layer] = []
-    if yaml_path is not None:
-        layer, dups = yaml_layer(yaml_path)
-        stack.append(layer)
-        problems += dups
-    stack.append(flags_layer(overrides or {}))
+    stack, problems = base_layers(yaml_path, overrides or {})
     stack.append(set_layer(list(sets or [])))
     stack += layers or []
     merged, origin = _merge(stack, problems)
@@ -302,6 +312,9 @@ def _merge(stack: list[Layer], problems: list[Problem]) -> tuple[dict[str, Any],
                 merged["backend_options"] = opts
                 origin[field] = layer.locate
                 continue
+            if field == MODEL_ARGS_KEY:  # lm-eval's --model_args: sets the fields it names
+                _merge_model_args(layer, key, value, merged, origin, problems)
+                continue
             if field not in FIELDS:
                 err = unknown_name("config key", key, FIELDS + tuple(ALIASES), fix=f"valid keys: {', '.join(FIELDS)}")
                 problems.append(Problem(where, err.problem, err.fix))
@@ -312,35 +325,32 @@ def _merge(stack: list[Layer], problems: list[Problem]) -> tuple[dict[str, Any],
                                             "e.g. backend_options: {n_ctx: 4096} in YAML, or --backend-option n_ctx=4096"))  # fmt: skip
                     continue
                 for opt in value or {}:
-                    origin[f"backend_options.{opt}"] = _at(layer.locate, key, opt)
+                    origin[f"backend_options.{opt}"] = at(layer.locate, key, opt)
             try:
                 merged[field] = coerce(field, value)
             except E3Error as exc:
                 problems.append(Problem(where, exc.problem, exc.fix))
                 continue
-            origin[field] = _at(layer.locate, key)
+            origin[field] = at(layer.locate, key)
     return merged, origin
 
 
-def _at(locate: Locate, key: str, sub: str | None = None) -> Locate:
-    """A locator for paths under field ``key`` as spelled in its layer (alias kept)."""
-    field = ALIASES.get(key, key)
+def _merge_model_args(layer: Layer, key: str, value: Any, merged: dict[str, Any], origin: dict[str, Locate],
+                      problems: list[Problem]) -> None:  # fmt: skip
+    """Set the fields ``model_args`` (text or mapping) names into ``merged``, each located at
+    ``key`` of ``layer`` (``--model-args`` or the YAML line)."""
+    from e3bench.config.overrides import parse_model_args
 
-    def where(path: str) -> str:
-        rest = path[len(field):] if path.startswith(field) else ""
-        return locate(key + rest)
+    try:
+        fields = parse_model_args(value)
+    except E3Error as exc:
+        problems.append(Problem(layer.locate(key), exc.problem, exc.fix))
+        return
+    for field, v in fields.items():
+        merged[field] = coerce(field, v)
+        origin[field] = lambda path, key=key: layer.locate(key) + f" ({path})"
 
-    return where
 
-
-def _where(origin: Mapping[str, Locate], key_path: str) -> str:
-    parts = key_path.split(".")
-    while parts:
-        loc = origin.get(".".join(parts))
-        if loc is not None:
-            return loc(key_path)
-        parts.pop()
-    return f"{key_path} (default)"
 
 
 def _validate(merged: dict[str, Any], origin: dict[str, Locate], problems: list[Problem], *, runnable: bool) -> RunConfig:
@@ -352,12 +362,12 @@ def _validate(merged: dict[str, Any], origin: dict[str, Locate], problems: list[
         for err in exc.errors():
             top = str(err["loc"][0]) if err["loc"] else "config"
             bad.add(top)
-            problems.append(Problem(_where(origin, top), *_schema_message(top, err)))
+            problems.append(Problem(where_of(origin, top), *_schema_message(top, err)))
     values = cfg.model_dump() if cfg is not None else {
         **{k: f.default for k, f in RunConfig.model_fields.items()}, **merged
     }  # fmt: skip
     for key, err in semantic_checks(values, runnable=runnable, skip=bad):
-        problems.append(Problem(_where(origin, key), err.problem, err.fix))
+        problems.append(Problem(where_of(origin, key), err.problem, err.fix))
     raise_problems(problems)
     assert cfg is not None
     return cfg

@@ -22,6 +22,7 @@ from typing import Any
 
 from e3bench.core import registry
 from e3bench.core.errors import E3Error, MissingExtra, unknown_name
+from e3bench.core.fmt import count
 
 Found = list[tuple[str, E3Error]]  # (key path such as "tasks.0" or "backend_options.n_ctx", error)
 
@@ -49,7 +50,7 @@ class ConfigError(E3Error):
 
     def __init__(self, problems: list[Problem]) -> None:
         first = problems[0].error()
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        more = f" (and {count(len(problems) - 1, 'more problem')})" if len(problems) > 1 else ""
         super().__init__(first.problem + more, first.fix)
         self.problems = problems
 
@@ -236,6 +237,21 @@ def unrunnable_reason(backend: str, device: str, dtype: str) -> str | None:
     return capability_problem(registry.backends.get(backend), device=device, precision=dtype)
 
 
+def check_device(device: Any, *, runnable: bool) -> Found:
+    """With ``runnable``, a ``cuda:N`` device names a GPU torch sees here
+    (:func:`e3bench.core.devices.check_visible`; without torch the backend's library decides).
+    The spelling itself is the schema's check."""
+    from e3bench.core.devices import check_visible, device_problem
+
+    if not runnable or not isinstance(device, str) or device_problem(device) is not None:
+        return []
+    try:
+        check_visible(device)
+    except E3Error as exc:
+        return [("device", exc)]
+    return []
+
+
 def check_output_dir(folder: str | os.PathLike) -> Found:
     """Records can be written under ``folder`` (created if missing): its nearest existing
     ancestor is a writable directory. Checked before a run so a bad ``--output-dir`` does not
@@ -263,6 +279,7 @@ def semantic_checks(values: Mapping[str, Any], *, runnable: bool, skip: set[str]
         ({"trackers"}, lambda: check_trackers(tuple(values.get("trackers") or ()))),
         ({"engine", "num_fewshot", "include_path", "trust_remote_code"}, lambda: check_lmeval_options(values, runnable=runnable)),
         ({"backend", "backend_options", "device", "dtype"}, lambda: check_backend(values, runnable=runnable)),
+        ({"device"}, lambda: check_device(values.get("device"), runnable=runnable)),
     ]
     if runnable:  # this machine writes the record
         out = Path(str(values.get("output_dir"))) / str(values.get("sweep"))

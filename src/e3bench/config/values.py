@@ -25,7 +25,7 @@ DEFAULT_LIMIT = 100
 NO_TASKS = "none"
 
 #: other spellings accepted for a field (YAML, --set, sweep files)
-ALIASES = {"batch_size": "batch_sizes", "batch-size": "batch_sizes", "task": "tasks"}
+ALIASES = {"batch_size": "batch_sizes", "batch-size": "batch_sizes", "task": "tasks", "model-args": "model_args"}
 #: the command-line flag of each field where it is not ``--<field-with-dashes>``
 FLAGS = {"batch_sizes": "--batch-size", "cross_check_meter": "--cross-check", "backend_options": "--backend-option"}
 _LISTS = ("batch_sizes", "trackers")  # and tasks (_task_tuple)
@@ -51,6 +51,10 @@ def coerce(key: str, value: Any) -> Any:
                 try:
                     return tuple(int(p) for p in parts)
                 except ValueError:
+                    if value.strip().lower() == "auto":
+                        raise E3Error("--batch-size sets the speed run's batch sizes and takes numbers, got 'auto'",
+                                      "for lm-eval's --batch_size auto (the batch that scores tasks) use "
+                                      "--score-batch-size auto; e.g. --batch-size 1,4,8") from None  # fmt: skip
                     raise E3Error(f"batch_sizes must be integers, got '{value}'", "e.g. --batch-size 1,4,8") from None
             return tuple(parts)
         if isinstance(value, int):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
+from e3bench.core.devices import device_kind
 from e3bench.core.errors import MissingExtra
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ class Capabilities:
     precision_extras: tuple[tuple[str, str, str], ...] = ()
 
     def precisions_on(self, device: str) -> frozenset[str]:
-        """The precisions this backend runs on ``device``."""
-        return dict(self.precisions_by_device).get(device, self.precisions)
+        """The precisions this backend runs on ``device`` (``cuda:1`` is a ``cuda`` device)."""
+        return dict(self.precisions_by_device).get(device_kind(device), self.precisions)
 
     def missing_extra(self, precision: str) -> MissingExtra | None:
         """The :class:`~e3bench.core.errors.MissingExtra` for a ``precision`` whose package is
@@ -76,8 +77,9 @@ class Capabilities:
         return None
 
     def check(self, *, device: str, precision: str) -> str | None:
-        """Return a reason this combination is impossible, or None."""
-        if device not in self.devices:
+        """Return a reason this combination is impossible, or None (``device``: ``cpu``,
+        ``cuda`` or ``cuda:N``, checked by its kind)."""
+        if device_kind(device) not in self.devices:
             return f"device '{device}' not supported (supported: {', '.join(sorted(self.devices))})"
         allowed = self.precisions_on(device)
         if precision not in allowed:

@@ -103,9 +103,11 @@ class EnergySummary(BaseModel):
     phase_attribution: str | None = None
     prefill_power_w: float | None = None  # fitted mean power of each phase (apportioned by a fit)
     decode_power_w: float | None = None
-    # carbon
-    co2e_g: float | None = None  # on gross energy
-    co2e_net_g: float | None = None
+    # carbon: CO2e of facility energy = the measured (IT) energy × ``pue`` (CodeCarbon's PUE)
+    pue: float | None = None  # None: a record made before PUE existed (= 1.0)
+    facility_energy_j: float | None = None  # gross IT energy × pue
+    co2e_g: float | None = None  # on gross energy × pue
+    co2e_net_g: float | None = None  # on net energy × pue
     grid_g_per_kwh: float | None = None
     grid_region: str | None = None
     grid_source: str | None = None
@@ -245,11 +247,13 @@ def summarize(
     requests: int,
     phases: PhaseSplit | None = None,
     region: str | carbon.GridIntensity | None = None,
+    pue: float = 1.0,
 ) -> EnergySummary:
     """Turn one window's reading into the record's energy figures (see the module doc).
 
     ``idle``: the baseline to subtract (only if from the same method and sensor); ``phases``:
-    the window's prefill/decode split (:func:`e3bench.energy.phases.split_phases`). A
+    the window's prefill/decode split (:func:`e3bench.energy.phases.split_phases`); ``pue``: the
+    data centre's Power Usage Effectiveness (CO2e is of facility energy = IT energy × PUE). A
     missing reading or one with a non-finite value gives method ``missing`` with the reason.
     """
     grid = region if isinstance(region, carbon.GridIntensity) else carbon.lookup(region)
@@ -264,6 +268,7 @@ def summarize(
         "grid_source": grid.source,
         "grid_year": grid.year,
         "grid_is_default": grid.is_default,
+        "pue": pue,
         "details": dict(reading.details),
         "formula": _str_or_none(reading.details.get("formula")),
     }
@@ -340,8 +345,9 @@ def summarize(
         wh_per_1000_queries=chosen.wh_per_1000_queries,
         gross=gross,
         net=net,
-        co2e_g=carbon.co2e_g(gross_j, grid),
-        co2e_net_g=None if net_j is None else carbon.co2e_g(net_j, grid),
+        facility_energy_j=carbon.facility_j(gross_j, pue),
+        co2e_g=carbon.co2e_g(gross_j, grid, pue),
+        co2e_net_g=None if net_j is None else carbon.co2e_g(net_j, grid, pue),
         notes=notes,
         **phase_fields,  # type: ignore[arg-type]
         **common,  # type: ignore[arg-type]

@@ -124,6 +124,16 @@ def lookup(region: str | None) -> GridIntensity:
     )
 
 
-def co2e_g(energy_j: float, intensity: GridIntensity) -> float:
-    """Grams CO2e for ``energy_j`` joules: kWh × g/kWh (1 kWh = 3.6e6 J)."""
-    return energy_j / 3.6e6 * intensity.g_per_kwh
+def co2e_g(energy_j: float, intensity: GridIntensity, pue: float = 1.0) -> float:
+    """Grams CO2e for ``energy_j`` joules of IT energy (what the meters measure) in a data centre
+    of Power Usage Effectiveness ``pue``: facility energy = IT energy × PUE (CodeCarbon's
+    ``pue``), then kWh × g/kWh (1 kWh = 3.6e6 J). ``pue`` 1.0 = the IT energy alone."""
+    return facility_j(energy_j, pue) / 3.6e6 * intensity.g_per_kwh
+
+
+def facility_j(energy_j: float, pue: float = 1.0) -> float:
+    """Facility energy (J) of ``energy_j`` joules of IT energy: IT energy × PUE (cooling, power
+    conversion and lighting on top of the measured hardware)."""
+    if not (pue >= 1.0):
+        raise E3Error(f"a PUE is facility energy / IT energy, ≥ 1.0 (got {pue})", "e.g. --pue 1.2, or 1.0 for IT energy only")
+    return energy_j * pue

@@ -61,7 +61,8 @@ class MeteredWindow:
 
     ``sync`` is called at both ends of every window (``backend.synchronize`` for inference,
     ``torch.cuda.synchronize`` for training; a no-op by default). ``region`` is the grid
-    region for CO2e (``None`` = world average). Construct with :meth:`create` to pick meters
+    region for CO2e (``None`` = world average) and ``pue`` the data centre's Power Usage
+    Effectiveness (CO2e of facility energy = IT energy × PUE; 1.0 = IT only). Construct with :meth:`create` to pick meters
     by name; the constructor takes ready meter objects (tests, plugins).
 
     Every meter call waits at most ``timeout_s`` seconds (:class:`~e3bench.energy.meters.bounded.
@@ -78,11 +79,13 @@ class MeteredWindow:
         region: str | None = None,
         cross: EnergyMeter | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        pue: float = 1.0,
     ) -> None:
         self.meter = meter
         self.meter_reason = meter_reason or getattr(meter, "name", "meter")
         self.sync = sync or _no_sync
         self.region = region
+        self.pue = pue
         self.cross = cross
         self.idle: IdleBaseline | None = None
         self.cross_idle: IdleBaseline | None = None
@@ -100,6 +103,7 @@ class MeteredWindow:
         cross_choice: str | None = None,
         sync: Callable[[], None] | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        pue: float = 1.0,
     ) -> MeteredWindow:
         """Build the meters named ``choice`` / ``cross_choice`` (see ``energy.meters``). The
         idle baseline is not measured here: call :meth:`measure_idle` once the workload's
@@ -116,7 +120,7 @@ class MeteredWindow:
         try:
             if cross_choice:
                 cross, _ = make_meter(cross_choice, device=device, cpu_tdp_w=cpu_tdp_w)
-            win = cls(meter, meter_reason=why, sync=sync, region=region, cross=cross, timeout_s=timeout_s)
+            win = cls(meter, meter_reason=why, sync=sync, region=region, cross=cross, timeout_s=timeout_s, pue=pue)
         except BaseException:
             meter.close()
             if cross is not None:
@@ -213,6 +217,7 @@ class MeteredWindow:
             requests=requests,
             phases=split,
             region=self.region,
+            pue=self.pue,
         )
         if cross:
             summary = summary.model_copy(update={"notes": [*summary.notes, CROSS_NOTE]})

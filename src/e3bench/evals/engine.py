@@ -19,6 +19,7 @@ from collections.abc import Callable
 from e3bench.config.run import RunConfig
 from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.progress import Reporter, accepts, as_reporter
 from e3bench.energy.window import Metered, MeteredWindow
 from e3bench.results.schema import TaskResult
@@ -158,29 +159,40 @@ def run_tasks(
     warnings = warnings if warnings is not None else []
     out: list[TaskResult] = []
     seen: dict[str, int] = {}
+    _set_score_batch(backend, cfg, warnings)
+    if cfg.chat_template:  # both engines: the model's tokenizer must have one, before any task runs
+        from e3bench.evals.chat import ChatTemplated, template_of
+
+        template_of(backend)
     if cfg.engine == "lm-eval":
         from e3bench.evals.lmeval_engine import check_task_names, run_lm_eval
 
         check_task_names(cfg.tasks, cfg.include_path)  # every name, before the first task runs
+        chat = {"apply_chat_template": True} if cfg.chat_template else {}
         for name in cfg.tasks:
-            label = f"lm-eval task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else "")
+            label = f"lm-eval task {name}" + (f" (first {count(cfg.limit, 'item')})" if cfg.limit else "")
+            _reset_batches(backend)
             with reporter.stage(label, unit="requests") as st:
                 metered = window.run(
                     f"task-lm-eval-{name}",
                     lambda name=name, st=st: run_lm_eval(
                         backend, [name], limit=cfg.limit, num_fewshot=cfg.num_fewshot, include_path=cfg.include_path,
-                        log_samples=cfg.log_samples, random_seed=cfg.seed, progress=st,
+                        log_samples=cfg.log_samples, random_seed=cfg.seed, progress=st, **chat,
                     ),
                 )  # fmt: skip
-            out += _lm_eval_results(window, cfg, run_id, name, metered, seen)
+            out += _with_batches(_lm_eval_results(window, cfg, run_id, name, metered, seen), backend)
         return out
 
     from e3bench.evals.tasks import get_task, parse_task_spec
 
+    inner = backend  # holds the scoring batch sizes; the chat wrapper only rewrites prompts
+    if cfg.chat_template:
+        backend = ChatTemplated(backend)  # type: ignore[assignment]
     for spec in cfg.tasks:
         name, options = parse_task_spec(spec)
         task = get_task(name, **options)
-        label = f"task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else "")
+        label = f"task {name}" + (f" (first {count(cfg.limit, 'item')})" if cfg.limit else "")
+        _reset_batches(inner)
         try:
             with reporter.stage(label, unit="items") as st:
                 shown = {"progress": st} if accepts(task.evaluate, "progress") else {}  # a plugin may not take it
@@ -191,5 +203,30 @@ def run_tasks(
             # one task that cannot run (no data, encoder-only model) must not lose the others
             warnings.append(f"task {name} skipped: {exc.one_line()}")
             continue
-        out.append(_result(window, cfg, run_id, _distinct(metered.result, seen), "e3bench", metered))
+        out += _with_batches([_result(window, cfg, run_id, _distinct(metered.result, seen), "e3bench", metered)], inner)
     return out
+
+
+def _set_score_batch(backend: Backend, cfg: RunConfig, warnings: list[str]) -> None:
+    """Hand ``--score-batch-size`` to the backend (a plugin backend without the setting: a
+    warning says it was not applied)."""
+    if hasattr(backend, "score_batch_size"):
+        backend.score_batch_size = cfg.score_batch_size  # type: ignore[attr-defined]
+    elif cfg.score_batch_size is not None:
+        warnings.append(f"--score-batch-size {cfg.score_batch_size} not applied: the {backend.name} backend "
+                        "has no scoring batch size")  # fmt: skip
+
+
+def _reset_batches(backend: Backend) -> None:
+    if isinstance(getattr(backend, "score_batches_used", None), dict):
+        backend.score_batches_used = {}  # type: ignore[attr-defined]
+
+
+def _with_batches(results: list[TaskResult], backend: Backend) -> list[TaskResult]:
+    """``results`` with ``details["score_batch_size"]``: how each scoring batch size of the task
+    was chosen (``auto: 64 for inputs ≤ 128 tokens = ...``), when the task scored."""
+    used = getattr(backend, "score_batches_used", None)
+    if isinstance(used, dict) and used:
+        for r in results:
+            r.details["score_batch_size"] = sorted(used)
+    return results

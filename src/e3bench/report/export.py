@@ -66,3 +66,27 @@ def export_runs(results_dir: Path, out: Path) -> int:
     with write_errors(out, "choose a writable -o path"):
         atomic_write_bytes(out, data)
     return len(rows)
+
+
+def export_emissions(results_dir: Path, out: Path) -> int:
+    """Write CodeCarbon's ``emissions.csv`` of every run under ``results_dir`` to ``out`` (a
+    ``.csv``): one row per metered window, CodeCarbon's columns then e3bench's
+    (:mod:`e3bench.results.emissions_csv`), text cells formula-safe, atomically; returns the
+    number of rows. Raises :class:`E3Error` (one line) for another ending, a directory, an
+    unwritable place, or a results folder without records."""
+    from e3bench.results import emissions_csv, store
+
+    out = Path(out)
+    if out.is_dir():
+        raise E3Error(f"cannot export to {out}: it is a directory", f"name a file, e.g. -o {out / 'emissions.csv'}")
+    if out.suffix != ".csv":
+        raise E3Error(f"--format emissions writes CodeCarbon's CSV, not '{out.suffix or out.name}'",
+                      "name a .csv file, e.g. -o emissions.csv")  # fmt: skip
+    root = store.check_root(results_dir)
+    scanned = store.scan(root)
+    if not scanned.records:
+        raise store.no_results_error(root, scanned.problems)
+    rows = emissions_csv.rows(scanned.records)
+    with write_errors(out, "choose a writable -o path"):
+        atomic_write_bytes(out, to_csv(rows, emissions_csv.COLUMNS).encode("utf-8"))
+    return len(rows)

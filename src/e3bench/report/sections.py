@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from e3bench.core.fmt import num
-from e3bench.report.compare import BatchFigures, ConfigSummary, by_workload, pareto_front
+from e3bench.core.fmt import count, num
 from e3bench.core.timing import Stats
+from e3bench.report.compare import BatchFigures, ConfigSummary, by_workload, pareto_front
 from e3bench.report.stats import BETTER, INCONCLUSIVE, NO_DIFFERENCE, diff_ci, verdict
 from e3bench.report.tables import MISSING, ci_cell, md_cell
 from e3bench.report import llshift
@@ -184,12 +184,11 @@ def _accuracy_tied(best: ConfigSummary, other: ConfigSummary) -> bool:
     if len(best.task_scores) == len(other.task_scores) == len(common) == 1:
         a, b = other.task_scores[common[0]], best.task_scores[common[0]]
         return a.metric == b.metric and verdict(compare_tasks(a, b).difference, higher_is_better=True) != BETTER
-    ses = [s.stderr for c in (best, other) for s in c.task_scores.values()]
-    if any(se is None for se in ses):
+    if any(s.stderr is None for c in (best, other) for s in c.task_scores.values()):
         return True
-    k = (len(best.task_scores) + len(other.task_scores)) / 2
-    half = 1.96 * math.sqrt(sum(se**2 for se in ses)) / k  # type: ignore[operator]
-    return best.accuracy - other.accuracy <= half  # type: ignore[operator]
+    var = sum(sum(s.stderr**2 for s in c.task_scores.values()) / len(c.task_scores) ** 2  # type: ignore[operator]
+              for c in (best, other))  # fmt: skip
+    return best.accuracy - other.accuracy <= 1.96 * math.sqrt(var)  # type: ignore[operator]
 
 
 def _accuracy(c: ConfigSummary) -> str:
@@ -239,7 +238,7 @@ def executive_lines(configs: Sequence[ConfigSummary], comps: Sequence[VariantCom
                        f"≥ {100 * MLPERF_QUALITY_TARGET:.0f} % needed)")  # fmt: skip
     warned = [c for c in configs if c.warnings]
     if warned:
-        out.append(f"- **Run warnings:** {len(warned)} configuration(s) — see the Run warnings table")
+        out.append(f"- **Run warnings:** {count(len(warned), 'configuration')} — see the Run warnings table")
     return out
 
 

@@ -26,6 +26,7 @@ options, measurement settings) is what a comparison inside one workload is about
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ def _text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+@functools.cache
 def _defaults() -> dict[str, Any]:
+    """Today's ``RunConfig`` defaults, field → value (read once; callers copy, never mutate)."""
     from e3bench.config.run import RunConfig
 
     return {k: f.get_default(call_default_factory=True) for k, f in RunConfig.model_fields.items()}
@@ -115,8 +118,9 @@ def config_key(config: Mapping[str, Any], *, ignore: tuple[str, ...] = ()) -> st
     changes when the hash rule does); ``ignore=("dtype", *MEASURING)`` gives what a variant
     shares with its reference."""
     vals = {**complete(config), **workload_values(config)}
-    if missing(config):
-        vals[UNKNOWN] = missing(config)
+    lacks = missing(config)
+    if lacks:
+        vals[UNKNOWN] = lacks
     return json.dumps({k: v for k, v in vals.items() if k not in NOT_COMPARED and k not in ignore},
                       sort_keys=True, default=str)  # fmt: skip
 

@@ -13,7 +13,8 @@ import os
 from collections.abc import Iterator, Sequence
 
 from e3bench.config.run import RunConfig
-from e3bench.core.errors import require
+from e3bench.core.devices import device_index, device_kind
+from e3bench.core.errors import E3Error, require
 from e3bench.results.schema import ResultRecord
 from e3bench.sweep.claims import Held
 from e3bench.sweep.executors.local import DEFAULT_TIMEOUT_S
@@ -40,7 +41,8 @@ def _remote_run(cfg_json: str, timeout_s: float | None, threads: int | None) -> 
 
 class RayExecutor:
     """One Ray task per config; ``address`` of a cluster (None: start a local instance with
-    ``num_cpus``), ``cpus_per_run`` CPUs reserved per task (CUDA runs also take one GPU),
+    ``num_cpus``), ``cpus_per_run`` CPUs reserved per task (CUDA runs also take one GPU,
+    Ray's choice: ``cuda:N`` with N > 0 is refused before anything starts),
     ``timeout_s`` per run (as the local executor's). Runs get the thread settings of the
     driver's environment (:func:`~e3bench.sweep.executors.worker.run_env`), not Ray's."""
 
@@ -54,6 +56,11 @@ class RayExecutor:
     def map(self, configs: Sequence[RunConfig]) -> Iterator[ResultRecord | Held]:
         """Submit every config, then yield records as tasks finish (a lost task → failed record;
         a configuration another process holds → :class:`~e3bench.sweep.claims.Held`)."""
+        pinned = sorted({c.device for c in configs if (device_index(c.device) or 0) > 0})
+        if pinned:  # Ray gives each task one GPU of its choice, visible in the task as cuda:0
+            raise E3Error(f"--executor ray places each run on a GPU of Ray's choosing; --device {pinned[0]} "
+                          "names a GPU by index, which inside a Ray task does not exist",
+                          "use --device cuda with the ray executor, or the local executor for a given GPU")  # fmt: skip
         ray = require("ray", "ray", "--executor ray")
         threads = env_threads(os.environ)  # the driver's, before Ray sets its own
         started_here = not ray.is_initialized()
@@ -66,7 +73,7 @@ class RayExecutor:
             fn = ray.remote(_remote_run)
             pending = {}
             for cfg in configs:
-                opts = {"num_gpus": 1, "num_cpus": self.cpus_per_run} if cfg.device == "cuda" else {
+                opts = {"num_gpus": 1, "num_cpus": self.cpus_per_run} if device_kind(cfg.device) == "cuda" else {
                     "num_cpus": self.cpus_per_run
                 }
                 pending[fn.options(**opts).remote(cfg.model_dump_json(), self.timeout_s, threads)] = cfg

@@ -27,15 +27,18 @@ def resolve_device(device: str, *, cuda=None) -> str:
         import torch
 
         cuda = torch.cuda
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise E3Error(f"unknown device '{device}'", "use --device auto, cpu or cuda")
+    from e3bench.core.devices import check_visible, device_problem
+
+    if device != "auto" and device_problem(device) is not None:
+        raise E3Error(f"unknown device '{device}'", "use --device auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if cuda.is_available() else "cpu"
     if device.startswith("cuda") and not cuda.is_available():
         raise E3Error(
-            "--device cuda was requested but PyTorch sees no CUDA GPU",
+            f"--device {device} was requested but PyTorch sees no CUDA GPU",
             "use --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU",
         )
+    check_visible(device, getattr(cuda, "device_count", lambda: None))
     return device
 
 
@@ -110,7 +113,7 @@ def synchronize(device: str, *, cuda=None) -> None:
             import torch
 
             cuda = torch.cuda
-        cuda.synchronize()
+        cuda.synchronize(device)  # the GPU of cuda:N, not the current one
 
 
 def seed_everything(seed: int) -> None:

@@ -54,7 +54,7 @@ class MemoryTracker:
         release_freed_memory()
         self.rss_start = self.peak_rss = host.rss_bytes()
         if self.device.startswith("cuda"):
-            self._cuda_mod().reset_peak_memory_stats()
+            self._cuda_mod().reset_peak_memory_stats(self.device)  # the GPU of cuda:N, not the current one
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="e3bench-rss", daemon=True)
         self._thread.start()
@@ -76,8 +76,8 @@ class MemoryTracker:
         method = None
         if self.device.startswith("cuda"):
             cuda = self._cuda_mod()
-            peak_dev = int(cuda.max_memory_allocated())
-            reserved = int(cuda.max_memory_reserved())
+            peak_dev = int(cuda.max_memory_allocated(self.device))
+            reserved = int(cuda.max_memory_reserved(self.device))
             method = "torch.cuda.max_memory_allocated / max_memory_reserved since reset at start"
         return MemoryFigures(
             rss_start_bytes=self.rss_start,
