@@ -185,7 +185,7 @@ def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
     with pytest.raises(E3Error, match="same 3 record"):
         pair(a, resolve("a2", tmp_path, with_repeats=True))
     overlap = pair(a, resolve(str(tmp_path / "runs" / "a0.json"))).pairs[0]  # 3 repeats against one of them
-    assert "1 run(s) on both sides (a0): the difference is understated" in overlap.warnings
+    assert "1 run on both sides (a0): the difference is understated" in overlap.warnings
 
 
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
@@ -307,6 +307,6 @@ def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
     res = run_cli("compare", str(base), str(base))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        next(x for x in res.stderr.splitlines() if x.startswith("error: A and B are the same 1 record(s)"))]
+        next(x for x in res.stderr.splitlines() if x.startswith("error: A and B are the same 1 record ("))]
     res = cli.invoke(app, ["compare", "nope-run", str(base), "-r", str(tmp_path)])
     assert res.exit_code == 2 and "error: no run, sweep or results folder named 'nope-run'" in res.output

@@ -387,7 +387,7 @@ def test_ctrl_c_in_a_sweep_names_the_sweep_progress_and_results_folder(tmp_path)
     finally:
         registry.executors.unregister("ctrlc")
     line = common.interrupted_line()
-    assert line.startswith("interrupted (Ctrl-C): e3bench sweep of sweep 'cc', during: 3 configuration(s) to run, "
+    assert line.startswith("interrupted (Ctrl-C): e3bench sweep of sweep 'cc', during: 3 configurations to run, "
                            "1 finished (last: smollm2-135m pytorch fp32 cpu (seed=1))"), line  # fmt: skip
     assert f"intact in {tmp_path / 'o' / 'cc'}" in line
 

@@ -12,6 +12,7 @@ import typer
 
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 
 
 #: Options every table-printing command shares.
@@ -185,6 +186,6 @@ def export(
             raise E3Error(f"unknown export format '{format_}'", "use --format runs (default) or --format emissions")
         n = (export_emissions if format_ == "emissions" else export_runs)(results_dir, out)
         _note_skipped(results_dir)
-        typer.echo(f"wrote {n} rows to {out}")
+        typer.echo(f"wrote {count(n, 'row')} to {out}")
     except E3Error as exc:
         fail(exc)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e3bench.core.fmt import count
 from e3bench.core.timing import Stats, summarize
 from e3bench.report import stats
 from e3bench.report.compare import primary_metric
@@ -116,7 +117,7 @@ def _aggregate(cfg: Config, get: Callable[[ResultRecord], Stats | float | None])
         return None, ""
     if len(vals) == 1:
         v = vals[0]
-        return (v, f"{v.n} iterations") if isinstance(v, Stats) else (_point(v), "1 reading")
+        return (v, count(v.n, "iteration")) if isinstance(v, Stats) else (_point(v), "1 reading")
     return summarize([v.mean if isinstance(v, Stats) else v for v in vals]), f"{len(vals)} repeats"
 
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from e3bench.core.fmt import count
 from e3bench.report.compare import ConfigSummary, by_workload, pareto_front
 from e3bench.report.stats import Interval, clipped
 
@@ -114,10 +115,10 @@ def groups(configs: Sequence[ConfigSummary]) -> tuple[list[Group], str]:
         title = f"{w.short}, batch {bs}" if len(workloads) > 1 else f"batch {bs}"
         out.append(Group(title, bs, have, w.short if len(workloads) > 1 else ""))
     out.sort(key=lambda g: -len(g.configs))
-    notes = [f"{left:,} configurations did not measure their panel's batch size"] if left else []
+    notes = [f"{count(left, 'configuration', sep=True)} did not measure their panel's batch size"] if left else []
     if len(out) > MAX_GROUPS:
         rest = out[MAX_GROUPS:]
-        notes.append(f"{len(rest)} more workloads ({sum(len(g.configs) for g in rest):,} configurations) "
+        notes.append(f"{len(rest)} more workloads ({count(sum(len(g.configs) for g in rest), 'configuration', sep=True)}) "
                      "are in pivot.csv")  # fmt: skip
     return out[:MAX_GROUPS], ("; ".join(notes) + ". ") if notes else ""
 
@@ -151,7 +152,7 @@ def memory(c: ConfigSummary) -> Interval | None:
     """Peak RSS of the measured phase (MiB): the largest over the runs, so no interval."""
     if c.peak_rss_bytes is None:
         return None
-    return Interval(c.peak_rss_bytes / 2**20, _NAN, _NAN, c.runs, f"largest of {c.runs} run(s), no interval")
+    return Interval(c.peak_rss_bytes / 2**20, _NAN, _NAN, c.runs, f"largest of {count(c.runs, 'run')}, no interval")
 
 
 def _fmt(iv: Interval, unit: str) -> str:
@@ -178,7 +179,7 @@ def name_in(c: ConfigSummary, g: Group) -> str:
 
 
 def _hover(c: ConfigSummary, lines: Sequence[str]) -> str:
-    head = f"{c.label}\n{c.model} · {c.backend} · {c.dtype} · {c.device} · {c.runs} run(s)"
+    head = f"{c.label}\n{c.model} · {c.backend} · {c.dtype} · {c.device} · {count(c.runs, 'run')}"
     return "\n".join([head, *lines])
 
 

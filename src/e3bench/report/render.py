@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.fsutil import atomic_write_text, write_errors
 from e3bench.report import figures, html, interactive, plots, sections
 from e3bench.report.compare import ConfigSummary, summarize_configs
@@ -108,10 +109,10 @@ def _training_tables(training: Training | None) -> list[sections.Table]:
 def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None,
                 lines: list[str] | None = None, tables: list[sections.Table] | None = None) -> str:  # fmt: skip
     runs = sum(c.runs for c in configs)
-    what = f"{len(configs)} configuration(s) ({runs} run(s))"
+    what = f"{count(len(configs), 'configuration')} ({count(runs, 'run')})"
     if training:
-        what += (f", {len(training.finetune_rows)} fine-tuning run(s), "
-                 f"{len({r['suite'] for r in training.suite_rows})} training suite(s)")  # fmt: skip
+        what += (f", {count(len(training.finetune_rows), 'fine-tuning run')}, "
+                 f"{count(len({r['suite'] for r in training.suite_rows}), 'training suite')}")  # fmt: skip
     out = [f"# e3bench report\n\n_generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {what}_\n"]
     lines = _fold_alike(sections.executive_lines(configs, comps) if lines is None else lines)[0]
     if lines:

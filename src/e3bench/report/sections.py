@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from e3bench.core.fmt import num
+from e3bench.core.fmt import count, num
 from e3bench.core.timing import Stats
 from e3bench.report.compare import BatchFigures, ConfigSummary, by_workload, pareto_front
 from e3bench.report.stats import BETTER, INCONCLUSIVE, NO_DIFFERENCE, diff_ci, verdict
@@ -236,7 +236,7 @@ def executive_lines(configs: Sequence[ConfigSummary], comps: Sequence[VariantCom
                        f"≥ {100 * MLPERF_QUALITY_TARGET:.0f} % needed)")  # fmt: skip
     warned = [c for c in configs if c.warnings]
     if warned:
-        out.append(f"- **Run warnings:** {len(warned)} configuration(s) — see the Run warnings table")
+        out.append(f"- **Run warnings:** {count(len(warned), 'configuration')} — see the Run warnings table")
     return out
 
 
