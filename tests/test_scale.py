@@ -213,3 +213,39 @@ def test_a_number_crowded_by_points_gets_a_leader_line():
         assert not any(box.contains(x, y) for x, y in pts)
     finally:
         plt.close(fig)
+
+
+def test_a_very_long_summary_line_is_cut_at_a_comma_and_kept_whole_beside():
+    from e3bench.report import render
+
+    long = "- **Least energy per token (workload 1):** batch 1: no significant difference among " + ", ".join(
+        f"configuration {i} (0.01 [0.005, 0.02])" for i in range(200))
+    (shown,), cut = render._fold_alike([long])
+    assert cut == 1 and len(shown) < render.MAX_LINE + 60
+    assert shown.endswith("(0.01 [0.005, 0.02]), … (line cut; whole in executive_summary.md)")
+    assert long.startswith(shown.split(", … (line cut")[0])
+
+
+def test_figures_drawn_in_worker_processes_are_the_ones_drawn_here(tmp_path, monkeypatch):
+    """Large reports draw their figures in forked workers while the tables are written: the
+    same files (PNG bytes identical) as drawing them in the report's own process."""
+    import os
+
+    from e3bench.report import figures, plots
+    from e3bench.report.render import build_report
+
+    for i, dtype in enumerate(("fp32", "bf16", "int8", "int4")):
+        save(tmp_path / "res", record(dtype=dtype, seed=i, task=("hellaswag", "acc_norm", 0.4 - 0.01 * i, 0.02, 100)))
+    here = build_report(tmp_path / "res", tmp_path / "here")
+    specs = figures.specs(here.configs)
+    assert plots._workers(specs) == 1  # a small report: drawn in its own process
+    monkeypatch.setattr(plots, "PARALLEL_MARKS", 0)
+    if (os.cpu_count() or 1) > 1:
+        assert plots._workers(specs) > 1
+    there = build_report(tmp_path / "res", tmp_path / "there")
+    pngs = sorted(p.relative_to(here.out_dir) for p in here.files.values() if p.suffix == ".png")
+    assert len(pngs) == len(specs) > 3
+    assert pngs == sorted(p.relative_to(there.out_dir) for p in there.files.values() if p.suffix == ".png")
+    for rel in pngs:
+        assert (here.out_dir / rel).read_bytes() == (there.out_dir / rel).read_bytes(), rel
+        assert (there.out_dir / rel).with_suffix(".pdf").stat().st_size > 1000

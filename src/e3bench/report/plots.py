@@ -8,14 +8,21 @@ Labels are plain text: configuration names come from model names and paths, whic
 would hide) is kept. Bars are horizontal, so configuration labels sit one per row and never
 overlap; Pareto points carry numbers placed where they overlap no other number or point, and a
 numbered legend beside the axes names each one.
+
+:func:`drawing` draws a report's figures in worker processes (forked, up to one per usable core)
+while the caller writes its tables, when the figures are large enough for it to pay
+(:data:`PARALLEL_MARKS`): at 10,000 records the figures were most of the report's time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
-from collections.abc import Sequence
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from e3bench.core.errors import require
@@ -234,7 +241,11 @@ def draw(spec: Figure):
         fig.text(0.01, 0.05 / height, note, fontsize=7, color="#555", va="bottom")
     if n > 1:
         fig.suptitle(spec.title, fontsize=11)
-    fig.tight_layout(rect=(0, foot / height, 1, 1))
+    top = 1 - 0.35 / height if n > 1 else 1  # room for the figure's title above the panels' own
+    fig.tight_layout(rect=(0, foot / height, 1, top))
+    # tight_layout leaves a placeholder layout engine, and with any engine set every savefig
+    # draws the whole figure once more before drawing it for the file (a third of its time)
+    fig.set_layout_engine(None)
     for ax, p in zip(axes, spec.panels, strict=True):
         if p.kind == "scatter":
             place_numbers(fig, ax, p.marks)
@@ -261,3 +272,44 @@ def save(spec: Figure, out_dir: Path) -> Path:
         plt.close(fig)
     return out_dir / f"{spec.name}.png"
 
+
+
+#: Marks over all figures from which :func:`drawing` uses worker processes (below, starting
+#: them costs more than it saves).
+PARALLEL_MARKS = 1000
+
+
+def _workers(specs: Sequence[Figure]) -> int:
+    """Worker processes for ``specs``: one per usable core, at most one per figure; 1 (draw here)
+    for small figures or where processes cannot be forked (forking shares the loaded records)."""
+    if sum(len(p.marks) for f in specs for p in f.panels) < PARALLEL_MARKS:
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, len(specs)))
+
+
+@contextlib.contextmanager
+def drawing(specs: Sequence[Figure], out_dir: Path) -> Iterator[Callable[[], dict[str, Path]]]:
+    """Start saving every figure of ``specs`` (:func:`save`) and yield a function that waits for
+    them and returns ``{name: png path}``: with several workers (:func:`_workers`) they are drawn
+    in other processes meanwhile, so the caller's own work overlaps them; else on the call.
+    :class:`~e3bench.core.errors.MissingExtra` (no matplotlib) is raised before anything starts."""
+    workers = _workers(specs)
+    if specs:
+        _plt()  # import (or refuse) here once, before any fork
+    if workers <= 1:
+        yield lambda: {f.name: save(f, out_dir) for f in specs}
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        # the biggest first, so the last figure to start is a short one
+        order = sorted(specs, key=lambda f: -sum(len(p.marks) for p in f.panels))
+        futures = {f.name: pool.submit(save, f, out_dir) for f in order}
+        try:
+            yield lambda: {f.name: futures[f.name].result() for f in specs}
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise

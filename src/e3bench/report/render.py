@@ -61,6 +61,19 @@ MAX_ALIKE = 10
 ALL_LINES = "executive_summary.md"
 
 
+#: Longest executive-summary line shown (a list of every configuration "not significantly
+#: different" from the best ran to 50,000 characters at 10,000 records); cut at a comma.
+MAX_LINE = 1500
+
+
+def _shorten(line: str) -> str:
+    """``line`` cut after the last ``", "`` within :data:`MAX_LINE` characters, saying so."""
+    if len(line) <= MAX_LINE:
+        return line
+    cut = line.rfind(", ", 0, MAX_LINE)
+    return line[: cut if cut > 0 else MAX_LINE] + f", … (line cut; whole in {ALL_LINES})"
+
+
 def _lead(line: str) -> str:
     """The bold lead of an executive line (``- **Quality INCONCLUSIVE:** ...`` → its lead)."""
     return line.split(":**", 1)[0] if line.startswith("- **") else line
@@ -69,19 +82,21 @@ def _lead(line: str) -> str:
 def _fold_alike(lines: list[str]) -> tuple[list[str], int]:
     """``lines`` with at most :data:`MAX_ALIKE` of each lead (a folder of thousands of variants
     has thousands of verdict lines), each cut kind ending with a line saying how many more there
-    are and where (:data:`ALL_LINES`); and how many lines were left out."""
+    are and where (:data:`ALL_LINES`), long lines shortened (:func:`_shorten`); and how many lines
+    were left out or shortened."""
     count: dict[str, int] = {}
     for line in lines:
         count[_lead(line)] = count.get(_lead(line), 0) + 1
-    out, seen = [], dict.fromkeys(count, 0)
+    out, seen, short = [], dict.fromkeys(count, 0), 0
     for line in lines:
         lead = _lead(line)
         seen[lead] += 1
         if seen[lead] <= MAX_ALIKE:
-            out.append(line)
+            out.append(_shorten(line))
+            short += len(line) > MAX_LINE
         if seen[lead] == MAX_ALIKE and count[lead] > MAX_ALIKE:
             out.append(f"{lead}:** and {count[lead] - MAX_ALIKE:,} more lines like these (all in {ALL_LINES})")
-    return out, sum(n - MAX_ALIKE for n in count.values() if n > MAX_ALIKE)
+    return out, sum(n - MAX_ALIKE for n in count.values() if n > MAX_ALIKE) + short
 
 
 def _training_tables(training: Training | None) -> list[sections.Table]:
@@ -184,7 +199,27 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         atomic_write_text(p, text)
         files[name] = p
 
-    tables = sections.tables(configs, comps)  # once: summary.md, table.tex and the page show them
+    specs = figures.specs(configs) if configs else []
+    with plots.drawing(specs, out / "plots") as drawn:  # large figures are drawn meanwhile
+        tables = sections.tables(configs, comps)  # once: summary.md, table.tex and the page
+        _write_tables(write, runs, tasks, configs, comps, training, tables)
+        if specs:
+            files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
+        lines = sections.executive_lines(configs, comps)
+        if _fold_alike(lines)[1]:
+            write(ALL_LINES, "# e3bench report: every executive-summary line\n\n" + "\n".join(lines) + "\n")
+        pngs = drawn()
+    for f in specs:
+        files[f"plots/{f.name}.png"] = pngs[f.name]
+        files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
+    md = _summary_md(configs, comps, failed, warnings, pngs, training, lines, tables)
+    write("summary.md", md)
+    write("report.html", _html(md, configs, comps, failed, specs, training, tables))
+    return Report(out, files, configs, comps, warnings)
+
+
+def _write_tables(write, runs, tasks, configs, comps, training: Training, tables: list[sections.Table]) -> None:
+    """The CSV files and ``table.tex`` (``write(name, text)``)."""
     if training.finetune_rows:
         write("finetune.csv", to_csv(training.finetune_rows, FINETUNE_COLUMNS))
     if training.suite_rows:
@@ -196,17 +231,3 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         write("table.tex", "".join(latex_table(rows, cols, heading) for heading, rows, cols in _capped(tables) if rows))
     if comps:
         write("quantization.csv", to_csv(sections.cmp_csv_rows(comps), sections.CMP_CSV_COLUMNS))
-    specs = figures.specs(configs) if configs else []
-    pngs = {f.name: plots.save(f, out / "plots") for f in specs}
-    for f in specs:
-        files[f"plots/{f.name}.png"] = pngs[f.name]
-        files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
-    if specs:
-        files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
-    lines = sections.executive_lines(configs, comps)
-    if _fold_alike(lines)[1]:
-        write(ALL_LINES, "# e3bench report: every executive-summary line\n\n" + "\n".join(lines) + "\n")
-    md = _summary_md(configs, comps, failed, warnings, pngs, training, lines, tables)
-    write("summary.md", md)
-    write("report.html", _html(md, configs, comps, failed, specs, training, tables))
-    return Report(out, files, configs, comps, warnings)
