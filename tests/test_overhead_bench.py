@@ -26,3 +26,42 @@ def test_verdict_against_the_target():
     assert overhead.verdict(0.95, 0.975) == "FAIL"
     assert overhead.verdict(0.966, 0.992) == "INCONCLUSIVE"  # what four rounds could not tell apart
     assert overhead.verdict(float("nan"), float("nan")) == "INCONCLUSIVE"
+
+
+def test_a_round_without_a_positive_speed_is_not_used(monkeypatch, capsys):
+    """On a busy machine the difference method can give t(n) <= t(1): a negative speed, whose
+    log ratio does not exist (the first run of 10 rounds crashed on it)."""
+    import sys
+
+    speeds = iter([10.0, 10.0, -0.4, 10.0])  # the warm-up call, then rounds 1-3
+    monkeypatch.setattr(overhead, "bare_decode_tok_s", lambda *a, **k: next(speeds))
+
+    class Res:
+        decode_tokens_per_s = type("S", (), {"mean": 9.9})
+
+    class Backend:
+        model = None
+
+        def load(self, *a):
+            pass
+
+        def close(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def encode(self, text):
+            return [1] * len(text.split())
+
+        def _batch(self, prompts, side):
+            return None, None
+
+    monkeypatch.setattr(overhead, "make_backend", lambda *a, **k: Backend())
+    monkeypatch.setattr(overhead.models, "resolve", lambda m: m)
+    monkeypatch.setattr(overhead.loops, "generation", lambda *a, **k: Res())
+    monkeypatch.setattr(sys, "argv", ["overhead.py", "--model", "x", "--rounds", "3"])
+    overhead.main()
+    out = capsys.readouterr().out
+    assert "round  2 (bare first): e3bench 9.90 tok/s   bare generate -0.40 tok/s   not used" in out
+    assert "over 2 interleaved rounds (1 not used)" in out
