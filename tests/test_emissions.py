@@ -114,3 +114,16 @@ def test_world_region_has_no_country(tmp_path):
     s = summarize(_reading(), None, input_tokens=1, output_tokens=1, requests=1)
     assert _where(s) == {"country_name": None, "country_iso_code": None, "region": "world"}
     assert lookup("DE").name == "Germany"
+
+
+def test_measure_takes_a_pue_and_says_so():
+    import e3bench
+
+    with e3bench.measure("block", meter="estimate", cpu_tdp_w=65.0, region="FR", pue=1.5) as m:
+        sum(range(200_000))
+    assert m.result.summary.pue == 1.5
+    assert m.co2e_g == pytest.approx(m.energy_j * 1.5 / 3.6e6 * 56)
+    assert m.co2e_source.endswith("; of facility energy = IT energy × PUE 1.5")
+    with pytest.raises(Exception, match=r"measure\(pue=...\): a PUE is facility energy / IT energy"):
+        with e3bench.measure("bad", meter="none", pue=0.5):
+            pass

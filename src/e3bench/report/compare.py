@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e3bench.core.fmt import count
 from e3bench.core.timing import Stats, summarize
 from e3bench.report.stats import Interval, proportion_ci, t_interval
 from e3bench.report.workload import Workload, record_key, workload_of
@@ -180,7 +181,7 @@ def _batch(gs: list[BatchResult]) -> BatchFigures:
     """One batch size over runs: iteration stats of one run, or stats of the per-run means."""
     if len(gs) == 1:
         g = gs[0]
-        dec, ttft, tpot, basis = g.decode_tokens_per_s, g.ttft_ms, g.tpot_ms, f"{g.iterations} iterations of 1 run"
+        dec, ttft, tpot, basis = g.decode_tokens_per_s, g.ttft_ms, g.tpot_ms, f"{count(g.iterations, 'iteration')} of 1 run"
     else:
         def over(attr: str) -> Stats | None:
             return summarize([getattr(g, attr).mean for g in gs if getattr(g, attr) is not None])

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.fsutil import component_problem
 from e3bench.report.compare import run_warnings
 from e3bench.report.workload import IDENTITY, NOT_COMPARED, WORKLOAD_FIELDS, complete, missing, record_key, workload_values
@@ -53,9 +54,8 @@ class Side:
         if self.kind == "run":
             return f"run {self.records[0][1].run_id} in {self.where.parent}"
         if self.kind == "repeats":
-            return f"{len(self.records)} runs of the configuration of {self.spec} in {self.where.parent}"
-        n = len(self.records)
-        return f"{self.kind} {self.where} ({n} record{'s' if n != 1 else ''})"
+            return f"{count(len(self.records), 'run')} of the configuration of {self.spec} in {self.where.parent}"
+        return f"{self.kind} {self.where} ({count(len(self.records), 'record')})"
 
 
 def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repeats: bool = False) -> Side:
@@ -106,7 +106,9 @@ def _side(spec: str, kind: str, where: Path, records: list[tuple[Path, ResultRec
     ok = [(p, r) for p, r in records if r.status == "ok" and r.efficiency is not None]
     notes = [f"left out failed run {r.run_id} ({p.name}): {r.error}" for p, r in records if r.status != "ok"]
     if not ok:
-        why = f"its {len(records)} record(s) are of failed runs" if records else "it holds no e3bench records"
+        one = len(records) == 1
+        why = (f"its {count(len(records), 'record')} {'is of a failed run' if one else 'are of failed runs'}"
+               if records else "it holds no e3bench records")  # fmt: skip
         raise E3Error(f"nothing to compare in '{spec}' ({where}): {why}",
                       f"pass a successful run, sweep or results folder (list them with `e3bench ls {where}`)")  # fmt: skip
     return Side(spec, kind, where, ok, notes)
@@ -256,7 +258,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
     when A and B are the same records, when nothing pairs, or (without ``force``) when a pair's
     workloads differ."""
     if {r.run_id for _, r in a.records} == {r.run_id for _, r in b.records}:
-        raise E3Error(f"A and B are the same {len(a.records)} record(s) ('{a.spec}' and '{b.spec}'): comparing "
+        raise E3Error(f"A and B are the same {count(len(a.records), 'record')} ('{a.spec}' and '{b.spec}'): comparing "
                       "something with itself says nothing",
                       "compare two different runs, sweeps or folders (two repeats of one configuration are two runs)")  # fmt: skip
     ca, cb = configurations(a), configurations(b)
@@ -295,7 +297,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
         p.warnings += [f"different workloads, compared because of --force: {w}" for w in work]
         shared = sorted(set(x.run_ids) & set(y.run_ids))
         if shared:
-            p.warnings.append(f"{len(shared)} run(s) on both sides ({', '.join(shared)}): the difference is understated")
+            p.warnings.append(f"{count(len(shared), 'run')} on both sides ({', '.join(shared)}): the difference is understated")
         for side, c in (("A", x), ("B", y)):
             seen = dict.fromkeys(w for _, r in c.records for w in run_warnings(r))
             p.warnings += [f"{side}: {w}" for w in seen]
