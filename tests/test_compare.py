@@ -185,7 +185,7 @@ def test_with_repeats_a_run_stands_for_its_configuration(base, tmp_path):
     with pytest.raises(E3Error, match="same 3 record"):
         pair(a, resolve("a2", tmp_path, with_repeats=True))
     overlap = pair(a, resolve(str(tmp_path / "runs" / "a0.json"))).pairs[0]  # 3 repeats against one of them
-    assert "1 run(s) on both sides (a0): the difference is understated" in overlap.warnings
+    assert "1 run on both sides (a0): the difference is understated" in overlap.warnings
 
 
 def test_sweeps_pair_by_identity_and_name_what_did_not_pair(base, tmp_path):
@@ -307,6 +307,15 @@ def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
     res = run_cli("compare", str(base), str(base))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        next(x for x in res.stderr.splitlines() if x.startswith("error: A and B are the same 1 record(s)"))]
+        next(x for x in res.stderr.splitlines() if x.startswith("error: A and B are the same 1 record ("))]
     res = cli.invoke(app, ["compare", "nope-run", str(base), "-r", str(tmp_path)])
     assert res.exit_code == 2 and "error: no run, sweep or results folder named 'nope-run'" in res.output
+
+
+def test_compare_says_how_far_b_moved_a_s_loglikelihoods(base, tmp_path):
+    """Issue 20.5: the paired task row names |Δ loglik| per item (report.llshift), in nats."""
+    a = _copy(base, tmp_path, "la", run_id="la1")
+    b = _copy(base, tmp_path, "lb", run_id="lb1", edit_samples=lambda rows: [
+        {**r, "loglikelihoods": [x - 0.5 - 0.1 * (r["doc_id"] % 2) for x in r["loglikelihoods"]]} for r in rows])  # fmt: skip
+    r = next(x for x in _rows(a, b)[0].values() if x.section == "effectiveness")
+    assert "|Δ loglik| B vs A per item: median 0.55, p90 0.6 nats" in r.how

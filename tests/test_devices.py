@@ -45,7 +45,7 @@ def test_device_index_is_part_of_the_identity():
 
 
 @pytest.mark.parametrize("count, device, needle", [
-    (2, "cuda:2", "--device cuda:2: only 2 GPU(s) are visible here (cuda:0..cuda:1)"),
+    (2, "cuda:2", "--device cuda:2: only 2 GPUs are visible here (cuda:0..cuda:1)"),
     (0, "cuda", "--device cuda: PyTorch sees no CUDA GPU here"),
 ])  # fmt: skip
 def test_gpu_index_is_checked_against_the_visible_count(count, device, needle):
@@ -61,7 +61,7 @@ def test_runnable_config_checks_the_index_before_the_model_loads(monkeypatch):
     monkeypatch.setattr(devices, "visible_gpus", lambda: 1)
     with pytest.raises(ConfigError) as ei:
         build_config(overrides={"device": "cuda:1", "meter": "none"}, sets=["tasks=none"], runnable=True)
-    assert any(line.startswith("--device: --device cuda:1: only 1 GPU(s) are visible here") for line in ei.value.one_lines())
+    assert any(line.startswith("--device: --device cuda:1: only 1 GPU is visible here") for line in ei.value.one_lines())
     build_config(overrides={"device": "cuda:1"}, sets=["tasks=none"])  # not runnable (a sweep plan): not checked
 
 
@@ -95,7 +95,7 @@ def test_pytorch_backend_puts_the_model_on_the_gpu_asked_for(tiny_models, monkey
     assert moved == [torch.device("cuda:1")] and info.device == "cuda:1" and b.device == "cuda:1"
     b2 = PyTorchBackend()
     assert b2.load(resolve(str(tiny_models["decoder"])), "fp32", "cuda").device == "cuda:0"  # recorded as used
-    with pytest.raises(E3Error, match=r"only 2 GPU\(s\) are visible"):
+    with pytest.raises(E3Error, match=r"only 2 GPUs are visible"):
         PyTorchBackend().load(resolve(str(tiny_models["decoder"])), "fp32", "cuda:2")
 
 
@@ -181,7 +181,7 @@ def test_training_takes_the_same_device_names():
             return 2
 
     assert resolve_device("cuda:1", cuda=TwoGpus()) == "cuda:1"
-    with pytest.raises(E3Error, match=r"only 2 GPU\(s\) are visible"):
+    with pytest.raises(E3Error, match=r"only 2 GPUs are visible"):
         resolve_device("cuda:2", cuda=TwoGpus())
     with pytest.raises(E3Error, match="unknown device 'cuda:x'"):
         resolve_device("cuda:x", cuda=TwoGpus())

@@ -299,3 +299,24 @@ def test_an_include_path_with_code_needs_trust_remote_code(tmp_path, kind):
                for line in info.value.one_lines())
     cfg = build_config(overrides={**over, "trust_remote_code": True}, runnable=True)
     assert cfg.include_path == str(inc)
+
+
+def test_lm_evals_own_progress_bars_do_not_leak(yamls, tmp_path, capfd):
+    """lm-eval draws tqdm bars ("Building contexts ...: 100%|####| 6/6") and datasets' "Map"/
+    "Generating split" bars on stderr, between and over e3bench's; ours count the requests."""
+    from fakes.progress import RecordingReporter
+
+    from e3bench.config.run import build_config
+    from e3bench.energy.window import MeteredWindow
+    from e3bench.evals.engine import run_tasks
+
+    cfg = build_config(overrides=dict(engine="lm-eval", tasks="e3t_b", include_path=str(yamls), meter="none",
+                                      idle_seconds=0, output_dir=str(tmp_path)))  # fmt: skip
+    capfd.readouterr()
+    rec = RecordingReporter()
+    (res,) = run_tasks(Slow(0.0), MeteredWindow.create("none"), cfg, run_id="r1", progress=rec)
+    err = capfd.readouterr().err
+    assert res.n_items == 6
+    assert "%|" not in err and "it/s" not in err, err  # no tqdm bar
+    (st,) = rec.named("lm-eval task e3t_b")
+    assert st.completed == st.total == 12 and st.unit == "requests"  # ours: 6 items x 2 choices

@@ -42,6 +42,41 @@ def test_eta_is_the_mean_item_time_counted_down_not_a_short_window():
     assert fmt_eta(st) == "ETA passed by 20 s"
 
 
+def test_time_spent_on_something_else_is_not_in_the_rate():
+    clock = FakeClock()
+    st = Stage("fine-tuning", total=6, unit="steps", clock=clock)
+    clock.t += 20
+    st.advance(2)  # 10 s a step
+    clock.t += 30
+    st.exclude(30)  # an evaluation between steps
+    clock.t += 10
+    st.advance()
+    assert st.rate() == pytest.approx(3 / 30)  # was 3 / 60: the evaluation counted as training
+    assert st.eta_s() == pytest.approx(30)
+    clock.t += 20
+    st.exclude(20)  # a final evaluation, after the last step: the steps' rate is unchanged
+    assert st.rate() == pytest.approx(3 / 30) and st.elapsed_s() == pytest.approx(30)
+
+
+def test_finetune_eta_counts_the_steps_left_and_the_evaluations_to_come():
+    from types import SimpleNamespace as NS
+
+    from e3bench.train.finetune.loop import FinetuneLoop
+
+    clock = FakeClock()
+    st = Stage("fine-tuning", total=6, unit="steps", clock=clock)
+    clock.t += 20
+    st.advance(2)  # 10 s a step; evaluations at steps 3 and 6 (every 3), the last one took 8 s
+    loop = NS(cfg=NS(max_steps=6, eval_every=3), state=NS(step=2, evals=[NS(step=0, eval_s=8.0)]))
+    FinetuneLoop._eta(loop, st)
+    assert st.eta_s() == pytest.approx(4 * 10 + 2 * 8)
+    loop.state = NS(step=3, evals=[NS(step=0, eval_s=8.0)])  # step 3 done, its evaluation not yet
+    clock.t += 10
+    st.advance()
+    FinetuneLoop._eta(loop, st)
+    assert st.eta_s() == pytest.approx(3 * 10 + 2 * 8)
+
+
 def test_eta_from_durations():
     assert eta_from_durations([60.0, 60.0], 2) == pytest.approx(120)
     assert eta_from_durations([60.0, 60.0], 2, running_for_s=20) == pytest.approx(100)
@@ -78,8 +113,10 @@ def test_a_task_of_7_items_reports_7_items_and_total_7(tmp_path):
     (st,) = rec.named("task jsonl_mc")
     assert st.total == 7 and st.unit == "items"
     assert sum(st.advances) == 7 and st.completed == 7 and st.closed
-    # on CPU (batch size 1) pieces of at least 8 requests: 4 items of 2 choices, then the other 3
-    assert st.advances == [4, 3]
+    # the first item alone (an ETA after one item, not after a piece: was [4, 3]), then on CPU
+    # (batch size 1) pieces of at least 8 requests: 4 items of 2 choices, then the other 2
+    assert st.advances == [1, 4, 2]
+    assert st.etas[0] is None  # the total set before any item: no ETA yet, not a guess
     assert res.n_items == 7
 
 
@@ -123,7 +160,11 @@ def test_generation_reports_iterations_per_batch_size(tiny_models):
         (gen,) = rec.named(f"generation, batch {g.batch_size}:")
         assert gen.unit == "iterations" and gen.closed
         assert gen.completed == g.iterations == 3 and gen.total == 3
-        assert [u["completed"] for u in gen.updates] == [1, 2, 3]  # after each iteration, then the end
+        # an ETA from the start (the warm-up's pace), then after each iteration, then the end
+        assert [u.get("completed") for u in gen.updates] == [None, 1, 2, 3]
+        pace = warm.took_s / 2  # 2 warm-up iterations
+        assert gen.updates[0]["total"] == 3 and gen.updates[0]["eta_s"] == pytest.approx(3 * pace, rel=0.05)
+        assert gen.etas[0] > 0
 
 
 def test_stopping_rule_outlook():

@@ -131,6 +131,24 @@ def test_measure_bad_input_raises_e3error(kwargs, needle):
     assert needle in info.value.one_line()
 
 
+def test_measure_takes_one_list_of_keywords():
+    """measure() and Measurement take the keywords of MeasureOptions (one list, one set of
+    defaults); a misspelt one is an E3Error with the did-you-mean, not a TypeError."""
+    import dataclasses
+
+    from e3bench.metering import MeasureOptions, Measurement
+
+    m = e3bench.measure("x", meter="estimate", idle_seconds=0.5)
+    assert m._opts == MeasureOptions(meter="estimate", idle_seconds=0.5) == Measurement("x", meter="estimate",
+                                                                                          idle_seconds=0.5)._opts
+    assert e3bench.measure()._opts == MeasureOptions() and e3bench.measure().name == "measure"
+    assert [f.name for f in dataclasses.fields(MeasureOptions)] == [
+        "meter", "device", "region", "cpu_tdp_w", "idle_seconds", "sync", "timeout_s", "pue"]
+    with pytest.raises(e3bench.E3Error) as info:
+        e3bench.measure("x", metr="estimate")
+    assert info.value.one_line() == "unknown keyword of e3bench.measure() 'metr' — fix: did you mean 'meter'?"
+
+
 # ------------------------------------------------------------------------------------ run
 def _fast(model, out) -> dict:
     return dict(model=str(model), batch_sizes=[1], prompt_tokens=8, max_new_tokens=4, warmup_iters=0,
@@ -238,6 +256,6 @@ def test_run_out_of_memory_raises_with_the_saved_record(tiny_models, tmp_path):
     err = info.value
     assert isinstance(err, e3bench.E3Error)
     assert err.one_line().startswith("batch size 8 did not fit in host memory")
-    assert f"batch size(s) 1 measured and saved in {err.path}" in err.one_line()
+    assert f"batch size 1 measured and saved in {err.path}" in err.one_line()
     assert [g.batch_size for g in err.record.efficiency.generation] == [1]
     assert e3bench.load_record(err.path) == err.record

@@ -12,7 +12,8 @@ import re
 import pytest
 
 from conftest import run_cli
-from e3bench.cli.run import build_run_config, default_task_or_skip
+from e3bench.cli.run import build_run_config
+from e3bench.evals.defaults import default_task_or_skip
 from e3bench.config.run import DEFAULT_LIMIT, DEFAULT_TASKS
 from e3bench.config.validate import ConfigError
 from e3bench.core.errors import E3Error

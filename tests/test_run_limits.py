@@ -214,7 +214,7 @@ def test_cli_batch_out_of_memory_saves_the_record_and_exits_nonzero(tiny_models,
     assert "Traceback" not in res.stderr + res.stdout
     lines = message_lines(res.stderr)  # progress lines aside
     assert len(lines) == 1 and lines[0].startswith("error: batch size 100000 did not fit in host memory")
-    assert "batch size(s) 1 measured and saved in" in lines[0] and "fix: use smaller --batch-size" in lines[0]
+    assert "batch size 1 measured and saved in" in lines[0] and "fix: use smaller --batch-size" in lines[0]
     (saved,) = out.rglob("*.json")
     rec = json.loads(saved.read_text())
     assert [g["batch_size"] for g in rec["efficiency"]["generation"]] == [1]

@@ -35,6 +35,44 @@ IDLE_STATE = "the caller's process before the measured block"
 
 
 @dataclass(frozen=True)
+class MeasureOptions:
+    """The keywords of :func:`measure` (and :class:`Measurement`), with their defaults.
+
+    ``meter``: ``auto`` or a registered meter (``nvml``, ``rapl``, ``estimate``, ``codecarbon``,
+    ``none``, plugins); ``device``: ``cpu`` or ``cuda[:i]`` (which GPU NVML reads, and what
+    ``auto`` prefers); ``region``: grid region for CO2e (None = world average); ``cpu_tdp_w``: TDP
+    for the estimate meter; ``idle_seconds``: meter that long of idling first and report net
+    energy; ``sync``: called at both ends so queued GPU work counts (default on a ``cuda``
+    device when the caller imported torch: ``torch.cuda.synchronize(device)``); ``timeout_s``:
+    the most seconds one meter call may take (None: the meters' default); ``pue``: the data
+    centre's Power Usage Effectiveness (CO2e of facility energy = IT energy × PUE, CodeCarbon's
+    ``pue``).
+    """
+
+    meter: str = "auto"
+    device: str = "cpu"
+    region: str | None = None
+    cpu_tdp_w: float | None = None
+    idle_seconds: float = 0.0
+    sync: Callable[[], None] | None = None
+    timeout_s: float | None = None
+    pue: float = 1.0
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> MeasureOptions:
+        """The options from the caller's keywords; an unknown one is an E3Error naming the others."""
+        from dataclasses import fields
+
+        known = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in known:
+                from e3bench.core.errors import unknown_name
+
+                raise unknown_name("keyword of e3bench.measure()", key, known)
+        return cls(**options)
+
+
+@dataclass(frozen=True)
 class MeasureResult:
     """What one :func:`measure` block took: seconds, joules, CO2e, each with its provenance.
 
@@ -113,7 +151,7 @@ def default_sync(device: str) -> Callable[[], None] | None:
     return functools.partial(torch.cuda.synchronize, device)
 
 
-def _check_args(o: dict[str, Any]) -> None:
+def _check_args(o: MeasureOptions) -> None:
     """Reject the keyword values no meter could use, each named as the caller passed it."""
     import math
 
@@ -122,7 +160,7 @@ def _check_args(o: dict[str, Any]) -> None:
     def bad(key: str, problem: str, fix: str) -> E3Error:
         return E3Error(f"measure({key}=...): {problem}", fix)
 
-    idle, timeout, device = o["idle_seconds"], o["timeout_s"], o["device"]
+    idle, timeout, device = o.idle_seconds, o.timeout_s, o.device
     if not isinstance(idle, (int, float)) or isinstance(idle, bool) or not math.isfinite(idle) or idle < 0:
         raise bad("idle_seconds", f"must be a number of seconds ≥ 0 (got {idle!r})", "pass 0 for no idle baseline")
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
@@ -130,7 +168,7 @@ def _check_args(o: dict[str, Any]) -> None:
         raise bad("timeout_s", f"must be a number of seconds > 0 (got {timeout!r})", "pass None for the default")
     if device_problem(device) is not None:
         raise bad("device", f"{device!r} is not cpu, cuda or cuda:<index>", "pass device='cpu' or 'cuda:0'")
-    pue = o["pue"]
+    pue = o.pue
     if not isinstance(pue, (int, float)) or isinstance(pue, bool) or not math.isfinite(pue) or pue < 1.0:
         raise bad("pue", f"a PUE is facility energy / IT energy, a number ≥ 1.0 (got {pue!r})", "e.g. pue=1.2, or 1.0")
 
@@ -144,22 +182,9 @@ class Measurement:
     closed, ``m.result`` still holds what was measured, and the exception propagates.
     """
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        meter: str = "auto",
-        device: str = "cpu",
-        region: str | None = None,
-        cpu_tdp_w: float | None = None,
-        idle_seconds: float = 0.0,
-        sync: Callable[[], None] | None = None,
-        timeout_s: float | None = None,
-        pue: float = 1.0,
-    ) -> None:
+    def __init__(self, name: str = "measure", **options: Any) -> None:
         self.name = name
-        self._opts = dict(meter=meter, device=device, region=region, cpu_tdp_w=cpu_tdp_w, idle_seconds=idle_seconds,
-                          sync=sync, timeout_s=timeout_s, pue=pue)  # fmt: skip
+        self._opts = MeasureOptions.of(options)
         self.input_tokens = 0
         self.output_tokens = 0
         self.requests = 0
@@ -177,19 +202,18 @@ class Measurement:
             raise E3Error(f"measure({self.name!r}) is already running", "use a new e3bench.measure(...) per block")
         o = self._opts
         _check_args(o)
-        carbon.lookup(o["region"])  # an unknown region fails here, before anything is metered
-        timeout = DEFAULT_TIMEOUT_S if o["timeout_s"] is None else o["timeout_s"]
+        carbon.lookup(o.region)  # an unknown region fails here, before anything is metered
+        timeout = DEFAULT_TIMEOUT_S if o.timeout_s is None else o.timeout_s
         try:
-            window = MeteredWindow.create(o["meter"], device=o["device"], cpu_tdp_w=o["cpu_tdp_w"],
-                                          region=o["region"], sync=o["sync"] or default_sync(o["device"]),
-                                          timeout_s=timeout, pue=o["pue"])  # fmt: skip
+            window = MeteredWindow.create(o.meter, device=o.device, cpu_tdp_w=o.cpu_tdp_w, region=o.region,
+                                          sync=o.sync or default_sync(o.device), timeout_s=timeout, pue=o.pue)  # fmt: skip
         except E3Error as err:  # the meters name the CLI flag; here the caller passed a keyword
             if not err.problem.startswith("--meter "):
                 raise
-            flag = f"--meter {o['meter']}"
-            raise E3Error(f"measure(meter={o['meter']!r})" + err.problem[len(flag):], err.fix) from err
+            flag = f"--meter {o.meter}"
+            raise E3Error(f"measure(meter={o.meter!r})" + err.problem[len(flag):], err.fix) from err
         try:
-            window.measure_idle(o["idle_seconds"], IDLE_STATE)
+            window.measure_idle(o.idle_seconds, IDLE_STATE)
             self._open = window.open(self.name)
             self._metered = self._open.__enter__()
         except BaseException:
@@ -233,29 +257,10 @@ class Measurement:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
 
-def measure(
-    name: str = "measure",
-    *,
-    meter: str = "auto",
-    device: str = "cpu",
-    region: str | None = None,
-    cpu_tdp_w: float | None = None,
-    idle_seconds: float = 0.0,
-    sync: Callable[[], None] | None = None,
-    timeout_s: float | None = None,
-    pue: float = 1.0,
-) -> Measurement:
-    """Meter the ``with`` block as one window named ``name``; see the module docstring.
-
-    ``meter``: ``auto`` or a registered meter (``nvml``, ``rapl``, ``estimate``, ``codecarbon``,
-    ``none``, plugins); ``device``: ``cpu`` or ``cuda[:i]`` (which GPU NVML reads, and what
-    ``auto`` prefers); ``region``: grid region for CO2e (None = world average); ``cpu_tdp_w``: TDP
-    for the estimate meter; ``idle_seconds``: meter that long of idling first and report net
-    energy; ``sync``: called at both ends so queued GPU work counts (default on a ``cuda``
-    device when the caller imported torch: ``torch.cuda.synchronize(device)``); ``timeout_s``:
-    the most seconds one meter call may take; ``pue``: the data centre's Power Usage Effectiveness
-    (CO2e of facility energy = IT energy × PUE, CodeCarbon's ``pue``). Unknown names and unusable requested meters raise
-    :class:`~e3bench.core.errors.E3Error` on entering the block.
-    """
-    return Measurement(name, meter=meter, device=device, region=region, cpu_tdp_w=cpu_tdp_w,
-                       idle_seconds=idle_seconds, sync=sync, timeout_s=timeout_s, pue=pue)  # fmt: skip
+def measure(name: str = "measure", **options: Any) -> Measurement:
+    """Meter the ``with`` block as one window named ``name``; see the module docstring. The
+    keywords (``meter``, ``device``, ``region``, ``cpu_tdp_w``, ``idle_seconds``, ``sync``,
+    ``timeout_s``, ``pue``) are :class:`MeasureOptions`'s fields. Unknown keywords, unknown names and
+    unusable requested meters raise :class:`~e3bench.core.errors.E3Error` (the keywords here,
+    the others on entering the block)."""
+    return Measurement(name, **options)

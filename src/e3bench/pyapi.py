@@ -73,9 +73,8 @@ def run(config: Any = None, /, *, progress: Progress | None = None, **fields: An
     ``.record`` and ``.path``.
     """
     from e3bench.bench.runner import run_one
+    from e3bench.evals.defaults import default_task_or_skip
     from e3bench.sweep.finish import failed_batches_error, finish_run
-
-    from e3bench.cli.run import default_task_or_skip
 
     cfg, skipped = default_task_or_skip(build(config, **fields))
     if skipped and progress is not None:

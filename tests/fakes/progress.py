@@ -23,6 +23,9 @@ class RecordedStage(Stage):
         super().update(**kw)
         self.etas.append(self.eta_s())
 
+    def finished(self) -> None:
+        self.took_s = self.elapsed_s()  # how long the stage was open
+
 
 class RecordingReporter(Reporter):
     """Keeps the notes and the stages (in the order they opened); ``clock`` drives their times."""

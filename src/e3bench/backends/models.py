@@ -203,7 +203,8 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
         mb = sum(p.stat().st_size for d in stale for p in d.rglob("*") if p.is_file()) / 1e6
         notes.append(f"{len(stale)} older cache entr{'y' if len(stale) == 1 else 'ies'} for a file named "
                      f"{f.name} of the same size, keyed by modification time by an older e3bench, are not "
-                     f"reused (content unknown); delete them to free {mb:.0f} MB: {', '.join(map(str, stale))}")  # fmt: skip
+                     f"reused (content unknown); delete them to free {mb:.0f} MB: in {target.parent}: "
+                     f"{', '.join(d.name for d in stale)}")  # fmt: skip
     if (target / "e3bench-converted.json").is_file():
         check_model_dir(target, fix=f"delete the damaged cache entry {target} (the GGUF is converted again)")
         return target, True, notes

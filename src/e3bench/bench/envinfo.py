@@ -11,6 +11,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from e3bench.core.fmt import count
 from e3bench.core.host import cpu_model_name, usable_logical_cpus
 from e3bench.results.manifest import GpuInfo, Manifest
 
@@ -147,7 +148,7 @@ def busy_warning(m: Manifest, what: str = "run") -> str | None:
         if m.other_cpu_busy_pct_before > BUSY_OTHER_CPU_PCT:
             return (
                 f"machine busy before the {what}: other processes used {m.other_cpu_busy_pct_before:.0f}% "
-                f"of {cores} CPUs (0.5 s sample); {tail}"
+                f"of {count(cores, 'CPU')} (0.5 s sample); {tail}"
             )
         return None
     if m.load_avg_1m_before is not None and m.load_avg_1m_before > 0.5 * cores:

@@ -84,15 +84,21 @@ def _measured(window: MeteredWindow, name: str, step: Callable[[int], None], rul
               progress: Reporter | None, label: str, warmup: Callable[[Stage], Callable[[], None]] | None = None):  # fmt: skip
     """Warm up (untimed, outside the window), then measure ``step`` by ``rule`` in the metered
     window ``name``; each shown as a stage of ``progress`` (iterations done of those the rule
-    will run, projected from the mean iteration so far, and the ETA to its stop). ``warmup``
+    will run, projected from the mean iteration so far, and the ETA to its stop; before the
+    first timed iteration ends, projected from the warm-up's pace). ``warmup``
     (given the warm-up's stage) counts the warm-up finer than by iterations (generation: by
     tokens, which nothing times) and returns what to call after each iteration."""
     progress = progress or Reporter()
+    pace = None  # seconds per warm-up iteration: the measured stage's ETA until its first iteration ends
     if rule.warmup_iters > 0:
         unit = "iterations" if warmup is None else "tokens"
         with progress.stage(f"warm-up ({label})", total=rule.warmup_iters, unit=unit) as st:
             rule.warmup(step, after=st.advance if warmup is None else warmup(st))
+            pace = st.elapsed_s() / rule.warmup_iters
     with progress.stage(label, total=rule.min_iters, unit="iterations") as st:
+        if pace:
+            total, eta = rule.outlook(1, pace)
+            st.update(total=total, eta_s=eta + pace)
 
         def after(n: int, elapsed_s: float) -> None:
             total, eta = rule.outlook(n, elapsed_s)

@@ -12,6 +12,7 @@ import typer
 
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 
 
 #: Options every table-printing command shares.
@@ -113,26 +114,38 @@ LS_PRIORITY = ("run_id", "model", "batch_size", "decode_tokens_per_s_mean", "ept
                "dtype", "status", "backend", "ttft_ms_mean", "device")  # fmt: skip
 
 
+#: Rows ``ls`` prints as a table unless ``--limit`` or ``--all`` says otherwise (the newest).
+LS_LIMIT = 50
+
+
 def ls_(
     results_dir: Path = typer.Argument(Path("results"), help="results directory"),
     filter_: list[str] = typer.Option([], "--filter", "-f", help="'column=value' (also != > < >= <=; quote it: > is a shell redirect)"),
     columns: Optional[str] = typer.Option(
         None, "--columns", help="comma list of columns: run columns (listed in docs/sweeps.md) or task metrics "
         "such as hellaswag_acc_norm, hellaswag_acc_norm_stderr"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n",
+                                        help=f"show the newest N rows (table default: {LS_LIMIT}; json/csv/md: all)"),
+    all_: bool = typer.Option(False, "--all", help="show every row (a table of thousands of rows takes a while)"),
     wide: bool = WIDE,
     fmt: str = FORMAT,
 ) -> None:
     """List runs (one row per run × batch size), filtered through the SQLite index.
 
-    Run ids and numbers are shown whole; when the terminal is too narrow, the least important columns are left out (named on stderr): --wide shows them all, --format json|csv|md prints the rows as data."""
+    A table shows the newest 50 rows (--limit N, --all: more; a line on stderr says how many were left out); --format json|csv|md prints every row as data. Run ids and numbers are shown whole; when the terminal is too narrow, the least important columns are left out (named on stderr): --wide shows them all."""
     try:
         from e3bench.report.textable import check_format
-        from e3bench.results.index import DEFAULT_COLUMNS, query
+        from e3bench.results.index import DEFAULT_COLUMNS, listing
 
         check_format(fmt)
+        if limit is not None and limit < 1:
+            raise E3Error(f"--limit {limit} shows no rows", "pass --limit 1 or more, or --all for every row")
         asked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-        rows = query(results_dir, filter_, asked)
-        _note_skipped(results_dir)
+        newest = None if all_ else limit if limit is not None else LS_LIMIT if fmt == "table" else None
+        found = listing(results_dir, filter_, asked, newest=newest)
+        for line in found.skipped:
+            typer.echo(f"note: {line}", err=True)
+        rows = found.rows
         con = console()
         if not rows and fmt == "table":
             con.print("no matching runs")
@@ -141,6 +154,9 @@ def ls_(
         order = () if asked else LS_PRIORITY
         _print(cols, rows, fmt=fmt, wide=wide, drop_order=order,
                hint="see all with --wide, pick with --columns, or --format csv|json|md")  # fmt: skip
+        if found.total > len(rows):
+            typer.echo(f"showing the newest {len(rows):,} of {found.total:,} rows ({found.total - len(rows):,} older "
+                       "not shown): --limit N shows N, --all every row, --format csv|json all as data", err=True)  # fmt: skip
     except E3Error as exc:
         fail(exc)
 
@@ -160,8 +176,7 @@ def export(
     format_: str = typer.Option("runs", "--format", "-f", help="runs: the flat run table; emissions: CodeCarbon's "
                                 "emissions.csv (one row per metered window, CodeCarbon's column names and units)"),
 ) -> None:
-    """Export the flat run table to CSV, Parquet, JSON or Markdown, or the runs' emissions as
-    CodeCarbon's emissions.csv (--format emissions).
+    """Export the flat run table to CSV, Parquet, JSON or Markdown, or the runs' emissions as CodeCarbon's emissions.csv (--format emissions).
 
     One row per run × batch size: workload, speed, energy and one column per task metric with its standard error."""
     try:
@@ -171,6 +186,6 @@ def export(
             raise E3Error(f"unknown export format '{format_}'", "use --format runs (default) or --format emissions")
         n = (export_emissions if format_ == "emissions" else export_runs)(results_dir, out)
         _note_skipped(results_dir)
-        typer.echo(f"wrote {n} rows to {out}")
+        typer.echo(f"wrote {count(n, 'row')} to {out}")
     except E3Error as exc:
         fail(exc)

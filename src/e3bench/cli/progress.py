@@ -1,7 +1,9 @@
 """How the CLI shows progress: the one :class:`~e3bench.core.progress.Reporter` every command
 passes down (:func:`reporter`).
 
-* On a terminal: rich bars on stderr, one per open stage — label, bar, items done / total, rate
+* On a terminal: rich bars on stderr, one per open stage — its label on a line of its own
+  (wrapped at spaces, never cut with "…", so the stage and its configuration stay readable at
+  80 columns), then a bar with items done / total, rate
   over the whole stage (``s/item`` for slow items) and an ETA that counts down (mean time per
   item so far, or the caller's own estimate; never rich's few-second speed window, which reads
   ``-:--:--`` for items longer than it). A stage that ends leaves one line saying what it did.
@@ -22,6 +24,7 @@ import sys
 from typing import IO, Any
 
 from e3bench.cli import common
+from e3bench.core.fmt import wrap
 from e3bench.core.progress import Reporter, Stage, counts, fmt_duration, fmt_eta, fmt_rate
 
 #: seconds between the plain progress lines of an open stage (not a terminal); env overrides
@@ -135,8 +138,7 @@ class _BarStage(Stage):
         self.task_id = out.progress.add_task(label, total=total, stage=self)
 
     def changed(self) -> None:
-        desc = f"{self.label}\n  {self.detail}" if self.detail else self.label  # the detail on a line of its own
-        self.out.progress.update(self.task_id, completed=self.completed, total=self.total, description=desc)
+        self.out.progress.update(self.task_id, completed=self.completed, total=self.total, description=self.label)
 
     def finished(self) -> None:
         self.out.close_stage(self)
@@ -153,11 +155,18 @@ class Bars(Reporter):
         self.open: list[_BarStage] = []
 
     def note(self, message: str) -> None:
-        """``· message`` above the bars."""
-        from rich.markup import escape
+        """``· message`` above the bars, wrapped at spaces only: a path or id longer than a line
+        stays whole (the terminal wraps it softly, so it is copied whole)."""
 
         common.step(message)
-        self.console.print(f"[dim]·[/dim] {escape(message)}")
+        self._lines(wrap(message, self.console.width - 2, indent=2))
+
+    def _lines(self, lines: list[str]) -> None:
+        """``· first line`` and the others as they are, in one print (one redraw of the bars)."""
+        from rich.markup import escape
+
+        first, *rest = lines
+        self.console.print("\n".join([f"[dim]·[/dim] {escape(first)}", *map(escape, rest)]), soft_wrap=True)
 
     def stage(self, label: str, *, total: float | None = None, unit: str = "items") -> Stage:
         """A new bar (the display starts with the first one)."""
@@ -179,66 +188,80 @@ class Bars(Reporter):
         try:
             show()
         finally:
+            # rich would start by erasing as many lines as the bars had (what ``show`` printed):
+            # the bars start afresh below it instead
+            live_render = getattr(self.progress.live, "_live_render", None)
+            if live_render is not None:
+                live_render._shape = None
             self.progress.start()
 
     def close_stage(self, st: _BarStage) -> None:
         """Replace the bar of ``st`` by its summary line; stop the display after the last."""
-        from rich.markup import escape
 
         self.progress.remove_task(st.task_id)
         self.open.remove(st)
         if st.completed or st.elapsed_s() >= 1:  # an instant step (a cached probe) leaves no line
             took = fmt_duration(st.elapsed_s())
             what = f"done, {counts(st)} in {took} ({fmt_rate(st.rate(), st.unit)})" if st.completed else f"done, {took}"
-            label = _fit(st.label, self.console.width - len(what) - 4)  # one line: the label gives way
-            self.console.print(f"[dim]·[/dim] {escape(label)}: [dim]{escape(what)}[/dim]", no_wrap=True, crop=True)
+            line = f"{st.label}: {what}"
+            # whole, never cut: the label wrapped at spaces, what it did kept on one line
+            self._lines([line] if len(line) <= self.console.width - 2 else
+                        [*wrap(f"{st.label}:", self.console.width - 2, indent=2), f"  {what}"])  # fmt: skip
         if not self.open:
             self.progress.stop()
 
 
-def _fit(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters with an ellipsis (at least 12 kept)."""
-    width = max(12, width)
-    return text if len(text) <= width else text[: width - 1] + "…"
+def stats(st: Stage) -> list[tuple[str, str]]:
+    """What a bar shows beside it, as (text, rich style) parts: ``3/5 iterations``, ``40.0
+    s/iteration``, ``ETA 1:20``; before the first item (or for a step without counts) the
+    elapsed time instead of an ETA it cannot know."""
+    eta = st.eta_s()
+    parts = [(counts(st), "progress.download"), (fmt_rate(st.rate(), st.unit) if st.completed else "", "dim")]
+    if eta is not None:
+        parts.append((fmt_eta(st), "progress.remaining"))
+    else:
+        parts.append((f"{fmt_duration(st.elapsed_s())} elapsed", "progress.elapsed"))
+    return [(text, style) for text, style in parts if text]
 
 
 def _progress(console: Any):
-    """The rich Progress: spinner, label (cut with … to fit), bar, counts, rate, ETA, elapsed.
+    """The rich Progress: per stage a spinner, the label on its own line (wrapped at spaces, never
+    cut: the stage's name and its configuration stay readable at 80 columns), the detail (what a
+    sweep's run does now) under it, then a bar with the counts, rate and ETA (:func:`stats`).
     Two refreshes a second: the display thread runs during metered windows and idle baselines
     alike, and redrawing a few lines twice a second costs next to nothing."""
-    from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
-    from rich.table import Column
+    from rich.console import Group
+    from rich.progress import Progress, ProgressColumn, SpinnerColumn
+    from rich.progress_bar import ProgressBar
+    from rich.table import Column, Table
     from rich.text import Text
 
-    class Counts(ProgressColumn):
-        def render(self, task) -> Text:
+    class StageColumn(ProgressColumn):
+        def render(self, task):
             st = task.fields.get("stage")
-            return Text(counts(st) if st else "", style="progress.download")
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            st = task.fields.get("stage")
-            return Text(fmt_rate(st.rate(), st.unit) if st and st.completed else "", style="progress.data.speed")
-
-    class Eta(ProgressColumn):
-        def render(self, task) -> Text:
-            st = task.fields.get("stage")
-            eta = st.eta_s() if st else None
-            if eta is not None:
-                return Text(fmt_eta(st), style="progress.remaining")
-            return Text(f"{fmt_duration(st.elapsed_s() if st else 0)} elapsed", style="progress.elapsed")
+            if st is None:
+                return Text(task.description)
+            row = Table.grid(padding=(0, 1))
+            row.add_column(width=2)
+            row.add_column(width=10)
+            row.add_column(no_wrap=False)
+            bar = ProgressBar(total=st.total, completed=st.completed, width=10, pulse=st.total is None,
+                              animation_time=task.get_time())  # fmt: skip
+            shown = Text()
+            for i, (text, style) in enumerate(stats(st)):
+                shown.append(("  " if i else "") + text, style=style)
+            row.add_row("", bar, shown)
+            lines = [Text(st.label)]
+            if st.detail:
+                lines.append(Text("  " + st.detail, style="dim"))
+            return Group(*lines, row)
 
     return Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis", min_width=12)),
-        BarColumn(bar_width=10),
-        Counts(),
-        Rate(),
-        Eta(),
+        StageColumn(table_column=Column(ratio=1, no_wrap=False)),
         console=console,
         redirect_stdout=_isatty(sys.stdout),  # stdout in a file stays in the file (not above the bars)
         refresh_per_second=2,
         transient=True,
         expand=True,
     )
-

@@ -9,6 +9,7 @@ import typer
 
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 
 
 def report(
@@ -29,7 +30,7 @@ def report(
         for w in rep.warnings:
             # file names are text, not markup; a long path stays on one line (soft_wrap)
             con.print(f"[yellow]note:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
-        con.print(f"report: {escape(str(rep.out_dir / 'report.html'))} ({len(rep.configs)} configurations, "
-                  f"{len(rep.files)} files)", highlight=False, soft_wrap=True)  # fmt: skip
+        con.print(f"report: {escape(str(rep.out_dir / 'report.html'))} ({count(len(rep.configs), 'configuration')}, "
+                  f"{count(len(rep.files), 'file')})", highlight=False, soft_wrap=True)  # fmt: skip
     except E3Error as exc:
         fail(exc)

@@ -18,6 +18,8 @@ from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.config.run import RunConfig, flag_of
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
+from e3bench.evals.defaults import default_task_or_skip
 
 #: short aliases of some flags
 SHORT = {"model": "-m", "backend": "-b", "output_dir": "-o"}
@@ -145,27 +147,6 @@ def run_configs(flags: dict[str, Any], *, config: Path | None, sets: list[str], 
     return runs
 
 
-def default_task_or_skip(cfg: RunConfig) -> tuple[RunConfig, str | None]:
-    """``cfg``, or ``cfg`` without its tasks and the one line saying why, when they are the
-    default task (not asked for) and its data is nowhere (neither the data directory nor the
-    hub): a default must not fail the run. A task the user asked for is not touched here; its
-    missing data fails the run before the model loads (:func:`e3bench.evals.engine.preflight`)."""
-    if not cfg.defaulted("tasks"):
-        return cfg, None
-    from e3bench.evals.engine import preflight
-    from e3bench.report.summary import QUALITY_SKIPPED
-
-    try:
-        preflight(cfg)
-    except E3Error as exc:
-        note = (f"{QUALITY_SKIPPED}the default task {','.join(cfg.tasks)} cannot run here ({exc.problem}); "
-                f"{exc.fix}, or pass --tasks none to run without it")  # fmt: skip
-        skipped = cfg.model_copy(update={"tasks": (), "limit": None})
-        skipped._defaulted = frozenset()
-        return skipped, note
-    return cfg, None
-
-
 def run(**kwargs: Any) -> None:
     """Benchmark a model configuration: speed, energy and quality on the same loaded model.
 
@@ -226,7 +207,7 @@ def _run_and_keep(cfg: RunConfig, skipped: str | None, out, *, quiet: bool, left
     failed = failed_batches_error(record, done.path)
     if failed is not None:
         if left:
-            failed.problem += f"; the {left} run(s) after it were not started"
+            failed.problem += f"; the {count(left, 'run')} after it {'was' if left == 1 else 'were'} not started"
         raise failed
     return record
 

@@ -17,6 +17,7 @@ import typer
 from e3bench.cli import common
 from e3bench.cli.common import console, fail
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.progress import Reporter, Stage, eta_from_durations
 
 #: exit status of a sweep in which at least one run failed (user errors before any run: 2)
@@ -90,7 +91,7 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     done = store.completed_hashes(root)
     todo = [c for c in plan.runs if c.config_hash() not in done]
     say = lambda text: console.print(escape(text), highlight=False, soft_wrap=True)  # noqa: E731  (one line each)
-    say(f"sweep '{plan.name}': {len(plan.runs)} runs ({len(plan.runs) - len(todo)} already complete), "
+    say(f"sweep '{plan.name}': {count(len(plan.runs), 'run')} ({len(plan.runs) - len(todo)} already complete), "
         f"{len(plan.skipped)} skipped by capabilities → {root}")  # fmt: skip
     for s in plan.skipped:
         say(f"  skip {labels[s.config.config_hash()]}: {s.reason}")
@@ -101,7 +102,7 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     for _, err in check_output_dir(root):  # before any run, not after the first one
         raise err
     common.doing("sweep", what=f"sweep '{plan.name}'", results=str(root))  # for the Ctrl-C line
-    common.step(f"{len(todo)} configuration(s) to run, 0 finished")
+    common.step(f"{count(len(todo), 'configuration')} to run, 0 finished")
     kwargs = {"address": ray_address} if ray_address else {}
     if timeout is not None:
         kwargs["timeout_s"] = timeout
@@ -123,7 +124,7 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
         for fb in item.efficiency.failed_batches if item.efficiency else []:  # the smaller sizes are kept
             failed.append(f"{label}: batch size {fb.batch_size} not measured: {fb.error}")
         finished.append(label)
-        common.step(f"{len(todo)} configuration(s) to run, {len(finished)} finished (last: {label})")
+        common.step(f"{count(len(todo), 'configuration')} to run, {len(finished)} finished (last: {label})")
         return _line(item, label)
 
     with shown.sweep(f"sweep {plan.name}", len(todo)):
@@ -188,7 +189,7 @@ class _Shown:
         if mean is not None:
             st.update(eta_s=mean)
         self.running[cfg.config_hash()] = st
-        common.step(f"{self.total} configuration(s) to run, {self.done} finished, running {label}")  # for Ctrl-C
+        common.step(f"{count(self.total, 'configuration')} to run, {self.done} finished, running {label}")  # for Ctrl-C
 
     def step(self, text: str) -> None:
         """The running configuration reported ``text`` (one at a time: the local executor)."""

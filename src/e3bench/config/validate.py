@@ -22,6 +22,7 @@ from typing import Any
 
 from e3bench.core import registry
 from e3bench.core.errors import E3Error, MissingExtra, unknown_name
+from e3bench.core.fmt import count
 
 Found = list[tuple[str, E3Error]]  # (key path such as "tasks.0" or "backend_options.n_ctx", error)
 
@@ -49,7 +50,7 @@ class ConfigError(E3Error):
 
     def __init__(self, problems: list[Problem]) -> None:
         first = problems[0].error()
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        more = f" (and {count(len(problems) - 1, 'more problem')})" if len(problems) > 1 else ""
         super().__init__(first.problem + more, first.fix)
         self.problems = problems
 

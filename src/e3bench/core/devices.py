@@ -82,5 +82,5 @@ def check_visible(device: str, count: Callable[[], int | None] | None = None) ->
         raise E3Error(f"--device {device}: PyTorch sees no CUDA GPU here",
                       "use --device cpu, or run on a machine with an NVIDIA GPU and a CUDA build of torch")  # fmt: skip
     if idx >= n:
-        raise E3Error(f"--device {device}: only {n} GPU(s) are visible here (cuda:0..cuda:{n - 1})",
+        raise E3Error(f"--device {device}: only {n} GPU{' is' if n == 1 else 's are'} visible here (cuda:0..cuda:{n - 1})",
                       f"pick an index below {n}, or change CUDA_VISIBLE_DEVICES")  # fmt: skip

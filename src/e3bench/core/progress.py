@@ -10,7 +10,9 @@ CLI's business (:mod:`e3bench.cli.progress`): nothing here prints or imports ric
 The ETA of a stage works for items that take minutes each: it is the mean time per item of the
 items done so far (not a short moving window) times the items left, counted down since the last
 item finished; a caller that knows better (the stopping rule of a speed run, a sweep's run
-durations) sets ``eta_s`` itself. The clock is ``time.monotonic``: progress is not a
+durations, the warm-up's pace before the first timed iteration, the previous evaluation of the
+same items) sets ``eta_s`` itself. Before the first item and without such an estimate there is
+no ETA (a step without counts, such as loading a model, shows its elapsed time). The clock is ``time.monotonic``: progress is not a
 measurement, and no measured figure is read from it.
 """
 
@@ -63,6 +65,14 @@ class Stage:
             self.detail = detail
         if eta_s is not None:
             self._eta = (max(0.0, eta_s), self.clock())
+        self.changed()
+
+    def exclude(self, seconds: float) -> None:
+        """``seconds`` of this stage went to something else (an evaluation between training
+        steps): left out of its rate and elapsed time, so the time per item stays the items' own
+        (a pause after the last item, too: the item before it did not take longer)."""
+        self.started += max(0.0, seconds)
+        self.last_advance += max(0.0, seconds)
         self.changed()
 
     def close(self) -> None:

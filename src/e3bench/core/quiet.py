@@ -78,21 +78,44 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+#: libraries with their own progress-bar switch: (module, is-on check, turn off, turn on)
+_SWITCHED = (
+    ("datasets", lambda m: m.is_progress_bar_enabled(), "disable_progress_bars", "enable_progress_bars"),
+    ("huggingface_hub.utils", lambda m: not m.are_progress_bars_disabled(), "disable_progress_bars",
+     "enable_progress_bars"),
+)  # fmt: skip
+
+
 @contextlib.contextmanager
+def bars_off(*modules: str):
+    """No third-party progress bars for the duration: the ``tqdm`` each of ``modules`` imported
+    (``from tqdm import tqdm``, called directly, ignoring any switch) is swapped for a disabled
+    one, as is ``tqdm.tqdm`` (for code that imports it inside a function), and the bars of
+    ``datasets`` and ``huggingface_hub`` are switched off when they are loaded (by then or by
+    ``modules``). e3bench shows its own progress. A module that is not installed is skipped;
+    everything is put back afterwards."""
+    import importlib
+    import sys
+
+    with contextlib.ExitStack() as stack:
+        for name in (*modules, "tqdm"):
+            try:
+                mod = importlib.import_module(name)
+            except ImportError:
+                continue
+            bar = getattr(mod, "tqdm", None)
+            if callable(bar) and not isinstance(bar, functools.partial):
+                setattr(mod, "tqdm", functools.partial(bar, disable=True))
+                stack.callback(setattr, mod, "tqdm", bar)
+        for lib, is_on, off, on in _SWITCHED:
+            mod = sys.modules.get(lib)
+            if mod is not None and hasattr(mod, off) and is_on(mod):
+                getattr(mod, off)()
+                stack.callback(getattr(mod, on))
+        yield
+
+
 def gguf_progress_off():
     """transformers' GGUF de-quantizing loop calls tqdm directly, ignoring its own progress-bar
-    switch (seen with transformers 5.17); swap in a disabled bar for the duration."""
-    try:
-        import transformers.modeling_gguf_pytorch_utils as gguf_utils
-    except ImportError:
-        yield
-        return
-    bar = getattr(gguf_utils, "tqdm", None)
-    if bar is None:
-        yield
-        return
-    gguf_utils.tqdm = functools.partial(bar, disable=True)
-    try:
-        yield
-    finally:
-        gguf_utils.tqdm = bar
+    switch (seen with transformers 5.17): :func:`bars_off` for its module."""
+    return bars_off("transformers.modeling_gguf_pytorch_utils")

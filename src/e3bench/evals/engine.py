@@ -19,6 +19,7 @@ from collections.abc import Callable
 from e3bench.config.run import RunConfig
 from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.progress import Reporter, accepts, as_reporter
 from e3bench.energy.window import Metered, MeteredWindow
 from e3bench.results.schema import TaskResult
@@ -169,7 +170,7 @@ def run_tasks(
         check_task_names(cfg.tasks, cfg.include_path)  # every name, before the first task runs
         chat = {"apply_chat_template": True} if cfg.chat_template else {}
         for name in cfg.tasks:
-            label = f"lm-eval task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else "")
+            label = f"lm-eval task {name}" + (f" (first {count(cfg.limit, 'item')})" if cfg.limit else "")
             _reset_batches(backend)
             with reporter.stage(label, unit="requests") as st:
                 metered = window.run(
@@ -190,7 +191,7 @@ def run_tasks(
     for spec in cfg.tasks:
         name, options = parse_task_spec(spec)
         task = get_task(name, **options)
-        label = f"task {name}" + (f" (first {cfg.limit} items)" if cfg.limit else "")
+        label = f"task {name}" + (f" (first {count(cfg.limit, 'item')})" if cfg.limit else "")
         _reset_batches(inner)
         try:
             with reporter.stage(label, unit="items") as st:

@@ -34,6 +34,7 @@ from typing import Any
 from e3bench.core.api import Backend, GenParams, TaskScore
 from e3bench.core.errors import E3Error, require
 from e3bench.core.progress import Stage
+from e3bench.core.quiet import bars_off
 
 
 def _lm_eval():
@@ -98,7 +99,7 @@ def check_task_names(tasks: Sequence[str], include_path: str | os.PathLike | Non
             near = difflib.get_close_matches(t, tm.all_tasks, n=3)
             hints.append(f"'{t}'" + (f" (did you mean {', '.join(near)}?)" if near else ""))
         raise E3Error(
-            f"lm-eval does not know task(s) {', '.join(hints)}",
+            f"lm-eval does not know task{'' if len(hints) == 1 else 's'} {', '.join(hints)}",
             "list lm-eval's tasks with `lm-eval ls tasks`, or pass --include-path DIR for your own YAMLs",
         )
 
@@ -224,6 +225,10 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256, p
     return E3BenchLM()
 
 
+#: lm-eval modules that draw tqdm bars themselves (building contexts, checking a cache)
+_BARS = ("lm_eval.api.task", "lm_eval.api.model", "lm_eval.evaluator")
+
+
 def run_lm_eval(
     backend: Backend,
     tasks: Sequence[str],
@@ -245,13 +250,14 @@ def run_lm_eval(
     ``include_path``: a folder of extra task YAMLs (e.g. local-data tasks with ``dataset_path:
     json``). ``bootstrap_iters`` 0: standard errors from lm-eval's closed forms only (metrics
     that need a bootstrap get none); > 0: lm-eval's own bootstrap with that many draws.
-    ``progress`` counts the requests as the backend answers them.
+    ``progress`` counts the requests as the backend answers them; lm-eval's own bars (and those
+    of ``datasets`` and the hub) are off meanwhile (:func:`~e3bench.core.quiet.bars_off`).
     Raises E3Error for task names lm-eval does not know.
     """
     lm_eval = _lm_eval()
     check_task_names(tasks, include_path)
     lm = make_lm(backend, batch_size=batch_size, progress=progress)
-    with _inside_a_window(closed_form_stderr=bootstrap_iters <= 0) as patched:
+    with _inside_a_window(closed_form_stderr=bootstrap_iters <= 0) as patched, bars_off(*_BARS):
         out = lm_eval.simple_evaluate(
             model=lm,
             tasks=list(tasks),

@@ -3,7 +3,7 @@
 A side is a run (its run id, or the path of its record), a sweep (its folder, or its name inside
 the results directory) or a whole results folder: :func:`resolve` turns what the user typed into
 the successful records it names. :func:`pair` groups each side's records into configurations
-(records of one configuration, :func:`~e3bench.report.workload.config_key`, are repeats) and pairs them:
+(records of one configuration, :func:`~e3bench.report.workload.record_key`, are repeats) and pairs them:
 
 * when each side holds one configuration, those two are compared, whatever differs between them
   (that is what the user asked: fp32 against int8, one machine against another);
@@ -11,7 +11,7 @@ the successful records it names. :func:`pair` groups each side's records into co
   and device, and the same workload (:data:`e3bench.report.workload.IDENTITY`,
   :data:`~e3bench.report.workload.WORKLOAD_FIELDS`: the report's one definition); what pairs
   with nothing is listed. Records of one configuration are those with one
-  :func:`~e3bench.report.workload.config_key` (older records included).
+  :func:`~e3bench.report.workload.record_key` (older records included).
 
 Comparisons that say nothing are refused (:class:`E3Error`, exit 2): A and B the same records,
 or a pair whose workloads differ (other prompt or output lengths, prompt source, tasks, limits)
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.fsutil import component_problem
 from e3bench.report.compare import run_warnings
-from e3bench.report.workload import IDENTITY, NOT_COMPARED, WORKLOAD_FIELDS, complete, config_key, missing, workload_values
+from e3bench.report.workload import IDENTITY, NOT_COMPARED, WORKLOAD_FIELDS, complete, missing, record_key, workload_values
 from e3bench.results import store
 from e3bench.results.labels import config_label
 from e3bench.results.schema import ResultRecord
@@ -53,16 +54,15 @@ class Side:
         if self.kind == "run":
             return f"run {self.records[0][1].run_id} in {self.where.parent}"
         if self.kind == "repeats":
-            return f"{len(self.records)} runs of the configuration of {self.spec} in {self.where.parent}"
-        n = len(self.records)
-        return f"{self.kind} {self.where} ({n} record{'s' if n != 1 else ''})"
+            return f"{count(len(self.records), 'run')} of the configuration of {self.spec} in {self.where.parent}"
+        return f"{self.kind} {self.where} ({count(len(self.records), 'record')})"
 
 
 def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repeats: bool = False) -> Side:
     """The records ``spec`` names: a record file, a sweep or results folder (a path, or a sweep
     name inside ``results_dir``), or a run id (looked up in ``results_dir``'s index). Failed runs
     are left out (named in ``notes``). ``with_repeats``: a run stands for every record of its
-    configuration (:func:`~e3bench.report.workload.config_key`) in its folder, its repeats. :class:`E3Error` naming ``spec``
+    configuration (:func:`~e3bench.report.workload.record_key`) in its folder, its repeats. :class:`E3Error` naming ``spec``
     and how to list runs when it names nothing, or nothing successful."""
     root = Path(results_dir)
     path = Path(spec)
@@ -86,8 +86,8 @@ def _run(spec: str, path: Path, with_repeats: bool) -> Side:
     rec = store.load(path)
     if not with_repeats:
         return _side(spec, "run", path, [(path, rec)])
-    key = config_key(rec.config)
-    same = [(p, r) for p, r in store.scan(path.parent).records if config_key(r.config) == key and p.parent == path.parent]
+    key = record_key(rec)
+    same = [(p, r) for p, r in store.scan(path.parent).records if record_key(r) == key and p.parent == path.parent]
     return _side(spec, "repeats", path, same)
 
 
@@ -106,7 +106,9 @@ def _side(spec: str, kind: str, where: Path, records: list[tuple[Path, ResultRec
     ok = [(p, r) for p, r in records if r.status == "ok" and r.efficiency is not None]
     notes = [f"left out failed run {r.run_id} ({p.name}): {r.error}" for p, r in records if r.status != "ok"]
     if not ok:
-        why = f"its {len(records)} record(s) are of failed runs" if records else "it holds no e3bench records"
+        one = len(records) == 1
+        why = (f"its {count(len(records), 'record')} {'is of a failed run' if one else 'are of failed runs'}"
+               if records else "it holds no e3bench records")  # fmt: skip
         raise E3Error(f"nothing to compare in '{spec}' ({where}): {why}",
                       f"pass a successful run, sweep or results folder (list them with `e3bench ls {where}`)")  # fmt: skip
     return Side(spec, kind, where, ok, notes)
@@ -135,7 +137,7 @@ def _find_run(run_id: str, root: Path) -> Path | None:
 
 @dataclass
 class Config:
-    """One configuration of a side: its records (repeats: one ``config_key``), the
+    """One configuration of a side: its records (repeats: one ``record_key``), the
     config they share, a label and the key configurations pair by."""
 
     label: str
@@ -165,10 +167,10 @@ class Config:
 
 def configurations(side: Side) -> list[Config]:
     """``side``'s records grouped by configuration (repeats together, oldest first; one
-    :func:`~e3bench.report.workload.config_key`, so older records join new ones)."""
+    :func:`~e3bench.report.workload.record_key`, so older records join new ones)."""
     groups: dict[str, list[tuple[Path, ResultRecord]]] = {}
     for p, r in sorted(side.records, key=lambda pr: pr[1].created_utc):
-        groups.setdefault(config_key(r.config), []).append((p, r))
+        groups.setdefault(record_key(r), []).append((p, r))
     out = []
     for recs in groups.values():
         rec = recs[-1][1]
@@ -256,7 +258,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
     when A and B are the same records, when nothing pairs, or (without ``force``) when a pair's
     workloads differ."""
     if {r.run_id for _, r in a.records} == {r.run_id for _, r in b.records}:
-        raise E3Error(f"A and B are the same {len(a.records)} record(s) ('{a.spec}' and '{b.spec}'): comparing "
+        raise E3Error(f"A and B are the same {count(len(a.records), 'record')} ('{a.spec}' and '{b.spec}'): comparing "
                       "something with itself says nothing",
                       "compare two different runs, sweeps or folders (two repeats of one configuration are two runs)")  # fmt: skip
     ca, cb = configurations(a), configurations(b)
@@ -295,7 +297,7 @@ def pair(a: Side, b: Side, *, force: bool = False) -> Pairing:
         p.warnings += [f"different workloads, compared because of --force: {w}" for w in work]
         shared = sorted(set(x.run_ids) & set(y.run_ids))
         if shared:
-            p.warnings.append(f"{len(shared)} run(s) on both sides ({', '.join(shared)}): the difference is understated")
+            p.warnings.append(f"{count(len(shared), 'run')} on both sides ({', '.join(shared)}): the difference is understated")
         for side, c in (("A", x), ("B", y)):
             seen = dict.fromkeys(w for _, r in c.records for w in run_warnings(r))
             p.warnings += [f"{side}: {w}" for w in seen]

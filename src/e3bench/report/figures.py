@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from e3bench.core.fmt import count
 from e3bench.report.compare import ConfigSummary, by_workload, pareto_front
 from e3bench.report.stats import Interval, clipped
 
@@ -114,10 +115,10 @@ def groups(configs: Sequence[ConfigSummary]) -> tuple[list[Group], str]:
         title = f"{w.short}, batch {bs}" if len(workloads) > 1 else f"batch {bs}"
         out.append(Group(title, bs, have, w.short if len(workloads) > 1 else ""))
     out.sort(key=lambda g: -len(g.configs))
-    notes = [f"{left:,} configurations did not measure their panel's batch size"] if left else []
+    notes = [f"{count(left, 'configuration', sep=True)} did not measure their panel's batch size"] if left else []
     if len(out) > MAX_GROUPS:
         rest = out[MAX_GROUPS:]
-        notes.append(f"{len(rest)} more workloads ({sum(len(g.configs) for g in rest):,} configurations) "
+        notes.append(f"{len(rest)} more workloads ({count(sum(len(g.configs) for g in rest), 'configuration', sep=True)}) "
                      "are in pivot.csv")  # fmt: skip
     return out[:MAX_GROUPS], ("; ".join(notes) + ". ") if notes else ""
 
@@ -151,7 +152,7 @@ def memory(c: ConfigSummary) -> Interval | None:
     """Peak RSS of the measured phase (MiB): the largest over the runs, so no interval."""
     if c.peak_rss_bytes is None:
         return None
-    return Interval(c.peak_rss_bytes / 2**20, _NAN, _NAN, c.runs, f"largest of {c.runs} run(s), no interval")
+    return Interval(c.peak_rss_bytes / 2**20, _NAN, _NAN, c.runs, f"largest of {count(c.runs, 'run')}, no interval")
 
 
 def _fmt(iv: Interval, unit: str) -> str:
@@ -169,8 +170,16 @@ def facet(configs: Sequence[ConfigSummary]) -> tuple[str, Callable[[ConfigSummar
     return "configuration", lambda c: "configurations"
 
 
+def name_in(c: ConfigSummary, g: Group) -> str:
+    """``c``'s label inside a panel of group ``g``: without the `` [workload]`` tag that tells
+    configurations of several workloads apart, since the panel title names its workload (the
+    hover keeps the whole label). Labels stay unique within one workload."""
+    tag = f" [{c.workload.short}]"
+    return c.label[: -len(tag)] if g.workload and c.label.endswith(tag) else c.label
+
+
 def _hover(c: ConfigSummary, lines: Sequence[str]) -> str:
-    head = f"{c.label}\n{c.model} · {c.backend} · {c.dtype} · {c.device} · {c.runs} run(s)"
+    head = f"{c.label}\n{c.model} · {c.backend} · {c.dtype} · {c.device} · {count(c.runs, 'run')}"
     return "\n".join([head, *lines])
 
 
@@ -187,7 +196,7 @@ def _bars(gs: list[Group], left: str, key, metric: Metric, unit: str, title: str
         if len(vals) > TOP_N:
             cut.append(len(vals))
             vals = sorted(vals, key=lambda cv: cv[1].estimate, reverse=higher)[:TOP_N]
-        marks = [Mark(c.label, key(c), v, cat=c.label, hover=_hover(c, [_fmt(v, unit)])) for c, v in vals]
+        marks = [Mark(name_in(c, g), key(c), v, cat=name_in(c, g), hover=_hover(c, [_fmt(v, unit)])) for c, v in vals]
         if marks:
             panels.append(Panel("bar", g.title, unit, "", marks))
     if not panels:
@@ -211,7 +220,7 @@ def throughput(gs: list[Group], left: str, key) -> Figure | None:
         if len(have) > TOP_LINES:
             cut.append(len(have))
             have = sorted(have, key=peak, reverse=True)[:TOP_LINES]
-        marks = [Mark(c.label, c.label, iv, cat=float(bs), hover=_hover(c, [f"batch {bs}: {_fmt(iv, 'tokens/s')}"]))
+        marks = [Mark(name_in(c, g), name_in(c, g), iv, cat=float(bs), hover=_hover(c, [f"batch {bs}: {_fmt(iv, 'tokens/s')}"]))
                  for c in have for bs in sorted(c.batches) if (iv := at(c, bs, "throughput_tokens_per_s"))]  # fmt: skip
         if marks:
             panels.append(Panel("line", g.workload, "batch size", "output tokens/s", marks, log_x=True))
@@ -246,7 +255,7 @@ def pareto(gs: list[Group], left: str, key, name: str, metric: str, x_label: str
             hover = _hover(c, [f"{x_label}: {_fmt(x, '')}", f"{y_label}: {_fmt(y, '')}"]
                            + (["on the Pareto front"] if i in front else []))  # fmt: skip
             keep = few or i in front  # error bars of a cloud of thousands are noise: the front's only
-            marks.append(Mark(c.label, key(c), y if keep else _bare(y), x if keep else _bare(x), hover=hover,
+            marks.append(Mark(name_in(c, g), key(c), y if keep else _bare(y), x if keep else _bare(x), hover=hover,
                               front=i in front, number=numbers.get(i)))  # fmt: skip
         xs = [x.estimate for _, x, _ in pts]
         log_x = min(xs) > 0 and max(xs) / min(xs) > 20  # a cost spanning decades: log axis

@@ -11,10 +11,12 @@ Files are written atomically with the user's umask mode; a place that cannot be 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.fsutil import atomic_write_text, write_errors
 from e3bench.report import figures, html, interactive, plots, sections
 from e3bench.report.compare import ConfigSummary, summarize_configs
@@ -52,6 +54,51 @@ def _capped(tables: list[sections.Table]) -> list[sections.Table]:
             if len(rows) > MAX_ROWS else (h, rows, cols) for h, rows, cols in tables]  # fmt: skip
 
 
+#: Most executive-summary lines of one kind (same bold lead, e.g. ``Quality INCONCLUSIVE``) that
+#: ``summary.md`` and the page show; all of them go to :data:`ALL_LINES`.
+MAX_ALIKE = 10
+#: The file holding every executive-summary line when some were folded away.
+ALL_LINES = "executive_summary.md"
+
+
+#: Longest executive-summary line shown (a list of every configuration "not significantly
+#: different" from the best ran to 50,000 characters at 10,000 records); cut at a comma.
+MAX_LINE = 1500
+
+
+def _shorten(line: str) -> str:
+    """``line`` cut after the last ``", "`` within :data:`MAX_LINE` characters, saying so."""
+    if len(line) <= MAX_LINE:
+        return line
+    cut = line.rfind(", ", 0, MAX_LINE)
+    return line[: cut if cut > 0 else MAX_LINE] + f", … (line cut; whole in {ALL_LINES})"
+
+
+def _lead(line: str) -> str:
+    """The bold lead of an executive line (``- **Quality INCONCLUSIVE:** ...`` → its lead)."""
+    return line.split(":**", 1)[0] if line.startswith("- **") else line
+
+
+def _fold_alike(lines: list[str]) -> tuple[list[str], int]:
+    """``lines`` with at most :data:`MAX_ALIKE` of each lead (a folder of thousands of variants
+    has thousands of verdict lines), each cut kind ending with a line saying how many more there
+    are and where (:data:`ALL_LINES`), long lines shortened (:func:`_shorten`); and how many lines
+    were left out or shortened."""
+    count: dict[str, int] = {}
+    for line in lines:
+        count[_lead(line)] = count.get(_lead(line), 0) + 1
+    out, seen, short = [], dict.fromkeys(count, 0), 0
+    for line in lines:
+        lead = _lead(line)
+        seen[lead] += 1
+        if seen[lead] <= MAX_ALIKE:
+            out.append(_shorten(line))
+            short += len(line) > MAX_LINE
+        if seen[lead] == MAX_ALIKE and count[lead] > MAX_ALIKE:
+            out.append(f"{lead}:** and {count[lead] - MAX_ALIKE:,} more lines like these (all in {ALL_LINES})")
+    return out, sum(n - MAX_ALIKE for n in count.values() if n > MAX_ALIKE) + short
+
+
 def _training_tables(training: Training | None) -> list[sections.Table]:
     if not training:
         return []
@@ -59,14 +106,15 @@ def _training_tables(training: Training | None) -> list[sections.Table]:
             ("Training-efficiency suites (e3bench train)", training.suite_rows, SUITE_COLUMNS)]  # fmt: skip
 
 
-def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None) -> str:
+def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None,
+                lines: list[str] | None = None, tables: list[sections.Table] | None = None) -> str:  # fmt: skip
     runs = sum(c.runs for c in configs)
-    what = f"{len(configs)} configuration(s) ({runs} run(s))"
+    what = f"{count(len(configs), 'configuration')} ({count(runs, 'run')})"
     if training:
-        what += (f", {len(training.finetune_rows)} fine-tuning run(s), "
-                 f"{len({r['suite'] for r in training.suite_rows})} training suite(s)")  # fmt: skip
+        what += (f", {count(len(training.finetune_rows), 'fine-tuning run')}, "
+                 f"{count(len({r['suite'] for r in training.suite_rows}), 'training suite')}")  # fmt: skip
     out = [f"# e3bench report\n\n_generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {what}_\n"]
-    lines = sections.executive_lines(configs, comps)
+    lines = _fold_alike(sections.executive_lines(configs, comps) if lines is None else lines)[0]
     if lines:
         out += ["## Executive summary\n", *lines, ""]
         out.append("Figures are means with their 95 % confidence interval in brackets: across runs when a "
@@ -75,7 +123,8 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
                    "Configurations are compared only within one workload and at the same batch size. "
                    f"A variant keeps quality when the whole CI of its retained score is ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %; "
                    "INCONCLUSIVE when the CI spans it.\n")  # fmt: skip
-    for heading, rows, columns in _capped(sections.tables(configs, comps) + _training_tables(training)):
+    tables = sections.tables(configs, comps) if tables is None else tables
+    for heading, rows, columns in _capped(tables + _training_tables(training)):
         if rows:
             out += [f"\n## {md_cell(heading)}\n", _md_table(rows, columns)]
     if failed:
@@ -93,8 +142,10 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
     return "\n".join(out) + "\n"
 
 
-def _html(summary_md: str, configs, comps, failed, specs: list[figures.Figure], training: Training | None = None) -> str:
-    return html.page(summary_md, _capped(sections.tables(configs, comps) + _training_tables(training)), specs, failed)
+def _html(summary_md: str, configs, comps, failed, specs: list[figures.Figure], training: Training | None = None,
+          tables: list[sections.Table] | None = None) -> str:  # fmt: skip
+    tables = sections.tables(configs, comps) if tables is None else tables
+    return html.page(summary_md, _capped(tables + _training_tables(training)), specs, failed)
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
@@ -108,6 +159,17 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
     """
     results_dir = store.check_root(results_dir)
     found = store.scan(results_dir)  # one read of the JSON files: run records and training records
+    # The records stay until the report is written: out of the cycle collector's sight meanwhile
+    # (each collection would walk their millions of objects again: 7 s of 30 at 10,000 records).
+    gc.freeze()
+    try:
+        return _build(results_dir, found, out_dir)
+    finally:
+        gc.unfreeze()
+
+
+def _build(results_dir: Path, found: store.Scan, out_dir: Path | None) -> Report:
+    """:func:`build_report` once the records are read."""
     runs, tasks = rows_of(found.records)
     warnings = [f"skipped {p}" for p in found.problems]
     training = load_training(found.others)
@@ -137,6 +199,27 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         atomic_write_text(p, text)
         files[name] = p
 
+    specs = figures.specs(configs) if configs else []
+    with plots.drawing(specs, out / "plots") as drawn:  # large figures are drawn meanwhile
+        tables = sections.tables(configs, comps)  # once: summary.md, table.tex and the page
+        _write_tables(write, runs, tasks, configs, comps, training, tables)
+        if specs:
+            files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
+        lines = sections.executive_lines(configs, comps)
+        if _fold_alike(lines)[1]:
+            write(ALL_LINES, "# e3bench report: every executive-summary line\n\n" + "\n".join(lines) + "\n")
+        pngs = drawn()
+    for f in specs:
+        files[f"plots/{f.name}.png"] = pngs[f.name]
+        files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
+    md = _summary_md(configs, comps, failed, warnings, pngs, training, lines, tables)
+    write("summary.md", md)
+    write("report.html", _html(md, configs, comps, failed, specs, training, tables))
+    return Report(out, files, configs, comps, warnings)
+
+
+def _write_tables(write, runs, tasks, configs, comps, training: Training, tables: list[sections.Table]) -> None:
+    """The CSV files and ``table.tex`` (``write(name, text)``)."""
     if training.finetune_rows:
         write("finetune.csv", to_csv(training.finetune_rows, FINETUNE_COLUMNS))
     if training.suite_rows:
@@ -145,18 +228,6 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         write("runs.csv", to_csv(runs, RUN_COLUMNS))
         write("tasks.csv", to_csv(tasks, TASK_COLUMNS))
         write("pivot.csv", to_csv(sections.csv_rows(configs), sections.CSV_COLUMNS))
-        write("table.tex", "".join(latex_table(rows, cols, heading)
-                                      for heading, rows, cols in sections.tables(configs, comps) if rows))
+        write("table.tex", "".join(latex_table(rows, cols, heading) for heading, rows, cols in _capped(tables) if rows))
     if comps:
         write("quantization.csv", to_csv(sections.cmp_csv_rows(comps), sections.CMP_CSV_COLUMNS))
-    specs = figures.specs(configs) if configs else []
-    pngs = {f.name: plots.save(f, out / "plots") for f in specs}
-    for f in specs:
-        files[f"plots/{f.name}.png"] = pngs[f.name]
-        files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
-    if specs:
-        files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
-    md = _summary_md(configs, comps, failed, warnings, pngs, training)
-    write("summary.md", md)
-    write("report.html", _html(md, configs, comps, failed, specs, training))
-    return Report(out, files, configs, comps, warnings)

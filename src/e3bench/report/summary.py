@@ -14,19 +14,17 @@ summary).
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from e3bench.core.fmt import num
+from e3bench.core.fmt import count, num, wrap
 from e3bench.energy.accounting import EnergySummary
+from e3bench.evals.defaults import QUALITY_SKIPPED
 from e3bench.report.compare import headline_metric
 from e3bench.report.tables import MISSING
 from e3bench.results.schema import BatchResult, ResultRecord, TaskResult
 
-#: how a run's warning starts when its default quality task could not run (``e3bench run``)
-QUALITY_SKIPPED = "quality not measured: "
 #: width of the three E's labels ("Effectiveness" + 2)
 _LABEL = 15
 
@@ -90,9 +88,7 @@ def print_fitted(console, title: str, cols: Sequence[Col], rows: Sequence[Any]) 
 
 def _wrap(console, text: str, indent: int = 0) -> None:
     """Print ``text`` literally, wrapped to the console's width (continuation lines indented)."""
-    width = max(40, console.width)
-    for line in textwrap.wrap(text, width, subsequent_indent=" " * indent, break_long_words=False,
-                              break_on_hyphens=False):  # fmt: skip
+    for line in wrap(text, console.width, indent):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
@@ -247,10 +243,10 @@ def _effectiveness(rec: ResultRecord) -> str:
 def _items(tr: TaskResult) -> str:
     d = tr.details
     if d.get("limit") is not None and d.get("subset") == "first-n":
-        return f"the first {tr.n_items} items"
+        return f"the first {count(tr.n_items, 'item')}"
     if d.get("limit") is not None:
-        return f"{tr.n_items} sampled items (seed {d.get('seed')})"
-    return f"{tr.n_items} items (all)"
+        return f"{count(tr.n_items, 'sampled item')} (seed {d.get('seed')})"
+    return f"{count(tr.n_items, 'item')} (all)"
 
 
 def _scoring(tr: TaskResult) -> str:
@@ -329,5 +325,5 @@ def print_runs(records: Sequence[ResultRecord], console, *, varied: Sequence[str
             else MISSING),  # fmt: skip
         Col("quality ± stderr", 0, lambda r: _quality_cell(r[1])),
     ]
-    print_fitted(console, f"{len(records)} runs (speed and energy at each run's first batch size; each run's "
+    print_fitted(console, f"{count(len(records), 'run')} (speed and energy at each run's first batch size; each run's "
                           "record is named above)", cols, list(enumerate(records, 1)))  # fmt: skip

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +77,14 @@ def _changes(con: sqlite3.Connection, root: Path) -> tuple[list[tuple[str, Path,
     known = {p: (m, s, i) for p, m, s, i in con.execute("SELECT path, mtime_ns, size, ino FROM files")}
     changed: list[tuple[str, Path, os.stat_result]] = []
     seen: set[str] = set()
-    for p in store.json_files(root):
+    for key, path in store.json_keys(root):
         try:
-            st = p.stat()
+            st = os.stat(path)
         except OSError:
             continue  # removed while we looked
-        key = p.relative_to(root).as_posix()
         seen.add(key)
         if known.get(key) != (st.st_mtime_ns, st.st_size, st.st_ino):
-            changed.append((key, p, st))
+            changed.append((key, Path(path), st))
     return changed, (set(known) - seen) | {k for k, _, _ in changed}
 
 
@@ -233,6 +233,16 @@ def _parse_filter(f: str) -> tuple[str, str, str]:
     raise E3Error(f"filter '{f}' has no operator", "write column=value (or !=, >, <, >=, <=)")
 
 
+@dataclass
+class Listing:
+    """What :func:`listing` found: the rows (all, or the newest asked for, oldest first),
+    ``total`` rows matching the filters, and ``skipped <path>: <why>`` per unreadable record."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    skipped: list[str] = field(default_factory=list)
+
+
 def query(root: Path, filters: list[str], columns: list[str] | None = None) -> list[dict[str, Any]]:
     """Run rows under ``root`` matching every filter, ordered by creation time and batch size.
 
@@ -244,6 +254,13 @@ def query(root: Path, filters: list[str], columns: list[str] | None = None) -> l
     column (with a did-you-mean, or the new name of a renamed one), a filter without operator,
     a missing ``root`` or one without run records.
     """
+    return listing(root, filters, columns).rows
+
+
+def listing(root: Path, filters: list[str], columns: list[str] | None = None, newest: int | None = None) -> Listing:
+    """:func:`query`'s rows (only the ``newest`` last ones when given: SQL picks them, so a
+    listing of 20,000 rows builds ``newest`` dicts), how many matched, and the skipped record
+    files, from one look at the index. Raises as :func:`query` does."""
     cols = list(columns or DEFAULT_COLUMNS)
     parsed = [_parse_filter(f) for f in filters]
     con = _open(root)
@@ -255,20 +272,28 @@ def query(root: Path, filters: list[str], columns: list[str] | None = None) -> l
                 return f"runs.{_name(c)}"
             if c not in metrics:
                 raise _unknown_column(c, metrics)
-            task, metric, field = metrics[c]
+            task, metric, value = metrics[c]
             params += [task, metric]
-            return (f"(SELECT t.{field} FROM tasks t WHERE t.path = runs.path AND t.task = ? AND t.metric = ? "
+            return (f"(SELECT t.{value} FROM tasks t WHERE t.path = runs.path AND t.task = ? AND t.metric = ? "
                     "ORDER BY t.seq LIMIT 1)")  # fmt: skip
 
-        params: list[Any] = []
-        select = ", ".join(f"{expr(c, params)} AS {_name(c)}" for c in cols)
-        where = []
+        sel: list[Any] = []
+        select = ", ".join(f"{expr(c, sel)} AS {_name(c)}" for c in cols)
+        where, params = [], []
         for k, op, v in parsed:
             where.append(f"{expr(k, params)} {op} ?")
             params.append(_num(v))
-        sql = f"SELECT {select} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        order = " ORDER BY runs.created_utc, runs.batch_size, runs.path, runs.seq"
-        return [dict(r) for r in con.execute(sql + order, params)]
+        cond = f" WHERE {' AND '.join(where)}" if where else ""
+        order = ("runs.created_utc", "runs.batch_size", "runs.path", "runs.seq")
+        if newest is None:
+            sql = f"SELECT {select} FROM runs{cond} ORDER BY {', '.join(order)}"
+            rows = [dict(r) for r in con.execute(sql, sel + params)]
+            total = len(rows)
+        else:
+            total = con.execute(f"SELECT COUNT(*) FROM runs{cond}", params).fetchone()[0]
+            sql = f"SELECT {select} FROM runs{cond} ORDER BY {', '.join(o + ' DESC' for o in order)} LIMIT ?"
+            rows = [dict(r) for r in con.execute(sql, [*sel, *params, max(0, newest)])][::-1]
+        return Listing(rows, total, [f"skipped {p}" for p in _problems(con, Path(root))])
     finally:
         con.close()
 

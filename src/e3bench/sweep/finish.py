@@ -68,7 +68,7 @@ def failed_batches_error(record: ResultRecord, path: Path) -> FailedBatches | No
     if not failed:
         return None
     kept = [r.batch_size for r in [*record.efficiency.generation, *record.efficiency.forward]]
-    saved = f"batch size(s) {', '.join(map(str, kept))} measured and saved" if kept else "the record saved"
+    saved = f"batch size{'' if len(kept) == 1 else 's'} {', '.join(map(str, kept))} measured and saved" if kept else "the record saved"
     return FailedBatches(f"{failed[0].error}; {saved} in {path}",
                          "use smaller --batch-size values (the KV cache grows with batch × tokens)",
                          record=record, path=path)  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from e3bench.core.fmt import num
+from e3bench.core.fmt import count, num, wrap
 from e3bench.core.progress import Reporter
 
 
@@ -161,8 +161,10 @@ def train(
 
 
 # --------------------------------------------------------------------------------- output
-def format_finetune(r) -> str:
-    """The console summary of a :class:`~e3bench.train.records.FinetuneRecord`."""
+def format_finetune(r, width: int | None = None) -> str:
+    """The console summary of a :class:`~e3bench.train.records.FinetuneRecord`, each line
+    wrapped at spaces to ``width`` columns (default: the terminal's, ``COLUMNS`` honoured)
+    with its continuation indented; paths and ids are never broken."""
     from e3bench.train.records import basis_energy_j
 
     t = r.target
@@ -172,7 +174,7 @@ def format_finetune(r) -> str:
         f"{r.model['architecture']} {r.model['name']} on {r.data['task']} ({r.method['fine_tuning']}, {r.method['mode']} mode): "
         f"status {r.status}",
         f"  trainable {r.trainable_parameters:,} / {r.total_parameters:,} params ({100 * r.trainable_fraction:.2f}%)",
-        f"  {r.steps} steps, {r.samples_seen} samples, {r.tokens_seen:,} tokens in {r.train_time_s:.1f} s: "
+        f"  {count(r.steps, 'step')}, {count(r.samples_seen, 'sample')}, {count(r.tokens_seen, 'token', sep=True)} in {r.train_time_s:.1f} s: "
         f"{r.train_tokens_per_s:,.0f} tokens/s, {r.train_samples_per_s:.2f} samples/s",
         f"  accuracy final {num(r.final_accuracy, '.3f')} best {num(r.best_accuracy, '.3f')} "
         f"(majority class {r.data.get('majority_class_accuracy', float('nan')):.3f})",
@@ -197,7 +199,12 @@ def format_finetune(r) -> str:
             lines.append(f"  {t.note}")
     for w in r.warnings:
         lines.append(f"  warning: {w}")
-    return "\n".join(lines)
+    if width is None:
+        import shutil
+
+        width = shutil.get_terminal_size().columns
+    indent = lambda line: len(line) - len(line.lstrip()) + 2  # noqa: E731
+    return "\n".join(part for line in lines for part in wrap(line, width, indent(line)))
 
 
 def format_suite(record) -> str:

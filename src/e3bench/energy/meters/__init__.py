@@ -20,6 +20,7 @@ from types import ModuleType
 
 from e3bench.core.api import EnergyMeter
 from e3bench.core.errors import E3Error, unknown_name
+from e3bench.core.fmt import count
 from e3bench.core.registry import meters as _registry
 
 __all__ = ["AUTO", "MeterSettings", "MeterSpec", "make_meter", "meter_choices"]
@@ -159,7 +160,7 @@ def _estimate_describe(meter) -> str:
     m = meter.power_model
     return (
         f"estimated, tdp-model on '{m.cpu_model}' with TDP_eff {m.tdp_w:g} W "
-        f"for {m.logical_cpus} logical CPU(s) — {m.tdp_source}"
+        f"for {count(m.logical_cpus, 'logical CPU')} — {m.tdp_source}"
     )
 
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from e3bench.core.api import EnergyReading, Method
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.energy.meters.sampling import Reader, Sampler, Tick, clamp_interval_s, power_samples, thin_ticks
 
 def missing_reading(
@@ -45,14 +46,14 @@ def _counter_notes(details: dict[str, object], interval_s: float) -> list[str]:
     dropped = details.get("negative_deltas_dropped")
     if isinstance(dropped, (int, float)) and dropped > 0:
         notes.append(
-            f"{int(dropped)} counter decrease(s) that were not wraps (glitch or reset) were dropped: "
+            f"{count(int(dropped), 'counter decrease')} that were not wraps (glitch or reset) were dropped: "
             f"the energy of those poll intervals (~{interval_s:g} s each) is missing from this window"
         )
     estimated = details.get("wraps_estimated")
     if isinstance(estimated, (int, float)) and estimated > 0:
         joules = details.get("wrap_estimated_j", 0.0)
         notes.append(
-            f"{int(estimated)} counter wrap(s) with an unknown range (max_energy_range_uj unreadable): each "
+            f"{count(int(estimated), 'counter wrap')} with an unknown range (max_energy_range_uj unreadable): each "
             f"wrap's poll interval (~{interval_s:g} s) was estimated from the previous interval's power "
             f"({float(joules):.3g} J assumed, not measured)"  # type: ignore[arg-type]
         )

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from e3bench.core.api import Method
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.host import cpu_model_name, cpu_sockets, rss_bytes, usable_logical_cpus
 from e3bench.energy.meters.base import SampledMeter
 from e3bench.energy.meters.sampling import Tick
@@ -157,7 +158,7 @@ def resolve_power_model(
             f"({entry.note})",
             k,
             f"TDP_socket / {entry.threads} threads × {used} usable logical CPUs "
-            f"(of {entry.threads * n_sockets} on {n_sockets} socket(s))",
+            f"(of {entry.threads * n_sockets} on {count(n_sockets, 'socket')})",
         )
     return CpuPowerModel(
         model, DEFAULT_W_PER_LOGICAL_CPU * k,

@@ -95,17 +95,21 @@ Res = TypeVar("Res")
 def in_pieces(backend: Backend, per_item: Sequence[Sequence[Req]], call: Callable[[list[Req]], list[Res]],
               progress: Stage | None = None) -> list[Res]:  # fmt: skip
     """``call`` (a backend method) on every item's requests, in order, in pieces of whole items,
-    ``progress`` advancing by the items of each piece (its total, when unset, set to the items). A piece holds
-    at least :data:`PIECE_BATCHES` of the backend's batches (so its batches stay full) and there
-    are at most :data:`MAX_PIECES` (so a context cached across items, e.g. MMLU's few-shot stem,
-    is recomputed at most that often); the split depends on the sizes only, never on time."""
+    ``progress`` advancing by the items of each piece (its total, when unset, set to the items). The
+    first piece is the first item alone (so the progress has a rate, and an ETA, after one item);
+    each other piece holds at least :data:`PIECE_BATCHES` of the backend's batches (so its
+    batches stay full) and there are at most :data:`MAX_PIECES` more (so a context cached across
+    items, e.g. MMLU's few-shot stem, is recomputed at most that often); the split depends on
+    the sizes only, never on time."""
     progress = progress or Stage("")
     if progress.total is None:
         progress.update(total=len(per_item))
     sizes = [len(r) for r in per_item]
     least = max(PIECE_BATCHES * _batch_hint(backend), math.ceil(sum(sizes) / MAX_PIECES))
     out: list[Res] = []
-    for start, stop in chunks(sizes, least):
+    # the first item alone: the ETA starts after one item, not after a whole piece
+    spans = [(0, 1), *((a + 1, b + 1) for a, b in chunks(sizes[1:], least))] if sizes else []
+    for start, stop in spans:
         reqs = [r for item in per_item[start:stop] for r in item]
         got = call(reqs) if reqs else []
         if len(got) != len(reqs):

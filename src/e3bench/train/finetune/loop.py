@@ -78,6 +78,8 @@ class FinetuneLoop:
         correct, loss_sum = 0, 0.0
         n = max(self._bs, 16)
         shown = self.progress.stage(f"evaluating at step {self.state.step}", total=len(self._eval_sorted))
+        if self.state.evals:  # the same items as the previous evaluation: its duration is the ETA
+            shown.update(eta_s=self.state.evals[-1].eval_s)
         t = clock()
         with shown, self.energy.window("eval"), torch.no_grad(), dev.autocast(self.step.device, self.step.precision):
             for i in range(0, len(self._eval_sorted), n):
@@ -171,6 +173,20 @@ class FinetuneLoop:
                     if mean is not None:
                         st.loss_curve.append((st.step, mean))
                     shown.advance()
+                    self._eta(shown)
+            paused = shown.clock()
             self.record_eval()
             if st.step % ck_every == 0 or st.step >= cfg.max_steps:
                 self.save_checkpoint()
+            shown.exclude(shown.clock() - paused)  # the steps' rate is the steps' own
+            self._eta(shown)
+
+    def _eta(self, shown: Stage) -> None:
+        """The training stage's ETA: the steps left at the steps' own pace, plus the evaluations
+        still to come at the last one's duration (the same items each time)."""
+        cfg, st = self.cfg, self.state
+        rate = shown.rate()
+        if rate:
+            done = st.evals[-1].step if st.evals else 0  # the evaluations after it are still to come
+            evals = sum(1 for _ in segments(done, cfg.max_steps, cfg.eval_every))
+            shown.update(eta_s=(cfg.max_steps - st.step) / rate + evals * (st.evals[-1].eval_s if st.evals else 0.0))

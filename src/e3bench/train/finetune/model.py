@@ -65,7 +65,7 @@ def load_model(cfg: FinetuneConfig, data: TaskData, progress: Progress) -> Loade
             mode, label_ids = "choices", None
     if arch == "encoder-only":
         n_labels = len(labels) if mode == "labels" else 1
-        head = f"sequence-classification head, {n_labels} logit(s)" + (
+        head = f"sequence-classification head, {n_labels} logit{'' if n_labels == 1 else 's'}" + (
             " per (query, choice) pair" if mode == "choices" else " (one per label)"
         )
     elif arch == "encoder-decoder":

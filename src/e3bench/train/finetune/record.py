@@ -9,6 +9,7 @@ from typing import Any
 
 from e3bench.core import ids
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.fsutil import atomic_write_text
 from e3bench.train.finetune.loop import FinetuneLoop
 from e3bench.train.finetune.model import Loaded
@@ -127,7 +128,7 @@ def target_result(target: float, evals: list[EvalPoint], st: TrainerState) -> Ta
             res.note = "the model met the target before any training (step-0 evaluation)"
     else:
         res.note = (
-            f"target {target:.3f} never reached in {st.step} steps; best {res.best_accuracy:.3f} at step "
+            f"target {target:.3f} never reached in {count(st.step, 'step')}; best {res.best_accuracy:.3f} at step "
             f"{res.best_step}. Budget spent: {st.train_time_s:.1f} s training"
             + (f", {res.budget_energy_j:.1f} J" if res.budget_energy_j is not None else "")
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.core.errors import E3Error, MissingExtra, install_hint
+from e3bench.core.fmt import count
 from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.timing import clock
 from e3bench.energy.window import EnergyTotals
@@ -244,4 +245,4 @@ def _figures(res: ConfigResult, spec: TrainSpec, step_s: list[float], tokens_per
             "CPU is not in the energy figure"
         )
     if norms.spikes:
-        res.warnings.append(f"{len(norms.spikes)} gradient-norm spike(s) (> {spec.train.spike_factor:g}× recent median)")
+        res.warnings.append(f"{count(len(norms.spikes), 'gradient-norm spike')} (> {spec.train.spike_factor:g}× recent median)")

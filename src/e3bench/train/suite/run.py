@@ -11,6 +11,7 @@ from typing import Any
 
 from e3bench.core import ids
 from e3bench.core.errors import E3Error
+from e3bench.core.fmt import count
 from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.fsutil import atomic_write_text
 from e3bench.core.timing import clock
@@ -84,7 +85,7 @@ def run_suite(
     shapes = {(s.model, s.data.batch_size, s.data.tokenizer, s.data.vocab_size) for s in specs}
     if len(shapes) > 1:
         warnings.append("configurations differ in model, batch or tokenizer: compare them at equal tokens only")
-    shown = progress.stage(f"training suite: {len(order)} configurations", total=len(order), unit="configs")
+    shown = progress.stage(f"training suite: {count(len(order), 'configuration')}", total=len(order), unit="configs")
     try:
         for i in order:
             spec = specs[i]
