@@ -310,3 +310,12 @@ def test_cli_formats_fit_80_columns_and_errors_are_one_line(base, tmp_path):
         next(x for x in res.stderr.splitlines() if x.startswith("error: A and B are the same 1 record ("))]
     res = cli.invoke(app, ["compare", "nope-run", str(base), "-r", str(tmp_path)])
     assert res.exit_code == 2 and "error: no run, sweep or results folder named 'nope-run'" in res.output
+
+
+def test_compare_says_how_far_b_moved_a_s_loglikelihoods(base, tmp_path):
+    """Issue 20.5: the paired task row names |Δ loglik| per item (report.llshift), in nats."""
+    a = _copy(base, tmp_path, "la", run_id="la1")
+    b = _copy(base, tmp_path, "lb", run_id="lb1", edit_samples=lambda rows: [
+        {**r, "loglikelihoods": [x - 0.5 - 0.1 * (r["doc_id"] % 2) for x in r["loglikelihoods"]]} for r in rows])  # fmt: skip
+    r = next(x for x in _rows(a, b)[0].values() if x.section == "effectiveness")
+    assert "|Δ loglik| B vs A per item: median 0.55, p90 0.6 nats" in r.how

@@ -9,6 +9,8 @@ Each installed backend runs the same checks against the PyTorch fp32 reference:
 * rolling log-likelihoods (perplexity) of the same texts equal the reference's, with windows
   forced small (several windows per text) and with the backend's default window,
 * ``on_token`` called exactly once per decode step with 1, 2, ..., 16,
+* built without ``threads`` (as a run without ``--threads``), a CPU backend runs on the run's
+  one resolved thread count (``core.host.resolve_threads``), read back from its engine,
 * the contract's shared rules: ``architecture`` / ``device`` / ``load_info`` set by ``load``;
   an empty prompt or batch and an empty continuation raise E3Error; ``peak_memory`` returns an
   int (never 0 by accident) or None, and always says how,
@@ -36,6 +38,7 @@ import pytest
 from e3bench.core import registry
 from e3bench.core.api import Backend, GenParams
 from e3bench.core.errors import E3Error
+from e3bench.core.host import resolve_threads
 from e3bench.backends.models import resolve
 
 STEPS = 16
@@ -81,8 +84,9 @@ def _missing(name: str) -> str | None:
 
 
 def _make(name: str, cache_dir: Path) -> Backend:
+    """The backend as a run without ``--threads`` builds it: the run's resolved thread count."""
     cls = registry.backends.get(name)
-    return cls(cache_dir=str(cache_dir), threads=2)
+    return cls(cache_dir=str(cache_dir))
 
 
 @pytest.fixture
@@ -142,6 +146,11 @@ def _conform(
     assert backend.device == info.device and backend.device.startswith(device)
     prompts_text, requests, rolling_texts = texts
     assert backend.encode(prompts_text[0]) == prompts[0], "tokenizer differs from the reference"
+    # every CPU backend runs on the run's one thread count, read back from its engine
+    # (torch.get_num_threads(), the session's intra-op threads, llama.cpp's n_threads(_batch))
+    used = backend.threads_in_use()
+    if device == "cpu":
+        assert used and set(used.values()) == {resolve_threads()[0]}, used
 
     steps: list[int] = []
     backend.reset_peak_memory()
@@ -197,7 +206,7 @@ def _conform(
 
 
 @pytest.mark.parametrize("name", sorted(set(registry.backends.entries()) | set(TINY) | {"llamacpp"}))
-def test_tiny_fixture(name, varied_decoder, tmp_path, request):
+def test_tiny_fixture(name, varied_decoder, tmp_path, request, monkeypatch):
     if name not in TINY:
         why = {
             "llamacpp": "llamacpp runs GGUF files and the tiny fixtures are transformers directories; "
@@ -216,8 +225,19 @@ def test_tiny_fixture(name, varied_decoder, tmp_path, request):
         device = "cpu"
     prompts, ref_tokens, ref = _reference(str(varied_decoder), PROMPTS, REQUESTS, tmp_path)
     assert len(set(ref_tokens[0])) > 3, "reference output degenerate: the check would prove little"
+    # the run's count resolved to 1 core, unlike the libraries' own defaults (2 here)
+    import torch
+
+    from e3bench.core import host
+
+    monkeypatch.setattr(host, "physical_cores_available", lambda: 1)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
     backend = _make(name, tmp_path / "cache")
-    _conform(backend, resolve(str(varied_decoder)), TINY[name], device, prompts, ref_tokens, ref, 1e-3)
+    try:
+        _conform(backend, resolve(str(varied_decoder)), TINY[name], device, prompts, ref_tokens, ref, 1e-3)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("arch", ["mistral", "gemma3", "qwen2"])

@@ -247,14 +247,15 @@ def test_every_install_hint_is_the_one_function():
 # ------------------------------------------------------------------------------ 6. threads
 def test_runs_get_the_same_threads_whatever_the_executors_environment():
     from e3bench.config.run import RunConfig
-    from e3bench.sweep.executors.worker import default_threads, requested_threads, run_env
+    from e3bench.core.host import env_threads, physical_cores_available
+    from e3bench.sweep.executors.worker import run_env
 
     ray_worker = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": "/bin"}
     env = run_env(RunConfig(), None, ray_worker)  # the driver had no OMP_NUM_THREADS
-    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(default_threads()) and env["PATH"] == "/bin"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(physical_cores_available()) and env["PATH"] == "/bin"
     assert run_env(RunConfig(), 3, ray_worker)["OMP_NUM_THREADS"] == "3"  # the driver's setting
     assert run_env(RunConfig(threads=2), 3, ray_worker)["OMP_NUM_THREADS"] == "2"  # the config's wins
-    assert requested_threads({"OMP_NUM_THREADS": "4"}) == 4 and requested_threads({"OMP_NUM_THREADS": "x"}) is None
+    assert env_threads({"OMP_NUM_THREADS": "4"}) == 4 and env_threads({"OMP_NUM_THREADS": "x"}) is None
 
 
 @pytest.mark.slow
@@ -264,7 +265,7 @@ def test_ray_worker_function_runs_with_the_drivers_threads(tmp_path, tiny_models
     from e3bench.config.run import build_config
     from e3bench.results.schema import ResultRecord
     from e3bench.sweep.executors.ray import _remote_run
-    from e3bench.sweep.executors.worker import default_threads
+    from e3bench.core.host import physical_cores_available as default_threads
 
     if default_threads() == 1:
         pytest.skip("one core: the host default is Ray's 1 thread")

@@ -67,13 +67,13 @@ def test_ray_executor_local_instance(tiny_models, tmp_path):
                                     output_dir=str(tmp_path), sweep="ray"))  # fmt: skip
         for s in (0, 1)
     ]
-    from e3bench.sweep.executors.worker import default_threads, requested_threads
+    from e3bench.core.host import resolve_threads
 
     recs = list(RayExecutor(num_cpus=2).map(cfgs))
     assert sorted(r.config_hash for r in recs) == sorted(c.config_hash() for c in cfgs)
     assert all(r.status == "ok" for r in recs)
     # the runs had this process's thread settings, not Ray's OMP_NUM_THREADS=1 (S15: 57x faster)
-    n = requested_threads(os.environ) or default_threads()
+    n = resolve_threads(None, os.environ)[0]
     assert {(r.manifest.thread_env["OMP_NUM_THREADS"], r.manifest.torch_threads) for r in recs} == {(str(n), n)}
     assert completed_hashes(tmp_path / "ray") == {c.config_hash() for c in cfgs}
 

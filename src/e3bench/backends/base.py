@@ -40,6 +40,7 @@ from e3bench.backends.tokenization import (
 )
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
+from e3bench.core.host import resolve_threads
 
 #: Batches when none is given: on CPU one at a time (no padding, no attention masks, cache reuse
 #: across contexts — fastest in benchmarks/eval_speed.py on 2 cores); on accelerators 16,
@@ -84,7 +85,9 @@ class BaseBackend:
             )
         self.options = options
         self.cache_dir = cache_dir
-        self.threads = threads
+        #: the run's one thread count (:func:`e3bench.core.host.resolve_threads`: ``threads`` when
+        #: given, else the rule every backend and executor applies), never "the library's default"
+        self.threads = resolve_threads(threads)[0]
         self.architecture = ""
         self.device = ""
         self.load_info: LoadInfo | None = None
@@ -116,6 +119,12 @@ class BaseBackend:
         """See :attr:`e3bench.core.api.Backend.context_length`: the model's trained context
         (``LoadInfo.max_positions``) unless the backend narrows it; None before ``load``."""
         return None if self.load_info is None else self.load_info.max_positions
+
+    def threads_in_use(self) -> dict[str, int]:
+        """The CPU thread counts the loaded engine reports, read back from it (setting → count,
+        e.g. ``{"torch.get_num_threads()": 2}``); empty where the backend has none to report.
+        The runner records them and warns when one differs from the run's thread count."""
+        return {}
 
     def precision_key(self, precision: str) -> str:
         """The name ``capabilities`` knows ``precision`` by (llama.cpp: case-insensitive)."""

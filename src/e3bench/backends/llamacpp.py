@@ -189,6 +189,14 @@ class LlamaCppBackend(BaseBackend):
             notes=tuple(self.notes),
         )
 
+    def threads_in_use(self) -> dict[str, int]:
+        """llama.cpp's decode (``n_threads``) and prompt (``n_threads_batch``) thread counts, as
+        the loaded context holds them."""
+        if self.llm is None:
+            return {}
+        p = self.llm.context_params
+        return {"n_threads": int(p.n_threads), "n_threads_batch": int(p.n_threads_batch)}
+
     @property
     def context_length(self) -> int | None:
         """``n_ctx``: the KV cache of one sequence (see :attr:`e3bench.core.api.Backend.context_length`)."""

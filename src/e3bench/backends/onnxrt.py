@@ -156,8 +156,7 @@ class OnnxRuntimeBackend(BaseBackend):
     def _subprocess(self, args: list[str], what: str) -> None:
         py = os.environ.get(EXPORT_PYTHON_ENV) or sys.executable
         env = dict(os.environ)
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
+        env["OMP_NUM_THREADS"] = str(self.threads)
         proc = subprocess.run(
             [py, "-m", "e3bench.backends.onnx_export", *args], capture_output=True, text=True, env=env, check=False
         )
@@ -250,9 +249,8 @@ class OnnxRuntimeBackend(BaseBackend):
         self.model_dir = d
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
         so.log_severity_level = 3
         fix = "export the model again" if d == Path(model.path) else _cache_fix(d)
         try:
@@ -300,7 +298,7 @@ class OnnxRuntimeBackend(BaseBackend):
         from e3bench.core.decodebytes import decode_step_bytes
 
         weights = decode_step_bytes(onnx_weights(d / "model.onnx"))  # not the file size: see core.decodebytes
-        self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads or 'default'}")
+        self.notes.append(f"providers: {', '.join(self.sess.get_providers())}; intra-op threads: {self.threads}")
         return LoadInfo(
             architecture="decoder-only",
             model_type=str(manifest.get("model_type", "onnx")),
@@ -409,6 +407,10 @@ class OnnxRuntimeBackend(BaseBackend):
         return logits[0]
 
     # ---------------------------------------------------------------------- device
+    def threads_in_use(self) -> dict[str, int]:
+        """The session's intra-op thread count, read back from its options."""
+        return {} if self.sess is None else {"intra_op_num_threads": self.sess.get_session_options().intra_op_num_threads}
+
     def peak_memory(self) -> PeakMemory:
         """``(None, why)``: onnxruntime exposes no peak-allocation counter for its arena."""
         return None, "not available: onnxruntime exposes no peak-allocation counter (host RSS is recorded separately)"

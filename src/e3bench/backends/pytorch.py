@@ -158,8 +158,7 @@ class PyTorchBackend(BaseBackend):
                 "use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU",
             )
         check_visible(device, torch.cuda.device_count)
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)
         quant = precision in ("int8", "int4")
         dtype = getattr(torch, QUANT_RECIPES[(kind, precision)][0] if quant else _DTYPES[precision])
         loaded = load_pretrained(model, dtype=dtype, cache_dir=self.cache_dir)
@@ -277,6 +276,12 @@ class PyTorchBackend(BaseBackend):
             import torch
 
             torch.cuda.synchronize(self._torch_device)
+
+    def threads_in_use(self) -> dict[str, int]:
+        """PyTorch's intra-op thread count (process-wide), read back from torch."""
+        import torch
+
+        return {"torch.get_num_threads()": torch.get_num_threads()} if self.model is not None else {}
 
     def reset_peak_memory(self) -> None:
         """``torch.cuda.reset_peak_memory_stats`` on CUDA."""

@@ -91,6 +91,58 @@ def config_architecture(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: GGUF ``general.architecture`` values of models that are not decoder-only (llama.cpp's names)
+_GGUF_ARCHITECTURES = {
+    **dict.fromkeys(("bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
+                     "neo-bert", "t5encoder"), "encoder-only"),  # fmt: skip
+    "t5": "encoder-decoder",
+}
+
+
+def model_architecture(spec: ModelSpec, config: Mapping[str, Any] | None) -> tuple[str | None, str]:
+    """``(architecture, where it was read)`` without loading weights: a GGUF file's header
+    (``general.architecture``), else ``config`` (the model's config.json, :func:`peek_config`);
+    ``(None, ...)`` when neither tells."""
+    if spec.source == "gguf" and spec.gguf_file:
+        from e3bench.backends.gguf_types import file_type
+
+        try:
+            name, _ = file_type(Path(spec.path) / spec.gguf_file)
+        except E3Error:
+            name = None  # a damaged file: the backend's load says so
+        if name:
+            return _GGUF_ARCHITECTURES.get(name, "decoder-only"), f"GGUF header general.architecture '{name}'"
+    if config:
+        arch = config_architecture(config)
+        if arch is not None:
+            return arch, "the model's config.json"
+    return None, "unknown before the load"
+
+
+def capability_problems(cls: Any, *, spec: ModelSpec, config: Mapping[str, Any] | None, device: str,
+                        precision: str) -> list[E3Error]:  # fmt: skip
+    """What backend class ``cls`` cannot run, checked before any meter, idle window or load:
+    the model's architecture (:func:`model_architecture`) against ``capabilities.architectures``,
+    and ``device`` × ``precision`` against ``capabilities.check``."""
+    caps = getattr(cls, "capabilities", None)
+    name = getattr(cls, "name", str(cls))
+    if caps is None:
+        return []
+    found = []
+    arch, where = model_architecture(spec, config)
+    if arch is not None and arch not in caps.architectures:
+        runs = ", ".join(sorted(caps.architectures))
+        found.append(E3Error(
+            f"the {name} backend runs {runs} models; {spec.name} is {arch} ({where})",
+            "use --backend pytorch (it runs decoder-only, encoder-decoder and encoder-only models)",
+        ))  # fmt: skip
+    reason = caps.check(device=device, precision=precision)
+    if reason:
+        found.append(E3Error(f"{name} backend: {reason}", getattr(cls, "capability_fix", "choose a supported "
+                                                                  "--dtype / --device")))  # fmt: skip
+    return found
+
+
 # ----------------------------------------------------------------------------------- context
 def context_problem(
     *, prompt_tokens: int, max_new_tokens: int, architecture: str | None, context: int, source: str,

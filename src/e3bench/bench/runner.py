@@ -20,9 +20,9 @@ from e3bench.energy.window import MeteredWindow
 from e3bench.config.run import RunConfig
 from e3bench.config.validate import Problem, raise_problems, semantic_checks
 from e3bench.core.api import Backend
+from e3bench.core import registry
 from e3bench.core.devices import device_index
-from e3bench.core.errors import E3Error
-from e3bench.core.host import PeakRss, peak_rss_bytes, release_free_memory
+from e3bench.core.host import THREADS_SOURCES, PeakRss, peak_rss_bytes, release_free_memory, resolve_threads
 from e3bench.core.ids import run_id, utc_now_iso
 from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.timing import clock
@@ -60,7 +60,9 @@ class Runner:
         are closed whatever happens after they were created."""
         cfg = self.cfg
         t_run = clock()
+        threads, source = resolve_threads(cfg.threads)  # one count for every backend and executor
         manifest = envinfo.collect(torch_threads=cfg.threads)
+        manifest.threads, manifest.threads_source = threads, THREADS_SOURCES[source]
         busy = envinfo.busy_warning(manifest)
         if busy:
             self.warnings.append(busy)
@@ -72,13 +74,16 @@ class Runner:
 
         preflight(cfg)  # lm-eval's task names, before the model loads
         spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
-        self._check_fit(limits.peek_config(spec, cfg.cache_dir))
+        config = limits.peek_config(spec, cfg.cache_dir)
+        # capabilities (architecture × backend × precision × device), then fit: refused here,
+        # before any meter, idle window or load
+        cls = type(self.backend) if self.backend is not None else registry.backends.get(cfg.backend)
+        raise_problems([Problem("", e.problem, e.fix) for e in limits.capability_problems(
+            cls, spec=spec, config=config, device=cfg.device, precision=cfg.dtype)])  # fmt: skip
+        self._check_fit(config)
         if self.backend is None:
-            self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=cfg.threads)
+            self.backend = make_backend(cfg.backend, cfg.backend_options, cache_dir=cfg.cache_dir, threads=threads)
         backend = self.backend
-        reason = backend.capabilities.check(device=cfg.device, precision=cfg.dtype)
-        if reason:
-            raise E3Error(f"{backend.name} backend: {reason}", "choose a supported --dtype / --device")
         window: MeteredWindow | None = None
         try:
             window = MeteredWindow.create(  # a meter that cannot work fails before the model loads
@@ -102,6 +107,7 @@ class Runner:
             import torch
 
             manifest.torch_threads = torch.get_num_threads()
+        self._check_threads(backend, manifest)
         model_info = ModelInfo(
             name=spec.name,
             source=spec.source,
@@ -168,6 +174,18 @@ class Runner:
             warnings=self.warnings,
             duration_s=clock() - t_run,
         )
+
+    def _check_threads(self, backend: Backend, manifest) -> None:
+        """Keep the thread counts the backend reports (read back from its engine) and warn when
+        one is not the run's count."""
+        read_back = getattr(backend, "threads_in_use", None)
+        manifest.backend_threads = dict(read_back()) if callable(read_back) else {}
+        off = {k: v for k, v in manifest.backend_threads.items() if v != manifest.threads}
+        if off:
+            self.warnings.append(
+                f"the {backend.name} backend runs with {', '.join(f'{k} = {v}' for k, v in off.items())}, "
+                f"not the run's {manifest.threads} threads ({manifest.threads_source})"
+            )
 
     def _measure_batch(self, backend: Backend, window: MeteredWindow, ps, batch: int, rule, architecture: str,
                        eff: Efficiency) -> None:  # fmt: skip

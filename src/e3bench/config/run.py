@@ -62,7 +62,9 @@ class RunConfig(BaseModel):
         description="cap per batch size (s): measuring stops once this long has passed and 2 iterations exist, "
         "even below --min-iters / --min-seconds (the record and the output then say the cap cut it)",
     )
-    threads: int | None = Field(None, description="torch intra-op threads (unset = library default)")
+    threads: int | None = Field(
+        None, description="CPU threads of every backend (unset: OMP_NUM_THREADS, else the physical cores available)"
+    )
     seed: int = Field(0, description="random seed (prompt sampling, task sampling)")
     meter: str = Field("auto", description="auto|nvml|rapl|estimate|codecarbon|none (or a plugin meter)")
     cross_check_meter: str | None = Field(

@@ -1,5 +1,6 @@
 """Facts about this machine and process that several layers need (envinfo, meters, runner,
-training): the CPU model string, sockets, usable CPUs, current and peak resident memory (the
+training): the CPU model string, sockets, usable CPUs, the one thread count of a run
+(:func:`resolve_threads`), current and peak resident memory (the
 lifetime peak, and the peak of one phase: :class:`PeakRss`).
 
 Pure standard library, one implementation each, so the roofline cache (keyed by CPU model) and
@@ -58,6 +59,73 @@ def usable_logical_cpus() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except (AttributeError, OSError):
         return max(os.cpu_count() or 1, 1)
+
+
+def physical_cores_available() -> int:
+    """Physical cores this process may run on: the distinct (``physical id``, ``core id``) pairs
+    of /proc/cpuinfo among the logical CPUs of its scheduler affinity (what PyTorch's default
+    thread count is); where /proc/cpuinfo does not say, psutil's physical count capped at the
+    usable logical CPUs. At least 1."""
+    usable = usable_logical_cpus()
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = None
+    cores: set[tuple[str, str]] = set()
+    proc: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in [*f, "\n"]:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key:
+                    proc[key] = value.strip()
+                    continue
+                if "processor" in proc and "core id" in proc and proc["processor"].isdigit():
+                    if allowed is None or int(proc["processor"]) in allowed:
+                        cores.add((proc.get("physical id", "0"), proc["core id"]))
+                proc = {}
+    except OSError:
+        pass
+    if cores:
+        return max(1, min(len(cores), usable))
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        physical = None
+    return max(1, min(physical or usable, usable))
+
+
+#: how :func:`resolve_threads` found the count, per source (kept in the record)
+THREADS_SOURCES = {
+    "user": "set by --threads",
+    "environment": "OMP_NUM_THREADS of the environment",
+    "resolved": "physical cores available to this process (scheduler affinity, /proc/cpuinfo core ids)",
+}
+
+
+def resolve_threads(requested: int | None = None, environ: dict[str, str] | None = None) -> tuple[int, str]:
+    """The one thread count of a run, for every backend and executor, and its source (a key of
+    :data:`THREADS_SOURCES`): ``requested`` (``--threads``) when set, else a positive
+    ``OMP_NUM_THREADS`` of ``environ`` (this process's environment; the executors set it for
+    each run), else :func:`physical_cores_available`."""
+    if requested:
+        return int(requested), "user"
+    n = env_threads(os.environ if environ is None else environ)
+    if n is not None:
+        return n, "environment"
+    return physical_cores_available(), "resolved"
+
+
+def env_threads(environ) -> int | None:
+    """The positive ``OMP_NUM_THREADS`` of ``environ`` (a mapping of environment variables), else None."""
+    try:
+        n = int(environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
 
 
 _peak_before_reset_bytes = 0  # the lifetime peak as it was before the last reset_peak_rss()

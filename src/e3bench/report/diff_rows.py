@@ -17,7 +17,7 @@ Rows, by section:
 * memory: peak RSS of the measured phase, peak device memory, bytes of the weights.
 
 Spread: one run gives a figure per measured iteration (speed) or one reading (energy, memory);
-repeats of a configuration (several records of one ``config_key``) give one figure per repeat,
+repeats of a configuration (several records of one ``record_key``) give one figure per repeat,
 and the CI is then across repeats. A single reading on either side has no spread: its CI is
 unknown and the verdict INCONCLUSIVE (``--repeats`` fixes that), except for the weights' size,
 which is exact.
@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e3bench.core.fmt import count
+from e3bench.core.fmt import count, num
 from e3bench.core.timing import Stats, summarize
 from e3bench.report import stats
 from e3bench.report.compare import primary_metric
 from e3bench.report.diff import Config, Pair
 from e3bench.report.items import item_stats, paired_problem, paired_scores, read_items
+from e3bench.report.llshift import loglik_shift
 from e3bench.results.schema import ResultRecord, TaskResult
 
 SECTIONS = ("effectiveness", "efficiency", "energy", "memory")
@@ -297,6 +298,9 @@ def _task_row(task: str, metric: str, hib: bool, ta: tuple[Path, TaskResult], tb
     if mc is not None:
         b_only, c_only, pval = mc
         r.how += f"; McNemar exact: {b_only} right only in A, {c_only} only in B, p = {pval:.3g}"
+    shift = loglik_shift(items_a, items_b)
+    if shift is not None:  # report.llshift: how far B moved A's log-likelihoods, item by item
+        r.how += f"; |Δ loglik| B vs A per item: median {num(shift.median_nats)}, p90 {num(shift.p90_nats)} nats"
     return r
 
 

@@ -17,6 +17,7 @@ from e3bench.core.timing import Stats
 from e3bench.report.compare import BatchFigures, ConfigSummary, by_workload, pareto_front
 from e3bench.report.stats import BETTER, INCONCLUSIVE, NO_DIFFERENCE, diff_ci, verdict
 from e3bench.report.tables import MISSING, ci_cell, md_cell
+from e3bench.report import llshift
 from e3bench.report.variants import MLPERF_QUALITY_TARGET, VariantComparison, compare_tasks
 from e3bench.report.workload import mixed_note
 
@@ -30,7 +31,7 @@ CONFIG_COLUMNS = ("configuration", "runs", "accuracy [95% CI]", "tasks (metric, 
                   "peak RSS, measured phase (MiB)", "weights (MiB)", "peak device memory (MiB)")  # fmt: skip
 QUALITY_COLUMNS = ("variant", "reference", "task (metric)", "reference score", "variant score",
                    "difference [95% CI]", "retained (%) [95% CI]", f"retained ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %",
-                   "test")  # fmt: skip
+                   "test", llshift.COLUMN)  # fmt: skip
 VS_SPEED_COLUMNS = ("variant", "reference", "batch", "decode speed-up (×) [95% CI]", "speed",
                     "J per in+out token (× reference) [95% CI]", "energy")  # fmt: skip
 WARNING_COLUMNS = ("configuration", "run warning")
@@ -96,6 +97,7 @@ def quality_rows(comps: Sequence[VariantComparison]) -> list[dict]:
                 "reference score": t.reference_value, "variant score": t.variant_value,
                 "difference [95% CI]": ci_cell(t.difference), "retained (%) [95% CI]": ci_cell(t.retained, 100),
                 f"retained ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %": t.retained_verdict, "test": test,
+                llshift.COLUMN: llshift.shift_cell(t.ll_shift),
             })  # fmt: skip
     return rows
 
@@ -293,6 +295,11 @@ def cmp_csv_rows(comps: Sequence[VariantComparison]) -> list[dict]:
             kw = {"task": t.task, "metric": t.metric, "paired": t.paired, "p_value": t.p_value}
             add(v, t.difference, "difference", None, **kw)
             add(v, t.retained, "retained_fraction", t.retained_verdict, **kw)
+            if t.ll_shift is not None:
+                for measure, value in (("abs_loglik_shift_median_nats", t.ll_shift.median_nats),
+                                       ("abs_loglik_shift_p90_nats", t.ll_shift.p90_nats)):  # fmt: skip
+                    rows.append({"variant": v.variant, "reference": v.reference, "measure": measure, "estimate": value,
+                                 "n": t.ll_shift.n_items, "method": t.ll_shift.method, **kw})  # fmt: skip
         for sp in v.speed:
             add(v, sp.speedup, "decode_speedup_x", sp.speedup_verdict, batch_size=sp.batch_size)
             add(v, sp.energy_ratio, "energy_per_token_ratio_x", sp.energy_verdict, batch_size=sp.batch_size)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from e3bench.core.timing import Stats
 from e3bench.report.compare import ConfigSummary, TaskScore
+from e3bench.report.llshift import LoglikShift, task_shift
 from e3bench.report.items import item_stats, paired_problem, paired_scores, read_items
 from e3bench.report.stats import (
     INCONCLUSIVE,
@@ -60,6 +61,8 @@ class TaskComparison:
     retained_verdict: str
     discordant: tuple[int, int] | None = None
     p_value: float | None = None
+    #: |Δ loglik| against the reference over the paired items (report.llshift), None without samples
+    ll_shift: LoglikShift | None = None
 
 
 @dataclass
@@ -127,6 +130,7 @@ def _compare(ref: ConfigSummary, v: ConfigSummary) -> VariantComparison:
         a, b = ref.task_scores[task], v.task_scores[task]
         if a.metric == b.metric:
             comp.tasks.append(compare_tasks(a, b))
+            comp.tasks[-1].ll_shift = task_shift(a, b)
     for bs in sorted(set(v.batches) & set(ref.batches)):
         ra, rb = ref.batches[bs], v.batches[bs]
         sp = _ratio(ra.decode_tokens_per_s, rb.decode_tokens_per_s)

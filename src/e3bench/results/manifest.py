@@ -32,6 +32,12 @@ class Manifest(BaseModel):
     memory_total_bytes: int | None
     gpus: list[GpuInfo]
     torch_threads: int | None
+    #: the run's one CPU thread count, applied to every backend and executor (None: records
+    #: from before it was resolved), and how it was found (core.host.THREADS_SOURCES)
+    threads: int | None = None
+    threads_source: str | None = None
+    #: the thread counts the backend's engine reports after the load (setting → count)
+    backend_threads: dict[str, int] = {}
     thread_env: dict[str, str]
     load_avg_1m_before: float | None
     hostname: str

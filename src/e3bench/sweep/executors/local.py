@@ -42,12 +42,12 @@ class LocalExecutor:
 
     def __init__(self, *, in_process: bool = False, timeout_s: float | None = DEFAULT_TIMEOUT_S,
                  threads: int | None | str = "environment", on_step: Callable[[str], None] | None = None) -> None:  # fmt: skip
-        from e3bench.sweep.executors.worker import requested_threads
+        from e3bench.core.host import env_threads
 
         self.on_step = on_step
         self.in_process = in_process
         self.timeout_s = timeout_s or None
-        self.threads = requested_threads(os.environ) if threads == "environment" else threads
+        self.threads = env_threads(os.environ) if threads == "environment" else threads
 
     def run(self, cfg: RunConfig) -> ResultRecord | Held:
         """Claim and run one config; its record (ok, or failed with the reason) is saved and

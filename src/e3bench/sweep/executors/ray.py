@@ -18,7 +18,7 @@ from e3bench.core.errors import E3Error, require
 from e3bench.results.schema import ResultRecord
 from e3bench.sweep.claims import Held
 from e3bench.sweep.executors.local import DEFAULT_TIMEOUT_S
-from e3bench.sweep.executors.worker import requested_threads
+from e3bench.core.host import env_threads
 from e3bench.sweep.finish import finish_run
 
 
@@ -62,7 +62,7 @@ class RayExecutor:
                           "names a GPU by index, which inside a Ray task does not exist",
                           "use --device cuda with the ray executor, or the local executor for a given GPU")  # fmt: skip
         ray = require("ray", "ray", "--executor ray")
-        threads = requested_threads(os.environ)  # the driver's, before Ray sets its own
+        threads = env_threads(os.environ)  # the driver's, before Ray sets its own
         started_here = not ray.is_initialized()
         if started_here:
             if self.address:

@@ -22,36 +22,19 @@ from collections.abc import Mapping
 
 from e3bench.config.run import RunConfig
 from e3bench.core.errors import E3Error
+from e3bench.core.host import resolve_threads
 
 #: environment variables that set the thread pools of OpenMP / MKL / OpenBLAS (torch, onnxruntime)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def default_threads() -> int:
-    """Threads of a run that sets none: the physical cores this process may use (what PyTorch
-    picks in a fresh process), at least 1."""
-    import psutil
-
-    from e3bench.core.host import usable_logical_cpus
-
-    usable = usable_logical_cpus()
-    return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
-
-
-def requested_threads(environ: Mapping[str, str]) -> int | None:
-    """The positive ``OMP_NUM_THREADS`` of ``environ`` (the sweep's own environment), else None."""
-    try:
-        n = int(environ.get("OMP_NUM_THREADS", ""))
-    except ValueError:
-        return None
-    return n if n > 0 else None
-
-
 def run_env(cfg: RunConfig, requested: int | None, base: Mapping[str, str]) -> dict[str, str]:
     """The environment a run of ``cfg`` gets: ``base`` with every thread variable set to
-    ``cfg.threads``, else ``requested`` (see :func:`requested_threads`), else
-    :func:`default_threads`; whatever ``base`` had for them (Ray's ``1``) is replaced."""
-    n = cfg.threads or requested or default_threads()
+    ``cfg.threads``, else ``requested`` (the sweep's ``OMP_NUM_THREADS``: :func:`e3bench.core.host.env_threads`), else
+    the physical cores this process may use — :func:`e3bench.core.host.resolve_threads`, the rule
+    the run itself applies, so the run resolves the same count; whatever ``base`` had for them
+    (Ray's ``1``) is replaced."""
+    n = resolve_threads(cfg.threads or requested, environ={})[0]
     env = {k: v for k, v in base.items() if k not in THREAD_VARS}
     env.update({k: str(n) for k in THREAD_VARS})
     env["TOKENIZERS_PARALLELISM"] = "false"
