@@ -1,6 +1,6 @@
 """One summary per configuration, computed from stored records only, with its uncertainty.
 
-A configuration is a :func:`~e3bench.report.workload.config_key` (its config, fields a record
+A configuration is a :func:`~e3bench.report.workload.record_key` (its config, fields a record
 predates filled in: older records join new ones even where their stored ``config_hash``
 differs); several records of one configuration are repeats and are aggregated: figures are the
 mean over the runs with a 95 % Student-t interval across runs, on the log scale for these
@@ -21,7 +21,7 @@ from typing import Any
 from e3bench.core.fmt import count
 from e3bench.core.timing import Stats, summarize
 from e3bench.report.stats import Interval, proportion_ci, t_interval
-from e3bench.report.workload import Workload, config_key, workload_of
+from e3bench.report.workload import Workload, record_key, workload_of
 from e3bench.results import store
 from e3bench.results.labels import distinct_labels
 from e3bench.results.schema import BatchResult, ResultRecord
@@ -85,7 +85,7 @@ class TaskScore:
 
 @dataclass
 class ConfigSummary:
-    """One configuration (one :func:`~e3bench.report.workload.config_key`) over all its successful runs.
+    """One configuration (one :func:`~e3bench.report.workload.record_key`) over all its successful runs.
 
     ``label`` never collides with another configuration's in the same report; ``workload`` says
     what it was asked to do; ``batches``: batch size → :class:`BatchFigures`; ``task_scores``:
@@ -223,7 +223,7 @@ def summarize_configs(records: Sequence[ResultRecord | tuple[Path, ResultRecord]
     for item in records:
         path, rec = item if isinstance(item, tuple) else (None, item)
         if rec.status == "ok" and rec.efficiency is not None:
-            groups.setdefault(config_key(rec.config), []).append((path, rec))
+            groups.setdefault(record_key(rec), []).append((path, rec))
     members = [sorted(g, key=lambda pr: pr[1].created_utc) for g in groups.values()]
     out = [_summary(m, "") for m in members]
     _label(out, [m[-1][1] for m in members])

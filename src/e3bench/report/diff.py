@@ -3,7 +3,7 @@
 A side is a run (its run id, or the path of its record), a sweep (its folder, or its name inside
 the results directory) or a whole results folder: :func:`resolve` turns what the user typed into
 the successful records it names. :func:`pair` groups each side's records into configurations
-(records of one configuration, :func:`~e3bench.report.workload.config_key`, are repeats) and pairs them:
+(records of one configuration, :func:`~e3bench.report.workload.record_key`, are repeats) and pairs them:
 
 * when each side holds one configuration, those two are compared, whatever differs between them
   (that is what the user asked: fp32 against int8, one machine against another);
@@ -11,7 +11,7 @@ the successful records it names. :func:`pair` groups each side's records into co
   and device, and the same workload (:data:`e3bench.report.workload.IDENTITY`,
   :data:`~e3bench.report.workload.WORKLOAD_FIELDS`: the report's one definition); what pairs
   with nothing is listed. Records of one configuration are those with one
-  :func:`~e3bench.report.workload.config_key` (older records included).
+  :func:`~e3bench.report.workload.record_key` (older records included).
 
 Comparisons that say nothing are refused (:class:`E3Error`, exit 2): A and B the same records,
 or a pair whose workloads differ (other prompt or output lengths, prompt source, tasks, limits)
@@ -31,7 +31,7 @@ from e3bench.core.errors import E3Error
 from e3bench.core.fmt import count
 from e3bench.core.fsutil import component_problem
 from e3bench.report.compare import run_warnings
-from e3bench.report.workload import IDENTITY, NOT_COMPARED, WORKLOAD_FIELDS, complete, config_key, missing, workload_values
+from e3bench.report.workload import IDENTITY, NOT_COMPARED, WORKLOAD_FIELDS, complete, missing, record_key, workload_values
 from e3bench.results import store
 from e3bench.results.labels import config_label
 from e3bench.results.schema import ResultRecord
@@ -62,7 +62,7 @@ def resolve(spec: str, results_dir: str | os.PathLike = "results", *, with_repea
     """The records ``spec`` names: a record file, a sweep or results folder (a path, or a sweep
     name inside ``results_dir``), or a run id (looked up in ``results_dir``'s index). Failed runs
     are left out (named in ``notes``). ``with_repeats``: a run stands for every record of its
-    configuration (:func:`~e3bench.report.workload.config_key`) in its folder, its repeats. :class:`E3Error` naming ``spec``
+    configuration (:func:`~e3bench.report.workload.record_key`) in its folder, its repeats. :class:`E3Error` naming ``spec``
     and how to list runs when it names nothing, or nothing successful."""
     root = Path(results_dir)
     path = Path(spec)
@@ -86,8 +86,8 @@ def _run(spec: str, path: Path, with_repeats: bool) -> Side:
     rec = store.load(path)
     if not with_repeats:
         return _side(spec, "run", path, [(path, rec)])
-    key = config_key(rec.config)
-    same = [(p, r) for p, r in store.scan(path.parent).records if config_key(r.config) == key and p.parent == path.parent]
+    key = record_key(rec)
+    same = [(p, r) for p, r in store.scan(path.parent).records if record_key(r) == key and p.parent == path.parent]
     return _side(spec, "repeats", path, same)
 
 
@@ -137,7 +137,7 @@ def _find_run(run_id: str, root: Path) -> Path | None:
 
 @dataclass
 class Config:
-    """One configuration of a side: its records (repeats: one ``config_key``), the
+    """One configuration of a side: its records (repeats: one ``record_key``), the
     config they share, a label and the key configurations pair by."""
 
     label: str
@@ -167,10 +167,10 @@ class Config:
 
 def configurations(side: Side) -> list[Config]:
     """``side``'s records grouped by configuration (repeats together, oldest first; one
-    :func:`~e3bench.report.workload.config_key`, so older records join new ones)."""
+    :func:`~e3bench.report.workload.record_key`, so older records join new ones)."""
     groups: dict[str, list[tuple[Path, ResultRecord]]] = {}
     for p, r in sorted(side.records, key=lambda pr: pr[1].created_utc):
-        groups.setdefault(config_key(r.config), []).append((p, r))
+        groups.setdefault(record_key(r), []).append((p, r))
     out = []
     for recs in groups.values():
         rec = recs[-1][1]

@@ -17,7 +17,7 @@ Rows, by section:
 * memory: peak RSS of the measured phase, peak device memory, bytes of the weights.
 
 Spread: one run gives a figure per measured iteration (speed) or one reading (energy, memory);
-repeats of a configuration (several records of one ``config_key``) give one figure per repeat,
+repeats of a configuration (several records of one ``record_key``) give one figure per repeat,
 and the CI is then across repeats. A single reading on either side has no spread: its CI is
 unknown and the verdict INCONCLUSIVE (``--repeats`` fixes that), except for the weights' size,
 which is exact.

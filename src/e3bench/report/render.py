@@ -6,6 +6,14 @@ What is compared with what: :mod:`e3bench.report.sections` (per workload, per ba
 figure with its 95 % CI); variants against their reference: :mod:`e3bench.report.variants`.
 Files are written atomically with the user's umask mode; a place that cannot be written is one
 :class:`E3Error` line.
+
+At scale (``benchmarks/report_scale.py``: 10,000 records) every file stays readable and says what
+it leaves out: the CSV files hold every row, while ``summary.md``, ``table.tex`` and the page show
+the first :data:`MAX_ROWS` rows of a table (its heading says how many there are); the executive
+summary shows :data:`MAX_ALIKE` lines of one kind and cuts lines longer than :data:`MAX_LINE`,
+with every line whole in :data:`ALL_LINES`; figures show the best configurations
+(:mod:`e3bench.report.figures`) and are drawn in worker processes while the tables are written
+(:func:`e3bench.report.plots.drawing`).
 """
 
 from __future__ import annotations

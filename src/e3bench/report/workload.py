@@ -13,7 +13,7 @@ which may differ, used by the report (repeats, variants against their reference)
 * every other field (threads, seed, meter, …) is part of a configuration's identity.
 
 :func:`complete` fills in fields a record predates, so records written before a field existed
-group and pair with new ones (:func:`config_key`: repeats share it, whatever their stored
+group and pair with new ones (:func:`record_key`: repeats share it, whatever their stored
 ``config_hash``); a record that lacks a field that defines its workload is in the workload
 "unknown" (:func:`workload_of`), labelled so and compared with nothing.
 
@@ -123,6 +123,13 @@ def config_key(config: Mapping[str, Any], *, ignore: tuple[str, ...] = ()) -> st
         vals[UNKNOWN] = lacks
     return json.dumps({k: v for k, v in vals.items() if k not in NOT_COMPARED and k not in ignore},
                       sort_keys=True, default=str)  # fmt: skip
+
+
+def record_key(rec: Any) -> str:
+    """What makes records (``ResultRecord``) repeats of one configuration: the same
+    :func:`config_key` and the same model as the record names it (a model is what the config
+    named, and the record says what that turned out to be)."""
+    return config_key(rec.config) + "|" + str(rec.model.name if rec.model else rec.config.get("model"))
 
 
 def workload_of(config: Mapping[str, Any]) -> Workload:
