@@ -328,8 +328,11 @@ def test_config_hash_without_the_flag_is_unchanged():
 
     cfg = RunConfig()
     old = cfg.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers", "trust_remote_code",
-                                 "num_fewshot", "include_path", "meter_timeout_s"})
+                                 "num_fewshot", "include_path", "meter_timeout_s", "revision",
+                                 "chat_template", "score_batch_size", "pue"})
     assert cfg.config_hash() == stable_hash(old)
+    # the default hash before revision / chat_template / score_batch_size / pue existed (987d94d)
+    assert cfg.config_hash() == "feb81a77eed5268d"
     assert "trust_remote_code" in RunConfig(trust_remote_code=True).identity()
 
 
