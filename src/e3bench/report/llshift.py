@@ -22,8 +22,7 @@ from typing import Any
 
 from e3bench.core.fmt import num
 from e3bench.core.timing import percentile
-from e3bench.report.compare import TaskScore
-from e3bench.report.items import Items, paired_problem, read_items
+from e3bench.report.items import Items, paired_problem
 
 #: the per-item field the pairing rule checks (the sum of the item's log-likelihoods)
 _KEY = "_loglik_sum"
@@ -88,14 +87,6 @@ def loglik_shift(reference: Items | None, variant: Items | None) -> LoglikShift 
         per_item.append(sum(abs(y - x) for x, y in zip(a, b, strict=True)) / len(a))
         n += len(a)
     return LoglikShift(percentile(per_item, 50), percentile(per_item, 90), len(per_item), n)
-
-
-def task_shift(reference: TaskScore, variant: TaskScore) -> LoglikShift | None:
-    """:func:`loglik_shift` of the first samples file of each side (as the paired quality
-    comparison reads them); None without samples on both sides."""
-    if not reference.samples or not variant.samples:
-        return None
-    return loglik_shift(read_items(reference.samples[:1]), read_items(variant.samples[:1]))
 
 
 #: the column heading in the variants' quality table

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from e3bench.core.timing import Stats
 from e3bench.report.compare import ConfigSummary, TaskScore
-from e3bench.report.llshift import LoglikShift, task_shift
-from e3bench.report.items import item_stats, paired_problem, paired_scores, read_items
+from e3bench.report.llshift import LoglikShift, loglik_shift
+from e3bench.report.items import Items, item_stats, paired_problem, paired_scores, read_items
 from e3bench.report.stats import (
     INCONCLUSIVE,
     Interval,
@@ -129,8 +129,9 @@ def _compare(ref: ConfigSummary, v: ConfigSummary) -> VariantComparison:
     for task in sorted(set(v.task_scores) & set(ref.task_scores)):
         a, b = ref.task_scores[task], v.task_scores[task]
         if a.metric == b.metric:
-            comp.tasks.append(compare_tasks(a, b))
-            comp.tasks[-1].ll_shift = task_shift(a, b)
+            items = _items(a, b)  # each samples file read once for both figures
+            comp.tasks.append(compare_tasks(a, b, items))
+            comp.tasks[-1].ll_shift = loglik_shift(*items)
     for bs in sorted(set(v.batches) & set(ref.batches)):
         ra, rb = ref.batches[bs], v.batches[bs]
         sp = _ratio(ra.decode_tokens_per_s, rb.decode_tokens_per_s)
@@ -145,23 +146,28 @@ def _ratio(a: Stats | None, b: Stats | None) -> Interval | None:
     return None if a is None or b is None else ratio_ci(a, b)
 
 
-def _paired(a: TaskScore, b: TaskScore) -> tuple[list[float], list[float]] | None:
-    """Scores of the items both scored (first samples file of each side), or None when they
-    cannot be paired (:func:`e3bench.report.items.paired_problem`)."""
+def _items(a: TaskScore, b: TaskScore) -> tuple[Items | None, Items | None]:
+    """The logged items of each side (its first samples file), (None, None) unless both logged."""
     if not a.samples or not b.samples:
-        return None
-    ia, ib = read_items(a.samples[:1]), read_items(b.samples[:1])
+        return None, None
+    return read_items(a.samples[:1]), read_items(b.samples[:1])
+
+
+def _paired(a: TaskScore, b: TaskScore, ia: Items | None, ib: Items | None) -> tuple[list[float], list[float]] | None:
+    """Scores of the items both scored (``ia``, ``ib``: :func:`_items`), or None when they
+    cannot be paired (:func:`e3bench.report.items.paired_problem`)."""
     if paired_problem(ia, ib, a.metric) is not None or a.metric != b.metric:
         return None
     assert ia is not None and ib is not None
     return paired_scores(ia, ib, a.metric)
 
 
-def compare_tasks(a: TaskScore, b: TaskScore) -> TaskComparison:
+def compare_tasks(a: TaskScore, b: TaskScore, items: tuple[Items | None, Items | None] | None = None) -> TaskComparison:
     """Task score ``b`` against ``a`` (the same task and metric): paired over the items both
     scored when both logged samples, else from each side's standard error (module doc). The one
-    comparison of two scores: variants against their reference, and ties for "most accurate"."""
-    pair = _paired(a, b)
+    comparison of two scores: variants against their reference, and ties for "most accurate".
+    ``items``: both sides' logged items when the caller has read them (:func:`_items`)."""
+    pair = _paired(a, b, *(_items(a, b) if items is None else items))
     if pair is not None:
         xa, xb = pair
         ra, rb = sum(xa) / len(xa), sum(xb) / len(xb)
