@@ -224,7 +224,7 @@ class RunConfig(BaseModel):
         ``chat_template`` (other prompts, other scores), ``score_batch_size`` (padding moves
         log-likelihoods by ~1e-5), ``pue`` (other CO2e) — so the hashes of runs made before they
         existed do not change."""
-        d = self.model_dump(exclude={"output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s"})
+        d = self.model_dump(exclude=set(NOT_IDENTITY))
         for late, unset in _LATE_FIELDS.items():
             if d[late] == unset:
                 del d[late]
@@ -253,12 +253,15 @@ class RunConfig(BaseModel):
 
 #: the key that carries lm-eval-style model arguments (YAML ``model_args:``, ``--model-args``)
 MODEL_ARGS_KEY = "model_args"
+#: fields that say where results go or how they are logged, not what is measured: never part of
+#: a run's identity (:meth:`RunConfig.identity`) nor compared by the report
+NOT_IDENTITY = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s")
 #: fields added after records existed, and their unset value: in the identity only when set
 _LATE_FIELDS: dict[str, Any] = {"trust_remote_code": False, "num_fewshot": None, "include_path": None,
                                 "revision": None, "chat_template": False, "score_batch_size": None, "pue": 1.0}
 FIELDS: tuple[str, ...] = tuple(RunConfig.model_fields)
-__all__ = ["ALIASES", "DEFAULT_LIMIT", "DEFAULT_TASKS", "FIELDS", "FLAGS", "NO_TASKS", "Layer", "RunConfig",
-           "base_layers", "build_config", "coerce", "duplicate_problems", "flag_of", "flags_layer", "set_layer",
+__all__ = ["ALIASES", "DEFAULT_LIMIT", "DEFAULT_TASKS", "FIELDS", "FLAGS", "NOT_IDENTITY", "NO_TASKS", "Layer",
+           "RunConfig", "base_layers", "build_config", "coerce", "duplicate_problems", "flag_of", "flags_layer", "set_layer",
            "yaml_layer"]  # fmt: skip
 
 

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from e3bench.config.run import NOT_IDENTITY
+
 #: Config fields that define a workload; runs that differ in any of them are never compared.
 WORKLOAD_FIELDS = ("prompt_tokens", "max_new_tokens", "prompts", "tasks", "limit", "num_fewshot", "engine",
                    "include_path")  # fmt: skip
@@ -40,8 +42,9 @@ TASK_FIELDS = ("limit", "num_fewshot", "engine", "include_path")
 #: Workload fields every e3bench record holds (since schema version 1): a record without one of
 #: them says nothing of its workload, which is then unknown, never guessed from today's defaults.
 ALWAYS_RECORDED = ("prompt_tokens", "max_new_tokens", "tasks")
-#: Config fields that say where results go or how they are logged: never compared.
-NOT_COMPARED = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s")
+#: Config fields that say where results go or how they are logged: never compared (the config's
+#: own list, the fields its hash leaves out).
+NOT_COMPARED = NOT_IDENTITY
 #: Config fields that say what ran it: with the workload, what pairs configurations of two sweeps.
 IDENTITY = ("model", "backend", "backend_options", "dtype", "device")
 #: Config fields that say which batch sizes were measured and for how long: a variant and its
