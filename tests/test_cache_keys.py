@@ -130,6 +130,7 @@ def test_entries_keyed_by_mtime_are_adopted_or_named(tiny_models, tmp_path):
     assert f"{legacy_file_key(gguf)} (keyed by file modification time by an older e3bench) renamed to {path.name}" in notes[0]
     mb = sum(f.stat().st_size for f in earlier.rglob("*") if f.is_file()) / 1e6
     assert len(notes) == 2 and f"in {earlier.parent}: {earlier.name}" in notes[1] and f"free {mb:.0f} MB" in notes[1], notes
+    assert "1 older cache entry for a file named m.gguf" in notes[1] and "is not reused" in notes[1], notes
     assert earlier.is_dir()  # named, never deleted behind the user's back
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from e3bench.backends.modelfiles import HUB_CACHE_FIX, LOADER_ERRORS, check_gguf, check_model_dir, loader_error
 from e3bench.core.api import ModelSpec
 from e3bench.core.errors import E3Error, MissingExtra
+from e3bench.core.fmt import count
 from e3bench.core.fsutil import adopt_legacy_entry, atomic_dir, file_key, legacy_file_key, stale_file_entries
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -201,9 +202,10 @@ def load_converted_gguf(spec: ModelSpec, cache_dir: str | None = None) -> tuple[
     stale = stale_file_entries(target.parent, f)
     if stale:
         mb = sum(p.stat().st_size for d in stale for p in d.rglob("*") if p.is_file()) / 1e6
-        notes.append(f"{len(stale)} older cache entr{'y' if len(stale) == 1 else 'ies'} for a file named "
-                     f"{f.name} of the same size, keyed by modification time by an older e3bench, are not "
-                     f"reused (content unknown); delete them to free {mb:.0f} MB: in {target.parent}: "
+        one = len(stale) == 1
+        notes.append(f"{count(len(stale), 'older cache entry')} for a file named {f.name} of the same size, keyed "
+                     f"by modification time by an older e3bench, {'is' if one else 'are'} not reused (content "
+                     f"unknown); delete {'it' if one else 'them'} to free {mb:.0f} MB: in {target.parent}: "
                      f"{', '.join(d.name for d in stale)}")  # fmt: skip
     if (target / "e3bench-converted.json").is_file():
         check_model_dir(target, fix=f"delete the damaged cache entry {target} (the GGUF is converted again)")
