@@ -362,11 +362,11 @@ def _param_counts(path: Path) -> tuple[int, int]:
         with safe_open(str(f), framework="numpy") as fh:
             for k in fh.keys():
                 sl = fh.get_slice(k)
+                shape = sl.get_shape()
                 count = 1
-                for d in sl.get_shape():
+                for d in shape:
                     count *= d
                 n += count
-                shape = sl.get_shape()
                 tensors.append((k, count * _DTYPE_BYTES.get(sl.get_dtype(), 1), int(shape[0]) if shape else 1))
     return n, decode_step_bytes(safetensors_weights(tensors))
 
