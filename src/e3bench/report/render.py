@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,19 +93,17 @@ def _fold_alike(lines: list[str]) -> tuple[list[str], int]:
     has thousands of verdict lines), each cut kind ending with a line saying how many more there
     are and where (:data:`ALL_LINES`), long lines shortened (:func:`_shorten`); and how many lines
     were left out or shortened."""
-    count: dict[str, int] = {}
-    for line in lines:
-        count[_lead(line)] = count.get(_lead(line), 0) + 1
-    out, seen, short = [], dict.fromkeys(count, 0), 0
+    kinds = Counter(map(_lead, lines))
+    out, seen, short = [], dict.fromkeys(kinds, 0), 0
     for line in lines:
         lead = _lead(line)
         seen[lead] += 1
         if seen[lead] <= MAX_ALIKE:
             out.append(_shorten(line))
             short += len(line) > MAX_LINE
-        if seen[lead] == MAX_ALIKE and count[lead] > MAX_ALIKE:
-            out.append(f"{lead}:** and {count[lead] - MAX_ALIKE:,} more lines like these (all in {ALL_LINES})")
-    return out, sum(n - MAX_ALIKE for n in count.values() if n > MAX_ALIKE) + short
+        if seen[lead] == MAX_ALIKE and kinds[lead] > MAX_ALIKE:
+            out.append(f"{lead}:** and {kinds[lead] - MAX_ALIKE:,} more lines like these (all in {ALL_LINES})")
+    return out, sum(n - MAX_ALIKE for n in kinds.values() if n > MAX_ALIKE) + short
 
 
 def _training_tables(training: Training | None) -> list[sections.Table]:
