@@ -54,6 +54,8 @@ NOT_RUN = [
     (re.compile(r"--device cuda"), "needs an NVIDIA GPU (tests/test_gpu.py runs these paths where one exists)"),
     (re.compile(r"(--model|-m) \S*[A-Za-z0-9]/[A-Za-z0-9]"), "downloads a model from the Hugging Face hub"),
     (re.compile(r"^e3bench compare \d{8}T"), "names run ids of records that exist only on the machine that made them"),
+    (re.compile(r"^e3bench serve\b"), "starts or load-tests a model server for minutes; tests/test_serve*.py run the same "
+     "paths against a tiny streaming server (and one slow test launches transformers serve)"),
     (re.compile(r"^e3bench (run|sweep|finetune|train)\b"),
      "loads and runs a real model for minutes on 2 CPU cores; the same command paths run on tiny models in "
      "tests/test_cli.py, test_bundled_model.py, test_finetune.py and test_train_suite.py"),
