@@ -197,3 +197,43 @@ def serving_figures(serving: Serving | None) -> list:
     note = ("Points are load levels (closed loop: concurrency; open loop: offered rate); latency percentiles over the "
             "level's completed requests; goodput with its Wilson 95 % interval; J/request from the level's window.")  # fmt: skip
     return [Figure("serving", "Serving under load: latency, goodput and energy vs load", note, panels)]
+
+
+#: what ``e3bench ls --serve`` shows by default (one row per session × level)
+LS_COLUMNS = ("session", "model", "level", "status", "requests_ok", "ttft_p50_ms", "tpot_p50_ms", "req_per_s",
+              "out_tok_per_s", "goodput_share", "j_per_request", "power_w")  # fmt: skip
+
+
+def serve_rows(results_dir: Path) -> tuple[list[dict], list[str]]:
+    """``(level rows, problems)`` of every serve record under ``results_dir`` (for ``ls --serve``
+    and ``export --format serve``); the rows carry every :data:`COLUMNS` field."""
+    from e3bench.results import store
+
+    serving = load_serving(store.scan(store.check_root(results_dir)).others)
+    return serving.rows, serving.problems
+
+
+def export_serving(results_dir: Path, out: Path) -> int:
+    """Write the serve level rows (:data:`COLUMNS`) under ``results_dir`` to ``out`` (.csv,
+    .parquet, .json, .md), atomically; returns the number of rows. :class:`E3Error` for another
+    ending, a directory, an unwritable place, or no serve records."""
+    from e3bench.core.errors import E3Error
+    from e3bench.core.fsutil import atomic_write_bytes, write_errors
+    from e3bench.report.export import FORMATS, to_json, to_markdown
+    from e3bench.report.tables import to_csv, to_parquet_bytes
+
+    out = Path(out)
+    if out.is_dir():
+        raise E3Error(f"cannot export to {out}: it is a directory", f"name a file, e.g. -o {out / 'serving.csv'}")
+    if out.suffix not in FORMATS:
+        raise E3Error(f"cannot export to '{out.suffix or out.name}'", "use a .csv, .parquet, .json or .md file name")
+    rows, _ = serve_rows(results_dir)
+    if not rows:
+        raise E3Error(f"no e3bench serve records under {results_dir}", "run `e3bench serve -o DIR` first")
+    if out.suffix == ".parquet":
+        data = to_parquet_bytes(rows, COLUMNS)
+    else:
+        data = {".csv": to_csv, ".json": to_json, ".md": to_markdown}[out.suffix](rows, COLUMNS).encode("utf-8")
+    with write_errors(out, "choose a writable -o path"):
+        atomic_write_bytes(out, data)
+    return len(rows)

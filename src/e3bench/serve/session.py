@@ -40,11 +40,11 @@ class ServeSettings:
     rates: list[float] = field(default_factory=list)
     arrival: str = "poisson"
     seed: int = 0
-    min_requests: int = 20
+    min_requests: int = 10
     min_seconds: float = 10.0
     warmup: int = 2
-    prompt_tokens: int = 128
-    max_tokens: int = 64
+    prompt_tokens: int = 64
+    max_tokens: int = 32
     prompts: str | None = None
     ignore_eos: bool = False
     slo: dict[str, float] = field(default_factory=dict)
