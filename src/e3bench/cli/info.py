@@ -67,12 +67,12 @@ def _registry_table(kind: str, title: str, first: str, *, fmt: str = "table", wi
 
 def models(wide: bool = WIDE, fmt: str = FORMAT) -> None:
     """List model aliases, whether each is available here, and the backends (plugins included)."""
-    from e3bench.backends.models import ALIASES, bundled_gguf_path
+    from e3bench.backends.models import ALIASES, bundled_path
     from e3bench.report.textable import Col
 
     rows = []
     for a in ALIASES.values():
-        local = bundled_gguf_path(a)
+        local = bundled_path(a)
         rows.append({"alias": a.name, "hub id": a.hub_id, "available here": f"yes: {local}" if local else "hub only",
                      "description": a.description})  # fmt: skip
     cols = [Col("alias", kind="id"), Col("hub id", kind="id"), Col("available here", kind="text"),

@@ -30,6 +30,8 @@ from e3bench.core.fsutil import atomic_write_text, write_errors
 from e3bench.report import figures, html, interactive, plots, sections
 from e3bench.report.compare import ConfigSummary, summarize_configs
 from e3bench.report.tables import latex_table, md_cell, to_csv
+from e3bench.report.serving import COLUMNS as SERVING_COLUMNS
+from e3bench.report.serving import Serving, load_serving, section_md, serving_figures, serving_tables
 from e3bench.report.training import FINETUNE_COLUMNS, SUITE_COLUMNS, Training, load_training
 from e3bench.report.variants import MLPERF_QUALITY_TARGET, VariantComparison, compare_to_reference
 from e3bench.results import store
@@ -180,13 +182,14 @@ def _build(results_dir: Path, found: store.Scan, out_dir: Path | None) -> Report
     runs, tasks = rows_of(found.records)
     warnings = [f"skipped {p}" for p in found.problems]
     training = load_training(found.others)
-    if not runs and not training:
-        raise store.no_results_error(results_dir, found.problems + training.problems)
+    serving = load_serving(found.others)  # e3bench serve sessions (report/serving.py)
+    if not runs and not training and not serving:
+        raise store.no_results_error(results_dir, found.problems + training.problems + serving.problems)
     configs = summarize_configs(found.records)
-    if not configs and not training:
+    if not configs and not training and not serving:
         raise E3Error(f"no successful runs under {results_dir} to report on",
                       "see the failed records (e3bench ls DIR --filter status=failed)")  # fmt: skip
-    warnings = warnings + training.problems
+    warnings = warnings + training.problems + serving.problems
     comps = compare_to_reference(configs)
     failed = [r for r in runs if r["status"] == "failed"]
     out = Path(out_dir) if out_dir else results_dir / "report"
@@ -194,10 +197,11 @@ def _build(results_dir: Path, found: store.Scan, out_dir: Path | None) -> Report
         raise E3Error(f"cannot write the report to {out}: it is a file", "pass -o a folder (new or existing)")
     fix = "pass -o a writable folder" if out_dir else "pass -o a writable folder (the results folder is not writable)"
     with write_errors(out, fix, what="write the report to"):
-        return _write_report(out, runs, tasks, configs, comps, failed, warnings, training)
+        return _write_report(out, runs, tasks, configs, comps, failed, warnings, training, serving)
 
 
-def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, training: Training) -> Report:
+def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, training: Training,
+                  serving: Serving | None = None) -> Report:  # fmt: skip
     """Write every report file into ``out`` (``OSError`` when it cannot)."""
     files: dict[str, Path] = {}
 
@@ -206,7 +210,7 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         atomic_write_text(p, text)
         files[name] = p
 
-    specs = figures.specs(configs) if configs else []
+    specs = (figures.specs(configs) if configs else []) + serving_figures(serving)
     with plots.drawing(specs, out / "plots") as drawn:  # large figures are drawn meanwhile
         tables = sections.tables(configs, comps)  # once: summary.md, table.tex and the page
         _write_tables(write, runs, tasks, configs, comps, training, tables)
@@ -219,9 +223,11 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
     for f in specs:
         files[f"plots/{f.name}.png"] = pngs[f.name]
         files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
-    md = _summary_md(configs, comps, failed, warnings, pngs, training, lines, tables)
+    md = _summary_md(configs, comps, failed, warnings, pngs, training, lines, tables) + section_md(serving)
     write("summary.md", md)
-    write("report.html", _html(md, configs, comps, failed, specs, training, tables))
+    write("report.html", _html(md, configs, comps, failed, specs, training, tables + serving_tables(serving)))
+    if serving:
+        write("serving.csv", to_csv(serving.rows, SERVING_COLUMNS))
     return Report(out, files, configs, comps, warnings)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import NAME_MAX, atomic_write_text, component_problem, safe_component
-from e3bench.results.schema import SCHEMA_VERSION, ResultRecord
+from e3bench.results.schema import SCHEMA_VERSION, ResultRecord, ServeRecord
 
 #: Folder (inside a sweep folder) that holds the per-task samples files.
 SAMPLES_DIR = "samples"
@@ -107,8 +107,11 @@ def save_samples(output_dir: str | os.PathLike, sweep: str, run_id: str, task: s
     return path
 
 
-def save(record: ResultRecord, output_dir: str | os.PathLike, sweep: str, *, stem: str | None = None) -> Path:
+def save(record: ResultRecord | ServeRecord, output_dir: str | os.PathLike, sweep: str, *,
+         stem: str | None = None) -> Path:  # fmt: skip
     """Write one record to :func:`record_path` (``stem`` defaults to its run id); returns the path.
+    A :class:`~e3bench.results.schema.ServeRecord` (``kind: serve``) is stored the same way and
+    read back by :func:`scan` among the other kinds.
 
     Sweeps pass ``stem=config_hash`` so a retried run replaces its failed record instead of
     adding a duplicate. Raises :class:`E3Error` when the directory is not writable.
