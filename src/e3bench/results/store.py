@@ -278,7 +278,7 @@ def scan(root: Path) -> Scan:
     out = Scan()
     if not root.exists():
         return out
-    with _gc_paused():
+    with gc_paused():
         for p in json_files(root):
             doc = read_document(p)
             if doc.record is not None:
@@ -291,10 +291,12 @@ def scan(root: Path) -> Scan:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Python's cycle collector off while records are parsed (and back as it was after):
     parsing makes millions of objects and no cyclic garbage, and each collection walks them all
-    again: half the time of reading 10,000 records went to it."""
+    again: half the time of reading 10,000 records went to it. Nested pauses are one pause (the
+    outermost turns it back on), so a caller can ``gc.freeze()`` what was read before the
+    collector runs again (:func:`e3bench.report.render.build_report` does)."""
     was = gc.isenabled()
     gc.disable()
     try:
