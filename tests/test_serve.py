@@ -183,3 +183,34 @@ def test_transformers_serve_with_the_bundled_model(tmp_path):
     assert lv.ttft_ms.p50 > 0 and lv.energy.method == "estimated" and lv.energy.gross_energy_j > 0
     assert "server usage" in (lv.tokens_check or "")
     assert port_free(rec.launch["port"]) and (tmp_path / "serve" / "logs").is_dir()
+
+
+def test_estimate_meter_follows_the_given_process_tree_not_this_one():
+    """A child burning CPU for ~1 s while this process sleeps: the meter following the child's
+    parent (a shell, so the burner is a grandchild) sees the CPU time; the default meter
+    (this process) sees none of it."""
+    import subprocess
+    import sys
+    import time
+
+    from e3bench.energy.meters.estimate import EstimateMeter
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    proc = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c '{burn}'"])
+    follow, own = EstimateMeter(pids=[proc.pid], sample_interval_s=0.05), EstimateMeter(sample_interval_s=0.05)
+    try:
+        for m in (follow, own):
+            m.begin("w")
+        proc.wait(30)
+        time.sleep(0.2)
+        r_follow, r_own = follow.end("w"), own.end("w")
+    finally:
+        follow.close()
+        own.close()
+    k = follow.power_model.logical_cpus
+    cpu_follow = r_follow.details["mean_utilisation"] * k * r_follow.duration_s
+    cpu_own = r_own.details["mean_utilisation"] * k * r_own.duration_s
+    assert 0.6 <= cpu_follow <= 1.3, cpu_follow  # the grandchild's 1 s of CPU (its exit is counted too)
+    assert cpu_own < 0.2, cpu_own
+    assert f"pid {proc.pid}" in r_follow.details["utilisation_scope"]
+    assert r_follow.total_j > r_own.total_j

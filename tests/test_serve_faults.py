@@ -73,6 +73,14 @@ def test_malformed_slo(tmp_path, slo):
     assert code == 2 and one_error(out).startswith(f"error: --slo '{slo}'")
 
 
+def test_server_pid_that_does_not_exist(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that was just freed
+    code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", "--server-pid", str(proc.pid),
+                      out=tmp_path)  # fmt: skip
+    assert code == 2 and f"--server-pid {proc.pid}: no such process" in one_error(out)
+
+
 def test_loglikelihood_task_is_refused_before_any_load(tmp_path):
     code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "--tasks", "hellaswag", out=tmp_path)
     assert code == 2 and "not supported by this server" in one_error(out)

@@ -170,12 +170,12 @@ def serving_figures(serving: Serving | None) -> list:
         name = f"{rec['model']} ({rec['run_id'][-6:]})"
         for lv in (x for x in rec.get("levels") or [] if x.get("status") == "ok"):
             rate, load = lv.get("achieved_rate_per_s"), lv.get("value")
-            kind = "c" if lv.get("load") == "concurrency" else "rate"
+            kind = "closed" if lv.get("load") == "concurrency" else "open"
             for key, marks in lat.items():
                 st = lv.get(key) or {}
                 for q in ("p50", "p99"):
                     if st.get(q) is not None and rate:
-                        marks.append(Mark(lv["label"], f"{name} {q}", point(st[q], st.get("n", 0), f"{q} of requests"),
+                        marks.append(Mark(lv["label"], f"{name} {kind} {q}", point(st[q], st.get("n", 0), f"{q} of requests"),
                                           cat=float(rate), hover=f"{lv['label']}: {num(st[q])} ms at {num(rate)} req/s"))  # fmt: skip
             if rec.get("slo") and lv.get("goodput_share") is not None:
                 lo, hi = lv.get("goodput_ci95") or (nan, nan)

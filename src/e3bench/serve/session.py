@@ -76,6 +76,12 @@ class ServeSettings:
             raise E3Error(f"--concurrency {self.concurrency}: levels must be 1 or more", "e.g. --concurrency 1,2,4")
         if self.arrival not in ARRIVALS:
             raise E3Error(f"--arrival {self.arrival!r} is unknown", f"use {' or '.join(ARRIVALS)}")
+        if self.server_pid is not None:
+            import psutil
+
+            if not psutil.pid_exists(self.server_pid):
+                raise E3Error(f"--server-pid {self.server_pid}: no such process",
+                              "pass the pid of the server process (e.g. from `pgrep -f 'vllm serve'`)")  # fmt: skip
         for name in ("min_requests", "max_tokens", "prompt_tokens"):
             if getattr(self, name) < 1:
                 raise E3Error(f"--{name.replace('_', '-')} {getattr(self, name)} must be 1 or more", "pass a positive count")
