@@ -155,5 +155,8 @@ def test_quality_through_the_server_uses_the_tasks_scorer(tmp_path):
         bodies = server.state.bodies
     (t,) = rec.effectiveness
     assert t.metrics["exact_match"] == 0.75 and t.n_items == 4
+    samples = [json.loads(x) for x in open(t.samples_file)]
+    assert sorted((x["prompt"], x["generation"], x["exact_match"]) for x in samples) == [
+        ("Q0?", "42", 1.0), ("Q1?", "42", 1.0), ("Q2?", "42", 0.0), ("Q3?", "42", 1.0)]
     assert sorted(b["messages"][0]["content"] for b in bodies) == ["Q0?", "Q1?", "Q2?", "Q3?"]  # sent concurrently
     assert all(b["stop"] == ["\n"] and b["stream"] for b in bodies)

@@ -47,7 +47,6 @@ def level_rows(rec: dict) -> list[dict]:
     rows = []
     for lv in rec.get("levels") or []:
         e = lv.get("energy") or {}
-        basis = e.get("net") if (e.get("basis") or "").startswith("net") else e.get("gross")
         per_req = e.get("energy_per_request_j")
         out_tok = lv.get("output_tokens") or 0
         energy = e.get("net_energy_j") if e.get("net_energy_j") is not None else e.get("gross_energy_j")
@@ -61,11 +60,17 @@ def level_rows(rec: dict) -> list[dict]:
             "goodput_share": lv.get("goodput_share") if rec.get("slo") else None,
             "goodput_per_s": lv.get("goodput_per_s") if rec.get("slo") else None,
             "j_per_request": per_req, "j_per_out_token": energy / out_tok if energy is not None and out_tok else None,
-            "power_w": e.get("mean_power_w"), "energy_method": f"{e.get('method')} ({e.get('basis')})" if e else None,
+            "power_w": e.get("mean_power_w"), "energy_method": _how(e),
             "client_cpu_pct": 100 * lv["client_cpu_utilisation"] if lv.get("client_cpu_utilisation") is not None else None,
         })  # fmt: skip
-        del basis
     return rows
+
+
+def _how(e: dict) -> str | None:
+    """``estimated (net)``, ``measured (gross …)``, or ``missing``: how a level's energy was had."""
+    if not e:
+        return None
+    return "missing" if e.get("method") == "missing" else f"{e.get('method')} ({e.get('basis')})"
 
 
 def knee(rec: dict) -> str | None:

@@ -129,7 +129,7 @@ def run_serve(s: ServeSettings, progress: Reporter | None = None, *, log: Callab
         if failure is None and s.tasks:
             from e3bench.serve.tasks import run_tasks
 
-            rec.effectiveness, warnings = run_tasks(s, url, model, window, rep)
+            rec.effectiveness, warnings = run_tasks(s, url, model, window, rep, rid)
             rec.warnings.extend(warnings)
         if failure is not None:
             rec.status, rec.error = "failed", failure
