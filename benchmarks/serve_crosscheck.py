@@ -14,7 +14,8 @@ and the latency its own client adds.
    and output tokens/s (target: within 10 %).
 
     PYTHONPATH=src:tests python benchmarks/serve_crosscheck.py [--guidellm /tmp/gl/bin/guidellm]
-        [--url http://127.0.0.1:8000/v1 --model NAME --tokenizer DIR] [--concurrency 1,2,4]
+        [--url http://127.0.0.1:8000/v1 --model NAME --tokenizer DIR | --launch transformers --model smollm2-135m]
+        [--concurrency 1,2,4]
 """
 
 from __future__ import annotations
@@ -94,9 +95,19 @@ def guidellm_level(exe: str, url: str, model: str, tokenizer: str, c: int, args,
 
 def crosscheck(args) -> None:
     """Print e3bench / GuideLLM ratios per concurrency level."""
+    import contextlib
+
+    from e3bench.serve import launch
+
     proc = None
     url, model, tokenizer = args.url, args.model, args.tokenizer
-    if url is None:
+    stack = contextlib.ExitStack()
+    if args.launch:  # the same launcher as e3bench serve --launch
+        port = launch.free_port()
+        argv, model = launch.command(args.launch, args.model, port)
+        server = stack.enter_context(launch.launched(argv, model, port, Path(tempfile.mkdtemp()) / "server.log"))
+        url = server.url
+    elif url is None:
         proc, url = fake_server(0.05, 0.01)
         model = "fake-model"
     try:
@@ -112,6 +123,7 @@ def crosscheck(args) -> None:
                 ratios = " ".join(f"{a / b:.3f}" if b else "n/a" for a, b in pairs)
                 print(f"{'c=' + str(c):>6} {cells[0]:>24} {cells[1]:>22} {cells[2]:>22}  {ratios}")
     finally:
+        stack.close()
         if proc is not None:
             proc.kill()
             proc.wait()
@@ -122,6 +134,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--guidellm", help="path of a guidellm executable (GuideLLM >= 0.8); without it only the overhead")
     ap.add_argument("--url", help="server to cross-check on (default: the fake server, TTFT 50 ms, ITL 10 ms)")
+    ap.add_argument("--launch", help="start the server to cross-check on (transformers|llamacpp|vllm) with --model")
+    ap.add_argument("--skip-overhead", action="store_true", help="only the cross-check")
     ap.add_argument("--model", default="fake-model")
     ap.add_argument("--tokenizer", help="tokenizer folder or hub id for GuideLLM's synthetic prompts")
     ap.add_argument("--concurrency", default="1,2,4", type=lambda s: [int(x) for x in s.split(",")])
@@ -130,7 +144,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--overhead-concurrency", type=int, default=32)
     args = ap.parse_args()
-    overhead(args)
+    if not args.skip_overhead:
+        overhead(args)
     if args.guidellm:
         if not args.tokenizer:
             from e3bench.backends.models import local_path, resolve

@@ -207,7 +207,7 @@ def _tokenizer(s: ServeSettings, rec: ServeRecord):
         from e3bench.backends.models import local_path, resolve
 
         path, _ = local_path(resolve(s.model))
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)  # a tokenizer never needs custom code here
     except Exception as exc:  # noqa: BLE001 - any failure means: no tokenizer, said so
         rec.warnings.append(f"no tokenizer for '{s.model}' ({type(exc).__name__}): token counts are the server's "
                             "usage, prompts are synthetic words")  # fmt: skip
