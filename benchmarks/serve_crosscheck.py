@@ -82,9 +82,15 @@ def guidellm_level(exe: str, url: str, model: str, tokenizer: str, c: int, args,
     """One GuideLLM concurrent benchmark; its metrics dict (successful requests)."""
     target = url[: -len("/v1")] if url.endswith("/v1") else url
     path = out / f"guidellm-c{c}.json"
-    cmd = [exe, "run", "--backend", f"kind=openai_http,target={target},model={model},request_format=/v1/chat/completions",
-           "--profile", f"kind=concurrent,streams={c}",
-           "--data", f"kind=synthetic_text,prompt_tokens={args.prompt_tokens},output_tokens={args.max_tokens}",
+    # a fixed output length makes GuideLLM send ignore_eos, which transformers serve refuses (422):
+    # there, both tools only cap the output (max_tokens), as e3bench serve does without --ignore-eos
+    backend = f"kind=openai_http,target={target},model={model},request_format=/v1/chat/completions"
+    data = f"kind=synthetic_text,prompt_tokens={args.prompt_tokens}"
+    if args.no_ignore_eos:
+        backend = f"{backend},max_tokens={args.max_tokens}"
+    else:
+        data = f"{data},output_tokens={args.max_tokens}"
+    cmd = [exe, "run", "--backend", backend, "--profile", f"kind=concurrent,streams={c}", "--data", data,
            "--tokenizer", f"kind=huggingface_auto,model={tokenizer}",
            "--constraint", f"kind=max_requests,count={args.requests}",
            "--output", f"kind=json,path={path}", "--disable-console"]  # fmt: skip
@@ -136,6 +142,9 @@ def main() -> None:
     ap.add_argument("--url", help="server to cross-check on (default: the fake server, TTFT 50 ms, ITL 10 ms)")
     ap.add_argument("--launch", help="start the server to cross-check on (transformers|llamacpp|vllm) with --model")
     ap.add_argument("--skip-overhead", action="store_true", help="only the cross-check")
+    ap.add_argument("--no-ignore-eos", action="store_true",
+                    help="GuideLLM caps the output with max_tokens instead of asking a fixed length (ignore_eos), for "
+                         "servers that refuse ignore_eos (transformers serve; implied by --launch transformers)")
     ap.add_argument("--model", default="fake-model")
     ap.add_argument("--tokenizer", help="tokenizer folder or hub id for GuideLLM's synthetic prompts")
     ap.add_argument("--concurrency", default="1,2,4", type=lambda s: [int(x) for x in s.split(",")])
@@ -144,6 +153,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--overhead-concurrency", type=int, default=32)
     args = ap.parse_args()
+    args.no_ignore_eos = args.no_ignore_eos or args.launch == "transformers"
     if not args.skip_overhead:
         overhead(args)
     if args.guidellm:
