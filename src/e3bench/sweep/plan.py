@@ -31,7 +31,7 @@ from e3bench.config.run import ALIASES, FIELDS, Layer, RunConfig, build_config, 
 from e3bench.config.validate import ConfigError, Problem, raise_problems, unrunnable_reason
 from e3bench.core.errors import E3Error, unknown_name
 
-_TOP_KEYS = ("name", "base", "grid", "output_dir", "timeout_s")
+_TOP_KEYS = ("name", "base", "grid", "output_dir", "timeout_s", "architectures")  # the last: sweep.architectures
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,11 @@ def _key_problems(doc: yamlfile.YamlFile, mapping: dict[str, Any], prefix: str, 
     return out
 
 
-def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
+def expand(path: str | Path, *, output_dir: str | None = None, extra: Layer | None = None) -> Plan:
     """Read sweep file ``path`` and build every combination of ``grid`` over ``base``.
 
-    ``output_dir`` overrides the file's. Raises :class:`~e3bench.config.validate.ConfigError`
+    ``output_dir`` overrides the file's; ``extra`` is a layer over ``base`` (an architecture
+    comparison's few-shot tasks, :mod:`e3bench.sweep.architectures`). Raises :class:`~e3bench.config.validate.ConfigError`
     with every problem (unknown keys, bad values, unknown names, duplicate keys), each at its
     line; an empty file or a grid that expands to nothing is an :class:`E3Error`.
     """
@@ -102,7 +103,7 @@ def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
     base_layer = Layer(base, lambda k: doc.where(f"base.{k}"))
     fixed = Layer({"sweep": name, "output_dir": out_dir}, lambda k: doc.where("name" if k == "sweep" else k))
     axes = [[_grid_layer(doc, k, i, v) for i, v in enumerate(grid[k])] for k in grid]
-    runs, skipped, found = combine([base_layer], axes, [fixed])
+    runs, skipped, found = combine([base_layer, *([extra] if extra else [])], axes, [fixed])
     problems += found
     raise_problems(problems)
     if not runs and not skipped:
