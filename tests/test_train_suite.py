@@ -216,7 +216,7 @@ def test_unknown_optimizer_in_builder():
     with pytest.raises(E3Error) as ei:
         build_optimizer([("w", torch.nn.Parameter(torch.zeros(2, 2)))], OptimSettings(name="lion"))
     assert "unknown optimizer 'lion'" in ei.value.problem
-    assert ei.value.fix == "use one of: adamw, muon, adamw8bit, galore"
+    assert ei.value.fix == "use one of: adamw, muon, adamw8bit, galore, muon8bit, galore2"
 
 
 def test_mtp_heads_add_an_auxiliary_loss():
@@ -283,6 +283,9 @@ class FakeCuda:
 
     def max_memory_reserved(self, *a):
         return 200 * 2**20
+
+    def memory_allocated(self, *a):
+        return 20 * 2**20
 
 
 def test_cuda_precision_device_and_memory_with_fakes():
