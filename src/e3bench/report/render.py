@@ -110,8 +110,7 @@ def _fold_alike(lines: list[str]) -> tuple[list[str], int]:
 def _training_tables(training: Training | None) -> list[sections.Table]:
     if not training:
         return []
-    return [("Fine-tuning (e3bench finetune)", training.finetune_rows, FINETUNE_COLUMNS),
-            ("Training-efficiency suites (e3bench train)", training.suite_rows, SUITE_COLUMNS)]  # fmt: skip
+    return training.tables()
 
 
 def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None,

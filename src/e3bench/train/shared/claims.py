@@ -123,6 +123,13 @@ class Claim:
     text: str
     lo: float
     hi: float
+    strict: bool = False  # "<" / ">": the bound itself is excluded
+
+    def asserts_effect(self) -> bool:
+        """True when the claim excludes "no difference" (0) — for ratio and delta metrics."""
+        if METRICS[self.metric].mode == "absolute":
+            return False
+        return not (self.lo <= 0 <= self.hi) or (self.strict and 0 in (self.lo, self.hi))
 
     @property
     def direction(self) -> str:
@@ -142,6 +149,7 @@ def parse_claim(metric: str, text: str) -> Claim:
     if not isinstance(text, str):
         raise E3Error(f"claims.{metric} must be a string such as \"-20% ±5\"", "quote the value")
     s = text.strip()
+    strict = False
     fix = 'write "C ±T", "A..B", "< X" or ">= X"' + (" with % (change against the baseline)"
                                                      if m.mode == "ratio" else "")  # fmt: skip
     if mt := _PLUSMINUS.match(s):
@@ -153,6 +161,7 @@ def parse_claim(metric: str, text: str) -> Claim:
     elif mt := _SIDED.match(s):
         op, x, pcts = mt[1], float(mt[2]), [mt[3]]
         lo, hi = (-math.inf, x) if op.startswith("<") else (x, math.inf)
+        strict = op in ("<", ">")
     else:
         raise E3Error(f"claims.{metric} = \"{text}\" is not a claim", fix)
     has_pct = any(pcts)
@@ -160,7 +169,7 @@ def parse_claim(metric: str, text: str) -> Claim:
         raise E3Error(f"claims.{metric} = \"{text}\": {metric} is compared as a % change against the baseline", fix)
     if has_pct and m.unit != "%":
         raise E3Error(f"claims.{metric} = \"{text}\": {metric} is in {m.unit}, not %", "drop the %")
-    return Claim(metric, s, lo, hi)
+    return Claim(metric, s, lo, hi, strict)
 
 
 def verdict(claim: Claim, measured: float | None, u: float | None) -> tuple[str, str]:
@@ -168,22 +177,20 @@ def verdict(claim: Claim, measured: float | None, u: float | None) -> tuple[str,
     if measured is None or u is None or not math.isfinite(measured):
         return INCONCLUSIVE, "not measured"
     lo_i, hi_i = measured - u, measured + u
-    asserts_effect = METRICS[claim.metric].mode != "absolute" and not (claim.lo <= 0 <= claim.hi)
-    if asserts_effect and lo_i <= 0 <= hi_i:
+    if claim.asserts_effect() and u > 0 and lo_i <= 0 <= hi_i:  # an exact 0 (u = 0) is no effect, not noise
         return INCONCLUSIVE, "difference within run-to-run noise"
-    if claim.lo <= measured <= claim.hi:
+    inside = claim.lo < measured < claim.hi if claim.strict else claim.lo <= measured <= claim.hi
+    if inside:
         return SUPPORTED, "measured value in the claimed range"
     if hi_i < claim.lo or lo_i > claim.hi:
         return NOT_SUPPORTED, "measured interval outside the claimed range"
     return INCONCLUSIVE, "outside the claimed range, but within noise of it"
 
 
-def _raw(metric: str, c, base) -> float | None:
-    """The measured value of one run (``base``: the baseline run of the same seed)."""
+def _raw(metric: str, c, base, compare: Callable[[Any, Any], dict]) -> float | None:
+    """The measured value of one run (``base``: the baseline run of the same round)."""
     m = METRICS[metric]
     if metric in ("val_loss_at_equal_tokens", "token_efficiency"):
-        from e3bench.train.suite.compare import compare
-
         v = compare(base, c)
         if metric == "token_efficiency":
             eff = v.get("token_efficiency")
@@ -219,9 +226,10 @@ def _load(c) -> float | None:
     return (c.load or {}).get("other_cores")
 
 
-def judge(configs: list, base_name: str) -> list[dict[str, Any]]:
+def judge(configs: list, base_name: str, compare: Callable[[Any, Any], dict]) -> list[dict[str, Any]]:
     """One row per claim of every configuration in ``configs`` (all runs, every seed): claim,
-    measured value ± uncertainty over seeds, seeds used, verdict and why."""
+    measured value ± uncertainty over seeds, seeds used, verdict and why. ``compare(base, run)``
+    gives the equal-tokens figures (:func:`e3bench.train.suite.compare.compare`)."""
     from e3bench.core.timing import t_critical_95
 
     by_name: dict[str, list] = {}
@@ -236,7 +244,7 @@ def judge(configs: list, base_name: str) -> list[dict[str, Any]]:
             m = METRICS[metric]
             row: dict[str, Any] = {"config": name, "metric": metric, "claim": claim.text, "direction": claim.direction,
                                    "unit": m.unit if m.mode != "delta" else m.unit, "mode": m.mode}  # fmt: skip
-            values, noise, notes = [], [], []
+            values, noise, notes, upper = [], [], [], []
             for j, r in enumerate(runs):
                 if r.status != "ok":
                     notes.append(f"seed {r.seed}: {r.status}")
@@ -250,7 +258,10 @@ def judge(configs: list, base_name: str) -> list[dict[str, Any]]:
                     if lc is not None and lb is not None and abs(lc - lb) > MAX_LOAD_DIFFERENCE:
                         notes.append(f"seed {r.seed}: machine load differed ({lc:.1f} vs {lb:.1f} other cores busy)")
                         continue
-                v = _raw(metric, r, base)
+                v = _raw(metric, r, base, compare)
+                if v is None and metric == "token_efficiency" and r.val_loss_curve and base.tokens and r.tokens:
+                    upper.append(100 * (base.tokens / r.tokens - 1))  # never reached: efficiency below this
+                    continue
                 if v is None:
                     continue
                 values.append(v)
@@ -264,6 +275,11 @@ def judge(configs: list, base_name: str) -> list[dict[str, Any]]:
                 u = t_critical_95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
                 u = max(u, 0.0 if m.noise in ("exact", "count") else 1e-12)
             v_, why = verdict(claim, meas, u)
+            if meas is None and upper:
+                meas, u = max(upper), _one_run_noise(metric, runs[0], runs[0])
+                v_ = NOT_SUPPORTED if meas + u < claim.lo else INCONCLUSIVE
+                why = (f"never reached {base_name}'s final validation loss within its budget: efficiency "
+                       f"below {meas:+.0f} %")  # fmt: skip
             if meas is None and not notes and m.value is not None and metric == "gpu_utilization":
                 notes.append("NVML utilization is sampled on CUDA only")
             row.update(measured=meas, uncertainty=u, seeds=len(values), verdict=v_,

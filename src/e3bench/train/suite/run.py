@@ -26,7 +26,7 @@ from e3bench.train.shared import claims
 from e3bench.train.shared import device as dev
 from e3bench.train.shared.energy import training_energy
 from e3bench.train.suite import data, report
-from e3bench.train.suite.compare import attach_comparisons
+from e3bench.train.suite.compare import attach_comparisons, compare
 from e3bench.train.suite.loop import run_config
 from e3bench.train.suite.spec import TrainSpec, expand_paths, load_spec, toml_str
 
@@ -128,7 +128,7 @@ def run_suite(
 
 def _save(record: SuiteRecord, base_name: str, out_dir: Path, t0: float) -> None:
     attach_comparisons(record, base_name)
-    record.claims = claims.judge([*record.configs, *record.repeats], base_name)
+    record.claims = claims.judge([*record.configs, *record.repeats], base_name, compare)
     record.duration_s = clock() - t0
     atomic_write_text(out_dir / "suite.json", record.model_dump_json(indent=1))
 
