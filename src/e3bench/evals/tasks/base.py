@@ -40,18 +40,27 @@ def ratio_stderr(num: Sequence[float], den: Sequence[float]) -> float:
     return math.sqrt(resid / (n * (n - 1))) / dbar
 
 
+def lm_head_problem(task_name: str, requires: frozenset[str], architecture: str | None) -> E3Error | None:
+    """The error for a task that scores or generates text (``requires`` log-likelihood or
+    generation) on an ``encoder-only`` model, which has no language-model head; None otherwise.
+    One message, before the load (the engine's preflight, from config.json) and after it."""
+    if architecture != "encoder-only" or not requires & {"loglikelihood", "generate"}:
+        return None
+    how = "log-likelihood scoring" if "loglikelihood" in requires else "text generation"
+    return E3Error(
+        f"task '{task_name}' needs {how}, which an encoder-only model cannot do without "
+        "fine-tuning: it has no language-model head to score or produce text",
+        "run it with --tasks none (forward latency, throughput and energy per sequence), fine-tune "
+        "a classification head (`e3bench finetune`, SuperGLUE tasks), or pick a decoder-only / "
+        "encoder-decoder model",
+    )
+
+
 def check_backend(backend: Backend, task_name: str, requires: frozenset[str]) -> None:
     """Raise a clear :class:`E3Error` when the backend cannot run this task."""
-    arch = backend.architecture
-    needs_lm = bool(requires & {"loglikelihood", "generate"})
-    if arch == "encoder-only" and needs_lm:
-        how = "log-likelihood scoring" if "loglikelihood" in requires else "text generation"
-        raise E3Error(
-            f"task '{task_name}' needs {how}, which an encoder-only model cannot do without "
-            "fine-tuning: it has no language-model head to score or produce text",
-            "fine-tune a classification head first (`e3bench finetune`, SuperGLUE tasks) and "
-            "evaluate that, or pick a decoder-only / encoder-decoder model",
-        )
+    err = lm_head_problem(task_name, requires, backend.architecture)
+    if err is not None:
+        raise err
     if "loglikelihood" in requires and not backend.capabilities.loglikelihood:
         raise E3Error(
             f"task '{task_name}' needs log-likelihood scoring, which backend '{backend.name}' does not provide",
