@@ -54,13 +54,15 @@ def test_plan_expands_to_inference_with_fewshot_items_and_one_finetune_per_model
 
     path = _sweep_file(tmp_path, tiny_models)
     spec = arch.read(path)
-    plan = expand(path, extra=spec.layer)
+    plan = expand(path, extra=spec.grid_extra)
     boolq = str(tmp_path / "out" / "arch" / "items" / "boolq-2shot.jsonl")
     copa = str(tmp_path / "out" / "arch" / "items" / "copa-2shot.jsonl")
     assert [c.model for c in plan.runs] == [str(tiny_models[k]) for k in ("encoder", "encoder-decoder", "decoder")]
-    for c in plan.runs:  # same input length, same tasks, same seed for every architecture
+    for c in plan.runs:  # same input length, same seed for every architecture
         assert c.prompt_tokens == 32 and c.seed == 3 and c.limit is None
-        assert c.tasks == (f"jsonl_mc:path={boolq},label=boolq_2shot", f"jsonl_mc:path={copa},label=copa_2shot")
+    # the generators get the few-shot tasks; the encoder (config.json: BERT) none, it cannot score text
+    assert [c.tasks for c in plan.runs] == [(), *[(f"jsonl_mc:path={boolq},label=boolq_2shot",
+                                                   f"jsonl_mc:path={copa},label=copa_2shot")] * 2]  # fmt: skip
     tunes = arch.finetune_configs(spec, arch.models_of(plan.runs))
     assert [(Path(t.model).name, t.task) for t in tunes] == [
         ("tiny-bert", "boolq"), ("tiny-bert", "copa"), ("tiny-t5", "boolq"), ("tiny-t5", "copa"),
@@ -92,11 +94,13 @@ def test_a_plain_sweep_file_is_no_architecture_comparison(tmp_path):
     ("", "  tasks: [copa]\n  fewshot: -1\n", "fewshot must be a whole number 0..8"),
     ("", "  tasks: [copa]\n  finetune: {model: x}\n", "finetune.model is set by the comparison"),
     ("", "  tasks: [copa]\n  bogus: 1\n", "unknown key 'bogus' in architectures"),
+    ("", "  tasks: [copa]\n", "an architecture comparison needs its models under grid.model"),
     ("", "  tasks: [copa]\n  finetune: {max_steps: 0}\n", "max_steps: Input should be greater than or equal to 1"),
 ])  # fmt: skip
 def test_bad_architectures_block_names_the_problem_before_anything_runs(tmp_path, extra_base, block, expected):
     p = tmp_path / "a.yaml"
-    p.write_text(f"base:\n  prompt_tokens: 32\n{extra_base}grid:\n  model: [x]\narchitectures:\n{block}")
+    grid = "  dtype: [fp32]\n" if "grid.model" in expected else "  model: [x]\n"
+    p.write_text(f"base:\n  prompt_tokens: 32\n{extra_base}grid:\n{grid}architectures:\n{block}")
     with pytest.raises(ConfigError) as err:
         arch.read(p, output_dir=str(tmp_path / "out"))
     assert expected in str(err.value)

@@ -86,7 +86,7 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     if missing is not None:  # e.g. --executor ray without ray: say so before anything runs
         raise missing
     arch = architectures.read(path, output_dir=output_dir)  # None: not an architecture comparison
-    plan = expand(path, output_dir=output_dir, extra=arch.layer if arch else None)
+    plan = expand(path, output_dir=output_dir, extra=arch.grid_extra if arch else None)
     tunes = architectures.finetune_configs(arch, architectures.models_of(plan.runs)) if arch else []
     timeout = _timeout(timeout_s, plan.timeout_s)
     every = plan.runs + [s.config for s in plan.skipped]

@@ -21,8 +21,8 @@ architectures:
    prompts, scored by the ``jsonl_mc`` task;
 2. **inference**: the grid, with those few-shot tasks, through the sweep's executor and the one
    runner (encoders: forward latency and energy per sequence; generators: TTFT, TPOT and energy per
-   token, and the few-shot scores; an encoder-only model cannot score text, so its run record says
-   the few-shot tasks were skipped);
+   token, and the few-shot scores; an encoder-only model cannot score text, so it gets no task:
+   :meth:`Spec.grid_extra`, from its config.json);
 3. **fine-tuning** (:func:`run_finetunes`): every model on every task with the same settings, by
    :func:`e3bench.train.finetune.run_finetune` (records in ``<sweep folder>/finetune/``); then the
    comparison record (:func:`write_record`, :mod:`e3bench.results.architectures`) ties them together.
@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 from e3bench.config import yamlfile
-from e3bench.config.run import Layer
 from e3bench.config.validate import Problem, raise_problems
 from e3bench.core import ids
 from e3bench.core.errors import E3Error
@@ -63,7 +62,8 @@ _OWN = ("model", "task", "output_dir", "train_file", "eval_file")
 class Spec:
     """An architecture comparison read from a sweep file: the sweep folder ``root``, the tasks
     (their items written), the shared fine-tuning settings, the declared fixtures, and ``layer``:
-    the few-shot tasks every inference run gets."""
+    the few-shot task specs of the inference runs (:meth:`grid_extra` gives them to each model that
+    can score text)."""
 
     name: str
     root: Path
@@ -72,8 +72,16 @@ class Spec:
     tasks: list[ArchTask]
     finetune: dict[str, Any]
     fixtures: list[str]
-    layer: Layer
+    task_specs: list[str]
     targets: dict[str, float] = field(default_factory=dict)
+
+    def grid_extra(self, key: str, value: Any) -> dict[str, Any]:
+        """More fields for grid value ``value`` of ``key`` (:func:`e3bench.sweep.plan.expand`'s
+        ``extra``): a model gets the few-shot tasks, or none when its config.json says it is
+        encoder-only (no language-model head: the runner would refuse the run)."""
+        if key != "model":
+            return {}
+        return {"tasks": [] if encoder_only(str(value)) else list(self.task_specs)}
 
 
 def _where(doc: yamlfile.YamlFile) -> Callable[[str], str]:
@@ -97,6 +105,9 @@ def read(path: str | Path, *, output_dir: str | None = None, write_items: bool =
         raise E3Error(f"'{KEY}' and 'base' in {path} must be mappings", "see docs/architectures.md")
     problems = [Problem(where(k), f"unknown key '{k}' in {KEY}", f"valid keys: {', '.join(_KEYS)}")
                 for k in block if k not in _KEYS]  # fmt: skip
+    if "model" not in (data.get("grid") or {}):
+        problems.append(Problem(doc.where("grid"), "an architecture comparison needs its models under grid.model",
+                                "e.g. grid: {model: [minilm-l6, flan-t5-small, smollm2-135m]}"))  # fmt: skip
     problems += [Problem(doc.where(f"base.{k}"), f"base.{k} is set by the comparison (the few-shot tasks over "
                          "the fine-tuning's held-out items)", f"remove base.{k}") for k in ("tasks", "limit") if k in base]  # fmt: skip
     tasks = block.get("tasks") or {}
@@ -123,9 +134,8 @@ def read(path: str | Path, *, output_dir: str | None = None, write_items: bool =
     name = str(data.get("name") or Path(path).stem)
     root = store.run_dir(output_dir or data.get("output_dir") or "results", name)
     arch_tasks = [_items(root, cfg, fewshot, write_items) for cfg in configs.values()]
-    specs = [f"jsonl_mc:path={t.items_file},label={t.fewshot_label}" for t in arch_tasks]
     return Spec(name=name, root=root, fewshot=fewshot, prompt_tokens=int(base.get("prompt_tokens", 128)), tasks=arch_tasks,
-                finetune=ft, fixtures=[str(f) for f in fixtures], layer=Layer({"tasks": specs}, lambda k: where("tasks")),
+                finetune=ft, fixtures=[str(f) for f in fixtures], task_specs=[f"jsonl_mc:path={t.items_file},label={t.fewshot_label}" for t in arch_tasks],
                 targets={t: c.target_accuracy for t, c in configs.items()})  # fmt: skip
 
 
@@ -175,6 +185,20 @@ def _items(root: Path, cfg, fewshot: int, write: bool) -> ArchTask:
                     items_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), n_eval=len(data.eval),
                     n_train=len(data.train), majority_class_accuracy=float(data.info["majority_class_accuracy"]),
                     target_accuracy=cfg.target_accuracy)  # fmt: skip
+
+
+def encoder_only(model: str) -> bool:
+    """True when ``model``'s config.json, found on disk without loading anything (a folder, the
+    hub cache, the GGUF conversion cache), says it is encoder-only; False when it says otherwise
+    or nothing is on disk (the runner checks again after the load)."""
+    from e3bench.backends.models import resolve
+    from e3bench.bench import limits
+
+    try:
+        config = limits.peek_config(resolve(model))
+    except E3Error:
+        return False
+    return limits.config_architecture(config or {}) == "encoder-only"
 
 
 def models_of(runs) -> list[str]:
