@@ -314,6 +314,7 @@ def test_cuda_precision_device_and_memory_with_fakes():
     fig = mt.stop()
     assert fake.calls[:2] == ["sync", "reset"]
     assert fig.peak_device_memory_bytes == 123 * 2**20 and fig.device_memory_reserved_bytes == 200 * 2**20
+    assert mt.allocated_start == 20 * 2**20  # weights resident at the start: the breakdown subtracts them
     assert fig.peak_rss_bytes >= fig.rss_start_bytes > 0
 
 
