@@ -220,6 +220,7 @@ def format_suite(record) -> str:
         out.append(
             f"{r['config']:<14} {r['status']:<9} {num(r['final_val_loss'], '.3f'):>9} {num(r['delta'], '+.3f'):>9} "
             f"{num(r['tokens_per_s'], ',.0f'):>9} {num(r['opt_state_kib'], ',.0f'):>9} {num(r['energy_j'], ',.1f'):>9}"
+            + (f"  claims: {r['claims']}" if r.get("claims") else "")
         )
     return "\n".join(out)
 
