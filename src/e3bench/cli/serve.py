@@ -4,6 +4,7 @@ joules per request, and quality from the same server (docs/serve.md)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +25,8 @@ def _numbers(text: str | None, what: str, kind: type) -> list:
         except ValueError:
             raise E3Error(f"{what} {text!r}: '{part.strip()}' is not a number",
                           f"pass a comma list, e.g. {what} {'1,2,4' if kind is int else '0.5,1,2'}") from None  # fmt: skip
-        if not v > 0:
-            raise E3Error(f"{what} {text!r}: {part.strip()} must be above 0", f"pass positive values to {what}")
+        if not (v > 0 and math.isfinite(v)):
+            raise E3Error(f"{what} {text!r}: {part.strip()} must be a finite number above 0", f"pass positive values to {what}")
         out.append(v)
     return out
 
