@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e3bench.core.timing import Stats, t_critical_95
+from e3bench.core.timing import Stats, t_critical_95, wilson_interval
 
 #: The words :func:`verdict` returns.
 BETTER, WORSE, NO_DIFFERENCE, INCONCLUSIVE = "better", "worse", "no significant difference", "INCONCLUSIVE"
@@ -135,10 +135,8 @@ def proportion_ci(p: float, n: int, stderr: float | None = None, *, binary: bool
     other per-item scores (F1): ``p ± 1.96 · stderr`` clipped to [0, 1] (:func:`clipped`).
     No items, or no ``stderr`` for a non-binary score: NaN interval."""
     if binary and n > 0:
-        z2 = 1.96**2
-        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-        half = 1.96 * math.sqrt(max(0.0, p * (1 - p)) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-        return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n, f"Wilson score interval over {n} items")
+        low, high = wilson_interval(p, n)
+        return Interval(p, low, high, n, f"Wilson score interval over {n} items")
     if stderr is None:
         return Interval(p, _NAN, _NAN, n, "no standard error recorded")
     h = 1.96 * stderr
