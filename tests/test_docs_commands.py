@@ -68,6 +68,7 @@ OTHER_PROGRAMS = {
     "bash scripts/setup.sh": "creates .venv and installs packages from the network (CI runs it via scripts/test.sh)",
     "bash scripts/test.sh": "is the CI run itself (setup, lint, this test suite)",
     "sudo": "changes file permissions in /sys as root",
+    "python benchmarks/serve_crosscheck.py": "needs GuideLLM installed in its own environment and runs for minutes",
     ".venv/bin/python -m pytest": "runs the test suite this test is part of (gpu tests run in it where a GPU exists)",
 }
 #: documented commands that do not work yet, each with why (xfail, not strict: the entry goes once

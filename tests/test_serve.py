@@ -140,3 +140,79 @@ def test_report_has_the_serving_section(tmp_path):
     assert [r["level"] for r in serving.rows] == ["c=1", "c=2"]
     md = section_md(serving)
     assert "## Serving under load" in md and "knee at c=2" in md
+
+
+def test_ls_and_export_list_the_serve_levels(tmp_path):
+    """A folder of serve sessions only: `ls` lists its levels (as `ls --serve`), `export --format
+    serve` writes one row per level with the measured values."""
+    from typer.testing import CliRunner
+
+    from e3bench.cli.app import app
+
+    with serve_in_thread(FakeConfig(ttft_s=0.02, itl_s=0.002)) as (url, _):
+        rec, _ = run_serve(settings(url, tmp_path, concurrency=[1, 3]))
+    runner = CliRunner()
+    for args in (["ls", str(tmp_path)], ["ls", str(tmp_path), "--serve"]):
+        res = runner.invoke(app, [*args, "--format", "json"])
+        assert res.exit_code == 0, res.output
+        rows = json.loads(res.stdout)
+        assert [(r["session"], r["level"], r["requests_ok"]) for r in rows] == [
+            (rec.run_id, "c=1", rec.levels[0].requests_ok), (rec.run_id, "c=3", rec.levels[1].requests_ok)]
+        assert rows[1]["ttft_p50_ms"] == pytest.approx(rec.levels[1].ttft_ms.p50)
+    out = tmp_path / "serving.csv"
+    res = runner.invoke(app, ["export", str(tmp_path), "--format", "serve", "-o", str(out)])
+    assert res.exit_code == 0 and "wrote 2 rows" in res.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("session,model,level,status") and len(lines) == 3
+
+
+@pytest.mark.slow
+def test_transformers_serve_with_the_bundled_model(tmp_path):
+    """The real thing: `transformers serve` launched with smollm2-135m, one short level; the
+    server's usage counts agree with the tokenizer's, and the server is gone afterwards."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("openai")
+    from e3bench.serve.launch import port_free
+
+    s = ServeSettings(model="smollm2-135m", launch="transformers", concurrency=[2], min_requests=2, min_seconds=0,
+                      warmup=1, max_tokens=4, prompt_tokens=16, idle_s=0.5, meter="estimate", output_dir=tmp_path)  # fmt: skip
+    rec, path = run_serve(s)
+    (lv,) = rec.levels
+    assert lv.status == "ok" and lv.requests_ok >= 2 and lv.tokens_source == "server usage"
+    assert lv.output_tokens == 4 * lv.requests_ok
+    assert lv.ttft_ms.p50 > 0 and lv.energy.method == "estimated" and lv.energy.gross_energy_j > 0
+    assert "server usage" in (lv.tokens_check or "")
+    assert port_free(rec.launch["port"]) and (tmp_path / "serve" / "logs").is_dir()
+
+
+def test_estimate_meter_follows_the_given_process_tree_not_this_one():
+    """A child burning CPU for ~1 s while this process sleeps: the meter following the child's
+    parent (a shell, so the burner is a grandchild) sees the CPU time; the default meter
+    (this process) sees none of it."""
+    import subprocess
+    import sys
+    import time
+
+    from e3bench.energy.meters.estimate import EstimateMeter
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    proc = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c '{burn}'"])
+    follow, own = EstimateMeter(pids=[proc.pid], sample_interval_s=0.05), EstimateMeter(sample_interval_s=0.05)
+    try:
+        for m in (follow, own):
+            m.begin("w")
+        proc.wait(30)
+        time.sleep(0.2)
+        r_follow, r_own = follow.end("w"), own.end("w")
+    finally:
+        follow.close()
+        own.close()
+    k = follow.power_model.logical_cpus
+    cpu_follow = r_follow.details["mean_utilisation"] * k * r_follow.duration_s
+    cpu_own = r_own.details["mean_utilisation"] * k * r_own.duration_s
+    assert 0.6 <= cpu_follow <= 1.3, cpu_follow  # the grandchild's 1 s of CPU (its exit is counted too)
+    assert cpu_own < 0.2, cpu_own
+    assert f"pid {proc.pid}" in r_follow.details["utilisation_scope"]
+    # CPU energy only: the RAM term follows RSS, and this test process's RSS (torch imported by the
+    # tests before it) can outweigh the tiny burner's, so total_j does not order the two
+    assert r_follow.energy_j["cpu"] > r_own.energy_j["cpu"]

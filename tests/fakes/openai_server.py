@@ -152,9 +152,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-stream is normal under load: no traceback for it."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 def make_server(cfg: FakeConfig, port: int = 0) -> ThreadingHTTPServer:
     """The server bound to 127.0.0.1:``port`` (0: a free port; ``server.server_address[1]``)."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    server = _Server(("127.0.0.1", port), _Handler)
     server.daemon_threads = True
     server.state = _State(cfg)  # type: ignore[attr-defined]
     return server

@@ -39,11 +39,11 @@ def serve(
     rate: Optional[str] = typer.Option(None, "--rate", help="open-loop levels in requests/s, e.g. 0.5,1,2"),
     arrival: str = typer.Option("poisson", "--arrival", help="open-loop arrivals: poisson | constant"),
     seed: int = typer.Option(0, "--seed", help="seed of the arrival schedule (and task sampling)"),
-    min_requests: int = typer.Option(20, "--min-requests", help="each level runs at least this many requests"),
+    min_requests: int = typer.Option(10, "--min-requests", help="each level runs at least this many requests"),
     min_seconds: float = typer.Option(10.0, "--min-seconds", help="... and at least this many seconds"),
     warmup: int = typer.Option(2, "--warmup", help="warm-up requests before the first level (not measured)"),
-    prompt_tokens: int = typer.Option(128, "--prompt-tokens", "-p", help="tokens per synthetic prompt"),
-    max_tokens: int = typer.Option(64, "--max-tokens", "-n", help="output tokens asked per request"),
+    prompt_tokens: int = typer.Option(64, "--prompt-tokens", "-p", help="tokens per synthetic prompt"),
+    max_tokens: int = typer.Option(32, "--max-tokens", "-n", help="output tokens asked per request"),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="synthetic (default), a text file (one prompt per line) or dataset:field, as in run"),
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="ask for exactly --max-tokens (vLLM/llama.cpp's ignore_eos; transformers serve refuses it)"),
     slo: Optional[str] = typer.Option(None, "--slo", help="SLOs in ms for goodput, e.g. ttft_ms=500,tpot_ms=50 (ttft_ms, tpot_ms, itl_ms, e2e_ms)"),
@@ -84,10 +84,17 @@ def serve(
         rec, path = run_serve(s, reporter())
     except E3Error as exc:
         fail(exc)
-    from e3bench.report.serving import level_table
+    from e3bench.report.serving import COLUMNS, level_rows
+    from e3bench.report.textable import print_table
 
     con = console()
-    con.print(level_table([rec.model_dump(mode="json")], markdown=False), highlight=False, markup=False)
+    cols = [c for c in COLUMNS if c not in ("session", "model")]
+    print_table(con, cols, level_rows(rec.model_dump(mode="json")), hint="all columns: e3bench export DIR --format serve",
+                drop_order=("level", "status", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "out_tok_per_s",
+                            "goodput_share", "j_per_request", "power_w", "req_per_s", "requests_ok"))  # fmt: skip
+    for t in rec.effectiveness:
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in t.metrics.items())
+        con.print(f"{t.task} through the server: {scores} over {t.n_items} items", highlight=False, markup=False)
     for w in rec.warnings:
         typer.echo(f"warning: {w}", err=True)
     con.print(f"saved {path}", highlight=False, markup=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 from e3bench.core.errors import E3Error
 from e3bench.core.fmt import count
 from e3bench.core.fsutil import atomic_write_text, write_errors
-from e3bench.report import figures, html, interactive, plots, sections
+from e3bench.report import architecture, figures, html, interactive, plots, sections
 from e3bench.report.compare import ConfigSummary, summarize_configs
 from e3bench.report.tables import latex_table, md_cell, to_csv
 from e3bench.report.serving import COLUMNS as SERVING_COLUMNS
@@ -110,8 +110,7 @@ def _fold_alike(lines: list[str]) -> tuple[list[str], int]:
 def _training_tables(training: Training | None) -> list[sections.Table]:
     if not training:
         return []
-    return [("Fine-tuning (e3bench finetune)", training.finetune_rows, FINETUNE_COLUMNS),
-            ("Training-efficiency suites (e3bench train)", training.suite_rows, SUITE_COLUMNS)]  # fmt: skip
+    return training.tables()
 
 
 def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None,
@@ -196,7 +195,8 @@ def _build(results_dir: Path, found: store.Scan, out_dir: Path | None, pool=None
     if not configs and not training and not serving:
         raise E3Error(f"no successful runs under {results_dir} to report on",
                       "see the failed records (e3bench ls DIR --filter status=failed)")  # fmt: skip
-    warnings = warnings + training.problems + serving.problems
+    arch = architecture.load(found.records, found.others)  # empty unless the folder holds a comparison
+    warnings = warnings + training.problems + serving.problems + arch.notes
     comps = compare_to_reference(configs)
     failed = [r for r in runs if r["status"] == "failed"]
     out = Path(out_dir) if out_dir else results_dir / "report"
@@ -204,11 +204,11 @@ def _build(results_dir: Path, found: store.Scan, out_dir: Path | None, pool=None
         raise E3Error(f"cannot write the report to {out}: it is a file", "pass -o a folder (new or existing)")
     fix = "pass -o a writable folder" if out_dir else "pass -o a writable folder (the results folder is not writable)"
     with write_errors(out, fix, what="write the report to"):
-        return _write_report(out, runs, tasks, configs, comps, failed, warnings, training, serving, pool)
+        return _write_report(out, runs, tasks, configs, comps, failed, warnings, training, serving, pool, arch)
 
 
 def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, training: Training,
-                  serving: Serving | None = None, pool=None) -> Report:  # fmt: skip
+                  serving: Serving | None = None, pool=None, arch: architecture.Section | None = None) -> Report:  # fmt: skip
     """Write every report file into ``out`` (``OSError`` when it cannot)."""
     files: dict[str, Path] = {}
 
@@ -217,13 +217,16 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         atomic_write_text(p, text)
         files[name] = p
 
-    specs = (figures.specs(configs) if configs else []) + serving_figures(serving)
+    arch = arch or architecture.Section()
+    specs = arch.figures + (figures.specs(configs) if configs else []) + serving_figures(serving)
     with plots.drawing(specs, out / "plots", pool) as drawn:  # large figures are drawn meanwhile
-        tables = sections.tables(configs, comps, MAX_ROWS)  # once: summary.md, table.tex and the page
+        tables = arch.tables() + sections.tables(configs, comps, MAX_ROWS)  # once: summary.md, table.tex and the page
+        if arch:
+            write("architectures.csv", to_csv([r.cells() for r in arch.rows], architecture.COLUMNS))
         _write_tables(write, runs, tasks, configs, comps, training, tables)
         if specs:
             files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
-        lines = sections.executive_lines(configs, comps)
+        lines = arch.lines() + sections.executive_lines(configs, comps)
         if _fold_alike(lines)[1]:
             write(ALL_LINES, "# e3bench report: every executive-summary line\n\n" + "\n".join(lines) + "\n")
         pngs = drawn()

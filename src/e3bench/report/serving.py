@@ -47,7 +47,6 @@ def level_rows(rec: dict) -> list[dict]:
     rows = []
     for lv in rec.get("levels") or []:
         e = lv.get("energy") or {}
-        basis = e.get("net") if (e.get("basis") or "").startswith("net") else e.get("gross")
         per_req = e.get("energy_per_request_j")
         out_tok = lv.get("output_tokens") or 0
         energy = e.get("net_energy_j") if e.get("net_energy_j") is not None else e.get("gross_energy_j")
@@ -61,11 +60,17 @@ def level_rows(rec: dict) -> list[dict]:
             "goodput_share": lv.get("goodput_share") if rec.get("slo") else None,
             "goodput_per_s": lv.get("goodput_per_s") if rec.get("slo") else None,
             "j_per_request": per_req, "j_per_out_token": energy / out_tok if energy is not None and out_tok else None,
-            "power_w": e.get("mean_power_w"), "energy_method": f"{e.get('method')} ({e.get('basis')})" if e else None,
+            "power_w": e.get("mean_power_w"), "energy_method": _how(e),
             "client_cpu_pct": 100 * lv["client_cpu_utilisation"] if lv.get("client_cpu_utilisation") is not None else None,
         })  # fmt: skip
-        del basis
     return rows
+
+
+def _how(e: dict) -> str | None:
+    """``estimated (net)``, ``measured (gross …)``, or ``missing``: how a level's energy was had."""
+    if not e:
+        return None
+    return "missing" if e.get("method") == "missing" else f"{e.get('method')} ({e.get('basis')})"
 
 
 def knee(rec: dict) -> str | None:
@@ -170,12 +175,12 @@ def serving_figures(serving: Serving | None) -> list:
         name = f"{rec['model']} ({rec['run_id'][-6:]})"
         for lv in (x for x in rec.get("levels") or [] if x.get("status") == "ok"):
             rate, load = lv.get("achieved_rate_per_s"), lv.get("value")
-            kind = "c" if lv.get("load") == "concurrency" else "rate"
+            kind = "closed" if lv.get("load") == "concurrency" else "open"
             for key, marks in lat.items():
                 st = lv.get(key) or {}
                 for q in ("p50", "p99"):
                     if st.get(q) is not None and rate:
-                        marks.append(Mark(lv["label"], f"{name} {q}", point(st[q], st.get("n", 0), f"{q} of requests"),
+                        marks.append(Mark(lv["label"], f"{name} {kind} {q}", point(st[q], st.get("n", 0), f"{q} of requests"),
                                           cat=float(rate), hover=f"{lv['label']}: {num(st[q])} ms at {num(rate)} req/s"))  # fmt: skip
             if rec.get("slo") and lv.get("goodput_share") is not None:
                 lo, hi = lv.get("goodput_ci95") or (nan, nan)
@@ -197,3 +202,43 @@ def serving_figures(serving: Serving | None) -> list:
     note = ("Points are load levels (closed loop: concurrency; open loop: offered rate); latency percentiles over the "
             "level's completed requests; goodput with its Wilson 95 % interval; J/request from the level's window.")  # fmt: skip
     return [Figure("serving", "Serving under load: latency, goodput and energy vs load", note, panels)]
+
+
+#: what ``e3bench ls --serve`` shows by default (one row per session × level)
+LS_COLUMNS = ("session", "model", "level", "status", "requests_ok", "ttft_p50_ms", "tpot_p50_ms", "req_per_s",
+              "out_tok_per_s", "goodput_share", "j_per_request", "power_w")  # fmt: skip
+
+
+def serve_rows(results_dir: Path) -> tuple[list[dict], list[str]]:
+    """``(level rows, problems)`` of every serve record under ``results_dir`` (for ``ls --serve``
+    and ``export --format serve``); the rows carry every :data:`COLUMNS` field."""
+    from e3bench.results import store
+
+    serving = load_serving(store.scan(store.check_root(results_dir)).others)
+    return serving.rows, serving.problems
+
+
+def export_serving(results_dir: Path, out: Path) -> int:
+    """Write the serve level rows (:data:`COLUMNS`) under ``results_dir`` to ``out`` (.csv,
+    .parquet, .json, .md), atomically; returns the number of rows. :class:`E3Error` for another
+    ending, a directory, an unwritable place, or no serve records."""
+    from e3bench.core.errors import E3Error
+    from e3bench.core.fsutil import atomic_write_bytes, write_errors
+    from e3bench.report.export import FORMATS, to_json, to_markdown
+    from e3bench.report.tables import to_csv, to_parquet_bytes
+
+    out = Path(out)
+    if out.is_dir():
+        raise E3Error(f"cannot export to {out}: it is a directory", f"name a file, e.g. -o {out / 'serving.csv'}")
+    if out.suffix not in FORMATS:
+        raise E3Error(f"cannot export to '{out.suffix or out.name}'", "use a .csv, .parquet, .json or .md file name")
+    rows, _ = serve_rows(results_dir)
+    if not rows:
+        raise E3Error(f"no e3bench serve records under {results_dir}", "run `e3bench serve -o DIR` first")
+    if out.suffix == ".parquet":
+        data = to_parquet_bytes(rows, COLUMNS)
+    else:
+        data = {".csv": to_csv, ".json": to_json, ".md": to_markdown}[out.suffix](rows, COLUMNS).encode("utf-8")
+    with write_errors(out, "choose a writable -o path"):
+        atomic_write_bytes(out, data)
+    return len(rows)

@@ -40,11 +40,11 @@ class ServeSettings:
     rates: list[float] = field(default_factory=list)
     arrival: str = "poisson"
     seed: int = 0
-    min_requests: int = 20
+    min_requests: int = 10
     min_seconds: float = 10.0
     warmup: int = 2
-    prompt_tokens: int = 128
-    max_tokens: int = 64
+    prompt_tokens: int = 64
+    max_tokens: int = 32
     prompts: str | None = None
     ignore_eos: bool = False
     slo: dict[str, float] = field(default_factory=dict)
@@ -76,6 +76,12 @@ class ServeSettings:
             raise E3Error(f"--concurrency {self.concurrency}: levels must be 1 or more", "e.g. --concurrency 1,2,4")
         if self.arrival not in ARRIVALS:
             raise E3Error(f"--arrival {self.arrival!r} is unknown", f"use {' or '.join(ARRIVALS)}")
+        if self.server_pid is not None:
+            import psutil
+
+            if not psutil.pid_exists(self.server_pid):
+                raise E3Error(f"--server-pid {self.server_pid}: no such process",
+                              "pass the pid of the server process (e.g. from `pgrep -f 'vllm serve'`)")  # fmt: skip
         for name in ("min_requests", "max_tokens", "prompt_tokens"):
             if getattr(self, name) < 1:
                 raise E3Error(f"--{name.replace('_', '-')} {getattr(self, name)} must be 1 or more", "pass a positive count")
@@ -123,7 +129,7 @@ def run_serve(s: ServeSettings, progress: Reporter | None = None, *, log: Callab
         if failure is None and s.tasks:
             from e3bench.serve.tasks import run_tasks
 
-            rec.effectiveness, warnings = run_tasks(s, url, model, window, rep)
+            rec.effectiveness, warnings = run_tasks(s, url, model, window, rep, rid)
             rec.warnings.extend(warnings)
         if failure is not None:
             rec.status, rec.error = "failed", failure
@@ -201,7 +207,7 @@ def _tokenizer(s: ServeSettings, rec: ServeRecord):
         from e3bench.backends.models import local_path, resolve
 
         path, _ = local_path(resolve(s.model))
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)  # a tokenizer never needs custom code here
     except Exception as exc:  # noqa: BLE001 - any failure means: no tokenizer, said so
         rec.warnings.append(f"no tokenizer for '{s.model}' ({type(exc).__name__}): token counts are the server's "
                             "usage, prompts are synthetic words")  # fmt: skip

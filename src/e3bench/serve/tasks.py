@@ -25,9 +25,9 @@ def check_tasks(specs: list[str]) -> None:
         check_task(get_task(name, **opts), spec)
 
 
-def run_tasks(s, url: str, model: str, window, rep: Reporter) -> tuple[list[TaskResult], list[str]]:
-    """One :class:`TaskResult` per task of ``s.tasks`` (``--limit`` items each); a task that
-    cannot run here is a warning, the others go on."""
+def run_tasks(s, url: str, model: str, window, rep: Reporter, run_id: str) -> tuple[list[TaskResult], list[str]]:
+    """One :class:`TaskResult` per task of ``s.tasks`` (``--limit`` items each; its per-item
+    samples saved beside the record); a task that cannot run here is a warning, the others go on."""
     from e3bench.config.taskspec import parse_task_spec
     from e3bench.evals.tasks import get_task
     from e3bench.serve.quality import HttpGenerator, check_task
@@ -56,5 +56,9 @@ def run_tasks(s, url: str, model: str, window, rep: Reporter) -> tuple[list[Task
             data_source=score.data_source, data_sha256=score.data_sha256,
         )  # fmt: skip
         res.energy = window.summarize(m.reading, requests=score.n_items)
+        if score.samples:
+            from e3bench.results import store
+
+            res.samples_file = str(store.save_samples(s.output_dir, s.sweep, run_id, score.task, score.samples))
         out.append(res)
     return out, warnings
