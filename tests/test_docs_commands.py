@@ -54,6 +54,8 @@ NOT_RUN = [
     (re.compile(r"--device cuda"), "needs an NVIDIA GPU (tests/test_gpu.py runs these paths where one exists)"),
     (re.compile(r"(--model|-m) \S*[A-Za-z0-9]/[A-Za-z0-9]"), "downloads a model from the Hugging Face hub"),
     (re.compile(r"^e3bench compare \d{8}T"), "names run ids of records that exist only on the machine that made them"),
+    (re.compile(r"^e3bench serve\b"), "starts or load-tests a model server for minutes; tests/test_serve*.py run the same "
+     "paths against a tiny streaming server (and one slow test launches transformers serve)"),
     (re.compile(r"^e3bench (run|sweep|finetune|train)\b"),
      "loads and runs a real model for minutes on 2 CPU cores; the same command paths run on tiny models in "
      "tests/test_cli.py, test_bundled_model.py, test_finetune.py and test_train_suite.py"),
@@ -66,6 +68,7 @@ OTHER_PROGRAMS = {
     "bash scripts/setup.sh": "creates .venv and installs packages from the network (CI runs it via scripts/test.sh)",
     "bash scripts/test.sh": "is the CI run itself (setup, lint, this test suite)",
     "sudo": "changes file permissions in /sys as root",
+    "python benchmarks/serve_crosscheck.py": "needs GuideLLM installed in its own environment and runs for minutes",
     ".venv/bin/python -m pytest": "runs the test suite this test is part of (gpu tests run in it where a GPU exists)",
 }
 #: documented commands that do not work yet, each with why (xfail, not strict: the entry goes once

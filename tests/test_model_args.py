@@ -146,3 +146,25 @@ def test_lm_eval_engine_gets_the_chat_template_from_the_backend():
     assert lm.apply_chat_template([{"role": "user", "content": "Hi"}]) == "<|user|>Hi<|assistant|>"
     assert lm.tokenizer_name == "org__instruct" and lm.chat_template(True) == _Tok.chat_template
     assert lm.chat_template(False) is None
+
+
+def test_a_field_given_twice_is_refused_not_last_wins(tmp_path):
+    """``--dtype fp32 --model-args dtype=bfloat16`` ran bf16 silently (the model argument won by
+    dict order), and ``dtype=bf16,dtype=fp32`` kept the last: each is one line now."""
+    for overrides, says in [
+        ({"dtype": "fp32", "model_args": "dtype=bfloat16"}, "--model-args (dtype): it sets dtype=bf16, but --dtype gives fp32"),
+        ({"model_args": "device=cuda:1", "device": "cpu"}, "it sets device=cuda:1, but --device gives cpu"),
+        ({"model_args": "dtype=bf16,dtype=fp32"}, "model argument 'dtype' is given twice"),
+        ({"model_args": "chat_template=on,apply_chat_template=off"},
+         "model arguments 'chat_template' and 'apply_chat_template' both set chat_template"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            build_config(overrides=overrides)
+        assert says in str(info.value), (overrides, str(info.value))
+    y = tmp_path / "run.yaml"
+    y.write_text("dtype: fp32\nmodel_args: {dtype: bf16}\n")
+    with pytest.raises(ConfigError, match=r"run.yaml:2 \(model_args\) \(dtype\): it sets dtype=bf16, but .*run.yaml:1"):
+        build_config(yaml_path=y)
+    # the same value twice is not a conflict; a later layer (--set) still overrides an earlier one
+    assert build_config(overrides={"dtype": "bf16", "model_args": "dtype=bfloat16"}).dtype == "bf16"
+    assert build_config(overrides={"dtype": "fp32"}, sets=["model_args=dtype=bf16"]).dtype == "bf16"

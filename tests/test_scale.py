@@ -105,7 +105,7 @@ def test_summary_of_a_few_values_is_numpys_bit_for_bit():
 
     import numpy as np
 
-    from e3bench.core.timing import summarize, t_critical_95
+    from e3bench.core.timing import mean_ci95, summarize
 
     rng = random.Random(3)
     for _ in range(3000):
@@ -114,10 +114,9 @@ def test_summary_of_a_few_values_is_numpys_bit_for_bit():
         arr = np.asarray([v for v in vals if v is not None and not math.isnan(v)])
         n = arr.size
         std = float(arr.std(ddof=1)) if n > 1 else 0.0
-        half = t_critical_95(n - 1) * std / math.sqrt(n) if n > 1 else None
+        ci = mean_ci95(float(arr.mean()), std, n, positive=bool(arr.min() > 0)) or (None, None)
         want = (n, float(arr.mean()), std, float(arr.min()), *(float(x) for x in np.percentile(arr, [50, 90, 99])),
-                float(arr.max()), None if half is None else float(arr.mean()) - half,
-                None if half is None else float(arr.mean()) + half)  # fmt: skip
+                float(arr.max()), *ci)  # fmt: skip
         s = summarize(vals)
         assert (s.n, s.mean, s.std, s.min, s.p50, s.p90, s.p99, s.max, s.ci95_low, s.ci95_high) == want, vals
 
@@ -163,6 +162,28 @@ def test_latex_tables_are_cut_like_the_page(tmp_path):
     speed = tex.split(r"\begin{table}")[1]
     assert speed.count(r" \\") == 1 + render.MAX_ROWS  # header + rows
     assert f"(first {render.MAX_ROWS} of {render.MAX_ROWS + 2} rows: all in the CSV files)" in speed
+
+
+def test_tables_are_cut_where_they_are_built_with_the_rows_a_full_build_shows_first():
+    """``sections.tables(..., limit)`` builds only the rows a capped table shows (at 10,000 records
+    the full tables cost more than the page showed of them): the same first rows and headings as
+    building every row and cutting afterwards."""
+    from e3bench.report import sections
+    from e3bench.report.compare import summarize_configs
+    from e3bench.report.variants import compare_to_reference
+
+    recs = [record(dtype=d, seed=i, batches=[batch(1, [50.0 + i, 51.0], 0.03), batch(4, [90.0, 91.0 + i], 0.02)],
+                   task=("hellaswag", "acc_norm", 0.4 - 0.001 * i, 0.02, 100))
+            for i in range(7) for d in ("fp32", "int8")]  # fmt: skip
+    configs = summarize_configs(recs)
+    comps = compare_to_reference(configs)
+    full = sections.tables(configs, comps)
+    cut = sections.tables(configs, comps, limit=5)
+    assert [len(rows) for _, rows, _ in full][:4] == [28, 14, 7, 14]
+    assert [len(rows) for _, rows, _ in cut][:4] == [5, 5, 5, 5]
+    for (h, rows, cols), (hc, rows_c, cols_c) in zip(full, cut, strict=True):
+        assert rows_c == rows[:5] and cols_c == cols
+        assert hc == (f"{h} (first 5 of {len(rows)} rows: all in the CSV files)" if len(rows) > 5 else h)
 
 
 def test_panel_labels_drop_the_workload_the_panel_title_names(tmp_path):
@@ -246,6 +267,17 @@ def test_figures_drawn_in_worker_processes_are_the_ones_drawn_here(tmp_path, mon
     pngs = sorted(p.relative_to(here.out_dir) for p in here.files.values() if p.suffix == ".png")
     assert len(pngs) == len(specs) > 3
     assert pngs == sorted(p.relative_to(there.out_dir) for p in there.files.values() if p.suffix == ".png")
+    # a folder of many records: the workers are forked before the records are read, and the
+    # figures are sent to them (pickled) instead of being inherited
+    monkeypatch.setattr(plots, "PARALLEL_MARKS", 10**9)
+    monkeypatch.setattr(plots, "PARALLEL_RECORDS", 1)
+    sent = []
+    real = plots._submitted
+    monkeypatch.setattr(plots, "_submitted", lambda pool, specs, out: sent.append(pool) or real(pool, specs, out))
+    early = build_report(tmp_path / "res", tmp_path / "early")
+    if (os.cpu_count() or 1) > 1:
+        assert len(sent) == 1 and sent[0] is not None
     for rel in pngs:
         assert (here.out_dir / rel).read_bytes() == (there.out_dir / rel).read_bytes(), rel
+        assert (here.out_dir / rel).read_bytes() == (early.out_dir / rel).read_bytes(), rel
         assert (there.out_dir / rel).with_suffix(".pdf").stat().st_size > 1000

@@ -63,7 +63,7 @@ def test_shipped_configs_validate_and_cover_the_issue():
 
     specs = [load_spec(p) for p in expand_paths([str(CONFIGS / "*.toml")])]
     names = {s.name for s in specs}
-    assert names == {"baseline", "muon", "adamw8bit", "galore", "mtp", "grad_ckpt", "async_loader", "full"}
+    assert names == {"baseline", "muon", "adamw8bit", "galore", "mtp", "grad_ckpt", "async_loader", "full", "collider"}
     by = {s.name: s for s in specs}
     # every non-baseline config extends the baseline, so editing baseline.toml moves all of them
     for s in specs:
@@ -216,7 +216,7 @@ def test_unknown_optimizer_in_builder():
     with pytest.raises(E3Error) as ei:
         build_optimizer([("w", torch.nn.Parameter(torch.zeros(2, 2)))], OptimSettings(name="lion"))
     assert "unknown optimizer 'lion'" in ei.value.problem
-    assert ei.value.fix == "use one of: adamw, muon, adamw8bit, galore"
+    assert ei.value.fix == "use one of: adamw, muon, adamw8bit, galore, muon8bit, galore2"
 
 
 def test_mtp_heads_add_an_auxiliary_loss():
@@ -284,6 +284,9 @@ class FakeCuda:
     def max_memory_reserved(self, *a):
         return 200 * 2**20
 
+    def memory_allocated(self, *a):
+        return 20 * 2**20
+
 
 def test_cuda_precision_device_and_memory_with_fakes():
     import torch
@@ -311,6 +314,7 @@ def test_cuda_precision_device_and_memory_with_fakes():
     fig = mt.stop()
     assert fake.calls[:2] == ["sync", "reset"]
     assert fig.peak_device_memory_bytes == 123 * 2**20 and fig.device_memory_reserved_bytes == 200 * 2**20
+    assert mt.allocated_start == 20 * 2**20  # weights resident at the start: the breakdown subtracts them
     assert fig.peak_rss_bytes >= fig.rss_start_bytes > 0
 
 
@@ -328,7 +332,7 @@ def test_cpu_bf16_autocast_trains():
 
 # ------------------------------------------------------------------------------- end to end
 def test_suite_end_to_end_with_divergence(tmp_path, corpus):
-    """Six configs on a 60k-parameter model: every figure is filled, grad checkpointing and the
+    """Seven configs on a 60k-parameter model: every figure is filled, grad checkpointing and the
     async loader reproduce the baseline's losses, the absurd learning rate diverges and is
     recorded while the suite continues, and the report + plot are written."""
     from e3bench.train.suite import run_suite
@@ -337,7 +341,10 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
         _toml(tmp_path, "baseline", TINY),
         _toml(tmp_path, "adamw8bit", 'extends = "baseline.toml"\n[optim]\nname = "adamw8bit"\n'),
         _toml(tmp_path, "explode", 'extends = "baseline.toml"\n[optim]\nlr = 1e4\ngrad_clip = 1e9\n'),
-        _toml(tmp_path, "grad_ckpt", 'extends = "baseline.toml"\n[train]\ngrad_checkpointing = true\n'),
+        _toml(tmp_path, "grad_ckpt", 'extends = "baseline.toml"\n[train]\ngrad_checkpointing = true\n'
+              '[claims]\nval_loss_at_equal_tokens = "+0.000 ±0.001"\noptimizer_state_bytes = "-50% ±10"\n'),
+        _toml(tmp_path, "collider", 'extends = "baseline.toml"\n[train]\ncollider_sparsity = 0.5\n'
+              '[claims]\ntoken_sparsity = "50 ±2"\n'),
         _toml(tmp_path, "async_loader", 'extends = "baseline.toml"\n[data]\nnum_workers = 1\n'),
         _toml(tmp_path, "mtp", 'extends = "baseline.toml"\n[mtp]\nk = 2\n'),
     ]
@@ -378,10 +385,22 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     assert any("diverged" in m and "continuing" in m for m in msgs)
     # outputs
     data = json.loads((out / "suite.json").read_text())
-    assert data["kind"] == "train-suite" and len(data["configs"]) == 6
+    assert data["kind"] == "train-suite" and len(data["configs"]) == 7
     report = (out / "REPORT.md").read_text()
-    assert "| explode | diverged |" in report and "Expected vs measured" in report
-    assert "grad_ckpt | grad_ckpt | identical loss" in report
+    assert "| explode | diverged |" in report
+    # every claim has a verdict; same math → SUPPORTED; AdamW state is the same bytes → NOT SUPPORTED
+    assert ("| grad_ckpt | val_loss_at_equal_tokens | +0.000 ±0.001 | same | +0.000 nats | ±0.020 nats | 1 "
+            "| **SUPPORTED** |") in report
+    assert "| grad_ckpt | optimizer_state_bytes | -50% ±10 | lower | +0.0 % | ±0.0 % | 1 | **NOT SUPPORTED** |" in report
+    assert "| collider | token_sparsity | 50 ±2 | within | 50.0 % | ±0.0 % | 1 | **SUPPORTED** |" in report
+    assert [r["verdict"] for r in data["claims"]] == ["SUPPORTED", "NOT SUPPORTED", "SUPPORTED"]
+    col = by["collider"]
+    assert col.collider["token_sparsity"] == pytest.approx(0.5, abs=0.01) and col.collider["filtered_layers"] == 7 + 1  # one layer + lm_head
+    assert col.backward_time_ms is not None and base.backward_time_ms.n == 5
+    mb = base.memory_breakdown
+    assert mb["weights_bytes"] == base.parameter_bytes and mb["optimizer_state_bytes"] == base.optimizer_state_bytes
+    assert base.grad_norm_band["steps"] == 6 and base.load["other_cores"] >= 0
+    assert "## Memory breakdown, gradients, load" in report
     assert (out / "loss_curves.png").stat().st_size > 1000
     from e3bench.train.suite.report import rebuild
 
@@ -395,6 +414,7 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     csv = (rep.out_dir / "train_suite.csv").read_text()
     assert rec.suite_id in csv and "explode" in csv and "diverged" in csv
     assert "Training-efficiency suites" in (rep.out_dir / "summary.md").read_text()
+    assert "Training-suite claims" in (rep.out_dir / "report.html").read_text()
 
 
 def test_missing_library_skips_config_with_reason(tmp_path, corpus, monkeypatch):
@@ -487,3 +507,27 @@ def test_train_step_schedules_every_optimizer_part_and_guards_divergence():
     with pytest.raises(Diverged, match="gradient norm became nan at step 6"):
         step(lambda: (((x @ w + b) ** 2).mean(), None), step=6)
     assert torch.equal(before, w.detach())
+
+
+def test_seeds_run_interleaved_rounds_and_claims_use_every_round(tmp_path, corpus):
+    """--seeds 2: each configuration runs with seed 0 and seed 1, the second round in reverse
+    order; round 2 lands in ``repeats``; a claim is judged over both rounds (t-interval)."""
+    from e3bench.train.suite import run_suite
+
+    files = [
+        _toml(tmp_path, "baseline", TINY),
+        _toml(tmp_path, "ckpt", 'extends = "baseline.toml"\n[train]\ngrad_checkpointing = true\n'
+              '[claims]\nval_loss_at_equal_tokens = "+0.000 ±0.001"\n'),
+    ]
+    msgs: list[str] = []
+    rec, _ = run_suite(files, output_dir=tmp_path / "res", text=str(corpus), meter="none", idle_seconds=0.1,
+                       progress=msgs.append, seeds=2, plot=False)  # fmt: skip
+    order = [m.split(" (")[0] + m.rsplit(",", 1)[1] for m in msgs if m.startswith("== ")]
+    assert order == ["== baseline seed 0", "== ckpt seed 0", "== ckpt seed 1", "== baseline seed 1"]
+    assert rec.seeds == [0, 1] and [(c.name, c.seed) for c in rec.repeats] == [("ckpt", 1), ("baseline", 1)]
+    assert rec.repeats[1].final_val_loss != rec.configs[0].final_val_loss  # another seed, another run
+    (claim,) = rec.claims
+    assert claim["seeds"] == 2 and claim["measured"] == pytest.approx(0.0, abs=1e-4)
+    assert claim["verdict"] == "SUPPORTED"
+    with pytest.raises(E3Error, match="--seeds must be at least 1"):
+        run_suite(files, output_dir=tmp_path / "res", text=str(corpus), seeds=0)

@@ -3,7 +3,8 @@
 ``build_tiny_models(root)`` trains a small BPE tokenizer with ``tokenizers`` on a built-in text
 and writes three randomly initialised Hugging Face models from configs — a Llama-style decoder,
 a T5 encoder-decoder and a BERT encoder — each a normal model directory that every code path
-(model resolution, architecture detection, the PyTorch backend) treats like a real checkpoint.
+(model resolution, architecture detection, the PyTorch backend) treats like a real checkpoint,
+marked as a random-weights fixture by ``e3bench-fixture.json`` (reports label its numbers so).
 The whole build takes a few seconds on two cores.
 """
 
@@ -16,6 +17,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from e3bench.results.architectures import FIXTURE_MARKER
 from e3bench.core.api import (
     Capabilities,
     GenParams,
@@ -33,7 +35,7 @@ _CORPUS = (
     "Question: what is two plus two? Answer: four. The answer is 4.\n"
 )
 _SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>", "[CLS]", "[SEP]"]
-_FIXTURE_VERSION = "1"
+_FIXTURE_VERSION = "2"  # 2: each model folder holds the fixture marker
 
 
 def _train_tokenizer(vocab_size: int = 512):
@@ -130,6 +132,7 @@ def build_tiny_models(root: Path, *, seed: int = 0) -> dict[str, Path]:
         model.eval()
         model.save_pretrained(out[key])
         tok.save_pretrained(out[key])
+        (out[key] / FIXTURE_MARKER).write_text(json.dumps({"fixture": "random weights", "built_by": "tests/fakes/testing.py"}))
     stamp.write_text(json.dumps({"version": _FIXTURE_VERSION}))
     return out
 

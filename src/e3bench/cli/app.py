@@ -19,6 +19,7 @@ from e3bench.cli.common import error_lines, interrupted_line
 from e3bench.cli.compare import compare
 from e3bench.cli.report import report
 from e3bench.cli.run import run
+from e3bench.cli.serve import serve
 from e3bench.cli.sweep import sweep
 from e3bench.core.errors import E3Error
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 
 app.command()(run)
 app.command()(sweep)
+app.command()(serve)
 app.command()(report)
 app.command()(compare)
 app.command("ls")(info.ls_)

@@ -127,6 +127,7 @@ def ls_(
     limit: Optional[int] = typer.Option(None, "--limit", "-n",
                                         help=f"show the newest N rows (table default: {LS_LIMIT}; json/csv/md: all)"),
     all_: bool = typer.Option(False, "--all", help="show every row (a table of thousands of rows takes a while)"),
+    serve: bool = typer.Option(False, "--serve", help="list the e3bench serve sessions (one row per load level) instead of runs"),
     wide: bool = WIDE,
     fmt: str = FORMAT,
 ) -> None:
@@ -138,11 +139,19 @@ def ls_(
         from e3bench.results.index import DEFAULT_COLUMNS, listing
 
         check_format(fmt)
+        if serve:
+            _ls_serve(results_dir, fmt, wide)
+            return
         if limit is not None and limit < 1:
             raise E3Error(f"--limit {limit} shows no rows", "pass --limit 1 or more, or --all for every row")
         asked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         newest = None if all_ else limit if limit is not None else LS_LIMIT if fmt == "table" else None
-        found = listing(results_dir, filter_, asked, newest=newest)
+        try:
+            found = listing(results_dir, filter_, asked, newest=newest)
+        except E3Error:
+            if filter_ or asked or not _ls_serve(results_dir, fmt, wide, quiet_empty=True):
+                raise
+            return  # a folder of serve sessions only: listed as with --serve
         for line in found.skipped:
             typer.echo(f"note: {line}", err=True)
         rows = found.rows
@@ -161,6 +170,22 @@ def ls_(
         fail(exc)
 
 
+def _ls_serve(results_dir: Path, fmt: str, wide: bool, *, quiet_empty: bool = False) -> bool:
+    """``ls --serve``: one row per serve session × load level (report/serving.py); False when
+    there is none (said on stdout unless ``quiet_empty``)."""
+    from e3bench.report.serving import LS_COLUMNS, serve_rows
+
+    rows, problems = serve_rows(results_dir)
+    for line in problems:
+        typer.echo(f"note: skipped {line}", err=True)
+    if not rows:
+        if not quiet_empty and fmt == "table":
+            console().print("no e3bench serve sessions")
+        return False
+    _print(list(LS_COLUMNS), rows, fmt=fmt, wide=wide, drop_order=("session", "model", "level", "ttft_p50_ms"))
+    return True
+
+
 def _note_skipped(results_dir: Path) -> None:
     """One ``note: skipped <file>: <why>`` line on stderr per unreadable record file (it is not
     in the rows; stdout stays data)."""
@@ -174,7 +199,8 @@ def export(
     results_dir: Path = typer.Argument(..., help="results directory"),
     out: Path = typer.Option(..., "--out", "-o", help="file ending in .csv, .parquet, .json or .md"),
     format_: str = typer.Option("runs", "--format", "-f", help="runs: the flat run table; emissions: CodeCarbon's "
-                                "emissions.csv (one row per metered window, CodeCarbon's column names and units)"),
+                                "emissions.csv (one row per metered window, CodeCarbon's column names and units); "
+                                "serve: the e3bench serve levels (one row per session × load level)"),
 ) -> None:
     """Export the flat run table to CSV, Parquet, JSON or Markdown, or the runs' emissions as CodeCarbon's emissions.csv (--format emissions).
 
@@ -182,10 +208,13 @@ def export(
     try:
         from e3bench.report.export import export_emissions, export_runs
 
-        if format_ not in ("runs", "emissions"):
-            raise E3Error(f"unknown export format '{format_}'", "use --format runs (default) or --format emissions")
-        n = (export_emissions if format_ == "emissions" else export_runs)(results_dir, out)
-        _note_skipped(results_dir)
+        from e3bench.report.serving import export_serving
+
+        if format_ not in ("runs", "emissions", "serve"):
+            raise E3Error(f"unknown export format '{format_}'", "use --format runs (default), emissions or serve")
+        n = {"emissions": export_emissions, "serve": export_serving}.get(format_, export_runs)(results_dir, out)
+        if format_ != "serve":
+            _note_skipped(results_dir)
         typer.echo(f"wrote {count(n, 'row')} to {out}")
     except E3Error as exc:
         fail(exc)

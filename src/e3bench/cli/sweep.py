@@ -79,11 +79,15 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     from e3bench.sweep.executors import make_executor
     from e3bench.sweep.plan import expand
 
+    from e3bench.sweep import architectures
+
     registry.executors.canonical(executor)  # unknown executor: fail before planning
     missing = None if dry_run else registry.executors.missing_extra(executor)
     if missing is not None:  # e.g. --executor ray without ray: say so before anything runs
         raise missing
-    plan = expand(path, output_dir=output_dir)
+    arch = architectures.read(path, output_dir=output_dir)  # None: not an architecture comparison
+    plan = expand(path, output_dir=output_dir, extra=arch.grid_extra if arch else None)
+    tunes = architectures.finetune_configs(arch, architectures.models_of(plan.runs)) if arch else []
     timeout = _timeout(timeout_s, plan.timeout_s)
     every = plan.runs + [s.config for s in plan.skipped]
     labels = dict(zip((c.config_hash() for c in every), distinct_labels(every), strict=True))
@@ -98,6 +102,8 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
     if dry_run:
         for c in todo:
             say(f"  would run {labels[c.config_hash()]} [{c.config_hash()}]")
+        for t in tunes:
+            say(f"  would fine-tune {t.model} on {t.task} ({t.mode}, {t.max_steps} steps) [{t.config_hash()}]")
         return []
     for _, err in check_output_dir(root):  # before any run, not after the first one
         raise err
@@ -133,6 +139,10 @@ def run_sweep(path: Path, *, executor: str, output_dir: str | None, ray_address:
             shown.finished(item)
             shown.progress.above(lambda i=i, text=text: say(f"[{i}/{len(todo)}] {text}"))
     ran = len(todo) - len(held)
+    if arch:  # then every model on every task, and the record that ties them together
+        tuned = architectures.run_finetunes(arch, tunes, say=say, progress=progress)
+        ran, failed = ran + len(tunes), failed + tuned
+        say(f"architecture comparison: {architectures.write_record(arch, plan.runs, tunes)}")
     say(f"done: {ran - len(failed)} ok, {len(failed)} failed"
         + (f", {len(held)} left to another process" if held else "") + f"; results in {root}")  # fmt: skip
     if failed:

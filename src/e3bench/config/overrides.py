@@ -111,8 +111,9 @@ def parse_model_args(value: Any) -> dict[str, Any]:
     (:data:`MODEL_ARGS`; ``dtype=bfloat16`` → ``bf16``). Values stay text for the schema to
     check (``chat_template=off`` is False, as pydantic reads booleans).
 
-    Raises :class:`E3Error` (one line listing the known keys) for an unknown key, and for an
-    item without ``=``.
+    Raises :class:`E3Error` (one line listing the known keys) for an unknown key, for an
+    item without ``=``, and for two keys that set one field (``dtype=bf16,dtype=fp32``,
+    ``chat_template`` with ``apply_chat_template``): lm-eval would silently keep the last.
     """
     if isinstance(value, Mapping):
         items = [(str(k).strip(), v) for k, v in value.items()]
@@ -129,11 +130,18 @@ def parse_model_args(value: Any) -> dict[str, Any]:
     else:
         raise E3Error(f"model_args must be key=value text or a mapping, got {value!r}", f"e.g. {MODEL_ARGS_EXAMPLE}")
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # field -> the key that set it (a second one is refused, not last-wins)
     for key, raw in items:
         field = MODEL_ARGS.get(key.lower())
         if field is None:
             raise E3Error(f"unknown model argument '{key}' (known: {', '.join(MODEL_ARGS)})",
                           "backend options go in --backend-option key=value; run settings have their own flags")  # fmt: skip
+        if field in given:
+            first = given[field]
+            what = (f"model argument '{key}' is given twice" if first.lower() == key.lower()
+                    else f"model arguments '{first}' and '{key}' both set {field}")  # fmt: skip
+            raise E3Error(what, f"give {field} once")
+        given[field] = key
         if field == "dtype" and isinstance(raw, str):
             raw = _LM_EVAL_DTYPES.get(raw.lower(), raw)
         if field == "revision" and raw is not None:

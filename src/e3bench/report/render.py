@@ -27,9 +27,11 @@ from pathlib import Path
 from e3bench.core.errors import E3Error
 from e3bench.core.fmt import count
 from e3bench.core.fsutil import atomic_write_text, write_errors
-from e3bench.report import figures, html, interactive, plots, sections
+from e3bench.report import architecture, figures, html, interactive, plots, sections
 from e3bench.report.compare import ConfigSummary, summarize_configs
 from e3bench.report.tables import latex_table, md_cell, to_csv
+from e3bench.report.serving import COLUMNS as SERVING_COLUMNS
+from e3bench.report.serving import Serving, load_serving, section_md, serving_figures, serving_tables
 from e3bench.report.training import FINETUNE_COLUMNS, SUITE_COLUMNS, Training, load_training
 from e3bench.report.variants import MLPERF_QUALITY_TARGET, VariantComparison, compare_to_reference
 from e3bench.results import store
@@ -59,8 +61,7 @@ MAX_ROWS = 100
 
 def _capped(tables: list[sections.Table]) -> list[sections.Table]:
     """Each table cut to :data:`MAX_ROWS` rows, its heading saying so and where the rest is."""
-    return [(f"{h} (first {MAX_ROWS} of {len(rows)} rows: all in the CSV files)", rows[:MAX_ROWS], cols)
-            if len(rows) > MAX_ROWS else (h, rows, cols) for h, rows, cols in tables]  # fmt: skip
+    return [(sections.capped_heading(h, MAX_ROWS, len(rows)), rows[:MAX_ROWS], cols) for h, rows, cols in tables]
 
 
 #: Most executive-summary lines of one kind (same bold lead, e.g. ``Quality INCONCLUSIVE``) that
@@ -109,8 +110,7 @@ def _fold_alike(lines: list[str]) -> tuple[list[str], int]:
 def _training_tables(training: Training | None) -> list[sections.Table]:
     if not training:
         return []
-    return [("Fine-tuning (e3bench finetune)", training.finetune_rows, FINETUNE_COLUMNS),
-            ("Training-efficiency suites (e3bench train)", training.suite_rows, SUITE_COLUMNS)]  # fmt: skip
+    return training.tables()
 
 
 def _summary_md(configs, comps, failed, warnings, figures, training: Training | None = None,
@@ -130,7 +130,7 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
                    "Configurations are compared only within one workload and at the same batch size. "
                    f"A variant keeps quality when the whole CI of its retained score is ≥ {100 * MLPERF_QUALITY_TARGET:.0f} %; "
                    "INCONCLUSIVE when the CI spans it.\n")  # fmt: skip
-    tables = sections.tables(configs, comps) if tables is None else tables
+    tables = sections.tables(configs, comps, MAX_ROWS) if tables is None else tables
     for heading, rows, columns in _capped(tables + _training_tables(training)):
         if rows:
             out += [f"\n## {md_cell(heading)}\n", _md_table(rows, columns)]
@@ -151,7 +151,7 @@ def _summary_md(configs, comps, failed, warnings, figures, training: Training | 
 
 def _html(summary_md: str, configs, comps, failed, specs: list[figures.Figure], training: Training | None = None,
           tables: list[sections.Table] | None = None) -> str:  # fmt: skip
-    tables = sections.tables(configs, comps) if tables is None else tables
+    tables = sections.tables(configs, comps, MAX_ROWS) if tables is None else tables
     return html.page(summary_md, _capped(tables + _training_tables(training)), specs, failed)
 
 
@@ -165,28 +165,38 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Report:
     when ``out_dir`` is a file or cannot be written (read-only, under a file, ``/proc``).
     """
     results_dir = store.check_root(results_dir)
-    found = store.scan(results_dir)  # one read of the JSON files: run records and training records
+    with plots.painters(len(store.json_keys(results_dir))) as pool:  # forked before the records are read
+        return _read_and_build(results_dir, out_dir, pool)
+
+
+def _read_and_build(results_dir: Path, out_dir: Path | None, pool) -> Report:
+    """:func:`build_report` in the figures' worker ``pool`` (or None)."""
     # The records stay until the report is written: out of the cycle collector's sight meanwhile
-    # (each collection would walk their millions of objects again: 7 s of 30 at 10,000 records).
-    gc.freeze()
+    # (each collection would walk their millions of objects again: 7 s of 30 at 10,000 records),
+    # frozen before the collector is back on (else its first full pass walks them all once more).
+    with store.gc_paused():
+        found = store.scan(results_dir)  # one read of the JSON files: run and training records
+        gc.freeze()
     try:
-        return _build(results_dir, found, out_dir)
+        return _build(results_dir, found, out_dir, pool)
     finally:
         gc.unfreeze()
 
 
-def _build(results_dir: Path, found: store.Scan, out_dir: Path | None) -> Report:
+def _build(results_dir: Path, found: store.Scan, out_dir: Path | None, pool=None) -> Report:
     """:func:`build_report` once the records are read."""
     runs, tasks = rows_of(found.records)
     warnings = [f"skipped {p}" for p in found.problems]
     training = load_training(found.others)
-    if not runs and not training:
-        raise store.no_results_error(results_dir, found.problems + training.problems)
+    serving = load_serving(found.others)  # e3bench serve sessions (report/serving.py)
+    if not runs and not training and not serving:
+        raise store.no_results_error(results_dir, found.problems + training.problems + serving.problems)
     configs = summarize_configs(found.records)
-    if not configs and not training:
+    if not configs and not training and not serving:
         raise E3Error(f"no successful runs under {results_dir} to report on",
                       "see the failed records (e3bench ls DIR --filter status=failed)")  # fmt: skip
-    warnings = warnings + training.problems
+    arch = architecture.load(found.records, found.others)  # empty unless the folder holds a comparison
+    warnings = warnings + training.problems + serving.problems + arch.notes
     comps = compare_to_reference(configs)
     failed = [r for r in runs if r["status"] == "failed"]
     out = Path(out_dir) if out_dir else results_dir / "report"
@@ -194,10 +204,11 @@ def _build(results_dir: Path, found: store.Scan, out_dir: Path | None) -> Report
         raise E3Error(f"cannot write the report to {out}: it is a file", "pass -o a folder (new or existing)")
     fix = "pass -o a writable folder" if out_dir else "pass -o a writable folder (the results folder is not writable)"
     with write_errors(out, fix, what="write the report to"):
-        return _write_report(out, runs, tasks, configs, comps, failed, warnings, training)
+        return _write_report(out, runs, tasks, configs, comps, failed, warnings, training, serving, pool, arch)
 
 
-def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, training: Training) -> Report:
+def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, training: Training,
+                  serving: Serving | None = None, pool=None, arch: architecture.Section | None = None) -> Report:  # fmt: skip
     """Write every report file into ``out`` (``OSError`` when it cannot)."""
     files: dict[str, Path] = {}
 
@@ -206,22 +217,27 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
         atomic_write_text(p, text)
         files[name] = p
 
-    specs = figures.specs(configs) if configs else []
-    with plots.drawing(specs, out / "plots") as drawn:  # large figures are drawn meanwhile
-        tables = sections.tables(configs, comps)  # once: summary.md, table.tex and the page
+    arch = arch or architecture.Section()
+    specs = arch.figures + (figures.specs(configs) if configs else []) + serving_figures(serving)
+    with plots.drawing(specs, out / "plots", pool) as drawn:  # large figures are drawn meanwhile
+        tables = arch.tables() + sections.tables(configs, comps, MAX_ROWS)  # once: summary.md, table.tex and the page
+        if arch:
+            write("architectures.csv", to_csv([r.cells() for r in arch.rows], architecture.COLUMNS))
         _write_tables(write, runs, tasks, configs, comps, training, tables)
         if specs:
             files[interactive.PLOTLY_JS] = interactive.write_plotlyjs(out)
-        lines = sections.executive_lines(configs, comps)
+        lines = arch.lines() + sections.executive_lines(configs, comps)
         if _fold_alike(lines)[1]:
             write(ALL_LINES, "# e3bench report: every executive-summary line\n\n" + "\n".join(lines) + "\n")
         pngs = drawn()
     for f in specs:
         files[f"plots/{f.name}.png"] = pngs[f.name]
         files[f"plots/{f.name}.pdf"] = pngs[f.name].with_suffix(".pdf")
-    md = _summary_md(configs, comps, failed, warnings, pngs, training, lines, tables)
+    md = _summary_md(configs, comps, failed, warnings, pngs, training, lines, tables) + section_md(serving)
     write("summary.md", md)
-    write("report.html", _html(md, configs, comps, failed, specs, training, tables))
+    write("report.html", _html(md, configs, comps, failed, specs, training, tables + serving_tables(serving)))
+    if serving:
+        write("serving.csv", to_csv(serving.rows, SERVING_COLUMNS))
     return Report(out, files, configs, comps, warnings)
 
 

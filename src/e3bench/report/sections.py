@@ -124,20 +124,41 @@ def warning_rows(configs: Sequence[ConfigSummary]) -> list[dict]:
     return [{"configuration": c.label, "run warning": w} for c in configs for w in c.warnings]
 
 
-def tables(configs: Sequence[ConfigSummary], comps: Sequence[VariantComparison]) -> list[Table]:
-    """Every table of the report, per workload (headings name it when there are several)."""
+def tables(configs: Sequence[ConfigSummary], comps: Sequence[VariantComparison], limit: int | None = None) -> list[Table]:
+    """Every table of the report, per workload (headings name it when there are several); with
+    ``limit``, each table's first ``limit`` rows only, its heading saying how many there are
+    (:func:`capped_heading`): rows past it are never built (at 10,000 records, building the
+    12,000 rows of one table cost more than showing its first hundred)."""
     groups = by_workload(configs)
     out: list[Table] = []
+
+    def table(heading: str, build, items: Sequence, rows_of_item, columns: tuple[str, ...]) -> Table:
+        if limit is None:
+            return heading, build(items), columns
+        total, cut = 0, len(items)
+        for i, item in enumerate(items):
+            total += rows_of_item(item)
+            if total >= limit and cut == len(items):
+                cut = i + 1
+        return capped_heading(heading, limit, total), build(items[:cut])[:limit], columns
+
     for i, (w, members) in enumerate(groups.items(), 1):
         tag = f" — workload {i}: {w.label}" if len(groups) > 1 else f" — {w.label}"
         labels = {c.label for c in members}
         mine = [v for v in comps if v.variant in labels]
-        out += [(f"Speed and energy by batch size{tag}", speed_rows(members), SPEED_COLUMNS),
-                (f"Configurations: quality and memory{tag}", config_rows(members), CONFIG_COLUMNS),
-                (f"Quality vs full-precision reference{tag}", quality_rows(mine), QUALITY_COLUMNS),
-                (f"Speed and energy vs full-precision reference{tag}", vs_speed_rows(mine), VS_SPEED_COLUMNS)]  # fmt: skip
-    out.append(("Run warnings", warning_rows(configs), WARNING_COLUMNS))
+        out += [table(f"Speed and energy by batch size{tag}", speed_rows, members, lambda c: len(c.batches), SPEED_COLUMNS),
+                table(f"Configurations: quality and memory{tag}", config_rows, members, lambda c: 1, CONFIG_COLUMNS),
+                table(f"Quality vs full-precision reference{tag}", quality_rows, mine, lambda v: len(v.tasks), QUALITY_COLUMNS),
+                table(f"Speed and energy vs full-precision reference{tag}", vs_speed_rows, mine, lambda v: len(v.speed),
+                      VS_SPEED_COLUMNS)]  # fmt: skip
+    out.append(table("Run warnings", warning_rows, list(configs), lambda c: len(c.warnings), WARNING_COLUMNS))
     return out
+
+
+def capped_heading(heading: str, shown: int, total: int) -> str:
+    """``heading`` of a table showing its first ``shown`` of ``total`` rows (unchanged when it
+    shows them all)."""
+    return f"{heading} (first {shown} of {total} rows: all in the CSV files)" if total > shown else heading
 
 
 def _leader(members: Sequence[ConfigSummary], bs: int, metric: str, higher: bool) -> str | None:

@@ -9,7 +9,9 @@ module is the one reader of the training kinds, and the report's only way into `
 * ``e3bench.train.records.FinetuneRecord`` (kind ``finetune``) and ``SuiteRecord`` (kind
   ``train-suite``): pydantic models, ``model_validate(parsed JSON)``;
 * ``e3bench.train.suite.report.summary_rows(SuiteRecord) -> list[dict]``: one row per configuration
-  with the keys of :data:`SUITE_COLUMNS` (less ``suite`` and ``device``).
+  with the keys of :data:`SUITE_COLUMNS` (less ``suite`` and ``device``);
+* ``SuiteRecord.claims``: one dict per claim with the keys of :data:`CLAIM_COLUMNS` (less
+  ``suite``), the verdicts of :func:`e3bench.train.shared.claims.judge`.
 
 Like the rest of the report, this only reads stored records.
 """
@@ -27,7 +29,9 @@ FINETUNE_COLUMNS = [
     "train_net_energy_j", "energy_method",
 ]  # fmt: skip
 SUITE_COLUMNS = ["suite", "device", "config", "status", "final_val_loss", "delta", "tokens_per_s", "opt_state_kib",
-                 "energy_j"]  # fmt: skip
+                 "energy_j", "claims"]  # fmt: skip
+CLAIM_COLUMNS = ["suite", "config", "metric", "claim", "measured", "uncertainty", "unit", "seeds", "verdict",
+                 "why"]  # fmt: skip
 
 
 @dataclass
@@ -36,10 +40,21 @@ class Training:
 
     finetune_rows: list[dict[str, Any]] = field(default_factory=list)
     suite_rows: list[dict[str, Any]] = field(default_factory=list)
+    claim_rows: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.finetune_rows or self.suite_rows)
+
+    def tables(self) -> list[tuple[str, list[dict[str, Any]], list[str]]]:
+        """(heading, rows, columns) of the training tables for summary.md and the HTML: fine-tuning,
+        suites, and the suites' claims when there are any."""
+        out = [("Fine-tuning (e3bench finetune)", self.finetune_rows, FINETUNE_COLUMNS),
+               ("Training-efficiency suites (e3bench train)", self.suite_rows, SUITE_COLUMNS)]  # fmt: skip
+        if self.claim_rows:
+            out.append(("Training-suite claims: SUPPORTED / NOT SUPPORTED / INCONCLUSIVE (e3bench train)",
+                        self.claim_rows, CLAIM_COLUMNS))  # fmt: skip
+        return out
 
 
 def _finetune_row(rec) -> dict[str, Any]:
@@ -87,6 +102,8 @@ def load_training(others: Mapping[str, list[tuple[Path, dict]]]) -> Training:
                 suite = SuiteRecord.model_validate(data)
                 for row in summary_rows(suite):
                     out.suite_rows.append({"suite": suite.suite_id, "device": suite.device, **row})
+                for claim in suite.claims:
+                    out.claim_rows.append({"suite": suite.suite_id, **{k: claim.get(k) for k in CLAIM_COLUMNS[1:]}})
         except ValueError as exc:
             out.problems.append(f"{p}: invalid {kind} record ({str(exc).splitlines()[0]})")
     return out

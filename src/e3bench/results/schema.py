@@ -204,3 +204,87 @@ def failed_record(cfg: RunConfig, error: str, manifest: Manifest) -> ResultRecor
         config_hash=config_hash,
         manifest=manifest,
     )
+
+
+# ------------------------------------------------------------------ serving (e3bench serve)
+class ServeRequest(BaseModel):
+    """One request of a serving level as the client timed it (ms, clock of ``serve.client``):
+    ``start_s`` is seconds from the level's start; ``error_kind`` None for a completed request."""
+
+    start_s: float
+    ttft_ms: float | None = None
+    e2e_ms: float | None = None
+    itl_ms: list[float] = []
+    output_tokens: int = 0
+    error_kind: str | None = None
+
+
+class ServeLevel(BaseModel):
+    """One load level of ``e3bench serve``: a closed loop at ``concurrency`` or an open loop at
+    ``rate`` requests/s (``arrival`` poisson or constant).
+
+    Latencies (:class:`Stats`, CIs of the mean) are over completed requests: TTFT = first token
+    chunk − request start, ITL = gaps between token chunks, TPOT = (E2E − TTFT) / (output
+    tokens − 1), E2E = end of stream − start. ``achieved_rate_per_s`` = completed requests /
+    ``duration_s`` (first start → last end); ``output_tokens_per_s`` = output tokens of completed
+    requests / ``duration_s``; ``tokens_source`` says where token counts came from (server usage
+    or the tokenizer). Goodput: ``goodput_share`` of *sent* requests completed within every SLO of
+    the record (Wilson 95 % interval), ``goodput_per_s`` = those requests / ``duration_s``.
+    ``energy`` is the level's metered window (idle baseline: server loaded and idle);
+    ``client_cpu_s`` the client process's CPU time over the level.
+    """
+
+    load: Literal["concurrency", "rate"]
+    value: float
+    label: str
+    arrival: str | None = None
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    requests_sent: int
+    requests_ok: int
+    errors_by_kind: dict[str, int] = {}
+    duration_s: float
+    offered_rate_per_s: float | None = None
+    achieved_rate_per_s: float
+    output_tokens_per_s: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tokens_source: str = ""
+    tokens_check: str | None = None
+    ttft_ms: Stats | None = None
+    tpot_ms: Stats | None = None
+    itl_ms: Stats | None = None
+    e2e_ms: Stats | None = None
+    goodput_share: float | None = None
+    goodput_ci95: tuple[float, float] | None = None
+    goodput_per_s: float | None = None
+    energy: EnergySummary | None = None
+    client_cpu_s: float | None = None
+    client_cpu_utilisation: float | None = None
+    requests: list[ServeRequest] = []
+
+
+class ServeRecord(BaseModel):
+    """One ``e3bench serve`` session, stored beside run records as a document of ``kind``
+    ``serve`` (:mod:`e3bench.results.store`): the server (``url``, how it was launched and its
+    log file), the load settings and SLOs, one :class:`ServeLevel` per level (a failed level is
+    kept with its error, the levels before it whole), quality tasks scored through the same
+    server, and the energy facts (meter, idle baseline)."""
+
+    kind: Literal["serve"] = "serve"
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    created_utc: str
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    url: str
+    model: str
+    launch: dict[str, Any] | None = None
+    settings: dict[str, Any] = {}
+    slo: dict[str, float] = {}
+    manifest: Manifest | None = None
+    energy: EnergyRun | None = None
+    levels: list[ServeLevel] = []
+    effectiveness: list[TaskResult] = []
+    warnings: list[str] = Field(default_factory=list)
+    duration_s: float = 0.0

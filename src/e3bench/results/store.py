@@ -35,7 +35,7 @@ from pathlib import Path
 
 from e3bench.core.errors import E3Error
 from e3bench.core.fsutil import NAME_MAX, atomic_write_text, component_problem, safe_component
-from e3bench.results.schema import SCHEMA_VERSION, ResultRecord
+from e3bench.results.schema import SCHEMA_VERSION, ResultRecord, ServeRecord
 
 #: Folder (inside a sweep folder) that holds the per-task samples files.
 SAMPLES_DIR = "samples"
@@ -107,8 +107,11 @@ def save_samples(output_dir: str | os.PathLike, sweep: str, run_id: str, task: s
     return path
 
 
-def save(record: ResultRecord, output_dir: str | os.PathLike, sweep: str, *, stem: str | None = None) -> Path:
+def save(record: ResultRecord | ServeRecord, output_dir: str | os.PathLike, sweep: str, *,
+         stem: str | None = None) -> Path:  # fmt: skip
     """Write one record to :func:`record_path` (``stem`` defaults to its run id); returns the path.
+    A :class:`~e3bench.results.schema.ServeRecord` (``kind: serve``) is stored the same way and
+    read back by :func:`scan` among the other kinds.
 
     Sweeps pass ``stem=config_hash`` so a retried run replaces its failed record instead of
     adding a duplicate. Raises :class:`E3Error` when the directory is not writable.
@@ -275,7 +278,7 @@ def scan(root: Path) -> Scan:
     out = Scan()
     if not root.exists():
         return out
-    with _gc_paused():
+    with gc_paused():
         for p in json_files(root):
             doc = read_document(p)
             if doc.record is not None:
@@ -288,10 +291,12 @@ def scan(root: Path) -> Scan:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Python's cycle collector off while records are parsed (and back as it was after):
     parsing makes millions of objects and no cyclic garbage, and each collection walks them all
-    again: half the time of reading 10,000 records went to it."""
+    again: half the time of reading 10,000 records went to it. Nested pauses are one pause (the
+    outermost turns it back on), so a caller can ``gc.freeze()`` what was read before the
+    collector runs again (:func:`e3bench.report.render.build_report` does)."""
     was = gc.isenabled()
     gc.disable()
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from e3bench.config.run import ALIASES, FIELDS, Layer, RunConfig, build_config, 
 from e3bench.config.validate import ConfigError, Problem, raise_problems, unrunnable_reason
 from e3bench.core.errors import E3Error, unknown_name
 
-_TOP_KEYS = ("name", "base", "grid", "output_dir", "timeout_s")
+_TOP_KEYS = ("name", "base", "grid", "output_dir", "timeout_s", "architectures")  # the last: sweep.architectures
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,13 @@ def _key_problems(doc: yamlfile.YamlFile, mapping: dict[str, Any], prefix: str, 
     return out
 
 
-def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
+def expand(path: str | Path, *, output_dir: str | None = None,
+           extra: Callable[[str, Any], dict[str, Any]] | None = None) -> Plan:
     """Read sweep file ``path`` and build every combination of ``grid`` over ``base``.
 
-    ``output_dir`` overrides the file's. Raises :class:`~e3bench.config.validate.ConfigError`
+    ``output_dir`` overrides the file's; ``extra(key, value)`` gives more fields for a grid value
+    (an architecture comparison's few-shot tasks for each model, none for an encoder:
+    :mod:`e3bench.sweep.architectures`). Raises :class:`~e3bench.config.validate.ConfigError`
     with every problem (unknown keys, bad values, unknown names, duplicate keys), each at its
     line; an empty file or a grid that expands to nothing is an :class:`E3Error`.
     """
@@ -101,7 +105,7 @@ def expand(path: str | Path, *, output_dir: str | None = None) -> Plan:
     out_dir = output_dir or data.get("output_dir") or "results"
     base_layer = Layer(base, lambda k: doc.where(f"base.{k}"))
     fixed = Layer({"sweep": name, "output_dir": out_dir}, lambda k: doc.where("name" if k == "sweep" else k))
-    axes = [[_grid_layer(doc, k, i, v) for i, v in enumerate(grid[k])] for k in grid]
+    axes = [[_grid_layer(doc, k, i, v, extra) for i, v in enumerate(grid[k])] for k in grid]
     runs, skipped, found = combine([base_layer], axes, [fixed])
     problems += found
     raise_problems(problems)
@@ -139,11 +143,12 @@ def combine(before: list[Layer], axes: list[list[Layer]], after: list[Layer], *,
     return runs, skipped, list(dict.fromkeys(problems))
 
 
-def _grid_layer(doc: yamlfile.YamlFile, key: str, index: int, value: Any) -> Layer:
-    """One grid value as a layer; ``tasks.0`` of that value is named ``grid.tasks.<index>.0``."""
+def _grid_layer(doc: yamlfile.YamlFile, key: str, index: int, value: Any, extra=None) -> Layer:
+    """One grid value as a layer (with the fields ``extra(key, value)`` adds, named at the value's
+    line); ``tasks.0`` of that value is named ``grid.tasks.<index>.0``."""
 
     def locate(path: str) -> str:
-        rest = path[len(key):]
+        rest = path[len(key):] if path.startswith(key) else ""
         return doc.where(f"grid.{key}.{index}{rest}")
 
-    return Layer({key: value}, locate)
+    return Layer({key: value, **(extra(key, value) if extra else {})}, locate)

@@ -141,6 +141,8 @@ def train(
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads"),
     output_dir: str = typer.Option("results", "--output-dir", "-o"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip loss_curves.png"),
+    seeds: int = typer.Option(1, "--seeds", help="runs per configuration (seed, seed+1, ...), interleaved; "
+                              "claims are judged over them"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     reporter: Reporter | None = None,
 ) -> None:
@@ -154,7 +156,7 @@ def train(
     record, out = run_suite(
         [*suite, *(configs or [])], output_dir=output_dir, sets=set_, text=text, max_steps=max_steps,
         device=device, meter=meter, idle_seconds=idle_seconds, cpu_tdp_w=cpu_tdp_w, region=region,
-        threads=threads, baseline=baseline, plot=not no_plot, progress=_progress(quiet, reporter),
+        threads=threads, baseline=baseline, plot=not no_plot, progress=_progress(quiet, reporter), seeds=seeds,
     )  # fmt: skip
     typer.echo(format_suite(record))
     typer.echo(f"report: {out / 'REPORT.md'}")
@@ -225,6 +227,7 @@ def format_suite(record) -> str:
         out.append(
             f"{r['config']:<14} {r['status']:<9} {num(r['final_val_loss'], '.3f'):>9} {num(r['delta'], '+.3f'):>9} "
             f"{num(r['tokens_per_s'], ',.0f'):>9} {num(r['opt_state_kib'], ',.0f'):>9} {num(r['energy_j'], ',.1f'):>9}"
+            + (f"  claims: {r['claims']}" if r.get("claims") else "")
         )
     return "\n".join(out)
 

@@ -263,6 +263,17 @@ class ConfigResult(BaseModel):
     vs_baseline: dict[str, Any] = {}
     warnings: list[str] = []
     duration_s: float = 0.0
+    #: issue 19: the run's seed; backward-pass time per step (ms, device synchronised around it);
+    #: Collider's achieved sparsity; memory split (weights, gradients, optimizer state,
+    #: activations, bytes, with its method); NVML utilization (%, CUDA); the gradient-norm band
+    #: check; the load other processes put on the machine while this run trained
+    seed: int | None = None
+    backward_time_ms: Stats | None = None
+    collider: dict[str, Any] | None = None
+    memory_breakdown: dict[str, Any] | None = None
+    gpu_utilization: dict[str, Any] | None = None
+    grad_norm_band: dict[str, Any] | None = None
+    load: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -292,6 +303,11 @@ class SuiteRecord(BaseModel):
     configs: list[ConfigResult] = []
     warnings: list[str] = Field(default_factory=list)
     duration_s: float = 0.0
+    #: issue 19: the seeds run (the first one's results are ``configs``; the others' are
+    #: ``repeats``), and one verdict per claim (:func:`e3bench.train.shared.claims.judge`)
+    seeds: list[int] = [0]
+    repeats: list[ConfigResult] = []
+    claims: list[dict[str, Any]] = []
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Estimated CPU + RAM energy when no sensor is readable: a TDP model of *this process*.
+"""Estimated CPU + RAM energy when no sensor is readable: a TDP model of *this process* (or of
+given processes and their descendants: ``EstimateMeter(pids=...)``, a server under test).
 
     P_cpu = TDP_eff × (0.1 + 0.9·u³)      u = Δ(process CPU time) / Δwall / k
     P_ram = 0.375 W/GiB × RSS
@@ -18,7 +19,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -178,6 +179,60 @@ def process_cpu_s() -> float:
     return time.process_time()
 
 
+class ProcessTree:
+    """CPU time and RSS of given processes and all their descendants (psutil), for an estimate
+    that follows a server instead of this process (``e3bench serve``).
+
+    CPU time is user + system of every live process of the trees plus what exited children
+    left in their parent's ``children_*`` counters; a process that ends between two reads takes
+    its last CPU time with it, so the sum is kept monotonic (a drop reads as no new CPU time)."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        import psutil  # a core dependency, imported when a meter follows other processes
+
+        self._psutil = psutil
+        self.pids = [int(p) for p in pids]
+        self._procs: dict[int, object] = {}
+        self._last_cpu_s = 0.0
+
+    def _tree(self) -> list:
+        ps = self._psutil
+        out = []
+        for pid in self.pids:
+            try:
+                root = self._procs.get(pid) or ps.Process(pid)
+                self._procs[pid] = root
+                out.append(root)
+                out.extend(root.children(recursive=True))
+            except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
+                continue
+        return out
+
+    def cpu_s(self) -> float:
+        """Summed CPU seconds of the process trees (monotonic, see the class docstring)."""
+        ps = self._psutil
+        total = 0.0
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+            except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
+                continue
+            total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+        self._last_cpu_s = max(self._last_cpu_s, total)
+        return self._last_cpu_s
+
+    def rss_bytes(self) -> float:
+        """Summed resident set size of the process trees, bytes."""
+        ps = self._psutil
+        total = 0
+        for p in self._tree():
+            try:
+                total += p.memory_info().rss
+            except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
+                continue
+        return float(total)
+
+
 class EstimateReader:
     """Cumulative modelled energy (cpu, ram) updated on each read."""
 
@@ -246,8 +301,14 @@ class EstimateMeter(SampledMeter):
         power_model: CpuPowerModel | None = None,
         cpu_time_s: Callable[[], float] = process_cpu_s,
         rss_b: Callable[[], float] = rss_bytes,
+        pids: Sequence[int] | None = None,
     ) -> None:
         self._model_error: E3Error | None = None
+        #: processes followed instead of this one (their trees), or None: this process
+        self.pids = list(pids) if pids else None
+        if self.pids:
+            tree = ProcessTree(self.pids)
+            cpu_time_s, rss_b = tree.cpu_s, tree.rss_bytes
         try:
             self.power_model = power_model or resolve_power_model(cpu_tdp_w=cpu_tdp_w)
         except E3Error as exc:  # the meter is unavailable, with this reason
@@ -262,7 +323,8 @@ class EstimateMeter(SampledMeter):
             raise self._model_error
         return EstimateReader(
             self.power_model,
-            overhead_cpu_s=lambda: self.sampler_thread_cpu_s,
+            # the polling thread runs in this process, not in the followed ones
+            overhead_cpu_s=(lambda: 0.0) if self.pids else (lambda: self.sampler_thread_cpu_s),
             cpu_time_s=self._cpu_time_s,
             rss_b=self._rss_b,
         )
@@ -292,11 +354,16 @@ class EstimateMeter(SampledMeter):
             "logical_cpus_k": m.logical_cpus,
             "idle_fraction": IDLE_FRACTION,
             "ram_w_per_gib": RAM_W_PER_GIB,
-            "ram_basis": "RSS of this process (CodeCarbon convention: 3 W per 8 GB)",
+            "ram_basis": f"RSS of {self._scope()} (CodeCarbon convention: 3 W per 8 GB)",
             "mean_utilisation": cpu_s / duration_s / m.logical_cpus,
             "mean_rss_gib": rss_gib_s / duration_s,
             "utilisation_scope": (
+                f"{self._scope()}: user+system CPU time of those processes and their descendants (psutil); "
+                "other processes are not counted" if self.pids else
                 "this process's threads only (time.process_time: user+system, minus the meter's own "
                 "polling thread); other processes and child processes are not counted"
             ),
         }
+
+    def _scope(self) -> str:
+        return f"the process tree(s) of pid {', '.join(map(str, self.pids))}" if self.pids else "this process"

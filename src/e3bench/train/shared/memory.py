@@ -39,6 +39,7 @@ class MemoryTracker:
         self.interval_s = interval_s
         self.rss_start = 0
         self.peak_rss = 0
+        self.allocated_start: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -54,7 +55,9 @@ class MemoryTracker:
         release_freed_memory()
         self.rss_start = self.peak_rss = host.rss_bytes()
         if self.device.startswith("cuda"):
-            self._cuda_mod().reset_peak_memory_stats(self.device)  # the GPU of cuda:N, not the current one
+            cuda = self._cuda_mod()
+            cuda.reset_peak_memory_stats(self.device)  # the GPU of cuda:N, not the current one
+            self.allocated_start = int(cuda.memory_allocated(self.device))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="e3bench-rss", daemon=True)
         self._thread.start()
@@ -88,6 +91,33 @@ class MemoryTracker:
             device_memory_reserved_bytes=reserved,
             device_memory_method=method,
         )
+
+
+def breakdown(
+    figures: MemoryFigures, *, device: str, weights: int, gradients: int, optimizer_state: int,
+    allocated_start: int | None = None,
+) -> dict:  # fmt: skip
+    """Peak training memory split into weights, gradients, optimizer state (bytes measured from
+    the tensors) and activations (the rest of the peak), with the method.
+
+    CUDA: activations = ``max_memory_allocated`` − (``memory_allocated`` at the start, which
+    holds the weights) − gradients − optimizer state. CPU: activations = (peak RSS − RSS at the
+    start) − gradients − optimizer state, both of which are allocated during the first step;
+    an estimate that also holds allocator slack. Never negative."""
+    cuda = device.startswith("cuda") and figures.peak_device_memory_bytes is not None
+    if cuda:
+        grown = figures.peak_device_memory_bytes - (allocated_start if allocated_start is not None else weights)
+        method = ("torch.cuda.max_memory_allocated − memory_allocated at start (weights resident) − gradient and "
+                  "optimizer-state tensor bytes")  # fmt: skip
+    else:
+        grown = figures.peak_rss_bytes - figures.rss_start_bytes
+        method = "(peak RSS − RSS at start) − gradient and optimizer-state tensor bytes; includes allocator slack"
+    act = max(0, grown - gradients - optimizer_state)
+    return {
+        "device": device, "weights_bytes": weights, "gradients_bytes": gradients,
+        "optimizer_state_bytes": optimizer_state, "activations_bytes": act,
+        "total_bytes": weights + gradients + optimizer_state + act, "method": method,
+    }  # fmt: skip
 
 
 def optimizer_state_bytes(optimizer) -> int:

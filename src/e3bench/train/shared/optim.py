@@ -11,6 +11,11 @@
   ``torch.compile`` on first use — about a minute on CPU).
 * ``galore``    — GaLore (galore-torch): gradients of hidden matrices projected to rank ``r``
   (SVD refreshed every ``update_proj_gap`` steps), Adam moments kept in the small space.
+* ``muon8bit``  — Muon with its momentum block-quantised to 8 bits (:mod:`.muon8bit`) on hidden
+  matrices, ``muon_aux`` for the rest; with ``galore2_projection = true`` the momentum lives in
+  a GaLore 2 subspace (the ``full`` stack).
+* ``galore2``   — GaLore 2 (:mod:`.galore2`: randomized-SVD subspace refresh, rank capped at
+  ``galore_rank_cap`` × the smaller dimension) with AdamW moments, AdamW for the rest.
 
 Weight decay applies to matrices only (not to norms and biases), for every optimizer.
 
@@ -34,6 +39,8 @@ OPTIMIZERS: dict[str, str] = {
     "muon": "torch.optim.Muon on 2-D hidden matrices + AdamW for the rest",
     "adamw8bit": "AdamW with 8-bit optimizer states (bitsandbytes or torchao)",
     "galore": "GaLore low-rank gradient projection (galore-torch) on hidden matrices + AdamW",
+    "muon8bit": "Muon with 8-bit block-quantised momentum on 2-D hidden matrices + muon_aux for the rest",
+    "galore2": "GaLore 2 (randomized-SVD projection, rank cap) AdamW on hidden matrices + AdamW",
 }
 EIGHT_BIT_IMPLS = ("bitsandbytes", "torchao")
 
@@ -64,6 +71,11 @@ class OptimSettings:
     galore_rank: int = 32
     galore_update_proj_gap: int = 50
     galore_scale: float = 0.25
+    galore_rank_cap: float = 0.25
+    galore_oversample: int = 8
+    galore_power_iters: int = 2
+    galore2_projection: bool = False  # muon8bit only: momentum in a GaLore 2 subspace
+    muon_block_size: int = 256
 
 
 class CombinedOptimizer:
@@ -206,6 +218,40 @@ def build_optimizer(named_params, s: OptimSettings, *, device: str = "cpu", excl
             f"{len(hidden)} hidden matrices ({n(hidden):,} params) + {s.muon_aux} on "
             f"{len(other_mat) + len(vectors)} others ({n(other_mat) + n(vectors):,} params)"
         )
+    elif s.name == "muon8bit":
+        from e3bench.train.shared.muon8bit import Muon8bit
+
+        muon = None
+        if hidden:
+            group: dict = {"params": hidden}
+            if s.galore2_projection:
+                group.update(_galore2_keys(s))
+            muon = Muon8bit([group], lr=s.muon_lr or s.lr, weight_decay=wd, momentum=s.muon_momentum,
+                            adjust_lr_fn="match_rms_adamw", block_size=s.muon_block_size)  # fmt: skip
+        rest = groups(other_mat, vectors)
+        aux = None
+        if rest:
+            aux = _adamw8bit(rest, s, device) if s.muon_aux == "adamw8bit" else torch.optim.AdamW(
+                rest, lr=s.lr, betas=s.betas, eps=s.eps)  # fmt: skip
+        opt = CombinedOptimizer([muon, aux])
+        proj = (f", momentum in a GaLore 2 subspace (rank {s.galore_rank} capped at {s.galore_rank_cap:g}× "
+                f"min dim, refresh every {s.galore_update_proj_gap})") if s.galore2_projection else ""  # fmt: skip
+        detail = (
+            f"Muon8bit lr={s.muon_lr or s.lr:g} momentum={s.muon_momentum} (int8 blocks of {s.muon_block_size}{proj}) "
+            f"on {len(hidden)} hidden matrices ({n(hidden):,} params) + {s.muon_aux} on "
+            f"{len(other_mat) + len(vectors)} others ({n(other_mat) + n(vectors):,} params)"
+        )
+    elif s.name == "galore2":
+        from e3bench.train.shared.galore2 import GaLore2AdamW
+
+        gl = [{"params": hidden, "weight_decay": wd, **_galore2_keys(s)}] if hidden else []
+        opt = GaLore2AdamW(gl + groups(other_mat, vectors), lr=s.lr, betas=s.betas, eps=s.eps)
+        detail = (
+            f"GaLore2AdamW rank={s.galore_rank} (capped at {s.galore_rank_cap:g}× min dim) randomized SVD "
+            f"(oversample {s.galore_oversample}, {s.galore_power_iters} power iterations) refreshed every "
+            f"{s.galore_update_proj_gap} steps, scale {s.galore_scale} on {len(hidden)} hidden matrices "
+            f"({n(hidden):,} params); AdamW on the rest"
+        )
     else:  # galore
         galore = require("galore_torch", "train", "the galore optimizer")
         gl = []
@@ -225,6 +271,13 @@ def build_optimizer(named_params, s: OptimSettings, *, device: str = "cpu", excl
             f"{len(hidden)} hidden matrices ({n(hidden):,} params); AdamW on the rest"
         )
     return opt, detail
+
+
+def _galore2_keys(s: OptimSettings) -> dict:
+    return {
+        "rank": s.galore_rank, "rank_cap": s.galore_rank_cap, "update_proj_gap": s.galore_update_proj_gap,
+        "scale": s.galore_scale, "oversample": s.galore_oversample, "power_iters": s.galore_power_iters,
+    }  # fmt: skip
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:

@@ -55,12 +55,14 @@ class LossGuard:
 class StepResult(Generic[T]):
     """One step: the optimised loss (float), the global L2 gradient norm before clipping
     (``inf``/``nan`` possible under an fp16 grad scaler, which then skips the step), the step
-    time in seconds, and what the forward returned besides the loss."""
+    time in seconds, what the forward returned besides the loss, and the backward pass's time
+    in seconds (device synchronised before and after it)."""
 
     loss: float
     grad_norm: float
     seconds: float
     output: T
+    backward_s: float | None = None
 
 
 class TrainStep:
@@ -109,7 +111,11 @@ class TrainStep:
             loss, output = forward()
         value = float(loss.detach())
         self.guard.check(value, step, loss_floor)
+        dev.synchronize(self.device)
+        t_bwd = clock()
         self.scaler.scale(loss).backward()
+        dev.synchronize(self.device)
+        backward_s = clock() - t_bwd
         for o in self._parts:
             self.scaler.unscale_(o)
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip or float("inf")))
@@ -124,7 +130,7 @@ class TrainStep:
         dev.synchronize(self.device)
         now = clock()
         seconds, self._t_prev = now - self._t_prev, now
-        return StepResult(value, norm, seconds, output)
+        return StepResult(value, norm, seconds, output, backward_s)
 
     def state_dict(self) -> dict[str, Any]:
         """Grad-scaler and scheduler state (for checkpoints)."""

@@ -21,7 +21,8 @@ from e3bench.energy.window import EnergyTotals
 from e3bench.train.records import ConfigResult, CurvePoint, GradNormStats
 from e3bench.train.shared import device as dev
 from e3bench.train.shared import optim
-from e3bench.train.shared.memory import MemoryTracker, optimizer_state_bytes
+from e3bench.train.shared.memory import MemoryTracker, breakdown, optimizer_state_bytes
+from e3bench.train.shared.usage import UsageSampler
 from e3bench.train.shared.step import Diverged, LossGuard, LossWindow, TrainStep, segments, stats
 from e3bench.train.suite.spec import TrainSpec
 
@@ -128,8 +129,11 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
 
     prec = dev.resolve_precision(spec.train.precision, device)
     dev.seed_everything(spec.train.seed)
+    t = spec.train
+    res.seed = t.seed
     lm = build_model(ModelSettings(**spec.model.model_dump()), tok.vocab_size, mtp_k=spec.mtp.k,
-                     mtp_weight=spec.mtp.weight, seed=spec.train.seed)  # fmt: skip
+                     mtp_weight=spec.mtp.weight, seed=t.seed, collider_threshold=t.collider_threshold,
+                     collider_sparsity=t.collider_sparsity)  # fmt: skip
     if spec.train.grad_checkpointing:
         lm.enable_gradient_checkpointing()
     lm.to(device).train()
@@ -173,7 +177,10 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
 
     mem = MemoryTracker(device)
     mem.start()
+    usage = UsageSampler(device)
+    usage.start()
     step_s: list[float] = []
+    bwd_s: list[float] = []
     norms = GradNorms(spec.train.spike_factor, spec.train.spike_window, o.grad_clip)
     last_aux: float | None = None
     curve = LossWindow()
@@ -193,6 +200,8 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
                     block = next(it).to(device, non_blocking=True)
                     r = step(lambda block=block: _forward(lm, block), step=n)
                     step_s.append(r.seconds)
+                    if r.backward_s is not None:
+                        bwd_s.append(r.backward_s)
                     norms.add(n, r.grad_norm)
                     main, aux = r.output
                     if aux is not None:
@@ -216,8 +225,21 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
     finally:
         shown.close()
         res.memory = mem.stop()
+        res.gpu_utilization, res.load = usage.stop()
         del it
     _figures(res, spec, step_s, tokens_per_step, opt, norms, last_aux, energy)
+    res.backward_time_ms = stats([s * 1e3 for s in bwd_s[1:]])
+    res.collider = lm.collider_stats()
+    res.memory_breakdown = breakdown(res.memory, device=device, weights=res.parameter_bytes or 0,
+                                     gradients=res.gradient_bytes or 0, optimizer_state=res.optimizer_state_bytes or 0,
+                                     allocated_start=mem.allocated_start)  # fmt: skip
+    lo, hi = t.grad_norm_band
+    ok = [n for n in norms.norms if lo <= n <= hi]
+    res.grad_norm_band = {
+        "band": [lo, hi], "steps": len(norms.norms), "share_in_band": len(ok) / len(norms.norms) if norms.norms else None,
+        "below": sum(n < lo for n in norms.norms), "above": sum(n > hi for n in norms.norms),
+        "spikes": len(norms.spikes), "method": "global L2 norm of all gradients before clipping, every step",
+    }  # fmt: skip
 
 
 def _figures(res: ConfigResult, spec: TrainSpec, step_s: list[float], tokens_per_step: int, opt: Any,

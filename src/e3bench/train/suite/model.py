@@ -7,6 +7,12 @@ at position t through its own residual block (RMSNorm → Linear(h, 2h) → SiLU
 and a final RMSNorm, then through the *shared* output head, to predict token t + 1 + j. The
 training loss is ``next-token loss + weight × mean(head losses)``. Validation loss is always the
 plain next-token loss, so configurations compare on the same quantity.
+
+Collider token filtering (:mod:`e3bench.train.shared.collider`, ``collider_threshold`` or
+``collider_sparsity``): every linear layer of the decoder (and the output head) filters the
+dropped tokens' rows in the backward pass; the optimised next-token loss, and each MTP head's
+loss, is the mean over kept positions. The reported training loss stays the mean over all
+tokens, comparable with configurations without filtering.
 """
 
 from __future__ import annotations
@@ -29,13 +35,19 @@ class ModelSettings:
     dropout: float = 0.0
 
 
-def build_model(ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weight: float = 0.3, seed: int = 0):
-    """A randomly initialised (``seed``) decoder with ``mtp_k`` MTP heads.
+def build_model(
+    ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weight: float = 0.3, seed: int = 0,
+    collider_threshold: float | None = None, collider_sparsity: float | None = None,
+):  # fmt: skip
+    """A randomly initialised (``seed``) decoder with ``mtp_k`` MTP heads, with Collider token
+    filtering when ``collider_threshold`` or ``collider_sparsity`` is given.
 
     The module's ``forward(block)`` takes token ids ``[B, T+1]`` and returns ``(loss to
     optimise, next-token loss, mean MTP head loss or None)`` — scalar tensors; in eval mode, or
     with ``mtp_k = 0``, the first two are the same and the third is None. ``embedding_ids()``
-    gives the ids of the embedding and output-head weights (not hidden matrices, for Muon).
+    gives the ids of the embedding and output-head weights (not hidden matrices, for Muon);
+    ``collider_stats()`` the achieved sparsity (share of tokens dropped, mean over training
+    forwards; share of activation rows skipped by backward GEMMs), or None without Collider.
     Raises :class:`~e3bench.core.errors.E3Error` for head counts that do not divide.
     """
     import torch
@@ -43,6 +55,7 @@ def build_model(ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weigh
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from e3bench.core.errors import E3Error
+    from e3bench.train.shared import collider
 
     if ms.hidden_size % ms.heads:
         raise E3Error(
@@ -91,25 +104,49 @@ def build_model(ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weigh
             self.mtp_k = mtp_k
             self.mtp_weight = mtp_weight
             self.mtp_heads = nn.ModuleList(MTPHead(ms.hidden_size) for _ in range(mtp_k))
+            self.collider = None
+            self._dropped: list[float] = []
+            if collider_threshold is not None or collider_sparsity is not None:
+                self.collider = collider.install(self.base)
+
+        def _ce(self, logits, tgt):
+            flat = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tgt.reshape(-1),
+                                               reduction="none")  # fmt: skip
+            return flat.view(tgt.shape)
 
         def forward(self, block):
             inp, tgt = block[:, :-1], block[:, 1:]
             h = self.base.model(input_ids=inp).last_hidden_state
             logits = self.base.lm_head(h)
-            ce = nn.functional.cross_entropy
-            main = ce(logits.float().reshape(-1, logits.size(-1)), tgt.reshape(-1))
+            per_tok = self._ce(logits, tgt)
+            main = per_tok.mean()
+            filt = self.collider is not None and self.training and torch.is_grad_enabled()
+            mask = None
+            if filt:
+                mask = collider.select_tokens(per_tok, threshold=collider_threshold, sparsity=collider_sparsity)
+                self.collider.set(mask)
+                self._dropped.append(1.0 - float(mask.float().mean()))
+            opt_loss = collider.filtered_mean(per_tok, mask) if filt else main
             if not self.mtp_k or not self.training:
-                return main, main, None
+                return opt_loss, main, None
             aux = []
             T = inp.size(1)
             for j, head in enumerate(self.mtp_heads, start=1):
                 if T - j <= 0:
                     break
-                hj = head(h[:, : T - j])
-                lj = self.base.lm_head(hj)
-                aux.append(ce(lj.float().reshape(-1, lj.size(-1)), tgt[:, j:].reshape(-1)))
+                lj = self._ce(self.base.lm_head(head(h[:, : T - j])), tgt[:, j:])
+                aux.append(collider.filtered_mean(lj, mask[:, : T - j]) if filt else lj.mean())
             aux_loss = torch.stack(aux).mean()
-            return main + self.mtp_weight * aux_loss, main, aux_loss
+            return opt_loss + self.mtp_weight * aux_loss, main, aux_loss
+
+        def collider_stats(self) -> dict | None:
+            if self.collider is None:
+                return None
+            return {
+                "token_sparsity": sum(self._dropped) / len(self._dropped) if self._dropped else None,
+                "gemm_row_sparsity": self.collider.gemm_sparsity(),
+                "filtered_layers": len(self.collider.layers),
+            }
 
         def embedding_ids(self) -> set[int]:
             ids = {id(self.base.model.embed_tokens.weight), id(self.base.lm_head.weight)}

@@ -2,8 +2,9 @@
 
 The report only reads the :class:`~e3bench.train.records.SuiteRecord`; ``rebuild(dir)`` writes it
 again from ``suite.json`` at any time. Each configuration is compared with the baseline at equal
-tokens, and its *expected* gain (from the literature, see docs/training.md) is set against what
-was measured here, with a verdict.
+tokens, and each machine-readable claim of its TOML (``[claims]``) is set against what was
+measured here, with a verdict SUPPORTED / NOT SUPPORTED / INCONCLUSIVE
+(:mod:`e3bench.train.shared.claims`), beside a memory breakdown and the gradient-norm band check.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def _kib(b: float | None) -> str:
 
 def features(c: ConfigResult) -> list[str]:
     """The suite features a configuration uses, by its spec: optimizer (when not AdamW),
-    ``adamw8bit`` under Muon, ``mtp``, ``grad_ckpt``, ``async_loader``."""
+    ``adamw8bit`` under Muon, ``mtp``, ``grad_ckpt``, ``async_loader``, ``collider``, and
+    ``galore2`` for Muon's GaLore 2 projection."""
     s = c.spec or {}
     out = []
     opt = (s.get("optim") or {}).get("name", c.optimizer)
     if opt and opt != "adamw":
         out.append(opt)
-    if (s.get("optim") or {}).get("name") == "muon" and (s.get("optim") or {}).get("muon_aux") == "adamw8bit":
+    if (s.get("optim") or {}).get("name") in ("muon", "muon8bit") and (s.get("optim") or {}).get("muon_aux") == "adamw8bit":
         out.append("adamw8bit")
     if (s.get("mtp") or {}).get("k", 0):
         out.append("mtp")
@@ -48,60 +50,12 @@ def features(c: ConfigResult) -> list[str]:
         out.append("grad_ckpt")
     if (s.get("data") or {}).get("num_workers", 0):
         out.append("async_loader")
+    t = s.get("train") or {}
+    if t.get("collider_threshold") is not None or t.get("collider_sparsity") is not None:
+        out.append("collider")
+    if (s.get("optim") or {}).get("galore2_projection"):
+        out.append("galore2")
     return out
-
-
-# feature → (expected, check(c) → (measured text, verdict))
-def _expectations(c: ConfigResult) -> list[tuple[str, str, str, str]]:
-    v = c.vs_baseline or {}
-    dl = v.get("delta_val_loss_at_equal_tokens")
-    sp = v.get("tokens_per_s_median_step_ratio") or v.get("tokens_per_s_ratio")
-    st = v.get("optimizer_state_ratio")
-    eff = v.get("token_efficiency")
-    rows: list[tuple[str, str, str, str]] = []
-    feats = features(c)
-    loss_txt = f"Δ val loss {num(dl, '+.3f')} at equal tokens" + (f", token efficiency {eff:.2f}×" if eff else "")
-    speed_txt = f"tokens/s ×{num(sp, '.2f')} (median step)"
-
-    def verdict(ok: bool | None) -> str:
-        return "–" if ok is None else ("as expected" if ok else "not observed")
-
-    for f in feats:
-        if f == "muon":
-            rows.append((f, "lower validation loss at equal tokens (Muon reports ≈1.3–2× token efficiency vs "
-                         "AdamW on GPT-2-size models); slightly fewer tokens/s (Newton–Schulz steps)",
-                         f"{loss_txt}; {speed_txt}", verdict(None if dl is None else dl < 0)))
-        elif f == "adamw8bit":
-            rows.append((f, "optimizer state ≈ ¼ of AdamW's (1 instead of 4 bytes per moment, plus block scales; "
-                         "tensors < 4096 elements stay 32-bit); loss within noise of AdamW",
-                         f"state ×{num(st, '.2f')}; {loss_txt}",
-                         verdict(None if st is None else st < 0.5 and (dl is None or abs(dl) < 0.05))))
-        elif f == "galore":
-            rows.append((f, "smaller optimizer state (moments of hidden matrices kept at rank r, plus projection "
-                         "matrices); loss equal or slightly higher; periodic SVD costs time",
-                         f"state ×{num(st, '.2f')}; {loss_txt}; {speed_txt}",
-                         verdict(None if st is None else st < 1.0)))
-        elif f == "mtp":
-            rows.append((f, "extra heads cost compute (fewer tokens/s); next-token loss similar or slightly worse at "
-                         "this scale (MTP's gains were reported for ≥ 1B-parameter models)",
-                         f"{speed_txt}; {loss_txt}", verdict(None if sp is None else sp < 1.0)))
-        elif f == "grad_ckpt":
-            rows.append((f, "identical loss (same math, activations recomputed); lower activation memory; "
-                         "≈ 20–35% fewer tokens/s", f"{loss_txt}; {speed_txt}; peak RSS Δ "
-                         f"{_mib(v.get('peak_rss_delta_bytes'))} MiB",
-                         verdict(None if dl is None or sp is None else abs(dl) < 1e-3 and sp < 1.0)))
-        elif f == "async_loader":
-            rows.append((f, "identical loss (same batches); more tokens/s only when loading is a bottleneck — here "
-                         "batches are slices of an in-memory tensor, so ≈ no gain (workers compete for few cores)",
-                         f"{loss_txt}; {speed_txt}",
-                         verdict(None if dl is None else abs(dl) < 1e-3)))
-    if len(feats) > 1:  # a combination: the single-feature checks do not apply to the sum
-        state_txt = f"state ×{num(st, '.2f')}"
-        return [("+".join(feats), c.expected or "combination of the features",
-                 f"{loss_txt}; {speed_txt}; {state_txt}", "–")]
-    if not feats:
-        rows.append(("—", c.expected or "(same as baseline)", f"{loss_txt}; {speed_txt}", "–"))
-    return rows
 
 
 def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
@@ -177,25 +131,8 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
             if c.memory:
                 add(f"| {c.name} | {_mib(c.memory.peak_device_memory_bytes)} | {_mib(c.memory.device_memory_reserved_bytes)} |")
     add("")
-    add("## Expected vs measured")
-    add("")
-    add("| config | feature | expected | measured here | verdict |")
-    add("|---|---|---|---|---|")
-    for c in record.configs:
-        if c is base:
-            continue
-        if c.status in ("skipped", "failed"):
-            add(f"| {c.name} | – | {_esc(c.expected or '–')} | {c.status}: {_esc(c.reason)} | – |")
-            continue
-        if c.status == "diverged":
-            add(f"| {c.name} | – | {_esc(c.expected or '–')} | diverged: {_esc(c.reason)} | – |")
-            continue
-        for feat, exp, meas, verdict in _expectations(c):
-            add(f"| {c.name} | {feat} | {_esc(exp)} | {_esc(meas)} | {verdict} |")
-    add("")
-    add("Verdicts compare one short run per config with one seed on a tiny model: a difference smaller than "
-        "run-to-run noise (≈ 0.01–0.02 in loss here) is not evidence either way.")
-    add("")
+    lines.extend(claims_section(record))
+    lines.extend(memory_section(record))
     add("## Validation loss at equal tokens")
     add("")
     if base and base.val_loss_curve:
@@ -215,7 +152,8 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
     add("## Configurations")
     add("")
     for c in record.configs:
-        add(f"- **{c.name}** ({c.file or 'n/a'}): {c.description or ''} {c.optimizer_detail}".rstrip())
+        feats = ", ".join(features(c)) or "—"
+        add(f"- **{c.name}** ({c.file or 'n/a'}; features: {feats}): {c.description or ''} {c.optimizer_detail}".rstrip())
         if c.reason:
             add(f"  - {c.status}: {c.reason}")
         for w in c.warnings:
@@ -225,6 +163,77 @@ def render(record: SuiteRecord, *, plot_file: str | None = None) -> str:
     add("")
     add("Raw data: `suite.json` in this directory (loss curves, per-step timing summary, energy, memory).")
     return "\n".join(lines) + "\n"
+
+
+def _claim_value(r: dict, key: str) -> str:
+    v = r.get(key)
+    if v is None:
+        return "–"
+    unit = r.get("unit")
+    if r.get("mode") == "ratio":
+        return f"{v:+.1f} %" if key == "measured" else f"±{v:.1f} %"
+    fmt = ".3f" if unit == "nats" else ".1f"
+    return (f"{v:{'+' if r.get('mode') == 'delta' else ''}{fmt}}" if key == "measured" else f"±{v:{fmt}}") + (
+        f" {unit}" if unit not in ("count",) else "")  # fmt: skip
+
+
+def claims_section(record: SuiteRecord) -> list[str]:
+    """REPORT.md's claims table: one row per claim — claim, measured value ± uncertainty, seeds,
+    verdict SUPPORTED / NOT SUPPORTED / INCONCLUSIVE and why (see :mod:`e3bench.train.shared.claims`)."""
+    if not record.claims:
+        return []
+    out = ["## Claims", "",
+           "| config | metric | claim | direction | measured | ± (95 %) | seeds | verdict | why |",
+           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in record.claims:
+        out.append(f"| {r['config']} | {r['metric']} | {_esc(r['claim'])} | {r['direction']} | {_claim_value(r, 'measured')} "
+                   f"| {_claim_value(r, 'uncertainty')} | {r.get('seeds', 0)} | **{r['verdict']}** | {_esc(r.get('why', ''))} |")  # fmt: skip
+    n = {v: sum(r["verdict"] == v for r in record.claims) for v in ("SUPPORTED", "NOT SUPPORTED", "INCONCLUSIVE")}
+    out += ["", (f"{n['SUPPORTED']} supported, {n['NOT SUPPORTED']} not supported, {n['INCONCLUSIVE']} inconclusive. "
+                 f"Ratio metrics: % change against `{record.baseline}` (run of the same round); delta: difference; "
+                 f"otherwise the configuration's own value. Seeds run: {', '.join(map(str, record.seeds))}"
+                 + ("" if len(record.seeds) > 1 else " (one seed: uncertainty is each metric's one-run noise; "
+                    "`--seeds 3` measures it)") + ". Time and energy are compared only between runs whose load from "
+                 "other processes differs by ≤ 0.5 cores (recorded below)."), ""]  # fmt: skip
+    return out
+
+
+def memory_section(record: SuiteRecord) -> list[str]:
+    """Memory breakdown, gradient-norm band, Collider sparsity, backward time, GPU
+    utilization and machine load per configuration (first round)."""
+    rows = [c for c in record.configs if c.memory_breakdown]
+    if not rows:
+        return []
+    out = ["## Memory breakdown, gradients, load", "",
+           "| config | weights MiB | gradients MiB | optimizer state MiB | activations MiB | total MiB "
+           "| grad norm in band (steps) | below / above | spikes | tokens filtered | backward ms (p50) "
+           "| GPU util mean / p10 % | other-process load (cores) |",
+           "|" + "---|" * 13]  # fmt: skip
+    for c in rows:
+        b = c.memory_breakdown or {}
+        g = c.grad_norm_band or {}
+        share = g.get("share_in_band")
+        gu = c.gpu_utilization or {}
+        col = c.collider or {}
+        out.append(
+            f"| {c.name} | {_mib(b.get('weights_bytes'))} | {_mib(b.get('gradients_bytes'))} "
+            f"| {_mib(b.get('optimizer_state_bytes'))} | {_mib(b.get('activations_bytes'))} | {_mib(b.get('total_bytes'))} "
+            f"| {num(None if share is None else 100 * share, '.0f')} % ({g.get('steps', 0)}) "
+            f"| {g.get('below', '–')} / {g.get('above', '–')} | {g.get('spikes', '–')} "
+            f"| {num(None if col.get('token_sparsity') is None else 100 * col['token_sparsity'], '.1f')}"
+            f"{' %' if col.get('token_sparsity') is not None else ''} "
+            f"| {num(None if c.backward_time_ms is None else c.backward_time_ms.p50, '.1f')} "
+            f"| {num(gu.get('mean'), '.0f')} / {num(gu.get('p10'), '.0f')} "
+            f"| {num((c.load or {}).get('other_cores'), '.2f')} |"
+        )
+    b0 = rows[0].memory_breakdown or {}
+    band = (rows[0].grad_norm_band or {}).get("band", [0.5, 5.0])
+    out += ["", f"Weights, gradients and optimizer state: bytes of the tensors. Activations: {b0.get('method', '')}. "
+            f"Gradient-norm band {band[0]:g}–{band[1]:g} (train.grad_norm_band): global L2 norm before clipping, "
+            "every step. Tokens filtered: Collider's achieved share (mean over steps). Backward: median backward-pass "
+            "time per step, device synchronised around it. GPU utilization: NVML, CUDA only. Load: cores kept busy by "
+            "other processes while the configuration trained.", ""]  # fmt: skip
+    return out
 
 
 def plot_curves(record: SuiteRecord, path: Path) -> bool:
@@ -279,7 +288,8 @@ def rebuild(out_dir: str | Path, *, plot: bool = True) -> Path:
 
 def summary_rows(record: SuiteRecord) -> list[dict[str, Any]]:
     """One compact row per configuration (console table, ``e3bench report``): status, final
-    validation loss, Δ at equal tokens, tokens/s, optimizer state KiB, energy J."""
+    validation loss, Δ at equal tokens, tokens/s, optimizer state KiB, energy J, and its claims'
+    verdicts (``"3 SUPPORTED, 1 INCONCLUSIVE"``)."""
     rows = []
     for c in record.configs:
         v = c.vs_baseline or {}
@@ -289,5 +299,12 @@ def summary_rows(record: SuiteRecord) -> list[dict[str, Any]]:
             "tokens_per_s": c.tokens_per_s_median_step or c.tokens_per_s,
             "opt_state_kib": None if c.optimizer_state_bytes is None else c.optimizer_state_bytes / 1024,
             "energy_j": basis_energy_j(c.train_energy),
+            "claims": claim_summary(record, c.name),
         })  # fmt: skip
     return rows
+
+
+def claim_summary(record: SuiteRecord, name: str) -> str:
+    """The verdict counts of configuration ``name``'s claims (empty without claims)."""
+    verdicts = [r["verdict"] for r in record.claims if r["config"] == name]
+    return ", ".join(f"{verdicts.count(v)} {v}" for v in ("SUPPORTED", "NOT SUPPORTED", "INCONCLUSIVE") if v in verdicts)

@@ -1,6 +1,12 @@
 """``run_suite``: validate every configuration, meter an idle baseline once, train each
-configuration (baseline first) on the shared corpus and tokenizer, compare with the baseline
-and write ``suite.json`` (after every configuration), ``REPORT.md`` and ``loss_curves.png``."""
+configuration (baseline first) on the shared corpus and tokenizer, compare with the baseline,
+judge every claim, and write ``suite.json`` (after every configuration), ``REPORT.md`` and
+``loss_curves.png``.
+
+With ``seeds`` > 1 the whole set runs once per seed (``train.seed + k``), round by round, the
+order reversed every other round, so that a change of machine load during the suite falls on
+every configuration alike rather than on one of them; the first round's results are
+``record.configs``, the others' ``record.repeats``."""
 
 from __future__ import annotations
 
@@ -16,10 +22,11 @@ from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.fsutil import atomic_write_text
 from e3bench.core.timing import clock
 from e3bench.train.records import ConfigResult, SuiteRecord
+from e3bench.train.shared import claims
 from e3bench.train.shared import device as dev
 from e3bench.train.shared.energy import training_energy
 from e3bench.train.suite import data, report
-from e3bench.train.suite.compare import attach_comparisons
+from e3bench.train.suite.compare import attach_comparisons, compare
 from e3bench.train.suite.loop import run_config
 from e3bench.train.suite.spec import TrainSpec, expand_paths, load_spec, toml_str
 
@@ -43,6 +50,7 @@ def run_suite(
     baseline: str | None = None,
     plot: bool = True,
     progress: Progress | None = None,
+    seeds: int = 1,
 ) -> tuple[SuiteRecord, Path]:
     """Run every configuration in ``paths`` (files, directories, globs); write suite.json,
     REPORT.md and loss_curves.png under ``<output_dir>/train/<suite_id>/``; return the record
@@ -51,8 +59,11 @@ def run_suite(
     ``text``, ``max_steps`` and ``device`` override every file, as do ``sets``
     (``section.key=value``). Raises :class:`E3Error` before any training for invalid files,
     duplicate names, an unknown ``baseline``, mixed devices or an unusable precision; a
-    configuration that fails while training is recorded and the suite continues.
+    configuration that fails while training is recorded and the suite continues. ``seeds``:
+    runs per configuration (interleaved rounds, see the module docstring).
     """
+    if seeds < 1:
+        raise E3Error(f"--seeds must be at least 1 (got {seeds})", "pass --seeds 1, 2, 3, ...")
     progress = as_reporter(progress)
     t0 = clock()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -80,24 +91,29 @@ def run_suite(
     record = SuiteRecord(
         suite_id=suite_id, created_utc=ids.utc_now_iso(), baseline=base_name, corpus=corpus0.describe(),
         tokenizer=tok0.describe(), device=device_, precision=prec.note, manifest=manifest,
-        energy=energy.window_.run_info(), warnings=warnings,
+        energy=energy.window_.run_info(), warnings=warnings, seeds=[specs[order[0]].train.seed + k for k in range(seeds)],
     )  # fmt: skip
     shapes = {(s.model, s.data.batch_size, s.data.tokenizer, s.data.vocab_size) for s in specs}
     if len(shapes) > 1:
         warnings.append("configurations differ in model, batch or tokenizer: compare them at equal tokens only")
-    shown = progress.stage(f"training suite: {count(len(order), 'configuration')}", total=len(order), unit="configs")
+    runs = [(k, i) for k in range(seeds) for i in (order if k % 2 == 0 else order[::-1])]
+    shown = progress.stage(f"training suite: {count(len(order), 'configuration')} × {count(seeds, 'seed')}",
+                           total=len(runs), unit="runs")  # fmt: skip
     try:
-        for i in order:
+        for k, i in runs:
             spec = specs[i]
-            progress(f"== {spec.name} ({files[i]})")
-            shown.update(detail=spec.name)
+            if k:
+                spec = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": spec.train.seed + k})})
+            dest = record.configs if k == 0 else record.repeats
+            progress(f"== {spec.name} ({files[i]}), seed {spec.train.seed}")
+            shown.update(detail=f"{spec.name} seed {spec.train.seed}")
             try:
                 _, tok = corpora.get(spec)
             except E3Error as exc:
-                record.configs.append(ConfigResult(name=spec.name, status="failed", reason=exc.one_line()))
+                dest.append(ConfigResult(name=spec.name, status="failed", reason=exc.one_line(), seed=spec.train.seed))
                 shown.advance()
                 continue
-            record.configs.append(run_config(spec, tok, energy, device=device_, progress=progress, file=str(files[i])))
+            dest.append(run_config(spec, tok, energy, device=device_, progress=progress, file=str(files[i])))
             if record.energy is not None and record.energy.idle is None:  # idle is per config (after its
                 record.energy = energy.window_.run_info()  # model is built); the suite shows the first one's
             _save(record, base_name, out_dir, t0)
@@ -112,6 +128,7 @@ def run_suite(
 
 def _save(record: SuiteRecord, base_name: str, out_dir: Path, t0: float) -> None:
     attach_comparisons(record, base_name)
+    record.claims = claims.judge([*record.configs, *record.repeats], base_name, compare)
     record.duration_s = clock() - t0
     atomic_write_text(out_dir / "suite.json", record.model_dump_json(indent=1))
 

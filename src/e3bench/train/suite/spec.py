@@ -67,6 +67,11 @@ class OptimSection(_Section):
     galore_rank: int = Field(32, ge=1)
     galore_update_proj_gap: int = Field(50, ge=1)
     galore_scale: float = 0.25
+    galore_rank_cap: float = Field(0.25, gt=0, le=1)  # galore2 / galore2_projection: rank ≤ cap × min dim
+    galore_oversample: int = Field(8, ge=0)
+    galore_power_iters: int = Field(2, ge=0)
+    galore2_projection: bool = False  # muon8bit: momentum kept in a GaLore 2 subspace
+    muon_block_size: int = Field(256, ge=8)
     warmup_steps: int = Field(10, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -94,6 +99,9 @@ class TrainSection(_Section):
     diverge_factor: float = Field(3.0, gt=1)  # loss > factor × initial loss → diverged
     spike_factor: float = Field(4.0, gt=1)
     spike_window: int = Field(20, ge=3)
+    collider_threshold: float | None = Field(None, ge=0)  # keep tokens whose loss ≥ this (nats)
+    collider_sparsity: float | None = Field(None, ge=0, lt=1)  # or drop this share of lowest-loss tokens
+    grad_norm_band: tuple[float, float] = (0.5, 5.0)  # the healthy gradient-norm range (report)
 
 
 class MTPSection(_Section):
@@ -115,16 +123,28 @@ class TrainSpec(_Section):
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
     mtp: MTPSection = MTPSection()
+    #: machine-readable claims, metric → expected value (see :mod:`e3bench.train.shared.claims`)
+    claims: dict[str, str] = {}
+
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, v: dict[str, str]) -> dict[str, str]:
+        from e3bench.train.shared.claims import parse_claim
+
+        for metric, text in v.items():
+            parse_claim(metric, text)
+        return v
 
 
 _SECTIONS = {
     "": TrainSpec, "model": ModelSection, "data": DataSection, "optim": OptimSection,
-    "train": TrainSection, "mtp": MTPSection,
+    "train": TrainSection, "mtp": MTPSection, "claims": None,
 }  # fmt: skip
 
 
 def _fields(section: str) -> list[str]:
-    return list(_SECTIONS[section].model_fields)
+    model = _SECTIONS[section]
+    return [] if model is None else list(model.model_fields)
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -151,7 +171,7 @@ def _check_keys(data: dict[str, Any], where: str) -> None:
             if not isinstance(value, dict):
                 raise E3Error(f"{where}: '{key}' must be a table ([{key}])", f"write [{key}] then key = value lines")
             for sub in value:
-                if sub not in _fields(key):
+                if _SECTIONS[key] is not None and sub not in _fields(key):
                     raise _unknown(sub, key, where)
 
 
@@ -191,7 +211,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, An
         if not ppath.is_file():
             raise E3Error(f"{path}: extends '{parent}', which does not exist ({ppath})", "fix the path")
         base = _load_with_extends(ppath, (*chain, path.resolve()))
-        for k in ("name", "description", "expected", "extends"):
+        for k in ("name", "description", "expected", "extends", "claims"):  # a file's own, not inherited
             base.pop(k, None)
         data = _merge(base, data)
     return data
@@ -210,7 +230,9 @@ def load_spec(path: str | Path, sets: Sequence[str] = ()) -> TrainSpec:
     where = str(path)
     _check_keys(data, where)
     try:
-        return TrainSpec.model_validate(data)
+        spec = TrainSpec.model_validate(data)
+        check_combination(spec, where)
+        return spec
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
@@ -218,6 +240,37 @@ def load_spec(path: str | Path, sets: Sequence[str] = ()) -> TrainSpec:
         if isinstance(ctx, E3Error):
             raise E3Error(f"{where}: {ctx.problem}", ctx.fix) from None
         raise E3Error(f"{where}: {loc}: {err['msg']}", "fix the value (see docs/training.md)") from None
+
+
+def check_combination(spec: TrainSpec, where: str) -> None:
+    """Raise :class:`E3Error` (one line naming the keys) for settings that cannot combine:
+    both Collider settings, ``galore2_projection`` without ``muon8bit``, a GaLore rank cap that
+    leaves rank 0 on this model's matrices, or a claim on a feature the configuration lacks."""
+    t, o, m = spec.train, spec.optim, spec.model
+    if t.collider_threshold is not None and t.collider_sparsity is not None:
+        raise E3Error(f"{where}: train.collider_threshold and train.collider_sparsity cannot combine",
+                      "set one of them (a loss threshold, or the share of tokens to drop)")  # fmt: skip
+    if o.galore2_projection and o.name != "muon8bit":
+        raise E3Error(f"{where}: optim.galore2_projection needs optim.name = \"muon8bit\" (it is \"{o.name}\")",
+                      "remove optim.galore2_projection, or use optim.name = \"muon8bit\"")  # fmt: skip
+    if o.name in ("galore", "galore2") or o.galore2_projection:
+        smallest = min(m.hidden_size, m.intermediate_size, m.hidden_size // m.heads * m.kv_heads)
+        if o.name != "galore" and int(o.galore_rank_cap * smallest) < 1:
+            raise E3Error(
+                f"{where}: optim.galore_rank_cap {o.galore_rank_cap:g} × the smallest hidden-matrix dimension "
+                f"{smallest} (model.hidden_size / heads × kv_heads) leaves rank 0: no 2-D hidden matrix to project",
+                "raise optim.galore_rank_cap or the model's dimensions",
+            )
+    filters = t.collider_threshold is not None or t.collider_sparsity is not None
+    from e3bench.train.shared.claims import METRICS
+
+    for metric in spec.claims:
+        need = METRICS[metric].needs
+        if need == "collider" and not filters:
+            raise E3Error(f"{where}: claims.{metric} needs Collider (train.collider_threshold or train.collider_sparsity)",
+                          "remove the claim or enable Collider")  # fmt: skip
+        if need == "mtp" and not spec.mtp.k:
+            raise E3Error(f"{where}: claims.{metric} needs MTP heads (mtp.k > 0)", "remove the claim or set mtp.k")
 
 
 def expand_paths(items: Sequence[str | Path]) -> list[Path]:

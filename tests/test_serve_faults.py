@@ -1,0 +1,162 @@
+"""e3bench serve's bad inputs and faults, each against a real server (tests/fakes/openai_server.py):
+one clear line, exit status 2, nothing measured lost; launched servers stopped and reaped."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from fakes.openai_server import FakeConfig, serve_in_thread
+
+from conftest import ROOT
+from e3bench.cli.app import app
+from e3bench.core.errors import E3Error
+from e3bench.results import store
+from e3bench.serve import launch as launcher
+
+FAST = ["--min-requests", "3", "--min-seconds", "0", "--warmup", "1", "--max-tokens", "6", "--idle-seconds", "0",
+        "--meter", "none"]  # fmt: skip
+
+
+def serve(*args: str, out) -> tuple[int, str]:
+    res = CliRunner().invoke(app, ["serve", *args, *FAST, "-o", str(out)])
+    return res.exit_code, res.output
+
+
+def one_error(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
+
+
+def fake_argv(port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fakes.openai_server", "--port", str(port), "--ttft", "0.01", "--itl", "0.002", *extra]
+
+
+def test_unreachable_url(tmp_path):
+    port = launcher.free_port()
+    code, out = serve("--url", f"http://127.0.0.1:{port}/v1", "--model", "m", "-c", "1", out=tmp_path)
+    assert code == 2 and f"cannot reach the server at http://127.0.0.1:{port}/v1" in one_error(out)
+
+
+def test_wrong_model_names_what_the_server_serves(tmp_path):
+    with serve_in_thread() as (url, _):
+        code, out = serve("--url", url, "--model", "nope", "-c", "1", out=tmp_path)
+    assert code == 2 and "does not serve model 'nope' (it serves: fake-model)" in one_error(out)
+
+
+@pytest.mark.parametrize("mode, says", [("error500", "HTTP 500: fake server answers 500"),
+                                        ("error400", "HTTP 400: fake server answers 400"),
+                                        ("nostream", "instead of a text/event-stream")])  # fmt: skip
+def test_server_errors_and_a_server_that_does_not_stream(tmp_path, mode, says):
+    with serve_in_thread(FakeConfig(mode=mode)) as (url, _):
+        code, out = serve("--url", url, "--model", "fake-model", "-c", "1", out=tmp_path)
+    line = one_error(out)
+    assert code == 2 and "failed the warm-up request" in line and says in line
+    assert not list(tmp_path.rglob("*.json"))  # nothing was measured, nothing half-written
+
+
+@pytest.mark.parametrize("slo", ["ttft_ms", "ttft_ms=fast", "latency=5"])
+def test_malformed_slo(tmp_path, slo):
+    code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", "--slo", slo, out=tmp_path)
+    assert code == 2 and one_error(out).startswith(f"error: --slo '{slo}'")
+
+
+def test_server_pid_that_does_not_exist(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that was just freed
+    code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", "--server-pid", str(proc.pid),
+                      out=tmp_path)  # fmt: skip
+    assert code == 2 and f"--server-pid {proc.pid}: no such process" in one_error(out)
+
+
+def test_loglikelihood_task_is_refused_before_any_load(tmp_path):
+    code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "--tasks", "hellaswag", out=tmp_path)
+    assert code == 2 and "not supported by this server" in one_error(out)
+
+
+def test_port_in_use(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, out = serve("--launch", "transformers", "--model", "smollm2-135m", "--port", str(port), "-c", "1",
+                          out=tmp_path)  # fmt: skip
+    assert code == 2 and f"port {port} on 127.0.0.1 is already in use" in one_error(out)
+
+
+def test_server_dying_mid_level_keeps_the_completed_levels(tmp_path):
+    """1 warm-up + 3 requests at c=1 pass; the server exits while streaming request 6 (in c=2):
+    the record keeps c=1 whole and c=2 failed with the error; exit 2 says where it is."""
+    port = launcher.free_port()
+    proc = subprocess.Popen(fake_argv(port, "--mode", "die_after=5"), env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("READY")
+        code, out = serve("--url", f"http://127.0.0.1:{port}/v1", "--model", "fake-model", "-c", "1,2", out=tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    line = one_error(out)
+    assert code == 2 and "level c=2 failed" in line and "the 1 level(s) before it are kept" in line
+    (path, data), = store.scan(tmp_path).others["serve"]
+    assert str(path) in line
+    assert data["status"] == "failed" and [lv["status"] for lv in data["levels"]] == ["ok", "failed"]
+    assert data["levels"][0]["requests_ok"] == 3 and data["levels"][1]["error"]
+
+
+def test_launch_never_ready_quotes_the_log_and_reaps(tmp_path):
+    log = tmp_path / "server.log"
+    argv = [sys.executable, "-c", "print('loading weights 1/9', flush=True); import time; time.sleep(60)"]
+    t0 = time.monotonic()
+    with pytest.raises(E3Error) as err:
+        launcher.start(argv, "m", launcher.free_port(), log, ready_timeout_s=1.0, poll_s=0.1)
+    assert time.monotonic() - t0 < 15
+    assert "not ready after 1 s" in err.value.problem and "loading weights 1/9" in err.value.problem
+    assert str(log) in err.value.fix
+
+
+def test_launch_that_exits_says_so_with_its_log(tmp_path):
+    argv = [sys.executable, "-c", "print('CUDA out of memory'); raise SystemExit(3)"]
+    with pytest.raises(E3Error, match=r"exited with status 3 before it was ready; last log lines: CUDA out of memory"):
+        launcher.start(argv, "m", launcher.free_port(), tmp_path / "s.log", ready_timeout_s=20, poll_s=0.1)
+
+
+def test_launched_server_is_stopped_and_reaped_on_ctrl_c(tmp_path):
+    port = launcher.free_port()
+    with pytest.raises(KeyboardInterrupt):
+        with launcher.launched(fake_argv(port), "fake-model", port, tmp_path / "s.log", env=env(),
+                               ready_timeout_s=30, poll_s=0.1) as server:  # fmt: skip
+            assert server.alive()
+            raise KeyboardInterrupt
+    assert server.proc.returncode is not None  # reaped: no zombie left
+    assert launcher.port_free(port)
+
+
+def test_quality_through_the_server_uses_the_tasks_scorer(tmp_path):
+    """jsonl_gen over 4 items, 3 answered right by the server's fixed reply: exact_match 0.75."""
+    from e3bench.serve.session import ServeSettings, run_serve
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "answer": a}) + "\n" for i, a in enumerate("42 42 7 42".split())))
+    with serve_in_thread(FakeConfig(reply="42")) as (url, server):
+        rec, _ = run_serve(ServeSettings(model="fake-model", url=url, tasks=[f"jsonl_gen:path={data}"], idle_s=0,
+                                         warmup=0, meter="none", output_dir=tmp_path / "out"))  # fmt: skip
+        bodies = server.state.bodies
+    (t,) = rec.effectiveness
+    assert t.metrics["exact_match"] == 0.75 and t.n_items == 4
+    samples = [json.loads(x) for x in open(t.samples_file)]
+    assert sorted((x["prompt"], x["generation"], x["exact_match"]) for x in samples) == [
+        ("Q0?", "42", 1.0), ("Q1?", "42", 1.0), ("Q2?", "42", 0.0), ("Q3?", "42", 1.0)]
+    assert sorted(b["messages"][0]["content"] for b in bodies) == ["Q0?", "Q1?", "Q2?", "Q3?"]  # sent concurrently
+    assert all(b["stop"] == ["\n"] and b["stream"] for b in bodies)
