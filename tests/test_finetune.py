@@ -331,6 +331,6 @@ def test_finetune_summary_energy_has_no_scientific_notation():
            data={"task": "boolq", "majority_class_accuracy": 0.625}, method={"fine_tuning": "lora", "mode": "labels"},
            status="ok", trainable_parameters=1, total_parameters=2, trainable_fraction=0.5, steps=6, samples_seen=12,
            tokens_seen=768, train_time_s=73.6, train_tokens_per_s=10.4, train_samples_per_s=0.16,
-           final_accuracy=0.25, best_accuracy=0.375, memory=None, warnings=[])  # fmt: skip
+           final_accuracy=0.25, best_accuracy=0.375, evals=[], vs_majority=None, memory=None, warnings=[])  # fmt: skip
     line = next(x for x in format_finetune(r).splitlines() if "training energy" in x)
     assert line == "  training energy 32.2 J (net; estimated, tdp-model) = 0.00000894 kWh"

@@ -4,6 +4,7 @@ joules per request, and quality from the same server (docs/serve.md)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +25,8 @@ def _numbers(text: str | None, what: str, kind: type) -> list:
         except ValueError:
             raise E3Error(f"{what} {text!r}: '{part.strip()}' is not a number",
                           f"pass a comma list, e.g. {what} {'1,2,4' if kind is int else '0.5,1,2'}") from None  # fmt: skip
-        if not v > 0:
-            raise E3Error(f"{what} {text!r}: {part.strip()} must be above 0", f"pass positive values to {what}")
+        if not (v > 0 and math.isfinite(v)):
+            raise E3Error(f"{what} {text!r}: {part.strip()} must be a finite number above 0", f"pass positive values to {what}")
         out.append(v)
     return out
 
@@ -84,14 +85,13 @@ def serve(
         rec, path = run_serve(s, reporter())
     except E3Error as exc:
         fail(exc)
-    from e3bench.report.serving import COLUMNS, level_rows
+    from e3bench.report.serving import COLUMNS, CONSOLE_ORDER, level_rows
     from e3bench.report.textable import print_table
 
     con = console()
     cols = [c for c in COLUMNS if c not in ("session", "model")]
     print_table(con, cols, level_rows(rec.model_dump(mode="json")), hint="all columns: e3bench export DIR --format serve",
-                drop_order=("level", "status", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "out_tok_per_s",
-                            "goodput_share", "j_per_request", "power_w", "req_per_s", "requests_ok"))  # fmt: skip
+                drop_order=CONSOLE_ORDER)
     for t in rec.effectiveness:
         scores = ", ".join(f"{k} {v:.3g}" for k, v in t.metrics.items())
         con.print(f"{t.task} through the server: {scores} over {t.n_items} items", highlight=False, markup=False)

@@ -58,7 +58,7 @@ def command(fn: Callable[..., None], make_reporter: Callable[[bool], Reporter] |
 
 def finetune(
     model: str = typer.Option(..., "--model", "-m", help="alias, HF id, local model dir or .gguf file"),
-    task: str = typer.Option("boolq", "--task", help="boolq | copa | arc_easy | openbookqa | hellaswag"),
+    task: str = typer.Option("boolq", "--task", help="boolq | copa | rte | cb | wic | wsc | multirc (SuperGLUE) | arc_easy | openbookqa | hellaswag"),
     train_file: str | None = typer.Option(None, "--train-file", help="JSONL {query, choices, gold} to train on"),
     eval_file: str | None = typer.Option(None, "--eval-file", help="JSONL {query, choices, gold} to evaluate on"),
     mode: str = typer.Option("lora", "--mode", help="lora | full"),
@@ -181,6 +181,13 @@ def format_finetune(r, width: int | None = None) -> str:
         f"  accuracy final {num(r.final_accuracy, '.3f')} best {num(r.best_accuracy, '.3f')} "
         f"(majority class {r.data.get('majority_class_accuracy', float('nan')):.3f})",
     ]
+    if r.evals and r.evals[-1].metrics:
+        lines.append("  final " + ", ".join(f"{k} {v:.3f}" for k, v in r.evals[-1].metrics.items()))
+    m = r.vs_majority
+    if m is not None:
+        lines.append(f"  accuracy − majority class = {m.margin:+.3f} (95% CI {m.ci95_low:+.3f} to {m.ci95_high:+.3f}; "
+                     f"{'above the majority class' if m.clear else 'not clearly above the majority class'}; "
+                     f"{m.which}, {m.n_items} items, Wilson interval)")  # fmt: skip
     if r.memory:
         lines.append(
             f"  peak RSS {r.memory.peak_rss_bytes / 2**20:,.0f} MiB"
