@@ -181,3 +181,23 @@ def test_results_folder_that_cannot_be_made_is_refused_before_any_load(tmp_path)
     (tmp_path / "file").write_text("x")
     code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", out=tmp_path / "file" / "sub")
     assert code == 2 and "is a file" in one_error(out) and "cannot reach" not in out
+
+
+def test_server_args_reach_the_launched_server(tmp_path, monkeypatch):
+    """--server-arg is appended to the launch command: the fake server launched through the
+    session's own path gets --ttft 0.2 from it, and the measured TTFT shows it."""
+    from e3bench.serve.session import ServeSettings, run_serve
+
+    monkeypatch.setattr(launcher, "command", lambda kind, model, port, device="cpu": (fake_argv(port), "fake-model"))
+    monkeypatch.setenv("PYTHONPATH", env()["PYTHONPATH"])
+    s = ServeSettings(model="fake-model", launch="transformers", concurrency=[1], min_requests=2, min_seconds=0,
+                      warmup=0, max_tokens=3, idle_s=0, meter="none", server_args=["--ttft", "0.2"],
+                      output_dir=tmp_path)  # fmt: skip
+    rec, _ = run_serve(s)
+    assert rec.launch["command"][-2:] == ["--ttft", "0.2"]
+    assert rec.levels[0].ttft_ms.p50 >= 200
+
+
+def test_server_args_without_launch_are_refused(tmp_path):
+    code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", "--server-arg=--x", out=tmp_path)
+    assert code == 2 and "--server-arg is for a server e3bench launches" in one_error(out)

@@ -56,6 +56,7 @@ def serve(
     request_timeout: float = typer.Option(300.0, "--request-timeout", help="seconds one request may take"),
     device: str = typer.Option("cpu", "--device", help="device of a launched server (cpu, cuda)"),
     server_pid: Optional[int] = typer.Option(None, "--server-pid", help="pid of a --url server for the estimate meter"),
+    server_arg: Optional[list[str]] = typer.Option(None, "--server-arg", help="extra argument for the --launch command, repeatable, e.g. --server-arg=--continuous-batching (transformers serve answers one request at a time without it)"),
     output_dir: Path = typer.Option(Path("results"), "--output-dir", "-o", help="results directory"),
     sweep: str = typer.Option("serve", "--sweep", help="folder inside the results directory"),
 ) -> None:
@@ -75,7 +76,7 @@ def serve(
             min_seconds=min_seconds, warmup=warmup, prompt_tokens=prompt_tokens, max_tokens=max_tokens, prompts=prompts,
             ignore_eos=ignore_eos, slo=parse_slo(slo), tasks=list(split_task_list(tasks)) if tasks else [], limit=limit,
             meter=meter, idle_s=idle_seconds, ready_timeout_s=ready_timeout, request_timeout_s=request_timeout,
-            device=device, server_pid=server_pid, output_dir=output_dir, sweep=sweep,
+            device=device, server_pid=server_pid, server_args=list(server_arg or []), output_dir=output_dir, sweep=sweep,
         )  # fmt: skip
         s.check()
         check_tasks(s.tasks)

@@ -57,6 +57,7 @@ class ServeSettings:
     request_timeout_s: float = 300.0
     device: str = "cpu"
     server_pid: int | None = None
+    server_args: list[str] = field(default_factory=list)  # appended to a --launch command
     output_dir: Path = Path("results")
     sweep: str = "serve"
 
@@ -66,6 +67,8 @@ class ServeSettings:
 
     def check(self) -> None:
         """:class:`E3Error` for settings that cannot run (all found before anything starts)."""
+        if self.server_args and self.launch is None:
+            raise E3Error("--server-arg is for a server e3bench launches", "drop --server-arg, or use --launch")
         if (self.url is None) == (self.launch is None):
             raise E3Error("give either --url of a running server or --launch to start one",
                           "e.g. --url http://127.0.0.1:8000/v1 --model NAME, or --launch transformers --model smollm2-135m")  # fmt: skip
@@ -174,6 +177,7 @@ def _server(s: ServeSettings, rec: ServeRecord, rid: str, stack: contextlib.Exit
     if s.launch:
         port = launcher.pick_port(s.port)
         argv, model = launcher.command(s.launch, s.model, port, device=s.device)
+        argv = [*argv, *s.server_args]  # e.g. --continuous-batching for transformers serve
         log_path = store.run_dir(s.output_dir, s.sweep) / "logs" / f"{rid}-server.log"
         with rep.stage(f"starting the server ({s.launch} serve on 127.0.0.1:{port}; log {log_path})"):
             server = stack.enter_context(launcher.launched(argv, model, port, log_path,
