@@ -415,6 +415,7 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     assert rec.suite_id in csv and "explode" in csv and "diverged" in csv
     assert "Training-efficiency suites" in (rep.out_dir / "summary.md").read_text()
     assert "Training-suite claims" in (rep.out_dir / "report.html").read_text()
+    assert (rep.training_suites, rep.finetune_runs, rep.configs) == (1, 0, [])  # the console line counts the suite
 
 
 def test_missing_library_skips_config_with_reason(tmp_path, corpus, monkeypatch):
