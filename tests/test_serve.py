@@ -140,6 +140,14 @@ def test_report_has_the_serving_section(tmp_path):
     assert [r["level"] for r in serving.rows] == ["c=1", "c=2"]
     md = section_md(serving)
     assert "## Serving under load" in md and "knee at c=2" in md
+    from e3bench.report.render import build_report
+
+    rep = build_report(tmp_path)
+    page = (rep.out_dir / "report.html").read_text()
+    assert "<b>Serving knee</b>" in page  # in the page's executive summary
+    assert {"plots/serving_latency.png", "plots/serving_load.png", "serving.csv"} <= set(rep.files)
+    head = (rep.out_dir / "serving.csv").read_text().splitlines()[0].split(",")
+    assert "gross_power_w" in head and "idle_power_w" in head and "j_per_request" in head
 
 
 def test_ls_and_export_list_the_serve_levels(tmp_path):

@@ -49,7 +49,9 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(max(0.0, p * (1 - p)) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval holds p; rounding left 0.9999999999999999 as the top at p = 1 (n = 6, 21, ...),
+    # which a plot drew as a negative error bar (matplotlib refuses it: the report failed)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def mean_ci95(mean: float, std: float, n: int, *, positive: bool) -> tuple[float, float] | None:
