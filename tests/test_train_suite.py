@@ -415,6 +415,7 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     assert rec.suite_id in csv and "explode" in csv and "diverged" in csv
     assert "Training-efficiency suites" in (rep.out_dir / "summary.md").read_text()
     assert "Training-suite claims" in (rep.out_dir / "report.html").read_text()
+    assert (rep.training_suites, rep.finetune_runs, rep.configs) == (1, 0, [])  # the console line counts the suite
 
 
 def test_missing_library_skips_config_with_reason(tmp_path, corpus, monkeypatch):
@@ -531,3 +532,32 @@ def test_seeds_run_interleaved_rounds_and_claims_use_every_round(tmp_path, corpu
     assert claim["verdict"] == "SUPPORTED"
     with pytest.raises(E3Error, match="--seeds must be at least 1"):
         run_suite(files, output_dir=tmp_path / "res", text=str(corpus), seeds=0)
+
+
+def test_too_many_loader_workers_is_one_recorded_line_not_torch_warnings(recwarn):
+    """The seed set keeps its published loader settings (4–6 workers) on a 2-core machine: torch's
+    UserWarning (printed twice per configuration) is replaced by one line in the record."""
+    import os
+
+    import torch
+
+    from e3bench.train.suite import data
+
+    cores = len(os.sched_getaffinity(0))
+    loader = data.make_train_loader(torch.arange(4000), block_len=17, batch_size=2, steps=2, seed=0,
+                                    num_workers=cores + 1, prefetch_factor=2)  # fmt: skip
+    with data.quiet_worker_check():
+        batches = list(loader)
+    assert len(batches) == 2
+    assert not [w for w in recwarn if "worker" in str(w.message)]
+    assert f"{cores + 1} loader processes on {cores} usable CPU cores" in data.workers_warning(cores + 1)
+    assert data.workers_warning(cores) is None
+
+
+def test_default_threads_leave_one_core_on_cpu():
+    from e3bench.train.suite.run import default_threads
+
+    assert default_threads("cpu", cores=2) == 1
+    assert default_threads("cpu", cores=1) == 1
+    assert default_threads("cpu", cores=16) == 15
+    assert default_threads("cuda") is None  # torch's own default off CPU

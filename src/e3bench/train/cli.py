@@ -138,7 +138,7 @@ def train(
     idle_seconds: float = typer.Option(2.0, "--idle-seconds"),
     cpu_tdp_w: float | None = typer.Option(None, "--cpu-tdp-w"),
     region: str | None = typer.Option(None, "--region"),
-    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads"),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads (default on CPU: usable cores − 1)"),
     output_dir: str = typer.Option("results", "--output-dir", "-o"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip loss_curves.png"),
     seeds: int = typer.Option(1, "--seeds", help="runs per configuration (seed, seed+1, ...), interleaved; "
