@@ -76,3 +76,32 @@ def test_the_backends_benchmark_prints_bytes_and_roofline_per_backend():
     assert "measurement error (>100 %)" in ox and "221" not in ox
     assert "bandwidth 9.5 GB/s; bytes read per decode step: RULE" in text
     assert "onnxrt fp32: decode ran faster" in text
+
+
+def test_the_backends_benchmark_judges_retained_by_its_paired_interval(tmp_path):
+    """40 items that agree one by one cannot establish "retained ≥ 99 %": the row says
+    INCONCLUSIVE with the interval (it said "100.0% ok" from the point estimate)."""
+    import importlib.util as iu
+    import json
+    from pathlib import Path
+
+    spec = iu.spec_from_file_location("bench_backends", Path(__file__).parents[1] / "benchmarks" / "backends.py")
+    mod = iu.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    right = [i % 2 == 0 for i in range(40)]
+
+    def row(precision, correct):
+        f = tmp_path / f"{precision}.jsonl"
+        f.write_text("".join(json.dumps({"doc_id": i, "doc": {"q": i}, "acc_norm": float(c)}) + "\n" for i, c in enumerate(correct)))
+        acc = sum(correct) / len(correct)
+        return {"backend": "pytorch", "precision": precision, "options": {}, "weights_mb": 1.0, "decode_tok_s": 1.0,
+                "decode_ci95": 0.1, "ttft_ms": 1.0, "peak_rss_mb": 1.0, "accuracy": {"hellaswag": {"acc_norm": acc}},
+                "scores": {"hellaswag": {"stderr": {"acc_norm": 0.08}, "n_items": 40, "samples_file": str(f)}},
+                "roofline_pct": None, "roofline_error": None}  # fmt: skip
+
+    worse = [c and i % 4 != 0 for i, c in enumerate(right)]  # loses half of what fp32 got right
+    text = mod.table([row("fp32", right), row("bf16", right), row("int8", worse)], "hellaswag")
+    ref, same, bad = text.splitlines()[2:5]
+    assert "INCONCLUSIVE" not in ref and "%" not in ref.split("|")[-2]  # the reference is not compared with itself
+    assert "100.0% [" in same and "INCONCLUSIVE" in same and "ok" not in same
+    assert "50.0% [" in bad and "FAIL" in bad

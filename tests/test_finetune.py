@@ -146,6 +146,26 @@ def test_encoder_head_and_decoder_method_are_recorded(tiny_models, mc_files, tmp
     assert rec.method["mode"] == "choices" and "log p" in rec.method["head"]
 
 
+def test_lora_trains_an_encoders_pooler_with_its_classifier(tiny_models, mc_files, tmp_path):
+    """BERT's pooler (dense + tanh over [CLS]) belongs to the classification head: trained in full
+    beside the adapters (all-MiniLM-L6-v2 ships an untrained one, which frozen kept MiniLM LoRA
+    on BoolQ at the majority class); the rest of the encoder stays frozen; decoders have none."""
+    from e3bench.train.finetune import load_task_data
+    from e3bench.train.finetune.model import apply_lora, head_modules, load_model
+
+    train, ev, _ = mc_files
+    cfg = _cfg(tiny_models["encoder"], tmp_path, train_file=str(train), eval_file=str(ev))
+    ld = load_model(cfg, load_task_data(cfg), lambda _: None)
+    assert head_modules(ld) == ["pooler"]
+    grads = {n: p.requires_grad for n, p in apply_lora(cfg, ld).named_parameters()}
+    assert "pooler" in ld.head
+    assert {n for n, g in grads.items() if g and "lora_" not in n} == {
+        n for n in grads if ".modules_to_save." in n and ("pooler" in n or "classifier" in n)}  # fmt: skip
+    assert any("pooler" in n and g for n, g in grads.items()) and not any(g for n, g in grads.items() if "encoder.layer.0.attention.self.query.base_layer" in n)
+    dcfg = _cfg(tiny_models["decoder"], tmp_path, train_file=str(train), eval_file=str(ev))
+    assert head_modules(load_model(dcfg, load_task_data(dcfg), lambda _: None)) == []
+
+
 def test_decoder_choice_scores_agree_with_the_backends_loglikelihood(tiny_models, mc_files):
     """In choices mode a decoder's training score of a choice is log p(" " + choice | query),
     tokenized like lm-eval: it must equal what the inference scorer (backends.hf_scorer) gives
@@ -331,6 +351,6 @@ def test_finetune_summary_energy_has_no_scientific_notation():
            data={"task": "boolq", "majority_class_accuracy": 0.625}, method={"fine_tuning": "lora", "mode": "labels"},
            status="ok", trainable_parameters=1, total_parameters=2, trainable_fraction=0.5, steps=6, samples_seen=12,
            tokens_seen=768, train_time_s=73.6, train_tokens_per_s=10.4, train_samples_per_s=0.16,
-           final_accuracy=0.25, best_accuracy=0.375, memory=None, warnings=[])  # fmt: skip
+           final_accuracy=0.25, best_accuracy=0.375, evals=[], vs_majority=None, memory=None, warnings=[])  # fmt: skip
     line = next(x for x in format_finetune(r).splitlines() if "training energy" in x)
     assert line == "  training energy 32.2 J (net; estimated, tdp-model) = 0.00000894 kWh"

@@ -125,10 +125,30 @@ def _check_own_task(name, score, ref):
     assert not mismatch, f"{name}: choices differ from lm-eval at items {mismatch}"
     for a, b in zip(score.samples, lls):
         assert a["loglikelihoods"] == pytest.approx(b, abs=2e-3), name
+    if name == "multirc":
+        _check_multirc(score, samples, res, preds)
+        return
     want = {k.split(",")[0]: v for k, v in res.items() if k.endswith(",none") and "_stderr" not in k}
     assert set(score.metrics) == set(want), name  # the metrics lm-eval reports, no more, no fewer
     for metric, value in want.items():
         assert score.metrics[metric] == pytest.approx(float(value)), f"{name} {metric}"
+
+
+def _check_multirc(score, samples, res, preds):
+    """MultiRC's intended difference (:func:`e3bench.evals.hub_schemas._map_multirc`): lm-eval's
+    target is the label used as a choice index, i.e. "no" for a correct answer; e3bench's gold is
+    the right choice (1 - label), so with the same requests and predictions every item's acc is
+    the complement of lm-eval's. F1a and EM (SuperGLUE's; lm-eval's v2 multirc reports acc only)
+    are recomputed from lm-eval's own predictions, golds and question ids."""
+    from e3bench.evals.tasks.metrics import multirc_f1a_em
+
+    assert [s["acc"] for s in score.samples] == [1.0 - float(s["acc"]) for s in samples]
+    assert set(score.metrics) == {"acc", "f1a", "em"}
+    assert score.metrics["acc"] == pytest.approx(1.0 - float(res["acc,none"]))
+    golds = [1 - int(s["target"]) for s in samples]
+    qids = [f"{s['doc']['idx']['paragraph']}-{s['doc']['idx']['question']}" for s in samples]
+    f1a, em = multirc_f1a_em(golds, preds, qids)
+    assert (score.metrics["f1a"], score.metrics["em"]) == (pytest.approx(f1a), pytest.approx(em))
 
 
 def _agree(model_dir, tmp_path, limit, mmlu_per_subject, mmlu_subjects, five_shot_n, own_limit=6):

@@ -105,7 +105,7 @@ def test_summary_of_a_few_values_is_numpys_bit_for_bit():
 
     import numpy as np
 
-    from e3bench.core.timing import summarize, t_critical_95
+    from e3bench.core.timing import mean_ci95, summarize
 
     rng = random.Random(3)
     for _ in range(3000):
@@ -114,10 +114,9 @@ def test_summary_of_a_few_values_is_numpys_bit_for_bit():
         arr = np.asarray([v for v in vals if v is not None and not math.isnan(v)])
         n = arr.size
         std = float(arr.std(ddof=1)) if n > 1 else 0.0
-        half = t_critical_95(n - 1) * std / math.sqrt(n) if n > 1 else None
+        ci = mean_ci95(float(arr.mean()), std, n, positive=bool(arr.min() > 0)) or (None, None)
         want = (n, float(arr.mean()), std, float(arr.min()), *(float(x) for x in np.percentile(arr, [50, 90, 99])),
-                float(arr.max()), None if half is None else float(arr.mean()) - half,
-                None if half is None else float(arr.mean()) + half)  # fmt: skip
+                float(arr.max()), *ci)  # fmt: skip
         s = summarize(vals)
         assert (s.n, s.mean, s.std, s.min, s.p50, s.p90, s.p99, s.max, s.ci95_low, s.ci95_high) == want, vals
 

@@ -160,3 +160,44 @@ def test_quality_through_the_server_uses_the_tasks_scorer(tmp_path):
         ("Q0?", "42", 1.0), ("Q1?", "42", 1.0), ("Q2?", "42", 0.0), ("Q3?", "42", 1.0)]
     assert sorted(b["messages"][0]["content"] for b in bodies) == ["Q0?", "Q1?", "Q2?", "Q3?"]  # sent concurrently
     assert all(b["stop"] == ["\n"] and b["stream"] for b in bodies)
+
+
+@pytest.mark.parametrize("args, says", [
+    (("-c", "1", "--rate", "inf"), "--rate 'inf': inf must be a finite number above 0"),
+    (("-c", "1", "--tasks", "gsm8k", "--limit", "0"), "--limit 0 must be 1 or more"),
+    (("-c", "1", "--min-seconds", "-1"), "--min-seconds -1 must be a finite number of seconds of 0 or more"),
+    (("-c", "1", "--request-timeout", "0"), "--request-timeout 0 must be a finite number of seconds above 0"),
+    (("-c", "1", "--warmup", "-1"), "--warmup -1 must be 0 or more"),
+    (("-c", "1", "--device", "tpu"), "--device 'tpu' is not a device"),
+])  # fmt: skip
+def test_bad_numbers_and_device_are_refused_before_the_server_is_asked(tmp_path, args, says):
+    """Port 9 refuses connections: the settings' error comes first, not 'cannot reach'."""
+    res = CliRunner().invoke(app, ["serve", "--url", "http://127.0.0.1:9/v1", "--model", "m", *FAST, *args,
+                                   "-o", str(tmp_path)])  # after FAST: these flags win  # fmt: skip
+    assert res.exit_code == 2 and says in one_error(res.output)
+
+
+def test_results_folder_that_cannot_be_made_is_refused_before_any_load(tmp_path):
+    (tmp_path / "file").write_text("x")
+    code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", out=tmp_path / "file" / "sub")
+    assert code == 2 and "is a file" in one_error(out) and "cannot reach" not in out
+
+
+def test_server_args_reach_the_launched_server(tmp_path, monkeypatch):
+    """--server-arg is appended to the launch command: the fake server launched through the
+    session's own path gets --ttft 0.2 from it, and the measured TTFT shows it."""
+    from e3bench.serve.session import ServeSettings, run_serve
+
+    monkeypatch.setattr(launcher, "command", lambda kind, model, port, device="cpu": (fake_argv(port), "fake-model"))
+    monkeypatch.setenv("PYTHONPATH", env()["PYTHONPATH"])
+    s = ServeSettings(model="fake-model", launch="transformers", concurrency=[1], min_requests=2, min_seconds=0,
+                      warmup=0, max_tokens=3, idle_s=0, meter="none", server_args=["--ttft", "0.2"],
+                      output_dir=tmp_path)  # fmt: skip
+    rec, _ = run_serve(s)
+    assert rec.launch["command"][-2:] == ["--ttft", "0.2"]
+    assert rec.levels[0].ttft_ms.p50 >= 200
+
+
+def test_server_args_without_launch_are_refused(tmp_path):
+    code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", "--server-arg=--x", out=tmp_path)
+    assert code == 2 and "--server-arg is for a server e3bench launches" in one_error(out)

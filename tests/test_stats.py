@@ -191,3 +191,15 @@ def test_retained_at_the_threshold_passes_and_spanning_it_is_inconclusive():
     assert meets(Interval(0.9, 0.85, 0.95, 40, "x"), 0.99) == "FAIL"
     assert meets(Interval(0.98, 0.97, 0.99, 40, "x"), 0.99) == INCONCLUSIVE  # upper end at 99 %: not below it
     assert meets(Interval(1.0, float("nan"), float("nan"), 1, "x"), 0.99) == INCONCLUSIVE
+
+
+def test_wilson_interval_holds_the_share_at_0_and_1():
+    """Rounding once put the top at 0.9999999999999999 for 6 of 6 (a negative error bar the
+    serving figure's matplotlib refused); the interval always holds the share itself."""
+    from e3bench.core.timing import wilson_interval
+
+    for n in range(1, 60):
+        lo, hi = wilson_interval(1.0, n)
+        assert lo < 1.0 and hi == 1.0, n
+        lo, hi = wilson_interval(0.0, n)
+        assert lo == 0.0 and hi > 0.0, n

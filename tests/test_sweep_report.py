@@ -259,6 +259,17 @@ def test_ls_filters_and_errors(report_results):
     assert bad.returncode == 2 and "did you mean 'dtype'" in bad.stderr
 
 
+def test_ls_filters_that_compare_across_kinds_are_refused(report_results):
+    """SQLite compares a number with text without a word (every number sorts before every
+    text): ``dtype>1`` listed every run and ``batch_size>abc`` none. Both are one clear line."""
+    num = run_cli("ls", str(report_results), "--filter", "batch_size>abc")
+    assert num.returncode == 2 and "batch_size holds numbers and 'abc' is not one" in num.stderr, num.stderr
+    text = run_cli("ls", str(report_results), "--filter", "dtype>1")
+    assert text.returncode == 2 and "dtype holds text" in text.stderr and "dtype=VALUE" in text.stderr, text.stderr
+    ok = run_cli("ls", str(report_results), "--filter", "batch_size>=1", "--filter", "dtype!=1", "--columns", "dtype")
+    assert ok.returncode == 0 and "bf16" in ok.stdout, ok.stdout + ok.stderr
+
+
 def test_export_csv_and_parquet(report_results, tmp_path):
     res = run_cli("export", str(report_results), "-o", str(tmp_path / "t.csv"))
     assert res.returncode == 0 and (tmp_path / "t.csv").read_text().startswith("run_id,")

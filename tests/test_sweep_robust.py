@@ -296,6 +296,10 @@ def test_labels_tell_configurations_apart():
                                           "smollm2-135m pytorch fp32 cpu (seed=1)"]  # fmt: skip
     same = RunConfig(output_dir="elsewhere")  # where results go is not part of a configuration
     assert distinct_labels([b, same]) == ["smollm2-135m pytorch fp32 cpu"] * 2
+    # one configuration (one config hash) is one label, whatever only its meter's patience differs in
+    patient = RunConfig(meter_timeout_s=60)
+    assert patient.config_hash() == b.config_hash()
+    assert distinct_labels([b, patient]) == ["smollm2-135m pytorch fp32 cpu"] * 2
 
 
 def test_sweep_dry_run_labels_include_backend_options(tmp_path):

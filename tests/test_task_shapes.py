@@ -18,7 +18,8 @@ import pytest
 from e3bench.core.api import Capabilities, LogLik
 from e3bench.core.errors import E3Error
 from e3bench.evals.tasks import get_task, task_names
-from e3bench.evals.tasks.base import bootstrap_stderr, macro_f1, mean_stderr
+from e3bench.evals.tasks.base import bootstrap_stderr, mean_stderr
+from e3bench.evals.tasks.metrics import macro_f1
 
 from conftest import SHARED_DATA  # noqa: E402
 

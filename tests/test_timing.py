@@ -19,9 +19,26 @@ def test_summary_stats_and_ci():
     s = summarize(xs)
     assert s.n == 5 and s.mean == pytest.approx(11.0)
     assert s.std == pytest.approx(statistics.stdev(xs))
-    half = 2.776 * statistics.stdev(xs) / math.sqrt(5)
-    assert s.ci95_low == pytest.approx(11.0 - half) and s.ci95_high == pytest.approx(11.0 + half)
+    k = math.exp(2.776 * statistics.stdev(xs) / math.sqrt(5) / 11.0)  # every value > 0: the log scale
+    assert s.ci95_low == pytest.approx(11.0 / k) and s.ci95_high == pytest.approx(11.0 * k)
     assert s.p50 == 11.0 and s.min == 9.0 and s.max == 13.0
+    mixed = summarize([x - 11.0 for x in xs])  # a quantity that can be negative: mean ± t·SE
+    half = 2.776 * statistics.stdev(xs) / math.sqrt(5)
+    assert mixed.ci95_low == pytest.approx(-half) and mixed.ci95_high == pytest.approx(half)
+
+
+def test_a_positive_quantitys_interval_never_goes_below_zero_and_is_the_reports():
+    """Two iterations of 10 and 20 ms stored [-48.5, 78.5] ms (mean ± t·SE, t = 12.706) while the
+    report showed the log-scale interval of the same mean: one formula now, above zero."""
+    from e3bench.report.stats import t_interval
+
+    s = summarize([10.0, 20.0])
+    k = math.exp(12.706 * statistics.stdev([10.0, 20.0]) / math.sqrt(2) / 15.0)
+    assert (s.ci95_low, s.ci95_high) == pytest.approx((15.0 / k, 15.0 * k))
+    assert s.ci95_low > 0
+    iv = t_interval(s.mean, s.std, s.n, positive=True, over="iterations")
+    assert (iv.low, iv.high) == (s.ci95_low, s.ci95_high)
+    assert iv.method == "Student t over 2 iterations on the log scale, df=1"
 
 
 def test_ci_covers_true_mean_about_95_percent():
@@ -74,3 +91,16 @@ def test_gpu_bandwidth_takes_the_most_specific_name():
     assert gpu_bandwidth("NVIDIA L40S").bytes_per_s == 864e9 and gpu_bandwidth("NVIDIA L4").bytes_per_s == 300e9
     assert gpu_bandwidth("NVIDIA A100-SXM4-80GB").bytes_per_s == 2039e9
     assert gpu_bandwidth("Imaginary GPU") is None
+
+
+def test_the_summary_prints_an_asymmetric_interval_as_its_ends():
+    """A log-scale interval far from symmetric is not printed as ``mean ± half`` (which would
+    claim a low end the interval does not have)."""
+    from e3bench.report.summary import _pm
+
+    wide = summarize([10.0, 20.0])  # [~0.14, ~7e2]: ± 350 would put the low end at -335
+    assert "[" in _pm(wide) and "±" not in _pm(wide)
+    low, high = (float(x) for x in _pm(wide).split(" ", 1)[1].strip("[]").split(", "))
+    assert low == pytest.approx(wide.ci95_low, abs=0.05) and high == pytest.approx(wide.ci95_high, abs=0.05)
+    tight = summarize([10.0, 10.1, 9.9, 10.0, 10.05])
+    assert _pm(tight).startswith("10.0 ± ")

@@ -118,6 +118,8 @@ def _write(tmp_path, body: str) -> Path:
         ("[optim]\nname = \"galore2\"\ngalore_rank_cap = 0.001\n", "leaves rank 0"),
         ("[claims]\ntoken_sparsity = \"40 ±2\"\n", "claims.token_sparsity needs Collider"),
         ("[claims]\ntoken_efficiency = \"+15%..+20%\"\ntokens_per_s = \"fast\"\n", "is not a claim"),
+        ("[claims]\ntokens_per_s = \"< 0% vs c\"\n", "claims.tokens_per_s = \"< 0% vs c\" compares c with itself"),
+        ("[claims]\ngrad_norm_spikes = \"0..2 vs baseline\"\n", "this configuration's own value"),
     ],
 )
 def test_bad_combinations_fail_at_load_with_one_line(tmp_path, body, needle):
@@ -258,3 +260,43 @@ def test_token_efficiency_of_a_config_that_never_reaches_the_baseline_loss():
     (row,) = claims.judge(runs, "base", compare)
     assert row["measured"] == pytest.approx(100 * (1 / 0.5 - 1))  # base's 5.0 reached halfway: 2× efficiency
     assert row["verdict"] == "NOT SUPPORTED"
+
+
+def test_a_claim_can_name_its_reference_configuration():
+    """``vs NAME``: the claim is judged against that configuration's run of the same round (the
+    one differing only by the technique claimed), not the baseline; a reference that was not run
+    leaves it INCONCLUSIVE naming the configuration; an absolute metric takes no reference."""
+    c = claims.parse_claim("backward_time_ms", "< 0% vs mtp_only")
+    assert (c.hi, c.ref, c.text, c.direction) == (0.0, "mtp_only", "< 0% vs mtp_only", "lower")
+    assert claims.parse_claim("tokens_per_s", "< 0%").ref is None
+    with pytest.raises(E3Error, match="own value"):
+        claims.parse_claim("token_sparsity", "40 ±2 vs baseline")
+    cl = {"tokens_per_s": "< 0% vs mid", "optimizer_state_bytes": "-75% ±5"}
+    runs = [_run("base", 0, tps=2000, state=4000), _run("mid", 0, tps=1000, state=2000),
+            _run("x", 0, tps=1500, state=1000, spec_claims=cl)]  # fmt: skip
+    rows = {r["metric"]: r for r in claims.judge(runs, "base", compare)}
+    assert rows["tokens_per_s"]["reference"] == "mid"
+    assert rows["tokens_per_s"]["measured"] == pytest.approx(50.0)  # vs mid (+50 %), not vs base (-25 %)
+    assert rows["tokens_per_s"]["verdict"] == "NOT SUPPORTED"
+    assert rows["optimizer_state_bytes"]["measured"] == pytest.approx(-75.0)  # no "vs": the baseline
+    (row,) = [r for r in claims.judge([runs[0], runs[2]], "base", compare) if r["metric"] == "tokens_per_s"]
+    assert row["verdict"] == "INCONCLUSIVE" and "'mid' was not run in this suite" in row["why"]
+    from e3bench.train.suite import expand_paths, load_spec
+
+    seed = [load_spec(p) for p in expand_paths([SEED])]
+    assert claims.missing_references(seed) == []  # the seed set names only its own configurations
+    warns = claims.missing_references([s for s in seed if s.name != "mtp_only"])
+    assert [w.split(":")[0] for w in warns] == ["claim galore2", "claim muon_8bit"]
+    assert "'mtp_only', which is not in this suite: it will be INCONCLUSIVE" in warns[1]
+
+
+def test_report_marks_an_upper_bound():
+    from e3bench.train.suite.report import render
+
+    runs = [_run("base", 0, tps=1000, state=4000),
+            _run("x", 0, tps=1000, state=4000, spec_claims={"token_efficiency": "+15%..+20%"}, losses=(6.0, 5.5))]
+    rec = SuiteRecord(suite_id="s", created_utc="t", baseline="base", corpus={}, tokenizer={}, device="cpu",
+                      precision="fp32", manifest=_manifest(), configs=runs)  # fmt: skip
+    rec.claims = claims.judge(rec.configs, "base", compare)
+    assert rec.claims[0]["bound"] == "upper" and rec.claims[0]["seeds"] == 1
+    assert "| x | token_efficiency | +15%..+20% | higher | < +0.0 % | ±10.0 % | 1 | **NOT SUPPORTED** |" in render(rec)

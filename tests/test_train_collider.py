@@ -133,3 +133,25 @@ def test_collider_with_mtp_heads_trains_and_eval_is_dense():
     with torch.no_grad():
         l2, m2, a2 = lm(block)
     assert a2 is None and float(l2) == pytest.approx(float(main), rel=1e-5)
+
+
+def test_collider_under_gradient_checkpointing_gives_the_same_gradients():
+    """The full stack combines Collider with activation checkpointing: the recomputed forward
+    in the backward reuses the rows kept by the real forward, so gradients are those without
+    checkpointing, and the same share of rows is skipped."""
+    a = _tiny_lm(collider_sparsity=0.4)
+    b = _tiny_lm(collider_sparsity=0.4)
+    b.enable_gradient_checkpointing()
+    torch.manual_seed(2)
+    block = torch.randint(0, 64, (3, 17))
+    calls = {id(a): 0, id(b): 0}
+    for m in (a, b):
+        q_proj = m.base.model.layers[0].self_attn.q_proj
+        q_proj.register_forward_hook(lambda *_, key=id(m): calls.__setitem__(key, calls[key] + 1))
+        m.train()
+        m(block)[0].backward()
+    assert (calls[id(a)], calls[id(b)]) == (1, 2)  # b's layer really ran again in the backward
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=n)
+    assert a.collider.gemm_sparsity() == pytest.approx(b.collider.gemm_sparsity())
+    assert a.collider.gemm_sparsity() == pytest.approx(0.4, abs=0.02)

@@ -63,7 +63,7 @@ def test_shipped_configs_validate_and_cover_the_issue():
 
     specs = [load_spec(p) for p in expand_paths([str(CONFIGS / "*.toml")])]
     names = {s.name for s in specs}
-    assert names == {"baseline", "muon", "adamw8bit", "galore", "mtp", "grad_ckpt", "async_loader", "full"}
+    assert names == {"baseline", "muon", "adamw8bit", "galore", "mtp", "grad_ckpt", "async_loader", "full", "collider"}
     by = {s.name: s for s in specs}
     # every non-baseline config extends the baseline, so editing baseline.toml moves all of them
     for s in specs:
@@ -314,6 +314,7 @@ def test_cuda_precision_device_and_memory_with_fakes():
     fig = mt.stop()
     assert fake.calls[:2] == ["sync", "reset"]
     assert fig.peak_device_memory_bytes == 123 * 2**20 and fig.device_memory_reserved_bytes == 200 * 2**20
+    assert mt.allocated_start == 20 * 2**20  # weights resident at the start: the breakdown subtracts them
     assert fig.peak_rss_bytes >= fig.rss_start_bytes > 0
 
 
@@ -414,6 +415,7 @@ def test_suite_end_to_end_with_divergence(tmp_path, corpus):
     assert rec.suite_id in csv and "explode" in csv and "diverged" in csv
     assert "Training-efficiency suites" in (rep.out_dir / "summary.md").read_text()
     assert "Training-suite claims" in (rep.out_dir / "report.html").read_text()
+    assert (rep.training_suites, rep.finetune_runs, rep.configs) == (1, 0, [])  # the console line counts the suite
 
 
 def test_missing_library_skips_config_with_reason(tmp_path, corpus, monkeypatch):
@@ -506,3 +508,56 @@ def test_train_step_schedules_every_optimizer_part_and_guards_divergence():
     with pytest.raises(Diverged, match="gradient norm became nan at step 6"):
         step(lambda: (((x @ w + b) ** 2).mean(), None), step=6)
     assert torch.equal(before, w.detach())
+
+
+def test_seeds_run_interleaved_rounds_and_claims_use_every_round(tmp_path, corpus):
+    """--seeds 2: each configuration runs with seed 0 and seed 1, the second round in reverse
+    order; round 2 lands in ``repeats``; a claim is judged over both rounds (t-interval)."""
+    from e3bench.train.suite import run_suite
+
+    files = [
+        _toml(tmp_path, "baseline", TINY),
+        _toml(tmp_path, "ckpt", 'extends = "baseline.toml"\n[train]\ngrad_checkpointing = true\n'
+              '[claims]\nval_loss_at_equal_tokens = "+0.000 ±0.001"\n'),
+    ]
+    msgs: list[str] = []
+    rec, _ = run_suite(files, output_dir=tmp_path / "res", text=str(corpus), meter="none", idle_seconds=0.1,
+                       progress=msgs.append, seeds=2, plot=False)  # fmt: skip
+    order = [m.split(" (")[0] + m.rsplit(",", 1)[1] for m in msgs if m.startswith("== ")]
+    assert order == ["== baseline seed 0", "== ckpt seed 0", "== ckpt seed 1", "== baseline seed 1"]
+    assert rec.seeds == [0, 1] and [(c.name, c.seed) for c in rec.repeats] == [("ckpt", 1), ("baseline", 1)]
+    assert rec.repeats[1].final_val_loss != rec.configs[0].final_val_loss  # another seed, another run
+    (claim,) = rec.claims
+    assert claim["seeds"] == 2 and claim["measured"] == pytest.approx(0.0, abs=1e-4)
+    assert claim["verdict"] == "SUPPORTED"
+    with pytest.raises(E3Error, match="--seeds must be at least 1"):
+        run_suite(files, output_dir=tmp_path / "res", text=str(corpus), seeds=0)
+
+
+def test_too_many_loader_workers_is_one_recorded_line_not_torch_warnings(recwarn):
+    """The seed set keeps its published loader settings (4–6 workers) on a 2-core machine: torch's
+    UserWarning (printed twice per configuration) is replaced by one line in the record."""
+    import os
+
+    import torch
+
+    from e3bench.train.suite import data
+
+    cores = len(os.sched_getaffinity(0))
+    loader = data.make_train_loader(torch.arange(4000), block_len=17, batch_size=2, steps=2, seed=0,
+                                    num_workers=cores + 1, prefetch_factor=2)  # fmt: skip
+    with data.quiet_worker_check():
+        batches = list(loader)
+    assert len(batches) == 2
+    assert not [w for w in recwarn if "worker" in str(w.message)]
+    assert f"{cores + 1} loader processes on {cores} usable CPU cores" in data.workers_warning(cores + 1)
+    assert data.workers_warning(cores) is None
+
+
+def test_default_threads_leave_one_core_on_cpu():
+    from e3bench.train.suite.run import default_threads
+
+    assert default_threads("cpu", cores=2) == 1
+    assert default_threads("cpu", cores=1) == 1
+    assert default_threads("cpu", cores=16) == 15
+    assert default_threads("cuda") is None  # torch's own default off CPU

@@ -23,7 +23,7 @@ def test_report_and_export_of_one_run_say_it_in_the_singular(tmp_path):
     assert f"wrote 1 row to {tmp_path / 'runs.csv'}" in res.stdout  # was "wrote 1 rows"
     res = run_cli("report", str(tmp_path / "res"), env={"COLUMNS": "200"})
     assert res.returncode == 0, res.stderr
-    assert "report.html (1 configuration, " in res.stdout  # was "(1 configurations, 23 files)"
+    assert "report.html (1 inference configuration, " in res.stdout  # was "(1 configurations, 23 files)"
 
 
 def test_summary_lines_in_the_singular():

@@ -119,7 +119,9 @@ OWN_TASKS: dict[str, tuple[str, str]] = {
     "cb": ("super_glue/cb/default.yaml", "validation"),
     "wic": ("super_glue/wic/default.yaml", "validation"),
     "wsc": ("super_glue/wsc/default.yaml", "validation"),
-}
+    "multirc": ("super_glue/multirc/default.yaml", "validation"),
+}  # record: lm-eval's record/util.py imports transformers.data.metrics, gone in transformers 5
+# (tests/test_superglue.py checks e3bench's ReCoRD requests against lm-eval's doc_to_text by hand)
 
 #: the shared data's local copies (llm-foundry exports) of some of them
 LOCAL_COPIES = ("arc_challenge", "piqa", "winogrande", "lambada_openai")

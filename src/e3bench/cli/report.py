@@ -30,7 +30,10 @@ def report(
         for w in rep.warnings:
             # file names are text, not markup; a long path stays on one line (soft_wrap)
             con.print(f"[yellow]note:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
-        con.print(f"report: {escape(str(rep.out_dir / 'report.html'))} ({count(len(rep.configs), 'configuration')}, "
+        read = [count(len(rep.configs), "inference configuration")]
+        read += [count(n, what) for n, what in ((rep.training_suites, "training suite"),
+                                                (rep.finetune_runs, "fine-tuning run")) if n]  # fmt: skip
+        con.print(f"report: {escape(str(rep.out_dir / 'report.html'))} ({', '.join(read)}, "
                   f"{count(len(rep.files), 'file')})", highlight=False, soft_wrap=True)  # fmt: skip
     except E3Error as exc:
         fail(exc)

@@ -4,6 +4,7 @@ joules per request, and quality from the same server (docs/serve.md)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +25,8 @@ def _numbers(text: str | None, what: str, kind: type) -> list:
         except ValueError:
             raise E3Error(f"{what} {text!r}: '{part.strip()}' is not a number",
                           f"pass a comma list, e.g. {what} {'1,2,4' if kind is int else '0.5,1,2'}") from None  # fmt: skip
-        if not v > 0:
-            raise E3Error(f"{what} {text!r}: {part.strip()} must be above 0", f"pass positive values to {what}")
+        if not (v > 0 and math.isfinite(v)):
+            raise E3Error(f"{what} {text!r}: {part.strip()} must be a finite number above 0", f"pass positive values to {what}")
         out.append(v)
     return out
 
@@ -55,6 +56,7 @@ def serve(
     request_timeout: float = typer.Option(300.0, "--request-timeout", help="seconds one request may take"),
     device: str = typer.Option("cpu", "--device", help="device of a launched server (cpu, cuda)"),
     server_pid: Optional[int] = typer.Option(None, "--server-pid", help="pid of a --url server for the estimate meter"),
+    server_arg: Optional[list[str]] = typer.Option(None, "--server-arg", help="extra argument for the --launch command, repeatable, e.g. --server-arg=--continuous-batching (transformers serve answers one request at a time without it)"),
     output_dir: Path = typer.Option(Path("results"), "--output-dir", "-o", help="results directory"),
     sweep: str = typer.Option("serve", "--sweep", help="folder inside the results directory"),
 ) -> None:
@@ -74,7 +76,7 @@ def serve(
             min_seconds=min_seconds, warmup=warmup, prompt_tokens=prompt_tokens, max_tokens=max_tokens, prompts=prompts,
             ignore_eos=ignore_eos, slo=parse_slo(slo), tasks=list(split_task_list(tasks)) if tasks else [], limit=limit,
             meter=meter, idle_s=idle_seconds, ready_timeout_s=ready_timeout, request_timeout_s=request_timeout,
-            device=device, server_pid=server_pid, output_dir=output_dir, sweep=sweep,
+            device=device, server_pid=server_pid, server_args=list(server_arg or []), output_dir=output_dir, sweep=sweep,
         )  # fmt: skip
         s.check()
         check_tasks(s.tasks)
@@ -84,14 +86,13 @@ def serve(
         rec, path = run_serve(s, reporter())
     except E3Error as exc:
         fail(exc)
-    from e3bench.report.serving import COLUMNS, level_rows
+    from e3bench.report.serving import COLUMNS, CONSOLE_ORDER, level_rows
     from e3bench.report.textable import print_table
 
     con = console()
     cols = [c for c in COLUMNS if c not in ("session", "model")]
     print_table(con, cols, level_rows(rec.model_dump(mode="json")), hint="all columns: e3bench export DIR --format serve",
-                drop_order=("level", "status", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "out_tok_per_s",
-                            "goodput_share", "j_per_request", "power_w", "req_per_s", "requests_ok"))  # fmt: skip
+                drop_order=CONSOLE_ORDER)
     for t in rec.effectiveness:
         scores = ", ".join(f"{k} {v:.3g}" for k, v in t.metrics.items())
         con.print(f"{t.task} through the server: {scores} over {t.n_items} items", highlight=False, markup=False)

@@ -23,6 +23,7 @@ from e3bench.config.values import ALIASES, DEFAULT_LIMIT, DEFAULT_TASKS, FLAGS, 
 from e3bench.core.devices import device_problem
 from e3bench.core.errors import E3Error, unknown_name
 from e3bench.core.ids import stable_hash
+from e3bench.results.labels import NOT_IDENTITY
 
 DTYPES = ("fp32", "bf16", "fp16", "int8", "int4")
 #: backend-specific precision names (llama.cpp GGUF types such as q4_k_m, q8_0, f16; "native" =
@@ -253,9 +254,6 @@ class RunConfig(BaseModel):
 
 #: the key that carries lm-eval-style model arguments (YAML ``model_args:``, ``--model-args``)
 MODEL_ARGS_KEY = "model_args"
-#: fields that say where results go or how they are logged, not what is measured: never part of
-#: a run's identity (:meth:`RunConfig.identity`) nor compared by the report
-NOT_IDENTITY = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s")
 #: fields added after records existed, and their unset value: in the identity only when set
 _LATE_FIELDS: dict[str, Any] = {"trust_remote_code": False, "num_fewshot": None, "include_path": None,
                                 "revision": None, "chat_template": False, "score_batch_size": None, "pue": 1.0}

@@ -11,7 +11,9 @@ docs/effectiveness.md, "Intended differences"). A local JSONL row in the hub's s
 e3bench's row schemas:
 
 * multiple choice ``{"query": str, "choices": [str], "gold": int}`` (the task may append a fixed
-  suffix such as ``"\\nAnswer:"``); MMLU and GSM8K keep the hub schema
+  suffix such as ``"\\nAnswer:"``); MMLU and GSM8K keep the hub schema. SuperGLUE rows carry
+  what their metrics need (:mod:`e3bench.evals.tasks.metrics`): MultiRC ``question_id`` (one row
+  per answer option), ReCoRD ``entities`` and ``answers``
 * partial context (WinoGrande) ``{"context_options": [str], "continuation": str, "gold": int}``
 * single continuation (LAMBADA) ``{"context": str, "continuation": str}``
 """
@@ -163,6 +165,40 @@ def _map_wsc(doc: dict) -> dict:
     }
 
 
+def _map_multirc(doc: dict) -> dict:
+    # lm-eval multirc: "{{paragraph}}\nQuestion: {{question}}\nAnswer:", choices "{{answer}}\nIs the
+    # answer correct? yes" then "... no" (the same requests). Intended difference: its target is
+    # the label (1 = the answer is correct) used as a choice index, which points at "no" for a
+    # correct answer; here gold is the index of the right choice: 0 ("yes") when label is 1.
+    # question_id (paragraph-question) groups the answer options for EM.
+    idx, ans = doc["idx"], doc["answer"]
+    return {
+        "query": f"{doc['paragraph']}\nQuestion: {doc['question']}\nAnswer:",
+        "choices": [f"{ans}\nIs the answer correct? yes", f"{ans}\nIs the answer correct? no"],
+        "gold": 0 if int(doc["label"]) == 1 else 1,
+        "question_id": f"{idx['paragraph']}-{idx['question']}",
+    }
+
+
+def record_passage(passage: str) -> str:
+    """lm-eval's ReCoRD ``doc_to_text``: the passage, then its "@highlight" lines as a list."""
+    initial, *highlights = passage.strip().split("\n@highlight\n")
+    return initial + "\n\n" + "".join(f"  - {h}.\n" for h in highlights)
+
+
+def _map_record(doc: dict) -> dict:
+    # lm-eval record: unique entities and answers sorted (process_docs); each choice is the query
+    # with @placeholder filled, "  - " in front, no delimiter; gold is the first answer
+    entities, answers = sorted(set(doc["entities"])), sorted(set(doc["answers"]))
+    return {
+        "query": record_passage(doc["passage"]),
+        "choices": [f"  - {doc['query']}".replace("@placeholder", e) for e in entities],
+        "gold": entities.index(answers[0]) if answers and answers[0] in entities else -1,
+        "entities": entities,
+        "answers": answers,
+    }
+
+
 # --------------------------------------------------------------------------- other shapes
 def _map_winogrande(doc: dict) -> dict:
     # lm-eval: one context per option (the sentence up to "_" + the option), one continuation
@@ -228,8 +264,8 @@ DATASETS: dict[str, DatasetSpec] = {
                             ("question", "choices", "answerKey")),
     "arc_challenge": DatasetSpec("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", {"test": "test", "train": "train", "validation": "validation"}, _map_arc,
                                  ("question", "choices", "answerKey")),
-    "boolq": DatasetSpec("boolq", "super_glue", "boolq", _EVAL, _map_boolq, ("passage", "question", "label")),
-    "copa": DatasetSpec("copa", "super_glue", "copa", _EVAL, _map_copa, ("premise", "choice1", "choice2", "question", "label")),
+    "boolq": DatasetSpec("boolq", _SG, "boolq", _EVAL, _map_boolq, ("passage", "question", "label")),
+    "copa": DatasetSpec("copa", _SG, "copa", _EVAL, _map_copa, ("premise", "choice1", "choice2", "question", "label")),
     "openbookqa": DatasetSpec("openbook_qa", "allenai/openbookqa", "main", {"test": "test", "train": "train", "validation": "validation"}, _map_openbookqa,
                               ("question_stem", "choices", "answerKey")),
     "piqa": DatasetSpec("piqa", "baber/piqa", None, _EVAL, _map_piqa, ("goal", "sol1", "sol2", "label")),
@@ -239,6 +275,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "cb": DatasetSpec("cb", _SG, "cb", _EVAL, _map_cb, ("premise", "hypothesis", "label")),
     "wic": DatasetSpec("wic", _SG, "wic", _EVAL, _map_wic, ("sentence1", "sentence2", "start1", "end1", "label")),
     "wsc": DatasetSpec("wsc", _SG, "wsc.fixed", _EVAL, _map_wsc, ("text", "span1_text", "span2_text", "span2_index", "label")),
+    "multirc": DatasetSpec("multirc", _SG, "multirc", _EVAL, _map_multirc, ("paragraph", "question", "answer", "idx", "label")),
+    "record": DatasetSpec("record", _SG, "record", _EVAL, _map_record, ("passage", "query", "entities", "answers")),
     "winogrande": DatasetSpec("winogrande", "allenai/winogrande", "winogrande_xl", _EVAL, _map_winogrande,
                               ("sentence", "option1", "option2", "answer")),
     "lambada_openai": DatasetSpec("lambada_openai", "EleutherAI/lambada_openai", "default", {"test": "test"}, _map_lambada, ("text",)),

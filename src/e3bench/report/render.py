@@ -47,6 +47,9 @@ class Report:
     configs: list[ConfigSummary]
     comparisons: list[VariantComparison]
     warnings: list[str]
+    #: training documents read: ``e3bench train`` suites and ``e3bench finetune`` runs
+    training_suites: int = 0
+    finetune_runs: int = 0
 
 
 def _md_table(rows: list[dict], columns) -> str:
@@ -238,7 +241,8 @@ def _write_report(out: Path, runs, tasks, configs, comps, failed, warnings, trai
     write("report.html", _html(md, configs, comps, failed, specs, training, tables + serving_tables(serving)))
     if serving:
         write("serving.csv", to_csv(serving.rows, SERVING_COLUMNS))
-    return Report(out, files, configs, comps, warnings)
+    return Report(out, files, configs, comps, warnings, training_suites=len({r["suite"] for r in training.suite_rows}),
+                  finetune_runs=len(training.finetune_rows))  # fmt: skip
 
 
 def _write_tables(write, runs, tasks, configs, comps, training: Training, tables: list[sections.Table]) -> None:

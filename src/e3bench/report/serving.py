@@ -20,7 +20,11 @@ KNEE_SHARE = 0.9
 
 COLUMNS = ("session", "model", "level", "status", "requests_ok", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
            "tpot_p99_ms", "req_per_s", "out_tok_per_s", "goodput_share", "goodput_per_s", "j_per_request",
-           "j_per_out_token", "power_w", "energy_method", "client_cpu_pct")  # fmt: skip
+           "j_per_out_token", "gross_power_w", "idle_power_w", "energy_method", "client_cpu_pct")  # fmt: skip
+#: the console's order of importance (``print_table``'s ``drop_order``: the last is left out first)
+CONSOLE_ORDER = ("level", "status", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "out_tok_per_s",
+                 "goodput_share", "j_per_request", "gross_power_w", "energy_method", "req_per_s", "idle_power_w",
+                 "requests_ok", "goodput_per_s", "client_cpu_pct", "j_per_out_token")  # fmt: skip
 
 
 @dataclass
@@ -60,14 +64,15 @@ def level_rows(rec: dict) -> list[dict]:
             "goodput_share": lv.get("goodput_share") if rec.get("slo") else None,
             "goodput_per_s": lv.get("goodput_per_s") if rec.get("slo") else None,
             "j_per_request": per_req, "j_per_out_token": energy / out_tok if energy is not None and out_tok else None,
-            "power_w": e.get("mean_power_w"), "energy_method": _how(e),
+            "gross_power_w": e.get("mean_power_w"), "idle_power_w": e.get("idle_power_w"), "energy_method": _how(e),
             "client_cpu_pct": 100 * lv["client_cpu_utilisation"] if lv.get("client_cpu_utilisation") is not None else None,
         })  # fmt: skip
     return rows
 
 
 def _how(e: dict) -> str | None:
-    """``estimated (net)``, ``measured (gross …)``, or ``missing``: how a level's energy was had."""
+    """``estimated (net)``, ``measured (gross …)``, or ``missing``: how a level's energy was had
+    (the basis of J/request and J/output token; the W column is always the gross mean)."""
     if not e:
         return None
     return "missing" if e.get("method") == "missing" else f"{e.get('method')} ({e.get('basis')})"
@@ -83,10 +88,10 @@ def knee(rec: dict) -> str | None:
     meeting = [lv for lv in ok if (lv.get("goodput_share") or 0) >= KNEE_SHARE]
     what = ", ".join(f"{k}≤{v:g}" for k, v in slo.items())
     if not meeting:
-        return f"{rec.get('model')}: no level met {what} for {KNEE_SHARE:.0%} of requests"
+        return f"**Serving knee** {rec.get('model')}: no level met {what} for {KNEE_SHARE:.0%} of requests"
     best = max(meeting, key=lambda lv: lv.get("achieved_rate_per_s") or 0)
-    return (f"{rec.get('model')}: knee at {best.get('label')} — {num(best.get('achieved_rate_per_s'))} req/s with "
-            f"{best.get('goodput_share'):.0%} of requests within {what}")  # fmt: skip
+    return (f"**Serving knee** {rec.get('model')}: knee at {best.get('label')} — {num(best.get('achieved_rate_per_s'))} "
+            f"req/s with {best.get('goodput_share'):.0%} of requests within {what}")  # fmt: skip
 
 
 def load_serving(others: dict[str, list[tuple[Path, dict]]]) -> Serving:
@@ -103,8 +108,8 @@ def load_serving(others: dict[str, list[tuple[Path, dict]]]) -> Serving:
         out.records.append(rec)
         out.rows.extend(level_rows(rec))
         k = knee(rec)
-        if k:
-            out.knees.append(k)
+        out.knees.append(k or f"**Serving** {rec.get('model')}: no --slo given, so no goodput and no knee "
+                              "(goodput_share is blank; pass e.g. --slo ttft_ms=500,tpot_ms=50)")  # fmt: skip
         for t in rec.get("effectiveness") or []:
             e = t.get("energy") or {}
             out.quality.append({"session": rec["run_id"], "model": rec["model"], "task": t["task"], "n_items": t["n_items"],
@@ -125,13 +130,15 @@ def level_table(records: Sequence[dict], *, markdown: bool = True) -> str:
 
 
 def section_md(serving: Serving) -> str:
-    """The Markdown section: knees, the level table per session, quality through the server."""
+    """The Markdown section: knees (bold: the HTML page's executive summary shows them), the
+    level table per session, quality through the server."""
     if not serving:
         return ""
     parts = ["## Serving under load (e3bench serve)", "",
              "Latency (ms) from the client's clock; req/s = completed requests / level duration; goodput = share "
-             "of sent requests within every SLO; J/request and W from the level's metered window "
-             "(idle baseline: server loaded and idle).", ""]  # fmt: skip
+             "of sent requests within every SLO; J/request and J/output token from the level's metered window, "
+             "net of the idle baseline (server loaded and idle) where energy_method says net; gross_power_w is "
+             "the window's gross mean power, idle_power_w the baseline's.", ""]  # fmt: skip
     parts += [f"- {k}" for k in serving.knees] + ([""] if serving.knees else [])
     for rec in serving.records:
         parts += [f"### {rec['model']} — {rec['url']} ({rec['run_id']})", "", level_table([rec]), ""]
@@ -149,10 +156,14 @@ def serving_tables(serving: Serving | None) -> list[tuple[str, list[dict], Seque
     """``(heading, rows, columns)`` tables for the HTML page (empty without serve records)."""
     if not serving:
         return []
-    out: list[tuple[str, list[dict], Sequence[str]]] = [("Serving under load (e3bench serve)", serving.rows, COLUMNS)]
+    # the session as in the figures' legends (its run id's last 6 characters): the full id is
+    # in summary.md and serving.csv, and a 33-character column pushed the energy off the page
+    rows = [{**r, "session": str(r["session"])[-6:]} for r in serving.rows]
+    out: list[tuple[str, list[dict], Sequence[str]]] = [("Serving under load (e3bench serve)", rows, COLUMNS)]
     if serving.quality:
         cols = list(dict.fromkeys(k for q in serving.quality for k in q))
-        out.append(("Quality through the server (e3bench serve --tasks)", serving.quality, cols))
+        quality = [{**q, "session": str(q["session"])[-6:]} for q in serving.quality]
+        out.append(("Quality through the server (e3bench serve --tasks)", quality, cols))
     return out
 
 
@@ -190,23 +201,37 @@ def serving_figures(serving: Serving | None) -> list:
             if e.get("energy_per_request_j") is not None:
                 joules.append(Mark(lv["label"], f"{name} {kind}", point(e["energy_per_request_j"], lv["requests_ok"],
                                    f"{e.get('method')}, {e.get('basis')}"), cat=float(load)))  # fmt: skip
-    panels = [Panel("line", "TTFT vs achieved rate", "achieved requests/s", "TTFT (ms)", lat["ttft_ms"]),
-              Panel("line", "TPOT vs achieved rate", "achieved requests/s", "TPOT (ms)", lat["tpot_ms"])]  # fmt: skip
-    if good:
-        panels.append(Panel("line", "Goodput vs offered load", "concurrency or offered requests/s", "share within SLOs", good))
-    if joules:
-        panels.append(Panel("line", "Energy per request vs load", "concurrency or offered requests/s", "J/request", joules))
-    panels = [p for p in panels if p.marks]
-    if not panels:
-        return []
-    note = ("Points are load levels (closed loop: concurrency; open loop: offered rate); latency percentiles over the "
-            "level's completed requests; goodput with its Wilson 95 % interval; J/request from the level's window.")  # fmt: skip
-    return [Figure("serving", "Serving under load: latency, goodput and energy vs load", note, panels)]
+    # points joined in load order (a saturated server's achieved rate can fall at a higher load:
+    # sorted by rate, the line ran c=1 → c=4 → c=2 and showed latency falling at the top)
+    latency = [p for p in (Panel("line", "TTFT vs achieved rate", "achieved requests/s", "TTFT (ms)", lat["ttft_ms"], in_order=True),
+                           Panel("line", "TPOT vs achieved rate", "achieved requests/s", "TPOT (ms)", lat["tpot_ms"], in_order=True))
+               if p.marks]  # fmt: skip
+    hows = {m.y.method for m in joules}  # "estimated, net": on the axis when every point has the same
+    j_label = f"J/request ({hows.pop()})" if len(hows) == 1 else "J/request (see the table's energy_method)"
+    # log x with the levels as ticks (1, 2, 4, 8 or 0.5, 1, 2), not 1.5 or 2.5 "users"
+    load = [p for p in (Panel("line", "Goodput vs load", "concurrency or offered requests/s", "share within SLOs", good,
+                              log_x=True),
+                        Panel("line", "Energy per request vs load", "concurrency or offered requests/s", j_label, joules,
+                              log_x=True))
+            if p.marks]  # fmt: skip
+    # two figures of two panels: four side by side (each with its legend) left each plot a sliver
+    out = []
+    if latency:
+        out.append(Figure("serving_latency", "Serving under load: latency vs achieved request rate",
+                          "Points are load levels, joined in load order; p50 and p99 over each level's completed requests, from the client's "
+                          "clock; TPOT = (E2E − TTFT) / (output tokens − 1).", latency))  # fmt: skip
+    if load:
+        title = "Serving under load: goodput and energy per request vs load" if len(load) > 1 else "Serving under load"
+        out.append(Figure("serving_load", title,
+                          "Points are load levels (closed loop: concurrency; open loop: offered rate); goodput = share "
+                          "of sent requests within every SLO, with its Wilson 95 % interval; J/request from each level's "
+                          "metered window (basis: energy_method in the table).", load))  # fmt: skip
+    return out
 
 
 #: what ``e3bench ls --serve`` shows by default (one row per session × level)
 LS_COLUMNS = ("session", "model", "level", "status", "requests_ok", "ttft_p50_ms", "tpot_p50_ms", "req_per_s",
-              "out_tok_per_s", "goodput_share", "j_per_request", "power_w")  # fmt: skip
+              "out_tok_per_s", "goodput_share", "j_per_request", "gross_power_w")  # fmt: skip
 
 
 def serve_rows(results_dir: Path) -> tuple[list[dict], list[str]]:

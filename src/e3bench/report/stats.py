@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e3bench.core.timing import Stats, t_critical_95
+from e3bench.core.timing import Stats, mean_ci95, t_critical_95, wilson_interval
 
 #: The words :func:`verdict` returns.
 BETTER, WORSE, NO_DIFFERENCE, INCONCLUSIVE = "better", "worse", "no significant difference", "INCONCLUSIVE"
@@ -99,11 +99,9 @@ def t_interval(mean: float, std: float, n: int, *, positive: bool = False, over:
         return Interval(_NAN, _NAN, _NAN, 0, "mean, no values")
     if n == 1:
         return Interval(mean, _NAN, _NAN, 1, f"1 {over.rstrip('s')}, no interval")
-    t, se = t_critical_95(n - 1), std / math.sqrt(n)
-    if positive and mean > 0:
-        k = math.exp(t * se / mean)
-        return Interval(mean, mean / k, mean * k, n, f"Student t over {n} {over} on the log scale, df={n - 1}")
-    return Interval(mean, mean - t * se, mean + t * se, n, f"Student t over {n} {over}, df={n - 1}")
+    low, high = mean_ci95(mean, std, n, positive=positive)  # type: ignore[misc]  # n >= 2
+    log = " on the log scale" if positive and mean > 0 else ""
+    return Interval(mean, low, high, n, f"Student t over {n} {over}{log}, df={n - 1}")
 
 
 def mean_ci(values: Sequence[float], *, positive: bool = False) -> Interval:
@@ -135,10 +133,8 @@ def proportion_ci(p: float, n: int, stderr: float | None = None, *, binary: bool
     other per-item scores (F1): ``p ± 1.96 · stderr`` clipped to [0, 1] (:func:`clipped`).
     No items, or no ``stderr`` for a non-binary score: NaN interval."""
     if binary and n > 0:
-        z2 = 1.96**2
-        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-        half = 1.96 * math.sqrt(max(0.0, p * (1 - p)) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-        return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n, f"Wilson score interval over {n} items")
+        low, high = wilson_interval(p, n)
+        return Interval(p, low, high, n, f"Wilson score interval over {n} items")
     if stderr is None:
         return Interval(p, _NAN, _NAN, n, "no standard error recorded")
     h = 1.96 * stderr

@@ -48,14 +48,18 @@ def _g(x: float | None, digits: int = 3) -> str:
 
 
 def _pm(stats) -> str:
-    """``mean ± half-width of the 95 % CI`` (the mean alone when there is no CI)."""
+    """``mean ± half-width`` of the 95 % CI, or ``mean [low, high]`` when the interval is
+    visibly asymmetric (a positive quantity's CI is on the log scale: :func:`e3bench.core.timing.mean_ci95`,
+    so ``±`` would hide that its low end sits closer to the mean); the mean alone without a CI."""
     if stats is None:
         return MISSING
     if stats.ci95_low is None or stats.ci95_high is None:
         return _g(stats.mean, 4)
-    half = (stats.ci95_high - stats.ci95_low) / 2
     spec = ".0f" if abs(stats.mean) >= 1000 else ".1f"
-    return f"{stats.mean:{spec}} ± {half:{spec}}"
+    below, above = stats.mean - stats.ci95_low, stats.ci95_high - stats.mean
+    if abs(above - below) > 0.1 * max(above, below):
+        return f"{stats.mean:{spec}} [{stats.ci95_low:{spec}}, {stats.ci95_high:{spec}}]"
+    return f"{stats.mean:{spec}} ± {(above + below) / 2:{spec}}"
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ FINETUNE_COLUMNS = [
 ]  # fmt: skip
 SUITE_COLUMNS = ["suite", "device", "config", "status", "final_val_loss", "delta", "tokens_per_s", "opt_state_kib",
                  "energy_j", "claims"]  # fmt: skip
-CLAIM_COLUMNS = ["suite", "config", "metric", "claim", "measured", "uncertainty", "unit", "seeds", "verdict",
-                 "why"]  # fmt: skip
+#: ``reference``: the configuration compared with; ``bound``: "upper" when ``measured`` is an upper bound
+CLAIM_COLUMNS = ["suite", "config", "metric", "claim", "reference", "measured", "bound", "uncertainty", "unit", "seeds",
+                 "verdict", "why"]  # fmt: skip
 
 
 @dataclass

@@ -281,7 +281,10 @@ def listing(root: Path, filters: list[str], columns: list[str] | None = None, ne
         select = ", ".join(f"{expr(c, sel)} AS {_name(c)}" for c in cols)
         where, params = [], []
         for k, op, v in parsed:
-            where.append(f"{expr(k, params)} {op} ?")
+            start = len(params)
+            column = expr(k, params)
+            _check_filter_type(con, k, op, v, column, params[start:])
+            where.append(f"{column} {op} ?")
             params.append(_num(v))
         cond = f" WHERE {' AND '.join(where)}" if where else ""
         order = ("runs.created_utc", "runs.batch_size", "runs.path", "runs.seq")
@@ -315,6 +318,23 @@ def _num(v: str) -> Any:
         except ValueError:
             pass
     return v
+
+
+def _check_filter_type(con: sqlite3.Connection, column: str, op: str, value: str, sql: str, params: list[Any]) -> None:
+    """Raise :class:`E3Error` when a filter compares across kinds, which SQLite answers without
+    a word (every number sorts before every text): a column that holds only numbers against a
+    value that is not one (``decode_tokens_per_s_mean>abc`` matched nothing), or ``> < >= <=``
+    of a number against a column that holds only text (``dtype>1`` matched every row)."""
+    kinds = {r[0] for r in con.execute(f"SELECT DISTINCT typeof({sql}) FROM runs WHERE {sql} IS NOT NULL", params * 2)}
+    if not kinds:
+        return
+    number = not isinstance(_num(value), str)
+    if not number and kinds <= {"integer", "real"}:
+        raise E3Error(f"filter '{column}{op}{value}': {column} holds numbers and '{value}' is not one",
+                      f"compare it with a number, e.g. {column}{op}1")  # fmt: skip
+    if number and op not in ("=", "!=") and kinds == {"text"}:
+        raise E3Error(f"filter '{column}{op}{value}': {column} holds text, which does not compare as a number with {op}",
+                      f"use {column}=VALUE or {column}!=VALUE")  # fmt: skip
 
 
 def _unknown_column(name: str, metrics: dict[str, Any] | None = None) -> E3Error:

@@ -13,9 +13,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-#: fields that say where results go or how they are logged: never part of a label
-_NOT_IDENTITY = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", "model", "backend", "dtype",
-                 "device", "backend_options")  # fmt: skip
+#: fields that say where results go or how they are logged, not what is measured: never part of
+#: a run's identity (:meth:`e3bench.config.run.RunConfig.identity`), a label, nor compared by the
+#: report. The one list (config re-exports it; it lives here because results sits below config).
+NOT_IDENTITY = ("output_dir", "sweep", "cache_dir", "log_samples", "trackers", "meter_timeout_s")
+#: ...and the fields :func:`config_label` already shows
+_NOT_IN_SUFFIX = (*NOT_IDENTITY, "model", "backend", "dtype", "device", "backend_options")
 
 
 def _as_dict(config: Any) -> dict[str, Any]:
@@ -53,7 +56,7 @@ def distinct_labels(configs: Sequence[Mapping[str, Any] | Any], *, model_names: 
     for label, idx in groups.items():
         if len(idx) < 2:
             continue
-        keys = sorted({k for i in idx for k in dicts[i]} - set(_NOT_IDENTITY))
+        keys = sorted({k for i in idx for k in dicts[i]} - set(_NOT_IN_SUFFIX))
         differ = [k for k in keys if len({_value(dicts[i].get(k)) for i in idx}) > 1]
         for i in idx:
             if differ:

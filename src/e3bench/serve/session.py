@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class ServeSettings:
     request_timeout_s: float = 300.0
     device: str = "cpu"
     server_pid: int | None = None
+    server_args: list[str] = field(default_factory=list)  # appended to a --launch command
     output_dir: Path = Path("results")
     sweep: str = "serve"
 
@@ -65,6 +67,8 @@ class ServeSettings:
 
     def check(self) -> None:
         """:class:`E3Error` for settings that cannot run (all found before anything starts)."""
+        if self.server_args and self.launch is None:
+            raise E3Error("--server-arg is for a server e3bench launches", "drop --server-arg, or use --launch")
         if (self.url is None) == (self.launch is None):
             raise E3Error("give either --url of a running server or --launch to start one",
                           "e.g. --url http://127.0.0.1:8000/v1 --model NAME, or --launch transformers --model smollm2-135m")  # fmt: skip
@@ -85,6 +89,28 @@ class ServeSettings:
         for name in ("min_requests", "max_tokens", "prompt_tokens"):
             if getattr(self, name) < 1:
                 raise E3Error(f"--{name.replace('_', '-')} {getattr(self, name)} must be 1 or more", "pass a positive count")
+        if self.limit is not None and self.limit < 1:
+            raise E3Error(f"--limit {self.limit} must be 1 or more", "pass the number of items per task, or leave --limit out")
+        if self.warmup < 0:
+            raise E3Error(f"--warmup {self.warmup} must be 0 or more", "pass the number of warm-up requests (0: none)")
+        for flag, v, low in (("--min-seconds", self.min_seconds, 0.0), ("--idle-seconds", self.idle_s, 0.0),
+                             ("--ready-timeout", self.ready_timeout_s, None), ("--request-timeout", self.request_timeout_s, None)):  # fmt: skip
+            if not math.isfinite(v) or (v < 0 if low is not None else v <= 0):
+                raise E3Error(f"{flag} {v:g} must be a finite number of seconds {'of 0 or more' if low is not None else 'above 0'}",
+                              f"pass {flag} in seconds")  # fmt: skip
+        from e3bench.core.devices import device_problem
+
+        if (problem := device_problem(self.device)) is not None:
+            raise E3Error(f"--device {problem}", "pass --device cpu or cuda (cuda:N) for the launched server")
+        from e3bench.config.validate import check_output_dir
+
+        for _, exc in check_output_dir(self.output_dir / self.sweep):
+            raise exc
+        try:  # made now, so that no measured level is lost to a folder that cannot be made later
+            (self.output_dir / self.sweep).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise E3Error(f"cannot make the results folder {self.output_dir / self.sweep} ({exc.strerror})",
+                          "choose a writable --output-dir") from None  # fmt: skip
 
     def identity(self) -> dict:
         """The settings as JSON (for the record and its hash)."""
@@ -107,10 +133,12 @@ def run_serve(s: ServeSettings, progress: Reporter | None = None, *, log: Callab
     t_start = time.monotonic()
     path = store.record_path(s.output_dir, s.sweep, rid)
     with contextlib.ExitStack() as stack:
+        if s.url:  # a wrong --url or --model fails before the tokenizer loads
+            check_server(s.url.rstrip("/"), s.model)
+        prompts, count_tokens, source = _prompts(s, rec)  # a bad --prompts fails before a server starts
+        rec.settings["prompt_source"] = source
         url, model, pids = _server(s, rec, rid, stack, rep)
         rec.url = url
-        prompts, count_tokens, source = _prompts(s, rec)
-        rec.settings["prompt_source"] = source
         window = stack.enter_context(_window(s, pids, rec))
         window.measure_idle(s.idle_s, "server loaded and idle", rep)
         rec.energy = window.run_info()
@@ -143,20 +171,20 @@ def run_serve(s: ServeSettings, progress: Reporter | None = None, *, log: Callab
 
 def _server(s: ServeSettings, rec: ServeRecord, rid: str, stack: contextlib.ExitStack, rep: Reporter):
     """``(base url, model name for requests, pids the estimate meter follows)``; launches the
-    server when asked (stopped when ``stack`` closes), else checks the given one answers."""
+    server when asked (stopped when ``stack`` closes)."""
     from e3bench.results import store
 
     if s.launch:
         port = launcher.pick_port(s.port)
         argv, model = launcher.command(s.launch, s.model, port, device=s.device)
+        argv = [*argv, *s.server_args]  # e.g. --continuous-batching for transformers serve
         log_path = store.run_dir(s.output_dir, s.sweep) / "logs" / f"{rid}-server.log"
         with rep.stage(f"starting the server ({s.launch} serve on 127.0.0.1:{port}; log {log_path})"):
             server = stack.enter_context(launcher.launched(argv, model, port, log_path,
                                                            ready_timeout_s=s.ready_timeout_s))  # fmt: skip
         rec.launch = {"kind": s.launch, **server.info()}
         return server.url, model, [server.pid]
-    url = (s.url or "").rstrip("/")
-    check_server(url, s.model)
+    url = (s.url or "").rstrip("/")  # checked by check_server before the prompts
     return url, s.model, [s.server_pid] if s.server_pid else []
 
 
@@ -207,7 +235,7 @@ def _tokenizer(s: ServeSettings, rec: ServeRecord):
         from e3bench.backends.models import local_path, resolve
 
         path, _ = local_path(resolve(s.model))
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)  # a tokenizer never needs custom code here
     except Exception as exc:  # noqa: BLE001 - any failure means: no tokenizer, said so
         rec.warnings.append(f"no tokenizer for '{s.model}' ({type(exc).__name__}): token counts are the server's "
                             "usage, prompts are synthetic words")  # fmt: skip

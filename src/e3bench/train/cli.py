@@ -58,7 +58,7 @@ def command(fn: Callable[..., None], make_reporter: Callable[[bool], Reporter] |
 
 def finetune(
     model: str = typer.Option(..., "--model", "-m", help="alias, HF id, local model dir or .gguf file"),
-    task: str = typer.Option("boolq", "--task", help="boolq | copa | arc_easy | openbookqa | hellaswag"),
+    task: str = typer.Option("boolq", "--task", help="boolq | copa | rte | cb | wic | wsc | multirc (SuperGLUE) | arc_easy | openbookqa | hellaswag"),
     train_file: str | None = typer.Option(None, "--train-file", help="JSONL {query, choices, gold} to train on"),
     eval_file: str | None = typer.Option(None, "--eval-file", help="JSONL {query, choices, gold} to evaluate on"),
     mode: str = typer.Option("lora", "--mode", help="lora | full"),
@@ -138,7 +138,7 @@ def train(
     idle_seconds: float = typer.Option(2.0, "--idle-seconds"),
     cpu_tdp_w: float | None = typer.Option(None, "--cpu-tdp-w"),
     region: str | None = typer.Option(None, "--region"),
-    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads"),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads (default on CPU: usable cores − 1)"),
     output_dir: str = typer.Option("results", "--output-dir", "-o"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip loss_curves.png"),
     seeds: int = typer.Option(1, "--seeds", help="runs per configuration (seed, seed+1, ...), interleaved; "
@@ -181,6 +181,13 @@ def format_finetune(r, width: int | None = None) -> str:
         f"  accuracy final {num(r.final_accuracy, '.3f')} best {num(r.best_accuracy, '.3f')} "
         f"(majority class {r.data.get('majority_class_accuracy', float('nan')):.3f})",
     ]
+    if r.evals and r.evals[-1].metrics:
+        lines.append("  final " + ", ".join(f"{k} {v:.3f}" for k, v in r.evals[-1].metrics.items()))
+    m = r.vs_majority
+    if m is not None:
+        lines.append(f"  accuracy − majority class = {m.margin:+.3f} (95% CI {m.ci95_low:+.3f} to {m.ci95_high:+.3f}; "
+                     f"{'above the majority class' if m.clear else 'not clearly above the majority class'}; "
+                     f"{m.which}, {m.n_items} items, Wilson interval)")  # fmt: skip
     if r.memory:
         lines.append(
             f"  peak RSS {r.memory.peak_rss_bytes / 2**20:,.0f} MiB"
@@ -220,6 +227,7 @@ def format_suite(record) -> str:
         out.append(
             f"{r['config']:<14} {r['status']:<9} {num(r['final_val_loss'], '.3f'):>9} {num(r['delta'], '+.3f'):>9} "
             f"{num(r['tokens_per_s'], ',.0f'):>9} {num(r['opt_state_kib'], ',.0f'):>9} {num(r['energy_j'], ',.1f'):>9}"
+            + (f"  claims: {r['claims']}" if r.get("claims") else "")
         )
     return "\n".join(out)
 

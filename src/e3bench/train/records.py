@@ -97,6 +97,25 @@ class EvalPoint(BaseModel):
     n_items: int
     eval_s: float
     eval_energy_j: float | None = None
+    #: the task's standard metrics beside accuracy (CB ``f1``; MultiRC ``f1a``, ``em``), fractions
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class MajorityMargin(BaseModel):
+    """How far an accuracy is above the majority-class rate of the same held-out items:
+    ``margin = accuracy - majority_class_accuracy`` with a 95 % interval (the Wilson score
+    interval of the accuracy over ``n_items``, minus the majority rate, which is fixed by the
+    items); ``clear`` when the whole interval is above zero."""
+
+    which: str  # which evaluation (e.g. "final evaluation, step 300")
+    accuracy: float
+    majority_class_accuracy: float
+    n_items: int
+    margin: float
+    ci95_low: float
+    ci95_high: float
+    clear: bool
+    method: str
 
 
 class TargetResult(BaseModel):
@@ -160,6 +179,8 @@ class FinetuneRecord(BaseModel):
     evals: list[EvalPoint] = []
     final_accuracy: float | None = None
     best_accuracy: float | None = None
+    #: the final evaluation's accuracy against the majority class, with a CI (did it learn?)
+    vs_majority: MajorityMargin | None = None
     target: TargetResult | None = None
     memory: MemoryFigures | None = None
     energy: EnergyRun | None = None  # meter, why it was chosen, idle baseline

@@ -28,6 +28,7 @@ _MC = "e3bench.evals.tasks.multiple_choice"
 _GEN = "e3bench.evals.tasks.generative"
 _PC = "e3bench.evals.tasks.partial_context"
 _SC = "e3bench.evals.tasks.single_continuation"
+_SG = "e3bench.evals.tasks.superglue"
 # name: (module:Class, default options, one-line description, aliases)
 _BUILTIN: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
     ("mmlu", f"{_MC}:MMLU", {}, "MMLU, 57 subjects, 0-shot (lm-eval prompt)", ()),
@@ -51,6 +52,8 @@ _BUILTIN: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
     ("cb", f"{_MC}:CB", {}, "SuperGLUE CB validation, acc / f1 (hub aps/super_glue cb)", ()),
     ("wic", f"{_MC}:WiC", {}, "SuperGLUE WiC validation, acc (hub aps/super_glue wic)", ()),
     ("wsc", f"{_MC}:WSC", {}, "SuperGLUE WSC validation, acc (hub aps/super_glue wsc.fixed)", ()),
+    ("multirc", f"{_SG}:MultiRC", {}, "SuperGLUE MultiRC validation, acc / f1a / em (hub aps/super_glue multirc)", ()),
+    ("record", f"{_SG}:ReCoRD", {}, "SuperGLUE ReCoRD validation, f1 / em (hub aps/super_glue record)", ()),
     ("winogrande", f"{_PC}:Winogrande", {}, "WinoGrande validation, partial-context acc (hub allenai/winogrande xl)", ()),
     ("lambada_openai", f"{_SC}:LambadaOpenAI", {}, "LAMBADA OpenAI test: greedy-match acc, perplexity (hub EleutherAI/lambada_openai)",
      ()),

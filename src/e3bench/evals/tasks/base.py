@@ -205,17 +205,6 @@ def mc_score(
     return mean_score(task, rows, metrics, details)
 
 
-def macro_f1(golds: Sequence[int], preds: Sequence[int], n_classes: int) -> float:
-    """Mean over the classes of each class's binary F1 (lm-eval's CB ``f1``: scikit-learn's
-    ``f1_score`` per class, 0 for a class neither predicted nor gold)."""
-    f1s = []
-    for c in range(n_classes):
-        tp = sum(g == c and p == c for g, p in zip(golds, preds, strict=True))
-        wrong = sum((g == c) != (p == c) for g, p in zip(golds, preds, strict=True))
-        f1s.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
-    return mean(f1s)
-
-
 def bootstrap_stderr(stat, items: Sequence, *, iters: int = 1000, seed: int = 1234) -> float:
     """Standard deviation of ``stat`` over ``iters`` resamples of ``items`` with replacement
     (seeded; for aggregates that are not means, e.g. F1); NaN for fewer than 2 items."""

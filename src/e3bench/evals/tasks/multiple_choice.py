@@ -41,13 +41,13 @@ from e3bench.evals.data import (
     validate_rows,
 )
 from e3bench.core.errors import E3Error
+from e3bench.evals.tasks.metrics import macro_f1
 from e3bench.evals.tasks.base import (
     MCItem,
     bootstrap_stderr,
     check_backend,
     user_file,
     limit_details,
-    macro_f1,
     mc_score,
     mean,
     mean_stderr,

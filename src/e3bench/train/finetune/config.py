@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from e3bench.core import ids
 
 #: tasks with a built-in data mapping (``--task``); anything else comes from --train-file
-FT_TASKS = ("boolq", "copa", "arc_easy", "openbookqa", "hellaswag")
+FT_TASKS = ("boolq", "copa", "rte", "cb", "wic", "wsc", "multirc", "arc_easy", "openbookqa", "hellaswag")
 
 #: the fields that define the checkpoint a ``--resume`` continues (and the config hash)
 IDENTITY_FIELDS = (

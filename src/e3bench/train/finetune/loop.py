@@ -69,13 +69,17 @@ class FinetuneLoop:
         scores, n_tok, gold = self.scorer.scores(self.model, rows)
         return torch.nn.functional.cross_entropy(scores, gold), n_tok
 
-    def evaluate(self) -> tuple[float, float, float]:
-        """(accuracy, mean cross-entropy, seconds) on the held-out items, metered as "eval"."""
+    def evaluate(self) -> tuple[float, float, float, dict[str, float]]:
+        """(accuracy, mean cross-entropy, seconds, the task's other standard metrics: CB's
+        macro-F1, MultiRC's F1a and EM, :func:`e3bench.evals.tasks.metrics.task_metrics`) on the
+        held-out items, metered as "eval"."""
         import torch
+
+        from e3bench.evals.tasks.metrics import task_metrics
 
         model = self.model
         model.eval()
-        correct, loss_sum = 0, 0.0
+        loss_sum, preds = 0.0, []
         n = max(self._bs, 16)
         shown = self.progress.stage(f"evaluating at step {self.state.step}", total=len(self._eval_sorted))
         if self.state.evals:  # the same items as the previous evaluation: its duration is the ETA
@@ -86,10 +90,13 @@ class FinetuneLoop:
                 rows = self._eval_sorted[i : i + n]
                 scores, _, gold = self.scorer.scores(model, rows)
                 loss_sum += float(torch.nn.functional.cross_entropy(scores, gold, reduction="sum"))
-                correct += int((scores.argmax(-1) == gold).sum())
+                preds.extend(int(p) for p in scores.argmax(-1).tolist())
                 shown.advance(len(rows))
         model.train()
-        return correct / len(self.data.eval), loss_sum / len(self.data.eval), clock() - t
+        scored = [{**r, "pred": p} for r, p in zip(self._eval_sorted, preds, strict=True)]
+        correct = sum(int(r["pred"]) == int(r["gold"]) for r in scored)
+        n_items = len(self.data.eval)
+        return correct / n_items, loss_sum / n_items, clock() - t, task_metrics(self.cfg.task, scored)
 
     def train_energy(self) -> tuple[float | None, float | None]:
         """Cumulative training energy over all sessions (basis, gross), joules."""
@@ -104,7 +111,7 @@ class FinetuneLoop:
         """Evaluate and append the point (cumulative training figures) to the state."""
         st = self.state
         e_before = self.energy.total_j("eval")[0]
-        acc, loss, eval_s = self.evaluate()
+        acc, loss, eval_s, metrics = self.evaluate()
         e_after = self.energy.total_j("eval")[0]
         energy, gross = self.train_energy()
         point = EvalPoint(
@@ -112,12 +119,13 @@ class FinetuneLoop:
             train_time_s=st.train_time_s, wall_time_s=st.wall_time_s + eval_s,
             train_energy_j=energy, train_energy_gross_j=gross,
             accuracy=acc, eval_loss=loss, n_items=len(self.data.eval), eval_s=eval_s,
-            eval_energy_j=None if e_before is None or e_after is None else e_after - e_before,
+            eval_energy_j=None if e_before is None or e_after is None else e_after - e_before, metrics=metrics,
         )  # fmt: skip
         st.wall_time_s += eval_s
         st.evals.append(point)
+        extra = "".join(f", {k} {v:.3f}" for k, v in metrics.items())
         self.progress(
-            f"step {point.step}: eval accuracy {acc:.3f} (loss {loss:.3f}), {point.tokens_seen:,} tokens, "
+            f"step {point.step}: eval accuracy {acc:.3f}{extra} (loss {loss:.3f}), {point.tokens_seen:,} tokens, "
             f"{point.train_time_s:.1f} s training"
             + (f", {point.train_energy_j:.1f} J" if point.train_energy_j is not None else "")
         )

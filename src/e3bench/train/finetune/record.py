@@ -15,7 +15,7 @@ from e3bench.train.finetune.loop import FinetuneLoop
 from e3bench.train.finetune.model import Loaded
 from e3bench.train.finetune.scorer import PROMPT_SUFFIX
 from e3bench.train.finetune.state import TrainerState
-from e3bench.train.records import EvalPoint, FinetuneRecord, MemoryFigures, TargetResult
+from e3bench.train.records import EvalPoint, FinetuneRecord, MajorityMargin, MemoryFigures, TargetResult
 from e3bench.train.shared.step import stats
 
 
@@ -79,6 +79,7 @@ def build(loop: FinetuneLoop, setup: Setup, *, status: str, error: str | None, m
         evals=evals,
         final_accuracy=evals[-1].accuracy if evals else None,
         best_accuracy=max(e.accuracy for e in evals) if evals else None,
+        vs_majority=margin_over_majority(evals[-1], loop.data.info["majority_class_accuracy"]) if evals else None,
         target=target_result(cfg.target_accuracy, evals, st),
         memory=memory,
         energy=energy.window_.run_info(),
@@ -133,3 +134,20 @@ def target_result(target: float, evals: list[EvalPoint], st: TrainerState) -> Ta
             + (f", {res.budget_energy_j:.1f} J" if res.budget_energy_j is not None else "")
         )
     return res
+
+
+def margin_over_majority(point: EvalPoint, majority: float) -> MajorityMargin:
+    """``point``'s accuracy minus the majority-class rate of the same items, with the 95 %
+    Wilson score interval of the accuracy (:func:`e3bench.core.timing.wilson_interval`) shifted
+    by that fixed rate. The final evaluation is used, not the best one: picking the best of
+    several evaluations on the same items would bias the margin upwards."""
+    from e3bench.core.timing import wilson_interval
+
+    low, high = wilson_interval(point.accuracy, point.n_items)
+    return MajorityMargin(
+        which=f"evaluation at step {point.step}", accuracy=point.accuracy, majority_class_accuracy=majority,
+        n_items=point.n_items, margin=point.accuracy - majority, ci95_low=low - majority, ci95_high=high - majority,
+        clear=low - majority > 0,
+        method=f"95 % Wilson score interval of the accuracy over {point.n_items} held-out items, minus the "
+               "majority-class rate of the same items (fixed by the items)",
+    )  # fmt: skip

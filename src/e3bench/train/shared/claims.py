@@ -14,6 +14,11 @@ Forms: ``C ±T`` (range C−T..C+T), ``A..B``, ``< X`` / ``<= X`` / ``> X`` / ``
 metrics are written in % (change against the baseline), delta metrics without %, absolute
 metrics in their unit (% optional where the unit is %).
 
+**Reference.** Ratio and delta claims compare with the suite's baseline, or with the
+configuration named after ``vs`` (``backward_time_ms = "< 0% vs mtp_only"``): the run that
+differs from this one only by the technique the claim is about. A reference that was not run
+leaves the claim INCONCLUSIVE, saying which file to add.
+
 **Measured value and uncertainty.** With ``--seeds N`` every configuration runs once per seed
 (configurations interleaved seed by seed), each run is compared with the baseline run of the
 same round, and the value is the mean over seeds ± the 95% Student-t half-width of the mean.
@@ -112,6 +117,7 @@ _NUM = r"([+-]?\d+(?:\.\d+)?)"
 _PLUSMINUS = re.compile(rf"^{_NUM}\s*(%?)\s*(?:±|\+-|\+/-)\s*(\d+(?:\.\d+)?)\s*(%?)$")
 _RANGE = re.compile(rf"^{_NUM}\s*(%?)\s*\.\.\s*{_NUM}\s*(%?)$")
 _SIDED = re.compile(rf"^(<=|>=|<|>)\s*{_NUM}\s*(%?)$")
+_VS = re.compile(r"^(.*?)\s+vs\s+([A-Za-z0-9_.-]+)$")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class Claim:
     lo: float
     hi: float
     strict: bool = False  # "<" / ">": the bound itself is excluded
+    ref: str | None = None  # "vs NAME": the configuration compared with (None: the baseline)
 
     def asserts_effect(self) -> bool:
         """True when the claim excludes "no difference" (0) — for ratio and delta metrics."""
@@ -152,6 +159,12 @@ def parse_claim(metric: str, text: str) -> Claim:
     strict = False
     fix = 'write "C ±T", "A..B", "< X" or ">= X"' + (" with % (change against the baseline)"
                                                      if m.mode == "ratio" else "")  # fmt: skip
+    ref = None
+    if mt := _VS.match(s):
+        s, ref = mt[1].strip(), mt[2]
+        if m.mode == "absolute":
+            raise E3Error(f"claims.{metric} = \"{text}\": {metric} is this configuration's own value, "
+                          "compared with no other configuration", "drop the 'vs ...'")  # fmt: skip
     if mt := _PLUSMINUS.match(s):
         c, p1, t, p2 = float(mt[1]), mt[2], float(mt[3]), mt[4]
         lo, hi, pcts = c - t, c + t, [p1, p2]
@@ -169,7 +182,7 @@ def parse_claim(metric: str, text: str) -> Claim:
         raise E3Error(f"claims.{metric} = \"{text}\": {metric} is compared as a % change against the baseline", fix)
     if has_pct and m.unit != "%":
         raise E3Error(f"claims.{metric} = \"{text}\": {metric} is in {m.unit}, not %", "drop the %")
-    return Claim(metric, s, lo, hi, strict)
+    return Claim(metric, text.strip(), lo, hi, strict, ref)
 
 
 def verdict(claim: Claim, measured: float | None, u: float | None) -> tuple[str, str]:
@@ -185,6 +198,20 @@ def verdict(claim: Claim, measured: float | None, u: float | None) -> tuple[str,
     if hi_i < claim.lo or lo_i > claim.hi:
         return NOT_SUPPORTED, "measured interval outside the claimed range"
     return INCONCLUSIVE, "outside the claimed range, but within noise of it"
+
+
+def missing_references(specs) -> list[str]:
+    """One line per claim of ``specs`` (suite configurations) whose ``vs`` reference is not among
+    them: said before training, since the claim will be INCONCLUSIVE."""
+    names = {s.name for s in specs}
+    out = []
+    for s in specs:
+        for metric, text in s.claims.items():
+            ref = parse_claim(metric, text).ref
+            if ref and ref not in names:
+                out.append(f"claim {s.name}: {metric} = \"{text}\" compares with '{ref}', which is not in this "
+                           f"suite: it will be INCONCLUSIVE (add {ref}'s TOML file to judge it)")
+    return out
 
 
 def _raw(metric: str, c, base, compare: Callable[[Any, Any], dict]) -> float | None:
@@ -235,23 +262,29 @@ def judge(configs: list, base_name: str, compare: Callable[[Any, Any], dict]) ->
     by_name: dict[str, list] = {}
     for c in configs:
         by_name.setdefault(c.name, []).append(c)
-    base_runs = by_name.get(base_name, [])  # round j of a config is paired with round j of the baseline
     rows = []
     for name, runs in by_name.items():
         claims = (runs[0].spec or {}).get("claims") or {}
         for metric, text in claims.items():
             claim = parse_claim(metric, text)
             m = METRICS[metric]
+            ref = claim.ref or base_name
+            base_runs = by_name.get(ref, [])  # round j of a config is paired with round j of its reference
             row: dict[str, Any] = {"config": name, "metric": metric, "claim": claim.text, "direction": claim.direction,
-                                   "unit": m.unit if m.mode != "delta" else m.unit, "mode": m.mode}  # fmt: skip
+                                   "unit": m.unit, "mode": m.mode, "reference": ref}  # fmt: skip
             values, noise, notes, upper = [], [], [], []
+            if m.mode != "absolute" and not base_runs:
+                notes.append(f"reference configuration '{ref}' was not run in this suite (add its TOML file)")
             for j, r in enumerate(runs):
                 if r.status != "ok":
                     notes.append(f"seed {r.seed}: {r.status}")
                     continue
                 base = base_runs[j] if j < len(base_runs) and base_runs[j].status == "ok" else None
-                if m.mode != "absolute" and (base is None or name == base_name):
-                    notes.append("the baseline is the reference" if name == base_name else f"no baseline run for seed {r.seed}")
+                if m.mode != "absolute" and (base is None or name == ref):
+                    if name == ref:
+                        notes.append("the configuration is its own reference")
+                    elif base_runs:
+                        notes.append(f"no ok run of '{ref}' for seed {r.seed}")
                     continue
                 if m.timed and m.mode != "absolute":
                     lc, lb = _load(r), _load(base)
@@ -278,8 +311,10 @@ def judge(configs: list, base_name: str, compare: Callable[[Any, Any], dict]) ->
             if meas is None and upper:
                 meas, u = max(upper), _one_run_noise(metric, runs[0], runs[0])
                 v_ = NOT_SUPPORTED if meas + u < claim.lo else INCONCLUSIVE
-                why = (f"never reached {base_name}'s final validation loss within its budget: efficiency "
+                why = (f"never reached {ref}'s final validation loss within its budget: efficiency "
                        f"below {meas:+.0f} %")  # fmt: skip
+                row["bound"] = "upper"  # measured is an upper bound, over len(upper) runs
+                values = upper
             if meas is None and not notes and m.value is not None and metric == "gpu_utilization":
                 notes.append("NVML utilization is sampled on CUDA only")
             row.update(measured=meas, uncertainty=u, seeds=len(values), verdict=v_,

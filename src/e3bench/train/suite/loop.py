@@ -194,7 +194,8 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
         for seg_end in segments(0, steps, spec.train.eval_every):
             with energy.window(bucket_train):
                 if it is None:
-                    it = iter(loader)  # worker start-up counts as training energy
+                    with data.quiet_worker_check():
+                        it = iter(loader)  # worker start-up counts as training energy
                 step.start_clock()
                 while n < seg_end:
                     block = next(it).to(device, non_blocking=True)
@@ -245,6 +246,7 @@ def _train(spec: TrainSpec, tok, energy: EnergyTotals, *, device: str, progress:
 def _figures(res: ConfigResult, spec: TrainSpec, step_s: list[float], tokens_per_step: int, opt: Any,
              norms: GradNorms, last_aux: float | None, energy: EnergyTotals) -> None:  # fmt: skip
     """Fill the result's speed, loss, optimizer-state, gradient and energy figures."""
+    from e3bench.train.suite import data
     res.steps = len(step_s)
     res.tokens = res.steps * tokens_per_step
     res.train_time_s = sum(step_s)
@@ -261,6 +263,8 @@ def _figures(res: ConfigResult, spec: TrainSpec, step_s: list[float], tokens_per
     res.grad_norm = norms.summary()
     res.train_energy = energy.summary(f"{spec.name}/train", tokens=res.tokens, samples=res.steps * spec.data.batch_size)
     res.eval_energy = energy.summary(f"{spec.name}/eval")
+    if w := data.workers_warning(spec.data.num_workers):
+        res.warnings.append(w)
     if spec.data.num_workers and res.train_energy.sensor == "tdp-model":
         res.warnings.append(
             "the estimate meter models this process's CPU time only: the DataLoader worker processes' "

@@ -170,8 +170,9 @@ def _claim_value(r: dict, key: str) -> str:
     if v is None:
         return "–"
     unit = r.get("unit")
+    below = "< " if key == "measured" and r.get("bound") == "upper" else ""  # never reached: a bound
     if r.get("mode") == "ratio":
-        return f"{v:+.1f} %" if key == "measured" else f"±{v:.1f} %"
+        return f"{below}{v:+.1f} %" if key == "measured" else f"±{v:.1f} %"
     fmt = ".3f" if unit == "nats" else ".1f"
     return (f"{v:{'+' if r.get('mode') == 'delta' else ''}{fmt}}" if key == "measured" else f"±{v:{fmt}}") + (
         f" {unit}" if unit not in ("count",) else "")  # fmt: skip
@@ -190,8 +191,9 @@ def claims_section(record: SuiteRecord) -> list[str]:
                    f"| {_claim_value(r, 'uncertainty')} | {r.get('seeds', 0)} | **{r['verdict']}** | {_esc(r.get('why', ''))} |")  # fmt: skip
     n = {v: sum(r["verdict"] == v for r in record.claims) for v in ("SUPPORTED", "NOT SUPPORTED", "INCONCLUSIVE")}
     out += ["", (f"{n['SUPPORTED']} supported, {n['NOT SUPPORTED']} not supported, {n['INCONCLUSIVE']} inconclusive. "
-                 f"Ratio metrics: % change against `{record.baseline}` (run of the same round); delta: difference; "
-                 f"otherwise the configuration's own value. Seeds run: {', '.join(map(str, record.seeds))}"
+                 f"Ratio metrics: % change against `{record.baseline}` (run of the same round), or against the "
+                 f"configuration a claim names after `vs`; delta: difference; otherwise the configuration's own "
+                 f"value; `<` before a value: an upper bound. Seeds run: {', '.join(map(str, record.seeds))}"
                  + ("" if len(record.seeds) > 1 else " (one seed: uncertainty is each metric's one-run noise; "
                     "`--seeds 3` measures it)") + ". Time and energy are compared only between runs whose load from "
                  "other processes differs by ≤ 0.5 cores (recorded below)."), ""]  # fmt: skip

@@ -245,7 +245,8 @@ def load_spec(path: str | Path, sets: Sequence[str] = ()) -> TrainSpec:
 def check_combination(spec: TrainSpec, where: str) -> None:
     """Raise :class:`E3Error` (one line naming the keys) for settings that cannot combine:
     both Collider settings, ``galore2_projection`` without ``muon8bit``, a GaLore rank cap that
-    leaves rank 0 on this model's matrices, or a claim on a feature the configuration lacks."""
+    leaves rank 0 on this model's matrices, a claim on a feature the configuration lacks, or a
+    claim whose ``vs`` reference is the configuration itself."""
     t, o, m = spec.train, spec.optim, spec.model
     if t.collider_threshold is not None and t.collider_sparsity is not None:
         raise E3Error(f"{where}: train.collider_threshold and train.collider_sparsity cannot combine",
@@ -262,9 +263,12 @@ def check_combination(spec: TrainSpec, where: str) -> None:
                 "raise optim.galore_rank_cap or the model's dimensions",
             )
     filters = t.collider_threshold is not None or t.collider_sparsity is not None
-    from e3bench.train.shared.claims import METRICS
+    from e3bench.train.shared.claims import METRICS, parse_claim
 
-    for metric in spec.claims:
+    for metric, text in spec.claims.items():
+        if parse_claim(metric, text).ref == spec.name:
+            raise E3Error(f"{where}: claims.{metric} = \"{text}\" compares {spec.name} with itself",
+                          "name another configuration after 'vs', or drop the 'vs ...' (the baseline)")  # fmt: skip
         need = METRICS[metric].needs
         if need == "collider" and not filters:
             raise E3Error(f"{where}: claims.{metric} needs Collider (train.collider_threshold or train.collider_sparsity)",
