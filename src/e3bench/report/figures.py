@@ -77,6 +77,9 @@ class Panel:
     y_label: str
     marks: list[Mark]
     log_x: bool = False
+    #: a line joins its points in the order of ``marks`` (load order: a latency–throughput curve,
+    #: which may turn back when the achieved rate falls at a higher load), not sorted by x
+    in_order: bool = False
 
 
 @dataclass

@@ -77,9 +77,14 @@ def _traces(p: Panel, axis: str, legend: bool) -> list[dict]:
                         "x": [_r(m.y.estimate) for m in ms], "y": [html.escape(str(m.cat)) for m in ms],
                         "error_x": _err([m.y for m in ms])})  # fmt: skip
         elif p.kind == "line":
-            ms = sorted(ms, key=lambda m: m.cat)
-            out.append({**t, "type": "scatter", "mode": "lines+markers", "line": {"color": colour},
-                        "x": [m.cat for m in ms], "y": [_r(m.y.estimate) for m in ms], "error_y": _err([m.y for m in ms])})  # fmt: skip
+            ms = ms if p.in_order else sorted(ms, key=lambda m: m.cat)
+            t["text"] = [_hover(m) for m in ms]  # in the points' order (it was the marks' order before sorting)
+            if p.in_order:  # each point names its level; the hover text moves to hovertext
+                t = {**t, "hovertext": t["text"], "text": [html.escape(str(m.label)) for m in ms],
+                     "hovertemplate": "%{hovertext}<extra></extra>", "textposition": "top center"}  # fmt: skip
+            out.append({**t, "type": "scatter", "mode": "lines+markers+text" if p.in_order else "lines+markers",
+                        "line": {"color": colour}, "x": [m.cat for m in ms], "y": [_r(m.y.estimate) for m in ms],
+                        "error_y": _err([m.y for m in ms])})  # fmt: skip
         elif p.kind == "scatter":
             out.append({**t, "type": "scatter", "mode": "markers",
                         "marker": {"color": colour, "size": 5 if len(p.marks) > 200 else 9, "opacity": 0.8},

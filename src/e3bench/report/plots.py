@@ -91,9 +91,14 @@ def _bar(ax, p: Panel, colours, legend: bool = True) -> None:
 
 def _line(ax, p: Panel, colours) -> None:
     for s, c in colours.items():
-        ms = sorted((m for m in p.marks if m.series == s), key=lambda m: m.cat)
+        ms = [m for m in p.marks if m.series == s]
+        ms = ms if p.in_order else sorted(ms, key=lambda m: m.cat)
         ax.errorbar([m.cat for m in ms], [m.y.estimate for m in ms], yerr=_err([m.y for m in ms]), marker="o",
                     color=c, capsize=3, label=_text(s))  # fmt: skip
+        if p.in_order:  # each point names its level (load order is not x order)
+            for m in ms:
+                ax.annotate(_text(str(m.label)), (m.cat, m.y.estimate), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=c)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 

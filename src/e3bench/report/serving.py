@@ -201,22 +201,28 @@ def serving_figures(serving: Serving | None) -> list:
             if e.get("energy_per_request_j") is not None:
                 joules.append(Mark(lv["label"], f"{name} {kind}", point(e["energy_per_request_j"], lv["requests_ok"],
                                    f"{e.get('method')}, {e.get('basis')}"), cat=float(load)))  # fmt: skip
-    latency = [p for p in (Panel("line", "TTFT vs achieved rate", "achieved requests/s", "TTFT (ms)", lat["ttft_ms"]),
-                           Panel("line", "TPOT vs achieved rate", "achieved requests/s", "TPOT (ms)", lat["tpot_ms"]))
+    # points joined in load order (a saturated server's achieved rate can fall at a higher load:
+    # sorted by rate, the line ran c=1 → c=4 → c=2 and showed latency falling at the top)
+    latency = [p for p in (Panel("line", "TTFT vs achieved rate", "achieved requests/s", "TTFT (ms)", lat["ttft_ms"], in_order=True),
+                           Panel("line", "TPOT vs achieved rate", "achieved requests/s", "TPOT (ms)", lat["tpot_ms"], in_order=True))
                if p.marks]  # fmt: skip
     hows = {m.y.method for m in joules}  # "estimated, net": on the axis when every point has the same
     j_label = f"J/request ({hows.pop()})" if len(hows) == 1 else "J/request (see the table's energy_method)"
-    load = [p for p in (Panel("line", "Goodput vs load", "concurrency or offered requests/s", "share within SLOs", good),
-                        Panel("line", "Energy per request vs load", "concurrency or offered requests/s", j_label, joules))
+    # log x with the levels as ticks (1, 2, 4, 8 or 0.5, 1, 2), not 1.5 or 2.5 "users"
+    load = [p for p in (Panel("line", "Goodput vs load", "concurrency or offered requests/s", "share within SLOs", good,
+                              log_x=True),
+                        Panel("line", "Energy per request vs load", "concurrency or offered requests/s", j_label, joules,
+                              log_x=True))
             if p.marks]  # fmt: skip
     # two figures of two panels: four side by side (each with its legend) left each plot a sliver
     out = []
     if latency:
         out.append(Figure("serving_latency", "Serving under load: latency vs achieved request rate",
-                          "Points are load levels; p50 and p99 over each level's completed requests, from the client's "
+                          "Points are load levels, joined in load order; p50 and p99 over each level's completed requests, from the client's "
                           "clock; TPOT = (E2E − TTFT) / (output tokens − 1).", latency))  # fmt: skip
     if load:
-        out.append(Figure("serving_load", "Serving under load: goodput and energy per request vs load",
+        title = "Serving under load: goodput and energy per request vs load" if len(load) > 1 else "Serving under load"
+        out.append(Figure("serving_load", title,
                           "Points are load levels (closed loop: concurrency; open loop: offered rate); goodput = share "
                           "of sent requests within every SLO, with its Wilson 95 % interval; J/request from each level's "
                           "metered window (basis: energy_method in the table).", load))  # fmt: skip
