@@ -1,7 +1,8 @@
 """Evaluation speed: lm-evaluation-harness (its ``hf`` model) vs e3bench's own scoring, same model
 object, same items, one process.
 
-    python benchmarks/eval_speed.py --n 120                # HellaSwag + MMLU, bundled SmolLM2-135M
+    python benchmarks/eval_speed.py                        # HellaSwag + MMLU, 200 items each, bundled SmolLM2-135M
+    python benchmarks/eval_speed.py --n 40 --threads 1     # a quick look
     python benchmarks/eval_speed.py --tasks mmlu_5shot --n 200
     python benchmarks/eval_speed.py --tasks winogrande,lambada_openai,piqa,arc_challenge --n 200
     python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 8
@@ -55,7 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="HF model directory (default: bundled SmolLM2-135M, converted once)")
     ap.add_argument("--data", default=os.environ.get("E3BENCH_DATA_DIR", "/work/shared/data"))
-    ap.add_argument("--n", type=int, default=120, help="items per task (default 120)")
+    ap.add_argument("--n", type=int, default=200, help="items per task (default 200; fewer for a quick look)")
     ap.add_argument("--tasks", default="hellaswag,mmlu",
                     help="hellaswag, mmlu, mmlu_5shot, winogrande, lambada_openai, piqa, arc_challenge (comma list)")
     ap.add_argument("--threads", type=int, default=None)

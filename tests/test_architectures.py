@@ -130,7 +130,7 @@ def _forward(latency: float, j_per_request: float) -> Efficiency:
 def _finetune(config_hash: str, model: str, arch_name: str, evals: list[tuple[int, float, float]], *, reached_at: int | None):
     """A fine-tuning record; ``evals``: (step, accuracy, cumulative training J), 40 items each,
     each evaluation 2 s and 4 J; 10 s of training per 10 steps."""
-    from e3bench.train.finetune.record import target_result
+    from e3bench.train.finetune.record import margin_over_majority, target_result
     from e3bench.train.finetune.state import TrainerState
     from e3bench.train.records import EvalPoint, FinetuneRecord
 
@@ -145,7 +145,8 @@ def _finetune(config_hash: str, model: str, arch_name: str, evals: list[tuple[in
                           method={}, data={}, trainable_parameters=10, total_parameters=1000, trainable_fraction=0.01,
                           steps=st.step, samples_seen=st.samples, tokens_seen=st.tokens, train_time_s=st.train_time_s,
                           train_tokens_per_s=1.0, train_samples_per_s=1.0, load_time_s=1.0, evals=pts,
-                          best_accuracy=max(a for _, a, _ in evals), target=target)  # fmt: skip
+                          best_accuracy=max(a for _, a, _ in evals), target=target,
+                          vs_majority=margin_over_majority(pts[-1], 0.625))  # fmt: skip
 
 
 def _comparison() -> tuple[ArchitecturesRecord, dict, dict]:
@@ -193,6 +194,10 @@ def test_section_values_come_from_the_records_the_comparison_names():
     cells = gen.cells()
     assert cells["weights"] == "random fixture" and cells["fine-tuned acc [95% CI]"].startswith("0.65 [")
     assert enc.cells()["weights"] == "pretrained" and enc.cells()["few-shot acc [95% CI]"] is None
+    # did it learn: the last evaluation (not the best) over the majority class, Wilson interval shifted
+    assert enc.vs_majority.estimate == pytest.approx(0.8 - 0.625) and enc.vs_majority.low == pytest.approx(0.6524 - 0.625, abs=1e-4)
+    assert enc.cells()["final − majority [95% CI]"] == "+0.175 [+0.027, +0.270]"
+    assert cells["final − majority [95% CI]"].startswith("+0.025 [-")  # 0.65 of 40: not clearly above
 
 
 def test_section_labels_fixtures_and_draws_three_figures(tmp_path):
@@ -244,6 +249,10 @@ def test_architectures_sweep_end_to_end_on_tiny_fixtures(tmp_path, tiny_models):
     fts = {json.loads(p.read_text())["config_hash"]: json.loads(p.read_text()) for p in (root / "finetune").glob("*.json")}
     ft = fts[comp.models[2].finetune_hashes["copa"]]
     assert rows[2]["fine-tuned acc [95% CI]"].startswith(f"{ft['best_accuracy']:.3g} [")
+    m = ft["vs_majority"]
+    from e3bench.report.tables import csv_safe  # a signed cell starts with + or -: formula-safe in the CSV
+
+    assert rows[2]["final − majority [95% CI]"] == csv_safe(f"{m['margin']:+.3f} [{m['ci95_low']:+.3f}, {m['ci95_high']:+.3f}]")
     assert float(rows[2]["fine-tune J (budget)"]) == pytest.approx(ft["target"]["budget_energy_j"])
     assert rows[0]["latency is"] == "forward, bs1" and rows[0]["few-shot acc [95% CI]"] == ""
     page = (root / "report" / "report.html").read_text()

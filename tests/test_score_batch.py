@@ -107,7 +107,7 @@ def test_the_task_record_says_which_batch_scored_it(tiny_models, tmp_path):
         (res,) = run_tasks(b, MeteredWindow.create("none"), cfg, run_id="r1")
         acc[size] = res.metrics["acc"]
         if size is None:
-            assert res.details["score_batch_size"] == ["1 (default on cpu)"]
+            assert res.details["score_batch_size"] == ["16 (default on cpu)"]
         else:
             (how,) = res.details["score_batch_size"]
             assert re.match(r"auto: 64 for inputs ≤ \d+ tokens", how)

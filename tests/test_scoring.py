@@ -264,26 +264,43 @@ def test_single_token_letter_choices_like_mmlu(decoder, batch_size):
     _assert_close(got, want)
 
 
-@pytest.mark.parametrize("batch_size", [1, 2])
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_choices_sharing_their_start_like_piqa(decoder, batch_size):
+    """Continuations that begin alike (PIQA's two solutions): the common start runs with the
+    context, each rest over its cache; one continuation may be the start of another."""
+    model, tok = decoder
+    reqs = []
+    for c in CONTEXTS:
+        for x in [" put the pan in the oven for ten minutes.", " put the pan in the fridge overnight.",
+                  " put the pan", " put the pan in the oven for ten minutes and wait."]:  # fmt: skip
+            reqs.append((c, x))
+    want = _naive_causal(model, tok, reqs)
+    _assert_close(_score(model, tok, reqs, batch_size=batch_size), want)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
 def test_few_shot_contexts_sharing_a_stem(decoder, batch_size, monkeypatch):
-    """Consecutive contexts with a long common stem (few-shot prompts) reuse its cache."""
+    """Contexts with a long common stem (few-shot prompts) compute it once and score the rest of
+    every context (one-suffix and many-suffix groups alike) over its cache."""
     import e3bench.backends.hf_scorer as sc
 
     model, tok = decoder
-    reused = []
-    real = sc._cropped_copy
-    monkeypatch.setattr(sc, "_cropped_copy", lambda c, n: reused.append(n) or real(c, n))
-    stem = "Question: what is two plus two? Answer: four. The quick brown fox jumps over the lazy dog.\n\n" * 2
+    stems = []
+    real = sc._stem_clusters
+    monkeypatch.setattr(sc, "_stem_clusters", lambda g: [c for c in real(g) if stems.append(c[0]) or True])
+    stem = "Question: what is two plus two? Answer: four. The quick brown fox jumps over the lazy dog.\n\n" * 4
     reqs = []
     for q in ["Energy is measured in", "Latency is the time", "A small language model"]:
         for x in [" A", " B", " joules", " tokens per second"]:
             reqs.append((stem + q, x))
         reqs.append((stem + q + " and", " C"))  # single-suffix group inside the stem run
+    reqs.append(("Unrelated", " context"))  # no stem: its own cluster
     want = _naive_causal(model, tok, reqs)
     got = _score(model, tok, reqs, batch_size=batch_size)
     _assert_close(got, want)
-    if batch_size == 1:
-        assert len(reused) >= 4 and min(reused) >= sc.MIN_STEM_TOKENS
+    shared = [s for s in stems if s]
+    assert len(shared) == 1 and len(shared[0]) >= sc.MIN_STEM_TOKENS
+    assert len(stems) == 2  # the stem cluster and the loose one
 
 
 def test_cuda_scoring_keeps_sdpa_off_cudnn():

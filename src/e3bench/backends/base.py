@@ -42,16 +42,25 @@ from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogL
 from e3bench.core.errors import E3Error
 from e3bench.core.host import resolve_threads
 
-#: Batches when none is given: on CPU one at a time (no padding, no attention masks, cache reuse
-#: across contexts — fastest in benchmarks/eval_speed.py on 2 cores); on accelerators 16,
-#: length-sorted.
+#: Generation batches when none is given: on CPU one at a time (padding only costs there); on
+#: accelerators 16, length-sorted.
 CPU_BATCH_SIZE = 1
 ACCEL_BATCH_SIZE = 16
+#: Log-likelihood scoring batches (contexts per forward pass, length-sorted, at most
+#: ``hf_scorer.DEFAULT_TOKEN_BUDGET`` padded tokens) when none is given, on every device: on the
+#: CPU too, a forward pass over 16 short contexts costs less per token than one at a time (the
+#: matrix products get more rows), and shared stems and prefixes are still computed once.
+SCORE_BATCH_SIZE = 16
 
 
 def default_batch_size(device: str) -> int:
-    """Requests per batch for scoring and task generation on ``device`` ("cpu", "cuda:0", ...)."""
+    """Requests per batch for task generation on ``device`` ("cpu", "cuda:0", ...)."""
     return CPU_BATCH_SIZE if str(device or "cpu").startswith("cpu") else ACCEL_BATCH_SIZE
+
+
+def default_score_batch_size(device: str) -> int:
+    """Contexts per log-likelihood scoring batch on ``device`` when none is given."""
+    return SCORE_BATCH_SIZE
 
 
 class NoOptions(BaseModel):
@@ -250,7 +259,7 @@ class BaseBackend:
         elif isinstance(want, int):
             n, how = want, f"{want} (--score-batch-size)"
         else:
-            n = default_batch_size(self.device)
+            n = default_score_batch_size(self.device)
             how = f"{n} (default on {str(self.device or 'cpu').partition(':')[0]})"
         self.score_batches_used[how] = self.score_batches_used.get(how, 0) + 1
         return n

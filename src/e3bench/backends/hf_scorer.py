@@ -9,11 +9,17 @@ Requests arrive tokenized and validated (:class:`e3bench.backends.base.BaseBacke
 * **Shared context is computed once** (causal): every request is split into a *prefix* (input
   tokens whose logits are not needed) and a *suffix* (the last ``len(cont)`` input tokens, whose
   logits score the continuation). Requests with the same prefix — the choices of one question —
-  form a group: the prefix runs once per group (only one position through the LM head), its
-  key/value cache is gathered for each distinct suffix, and the suffixes run as one batch. Identical
-  suffixes (MMLU's single-token " A".." D") run once.
-* **Batches are sorted by length** (longest first, as lm-eval) so padding stays small, and the LM
-  head + log-softmax run only over the positions that are scored.
+  form a group; identical suffixes (MMLU's single-token " A".." D") run once.
+* **Stems** (causal): prefixes in token order that share a long start (few-shot examples; at least
+  :data:`MIN_STEM_TOKENS`, where it saves :data:`MIN_STEM_SAVED` tokens) form a cluster whose
+  stem runs once; its key/value cache is repeated for every row of the cluster's batches.
+* **Two passes per batch** (causal): the *trunk* of each group (its prefix after the stem, plus
+  the common start of its suffixes — PIQA's solutions often share one; a one-suffix group's whole
+  input) runs as one right-padded pass over the stem's cache, the LM head only at the positions
+  that are scored; then every distinct rest of a suffix runs as one pass over its trunk's cache.
+* **Batches are sorted by length** (longest first, as lm-eval) so padding stays small; on the CPU
+  too (a pass over 16 short contexts costs less per token than 16 passes), see
+  :data:`~e3bench.backends.base.SCORE_BATCH_SIZE`.
 * Encoder-decoder models run the encoder once per distinct context and the decoder on every
   continuation of that context in one batch.
 
@@ -28,7 +34,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from e3bench.backends.base import default_batch_size
+from e3bench.backends.base import default_score_batch_size
 from e3bench.backends.hfcache import cache_kw, cache_of
 from e3bench.backends.tokenization import Encoded, split_causal, truncate_seq2seq
 from e3bench.core.api import LogLik
@@ -63,14 +69,15 @@ def hf_loglikelihood_tokens(
 
     ``architecture``: "decoder-only" or "encoder-decoder". ``strategy``: "shared-prefix"
     (default; one pass per distinct context) or "full" (every request is its own full sequence,
-    as lm-eval does it; kept as a reference). ``batch_size`` None: 1 on CPU, 16 on accelerators.
+    as lm-eval does it; kept as a reference). ``batch_size`` None:
+    :func:`~e3bench.backends.base.default_score_batch_size`.
     """
     import torch
 
     if strategy not in ("shared-prefix", "full"):
         raise ValueError(f"unknown scoring strategy '{strategy}' (use 'shared-prefix' or 'full')")
     if batch_size is None:
-        batch_size = default_batch_size(str(device))
+        batch_size = default_score_batch_size(str(device))
     results: list[LogLik | None] = [None] * len(requests)
     with torch.inference_mode(), _no_cudnn_attention(device):
         if architecture == "encoder-decoder":
@@ -147,49 +154,69 @@ def _batches(groups: list, padded, real, batch_size: int, token_budget: int, max
 
 
 def _score_causal(model, reqs: list[_Req], results, device, batch_size, token_budget) -> None:
-    accepts = _forward_kwargs(model)
-    keep_ok = "logits_to_keep" in accepts
-
-    # group by prefix; inside a group, distinct suffixes are the rows to run
+    """Group requests by prefix (the choices of one question), cluster groups by a shared stem
+    (few-shot examples), and run each cluster's groups in length-sorted batches: the stem once,
+    each batch's trunks (prefix after the stem; a one-suffix group's whole input) as one padded
+    pass over the stem's cache, then every distinct suffix of the multi-suffix groups as one pass
+    over the trunk's cache."""
+    keep_ok = "logits_to_keep" in _forward_kwargs(model)
     groups: dict[tuple[int, ...], dict[tuple[int, ...], list[_Req]]] = {}
     for r in reqs:
         groups.setdefault(r.prefix, {}).setdefault(r.suffix, []).append(r)
-    if batch_size <= 1 and keep_ok:
-        _score_causal_sequential(model, groups, results, device)
-        return
-    # longest first (prefix, then longest suffix), deterministic tie-break
-    order = sorted(
-        groups.items(),
-        key=lambda kv: (-len(kv[0]), -max(len(s) for s in kv[1]), kv[0]),
-    )
-    # A group with one distinct suffix (MMLU's " A".." D" all score the logits after the same
-    # input) needs no cache: one pass over prefix + suffix, LM head on the last len(suffix) only.
-    single = [g for g in order if len(g[1]) == 1]
-    multi = [g for g in order if len(g[1]) > 1]
-    if not keep_ok:  # cannot restrict the LM head: run singles through the generic path
-        multi, single = order, []
-    with_prefix = [g for g in multi if len(g[0]) > 0]
-    flat = [((), {pfx + sfx: rows}) for pfx, sub in single + [g for g in multi if not g[0]] for sfx, rows in sub.items()]
-    flat.sort(key=lambda g: (-len(next(iter(g[1]))), next(iter(g[1]))))
-
-    def padded(batch) -> int:
-        p = max(len(pfx) for pfx, _ in batch)
-        s = max(len(sfx) for _, rows in batch for sfx in rows)
-        n_rows = sum(len(rows) for _, rows in batch)
-        return len(batch) * p + n_rows * s
-
-    def real(batch) -> int:
-        return sum(len(pfx) + sum(len(sfx) for sfx in rows) for pfx, rows in batch)
-
-    for batch in _batches(with_prefix, padded, real, batch_size, token_budget):
-        _run_prefix_batch(model, batch, results, device, {"logits_to_keep": 1} if keep_ok else {})
-    for batch in _batches(flat, padded, real, max(batch_size, 1), token_budget):
-        _run_rows(model, batch, results, device, None, None, None, keep_ok=keep_ok)
+    for stem, members in _stem_clusters(groups):
+        units: list[_Unit] = []
+        for prefix in members:
+            sub = groups[prefix]
+            rest = prefix[len(stem) :]
+            if len(sub) == 1 or not rest:  # each distinct suffix is a whole row, scored at its tail
+                units += [_Unit(rest + sfx, {(): rows}) for sfx, rows in sub.items()]
+            else:  # the suffixes' common start (PIQA's two solutions often share one) runs once
+                c = min(_common_prefix_len(next(iter(sub)), sfx) for sfx in sub)
+                c = min(c, min(len(sfx) for sfx in sub) - 1)
+                units.append(_Unit(rest + next(iter(sub))[:c], {sfx[c:]: rows for sfx, rows in sub.items()}, c))
+        units.sort(key=lambda u: (-len(u.trunk), -u.branch_len, u.trunk))
+        stem_cache = None
+        if stem:
+            ids = _ids([list(stem)], device)
+            out = model(input_ids=ids, use_cache=True, **({"logits_to_keep": 1} if keep_ok else {}))
+            stem_cache = cache_of(model, out)
+        for batch in _batches(units, _Unit.padded, _Unit.real, batch_size, token_budget):
+            _run_units(model, batch, results, device, stem, stem_cache, keep_ok)
 
 
-#: Contexts that share at least this many leading tokens with the previous one reuse its cache
-#: (few-shot examples, MMLU's subject line). Below it, copying the cache costs more than it saves.
+#: Contexts that share at least this many leading tokens share one computation of them (few-shot
+#: examples, a long task description). Below it, copying the cache costs more than it saves.
 MIN_STEM_TOKENS = 16
+#: ... and a stem is computed once only where that saves this many tokens: a cluster's units
+#: batch only with each other, so small savings (a 2-way shared sentence start) cost more in
+#: smaller batches than they save.
+MIN_STEM_SAVED = 256
+
+
+@dataclass
+class _Unit:
+    """Work after a stem: ``trunk`` tokens run in the first pass; ``branches`` maps each suffix
+    (after the ``shared`` start of all of them, which ends the trunk) to its requests; the single
+    key ``()`` when the trunk itself ends with the scored tokens."""
+
+    trunk: tuple[int, ...]
+    branches: dict[tuple[int, ...], list[_Req]]
+    #: trailing trunk tokens that begin every branch's suffix (scored from the trunk pass)
+    shared: int = 0
+
+    @property
+    def branch_len(self) -> int:
+        return max(len(s) for s in self.branches)
+
+    @staticmethod
+    def padded(batch: list[_Unit]) -> int:
+        t = max(len(u.trunk) for u in batch)
+        b = max(u.branch_len for u in batch)
+        return len(batch) * t + sum(len(u.branches) for u in batch if u.branch_len) * b
+
+    @staticmethod
+    def real(batch: list[_Unit]) -> int:
+        return sum(len(u.trunk) + sum(len(s) for s in u.branches) for u in batch)
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -200,139 +227,130 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def _cropped_copy(cache, n_tokens: int):
-    """A copy of ``cache`` holding its first ``n_tokens`` positions, or None if this cache type
-    cannot be cut back (sliding-window / recurrent layers): the caller then recomputes."""
-    import copy
+def _stem_clusters(groups: dict) -> list[tuple[tuple[int, ...], list[tuple[int, ...]]]]:
+    """``(stem, prefixes)``: runs of prefixes (in token order) sharing at least
+    :data:`MIN_STEM_TOKENS` leading tokens (at most each one's length - 1, so every member keeps a
+    trunk) become a cluster with that stem when it saves at least :data:`MIN_STEM_SAVED` tokens;
+    all other prefixes form one cluster with no stem (so they batch together)."""
+    runs: list[list] = []  # [members, common length]
+    for p in sorted(groups):
+        if runs:
+            members, common = runs[-1]
+            c = min(common, _common_prefix_len(members[-1], p), len(p) - 1)
+            if c >= MIN_STEM_TOKENS:
+                members.append(p)
+                runs[-1][1] = c
+                continue
+        runs.append([[p], len(p) - 1])
+    out: list[tuple[tuple[int, ...], list[tuple[int, ...]]]] = []
+    loose: list[tuple[int, ...]] = []
+    for members, c in runs:
+        if len(members) > 1 and c * (len(members) - 1) >= MIN_STEM_SAVED:
+            out.append((members[0][:c], members))
+        else:
+            loose += members
+    if loose:
+        out.append(((), loose))
+    return out
 
-    try:
-        out = copy.deepcopy(cache)
-        remove = out.get_seq_length() - n_tokens
-        if remove > 0:
-            out.crop(-remove)  # transformers ≥ 5: negative = number of tokens to drop
-        if out.get_seq_length() != n_tokens:
-            return None
-        return out
-    except (RuntimeError, ValueError, TypeError, AttributeError):
-        return None
+
+def _ids(rows: list[list[int]], device, pad: int = 0):
+    """Right-padded ``[len(rows), longest]`` long tensor on ``device``."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids.to(device)
 
 
-def _score_causal_sequential(model, groups, results, device) -> None:
-    """One context at a time (no padding, no masks: the fastest path on CPU), visiting contexts in
-    token order so that consecutive ones sharing a stem — few-shot examples, a task description —
-    compute it once: the stem's cache is copied and cropped instead of recomputed."""
+def _mask(rows: list[Sequence[int]], device):
+    import torch
+
+    width = max(len(r) for r in rows)
+    m = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        m[i, : len(r)] = 1
+    return m.to(device)
+
+
+def _run_units(model, batch: list[_Unit], results, device, stem, stem_cache, keep_ok: bool) -> None:
+    """Trunk pass (over a copy of the stem's cache, one row per unit), then the branch pass."""
     import copy
 
     import torch
 
-    items = sorted(groups.items(), key=lambda kv: kv[0])
-    stem: tuple[int, ...] = ()
-    stem_cache = None
-    for idx, (prefix, sub) in enumerate(items):
-        nxt = items[idx + 1][0] if idx + 1 < len(items) else ()
-        c = _common_prefix_len(prefix, stem) if stem_cache is not None else 0
-        cache = None
-        if c >= MIN_STEM_TOKENS:
-            cache = _cropped_copy(stem_cache, c)
-        if cache is None:
-            c = 0
-        keep_next = len(prefix) > 0 and _common_prefix_len(prefix, nxt) >= MIN_STEM_TOKENS
-        if len(prefix) == 0:
-            _run_rows(model, [((), sub)], results, device, None, None, None, keep_ok=True)
-            continue
-        if len(sub) == 1 and not keep_next:
-            # all requests need the logits after the same input: one pass, LM head on the tail
-            sfx, reqs = next(iter(sub.items()))
-            seq = list(prefix[c:]) + list(sfx)
-            kmax = max(len(r.targets) for r in reqs)
-            ids = torch.tensor([seq], dtype=torch.long, device=device)
-            out = model(input_ids=ids, **cache_kw(model, cache), use_cache=cache is not None, logits_to_keep=kmax)
-            logits = out.logits[0]
-            for r in reqs:
-                results[r.index] = _loglik(logits[kmax - len(r.targets) :], r.targets)
-            continue
-        rest = list(prefix[c:])
-        ids = torch.tensor([rest], dtype=torch.long, device=device)
-        out = model(input_ids=ids, **cache_kw(model, cache), use_cache=True, logits_to_keep=1)
-        cache = cache_of(model, out)
-        if keep_next:
-            stem, stem_cache = prefix, copy.deepcopy(cache)
-        _run_rows(model, [(prefix, sub)], results, device, cache, None, [len(prefix)])
+    n, s0 = len(batch), len(stem)
+    trunks = [list(u.trunk) for u in batch]
+    width = max(len(t) for t in trunks)
+    ids = _ids(trunks, device)
+    tmask = _mask(trunks, device)
+    branched = any(u.branch_len for u in batch)
+    # positions of the trunk whose logits score something: the tail of each one-row unit
+    need: dict[int, tuple[int, int]] = {}
+    for i, u in enumerate(batch):
+        k = u.shared if u.branch_len else max(len(r.targets) for r in u.branches[()])
+        if k:
+            need[i] = (len(u.trunk) - k, len(u.trunk))
+    kw: dict = {}
+    cache = None
+    if stem_cache is not None:
+        cache = copy.deepcopy(stem_cache)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        kw.update(cache_kw(model, cache))
+    one = n == 1  # one row: no padding anywhere, positions follow the cache (SDPA's causal fast path)
+    full_mask = torch.cat([torch.ones((n, s0), dtype=torch.long, device=device), tmask], dim=1)
+    if not one:
+        kw["attention_mask"] = full_mask
+        kw["position_ids"] = (s0 + torch.arange(width, device=device)).unsqueeze(0).expand(n, -1)
+    positions = None
+    if keep_ok:
+        if need:
+            positions = sorted({p for a, b in need.values() for p in range(a, b)})
+            kw["logits_to_keep"] = torch.tensor(positions, dtype=torch.long, device=device)
+        else:
+            kw["logits_to_keep"] = 1
+    out = model(input_ids=ids, use_cache=branched or cache is not None, **kw)
+    logits = out.logits
+    col = {p: j for j, p in enumerate(positions)} if positions is not None else None
 
+    def tail(i: int, k: int):  # the trunk logits of row i's last k positions
+        b = len(batch[i].trunk)
+        return logits[i, b - k : b] if col is None else logits[i, col[b - k] : col[b - k] + k]  # contiguous
 
-def _run_prefix_batch(model, batch, results, device, logits_kw) -> None:
-    import torch
-
-    prefixes = [list(p) for p, _ in batch]
-    plen = max(len(p) for p in prefixes)
-    if len(batch) == 1:
-        # one context: no padding anywhere that a real token could see, so no masks at all
-        # (lets SDPA take its causal fast path); suffix rows' right padding only follows them.
-        ids = torch.tensor(prefixes, dtype=torch.long, device=device)
-        out = model(input_ids=ids, use_cache=True, **logits_kw)
-        _run_rows(model, batch, results, device, cache_of(model, out), None, [plen])
+    for i, u in enumerate(batch):
+        if not u.branch_len:
+            for r in u.branches[()]:
+                results[r.index] = _loglik(tail(i, len(r.targets)), r.targets)
+    if not branched:
         return
-    ids = torch.zeros((len(batch), plen), dtype=torch.long)
-    mask = torch.zeros((len(batch), plen), dtype=torch.long)
-    for i, p in enumerate(prefixes):
-        ids[i, : len(p)] = torch.tensor(p, dtype=torch.long)
-        mask[i, : len(p)] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    pos = torch.arange(plen, device=device).unsqueeze(0).expand(len(batch), -1)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **logits_kw)
     cache = cache_of(model, out)
     if cache is None:
         raise RuntimeError("model returned no key/value cache")
-    _run_rows(model, batch, results, device, cache, mask, [len(p) for p in prefixes])
-
-
-def _run_rows(model, batch, results, device, cache, prefix_mask, prefix_lens, keep_ok=False) -> None:
-    """Run every distinct suffix of the batch's groups as one right-padded batch and score."""
-    import torch
-
-    rows: list[tuple[int, tuple[int, ...], list[_Req]]] = []
-    for g, (_, sub) in enumerate(batch):
-        for sfx, reqs in sub.items():
-            rows.append((g, sfx, reqs))
-    slen = max(len(s) for _, s, _ in rows)
-    n = len(rows)
-    ids = torch.zeros((n, slen), dtype=torch.long)
-    smask = torch.zeros((n, slen), dtype=torch.long)
-    for i, (_, s, _) in enumerate(rows):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        smask[i, : len(s)] = 1
-    ids, smask = ids.to(device), smask.to(device)
-    offset = 0  # position in the returned logits of row position 0
-    if cache is not None:
-        gidx = torch.tensor([g for g, _, _ in rows], dtype=torch.long, device=device)
-        if n != len(batch) or len(batch) > 1:
-            cache.batch_select_indices(gidx)
-        if prefix_mask is None:  # one context, no padding before any real token
-            out = model(input_ids=ids, **cache_kw(model, cache), use_cache=True)
-        else:
-            mask = torch.cat([prefix_mask.index_select(0, gidx), smask], dim=1)
-            offs = torch.tensor([prefix_lens[g] for g, _, _ in rows], device=device)
-            pos = offs.unsqueeze(1) + torch.arange(slen, device=device).unsqueeze(0)
-            out = model(
-                input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kw(model, cache), use_cache=True
-            )
-    else:
-        # full sequences; the LM head only over the last max-continuation positions when possible
-        kmax = max(len(r.targets) for _, _, reqs in rows for r in reqs)
-        kw = {}
-        if keep_ok and n == 1:
-            kw["logits_to_keep"] = kmax
-            offset = slen - kmax
-        if n == 1:
-            out = model(input_ids=ids, use_cache=False, **kw)
-        else:
-            pos = torch.arange(slen, device=device).unsqueeze(0).expand(n, -1)
-            out = model(input_ids=ids, attention_mask=smask, position_ids=pos, use_cache=False)
-    logits = out.logits
-    for i, (_, sfx, reqs) in enumerate(rows):
+    rows_: list[tuple[int, tuple[int, ...], list[_Req]]] = [
+        (g, sfx, reqs) for g, u in enumerate(batch) if u.branch_len for sfx, reqs in u.branches.items()
+    ]
+    sfx_rows = [list(s) for _, s, _ in rows_]
+    sids = _ids(sfx_rows, device)
+    smask = _mask(sfx_rows, device)
+    gidx = torch.tensor([g for g, _, _ in rows_], dtype=torch.long, device=device)
+    if len(rows_) != n or n > 1:
+        cache.batch_select_indices(gidx)
+    bkw = dict(cache_kw(model, cache))
+    if not one:  # (one context: suffix padding only follows real tokens, which never see it)
+        bkw["attention_mask"] = torch.cat([full_mask.index_select(0, gidx), smask], dim=1)
+        offs = torch.tensor([s0 + len(batch[g].trunk) for g, _, _ in rows_], device=device)
+        bkw["position_ids"] = offs.unsqueeze(1) + torch.arange(sids.shape[1], device=device).unsqueeze(0)
+    shared = {g: tail(g, batch[g].shared) for g, _, _ in rows_ if batch[g].shared}
+    blogits = model(input_ids=sids, use_cache=True, **bkw).logits
+    for i, (g, sfx, reqs) in enumerate(rows_):
+        rows = blogits[i, : len(sfx)]
+        if g in shared:
+            rows = torch.cat([shared[g], rows], dim=0)
         for r in reqs:
-            k = len(r.targets)
-            results[r.index] = _loglik(logits[i, len(sfx) - k - offset : len(sfx) - offset], r.targets)
+            results[r.index] = _loglik(rows[len(rows) - len(r.targets) :], r.targets)
 
 
 def _score_seq2seq(model, requests, results, device, batch_size, max_length, token_budget) -> None:

@@ -42,7 +42,7 @@ _NAN = float("nan")
 COLUMNS = [
     "model", "weights", "architecture", "params (M)", "task", "latency is", "latency (ms)", "TPOT (ms)",
     "J/request (inference)", "ms/item (task)", "J/item (task)", "s to target", "J to target", "samples to target",
-    "fine-tune J (budget)", "fine-tuned acc [95% CI]", "few-shot acc [95% CI]", "majority class", "acc per kJ (fine-tune)",
+    "fine-tune J (budget)", "fine-tuned acc [95% CI]", "few-shot acc [95% CI]", "majority class", "final − majority [95% CI]", "acc per kJ (fine-tune)",
 ]  # fmt: skip
 #: The table's heading.
 HEADING = "Architecture comparison (encoder vs encoder-decoder vs decoder)"
@@ -71,6 +71,9 @@ class Row:
     fewshot: Interval | None = None
     fewshot_j_per_item: float | None = None
     majority: float | None = None
+    #: the last evaluation's accuracy minus the majority class, 95 % Wilson interval shifted by it
+    #: (the fine-tuning record's ``vs_majority``: did it learn?)
+    vs_majority: Interval | None = None
 
     @property
     def acc_per_kj(self) -> float | None:
@@ -85,7 +88,7 @@ class Row:
                 None if self.params is None else self.params / 1e6, self.task, self.latency_is, self.latency_ms,
                 self.tpot_ms, self.j_per_request, self.ms_per_item, self.j_per_item, self.s_to_target,
                 self.j_to_target, self.samples_to_target, self.train_j, _ci(self.finetuned), _ci(self.fewshot),
-                self.majority, self.acc_per_kj]  # fmt: skip
+                self.majority, _margin(self.vs_majority), self.acc_per_kj]  # fmt: skip
         return dict(zip(COLUMNS, vals, strict=True))
 
 
@@ -170,6 +173,11 @@ def load(records, others: Mapping[str, list[tuple[Path, dict]]]) -> Section:
     return out
 
 
+def _margin(iv: Interval | None) -> str | None:
+    """``"+0.052 [+0.004, +0.099]"`` (signed: a margin over the majority class)."""
+    return None if iv is None else f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
+
+
 def _label(model: str, fixture: bool) -> str:
     name = Path(model).name if "/" in model and Path(model).name else model
     return f"{name} (fixture)" if fixture else name
@@ -229,6 +237,9 @@ def _finetune(row: Row, ft) -> None:
         if last.n_items:
             row.ms_per_item = 1000 * last.eval_s / last.n_items
             row.j_per_item = None if last.eval_energy_j is None else last.eval_energy_j / last.n_items
+    m = ft.vs_majority
+    if m is not None:
+        row.vs_majority = Interval(m.margin, m.ci95_low, m.ci95_high, m.n_items, m.method)
     t = ft.target
     if t is not None and t.reached:
         row.s_to_target, row.j_to_target, row.samples_to_target = t.time_to_target_s, t.energy_to_target_j, t.samples_to_target

@@ -130,15 +130,15 @@ def in_pieces(backend: Backend, per_item: Sequence[Sequence[Req]], call: Callabl
 
 def _batch_hint(backend: Backend) -> int:
     """The scoring batch a piece should fill: ``--score-batch-size`` N, auto's largest, or the
-    device's default (:func:`e3bench.backends.base.default_batch_size`)."""
-    from e3bench.backends.base import default_batch_size
+    device's default (:func:`e3bench.backends.base.default_score_batch_size`)."""
+    from e3bench.backends.base import default_score_batch_size
 
     want = getattr(backend, "score_batch_size", None)
     if want == "auto":
         from e3bench.backends.batch_auto import MAX_AUTO
 
         return MAX_AUTO
-    return want if isinstance(want, int) else default_batch_size(getattr(backend, "device", "cpu"))
+    return want if isinstance(want, int) else default_score_batch_size(getattr(backend, "device", "cpu"))
 
 
 def score_multiple_choice(backend: Backend, items: Sequence[MCItem], progress: Stage | None = None) -> list[dict]:
