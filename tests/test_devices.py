@@ -198,6 +198,10 @@ def test_training_memory_and_sync_read_the_gpu_of_the_device():
         def reset_peak_memory_stats(self, device=None):
             self.calls.append(("reset", device))
 
+        def memory_allocated(self, device=None):
+            self.calls.append(("now", device))
+            return 3
+
         def max_memory_allocated(self, device=None):
             self.calls.append(("allocated", device))
             return 5
@@ -214,5 +218,7 @@ def test_training_memory_and_sync_read_the_gpu_of_the_device():
     m.start()
     figs = m.stop()
     synchronize("cuda:1", cuda=cuda)
-    assert cuda.calls == [("reset", "cuda:1"), ("allocated", "cuda:1"), ("reserved", "cuda:1"), ("sync", "cuda:1")]
+    assert [c for c in cuda.calls if c[0] != "now"] == [("reset", "cuda:1"), ("allocated", "cuda:1"), ("reserved", "cuda:1"),
+                                                       ("sync", "cuda:1")]  # fmt: skip
+    assert {d for what, d in cuda.calls if what == "now"} == {"cuda:1"}  # the allocation at start, of that GPU
     assert (figs.peak_device_memory_bytes, figs.device_memory_reserved_bytes) == (5, 7)

@@ -69,6 +69,8 @@ OTHER_PROGRAMS = {
     "bash scripts/test.sh": "is the CI run itself (setup, lint, this test suite)",
     "sudo": "changes file permissions in /sys as root",
     "python benchmarks/serve_crosscheck.py": "needs GuideLLM installed in its own environment and runs for minutes",
+    "python scripts/tiny_models.py": "builds the suite's own tiny fixtures (tests/fakes/testing.build_tiny_models, "
+                                     "which every test using tiny_models runs)",
     ".venv/bin/python -m pytest": "runs the test suite this test is part of (gpu tests run in it where a GPU exists)",
 }
 #: documented commands that do not work yet, each with why (xfail, not strict: the entry goes once

@@ -96,6 +96,8 @@ ATOMIC_ELSEWHERE = {
     "sweep/claims.py": "a claim is written to a temporary name and hard-linked into place (os.link)",
     "backends/onnx_export.py": "writes only into the folder onnxrt builds with atomic_dir (argv)",
     "core/host.py": "/proc/self/clear_refs, not a file on disk",
+    "serve/launch.py": "the launched server's log, which the server process appends to as it runs (a stream kept "
+                       "for the user: no result is read from it)",
 }
 
 

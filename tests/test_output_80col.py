@@ -40,7 +40,7 @@ def test_finetune_summary_wraps_at_spaces_with_an_indent():
            data={"task": "boolq", "majority_class_accuracy": 0.625}, method={"fine_tuning": "lora", "mode": "labels"},
            status="ok", trainable_parameters=1, total_parameters=2, trainable_fraction=0.5, steps=1, samples_seen=2,
            tokens_seen=768, train_time_s=73.6, train_tokens_per_s=10.4, train_samples_per_s=0.16,
-           final_accuracy=0.25, best_accuracy=0.375, memory=None, warnings=[warning])  # fmt: skip
+           final_accuracy=0.25, best_accuracy=0.375, memory=None, warnings=[warning], evals=[], vs_majority=None)  # fmt: skip
     lines = format_finetune(r, width=80).splitlines()
     assert "  1 step, 2 samples, 768 tokens in 73.6 s: 10 tokens/s, 0.16 samples/s" in lines  # not "1 steps"
     assert all(len(x) <= 80 for x in lines if LONG not in x), lines
