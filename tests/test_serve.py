@@ -167,6 +167,15 @@ def test_ls_and_export_list_the_serve_levels(tmp_path):
         assert [(r["session"], r["level"], r["requests_ok"]) for r in rows] == [
             (rec.run_id, "c=1", rec.levels[0].requests_ok), (rec.run_id, "c=3", rec.levels[1].requests_ok)]
         assert rows[1]["ttft_p50_ms"] == pytest.approx(rec.levels[1].ttft_ms.p50)
+    # at 80 columns the session id (a name to copy) is whole on one line, or its column is left out
+    res = runner.invoke(app, ["ls", str(tmp_path), "--serve"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+    assert res.stdout.count(rec.run_id) == 2 and "c=3" in res.stdout  # session and level kept (they were left out first)
+    from e3bench.report.serving import COLUMNS, CONSOLE_ORDER, LS_COLUMNS, LS_ORDER
+
+    assert sorted(LS_ORDER) == sorted(LS_COLUMNS)  # a column not ranked would be left out before all ranked ones
+    assert sorted(CONSOLE_ORDER) == sorted(c for c in COLUMNS if c not in ("session", "model"))
     out = tmp_path / "serving.csv"
     res = runner.invoke(app, ["export", str(tmp_path), "--format", "serve", "-o", str(out)])
     assert res.exit_code == 0 and "wrote 2 rows" in res.output

@@ -232,6 +232,10 @@ def serving_figures(serving: Serving | None) -> list:
 #: what ``e3bench ls --serve`` shows by default (one row per session × level)
 LS_COLUMNS = ("session", "model", "level", "status", "requests_ok", "ttft_p50_ms", "tpot_p50_ms", "req_per_s",
               "out_tok_per_s", "goodput_share", "j_per_request", "gross_power_w")  # fmt: skip
+#: ``ls --serve``'s order of importance, every column of :data:`LS_COLUMNS` (``drop_order``: the
+#: last is left out first, and a column not named would go before all named ones)
+LS_ORDER = ("level", "session", "status", "ttft_p50_ms", "tpot_p50_ms", "out_tok_per_s", "requests_ok", "req_per_s",
+            "goodput_share", "j_per_request", "model", "gross_power_w")  # fmt: skip
 
 
 def serve_rows(results_dir: Path) -> tuple[list[dict], list[str]]:
