@@ -210,9 +210,9 @@ def serving_figures(serving: Serving | None) -> list:
     j_label = f"J/request ({hows.pop()})" if len(hows) == 1 else "J/request (see the table's energy_method)"
     # log x with the levels as ticks (1, 2, 4, 8 or 0.5, 1, 2), not 1.5 or 2.5 "users"
     load = [p for p in (Panel("line", "Goodput vs load", "concurrency or offered requests/s", "share within SLOs", good,
-                              log_x=True),
+                              log_x=True, y_from_zero=True),
                         Panel("line", "Energy per request vs load", "concurrency or offered requests/s", j_label, joules,
-                              log_x=True))
+                              log_x=True, y_from_zero=True))
             if p.marks]  # fmt: skip
     # two figures of two panels: four side by side (each with its legend) left each plot a sliver
     out = []
