@@ -23,7 +23,8 @@ from e3bench.results.schema import ServeLevel, ServeRecord
 from e3bench.serve import launch as launcher
 from e3bench.serve.client import RequestResult, request_body, stream_one
 from e3bench.serve.levels import first_error, summarize_level
-from e3bench.serve.load import ARRIVALS, Level, closed_loop, open_loop, requests_for_rate, schedule
+from e3bench.serve.load import (ARRIVALS, Level, closed_loop, level_size_problem, open_loop, requests_for_rate,
+                                schedule)
 
 #: request errors after which a level cannot go on (the server is gone or cannot be measured)
 FATAL = ("connect", "not_streaming")
@@ -78,6 +79,9 @@ class ServeSettings:
             raise E3Error("no load levels and no tasks", "pass --concurrency 1,2,4 and/or --rate 0.5,1 (or --tasks)")
         if any(c < 1 for c in self.concurrency):
             raise E3Error(f"--concurrency {self.concurrency}: levels must be 1 or more", "e.g. --concurrency 1,2,4")
+        for level in self.levels():
+            if (problem := level_size_problem(level.kind, level.value, self.min_requests, self.min_seconds)) is not None:
+                raise E3Error(problem, "lower --rate, --concurrency, --min-requests or --min-seconds")
         if self.arrival not in ARRIVALS:
             raise E3Error(f"--arrival {self.arrival!r} is unknown", f"use {' or '.join(ARRIVALS)}")
         if self.server_pid is not None:
