@@ -212,8 +212,8 @@ def test_tiny_fixture(name, varied_decoder, tmp_path, request, monkeypatch):
         why = {
             "llamacpp": "llamacpp runs GGUF files and the tiny fixtures are transformers directories; "
             "its conformance runs on the bundled GGUF (-m slow)",
-            "pytorch-compile": "compilation takes minutes on 2 cores: covered by "
-            "test_pytorch_backend.py::test_torch_compile_option (-m slow)",
+            "pytorch-compile": "compilation takes minutes on 2 cores per shape: greedy equality with the eager "
+            "path is test_pytorch_compile.py::test_greedy_outputs_equal_eager_and_the_decode_step_is_compiled (slow)",
         }.get(name, f"no conformance recipe for plugin backend {name}")
         pytest.skip(why)
     if name == "vllm":

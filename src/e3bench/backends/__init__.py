@@ -17,8 +17,8 @@ _TORCH = ("torch", "transformers")
 _BUILTINS = (
     ("pytorch", "e3bench.backends.pytorch:PyTorchBackend", None, _TORCH,
      "PyTorch + transformers; CPU and CUDA; fp32/bf16/fp16, int8/int4 weights (torchao)"),
-    ("pytorch-compile", "e3bench.backends.pytorch:PyTorchCompiledBackend", None, _TORCH,
-     "the pytorch backend under torch.compile (warm-up pays the compilation)"),
+    ("pytorch-compile", "e3bench.backends.pytorch_compile:PyTorchCompileBackend", None, _TORCH,
+     "PyTorch with a static KV cache and torch.compile of the decode step; decoder-only, fp32/bf16 (fp16 CUDA)"),
     ("onnxrt", "e3bench.backends.onnxrt:OnnxRuntimeBackend", "onnx", ("onnxruntime", "onnx", "transformers"),
      "ONNX Runtime (own KV-cache export); CPU fp32/dynamic int8, CUDA fp32/fp16"),
     ("ortgenai", "e3bench.backends.ortgenai:OrtGenaiBackend", "onnx-genai", ("onnxruntime_genai", "onnx_ir", "transformers"),
