@@ -104,6 +104,7 @@ def test_batch_of_one_keeps_input_order(varied):
     assert calls[3] == sorted(enc, key=len, reverse=True)  # one batch, longest first
 
 
+@pytest.mark.slow
 def test_bundled_model_gsm8k_batched_equals_one_at_a_time(bundled_gguf):
     """SmolLM2-135M, GSM8K prompts of different lengths, lm-eval's stop strings plus a newline
     (which the model writes early in some answers)."""
