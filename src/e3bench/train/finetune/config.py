@@ -16,7 +16,7 @@ FT_TASKS = ("boolq", "copa", "rte", "cb", "wic", "wsc", "multirc", "arc_easy", "
 #: the fields that define the checkpoint a ``--resume`` continues (and the config hash)
 IDENTITY_FIELDS = (
     "model", "task", "train_file", "eval_file", "mode", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_targets", "optimizer", "weight_decay", "warmup_steps", "batch_size", "max_train_samples",
+    "lora_targets", "optimizer", "weight_decay", "warmup_steps", "lr_schedule", "batch_size", "max_train_samples",
     "max_eval_samples", "max_seq_len", "grad_clip", "seed", "precision",
 )  # fmt: skip
 
@@ -42,7 +42,11 @@ class FinetuneConfig(BaseModel):
     optimizer: str = "adamw"
     lr: float | None = Field(None, gt=0)  # default: 5e-4 LoRA, 5e-5 full
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int | None = Field(None, ge=0)  # default: 6 % of max_steps
+    #: after the warm-up: ``linear`` decay to 0 at ``max_steps`` (BERT's fine-tuning recipe),
+    #: ``cosine`` to 0.1, or ``constant``. The decay spans this run's ``max_steps``: a resumed
+    #: run with another budget continues on the new budget's schedule.
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
     batch_size: int = Field(8, ge=1)
     max_steps: int = Field(100, ge=1)
     max_train_samples: int | None = Field(None, ge=1)
@@ -71,6 +75,12 @@ class FinetuneConfig(BaseModel):
     def effective_lr(self) -> float:
         """``lr``, or the default: 5e-4 for LoRA, 5e-5 for full fine-tuning."""
         return self.lr if self.lr is not None else (5e-4 if self.mode == "lora" else 5e-5)
+
+    @property
+    def effective_warmup_steps(self) -> int:
+        """``warmup_steps``, or the default: 6 % of ``max_steps`` (a new classification head at
+        a LoRA learning rate needs a few small steps first)."""
+        return self.warmup_steps if self.warmup_steps is not None else round(0.06 * self.max_steps)
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the training (not the budget), with the effective lr;
