@@ -200,11 +200,13 @@ def format_finetune(r, width: int | None = None) -> str:
             f"{num(None if ej is None else ej / 3.6e6)} kWh"
         )
     if t is not None:
-        if t.reached:
+        if t.reached and t.reached_at_step:
             lines.append(
                 f"  target {t.target_accuracy:.3f} reached at step {t.reached_at_step}: {t.time_to_target_s:.1f} s, "
                 f"{num(t.energy_to_target_j, ',.1f')} J, {t.samples_to_target} samples"
             )
+        elif t.reached:  # at step 0: the untrained model met it, no time or energy to the target
+            lines.append(f"  target {t.target_accuracy:.3f}: {t.note}; no time or energy to the target")
         else:
             lines.append(f"  {t.note}")
     for w in r.warnings:
