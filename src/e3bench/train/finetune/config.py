@@ -42,11 +42,13 @@ class FinetuneConfig(BaseModel):
     optimizer: str = "adamw"
     lr: float | None = Field(None, gt=0)  # default: 5e-4 LoRA, 5e-5 full
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int | None = Field(None, ge=0)  # default: 6 % of max_steps
-    #: after the warm-up: ``linear`` decay to 0 at ``max_steps`` (BERT's fine-tuning recipe),
-    #: ``cosine`` to 0.1, or ``constant``. The decay spans this run's ``max_steps``: a resumed
-    #: run with another budget continues on the new budget's schedule.
-    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    #: after the warm-up: ``constant``, ``linear`` decay to 0 at ``max_steps`` (BERT's
+    #: fine-tuning recipe) or ``cosine`` to 0.1. A decay spans this run's ``max_steps`` (the
+    #: budget, not part of :meth:`identity`): extended by ``--resume --max-steps``, such a run
+    #: continues on the new budget's schedule and differs from one run of that budget; the
+    #: constant default keeps the two the same.
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     batch_size: int = Field(8, ge=1)
     max_steps: int = Field(100, ge=1)
     max_train_samples: int | None = Field(None, ge=1)
@@ -75,12 +77,6 @@ class FinetuneConfig(BaseModel):
     def effective_lr(self) -> float:
         """``lr``, or the default: 5e-4 for LoRA, 5e-5 for full fine-tuning."""
         return self.lr if self.lr is not None else (5e-4 if self.mode == "lora" else 5e-5)
-
-    @property
-    def effective_warmup_steps(self) -> int:
-        """``warmup_steps``, or the default: 6 % of ``max_steps`` (a new classification head at
-        a LoRA learning rate needs a few small steps first)."""
-        return self.warmup_steps if self.warmup_steps is not None else round(0.06 * self.max_steps)
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the training (not the budget), with the effective lr;
