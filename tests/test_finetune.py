@@ -439,3 +439,16 @@ def test_an_encoder_classifies_on_the_pooling_its_folder_declares(tiny_models, m
     (enc_dir / "1_Pooling" / "config.json").write_text(json.dumps(conf))
     pooling, note = declared_pooling(str(enc_dir))
     assert pooling is None and "not implemented" in note
+
+
+def test_lr_schedule_option_linear_decays_over_the_budget():
+    """--lr-schedule linear: warm-up, then linear decay to 0 at --max-steps; the default stays
+    constant (a decay spans the budget, which --resume may extend)."""
+    from e3bench.train.finetune import FinetuneConfig
+    from e3bench.train.shared.optim import lr_factor
+
+    f = [lr_factor(s, warmup_steps=2, total_steps=10, schedule="linear", min_ratio=0.0) for s in range(10)]
+    assert f[:3] == [0.5, 1.0, 1.0] and f[6] == pytest.approx(0.5) and f[9] == pytest.approx(0.125)
+    assert all(a > b for a, b in zip(f[2:], f[3:], strict=False))
+    assert FinetuneConfig(model="m").lr_schedule == "constant"
+    assert FinetuneConfig(model="m").config_hash() != FinetuneConfig(model="m", lr_schedule="linear").config_hash()
