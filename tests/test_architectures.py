@@ -61,8 +61,9 @@ def test_plan_expands_to_inference_with_fewshot_items_and_one_finetune_per_model
     for c in plan.runs:  # same input length, same seed for every architecture
         assert c.prompt_tokens == 32 and c.seed == 3 and c.limit is None
     # the generators get the few-shot tasks; the encoder (config.json: BERT) none, it cannot score text
-    assert [c.tasks for c in plan.runs] == [(), *[(f"jsonl_mc:path={boolq},label=boolq_2shot",
-                                                   f"jsonl_mc:path={copa},label=copa_2shot")] * 2]  # fmt: skip
+    # (plain acc: the SuperGLUE tasks' metric, the one the fine-tuned accuracy is compared with)
+    assert [c.tasks for c in plan.runs] == [(), *[(f"jsonl_mc:path={boolq},label=boolq_2shot,acc_norm=false",
+                                                   f"jsonl_mc:path={copa},label=copa_2shot,acc_norm=false")] * 2]  # fmt: skip
     tunes = arch.finetune_configs(spec, arch.models_of(plan.runs))
     assert [(Path(t.model).name, t.task) for t in tunes] == [
         ("tiny-bert", "boolq"), ("tiny-bert", "copa"), ("tiny-t5", "boolq"), ("tiny-t5", "copa"),
@@ -258,3 +259,14 @@ def test_architectures_sweep_end_to_end_on_tiny_fixtures(tmp_path, tiny_models):
     page = (root / "report" / "report.html").read_text()
     assert "Architecture comparison" in page and "fig-arch_three_es" in page and "(fixture)" in page
     assert (root / "report" / "plots" / "arch_accuracy_vs_training_energy.pdf").is_file()
+    # the fixtures are labelled in every section, not only the comparison's table
+    with open(root / "report" / "finetune.csv", newline="") as fh:
+        assert sorted(r["model"].rsplit(" ", 1)[-1] for r in csv.DictReader(fh)) == ["(fixture)"] * 3
+    with open(root / "report" / "pivot.csv", newline="") as fh:
+        labels = [r["configuration"] for r in csv.DictReader(fh)]
+    assert len(labels) == 2 and all(" (fixture) " in lb for lb in labels), labels  # the generators (pivot: generation)
+    # the generators' few-shot scores are plain acc, the metric the fine-tuned accuracy is compared with
+    recs = [json.loads(p.read_text()) for p in root.glob("*/runs/*.json")] or [
+        json.loads(p.read_text()) for p in root.rglob("*.json") if '"effectiveness"' in p.read_text()]
+    few = [t for r in recs for t in r.get("effectiveness") or [] if t["task"] == "copa_1shot" or "shot" in t["task"]]
+    assert few and all(set(t["metrics"]) == {"acc"} for t in few), [t["metrics"] for t in few]

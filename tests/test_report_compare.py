@@ -318,3 +318,15 @@ def test_compare_says_when_neither_side_measured_a_figure(tmp_path):
     rows = compare_pair(diff.pair(*(diff.resolve(str(p)) for p in paths)).pairs[0]).rows
     energy = [r for r in rows if r.section == "energy"]
     assert len(energy) == 2 and {r.how for r in energy} == {"measured on neither side"}
+
+
+def test_workloads_name_file_tasks_by_label_or_file_not_by_their_spec():
+    """A workload's text names a labelled task by its label and a file task by its file name (the
+    architecture comparison's few-shot tasks printed their whole spec, temp path included)."""
+    from e3bench.report.workload import task_names, workload_of
+
+    specs = ["jsonl_mc:path=/tmp/x/out/items/copa-2shot.jsonl,label=copa_2shot,acc_norm=false",
+             "jsonl_gen:path=C:\\data\\qa.jsonl", "mmlu:num_fewshot=1,subjects=anatomy", "hellaswag"]  # fmt: skip
+    assert task_names(specs) == "copa_2shot, jsonl_gen[qa.jsonl], mmlu:num_fewshot=1,subjects=anatomy, hellaswag"
+    w = workload_of({"prompt_tokens": 32, "max_new_tokens": 4, "tasks": specs[:1], "limit": None})
+    assert w.label.endswith("; tasks: copa_2shot, all items") and "/tmp/x" not in w.short

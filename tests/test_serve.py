@@ -134,8 +134,11 @@ def test_session_record_in_the_store_with_levels_and_energy_of_the_server(tmp_pa
 def test_report_has_the_serving_section(tmp_path):
     from e3bench.report.serving import load_serving, section_md
 
+    import os
+
     with serve_in_thread(FakeConfig(ttft_s=0.02, itl_s=0.002)) as (url, _):
-        run_serve(settings(url, tmp_path, concurrency=[1, 2], slo={"ttft_ms": 1000.0}))
+        run_serve(settings(url, tmp_path, concurrency=[1, 2], slo={"ttft_ms": 1000.0}, meter="estimate",
+                           server_pid=os.getpid(), idle_s=0.3))  # fmt: skip
     serving = load_serving(store.scan(tmp_path).others)
     assert [r["level"] for r in serving.rows] == ["c=1", "c=2"]
     md = section_md(serving)
@@ -148,6 +151,16 @@ def test_report_has_the_serving_section(tmp_path):
     assert {"plots/serving_latency.png", "plots/serving_load.png", "serving.csv"} <= set(rep.files)
     head = (rep.out_dir / "serving.csv").read_text().splitlines()[0].split(",")
     assert "gross_power_w" in head and "idle_power_w" in head and "j_per_request" in head
+    # goodput and J/request are ratio quantities: their axes start at 0 in the PNG and the page
+    from e3bench.report import interactive, plots
+    from e3bench.report.serving import serving_figures
+
+    spec = next(f for f in serving_figures(serving) if f.name == "serving_load")
+    assert [p.y_label.split(" ")[0] for p in spec.panels] == ["share", "J/request"]
+    fig = plots.draw(spec)
+    assert [ax.get_ylim()[0] for ax in fig.axes if ax.get_ylabel()] == [0.0, 0.0]
+    lay = interactive.figure_json(spec)["layout"]
+    assert [v.get("rangemode") for k, v in sorted(lay.items()) if k.startswith("yaxis")] == ["tozero", "tozero"]
 
 
 def test_ls_and_export_list_the_serve_levels(tmp_path):
@@ -167,6 +180,15 @@ def test_ls_and_export_list_the_serve_levels(tmp_path):
         assert [(r["session"], r["level"], r["requests_ok"]) for r in rows] == [
             (rec.run_id, "c=1", rec.levels[0].requests_ok), (rec.run_id, "c=3", rec.levels[1].requests_ok)]
         assert rows[1]["ttft_p50_ms"] == pytest.approx(rec.levels[1].ttft_ms.p50)
+    # at 80 columns the session id (a name to copy) is whole on one line, or its column is left out
+    res = runner.invoke(app, ["ls", str(tmp_path), "--serve"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+    assert res.stdout.count(rec.run_id) == 2 and "c=3" in res.stdout  # session and level kept (they were left out first)
+    from e3bench.report.serving import COLUMNS, CONSOLE_ORDER, LS_COLUMNS, LS_ORDER
+
+    assert sorted(LS_ORDER) == sorted(LS_COLUMNS)  # a column not ranked would be left out before all ranked ones
+    assert sorted(CONSOLE_ORDER) == sorted(c for c in COLUMNS if c not in ("session", "model"))
     out = tmp_path / "serving.csv"
     res = runner.invoke(app, ["export", str(tmp_path), "--format", "serve", "-o", str(out)])
     assert res.exit_code == 0 and "wrote 2 rows" in res.output

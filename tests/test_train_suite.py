@@ -554,10 +554,18 @@ def test_too_many_loader_workers_is_one_recorded_line_not_torch_warnings(recwarn
     assert data.workers_warning(cores) is None
 
 
-def test_default_threads_leave_one_core_on_cpu():
-    from e3bench.train.suite.run import default_threads
+def test_training_threads_follow_the_one_rule_with_one_core_spare(monkeypatch):
+    """Training's CPU default is core.host.resolve_threads with one core spare — the one thread
+    rule of every run: --threads first, then OMP_NUM_THREADS (training ignored it before), then
+    the physical cores available less one, at least 1."""
+    from e3bench.core import host
 
-    assert default_threads("cpu", cores=2) == 1
-    assert default_threads("cpu", cores=1) == 1
-    assert default_threads("cpu", cores=16) == 15
-    assert default_threads("cuda") is None  # torch's own default off CPU
+    for cores, want in ((2, 1), (1, 1), (16, 15)):
+        monkeypatch.setattr(host, "physical_cores_available", lambda c=cores: c)
+        assert host.resolve_threads(None, environ={}, spare_cores=1) == (want, "resolved_spare")
+        assert host.resolve_threads(None, environ={}) == (cores, "resolved")
+    assert host.resolve_threads(None, environ={"OMP_NUM_THREADS": "3"}, spare_cores=1) == (3, "environment")
+    assert host.resolve_threads(4, environ={"OMP_NUM_THREADS": "3"}, spare_cores=1) == (4, "user")
+    import e3bench.train.suite.run as suite_run
+
+    assert not hasattr(suite_run, "default_threads")  # one policy, in core.host

@@ -173,7 +173,7 @@ def ls_(
 def _ls_serve(results_dir: Path, fmt: str, wide: bool, *, quiet_empty: bool = False) -> bool:
     """``ls --serve``: one row per serve session × load level (report/serving.py); False when
     there is none (said on stdout unless ``quiet_empty``)."""
-    from e3bench.report.serving import LS_COLUMNS, serve_rows
+    from e3bench.report.serving import LS_COLUMNS, LS_ORDER, serve_rows
 
     rows, problems = serve_rows(results_dir)
     for line in problems:
@@ -182,7 +182,7 @@ def _ls_serve(results_dir: Path, fmt: str, wide: bool, *, quiet_empty: bool = Fa
         if not quiet_empty and fmt == "table":
             console().print("no e3bench serve sessions")
         return False
-    _print(list(LS_COLUMNS), rows, fmt=fmt, wide=wide, drop_order=("session", "model", "level", "ttft_p50_ms"))
+    _print(list(LS_COLUMNS), rows, fmt=fmt, wide=wide, drop_order=LS_ORDER)
     return True
 
 

@@ -54,6 +54,13 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
+def on_log_scale(mean: float, *, positive: bool) -> bool:
+    """Whether :func:`mean_ci95` takes the interval on the log scale: a quantity that cannot be
+    negative (``positive``) with a mean above 0 — the one condition, for the formula and for
+    the words that describe it."""
+    return positive and mean > 0
+
+
 def mean_ci95(mean: float, std: float, n: int, *, positive: bool) -> tuple[float, float] | None:
     """The 95 % confidence interval ``(low, high)`` of the mean of ``n`` samples (sample std
     ``std``), Student t with df = n - 1; None for fewer than two samples.
@@ -66,7 +73,7 @@ def mean_ci95(mean: float, std: float, n: int, *, positive: bool) -> tuple[float
     if n < 2:
         return None
     t, se = t_critical_95(n - 1), std / math.sqrt(n)
-    if positive and mean > 0:
+    if on_log_scale(mean, positive=positive):
         k = math.exp(t * se / mean)
         return mean / k, mean * k
     return mean - t * se, mean + t * se

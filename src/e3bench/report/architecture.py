@@ -44,6 +44,8 @@ COLUMNS = [
     "J/request (inference)", "ms/item (task)", "J/item (task)", "s to target", "J to target", "samples to target",
     "fine-tune J (budget)", "fine-tuned acc [95% CI]", "few-shot acc [95% CI]", "majority class", "final − majority [95% CI]", "acc per kJ (fine-tune)",
 ]  # fmt: skip
+#: How a random-weights model is marked beside its name, in this section and every other one.
+FIXTURE_TAG = "(fixture)"
 #: The table's heading.
 HEADING = "Architecture comparison (encoder vs encoder-decoder vs decoder)"
 
@@ -101,6 +103,9 @@ class Section:
     notes: list[str] = field(default_factory=list)
     #: one sentence per random-weights model (also in ``notes``)
     fixtures: list[str] = field(default_factory=list)
+    #: config hashes of the fixtures' run and fine-tuning records: the report's other sections
+    #: label those ``(fixture)`` too (:func:`mark_fixtures`)
+    fixture_hashes: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.rows)
@@ -164,6 +169,7 @@ def load(records, others: Mapping[str, list[tuple[Path, dict]]]) -> Section:
         for m in comp.models:
             if m.fixture:
                 by_note.setdefault(m.fixture_note or "random weights", []).append(_label(m.model, True))
+                out.fixture_hashes |= {h for h in (m.inference_hash, *m.finetune_hashes.values()) if h}
         out.fixtures += [f"{', '.join(names)} {'is a fixture' if len(names) == 1 else 'are fixtures'} ({note}): "
                          f"{'its' if len(names) == 1 else 'their'} numbers measure the code path and the cost of "
                          f"{'its' if len(names) == 1 else 'their'} size, not what the architecture can learn."
@@ -173,6 +179,20 @@ def load(records, others: Mapping[str, list[tuple[Path, dict]]]) -> Section:
     return out
 
 
+def mark_fixtures(section: Section, configs, finetune_rows: list[dict]) -> None:
+    """Label the fixtures ``(fixture)`` wherever else the report names them: the configurations'
+    labels and model names (``ConfigSummary``: tables, figures, summary lines) and the fine-tuning
+    rows of the training section (by their ``config_hash``), as the comparison's table does."""
+    for c in configs:
+        if c.config_hash in section.fixture_hashes and FIXTURE_TAG not in c.label:
+            name, _, rest = c.label.partition(" ")
+            c.label = f"{name} {FIXTURE_TAG} {rest}".rstrip()
+            c.model = f"{c.model} {FIXTURE_TAG}"
+    for r in finetune_rows:
+        if r.get("config_hash") in section.fixture_hashes and FIXTURE_TAG not in str(r.get("model")):
+            r["model"] = f"{r['model']} {FIXTURE_TAG}"
+
+
 def _margin(iv: Interval | None) -> str | None:
     """``"+0.052 [+0.004, +0.099]"`` (signed: a margin over the majority class)."""
     return None if iv is None else f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
@@ -180,7 +200,7 @@ def _margin(iv: Interval | None) -> str | None:
 
 def _label(model: str, fixture: bool) -> str:
     name = Path(model).name if "/" in model and Path(model).name else model
-    return f"{name} (fixture)" if fixture else name
+    return f"{name} {FIXTURE_TAG}" if fixture else name
 
 
 def _energy_j(e) -> float | None:

@@ -80,6 +80,9 @@ class Panel:
     #: a line joins its points in the order of ``marks`` (load order: a latency–throughput curve,
     #: which may turn back when the achieved rate falls at a higher load), not sorted by x
     in_order: bool = False
+    #: the y axis starts at 0 (a ratio quantity: joules, shares — a level twice another should
+    #: look twice as high, not fill the panel from its own minimum)
+    y_from_zero: bool = False
 
 
 @dataclass

@@ -150,6 +150,8 @@ def figure_json(spec: Figure) -> dict[str, Any]:
         yaxis = {**grid, "domain": yd, "anchor": "x" + axis, "title": {"text": html.escape(p.y_label)}}
         if p.log_x:
             xaxis.update(type="log", dtick=math.log10(2) if p.kind == "line" else None)
+        if p.y_from_zero:
+            yaxis["rangemode"] = "tozero"
         if p.kind == "bar":
             if all(m.y.estimate >= 0 for m in p.marks):
                 xaxis["rangemode"] = "nonnegative"

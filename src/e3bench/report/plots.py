@@ -237,6 +237,8 @@ def draw(spec: Figure):
             {"line": _line, "box": _box, "scatter": _scatter}[p.kind](ax, p, colours)
         if p.log_x:
             _log_x(ax, p)
+        if p.y_from_zero:
+            ax.set_ylim(bottom=0)
         title = p.title if n > 1 else ", ".join(t for t in (spec.title, p.title) if t)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(p.x_label)

@@ -199,6 +199,7 @@ def _build(results_dir: Path, found: store.Scan, out_dir: Path | None, pool=None
         raise E3Error(f"no successful runs under {results_dir} to report on",
                       "see the failed records (e3bench ls DIR --filter status=failed)")  # fmt: skip
     arch = architecture.load(found.records, found.others)  # empty unless the folder holds a comparison
+    architecture.mark_fixtures(arch, configs, training.finetune_rows)  # "(fixture)" in every section
     warnings = warnings + training.problems + serving.problems + arch.notes
     comps = compare_to_reference(configs)
     failed = [r for r in runs if r["status"] == "failed"]

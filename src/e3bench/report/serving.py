@@ -210,9 +210,9 @@ def serving_figures(serving: Serving | None) -> list:
     j_label = f"J/request ({hows.pop()})" if len(hows) == 1 else "J/request (see the table's energy_method)"
     # log x with the levels as ticks (1, 2, 4, 8 or 0.5, 1, 2), not 1.5 or 2.5 "users"
     load = [p for p in (Panel("line", "Goodput vs load", "concurrency or offered requests/s", "share within SLOs", good,
-                              log_x=True),
+                              log_x=True, y_from_zero=True),
                         Panel("line", "Energy per request vs load", "concurrency or offered requests/s", j_label, joules,
-                              log_x=True))
+                              log_x=True, y_from_zero=True))
             if p.marks]  # fmt: skip
     # two figures of two panels: four side by side (each with its legend) left each plot a sliver
     out = []
@@ -232,6 +232,10 @@ def serving_figures(serving: Serving | None) -> list:
 #: what ``e3bench ls --serve`` shows by default (one row per session × level)
 LS_COLUMNS = ("session", "model", "level", "status", "requests_ok", "ttft_p50_ms", "tpot_p50_ms", "req_per_s",
               "out_tok_per_s", "goodput_share", "j_per_request", "gross_power_w")  # fmt: skip
+#: ``ls --serve``'s order of importance, every column of :data:`LS_COLUMNS` (``drop_order``: the
+#: last is left out first, and a column not named would go before all named ones)
+LS_ORDER = ("level", "session", "status", "ttft_p50_ms", "tpot_p50_ms", "out_tok_per_s", "requests_ok", "req_per_s",
+            "goodput_share", "j_per_request", "model", "gross_power_w")  # fmt: skip
 
 
 def serve_rows(results_dir: Path) -> tuple[list[dict], list[str]]:

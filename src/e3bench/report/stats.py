@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e3bench.core.timing import Stats, mean_ci95, t_critical_95, wilson_interval
+from e3bench.core.timing import Stats, mean_ci95, on_log_scale, t_critical_95, wilson_interval
 
 #: The words :func:`verdict` returns.
 BETTER, WORSE, NO_DIFFERENCE, INCONCLUSIVE = "better", "worse", "no significant difference", "INCONCLUSIVE"
@@ -100,7 +100,7 @@ def t_interval(mean: float, std: float, n: int, *, positive: bool = False, over:
     if n == 1:
         return Interval(mean, _NAN, _NAN, 1, f"1 {over.rstrip('s')}, no interval")
     low, high = mean_ci95(mean, std, n, positive=positive)  # type: ignore[misc]  # n >= 2
-    log = " on the log scale" if positive and mean > 0 else ""
+    log = " on the log scale" if on_log_scale(mean, positive=positive) else ""
     return Interval(mean, low, high, n, f"Student t over {n} {over}{log}, df={n - 1}")
 
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 #: The output formats :func:`print_table` offers (``--format``).
 FORMATS = ("table", "json", "csv", "md")
 #: Columns that hold identifiers: never cut, never wrapped (a user copies them).
-ID_KEYS = frozenset({"run_id", "config_hash", "sweep", "alias", "hub id", "backend", "task", "name"})
+ID_KEYS = frozenset({"run_id", "config_hash", "sweep", "alias", "hub id", "backend", "task", "name", "session", "level"})
 
 Kind = Literal["auto", "num", "id", "text"]
 

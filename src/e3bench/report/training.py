@@ -63,7 +63,8 @@ def _finetune_row(rec) -> dict[str, Any]:
     e = rec.train_energy
     return {
         "run_id": rec.run_id,
-        "model": rec.model.get("name", rec.config.get("model")),
+        "config_hash": rec.config_hash,
+        "model": str(rec.model.get("name", rec.config.get("model"))).rstrip("/").split("/")[-1],  # as config_label
         "task": rec.config.get("task"),
         "mode": rec.config.get("mode"),
         "status": rec.status,

@@ -75,6 +75,29 @@ def _text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def task_names(tasks: Any) -> str:
+    """The tasks of a workload as a reader names them: a task given a ``label`` by its label, a
+    task read from a file as ``name[file name]``, any other spec as written (``mmlu:num_fewshot=1``)
+    — the full spec, file path included, stays in the record and in the configs' CSV."""
+    from e3bench.config.taskspec import parse_task_spec
+    from e3bench.core.errors import E3Error
+
+    out = []
+    for spec in tasks if isinstance(tasks, (list, tuple)) else [tasks]:
+        try:
+            name, opts = parse_task_spec(str(spec))
+        except E3Error:  # a spec no run could have used: shown as stored
+            out.append(str(spec))
+            continue
+        if opts.get("label"):
+            out.append(str(opts["label"]))
+        elif opts.get("path"):
+            out.append(f"{name}[{str(opts['path']).replace(chr(92), '/').rsplit('/', 1)[-1]}]")
+        else:
+            out.append(str(spec))
+    return ", ".join(out)
+
+
 @functools.cache
 def _defaults() -> dict[str, Any]:
     """Today's ``RunConfig`` defaults, field → value (read once; callers copy, never mutate)."""
@@ -151,7 +174,7 @@ def workload_of(config: Mapping[str, Any]) -> Workload:
     label = f"prompt {config.get('prompt_tokens')} tokens → {config.get('max_new_tokens')} new tokens ({prompts})"
     tasks = config.get("tasks") or ()
     if tasks:
-        label += f"; tasks: {_text(tasks)}"
+        label += f"; tasks: {task_names(tasks)}"
         label += f", limit {config['limit']}" if config.get("limit") is not None else ", all items"
         if config.get("num_fewshot") is not None:
             label += f", {config['num_fewshot']}-shot"
@@ -164,7 +187,7 @@ def workload_of(config: Mapping[str, Any]) -> Workload:
     short = f"{config.get('prompt_tokens')}→{config.get('max_new_tokens')} tokens"
     short += f", {src}" if src else ""
     if tasks:
-        short += ", " + _text(tasks) + (f"×{config['limit']}" if config.get("limit") is not None else "")
+        short += ", " + task_names(tasks) + (f"×{config['limit']}" if config.get("limit") is not None else "")
         short += f", {config['num_fewshot']}-shot" if config.get("num_fewshot") is not None else ""
     else:
         short += ", no tasks"

@@ -134,8 +134,10 @@ def read(path: str | Path, *, output_dir: str | None = None, write_items: bool =
     name = str(data.get("name") or Path(path).stem)
     root = store.run_dir(output_dir or data.get("output_dir") or "results", name)
     arch_tasks = [_items(root, cfg, fewshot, write_items) for cfg in configs.values()]
+    # few-shot scored by plain acc (acc_norm=false): the SuperGLUE tasks' standard metric (lm-eval
+    # reports acc only) and what the fine-tuned classifiers' accuracy is — one headline everywhere
     return Spec(name=name, root=root, fewshot=fewshot, prompt_tokens=int(base.get("prompt_tokens", 128)), tasks=arch_tasks,
-                finetune=ft, fixtures=[str(f) for f in fixtures], task_specs=[f"jsonl_mc:path={t.items_file},label={t.fewshot_label}" for t in arch_tasks],
+                finetune=ft, fixtures=[str(f) for f in fixtures], task_specs=[f"jsonl_mc:path={t.items_file},label={t.fewshot_label},acc_norm=false" for t in arch_tasks],
                 targets={t: c.target_accuracy for t, c in configs.items()})  # fmt: skip
 
 

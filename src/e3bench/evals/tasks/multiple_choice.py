@@ -123,6 +123,7 @@ class BoolQ(MultipleChoiceTask):
     name = "boolq"
     dataset = "boolq"
     suffix = "\nAnswer:"
+    metrics = ("acc",)  # lm-eval's super_glue/boolq reports acc only
 
 
 class Copa(MultipleChoiceTask):
@@ -130,6 +131,7 @@ class Copa(MultipleChoiceTask):
 
     name = "copa"
     dataset = "copa"
+    metrics = ("acc",)  # lm-eval's super_glue/copa reports acc only
 
 
 class OpenBookQA(MultipleChoiceTask):
@@ -222,7 +224,10 @@ class JsonlMultipleChoice(MultipleChoiceTask):
 
     Options: ``suffix`` appended to the query (default none), ``delimiter`` between context and
     choice (default one space, as lm-eval), ``label`` the name it is recorded under (default
-    ``jsonl_mc[<file stem>]``). The record names the file and its SHA-256.
+    ``jsonl_mc[<file stem>]``), ``acc_norm`` (default true) whether ``acc_norm`` is reported
+    beside ``acc`` — false for data whose standard metric is plain accuracy (the SuperGLUE tasks
+    of an architecture comparison, where the headline must be the ``acc`` the fine-tuned
+    classifiers are compared with). The record names the file and its SHA-256.
     """
 
     name = "jsonl_mc"
@@ -236,9 +241,11 @@ class JsonlMultipleChoice(MultipleChoiceTask):
         data_dir: str | os.PathLike | None = None,
         sample: bool = False,
         label: str | None = None,
+        acc_norm: bool = True,
     ) -> None:
         super().__init__(data_dir=data_dir, sample=sample)
         self.path, self.label = user_file(self.name, path, data_dir, label)
+        self.metrics = ("acc", "acc_norm") if acc_norm else ("acc",)
         self.suffix_ = suffix
         self.delimiter = delimiter
 

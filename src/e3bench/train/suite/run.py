@@ -20,6 +20,7 @@ from e3bench.core.errors import E3Error
 from e3bench.core.fmt import count
 from e3bench.core.progress import Reporter, as_reporter
 from e3bench.core.fsutil import atomic_write_text
+from e3bench.core.host import THREADS_SOURCES, resolve_threads
 from e3bench.core.timing import clock
 from e3bench.train.records import ConfigResult, SuiteRecord
 from e3bench.train.shared import claims
@@ -79,10 +80,13 @@ def run_suite(
     base_name = _baseline_name(specs, baseline)
     order = sorted(range(len(specs)), key=lambda i: specs[i].name != base_name)  # baseline first
     device_, prec = _device(specs)
-    if threads is None and (threads := default_threads(device_)) is not None:
-        progress(f"torch threads: {threads} (CPU: every usable core but one; --threads N to choose)")
+    source = "user" if threads else None
+    if device_ == "cpu":  # off CPU torch's own default; on CPU the one thread rule, one core spare
+        threads, source = resolve_threads(threads, spare_cores=1)
+        progress(f"torch threads: {threads} ({THREADS_SOURCES[source]}; --threads N to choose)")
     dev.set_threads(threads)
     manifest, warnings = _environment(threads, device_)
+    manifest.threads_source = THREADS_SOURCES[source] if source else None
     suite_id = ids.run_id(ids.stable_hash({"configs": [s.model_dump(mode="json") for s in specs]}))
     out_dir = Path(output_dir) / "train" / suite_id
     corpora = _Corpora(progress)
@@ -160,19 +164,6 @@ def _device(specs: list[TrainSpec]):
     for s in specs:  # fail on unusable precision before training anything
         dev.resolve_precision(s.train.precision, device)
     return device, dev.resolve_precision(specs[0].train.precision, device)
-
-
-def default_threads(device: str, cores: int | None = None) -> int | None:
-    """torch's intra-op threads when ``--threads`` is not given: on CPU every usable core but
-    one (at least 1) — that core serves the loader workers, the memory and usage samplers and
-    other processes. With every core in the OpenMP pool, one thread descheduled by any other
-    process stalls each parallel region: on 2 shared cores at load 10 the default model trained
-    at 467 tokens/s with 2 threads and 3,383 with 1. None (torch's default) off CPU."""
-    if device != "cpu":
-        return None
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
 
 
 def _environment(threads: int | None, device: str):
