@@ -5,10 +5,11 @@ object, same items, one process.
     python benchmarks/eval_speed.py --n 40 --threads 1     # a quick look
     python benchmarks/eval_speed.py --tasks mmlu_5shot --n 200
     python benchmarks/eval_speed.py --tasks winogrande,lambada_openai,piqa,arc_challenge --n 200
-    python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 8
+    python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 1   # its default only (faster)
 
-For each task it prints examples/s for both (end to end, and log-likelihood scoring only), the
-speed-up, and whether every item's predicted choice (LAMBADA: greedy match) agrees. Data: ``$E3BENCH_DATA_DIR`` (default
+For each task and each lm-eval batch size (default 1, its default, and 8, the fair row) it prints
+examples/s for both (end to end, and log-likelihood scoring only), the speed-up, and whether every
+item's predicted choice (LAMBADA: greedy match) agrees. Both engines run on ``--threads``. Data: ``$E3BENCH_DATA_DIR`` (default
 /work/shared/data); MMLU items are the first ``ceil(n/57)`` test questions of each subject;
 MMLU 5-shot items are the first ``ceil(n/4)`` questions of the first 4 subjects with that many
 (lm-eval takes few-shot examples per subject, so each subject is its own lm-eval task).
