@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT.parent / "shared" / "findings" / "bad-inputs.md"
+#: the findings next to the checkout (main: ../shared; a worktree /work/wt/NAME: ../../shared)
+SHARED = next((d for d in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if d.is_dir()), ROOT.parent / "shared")
+TABLE = SHARED / "findings" / "bad-inputs.md"
 FAST = "--min-iters 2 --min-seconds 0 --warmup-iters 0 --set idle_seconds=0 --batch-size 1 --max-new-tokens 4 --prompt-tokens 8"
 RO = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search", "--"]
 NOISE = re.compile(r"^(Failed to load .*torchao|W\d{4} |Writing model shards|\s*$)")
@@ -398,7 +400,7 @@ def prepare(scratch: Path, env: dict) -> dict[str, str]:
     (inp / "t_bad.jsonl").write_text("{'query': 1}\n")
     (inp / "t_nogold.jsonl").write_text(json.dumps({"query": "q", "choices": ["a", "b"]}) + "\n")
 
-    text = (Path(os.environ.get("E3BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "text" / "tinyshakespeare.txt")
+    text = (Path(os.environ.get("E3BENCH_DATA_DIR", SHARED / "data")) / "text" / "tinyshakespeare.txt")
     corpus = text.read_text()[:60000] if text.exists() else ("To be or not to be, that is the question. " * 2000)
     (inp / "corpus.txt").write_text(corpus)
     tiny_toml = (f'name = "baseline"\n[model]\nhidden_size = 32\nlayers = 1\nheads = 2\nkv_heads = 2\n'
@@ -543,13 +545,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every row's outcome here")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every row")
+    ap.add_argument("--table", type=Path, default=TABLE, help=f"the findings table (default {TABLE})")
     args = ap.parse_args(argv)
-    rows = parse_table(TABLE)
+    if not args.table.is_file():
+        print(f"error: no findings table at {args.table} — fix: pass --table PATH/bad-inputs.md", file=sys.stderr)
+        return 2
+    rows = parse_table(args.table)
     ids = [i for i in rows if not args.only or i in args.only.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="e3-replay-"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
-    env.setdefault("E3BENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    env.setdefault("E3BENCH_DATA_DIR", str(SHARED / "data"))
     print(f"scratch: {scratch}; preparing inputs ...", flush=True)
     ph = prepare(scratch, env)
     env["_BASE"] = ph["BASE"]

@@ -68,9 +68,10 @@ SLIDING_ROLLING = [_LONG + " and power in watts. Latency is the time a request t
 TINY = {
     "pytorch": "fp32",
     "onnxrt": "fp32",
+    "ortgenai": "fp32",
     "vllm": "fp16",  # through the faithful fake engine (fp32 compute on the CPU)
 }
-BUNDLED = {"pytorch": "fp32", "onnxrt": "fp32", "llamacpp": "fp32"}
+BUNDLED = {"pytorch": "fp32", "onnxrt": "fp32", "ortgenai": "fp32", "llamacpp": "fp32"}
 
 
 def _missing(name: str) -> str | None:
@@ -211,8 +212,8 @@ def test_tiny_fixture(name, varied_decoder, tmp_path, request, monkeypatch):
         why = {
             "llamacpp": "llamacpp runs GGUF files and the tiny fixtures are transformers directories; "
             "its conformance runs on the bundled GGUF (-m slow)",
-            "pytorch-compile": "compilation takes minutes on 2 cores: covered by "
-            "test_pytorch_backend.py::test_torch_compile_option (-m slow)",
+            "pytorch-compile": "compilation takes minutes on 2 cores per shape: greedy equality with the eager "
+            "path is test_pytorch_compile.py::test_greedy_outputs_equal_eager_and_the_decode_step_is_compiled (slow)",
         }.get(name, f"no conformance recipe for plugin backend {name}")
         pytest.skip(why)
     if name == "vllm":

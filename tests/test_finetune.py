@@ -234,6 +234,19 @@ def test_target_reached_reports_time_and_energy(tiny_models, mc_files, tmp_path)
                                target_accuracy=0.01, max_steps=2))  # fmt: skip
     t = rec.target
     assert t.reached and t.reached_at_step == 0 and t.time_to_target_s == 0.0 and "before any training" in t.note
+    # met before training: nowhere is that shown as "0.0 s / 0 J to the target" (a free win on the
+    # architecture comparison's Pareto front); the console says what happened instead
+    from e3bench.report.architecture import Row, _finetune
+    from e3bench.report.training import _finetune_row
+    from e3bench.train.cli import format_finetune
+
+    text = format_finetune(rec, width=200)
+    assert "reached at step 0" not in text and "before any training" in text and "no time or energy" in text
+    row = _finetune_row(rec)
+    assert row["target_reached"] == "before training" and row["time_to_target_s"] is None
+    arch = Row(label="m", fixture=True, architecture="encoder", params=1, task="boolq")
+    _finetune(arch, rec)
+    assert arch.s_to_target is None and arch.j_to_target is None and arch.samples_to_target is None
 
 
 def test_absurd_learning_rate_diverges_and_is_recorded(tiny_models, mc_files, tmp_path):

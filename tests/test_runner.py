@@ -92,9 +92,13 @@ def test_energy_window_covers_only_measured_iterations(tiny_models):
     """Warm-up must not be billed to the measured tokens."""
     fake = FakeBackend(step_s=0.0, prefill_s=0.1)
     cfg = _cfg(tiny_models, batch_sizes="1", warmup_iters=4, min_iters=2, meter="estimate", idle_seconds=0.2)
-    g = run_one(cfg, backend=fake).efficiency.generation[0]
+    rec = run_one(cfg, backend=fake)
+    g = rec.efficiency.generation[0]
     assert g.iterations == 2
     assert g.energy.duration_s == pytest.approx(g.measured_s, abs=0.05)  # not + 0.4 s of warm-up
+    # the warm-up is timed apart (a compiling backend's compilation lands there): 4 × 0.1 s prefill
+    assert g.warmup_s == pytest.approx(0.4, abs=0.15)
+    assert 0.1 <= rec.efficiency.priming_s < 0.25  # the one priming request before the idle window
 
 
 def test_busy_machine_is_flagged_by_other_processes_cpu_not_load_average():
@@ -269,3 +273,32 @@ def test_a_config_built_without_build_config_is_checked_before_the_model_loads(t
     text = " ".join(ei.value.one_lines()) if hasattr(ei.value, "one_lines") else ei.value.one_line()
     assert "Atlantis" in text and "hellaswagg" in text
     assert fake.loaded is None
+
+
+class CompilesOnFirstUse(FakeBackend):
+    """Its first ``generate`` takes 0.5 s longer (a sleep standing for torch.compile)."""
+
+    compiled = False
+
+    def generate(self, prompts, params, on_token=None):
+        if not self.compiled:
+            self.compiled = True
+            time.sleep(0.5)
+        return super().generate(prompts, params, on_token)
+
+
+def test_first_use_work_is_timed_apart_from_ttft_and_shown(tiny_models):
+    """Issue 18 (pytorch-compile): compilation on first use lands in the warm-up's own time, kept
+    in the record with its unit and printed apart; TTFT/E2E of the timed iterations exclude it."""
+    from e3bench.report.summary import one_off_line
+
+    fake = CompilesOnFirstUse(prefill_s=0.02, step_s=0.0)
+    rec = run_one(_cfg(tiny_models, batch_sizes="1,2", min_iters=2), backend=fake)
+    g1, g2 = rec.efficiency.generation
+    assert rec.efficiency.priming_s is None  # no idle baseline metered: no priming request
+    assert 0.5 <= g1.warmup_s < 0.9 and max(g1.raw.ttft_ms) < 300
+    assert g2.warmup_s < 0.3  # compiled already
+    line = one_off_line(rec)
+    assert line.startswith("one-off work, untimed") and f"warm-up bs1 {g1.warmup_s:.1f} s" in line
+    quick = run_one(_cfg(tiny_models, batch_sizes="1", min_iters=2), backend=FakeBackend(prefill_s=0.02))
+    assert one_off_line(quick) is None  # nothing one-off: nothing printed

@@ -201,3 +201,82 @@ def test_server_args_reach_the_launched_server(tmp_path, monkeypatch):
 def test_server_args_without_launch_are_refused(tmp_path):
     code, out = serve("--url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "1", "--server-arg=--x", out=tmp_path)
     assert code == 2 and "--server-arg is for a server e3bench launches" in one_error(out)
+
+
+TOKEN = '{"choices": [{"delta": {"content": "a"}}]}'
+
+
+@pytest.mark.parametrize("events, says", [
+    (["5", "[DONE]"], "a stream chunk is a JSON int, not an object"),
+    (['{"choices": ["x"]}', "[DONE]"], "choices is not a list of objects"),
+    (['{"choices": {"a": 1}}', "[DONE]"], "choices is not a list of objects"),
+    ([TOKEN, '{"choices": [], "usage": {"completion_tokens": {"a": 1}}}', "[DONE]"], "usage.completion_tokens is {"),
+    ([TOKEN, '{"choices": [], "usage": {"completion_tokens": "abc"}}', "[DONE]"], 'usage.completion_tokens is "abc"'),
+    ([TOKEN, '{"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": "x"}}', "[DONE]"], "usage.prompt_tokens"),
+    ([TOKEN, '{"choices": [], "usage": {"completion_tokens": -5}}', "[DONE]"], "usage.completion_tokens is -5"),
+    ([TOKEN, '{"choices": [], "usage": {"completion_tokens": 1e400}}', "[DONE]"], "usage.completion_tokens is Infinity"),
+    (["hello", "[DONE]"], "a stream chunk is not JSON"),
+    (['{"choices": [{"delta": ["a"]}]}', "[DONE]"], "the server streamed no text"),
+])  # fmt: skip
+def test_garbage_stream_chunks_fail_the_level_in_one_line(tmp_path, events, says):
+    """A server streaming chunks that are JSON but not OpenAI chunks (a number, choices of
+    strings, a usage count that is a dict, a string, negative or infinite) used to end in a
+    traceback (AttributeError / TypeError / OverflowError); now the level fails with one line."""
+    with serve_in_thread(FakeConfig(mode="raw", raw_events=tuple(events))) as (url, _):
+        code, out = serve("--url", url, "--model", "fake-model", "-c", "1", out=tmp_path)
+    assert code == 2 and "Traceback" not in out, out
+    line = one_error(out)
+    assert ("failed the warm-up request" in line or "level c=1 failed" in line) and says in line, line
+
+
+@pytest.mark.parametrize("url, says", [
+    ("https://[::1", "is not a valid URL"),
+    ("http://", "names no host"),
+    ("http://:8000/v1", "names no host"),
+    ("http://127.0.0.1:99999999/v1", "port 99999999 is not between 1 and 65535"),
+])  # fmt: skip
+def test_malformed_url_is_one_line_before_any_request(tmp_path, url, says):
+    """httpx.InvalidURL is no httpx.HTTPError: 'https://[::1' used to end in a traceback."""
+    code, out = serve("--url", url, "--model", "m", "-c", "1", out=tmp_path)
+    assert code == 2 and says in one_error(out) and "cannot reach" not in out, out
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_free_but_a_listener_is_not():
+    """A server that stopped (it closed its connections first) leaves TIME_WAIT sockets on its
+    port; servers bind with SO_REUSEADDR so the port is usable, and --port must not call it
+    'in use' (it did: rerunning --launch --port N right after a session was refused)."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    assert not launcher.port_free(port)  # listening: in use
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = srv.accept()
+    accepted.close()  # the server side closes first: TIME_WAIT on the server's port
+    client.close()
+    srv.close()
+    assert launcher.port_free(port) and launcher.pick_port(port) == port
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--rate", "1e9"), "--rate 1e+09/s over --min-seconds 10 asks one level for 1e+10 requests (at most 100000)"),
+    (("-c", "200000"), "--concurrency 200000 asks one level for 2e+05 requests"),
+    (("-c", "1", "--min-requests", "1000000"), "--min-requests 1000000 asks one level for 1e+06 requests"),
+])  # fmt: skip
+def test_a_level_of_millions_of_requests_is_refused_before_the_server_is_asked(tmp_path, args, says):
+    """--rate 1e9 used to build a schedule of 10^10 start times: the command hung (killed at 30 s)."""
+    res = CliRunner().invoke(app, ["serve", "--url", "http://127.0.0.1:9/v1", "--model", "m", *FAST,
+                                   "--min-seconds", "10", *args, "-o", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 2 and says in one_error(res.output) and "cannot reach" not in res.output, res.output
+
+
+def test_a_closed_loop_level_sends_at_least_one_request_per_worker(tmp_path):
+    """c=4 with --min-requests 1 --min-seconds 0 ran ONE request and was labelled c=4."""
+    from e3bench.serve.session import ServeSettings, run_serve
+
+    with serve_in_thread() as (url, server):
+        s = ServeSettings(model="fake-model", url=url, concurrency=[4], min_requests=1, min_seconds=0, warmup=0,
+                          max_tokens=3, idle_s=0, meter="none", output_dir=tmp_path)  # fmt: skip
+        rec, _ = run_serve(s)
+    assert rec.levels[0].requests_sent == 4 and rec.levels[0].requests_ok == 4

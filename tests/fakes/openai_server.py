@@ -10,7 +10,8 @@ Its timing is known: the first token is sent ``ttft_s`` after the request body w
 next one ``itl_s`` after the previous, so a client's measured TTFT and ITL can be checked
 against them. Faults for the fault tests (``mode``): ``ok``, ``error500`` / ``error400`` (every
 completion request answers that status), ``nostream`` (one JSON body, no SSE), ``die_after=N``
-(the process exits hard while streaming request N+1: a server dying mid-level).
+(the process exits hard while streaming request N+1: a server dying mid-level), ``raw``
+(``raw_events`` streamed verbatim: garbage chunks).
 
 Run it as a process: ``python -m fakes.openai_server --port 0 --ttft 0.05 --itl 0.01`` prints
 ``READY <port>`` once it listens (tests read that line), or in a thread: :func:`serve_in_thread`.
@@ -42,6 +43,8 @@ class FakeConfig:
     mode: str = "ok"
     #: prompt logprobs are never offered (log-likelihood tasks must be refused)
     usage: bool = True
+    #: fault ``raw``: these ``data:`` payloads are streamed verbatim (garbage a broken server sends)
+    raw_events: tuple[str, ...] = ()
 
 
 class _State:
@@ -120,6 +123,15 @@ class _Handler(BaseHTTPRequestHandler):
                       **({"message": {"role": "assistant", "content": text}} if chat else {"text": text})}  # fmt: skip
             self._json(200, {"id": "x", "object": "chat.completion", "model": cfg.model,
                              "choices": [choice], "usage": usage})  # fmt: skip
+            return
+        if cfg.mode == "raw":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for payload in cfg.raw_events:
+                self._chunk(f"data: {payload}\n\n".encode())
+            self._chunk(b"")
             return
         die_at = int(cfg.mode.split("=")[1]) + 1 if cfg.mode.startswith("die_after=") else None
         self.send_response(200)

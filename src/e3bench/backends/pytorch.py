@@ -1,7 +1,8 @@
 """PyTorch / transformers backend: decoder-only, encoder-decoder and encoder-only models on CPU
 or CUDA in fp32, bf16 or fp16, and int8 / int4 weight quantization with torchao
 (see :data:`QUANT_RECIPES` and docs/backends.md for why torchao and which recipe), optionally
-under ``torch.compile`` (option ``compile=true``, or the backend ``pytorch-compile``).
+under ``torch.compile`` (option ``compile=true``: the whole forward, dynamic shapes; the backend
+``pytorch-compile``, :mod:`e3bench.backends.pytorch_compile`, is the static-KV-cache path).
 
 It never reads a clock. Per-token progress reaches the runner through a transformers
 ``BaseStreamer`` whose ``put`` is called once per decode step with the new tokens (already
@@ -15,7 +16,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from e3bench.backends.base import BaseBackend, NoOptions
+from e3bench.backends.base import BaseBackend
 from e3bench.core.devices import canonical, check_visible, device_kind
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogLik, ModelSpec, OnToken, PeakMemory
 from e3bench.core.errors import E3Error
@@ -134,9 +135,6 @@ class PyTorchBackend(BaseBackend):
         # int8/int4 quantize with torchao: without it they are skipped up front, naming the extra
         precision_extras=(("int8", "torchao", "quant"), ("int4", "torchao", "quant")),
     )
-    #: torch.compile on the forward regardless of options (``pytorch-compile``)
-    compiled: ClassVar[bool] = False
-
     def _setup(self) -> None:
         self.model = None
         self._torch_device = None
@@ -175,7 +173,7 @@ class PyTorchBackend(BaseBackend):
         self._stem_memo = StemMemo()
         if quant:
             notes.append(_quantize(self.model, kind, precision))
-        if self.compiled or getattr(self.options, "compile", False):
+        if getattr(self.options, "compile", False):
             # dynamic=True: prompt and cache lengths change every step; the first generate()
             # (the runner's warm-up) pays the compilation.
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
@@ -312,10 +310,3 @@ class PyTorchBackend(BaseBackend):
 
             torch.cuda.empty_cache()
 
-
-class PyTorchCompiledBackend(PyTorchBackend):
-    """The PyTorch backend with ``torch.compile`` on the model's forward (no options)."""
-
-    name: ClassVar[str] = "pytorch-compile"
-    Options: ClassVar[type[BaseModel]] = NoOptions
-    compiled: ClassVar[bool] = True

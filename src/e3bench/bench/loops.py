@@ -87,13 +87,20 @@ def _measured(window: MeteredWindow, name: str, step: Callable[[int], None], rul
     will run, projected from the mean iteration so far, and the ETA to its stop; before the
     first timed iteration ends, projected from the warm-up's pace). ``warmup``
     (given the warm-up's stage) counts the warm-up finer than by iterations (generation: by
-    tokens, which nothing times) and returns what to call after each iteration."""
+    tokens, which nothing times) and returns what to call after each iteration.
+
+    Returns ``(metered, warmup_s)``: the window's result and the wall seconds of the warm-up
+    iterations (each ``step`` synchronizes at both ends; None without a warm-up), kept apart
+    from every timed sample: a backend's one-off work for new shapes (compilation) lands here."""
     progress = progress or Reporter()
     pace = None  # seconds per warm-up iteration: the measured stage's ETA until its first iteration ends
+    warmup_s = None
     if rule.warmup_iters > 0:
         unit = "iterations" if warmup is None else "tokens"
         with progress.stage(f"warm-up ({label})", total=rule.warmup_iters, unit=unit) as st:
+            t0 = clock()
             rule.warmup(step, after=st.advance if warmup is None else warmup(st))
+            warmup_s = clock() - t0
             pace = st.elapsed_s() / rule.warmup_iters
     with progress.stage(label, total=rule.min_iters, unit="iterations") as st:
         if pace:
@@ -106,21 +113,24 @@ def _measured(window: MeteredWindow, name: str, step: Callable[[int], None], rul
 
         metered = window.run(name, lambda: rule.measure(step, after=after))
         st.update(completed=metered.result[0], total=metered.result[0], eta_s=0)
-    return metered
+    return metered, warmup_s
 
 
-def prime(backend: Backend, ps: PromptSet, *, encoder_only: bool, max_new_tokens: int, seed: int) -> None:
+def prime(backend: Backend, ps: PromptSet, *, encoder_only: bool, max_new_tokens: int, seed: int) -> float:
     """One untimed, unmetered request (batch 1): lazily mapped weights become resident and the
     first request's one-off allocations happen, so that an idle baseline metered afterwards sees
     the model as the measured iterations will (safetensors are memory-mapped: after ``load``
-    most weights are not yet in RSS, and on a GPU the first call sets up its workspaces)."""
+    most weights are not yet in RSS, and on a GPU the first call sets up its workspaces).
+    Returns its wall seconds (synchronized at both ends; a compiling backend compiles here)."""
     ids = ps.batch(1, offset=0)
     backend.synchronize()
+    t0 = clock()
     if encoder_only:
         backend.forward(ids)
     else:
         backend.generate(ids, GenParams(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, ignore_eos=True, seed=seed))
     backend.synchronize()
+    return clock() - t0
 
 
 def generation(
@@ -184,7 +194,7 @@ def generation(
             intervals.append((tc.t_start, tc.stamps[0], t_end))
         in_tokens.append(sum(len(x) for x in batch_ids))
 
-    metered = _measured(window, f"generate-bs{batch}", step, rule, progress,
+    metered, warmup_s = _measured(window, f"generate-bs{batch}", step, rule, progress,
                         f"generation, batch {batch}: {max_new_tokens} tokens per request", warmup)
     n, measured_s, cut = metered.result
     ttft_s = [t / 1e3 for t in raw.ttft_ms]
@@ -210,6 +220,7 @@ def generation(
         measured_s=measured_s,
         min_iters_asked=rule.min_iters,
         cut_by_max_seconds=cut,
+        warmup_s=warmup_s,
         input_tokens_per_request_mean=total_in / max(1, n * batch),
         output_tokens_per_request=sum(raw.output_tokens) / max(1, n),
         e2e_ms=summarize(raw.e2e_ms),
@@ -243,7 +254,7 @@ def forward(backend: Backend, window: MeteredWindow, ps: PromptSet, batch: int, 
             lat.append((clock() - t0) * 1e3)
             in_tokens.append(sum(len(x) for x in ids))
 
-    metered = _measured(window, f"forward-bs{batch}", step, rule, progress, f"forward latency, batch {batch}")
+    metered, warmup_s = _measured(window, f"forward-bs{batch}", step, rule, progress, f"forward latency, batch {batch}")
     n, measured_s, cut = metered.result
     energy, cross = window.summaries(metered, input_tokens=sum(in_tokens), output_tokens=0, requests=n * batch)
     return ForwardResult(
@@ -252,6 +263,7 @@ def forward(backend: Backend, window: MeteredWindow, ps: PromptSet, batch: int, 
         measured_s=measured_s,
         min_iters_asked=rule.min_iters,
         cut_by_max_seconds=cut,
+        warmup_s=warmup_s,
         input_tokens_per_request_mean=sum(in_tokens) / max(1, n * batch),
         latency_ms=summarize(lat),
         tokens_per_s=sum(in_tokens) / (sum(lat) / 1e3),

@@ -139,7 +139,7 @@ class Runner:
         mem = PeakRss()
         mem.start()  # the measured phase starts here: one-off work above is not in its peak
         if cfg.idle_seconds > 0 and window.measures:  # idle must see the model as the work does
-            loops.prime(backend, ps, encoder_only=info.architecture == "encoder-only",
+            eff.priming_s = loops.prime(backend, ps, encoder_only=info.architecture == "encoder-only",
                         max_new_tokens=min(cfg.max_new_tokens, 4), seed=cfg.seed)  # fmt: skip
             window.measure_idle(cfg.idle_seconds, idle_state(cfg), self.progress)
         backend.reset_peak_memory()

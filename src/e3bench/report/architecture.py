@@ -261,7 +261,7 @@ def _finetune(row: Row, ft) -> None:
     if m is not None:
         row.vs_majority = Interval(m.margin, m.ci95_low, m.ci95_high, m.n_items, m.method)
     t = ft.target
-    if t is not None and t.reached:
+    if t is not None and t.reached and t.reached_at_step:  # met at step 0: training did not get it there
         row.s_to_target, row.j_to_target, row.samples_to_target = t.time_to_target_s, t.energy_to_target_j, t.samples_to_target
     row.train_j = t.budget_energy_j if t is not None and t.budget_energy_j is not None else basis_energy_j(ft.train_energy)
 

@@ -168,6 +168,9 @@ def print_summary(rec: ResultRecord, console) -> None:
     _wrap(console, f"prompts: {eff.prompt_source}", indent=2)
     if eff.generation:
         print_fitted(console, "speed (mean ± 95% CI; p50/p99 in the record)", _SPEED, eff.generation)
+    once = one_off_line(rec)
+    if once:
+        _wrap(console, once, indent=2)
     for f in eff.forward:
         _wrap(console, f"forward batch {f.batch_size}: {_pm(f.latency_ms)} ms, {f.tokens_per_s:.0f} input tok/s "
                        f"({f.iterations} iters)")  # fmt: skip
@@ -185,6 +188,29 @@ def print_summary(rec: ResultRecord, console) -> None:
     console.rule("the three E's", style="dim")
     for label, text in three_es(rec):
         _wrap(console, f"{label:<{_LABEL}}{text}", indent=_LABEL)
+
+
+def one_off_line(rec: ResultRecord) -> str | None:
+    """The untimed first-use work (the priming request, each batch size's warm-up) when it took
+    longer than twice the timed iterations it preceded: a compiling backend's compilation, which
+    TTFT/TPOT leave out. None when it was not longer (nothing one-off worth showing)."""
+    eff = rec.efficiency
+    if eff is None:
+        return None
+    warm_iters = max(1, int(rec.config.get("warmup_iters") or 1))
+    parts, slow = [], False
+    first_e2e_s = eff.generation[0].e2e_ms.mean / 1e3 if eff.generation else None
+    if eff.priming_s is not None and first_e2e_s:
+        parts.append(f"priming request {eff.priming_s:.1f} s")
+        slow = eff.priming_s > 2 * first_e2e_s
+    for r in eff.generation:
+        if r.warmup_s is not None:
+            parts.append(f"warm-up bs{r.batch_size} {r.warmup_s:.1f} s")
+            slow = slow or r.warmup_s / warm_iters > 2 * r.e2e_ms.mean / 1e3
+    if not slow:
+        return None
+    return (f"one-off work, untimed (outside TTFT/TPOT/E2E and every energy window): {', '.join(parts)} "
+            "(compilation, if the backend compiles; priming_s / warmup_s in the record)")  # fmt: skip
 
 
 def _print_energy(rec: ResultRecord, console) -> None:

@@ -63,6 +63,11 @@ class BatchResult(BaseModel):
     #: why the --max-seconds cap ended this batch size before --min-iters / --min-seconds
     #: were reached (None: the stopping rule was met)
     cut_by_max_seconds: str | None = None
+    #: wall seconds of the untimed warm-up iterations at this batch size (``warmup_iters`` of
+    #: them, synchronized, outside the metered window; not in TTFT/TPOT/E2E): whatever a backend
+    #: does once for new shapes is here (pytorch-compile: torch.compile of the decode step and the
+    #: static KV cache's allocation); None in records made before it was stored, or no warm-up
+    warmup_s: float | None = None
     input_tokens_per_request_mean: float
     output_tokens_per_request: float
     e2e_ms: Stats
@@ -90,6 +95,11 @@ class ForwardResult(BaseModel):
     #: why the --max-seconds cap ended this batch size before --min-iters / --min-seconds
     #: were reached (None: the stopping rule was met)
     cut_by_max_seconds: str | None = None
+    #: wall seconds of the untimed warm-up iterations at this batch size (``warmup_iters`` of
+    #: them, synchronized, outside the metered window; not in TTFT/TPOT/E2E): whatever a backend
+    #: does once for new shapes is here (pytorch-compile: torch.compile of the decode step and the
+    #: static KV cache's allocation); None in records made before it was stored, or no warm-up
+    warmup_s: float | None = None
     input_tokens_per_request_mean: float
     latency_ms: Stats
     tokens_per_s: float  # input tokens processed per second
@@ -111,6 +121,11 @@ class Efficiency(BaseModel):
 
     load_time_s: float
     load_note: str
+    #: wall seconds of the one untimed batch-1 request (at most 4 new tokens) that primes the model
+    #: before the idle baseline (synchronized; outside every metered window); None when no idle
+    #: baseline was metered, so no priming request ran. For pytorch-compile it includes a first
+    #: torch.compile (the warm-ups' ``warmup_s`` then hold any recompilation for new shapes)
+    priming_s: float | None = None
     prompt_source: str
     generation: list[BatchResult] = []
     forward: list[ForwardResult] = []

@@ -15,6 +15,7 @@ Output tokens come from the server's streamed ``usage.completion_tokens`` where 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,14 +105,44 @@ def request_body(model: str, prompt: str, *, max_tokens: int, chat: bool = True,
     return body
 
 
-def _chunk_text(obj: dict) -> str:
+class BadChunk(ValueError):
+    """A ``data:`` line that is not an OpenAI stream chunk (not JSON, not an object, ``choices``
+    not a list of objects, a ``usage`` count that is not a count)."""
+
+
+def _count(v: Any, what: str) -> int | None:
+    """A token count from ``usage``: None where absent, else a whole number ≥ 0 (BadChunk)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or v != int(v):
+        raise BadChunk(f"usage.{what} is {json.dumps(v)[:40]}, not a count of tokens")
+    return int(v)
+
+
+def parse_chunk(data: str) -> tuple[str, bool, int | None, int | None]:
+    """One ``data:`` payload → ``(text, finished, usage completion tokens, usage prompt tokens)``;
+    :class:`BadChunk` naming what is wrong where it is not an OpenAI stream chunk."""
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise BadChunk(f"a stream chunk is not JSON ({exc}): {data[:60]!r}") from None
+    if not isinstance(obj, dict):
+        raise BadChunk(f"a stream chunk is a JSON {type(obj).__name__}, not an object: {data[:60]!r}")
+    choices = obj.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(ch, dict) for ch in choices):
+        raise BadChunk(f"a stream chunk's choices is not a list of objects: {data[:60]!r}")
     out = []
-    for ch in obj.get("choices") or []:
+    for ch in choices:
         delta = ch.get("delta")
         piece = delta.get("content") if isinstance(delta, dict) else ch.get("text")
         if piece:
             out.append(str(piece))
-    return "".join(out)
+    finished = any(ch.get("finish_reason") for ch in choices)
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):
+        return "".join(out), finished, None, None
+    return ("".join(out), finished, _count(usage.get("completion_tokens"), "completion_tokens"),
+            _count(usage.get("prompt_tokens"), "prompt_tokens"))  # fmt: skip
 
 
 async def stream_one(client, url: str, body: dict[str, Any], *,
@@ -148,8 +179,10 @@ async def stream_one(client, url: str, body: dict[str, Any], *,
         r.error_kind, r.error = "timeout", f"timed out ({type(exc).__name__})"
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         r.error_kind, r.error = "stream_broken", f"the connection broke mid-stream ({type(exc).__name__})"
-    except ValueError as exc:
-        r.error_kind, r.error = "bad_chunk", f"a stream chunk is not JSON ({exc})"
+    except httpx.HTTPError as exc:  # any other transport failure (a bad encoding, a write error)
+        r.error_kind, r.error = "stream_broken", f"the request failed ({type(exc).__name__}: {exc})"
+    except BadChunk as exc:
+        r.error_kind, r.error = "bad_chunk", str(exc)
     finally:
         r.end_s = clock()
     if r.error_kind is None and count_tokens is not None and r.text:
@@ -169,16 +202,13 @@ async def _read_events(resp, r: RequestResult) -> bool:
         if data == "[DONE]":
             r.text = "".join(parts)
             return True
-        obj = json.loads(data)
-        text = _chunk_text(obj)
+        text, fin, n_out, n_in = parse_chunk(data)
         if text:
             r.token_times_s.append(clock())
             parts.append(text)
-        finished = finished or any(ch.get("finish_reason") for ch in obj.get("choices") or [])
-        usage = obj.get("usage")
-        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-            r.usage_output_tokens = int(usage["completion_tokens"])
-            r.usage_prompt_tokens = usage.get("prompt_tokens")
+        finished = finished or fin
+        if n_out is not None:
+            r.usage_output_tokens, r.usage_prompt_tokens = n_out, n_in
     r.text = "".join(parts)
     return finished
 

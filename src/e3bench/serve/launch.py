@@ -61,8 +61,11 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
-    """True when ``port`` can be bound on 127.0.0.1."""
+    """True when a server could listen on ``port`` on 127.0.0.1: nothing listens there.
+    SO_REUSEADDR as servers set it (uvicorn, llama-server, vLLM), so the TIME_WAIT connections
+    a server that just stopped leaves behind do not count as "in use"; a listener still does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -23,7 +23,8 @@ from e3bench.results.schema import ServeLevel, ServeRecord
 from e3bench.serve import launch as launcher
 from e3bench.serve.client import RequestResult, request_body, stream_one
 from e3bench.serve.levels import first_error, summarize_level
-from e3bench.serve.load import ARRIVALS, Level, closed_loop, open_loop, requests_for_rate, schedule
+from e3bench.serve.load import (ARRIVALS, Level, closed_loop, level_size_problem, open_loop, requests_for_rate,
+                                schedule)
 
 #: request errors after which a level cannot go on (the server is gone or cannot be measured)
 FATAL = ("connect", "not_streaming")
@@ -72,12 +73,15 @@ class ServeSettings:
         if (self.url is None) == (self.launch is None):
             raise E3Error("give either --url of a running server or --launch to start one",
                           "e.g. --url http://127.0.0.1:8000/v1 --model NAME, or --launch transformers --model smollm2-135m")  # fmt: skip
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise E3Error(f"--url {self.url!r} is not an http(s) URL", "e.g. --url http://127.0.0.1:8000/v1")
+        if self.url is not None:
+            check_url(self.url)
         if not self.levels() and not self.tasks:
             raise E3Error("no load levels and no tasks", "pass --concurrency 1,2,4 and/or --rate 0.5,1 (or --tasks)")
         if any(c < 1 for c in self.concurrency):
             raise E3Error(f"--concurrency {self.concurrency}: levels must be 1 or more", "e.g. --concurrency 1,2,4")
+        for level in self.levels():
+            if (problem := level_size_problem(level.kind, level.value, self.min_requests, self.min_seconds)) is not None:
+                raise E3Error(problem, "lower --rate, --concurrency, --min-requests or --min-seconds")
         if self.arrival not in ARRIVALS:
             raise E3Error(f"--arrival {self.arrival!r} is unknown", f"use {' or '.join(ARRIVALS)}")
         if self.server_pid is not None:
@@ -116,6 +120,23 @@ class ServeSettings:
         """The settings as JSON (for the record and its hash)."""
         d = {k: v for k, v in self.__dict__.items() if k not in ("output_dir",)}
         return {**d, "output_dir": str(self.output_dir)}
+
+
+def check_url(url: str) -> None:
+    """:class:`E3Error` for a ``--url`` that is not an http(s) URL with a host (and a valid port)."""
+    import httpx
+
+    fix = "e.g. --url http://127.0.0.1:8000/v1"
+    if not url.startswith(("http://", "https://")):
+        raise E3Error(f"--url {url!r} is not an http(s) URL", fix)
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise E3Error(f"--url {url!r} is not a valid URL ({exc})", fix) from None
+    if not parsed.host:
+        raise E3Error(f"--url {url!r} names no host", fix)
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise E3Error(f"--url {url!r}: port {parsed.port} is not between 1 and 65535", fix)
 
 
 def run_serve(s: ServeSettings, progress: Reporter | None = None, *, log: Callable[[str], None] | None = None,
@@ -308,6 +329,7 @@ def _fix(kind: str) -> str:
         "not_streaming": "use a server that streams (stream: true, text/event-stream); e3bench times tokens as they arrive",
         "connect": "check --url and that the server runs",
         "timeout": "raise --request-timeout, or lower --max-tokens",
+        "bad_chunk": "point --url at an OpenAI-compatible server (its stream sends chat.completion.chunk objects)",
     }.get(kind, "see the server's log")
 
 
@@ -342,6 +364,7 @@ def _level(s: ServeSettings, level: Level, url: str, model: str, prompts, count_
         lv.status, lv.error = "failed", f"{fatal[0].error} ({len(fatal)} of {len(results)} requests)"
     elif lv.requests_ok == 0:
         bad = first_error(results)
-        lv.status, lv.error = "failed", f"no request completed: {bad.error if bad else 'no requests'}"
+        why = (bad.error or "the server streamed no text (0 tokens)") if bad else "no requests"
+        lv.status, lv.error = "failed", f"no request completed: {why}"
     return lv
 

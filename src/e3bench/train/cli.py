@@ -199,11 +199,13 @@ def format_finetune(r, width: int | None = None) -> str:
             f"{num(None if ej is None else ej / 3.6e6)} kWh"
         )
     if t is not None:
-        if t.reached:
+        if t.reached and t.reached_at_step:
             lines.append(
                 f"  target {t.target_accuracy:.3f} reached at step {t.reached_at_step}: {t.time_to_target_s:.1f} s, "
                 f"{num(t.energy_to_target_j, ',.1f')} J, {t.samples_to_target} samples"
             )
+        elif t.reached:  # at step 0: the untrained model met it, no time or energy to the target
+            lines.append(f"  target {t.target_accuracy:.3f}: {t.note}; no time or energy to the target")
         else:
             lines.append(f"  {t.note}")
     for w in r.warnings:
@@ -229,6 +231,9 @@ def format_suite(record) -> str:
             f"{num(r['tokens_per_s'], ',.0f'):>9} {num(r['opt_state_kib'], ',.0f'):>9} {num(r['energy_j'], ',.1f'):>9}"
             + (f"  claims: {r['claims']}" if r.get("claims") else "")
         )
+    for c in [*record.configs, *record.repeats]:  # why a configuration did not finish, in one line each
+        if c.status != "ok" and c.reason:
+            out.append(f"{c.name} (seed {c.seed}) {c.status}: {c.reason}")
     return "\n".join(out)
 
 
