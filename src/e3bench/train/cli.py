@@ -232,6 +232,9 @@ def format_suite(record) -> str:
             f"{num(r['tokens_per_s'], ',.0f'):>9} {num(r['opt_state_kib'], ',.0f'):>9} {num(r['energy_j'], ',.1f'):>9}"
             + (f"  claims: {r['claims']}" if r.get("claims") else "")
         )
+    for c in [*record.configs, *record.repeats]:  # why a configuration did not finish, in one line each
+        if c.status != "ok" and c.reason:
+            out.append(f"{c.name} (seed {c.seed}) {c.status}: {c.reason}")
     return "\n".join(out)
 
 
