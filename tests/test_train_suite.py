@@ -586,3 +586,13 @@ def test_shape_and_claim_errors_name_the_file_when_it_loads(tmp_path, extra, say
     with pytest.raises(E3Error) as ei:
         load_spec(p)
     assert ei.value.problem.startswith(f"{p}: ") and says in ei.value.problem
+
+
+def test_the_console_table_says_why_a_configuration_failed():
+    """A failed configuration showed only 'failed' in the console (its reason was only in suite.json)."""
+    from e3bench.train.cli import format_suite
+    from e3bench.train.records import ConfigResult, SuiteRecord
+
+    rec = SuiteRecord.model_construct(configs=[ConfigResult(name="x", status="failed", seed=0, reason="no data — fix: add it")],
+                                      repeats=[], claims=[])  # fmt: skip
+    assert "x (seed 0) failed: no data — fix: add it" in format_suite(rec)
