@@ -181,15 +181,13 @@ def og_e2e_check(precision: str, args, reps: int = 5) -> dict:
     b = make_backend("ortgenai", {}, threads=args.threads)
     b.load(resolve(args.model), precision, "cpu")
     folder = b.model_dir
-    ours_ttft, ours_tpot = [], []
-    b.generate([ids[0].tolist()], GenParams(max_new_tokens=g))  # warm-up
-    for _ in range(reps):
+
+    def ours_once():
         stamps: list[float] = []
         t0 = clock()
         b.generate([ids[0].tolist()], GenParams(max_new_tokens=g), on_token=lambda _n, s=stamps: s.append(clock()))
-        ours_ttft.append(stamps[0] - t0)
-        ours_tpot.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
-    b.close()
+        return stamps[0] - t0, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
     # benchmark_e2e loads og.Model(input_folder): its threads are what genai_config.json says. The
     # builder writes none, and og's default then is not the run's count (on the loaded 2-core
     # machine it ran like 1 thread, about 2x faster than 2 threads there), so the run's count is
@@ -200,7 +198,7 @@ def og_e2e_check(precision: str, args, reps: int = 5) -> dict:
         "intra_op_num_threads": args.threads, "inter_op_num_threads": 1}}}}))  # fmt: skip
     model = og.Model(config)
 
-    def run_once():
+    def lib_once():
         params = og.GeneratorParams(model)
         params.set_search_options(do_sample=False, max_length=n + g, min_length=n + g)
         gen = og.Generator(model, params)
@@ -219,8 +217,13 @@ def og_e2e_check(precision: str, args, reps: int = 5) -> dict:
             i += 1
         return prompt_s + first_s, sum(steps) / len(steps)
 
-    run_once()  # warm-up (benchmark_e2e: --warmup)
-    lib = [run_once() for _ in range(reps)]
+    ours_once(), lib_once()  # warm-up (benchmark_e2e: --warmup)
+    ours, lib = [], []
+    for _ in range(reps):  # interleaved, so a change in the machine's load hits both alike
+        ours.append(ours_once())
+        lib.append(lib_once())
+    b.close()
+    ours_ttft, ours_tpot = [x[0] for x in ours], [x[1] for x in ours]
     ttft_o, tpot_o = float(np.median(ours_ttft)), float(np.median(ours_tpot))
     ttft_l, tpot_l = float(np.median([x[0] for x in lib])), float(np.median([x[1] for x in lib]))
     return {

@@ -229,6 +229,7 @@ def test_estimate_meter_follows_the_given_process_tree_not_this_one():
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
     proc = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c '{burn}'"])
     follow, own = EstimateMeter(pids=[proc.pid], sample_interval_s=0.05), EstimateMeter(sample_interval_s=0.05)
+    cpu0 = time.process_time()  # this process's own CPU (the samplers' threads): all 'own' may see
     try:
         for m in (follow, own):
             m.begin("w")
@@ -242,7 +243,9 @@ def test_estimate_meter_follows_the_given_process_tree_not_this_one():
     cpu_follow = r_follow.details["mean_utilisation"] * k * r_follow.duration_s
     cpu_own = r_own.details["mean_utilisation"] * k * r_own.duration_s
     assert 0.6 <= cpu_follow <= 1.3, cpu_follow  # the grandchild's 1 s of CPU (its exit is counted too)
-    assert cpu_own < 0.2, cpu_own
+    # none of the child's second; under load this process's own sampler threads cost up to ~0.5 s of
+    # CPU, so the bound is what this process really used (a fixed 0.2 s failed at load 16)
+    assert cpu_own < 0.2 + (time.process_time() - cpu0), cpu_own
     assert f"pid {proc.pid}" in r_follow.details["utilisation_scope"]
     # CPU energy only: the RAM term follows RSS, and this test process's RSS (torch imported by the
     # tests before it) can outweigh the tiny burner's, so total_j does not order the two

@@ -169,6 +169,11 @@ def test_quality_through_the_server_uses_the_tasks_scorer(tmp_path):
     (("-c", "1", "--request-timeout", "0"), "--request-timeout 0 must be a finite number of seconds above 0"),
     (("-c", "1", "--warmup", "-1"), "--warmup -1 must be 0 or more"),
     (("-c", "1", "--device", "tpu"), "--device 'tpu' is not a device"),
+    (("-c", "1.5",), "--concurrency '1.5': '1.5' is not a whole number"),  # was "is not a number"
+    (("-c", "1", "--port", "8000"), "--port 8000 is for a server e3bench launches"),  # was silently ignored
+    (("-c", "1", "--limit", "5"), "--limit 5 limits --tasks, and no task was given"),  # was silently ignored
+    (("-c", "1", "--meter", "nvm"), "unknown meter 'nvm'"),  # was found only after a --launch server loaded
+    (("-c", "1", "--slo", "TTFT_MS=5"), "unknown SLO 'TTFT_MS' (did you mean 'ttft_ms'?)"),  # was "is not name=value"
 ])  # fmt: skip
 def test_bad_numbers_and_device_are_refused_before_the_server_is_asked(tmp_path, args, says):
     """Port 9 refuses connections: the settings' error comes first, not 'cannot reach'."""

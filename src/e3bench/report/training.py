@@ -67,6 +67,7 @@ def _finetune_row(rec) -> dict[str, Any]:
         "run_id": rec.run_id,
         "config_hash": rec.config_hash,
         "model": str(rec.model.get("name", rec.config.get("model"))).rstrip("/").split("/")[-1],  # as config_label
+        "model_path": rec.config.get("model"),  # not a column: where report.architecture.mark_fixtures looks
         "task": rec.config.get("task"),
         "mode": rec.config.get("mode"),
         "status": rec.status,

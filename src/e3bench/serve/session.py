@@ -70,6 +70,17 @@ class ServeSettings:
         """:class:`E3Error` for settings that cannot run (all found before anything starts)."""
         if self.server_args and self.launch is None:
             raise E3Error("--server-arg is for a server e3bench launches", "drop --server-arg, or use --launch")
+        if self.port is not None and self.launch is None:
+            raise E3Error(f"--port {self.port} is for a server e3bench launches (a --url names its own port)",
+                          "drop --port, or use --launch")  # fmt: skip
+        if self.limit is not None and not self.tasks:
+            raise E3Error(f"--limit {self.limit} limits --tasks, and no task was given", "drop --limit, or add --tasks")
+        from e3bench.energy.meters import meter_choices
+
+        if self.meter not in meter_choices():
+            from e3bench.core.errors import unknown_name
+
+            raise unknown_name("meter", self.meter, meter_choices())
         if (self.url is None) == (self.launch is None):
             raise E3Error("give either --url of a running server or --launch to start one",
                           "e.g. --url http://127.0.0.1:8000/v1 --model NAME, or --launch transformers --model smollm2-135m")  # fmt: skip
