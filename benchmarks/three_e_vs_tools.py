@@ -104,8 +104,17 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _e3bench_results(out_dir: Path) -> dict[str, dict]:
     """task → {metrics, samples} from the one record ``e3bench run`` wrote under ``out_dir``."""
-    (rec,) = [p for p in out_dir.rglob("*.json") if "effectiveness" in p.read_text(encoding="utf-8")[:100000]]
-    r = json.loads(rec.read_text(encoding="utf-8"))
+    recs = []
+    for p in out_dir.rglob("*.json"):
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "run_id" in doc and "effectiveness" in doc:
+            recs.append(doc)
+    if len(recs) != 1:
+        sys.exit(f"expected one e3bench record under {out_dir}, found {len(recs)}")
+    r = recs[0]
     out = {}
     for t in r["effectiveness"]:
         f = t.get("samples_file")
