@@ -13,7 +13,9 @@ HellaSwag (``--limit`` items, acc_norm) through ``e3bench.evals.tasks`` on the s
 
 For llama.cpp the script also times a 64-token generation twice over: with our clock inside
 ``on_token`` and with the library's own counters (``llama_perf_context``: eval time / eval
-tokens) on the same file, and prints the difference (target: within 5 %).
+tokens) on the same file, and prints the difference (target: within 5 %). For ONNX Runtime GenAI it
+reproduces onnxruntime-genai's own benchmark_e2e.py method on the same build (TTFT and TPOT, target:
+within 5 %).
 
     E3BENCH_DATA_DIR=../shared/data python benchmarks/backends.py            # full table
     python benchmarks/backends.py --configs pytorch:fp32,llamacpp:int4 --limit 50
@@ -34,10 +36,14 @@ from pathlib import Path
 DEFAULT = (
     "pytorch:fp32,pytorch:bf16,pytorch:int8,pytorch:int4,"
     "onnxrt:fp32,onnxrt:int8,onnxrt:int8:int8_mode=static,"
+    "ortgenai:fp32,ortgenai:int4,"
     "llamacpp:int4,llamacpp:int8,llamacpp:fp16"
 )
 #: what the generic precision means on each backend, for the table
-LABEL = {("llamacpp", "int4"): "Q4_1 (shipped)", ("llamacpp", "int8"): "Q8_0", ("llamacpp", "fp16"): "F16"}
+LABEL = {
+    ("llamacpp", "int4"): "Q4_1 (shipped)", ("llamacpp", "int8"): "Q8_0", ("llamacpp", "fp16"): "F16",
+    ("ortgenai", "int4"): "int4 (MatMulNBits)",
+}  # fmt: skip
 
 
 def parse_item(item: str) -> tuple[str, str, dict]:
@@ -97,6 +103,8 @@ def child(item: str, args) -> dict:
     }
     if backend == "llamacpp":
         out["llama_perf"] = llama_perf_check(precision, args)
+    if backend == "ortgenai":
+        out["og_e2e"] = og_e2e_check(precision, args)
     return out
 
 
@@ -109,6 +117,12 @@ def _roofline(rec, g) -> dict:
         "roofline_pct": None if g.roofline_fraction is None else 100 * g.roofline_fraction,
         "roofline_error": rl.measurement_error,
         "bandwidth_gb_s": rl.bandwidth_bytes_per_s / 1e9,
+        "bandwidth_how": "; ".join(
+            x for x in (rl.bandwidth_method, rl.bandwidth_source and f"source: {rl.bandwidth_source}",
+                        rl.bandwidth_measured_utc and f"measured {rl.bandwidth_measured_utc}",
+                        rl.bandwidth_other_cpu_busy_pct is not None and f"other CPU load {rl.bandwidth_other_cpu_busy_pct:.0f} %")
+            if x
+        ),
         "bytes_rule": rl.weights_rule,
     }
 
@@ -144,6 +158,79 @@ def llama_perf_check(precision: str, args) -> dict:
     ours = sum(r[0] for r in rows) / len(rows)
     lib = sum(r[1] for r in rows) / len(rows)
     return {"ours_tok_s": ours, "llama_perf_tok_s": lib, "diff_pct": 100 * (ours - lib) / lib, "file": str(b.gguf_path)}
+
+
+def og_e2e_check(precision: str, args, reps: int = 5) -> dict:
+    """Our TTFT / TPOT (clock in ``on_token``, through the backend) against onnxruntime-genai's
+    own benchmark method on the same build: ``benchmark/python/benchmark_e2e.py`` of
+    microsoft/onnxruntime-genai, in og 0.18's API (``compute_logits`` is gone: its "prompt
+    processing" is ``append_tokens``, its "token generation" + "sampling" one
+    ``generate_next_token``): random prompt tokens (its ``--use_random_tokens``),
+    ``max_length = min_length = prompt + generated`` (never stops early), warm-up runs, a fresh
+    ``og.Model`` from the folder (with the run's thread count, below), greedy (its ``-k 1``)."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    from e3bench.core.api import GenParams
+    from e3bench.backends.factory import make_backend
+    from e3bench.backends.models import resolve
+    from e3bench.core.timing import clock
+
+    n, g = args.prompt_tokens, args.max_new_tokens
+    ids = np.random.default_rng(0).integers(100, 1000, size=(1, n))
+    b = make_backend("ortgenai", {}, threads=args.threads)
+    b.load(resolve(args.model), precision, "cpu")
+    folder = b.model_dir
+
+    def ours_once():
+        stamps: list[float] = []
+        t0 = clock()
+        b.generate([ids[0].tolist()], GenParams(max_new_tokens=g), on_token=lambda _n, s=stamps: s.append(clock()))
+        return stamps[0] - t0, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+    # benchmark_e2e loads og.Model(input_folder): its threads are what genai_config.json says. The
+    # builder writes none, and og's default then is not the run's count (on the loaded 2-core
+    # machine it ran like 1 thread, about 2x faster than 2 threads there), so the run's count is
+    # written into the config here as the backend does: the check compares the methods, not
+    # thread counts.
+    config = og.Config(str(folder))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+        "intra_op_num_threads": args.threads, "inter_op_num_threads": 1}}}}))  # fmt: skip
+    model = og.Model(config)
+
+    def lib_once():
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=n + g, min_length=n + g)
+        gen = og.Generator(model, params)
+        t = time.perf_counter()
+        gen.append_tokens(ids.astype(np.int32))  # prompt processing
+        prompt_s = time.perf_counter() - t
+        t = time.perf_counter()
+        gen.generate_next_token()  # sampling of the first token
+        first_s = time.perf_counter() - t
+        steps = []
+        i = 1
+        while not gen.is_done() and i < g:
+            t = time.perf_counter()
+            gen.generate_next_token()  # token generation + sampling
+            steps.append(time.perf_counter() - t)
+            i += 1
+        return prompt_s + first_s, sum(steps) / len(steps)
+
+    ours_once(), lib_once()  # warm-up (benchmark_e2e: --warmup)
+    ours, lib = [], []
+    for _ in range(reps):  # interleaved, so a change in the machine's load hits both alike
+        ours.append(ours_once())
+        lib.append(lib_once())
+    b.close()
+    ours_ttft, ours_tpot = [x[0] for x in ours], [x[1] for x in ours]
+    ttft_o, tpot_o = float(np.median(ours_ttft)), float(np.median(ours_tpot))
+    ttft_l, tpot_l = float(np.median([x[0] for x in lib])), float(np.median([x[1] for x in lib]))
+    return {
+        "ours_ttft_ms": 1e3 * ttft_o, "e2e_ttft_ms": 1e3 * ttft_l, "ttft_diff_pct": 100 * (ttft_o - ttft_l) / ttft_l,
+        "ours_tpot_ms": 1e3 * tpot_o, "e2e_tpot_ms": 1e3 * tpot_l, "tpot_diff_pct": 100 * (tpot_o - tpot_l) / tpot_l,
+        "reps": reps, "prompt_tokens": n, "new_tokens": g, "folder": str(folder),
+    }  # fmt: skip
 
 
 def fmt(x, spec=".1f", none="—"):
@@ -195,8 +282,9 @@ def table(rows: list[dict], task: str) -> str:
     if ok:
         bws = sorted({round(r["bandwidth_gb_s"], 1) for r in ok if r.get("bandwidth_gb_s")})
         rule = next((r["bytes_rule"] for r in ok if r.get("bytes_rule")), "")
+        hows = sorted({r["bandwidth_how"] for r in ok if r.get("bandwidth_how")})
         lines.append(f"\nroofline = decode tok/s ÷ (bandwidth ÷ bytes per decode step); bandwidth "
-                     f"{', '.join(f'{b:g}' for b in bws) or '—'} GB/s; {rule}")  # fmt: skip
+                     f"{', '.join(f'{b:g}' for b in bws) or '—'} GB/s ({' | '.join(hows) or 'how: not recorded'}); {rule}")  # fmt: skip
         for r in ok:
             if r.get("roofline_error") and "measurement error" in r["roofline_error"]:
                 lines.append(f"{r['backend']} {r['precision']}: {r['roofline_error']}")
@@ -207,6 +295,15 @@ def table(rows: list[dict], task: str) -> str:
                 f"\nllama.cpp {LABEL.get(('llamacpp', r['precision']), r['precision'])}: our decode "
                 f"{lp['ours_tok_s']:.1f} tok/s vs llama_perf {lp['llama_perf_tok_s']:.1f} tok/s "
                 f"({lp['diff_pct']:+.1f}%; {Path(lp['file']).name})"
+            )
+    for r in rows:
+        oe = r.get("og_e2e")
+        if oe:
+            lines.append(
+                f"\nonnxruntime-genai {r['precision']}: ours TTFT {oe['ours_ttft_ms']:.1f} ms / TPOT {oe['ours_tpot_ms']:.2f} ms "
+                f"vs benchmark_e2e's method TTFT {oe['e2e_ttft_ms']:.1f} ms ({oe['ttft_diff_pct']:+.1f}%) / TPOT "
+                f"{oe['e2e_tpot_ms']:.2f} ms ({oe['tpot_diff_pct']:+.1f}%); medians of {oe['reps']}, "
+                f"{oe['prompt_tokens']}+{oe['new_tokens']} tokens, same build"
             )
     lines.append(
         f"\n{task}: 'retained' is acc_norm ÷ pytorch fp32's over the same items, its 95 % interval paired "

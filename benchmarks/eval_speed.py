@@ -5,10 +5,11 @@ object, same items, one process.
     python benchmarks/eval_speed.py --n 40 --threads 1     # a quick look
     python benchmarks/eval_speed.py --tasks mmlu_5shot --n 200
     python benchmarks/eval_speed.py --tasks winogrande,lambada_openai,piqa,arc_challenge --n 200
-    python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 8
+    python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 1   # its default only (faster)
 
-For each task it prints examples/s for both (end to end, and log-likelihood scoring only), the
-speed-up, and whether every item's predicted choice (LAMBADA: greedy match) agrees. Data: ``$E3BENCH_DATA_DIR`` (default
+For each task and each lm-eval batch size (default 1, its default, and 8, the fair row) it prints
+examples/s for both (end to end, and log-likelihood scoring only), the speed-up, and whether every
+item's predicted choice (LAMBADA: greedy match) agrees. Both engines run on ``--threads``. Data: ``$E3BENCH_DATA_DIR`` (default
 /work/shared/data); MMLU items are the first ``ceil(n/57)`` test questions of each subject;
 MMLU 5-shot items are the first ``ceil(n/4)`` questions of the first 4 subjects with that many
 (lm-eval takes few-shot examples per subject, so each subject is its own lm-eval task).
@@ -61,9 +62,16 @@ def main() -> int:
                     help="hellaswag, mmlu, mmlu_5shot, winogrande, lambada_openai, piqa, arc_challenge (comma list)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=4, help="alternate the engines over this many chunks (default 4)")
-    ap.add_argument("--lm-eval-batch-size", type=int, default=1, help="lm-eval hf batch size (its default: 1)")
+    ap.add_argument("--lm-eval-batch-size", default="1,8",
+                    help="lm-eval hf batch sizes to compare with, comma list (default 1,8: its default, and the fair row)")
     ap.add_argument("--batch-size", type=int, default=None, help="e3bench contexts per batch (default: scoring default)")
     args = ap.parse_args()
+    try:
+        lm_batch_sizes = [int(x) for x in args.lm_eval_batch_size.split(",") if x.strip()]
+    except ValueError:
+        lm_batch_sizes = []
+    if not lm_batch_sizes or min(lm_batch_sizes) < 1:
+        sys.exit(f"--lm-eval-batch-size {args.lm_eval_batch_size!r}: give positive integers, e.g. 1,8")
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,7 +81,6 @@ def main() -> int:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from e3bench.backends import hf_scorer as scoring
     from fakes.lmeval_local import (
         LOCAL_COPIES,
         mmlu_subject_rows,
@@ -148,19 +155,11 @@ def main() -> int:
             parts["mmlu_5shot", r].append((f"bench_mmlu5_{subject}_{r}", sd))
     tm = TaskManager(include_path=str(yamls))
 
-    # lm-eval's HF model on the very same model object
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=args.lm_eval_batch_size, device="cpu")
-    lm_time = {"t": 0.0}
-    orig = lm.loglikelihood
-
-    def timed_ll(requests, *a, **k):
-        t0 = time.perf_counter()
-        try:
-            return orig(requests, *a, **k)
-        finally:
-            lm_time["t"] += time.perf_counter() - t0
-
-    lm.loglikelihood = timed_ll
+    # lm-eval's HF model on the very same model object, once per batch size compared
+    lms, lm_time = {}, {}
+    for bs in lm_batch_sizes:
+        lms[bs] = HFLM(pretrained=model, tokenizer=tok, batch_size=bs, device="cpu")
+        lms[bs].loglikelihood = _timed(lms[bs].loglikelihood, lm_time, bs)
 
     from e3bench.backends.models import resolve
     from e3bench.backends.pytorch import PyTorchBackend
@@ -169,8 +168,11 @@ def main() -> int:
         """The PyTorch backend (fp32, CPU), timing its log-likelihood calls."""
 
         def __init__(self):
-            super().__init__()
+            # the thread count lm-eval runs with: load() sets torch's threads to the backend's
+            # (without it, resolve_threads' default — OMP_NUM_THREADS or spare cores — for both engines)
+            super().__init__(threads=torch.get_num_threads())
             self.load(resolve(str(model_dir)), "fp32", "cpu")
+            self.score_batch_size = args.batch_size  # None: the scoring default
             self.t = 0.0
 
         def loglikelihood(self, requests):
@@ -179,106 +181,121 @@ def main() -> int:
             self.t += time.perf_counter() - t0
             return out
 
-        def _score(self, encoded):
-            kw = {"batch_size": args.batch_size} if args.batch_size else {}
-            return scoring.hf_loglikelihood_tokens(
-                self.model, encoded, device="cpu", architecture="decoder-only", max_length=self.max_length, **kw
-            )
-
     summary = []
     for task in tasks:
-        lm_time["t"] = 0.0
+        lm_time.clear()
         be = Backend()
-        lm_e2e = e3_e2e = 0.0
-        lm_samples, e3_samples = [], []
-        lm_acc, lm_norm = [], []
+        e3_e2e = 0.0
+        lm_e2e = dict.fromkeys(lm_batch_sizes, 0.0)
+        lm_samples: dict[int, list] = {bs: [] for bs in lm_batch_sizes}
+        e3_samples = []
         for r in range(rounds):
             lm_names = [name for name, _ in parts[task, r]]
 
-            def run_lm():
+            def run_lm(bs):
                 t0 = time.perf_counter()
-                ref = lm_eval.simple_evaluate(model=lm, tasks=lm_names, task_manager=tm, log_samples=True,
+                ref = lm_eval.simple_evaluate(model=lms[bs], tasks=lm_names, task_manager=tm, log_samples=True,
                                               bootstrap_iters=0, verbosity="ERROR")
-                return time.perf_counter() - t0, ref
+                lm_e2e[bs] += time.perf_counter() - t0
+                for name in lm_names:
+                    lm_samples[bs] += sorted(ref["samples"][name], key=lambda s: s["doc_id"])
 
             def run_e3():
+                nonlocal e3_e2e
                 t0 = time.perf_counter()
-                scores = [get_task(task, data_dir=str(d)).evaluate(be, limit=None, seed=0) for _, d in parts[task, r]]
-                return time.perf_counter() - t0, scores
+                for _, d in parts[task, r]:
+                    e3_samples.extend(get_task(task, data_dir=str(d)).evaluate(be, limit=None, seed=0).samples)
+                e3_e2e += time.perf_counter() - t0
 
-            if r % 2 == 0:
-                (dt_lm, ref), (dt_e3, scores) = run_lm(), run_e3()
-            else:
-                (dt_e3, scores), (dt_lm, ref) = run_e3(), run_lm()
-            lm_e2e += dt_lm
-            e3_e2e += dt_e3
-            for name, score in zip(lm_names, scores, strict=True):
-                samples = sorted(ref["samples"][name], key=lambda s: s["doc_id"])
-                lm_samples += samples
-                e3_samples += score.samples
-                lm_acc += [float(s["acc"]) for s in samples]
-                lm_norm += [s["acc_norm"] for s in samples if "acc_norm" in s]
-        single = "pred" not in e3_samples[0]  # single continuation: the prediction is the greedy match
-        lm_preds = []
-        for s in lm_samples:
-            ll = [float(x[0]) for x in s["filtered_resps"]]
-            lm_preds.append(bool(s["acc"]) if single else max(range(len(ll)), key=lambda i: (ll[i], -i)))
-        preds = [s["is_greedy"] if single else s["pred"] for s in e3_samples]
-        n = len(preds)
-        agree = preds == lm_preds
-        n_diff = sum(a != b for a, b in zip(preds, lm_preds)) + abs(len(preds) - len(lm_preds))
-        e3_lls = [[s["loglikelihood"]] if single else s["loglikelihoods"] for s in e3_samples]
-        max_dll = max(
-            abs(a - float(x[0]))
-            for lls, s_lm in zip(e3_lls, lm_samples)
-            for a, x in zip(lls, s_lm["filtered_resps"])
-        )
-        e3_acc = sum(s["acc"] for s in e3_samples) / n
-        e3_norm = sum(s["acc_norm"] for s in e3_samples) / n if "acc_norm" in e3_samples[0] else float("nan")
-        extra = {}
-        if single:  # lm-eval's perplexity: exp(-mean per-item log-likelihood)
-            extra["perplexity_lm_eval"] = math.exp(-sum(float(s["perplexity"]) for s in lm_samples) / n)
-            extra["perplexity_e3bench"] = math.exp(-sum(x[0] for x in e3_lls) / n)
-        line = {
-            "task": task,
-            "items": n,
-            "rounds": rounds,
-            "lm_eval_items_per_s": n / lm_e2e,
-            "e3bench_items_per_s": n / e3_e2e,
-            "speedup_end_to_end": lm_e2e / e3_e2e,
-            "lm_eval_scoring_items_per_s": n / lm_time["t"],
-            "e3bench_scoring_items_per_s": n / be.t,
-            "speedup_scoring": lm_time["t"] / be.t,
-            "predictions_identical": agree,
-            "n_different": n_diff,
-            "max_abs_loglik_diff": max_dll,
-            "acc_lm_eval": sum(lm_acc) / n,
-            "acc_e3bench": e3_acc,
-            "acc_norm_lm_eval": sum(lm_norm) / n if lm_norm else float("nan"),
-            "acc_norm_e3bench": e3_norm,
-            **extra,
-        }
-        summary.append(line)
+            # alternate which engine goes first, so background load hits both alike
+            order = [lambda bs=bs: run_lm(bs) for bs in lm_batch_sizes] + [run_e3]
+            for run in order if r % 2 == 0 else order[::-1]:
+                run()
+        for bs in lm_batch_sizes:
+            line = _compare(task, e3_samples, lm_samples[bs], e3_e2e, lm_e2e[bs], be.t, lm_time[bs])
+            line.update(rounds=rounds, lm_eval_batch_size=bs)
+            summary.append(line)
+            print(_describe(line), flush=True)
+    for bs in lm_batch_sizes:
+        rows = [x for x in summary if x["lm_eval_batch_size"] == bs]
+        tot_lm = sum(x["items"] / x["lm_eval_items_per_s"] for x in rows)
+        tot_e3 = sum(x["items"] / x["e3bench_items_per_s"] for x in rows)
+        items = sum(x["items"] for x in rows)
         print(
-            f"{task:14s} n={n:4d}  lm-eval {line['lm_eval_items_per_s']:6.2f} ex/s  "
-            f"e3bench {line['e3bench_items_per_s']:6.2f} ex/s  speed-up {line['speedup_end_to_end']:.2f}x "
-            f"(scoring only {line['speedup_scoring']:.2f}x)  predictions identical: {agree} "
-            f"(max |Δ loglik| {max_dll:.1e}; acc {line['acc_e3bench']:.3f} vs {line['acc_lm_eval']:.3f}"
-            + (f", acc_norm {e3_norm:.3f} vs {line['acc_norm_lm_eval']:.3f}" if lm_norm else "")
-            + (f", perplexity {extra['perplexity_e3bench']:.4g} vs {extra['perplexity_lm_eval']:.4g}" if extra else "")
-            + ")",
-            flush=True,
+            f"overall vs lm-eval bs {bs}: n={items:4d}  lm-eval {items / tot_lm:6.2f} ex/s  e3bench {items / tot_e3:6.2f} ex/s  "
+            f"speed-up {tot_lm / tot_e3:.2f}x  all predictions identical: {all(x['predictions_identical'] for x in rows)}"
         )
-    tot_lm = sum(x["items"] / x["lm_eval_items_per_s"] for x in summary)
-    tot_e3 = sum(x["items"] / x["e3bench_items_per_s"] for x in summary)
-    items = sum(x["items"] for x in summary)
-    print(
-        f"overall        n={items:4d}  lm-eval {items / tot_lm:6.2f} ex/s  e3bench {items / tot_e3:6.2f} ex/s  "
-        f"speed-up {tot_lm / tot_e3:.2f}x  all predictions identical: {all(x['predictions_identical'] for x in summary)}"
-    )
-    print("JSON " + json.dumps({"lm_eval_batch_size": args.lm_eval_batch_size, "threads": torch.get_num_threads(),
+    print("JSON " + json.dumps({"lm_eval_batch_sizes": lm_batch_sizes, "threads": torch.get_num_threads(),
                                 "load_avg": os.getloadavg(), "tasks": summary}))
     return 0
+
+
+def _timed(call, into: dict, key):
+    """``call`` (lm-eval's log-likelihood method), adding its seconds to ``into[key]``."""
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return call(*a, **k)
+        finally:
+            into[key] = into.get(key, 0.0) + time.perf_counter() - t0
+
+    return timed
+
+
+def _compare(task: str, e3_samples: list, lm_samples: list, e3_s: float, lm_s: float, e3_scoring_s: float,
+             lm_scoring_s: float) -> dict:  # fmt: skip
+    """One row of the table: speeds, speed-ups, and whether every item's prediction agrees."""
+    single = "pred" not in e3_samples[0]  # single continuation: the prediction is the greedy match
+    lm_preds = []
+    for s in lm_samples:
+        ll = [float(x[0]) for x in s["filtered_resps"]]
+        lm_preds.append(bool(s["acc"]) if single else max(range(len(ll)), key=lambda i: (ll[i], -i)))
+    preds = [s["is_greedy"] if single else s["pred"] for s in e3_samples]
+    n = len(preds)
+    n_diff = sum(a != b for a, b in zip(preds, lm_preds)) + abs(len(preds) - len(lm_preds))
+    e3_lls = [[s["loglikelihood"]] if single else s["loglikelihoods"] for s in e3_samples]
+    max_dll = max(
+        abs(a - float(x[0])) for lls, s_lm in zip(e3_lls, lm_samples) for a, x in zip(lls, s_lm["filtered_resps"])
+    )
+    lm_norm = [s["acc_norm"] for s in lm_samples if "acc_norm" in s]
+    extra = {}
+    if single:  # lm-eval's perplexity: exp(-mean per-item log-likelihood)
+        extra["perplexity_lm_eval"] = math.exp(-sum(float(s["perplexity"]) for s in lm_samples) / n)
+        extra["perplexity_e3bench"] = math.exp(-sum(x[0] for x in e3_lls) / n)
+    return {
+        "task": task,
+        "items": n,
+        "lm_eval_items_per_s": n / lm_s,
+        "e3bench_items_per_s": n / e3_s,
+        "speedup_end_to_end": lm_s / e3_s,
+        "lm_eval_scoring_items_per_s": n / lm_scoring_s,
+        "e3bench_scoring_items_per_s": n / e3_scoring_s,
+        "speedup_scoring": lm_scoring_s / e3_scoring_s,
+        "predictions_identical": preds == lm_preds,
+        "n_different": n_diff,
+        "max_abs_loglik_diff": max_dll,
+        "acc_lm_eval": sum(float(s["acc"]) for s in lm_samples) / n,
+        "acc_e3bench": sum(s["acc"] for s in e3_samples) / n,
+        "acc_norm_lm_eval": sum(lm_norm) / n if lm_norm else float("nan"),
+        "acc_norm_e3bench": sum(s["acc_norm"] for s in e3_samples) / n if "acc_norm" in e3_samples[0] else float("nan"),
+        **extra,
+    }
+
+
+def _describe(line: dict) -> str:
+    extra = "perplexity_e3bench" in line
+    return (
+        f"{line['task']:14s} n={line['items']:4d}  lm-eval bs {line['lm_eval_batch_size']:<2d} "
+        f"{line['lm_eval_items_per_s']:6.2f} ex/s  e3bench {line['e3bench_items_per_s']:6.2f} ex/s  "
+        f"speed-up {line['speedup_end_to_end']:.2f}x (scoring only {line['speedup_scoring']:.2f}x)  "
+        f"predictions identical: {line['predictions_identical']} (max |Δ loglik| {line['max_abs_loglik_diff']:.1e}; "
+        f"acc {line['acc_e3bench']:.3f} vs {line['acc_lm_eval']:.3f}"
+        + (f", acc_norm {line['acc_norm_e3bench']:.3f} vs {line['acc_norm_lm_eval']:.3f}"
+           if line["acc_norm_lm_eval"] == line["acc_norm_lm_eval"] else "")
+        + (f", perplexity {line['perplexity_e3bench']:.4g} vs {line['perplexity_lm_eval']:.4g}" if extra else "")
+        + ")"
+    )
 
 
 if __name__ == "__main__":

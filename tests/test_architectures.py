@@ -270,3 +270,26 @@ def test_architectures_sweep_end_to_end_on_tiny_fixtures(tmp_path, tiny_models):
         json.loads(p.read_text()) for p in root.rglob("*.json") if '"effectiveness"' in p.read_text()]
     few = [t for r in recs for t in r.get("effectiveness") or [] if t["task"] == "copa_1shot" or "shot" in t["task"]]
     assert few and all(set(t["metrics"]) == {"acc"} for t in few), [t["metrics"] for t in few]
+
+
+def test_a_fixture_outside_any_comparison_is_labelled_by_its_marker(tmp_path):
+    """A fine-tuning run or a run of a random-weights model (its folder holds the marker) was
+    labelled '(fixture)' only when an architecture comparison named it; alone it read as a real model.
+    The summary line's training energy of 0.127 J read '0 J fine-tuning'."""
+    from types import SimpleNamespace
+
+    from e3bench.report.architecture import Row, Section, mark_fixtures
+
+    fx = tmp_path / "tiny"
+    fx.mkdir()
+    (fx / FIXTURE_MARKER).write_text("{}")
+    real = tmp_path / "real"
+    real.mkdir()
+    cfg = SimpleNamespace(config_hash="h1", label="tiny pytorch fp32 cpu", model="tiny", config={"model": str(fx)})
+    other = SimpleNamespace(config_hash="h2", label="real pytorch fp32 cpu", model="real", config={"model": str(real)})
+    rows = [{"config_hash": "h3", "model": "tiny", "model_path": str(fx)}, {"config_hash": "h4", "model": "x"}]
+    mark_fixtures(Section(), [cfg, other], rows)
+    assert cfg.label == "tiny (fixture) pytorch fp32 cpu" and other.label == "real pytorch fp32 cpu"
+    assert [r["model"] for r in rows] == ["tiny (fixture)", "x"]
+    sec = Section(rows=[Row(label="m", fixture=False, architecture="decoder-only", params=1, task="copa", train_j=0.127)])
+    assert "0.127 J fine-tuning" in sec.lines()[0]

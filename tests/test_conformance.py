@@ -68,9 +68,10 @@ SLIDING_ROLLING = [_LONG + " and power in watts. Latency is the time a request t
 TINY = {
     "pytorch": "fp32",
     "onnxrt": "fp32",
+    "ortgenai": "fp32",
     "vllm": "fp16",  # through the faithful fake engine (fp32 compute on the CPU)
 }
-BUNDLED = {"pytorch": "fp32", "onnxrt": "fp32", "llamacpp": "fp32"}
+BUNDLED = {"pytorch": "fp32", "onnxrt": "fp32", "ortgenai": "fp32", "llamacpp": "fp32"}
 
 
 def _missing(name: str) -> str | None:

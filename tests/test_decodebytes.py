@@ -62,7 +62,7 @@ def test_the_backends_benchmark_prints_bytes_and_roofline_per_backend():
     mod = iu.module_from_spec(spec)
     spec.loader.exec_module(mod)
     base = {"options": {}, "decode_ci95": 0.5, "ttft_ms": 100.0, "peak_rss_mb": 900.0, "accuracy": {},
-            "bandwidth_gb_s": 9.5, "bytes_rule": "bytes read per decode step: RULE"}  # fmt: skip
+            "bandwidth_gb_s": 9.5, "bandwidth_how": "measured: numpy copy", "bytes_rule": "bytes read per decode step: RULE"}  # fmt: skip
     rows = [
         {**base, "backend": "pytorch", "precision": "fp32", "weights_mb": 513.1, "decode_tok_s": 8.0,
          "roofline_pct": 44.2, "roofline_error": None},
@@ -74,7 +74,8 @@ def test_the_backends_benchmark_prints_bytes_and_roofline_per_backend():
     assert "bytes/decode step MiB" in head and "roofline" in head
     assert "| 513 |" in pt and "44.2 %" in pt
     assert "measurement error (>100 %)" in ox and "221" not in ox
-    assert "bandwidth 9.5 GB/s; bytes read per decode step: RULE" in text
+    # where the bandwidth comes from is printed with it
+    assert "bandwidth 9.5 GB/s (measured: numpy copy); bytes read per decode step: RULE" in text
     assert "onnxrt fp32: decode ran faster" in text
 
 

@@ -234,6 +234,19 @@ def test_target_reached_reports_time_and_energy(tiny_models, mc_files, tmp_path)
                                target_accuracy=0.01, max_steps=2))  # fmt: skip
     t = rec.target
     assert t.reached and t.reached_at_step == 0 and t.time_to_target_s == 0.0 and "before any training" in t.note
+    # met before training: nowhere is that shown as "0.0 s / 0 J to the target" (a free win on the
+    # architecture comparison's Pareto front); the console says what happened instead
+    from e3bench.report.architecture import Row, _finetune
+    from e3bench.report.training import _finetune_row
+    from e3bench.train.cli import format_finetune
+
+    text = format_finetune(rec, width=200)
+    assert "reached at step 0" not in text and "before any training" in text and "no time or energy" in text
+    row = _finetune_row(rec)
+    assert row["target_reached"] == "before training" and row["time_to_target_s"] is None
+    arch = Row(label="m", fixture=True, architecture="encoder", params=1, task="boolq")
+    _finetune(arch, rec)
+    assert arch.s_to_target is None and arch.j_to_target is None and arch.samples_to_target is None
 
 
 def test_absurd_learning_rate_diverges_and_is_recorded(tiny_models, mc_files, tmp_path):
@@ -354,3 +367,88 @@ def test_finetune_summary_energy_has_no_scientific_notation():
            final_accuracy=0.25, best_accuracy=0.375, evals=[], vs_majority=None, memory=None, warnings=[])  # fmt: skip
     line = next(x for x in format_finetune(r).splitlines() if "training energy" in x)
     assert line == "  training energy 32.2 J (net; estimated, tdp-model) = 0.00000894 kWh"
+
+
+def test_an_encoder_reads_a_two_segment_query_as_a_pair_and_keeps_the_question(tiny_models, mc_files, tmp_path):
+    """BoolQ's passage comes first; read as one sequence cut at max_len, the question's place
+    depended on the cut. The encoder now reads (question, passage) as BERT's sentence pair, and a
+    passage longer than max_len loses its end, never the question."""
+    from e3bench.train.finetune import load_task_data
+    from e3bench.train.finetune.model import load_model
+    from e3bench.train.finetune.scorer import Scorer, text_pair
+
+    assert text_pair("Passage: a b c\nQuestion: is it blue?") == ("Question: is it blue?", "Passage: a b c")
+    assert text_pair("The man turned on the faucet, therefore") is None
+    assert text_pair("\nQuestion: no context?") is None
+    train, ev, _ = mc_files
+    cfg = _cfg(tiny_models["encoder"], tmp_path, train_file=str(train), eval_file=str(ev))
+    ld = load_model(cfg, load_task_data(cfg), lambda _: None)
+    seen = {}
+
+    def model(**enc):
+        seen.update(enc)
+        import torch
+
+        return type("Out", (), {"logits": torch.zeros(enc["input_ids"].shape[0], 2)})()
+
+    long = {"query": "Passage: " + "red fox " * 200 + "\nQuestion: is the sky blue?", "choices": ["no", "yes"], "gold": 1}
+    Scorer(ld, 32, "cpu").scores(model, [long, {**long, "query": "Passage: short\nQuestion: is it?"}])
+    assert seen["input_ids"].shape[1] == 32
+    text = ld.tokenizer.decode(seen["input_ids"][0])
+    assert "is the sky blue" in text and text.index("sky") < text.index("fox")
+
+
+def test_an_encoder_classifies_on_the_pooling_its_folder_declares(tiny_models, mc_files, tmp_path):
+    """all-MiniLM-L6-v2 was trained on mean-pooled tokens (sentence-transformers' 1_Pooling
+    config); its [CLS] and BERT pooler are untrained. A folder that declares its pooling gets a
+    classifier on that pooling (no pooler trained), pad tokens do not change the logits, and a
+    folder without the declaration keeps the architecture's own head."""
+    import shutil
+
+    import torch
+
+    from e3bench.train.finetune import load_task_data
+    from e3bench.train.finetune.model import apply_lora, declared_pooling, head_modules, load_model, pooled_logits
+
+    enc_dir = tmp_path / "st-encoder"
+    shutil.copytree(tiny_models["encoder"], enc_dir)
+    assert declared_pooling(str(enc_dir)) == (None, None)
+    (enc_dir / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))  # fmt: skip
+    (enc_dir / "1_Pooling").mkdir()
+    conf = {"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}
+    (enc_dir / "1_Pooling" / "config.json").write_text(json.dumps(conf))
+    assert declared_pooling(str(enc_dir)) == ("mean", None)
+    train, ev, _ = mc_files
+    cfg = _cfg(enc_dir, tmp_path, train_file=str(train), eval_file=str(ev))
+    ld = load_model(cfg, load_task_data(cfg), lambda _: None)
+    assert ld.pooling == "mean" and "mean-pooled" in ld.head and head_modules(ld) == []
+    model = apply_lora(cfg, ld).eval()
+    trained = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert trained and all("classifier" in n for n in trained)
+    tok = ld.tokenizer
+    short = tok(["is it blue"], return_tensors="pt")
+    padded = tok(["is it blue", "a much longer second text with many more words"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        one, two = pooled_logits(ld, model, dict(short)), pooled_logits(ld, model, dict(padded))
+        body = model.get_base_model().bert(**short).last_hidden_state.mean(1)
+        assert torch.allclose(one[0], two[0], atol=1e-5)  # padding is masked out of the mean
+        assert torch.allclose(one, model.get_base_model().classifier(body), atol=1e-5)
+    conf.update(pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True, pooling_mode_cls_token=True)
+    (enc_dir / "1_Pooling" / "config.json").write_text(json.dumps(conf))
+    pooling, note = declared_pooling(str(enc_dir))
+    assert pooling is None and "not implemented" in note
+
+
+def test_lr_schedule_option_linear_decays_over_the_budget():
+    """--lr-schedule linear: warm-up, then linear decay to 0 at --max-steps; the default stays
+    constant (a decay spans the budget, which --resume may extend)."""
+    from e3bench.train.finetune import FinetuneConfig
+    from e3bench.train.shared.optim import lr_factor
+
+    f = [lr_factor(s, warmup_steps=2, total_steps=10, schedule="linear", min_ratio=0.0) for s in range(10)]
+    assert f[:3] == [0.5, 1.0, 1.0] and f[6] == pytest.approx(0.5) and f[9] == pytest.approx(0.125)
+    assert all(a > b for a, b in zip(f[2:], f[3:], strict=False))
+    assert FinetuneConfig(model="m").lr_schedule == "constant"
+    assert FinetuneConfig(model="m").config_hash() != FinetuneConfig(model="m", lr_schedule="linear").config_hash()

@@ -282,7 +282,7 @@ def test_choices_sharing_their_start_like_piqa(decoder, batch_size):
 def test_few_shot_contexts_sharing_a_stem(decoder, batch_size, monkeypatch):
     """Contexts with a long common stem (few-shot prompts) compute it once and score the rest of
     every context (one-suffix and many-suffix groups alike) over its cache."""
-    import e3bench.backends.hf_scorer as sc
+    import e3bench.backends.hf_causal as sc
 
     model, tok = decoder
     stems = []
@@ -301,6 +301,31 @@ def test_few_shot_contexts_sharing_a_stem(decoder, batch_size, monkeypatch):
     shared = [s for s in stems if s]
     assert len(shared) == 1 and len(shared[0]) >= sc.MIN_STEM_TOKENS
     assert len(stems) == 2  # the stem cluster and the loose one
+
+
+def test_a_stem_shared_across_calls_is_computed_once(decoder, monkeypatch):
+    """A task hands its first item over alone (the progress ETA), then the rest: with the
+    backend's StemMemo the second call's few-shot stem comes from the first call's cache (no
+    pass over it), and every score still equals the naive one."""
+    import e3bench.backends.hf_causal as sc
+
+    model, tok = decoder
+    stem = "Question: what is two plus two? Answer: four. The quick brown fox jumps over the lazy dog.\n\n" * 12
+    first = [(stem + "Energy is measured in", f" {x}") for x in "ABCD"]
+    rest = [(stem + q, f" {x}") for q in ["Latency is the time", "A small language model"] for x in "ABCD"]
+    rest += [(stem + "Latency is the time", " tokens per second"), (stem + "Latency is the time", " joules")]
+    memo = sc.StemMemo()
+    passes = []
+    real = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: passes.append(k["input_ids"].shape) or real(*a, **k))
+    got = _score(model, tok, first, memo=memo)
+    assert len(memo.tokens) >= sc.MIN_STEM_SAVED  # the first item's context, kept
+    passes.clear()
+    got += _score(model, tok, rest, memo=memo)
+    stem_len = len(encode_pair(tok, stem + "Latency", " A")[0]) - 2
+    assert all(shape[1] < stem_len for shape in passes), passes  # no pass ran over the stem again
+    monkeypatch.setattr(model, "forward", real)
+    _assert_close(got, _naive_causal(model, tok, first + rest))
 
 
 def test_cuda_scoring_keeps_sdpa_off_cudnn():

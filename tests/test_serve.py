@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -228,6 +229,7 @@ def test_estimate_meter_follows_the_given_process_tree_not_this_one():
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
     proc = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c '{burn}'"])
     follow, own = EstimateMeter(pids=[proc.pid], sample_interval_s=0.05), EstimateMeter(sample_interval_s=0.05)
+    cpu0 = time.process_time()  # this process's own CPU (the samplers' threads): all 'own' may see
     try:
         for m in (follow, own):
             m.begin("w")
@@ -241,8 +243,29 @@ def test_estimate_meter_follows_the_given_process_tree_not_this_one():
     cpu_follow = r_follow.details["mean_utilisation"] * k * r_follow.duration_s
     cpu_own = r_own.details["mean_utilisation"] * k * r_own.duration_s
     assert 0.6 <= cpu_follow <= 1.3, cpu_follow  # the grandchild's 1 s of CPU (its exit is counted too)
-    assert cpu_own < 0.2, cpu_own
+    # none of the child's second; under load this process's own sampler threads cost up to ~0.5 s of
+    # CPU, so the bound is what this process really used (a fixed 0.2 s failed at load 16)
+    assert cpu_own < 0.2 + (time.process_time() - cpu0), cpu_own
     assert f"pid {proc.pid}" in r_follow.details["utilisation_scope"]
     # CPU energy only: the RAM term follows RSS, and this test process's RSS (torch imported by the
     # tests before it) can outweigh the tiny burner's, so total_j does not order the two
     assert r_follow.energy_j["cpu"] > r_own.energy_j["cpu"]
+
+
+def test_knee_lines_name_the_session_and_no_slo_is_said_once_per_model():
+    """18 sessions without --slo printed 18 identical 'no --slo given' lines, and two knees of
+    one model could not be told apart: the knee names its session, the no-SLO line is one per model."""
+    from e3bench.report.serving import knee, load_serving
+
+    def rec(rid, slo):
+        lv = {"status": "ok", "label": "c=1", "goodput_share": 1.0, "achieved_rate_per_s": 2.0}
+        return {"run_id": rid, "model": "m", "slo": slo, "levels": [lv]}
+
+    assert "m (session A)" in knee(rec("A", {"ttft_ms": 500.0}))
+    from e3bench.results.schema import ServeRecord
+
+    docs = [ServeRecord(run_id=f"S{i}", created_utc="2026-12-01T00:00:00Z", status="ok", url="u", model="m",
+                        settings={}, slo={}).model_dump(mode="json") for i in range(3)]  # fmt: skip
+    serving = load_serving({"serve": [(Path(f"/x/S{i}.json"), d) for i, d in enumerate(docs)]})
+    assert serving.knees == ["**Serving** m (3 sessions): no --slo given, so no goodput and no knee "
+                             "(goodput_share is blank; pass e.g. --slo ttft_ms=500,tpot_ms=50)"]  # fmt: skip

@@ -169,6 +169,11 @@ def test_quality_through_the_server_uses_the_tasks_scorer(tmp_path):
     (("-c", "1", "--request-timeout", "0"), "--request-timeout 0 must be a finite number of seconds above 0"),
     (("-c", "1", "--warmup", "-1"), "--warmup -1 must be 0 or more"),
     (("-c", "1", "--device", "tpu"), "--device 'tpu' is not a device"),
+    (("-c", "1.5",), "--concurrency '1.5': '1.5' is not a whole number"),  # was "is not a number"
+    (("-c", "1", "--port", "8000"), "--port 8000 is for a server e3bench launches"),  # was silently ignored
+    (("-c", "1", "--limit", "5"), "--limit 5 limits --tasks, and no task was given"),  # was silently ignored
+    (("-c", "1", "--meter", "nvm"), "unknown meter 'nvm'"),  # was found only after a --launch server loaded
+    (("-c", "1", "--slo", "TTFT_MS=5"), "unknown SLO 'TTFT_MS' (did you mean 'ttft_ms'?)"),  # was "is not name=value"
 ])  # fmt: skip
 def test_bad_numbers_and_device_are_refused_before_the_server_is_asked(tmp_path, args, says):
     """Port 9 refuses connections: the settings' error comes first, not 'cannot reach'."""
@@ -257,3 +262,26 @@ def test_a_port_left_in_time_wait_by_a_stopped_server_is_free_but_a_listener_is_
     client.close()
     srv.close()
     assert launcher.port_free(port) and launcher.pick_port(port) == port
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--rate", "1e9"), "--rate 1e+09/s over --min-seconds 10 asks one level for 1e+10 requests (at most 100000)"),
+    (("-c", "200000"), "--concurrency 200000 asks one level for 2e+05 requests"),
+    (("-c", "1", "--min-requests", "1000000"), "--min-requests 1000000 asks one level for 1e+06 requests"),
+])  # fmt: skip
+def test_a_level_of_millions_of_requests_is_refused_before_the_server_is_asked(tmp_path, args, says):
+    """--rate 1e9 used to build a schedule of 10^10 start times: the command hung (killed at 30 s)."""
+    res = CliRunner().invoke(app, ["serve", "--url", "http://127.0.0.1:9/v1", "--model", "m", *FAST,
+                                   "--min-seconds", "10", *args, "-o", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 2 and says in one_error(res.output) and "cannot reach" not in res.output, res.output
+
+
+def test_a_closed_loop_level_sends_at_least_one_request_per_worker(tmp_path):
+    """c=4 with --min-requests 1 --min-seconds 0 ran ONE request and was labelled c=4."""
+    from e3bench.serve.session import ServeSettings, run_serve
+
+    with serve_in_thread() as (url, server):
+        s = ServeSettings(model="fake-model", url=url, concurrency=[4], min_requests=1, min_seconds=0, warmup=0,
+                          max_tokens=3, idle_s=0, meter="none", output_dir=tmp_path)  # fmt: skip
+        rec, _ = run_serve(s)
+    assert rec.levels[0].requests_sent == 4 and rec.levels[0].requests_ok == 4

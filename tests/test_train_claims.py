@@ -300,3 +300,21 @@ def test_report_marks_an_upper_bound():
     rec.claims = claims.judge(rec.configs, "base", compare)
     assert rec.claims[0]["bound"] == "upper" and rec.claims[0]["seeds"] == 1
     assert "| x | token_efficiency | +15%..+20% | higher | < +0.0 % | ±10.0 % | 1 | **NOT SUPPORTED** |" in render(rec)
+
+
+def test_a_one_sided_claim_needs_its_whole_interval_past_the_bound():
+    """'>= 90 % of steps in the gradient-norm band' from ONE step (1 of 1 in band) was SUPPORTED:
+    the share's 95 % Wilson interval over 1 step reaches down to ~21 %. Now the share carries
+    that interval and a one-sided claim is SUPPORTED only when its whole interval is past the bound."""
+    c = claims.parse_claim("grad_norm_in_band", ">= 90")
+
+    def run(share, steps):
+        return SimpleNamespace(grad_norm_band={"share_in_band": share, "steps": steps})
+
+    one = claims._one_run_noise("grad_norm_in_band", run(1.0, 1), None)
+    assert one > 70
+    assert claims.verdict(c, 100.0, one) == ("INCONCLUSIVE", "measured value past the bound, but its interval reaches across it")
+    many = claims._one_run_noise("grad_norm_in_band", run(1.0, 100), None)
+    assert many < 5 and claims.verdict(c, 100.0, many)[0] == "SUPPORTED"
+    assert claims.verdict(claims.parse_claim("gpu_utilization", ">= 90"), 95.0, 0.0)[0] == "SUPPORTED"  # exact
+    assert claims.verdict(claims.parse_claim("gpu_utilization", "< 50"), 45.0, 10.0)[0] == "INCONCLUSIVE"

@@ -569,3 +569,30 @@ def test_training_threads_follow_the_one_rule_with_one_core_spare(monkeypatch):
     import e3bench.train.suite.run as suite_run
 
     assert not hasattr(suite_run, "default_threads")  # one policy, in core.host
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("[model]\nhidden_size = 130\nheads = 4\n", "model.hidden_size 130 is not divisible by model.heads 4"),
+    ("[model]\nheads = 4\nkv_heads = 3\n", "model.heads 4 is not a multiple of model.kv_heads 3"),
+    ('[claims]\nnosuch_metric = "< 0%"\n', "claims.nosuch_metric: unknown claim metric 'nosuch_metric'"),
+])  # fmt: skip
+def test_shape_and_claim_errors_name_the_file_when_it_loads(tmp_path, extra, says):
+    """Head counts that do not divide failed that configuration only when its turn came (after
+    the others trained; the suite still exited 0); an unknown claim metric did not name the file."""
+    from e3bench.train.suite import load_spec
+
+    p = tmp_path / "x.toml"
+    p.write_text(f'name = "x"\nextends = "{CONFIGS / "baseline.toml"}"\n{extra}')
+    with pytest.raises(E3Error) as ei:
+        load_spec(p)
+    assert ei.value.problem.startswith(f"{p}: ") and says in ei.value.problem
+
+
+def test_the_console_table_says_why_a_configuration_failed():
+    """A failed configuration showed only 'failed' in the console (its reason was only in suite.json)."""
+    from e3bench.train.cli import format_suite
+    from e3bench.train.records import ConfigResult, SuiteRecord
+
+    rec = SuiteRecord.model_construct(configs=[ConfigResult(name="x", status="failed", seed=0, reason="no data — fix: add it")],
+                                      repeats=[], claims=[])  # fmt: skip
+    assert "x (seed 0) failed: no data — fix: add it" in format_suite(rec)

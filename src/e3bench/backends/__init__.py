@@ -21,6 +21,8 @@ _BUILTINS = (
      "PyTorch with a static KV cache and torch.compile of the decode step; decoder-only, fp32/bf16 (fp16 CUDA)"),
     ("onnxrt", "e3bench.backends.onnxrt:OnnxRuntimeBackend", "onnx", ("onnxruntime", "onnx", "transformers"),
      "ONNX Runtime (own KV-cache export); CPU fp32/dynamic int8, CUDA fp32/fp16"),
+    ("ortgenai", "e3bench.backends.ortgenai:OrtGenaiBackend", "onnx-genai", ("onnxruntime_genai", "onnx_ir", "transformers"),
+     "ONNX Runtime GenAI (its model builder, og.Generator); CPU fp32/int4 (MatMulNBits), CUDA fp32/fp16/int4"),
     ("llamacpp", "e3bench.backends.llamacpp:LlamaCppBackend", "llamacpp", ("llama_cpp", "gguf"),
      "llama.cpp via llama-cpp-python; GGUF quant types (Q4_K_M, Q8_0, F16, ...)"),
     ("vllm", "e3bench.backends.vllm:VllmBackend", "vllm", ("vllm",),

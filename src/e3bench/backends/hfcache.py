@@ -40,3 +40,23 @@ def cache_kw(model: Any, cache: Any) -> dict[str, Any]:
 def cache_of(model: Any, out: Any) -> Any:
     """The key/value cache in ``model``'s output ``out`` (None when it returned none)."""
     return getattr(out, cache_name(model), None)
+
+
+def cache_layers(cache: Any) -> list[tuple[Any, Any]]:
+    """Per layer ``(keys, values)``, each ``[batch, kv heads, length, head dim]``, of a key/value
+    cache: a ``DynamicCache`` (``layers`` since transformers 4.54, ``key_cache``/``value_cache``
+    before) or the legacy tuple of per-layer pairs."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache, strict=True))
+    return [(kv[0], kv[1]) for kv in cache]
+
+
+def cache_from_layers(model: Any, layers: list[tuple[Any, Any]]) -> Any:
+    """A ``DynamicCache`` holding ``layers`` (as :func:`cache_layers` returns them) for ``model``."""
+    from transformers import DynamicCache
+
+    if hasattr(DynamicCache, "from_legacy_cache"):  # transformers 4.x
+        return DynamicCache.from_legacy_cache(tuple(layers))
+    return DynamicCache(ddp_cache_data=layers, config=model.config)

@@ -138,6 +138,8 @@ class PyTorchBackend(BaseBackend):
     def _setup(self) -> None:
         self.model = None
         self._torch_device = None
+        #: the last few-shot stem's keys/values, reused across scoring calls (reset by each load)
+        self._stem_memo = None
 
     # ----------------------------------------------------------------------- loading
     def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
@@ -166,6 +168,9 @@ class PyTorchBackend(BaseBackend):
         self._torch_device = torch.device(canonical(device))  # cuda → cuda:0, cuda:N → cuda:N
         self.model.to(self._torch_device).eval()
         self.max_length = resolve_max_length(config, self.tokenizer)
+        from e3bench.backends.hf_causal import StemMemo
+
+        self._stem_memo = StemMemo()
         if quant:
             notes.append(_quantize(self.model, kind, precision))
         if getattr(self.options, "compile", False):
@@ -252,7 +257,7 @@ class PyTorchBackend(BaseBackend):
         budget = max(DEFAULT_TOKEN_BUDGET, batch * longest) if self.score_batch_size == "auto" else DEFAULT_TOKEN_BUDGET
         return hf_loglikelihood_tokens(
             self.model, encoded, device=self._torch_device, architecture=self.architecture, max_length=self.max_length,
-            batch_size=batch, token_budget=budget,
+            batch_size=batch, token_budget=budget, memo=self._stem_memo,
         )  # fmt: skip
 
     def _auto_score_batch(self, length: int) -> tuple[int, str]:

@@ -348,34 +348,10 @@ class VllmBackend(BaseBackend):
 
 
 def _param_counts(path: Path) -> tuple[int, int]:
-    """(parameters, bytes a decode step reads) of the ``*.safetensors`` files in ``path``, from
-    their headers (``safetensors.safe_open``: shapes and dtypes, no tensor data read); bytes by
-    the rule of :mod:`e3bench.core.decodebytes`."""
-    from safetensors import safe_open
+    """See :func:`e3bench.backends.weightbytes.safetensors_param_counts`."""
+    from e3bench.backends.weightbytes import safetensors_param_counts
 
-    from e3bench.backends.weightbytes import safetensors_weights
-    from e3bench.core.decodebytes import decode_step_bytes
-
-    n = 0
-    tensors = []
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(str(f), framework="numpy") as fh:
-            for k in fh.keys():
-                sl = fh.get_slice(k)
-                shape = sl.get_shape()
-                count = 1
-                for d in shape:
-                    count *= d
-                n += count
-                tensors.append((k, count * _DTYPE_BYTES.get(sl.get_dtype(), 1), int(shape[0]) if shape else 1))
-    return n, decode_step_bytes(safetensors_weights(tensors))
-
-
-#: bytes per element of safetensors dtype names (sub-byte types count as their packed storage)
-_DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
-}  # fmt: skip
+    return safetensors_param_counts(path)
 
 
 def _calibration_dataset(tokenizer, n: int = 128, length: int = 512):

@@ -49,16 +49,34 @@ def _onnx_bytes(t) -> int:
     return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
 
 
+#: inputs that are rotary cos/sin tables (read one row per position), by op type
+_ROTARY_CACHES = {"GroupQueryAttention": (7, 8), "RotaryEmbedding": (2, 3)}
+
+
 def onnx_weights(path: Path) -> list[WeightTensor]:
     """The initializers and ``Constant`` tensors of the ONNX model at ``path``: a tensor read as a
-    ``Gather``'s table is a lookup (one row), tied when another node also reads it whole."""
+    ``Gather``'s table (or a ``GatherBlockQuantized``'s table, scales and zero points) is a lookup
+    (one row), tied when another node also reads it whole; a rotary cos/sin table is a lookup too."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     consts = {n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
     tensors = {t.name: t for t in graph.initializer} | consts
     looked_up = {n.input[0] for n in graph.node if n.op_type == "Gather" and n.input}
-    read_whole = {i for n in graph.node for i in (n.input[1:] if n.op_type == "Gather" else n.input)}
+    # onnxruntime-genai's int4 embedding: GatherBlockQuantized(data, indices, scales[, zero points])
+    # reads one row of the packed table and of its scales / zero points
+    quantized = [n for n in graph.node if n.op_type == "GatherBlockQuantized" and n.input]
+    looked_up |= {i for n in quantized for k, i in enumerate(n.input) if k != 1 and i}
+    # rotary cos/sin tables (onnxruntime-genai's GroupQueryAttention / RotaryEmbedding): one row per position
+    rotary = {n.input[k] for n in graph.node for k in _ROTARY_CACHES.get(n.op_type, ()) if k < len(n.input)}
+    looked_up |= rotary
+    gathers = ("Gather", "GatherBlockQuantized")
+    read_whole = {
+        i
+        for n in graph.node
+        for k, i in enumerate(n.input)
+        if not (n.op_type in gathers and (k == 0 or k >= 2)) and i not in rotary
+    }
     out = []
     for name, t in tensors.items():
         if name in looked_up and t.dims:
@@ -110,3 +128,33 @@ def safetensors_weights(names_bytes_rows: list[tuple[str, int, int]]) -> list[We
             token_table = m.group(1) in ("embed_tokens", "wte", "embed_in", "tok_embeddings", "word_embeddings")
             out.append(WeightTensor(nbytes, rows, "tied" if token_table and not has_head else "lookup"))
     return out
+
+
+def safetensors_param_counts(path: Path) -> tuple[int, int]:
+    """(parameters, bytes a decode step reads) of the ``*.safetensors`` files in ``path``, from
+    their headers (``safetensors.safe_open``: shapes and dtypes, no tensor data read); bytes by
+    the rule of :mod:`e3bench.core.decodebytes`."""
+    from safetensors import safe_open
+
+    from e3bench.core.decodebytes import decode_step_bytes
+
+    n = 0
+    tensors = []
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), framework="numpy") as fh:
+            for k in fh.keys():
+                sl = fh.get_slice(k)
+                shape = sl.get_shape()
+                count = 1
+                for d in shape:
+                    count *= d
+                n += count
+                tensors.append((k, count * _DTYPE_BYTES.get(sl.get_dtype(), 1), int(shape[0]) if shape else 1))
+    return n, decode_step_bytes(safetensors_weights(tensors))
+
+
+#: bytes per element of safetensors dtype names (sub-byte types count as their packed storage)
+_DTYPE_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip

@@ -23,7 +23,7 @@ def _numbers(text: str | None, what: str, kind: type) -> list:
         try:
             v = kind(part.strip())
         except ValueError:
-            raise E3Error(f"{what} {text!r}: '{part.strip()}' is not a number",
+            raise E3Error(f"{what} {text!r}: '{part.strip()}' is not {'a whole number' if kind is int else 'a number'}",
                           f"pass a comma list, e.g. {what} {'1,2,4' if kind is int else '0.5,1,2'}") from None  # fmt: skip
         if not (v > 0 and math.isfinite(v)):
             raise E3Error(f"{what} {text!r}: {part.strip()} must be a finite number above 0", f"pass positive values to {what}")

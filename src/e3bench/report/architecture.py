@@ -118,7 +118,7 @@ class Section:
             rows = [r for r in self.rows if r.task == task]
             parts = [f"{r.label} ({r.architecture}) fine-tuned {ci_cell(r.finetuned)}"
                      + (f", few-shot {ci_cell(r.fewshot)}" if r.fewshot else "")
-                     + (f", {num(r.train_j, ',.0f')} J fine-tuning" if r.train_j is not None else "") for r in rows]  # fmt: skip
+                     + (f", {num(r.train_j)} J fine-tuning" if r.train_j is not None else "") for r in rows]  # fmt: skip
             major = f"; majority class {rows[0].majority:.3f}" if rows[0].majority is not None else ""
             out.append(f"- **Architectures, {task}:** accuracy [95 % CI]: {'; '.join(parts)}{major}.")
         out += [f"- **Fixture:** {n}" for n in self.fixtures]
@@ -170,7 +170,8 @@ def load(records, others: Mapping[str, list[tuple[Path, dict]]]) -> Section:
             if m.fixture:
                 by_note.setdefault(m.fixture_note or "random weights", []).append(_label(m.model, True))
                 out.fixture_hashes |= {h for h in (m.inference_hash, *m.finetune_hashes.values()) if h}
-        out.fixtures += [f"{', '.join(names)} {'is a fixture' if len(names) == 1 else 'are fixtures'} ({note}): "
+        out.fixtures += [f"{', '.join(names)} {'is a fixture' if len(names) == 1 else 'are fixtures'} "
+                         f"({note if len(names) == 1 else note.replace('its folder holds', 'each folder holds')}): "
                          f"{'its' if len(names) == 1 else 'their'} numbers measure the code path and the cost of "
                          f"{'its' if len(names) == 1 else 'their'} size, not what the architecture can learn."
                          for note, names in by_note.items()]  # fmt: skip
@@ -182,15 +183,30 @@ def load(records, others: Mapping[str, list[tuple[Path, dict]]]) -> Section:
 def mark_fixtures(section: Section, configs, finetune_rows: list[dict]) -> None:
     """Label the fixtures ``(fixture)`` wherever else the report names them: the configurations'
     labels and model names (``ConfigSummary``: tables, figures, summary lines) and the fine-tuning
-    rows of the training section (by their ``config_hash``), as the comparison's table does."""
+    rows of the training section (by their ``config_hash``), as the comparison's table does.
+    A model outside any comparison is a fixture too when its folder still holds
+    :data:`~e3bench.results.architectures.FIXTURE_MARKER` (``model_path`` of a fine-tuning row)."""
     for c in configs:
-        if c.config_hash in section.fixture_hashes and FIXTURE_TAG not in c.label:
+        if (c.config_hash in section.fixture_hashes or _marked(c.config.get("model"))) and FIXTURE_TAG not in c.label:
             name, _, rest = c.label.partition(" ")
             c.label = f"{name} {FIXTURE_TAG} {rest}".rstrip()
             c.model = f"{c.model} {FIXTURE_TAG}"
     for r in finetune_rows:
-        if r.get("config_hash") in section.fixture_hashes and FIXTURE_TAG not in str(r.get("model")):
+        if (r.get("config_hash") in section.fixture_hashes or _marked(r.get("model_path"))) \
+                and FIXTURE_TAG not in str(r.get("model")):
             r["model"] = f"{r['model']} {FIXTURE_TAG}"
+
+
+def _marked(model: Any) -> bool:
+    """True when ``model`` is a folder holding the fixture marker (scripts/tiny_models.py's)."""
+    from e3bench.results.architectures import FIXTURE_MARKER
+
+    if not isinstance(model, str) or not model:
+        return False
+    try:
+        return (Path(model).expanduser() / FIXTURE_MARKER).is_file()
+    except OSError:
+        return False
 
 
 def _margin(iv: Interval | None) -> str | None:
@@ -261,7 +277,7 @@ def _finetune(row: Row, ft) -> None:
     if m is not None:
         row.vs_majority = Interval(m.margin, m.ci95_low, m.ci95_high, m.n_items, m.method)
     t = ft.target
-    if t is not None and t.reached:
+    if t is not None and t.reached and t.reached_at_step:  # met at step 0: training did not get it there
         row.s_to_target, row.j_to_target, row.samples_to_target = t.time_to_target_s, t.energy_to_target_j, t.samples_to_target
     row.train_j = t.budget_energy_j if t is not None and t.budget_energy_j is not None else basis_energy_j(ft.train_energy)
 

@@ -78,6 +78,11 @@ def _how(e: dict) -> str | None:
     return "missing" if e.get("method") == "missing" else f"{e.get('method')} ({e.get('basis')})"
 
 
+def _who(rec: dict) -> str:
+    """``model (session RUN_ID)``: two sessions of one model are told apart."""
+    return f"{rec.get('model')} (session {rec.get('run_id')})"
+
+
 def knee(rec: dict) -> str | None:
     """The highest load of ``rec`` whose goodput share is ≥ :data:`KNEE_SHARE`, in words (None
     without SLOs)."""
@@ -88,9 +93,9 @@ def knee(rec: dict) -> str | None:
     meeting = [lv for lv in ok if (lv.get("goodput_share") or 0) >= KNEE_SHARE]
     what = ", ".join(f"{k}≤{v:g}" for k, v in slo.items())
     if not meeting:
-        return f"**Serving knee** {rec.get('model')}: no level met {what} for {KNEE_SHARE:.0%} of requests"
+        return f"**Serving knee** {_who(rec)}: no level met {what} for {KNEE_SHARE:.0%} of requests"
     best = max(meeting, key=lambda lv: lv.get("achieved_rate_per_s") or 0)
-    return (f"**Serving knee** {rec.get('model')}: knee at {best.get('label')} — {num(best.get('achieved_rate_per_s'))} "
+    return (f"**Serving knee** {_who(rec)}: knee at {best.get('label')} — {num(best.get('achieved_rate_per_s'))} "
             f"req/s with {best.get('goodput_share'):.0%} of requests within {what}")  # fmt: skip
 
 
@@ -99,6 +104,7 @@ def load_serving(others: dict[str, list[tuple[Path, dict]]]) -> Serving:
     from e3bench.results.schema import ServeRecord
 
     out = Serving()
+    no_slo: dict[str, list[str]] = {}
     for path, data in others.get("serve", []):
         try:
             rec = ServeRecord.model_validate(data).model_dump(mode="json")
@@ -107,13 +113,18 @@ def load_serving(others: dict[str, list[tuple[Path, dict]]]) -> Serving:
             continue
         out.records.append(rec)
         out.rows.extend(level_rows(rec))
-        k = knee(rec)
-        out.knees.append(k or f"**Serving** {rec.get('model')}: no --slo given, so no goodput and no knee "
-                              "(goodput_share is blank; pass e.g. --slo ttft_ms=500,tpot_ms=50)")  # fmt: skip
+        if (k := knee(rec)) is not None:
+            out.knees.append(k)
+        else:
+            no_slo.setdefault(str(rec.get("model")), []).append(rec["run_id"])
         for t in rec.get("effectiveness") or []:
             e = t.get("energy") or {}
             out.quality.append({"session": rec["run_id"], "model": rec["model"], "task": t["task"], "n_items": t["n_items"],
                                 **{m: v for m, v in t["metrics"].items()}, "energy_j": e.get("gross_energy_j")})  # fmt: skip
+    for model, sessions in no_slo.items():  # one line per model, not one per session
+        which = f"session {sessions[0]}" if len(sessions) == 1 else f"{len(sessions)} sessions"
+        out.knees.append(f"**Serving** {model} ({which}): no --slo given, so no goodput and no knee "
+                         "(goodput_share is blank; pass e.g. --slo ttft_ms=500,tpot_ms=50)")  # fmt: skip
     return out
 
 

@@ -61,10 +61,13 @@ class Training:
 def _finetune_row(rec) -> dict[str, Any]:
     t = rec.target
     e = rec.train_energy
+    if t is not None and t.reached and not t.reached_at_step:  # met before training: no cost to the target
+        t = t.model_copy(update={"time_to_target_s": None, "energy_to_target_j": None})
     return {
         "run_id": rec.run_id,
         "config_hash": rec.config_hash,
         "model": str(rec.model.get("name", rec.config.get("model"))).rstrip("/").split("/")[-1],  # as config_label
+        "model_path": rec.config.get("model"),  # not a column: where report.architecture.mark_fixtures looks
         "task": rec.config.get("task"),
         "mode": rec.config.get("mode"),
         "status": rec.status,
@@ -72,7 +75,7 @@ def _finetune_row(rec) -> dict[str, Any]:
         "final_accuracy": rec.final_accuracy,
         "best_accuracy": rec.best_accuracy,
         "target_accuracy": t.target_accuracy if t else None,
-        "target_reached": t.reached if t else None,
+        "target_reached": (("before training" if not t.reached_at_step else True) if t.reached else False) if t else None,
         "time_to_target_s": t.time_to_target_s if t else None,
         "energy_to_target_j": t.energy_to_target_j if t else None,
         "train_tokens_per_s": rec.train_tokens_per_s,

@@ -20,7 +20,7 @@ from e3bench.serve.load import Level
 
 #: SLO names (``--slo``) and the request figure each bounds (milliseconds)
 SLO_KEYS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
-_SLO_ITEM = re.compile(r"^\s*([a-z0-9_]+)\s*=\s*([^,=]+?)\s*$")
+_SLO_ITEM = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=\s*([^,=]+?)\s*$")
 
 
 def parse_slo(text: str | None) -> dict[str, float]:
@@ -36,7 +36,8 @@ def parse_slo(text: str | None) -> dict[str, float]:
             raise E3Error(f"--slo {text!r}: '{part.strip()}' is not name=value", fix)
         key, raw = m.groups()
         if key not in SLO_KEYS:
-            raise E3Error(f"--slo {text!r}: unknown SLO '{key}'", fix)
+            hint = f" (did you mean '{key.lower()}'?)" if key.lower() in SLO_KEYS else ""
+            raise E3Error(f"--slo {text!r}: unknown SLO '{key}'{hint}", fix)
         try:
             val = float(raw)
         except ValueError:

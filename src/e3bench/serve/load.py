@@ -64,10 +64,11 @@ async def closed_loop(send, prompts: Sequence[str], concurrency: int, *, min_req
     results: list[tuple[int, RequestResult]] = []
     t0 = clock()
     next_i = 0
+    need = max(min_requests, concurrency)  # every worker sends: a level 'c=8' of 3 requests never ran 8 at once
 
     async def worker() -> None:
         nonlocal next_i
-        while next_i < min_requests or clock() - t0 < min_seconds:
+        while next_i < need or clock() - t0 < min_seconds:
             i = next_i
             next_i += 1
             res = await send(prompts[(start_index + i) % len(prompts)])
@@ -99,6 +100,21 @@ def _span(results: list[tuple[int, RequestResult]], t0: float) -> float:
         return 0.0
     ends = [r.end_s for _, r in results if math.isfinite(r.end_s)]
     return (max(ends) if ends else clock()) - min(min(r.start_s for _, r in results), t0)
+
+
+#: the most requests one level may be asked to send (each is kept in the record)
+MAX_LEVEL_REQUESTS = 100_000
+
+
+def level_size_problem(kind: str, value: float, min_requests: int, min_seconds: float) -> str | None:
+    """Why a level would ask for more than :data:`MAX_LEVEL_REQUESTS` requests up front (a
+    rate × seconds, a concurrency, ``--min-requests``), or None."""
+    n = requests_for_rate(value, min_requests, min_seconds) if kind == "rate" else max(min_requests, int(value))
+    if n <= MAX_LEVEL_REQUESTS:
+        return None
+    what = (f"--rate {value:g}/s over --min-seconds {min_seconds:g}" if kind == "rate"
+            else f"--concurrency {value:g}" if value >= min_requests else f"--min-requests {min_requests}")  # fmt: skip
+    return f"{what} asks one level for {n:.3g} requests (at most {MAX_LEVEL_REQUESTS})"
 
 
 def requests_for_rate(rate: float, min_requests: int, min_seconds: float) -> int:

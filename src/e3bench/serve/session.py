@@ -23,7 +23,8 @@ from e3bench.results.schema import ServeLevel, ServeRecord
 from e3bench.serve import launch as launcher
 from e3bench.serve.client import RequestResult, request_body, stream_one
 from e3bench.serve.levels import first_error, summarize_level
-from e3bench.serve.load import ARRIVALS, Level, closed_loop, open_loop, requests_for_rate, schedule
+from e3bench.serve.load import (ARRIVALS, Level, closed_loop, level_size_problem, open_loop, requests_for_rate,
+                                schedule)
 
 #: request errors after which a level cannot go on (the server is gone or cannot be measured)
 FATAL = ("connect", "not_streaming")
@@ -69,6 +70,17 @@ class ServeSettings:
         """:class:`E3Error` for settings that cannot run (all found before anything starts)."""
         if self.server_args and self.launch is None:
             raise E3Error("--server-arg is for a server e3bench launches", "drop --server-arg, or use --launch")
+        if self.port is not None and self.launch is None:
+            raise E3Error(f"--port {self.port} is for a server e3bench launches (a --url names its own port)",
+                          "drop --port, or use --launch")  # fmt: skip
+        if self.limit is not None and not self.tasks:
+            raise E3Error(f"--limit {self.limit} limits --tasks, and no task was given", "drop --limit, or add --tasks")
+        from e3bench.energy.meters import meter_choices
+
+        if self.meter not in meter_choices():
+            from e3bench.core.errors import unknown_name
+
+            raise unknown_name("meter", self.meter, meter_choices())
         if (self.url is None) == (self.launch is None):
             raise E3Error("give either --url of a running server or --launch to start one",
                           "e.g. --url http://127.0.0.1:8000/v1 --model NAME, or --launch transformers --model smollm2-135m")  # fmt: skip
@@ -78,6 +90,9 @@ class ServeSettings:
             raise E3Error("no load levels and no tasks", "pass --concurrency 1,2,4 and/or --rate 0.5,1 (or --tasks)")
         if any(c < 1 for c in self.concurrency):
             raise E3Error(f"--concurrency {self.concurrency}: levels must be 1 or more", "e.g. --concurrency 1,2,4")
+        for level in self.levels():
+            if (problem := level_size_problem(level.kind, level.value, self.min_requests, self.min_seconds)) is not None:
+                raise E3Error(problem, "lower --rate, --concurrency, --min-requests or --min-seconds")
         if self.arrival not in ARRIVALS:
             raise E3Error(f"--arrival {self.arrival!r} is unknown", f"use {' or '.join(ARRIVALS)}")
         if self.server_pid is not None:

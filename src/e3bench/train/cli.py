@@ -70,6 +70,7 @@ def finetune(
     lr: float | None = typer.Option(None, "--lr", help="default 5e-4 (LoRA) / 5e-5 (full)"),
     weight_decay: float = typer.Option(0.0, "--weight-decay"),
     warmup_steps: int = typer.Option(0, "--warmup-steps"),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant | linear | cosine (after the warm-up, over --max-steps)"),
     batch_size: int = typer.Option(8, "--batch-size"),
     max_steps: int = typer.Option(100, "--max-steps"),
     max_train_samples: int | None = typer.Option(None, "--max-train-samples"),
@@ -110,7 +111,7 @@ def finetune(
             lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()) if lora_targets else None,
             optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-            batch_size=batch_size, max_steps=max_steps, max_train_samples=max_train_samples,
+            lr_schedule=lr_schedule, batch_size=batch_size, max_steps=max_steps, max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples, eval_every=eval_every, target_accuracy=target_accuracy,
             max_seq_len=max_seq_len, grad_clip=grad_clip or None, grad_checkpointing=grad_checkpointing,
             seed=seed, device=device, precision=precision, meter=meter, idle_seconds=idle_seconds,
@@ -199,11 +200,13 @@ def format_finetune(r, width: int | None = None) -> str:
             f"{num(None if ej is None else ej / 3.6e6)} kWh"
         )
     if t is not None:
-        if t.reached:
+        if t.reached and t.reached_at_step:
             lines.append(
                 f"  target {t.target_accuracy:.3f} reached at step {t.reached_at_step}: {t.time_to_target_s:.1f} s, "
                 f"{num(t.energy_to_target_j, ',.1f')} J, {t.samples_to_target} samples"
             )
+        elif t.reached:  # at step 0: the untrained model met it, no time or energy to the target
+            lines.append(f"  target {t.target_accuracy:.3f}: {t.note}; no time or energy to the target")
         else:
             lines.append(f"  {t.note}")
     for w in r.warnings:
@@ -229,6 +232,9 @@ def format_suite(record) -> str:
             f"{num(r['tokens_per_s'], ',.0f'):>9} {num(r['opt_state_kib'], ',.0f'):>9} {num(r['energy_j'], ',.1f'):>9}"
             + (f"  claims: {r['claims']}" if r.get("claims") else "")
         )
+    for c in [*record.configs, *record.repeats]:  # why a configuration did not finish, in one line each
+        if c.status != "ok" and c.reason:
+            out.append(f"{c.name} (seed {c.seed}) {c.status}: {c.reason}")
     return "\n".join(out)
 
 

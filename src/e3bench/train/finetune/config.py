@@ -16,7 +16,7 @@ FT_TASKS = ("boolq", "copa", "rte", "cb", "wic", "wsc", "multirc", "arc_easy", "
 #: the fields that define the checkpoint a ``--resume`` continues (and the config hash)
 IDENTITY_FIELDS = (
     "model", "task", "train_file", "eval_file", "mode", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_targets", "optimizer", "weight_decay", "warmup_steps", "batch_size", "max_train_samples",
+    "lora_targets", "optimizer", "weight_decay", "warmup_steps", "lr_schedule", "batch_size", "max_train_samples",
     "max_eval_samples", "max_seq_len", "grad_clip", "seed", "precision",
 )  # fmt: skip
 
@@ -43,6 +43,12 @@ class FinetuneConfig(BaseModel):
     lr: float | None = Field(None, gt=0)  # default: 5e-4 LoRA, 5e-5 full
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
+    #: after the warm-up: ``constant``, ``linear`` decay to 0 at ``max_steps`` (BERT's
+    #: fine-tuning recipe) or ``cosine`` to 0.1. A decay spans this run's ``max_steps`` (the
+    #: budget, not part of :meth:`identity`): extended by ``--resume --max-steps``, such a run
+    #: continues on the new budget's schedule and differs from one run of that budget; the
+    #: constant default keeps the two the same.
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     batch_size: int = Field(8, ge=1)
     max_steps: int = Field(100, ge=1)
     max_train_samples: int | None = Field(None, ge=1)

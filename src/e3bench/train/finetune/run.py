@@ -74,7 +74,8 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: Progres
     opt, opt_detail = optim.build_optimizer(model.named_parameters(), settings, device=device)
     step = TrainStep(
         params=[p for p in model.parameters() if p.requires_grad], optimizer=opt,
-        schedulers=optim.schedulers(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, schedule="constant"),
+        schedulers=optim.schedulers(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps,
+                                    schedule=cfg.lr_schedule, min_ratio=0.0 if cfg.lr_schedule == "linear" else 0.1),
         device=device, precision=prec, grad_clip=cfg.grad_clip,
         guard=LossGuard(cfg.diverge_factor, what="the initial"),
     )  # fmt: skip

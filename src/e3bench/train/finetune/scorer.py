@@ -15,13 +15,30 @@ from __future__ import annotations
 from e3bench.train.finetune.model import Loaded
 
 PROMPT_SUFFIX = "\nAnswer:"
+#: the line that starts an item's second segment in e3bench's task layouts (BoolQ ``Passage: ..
+#: \nQuestion: ..?``, RTE/CB ``{premise}\nQuestion: {hypothesis} ..``, WiC, WSC, MultiRC)
+QUESTION_MARK = "\nQuestion:"
+
+
+def text_pair(query: str) -> tuple[str, str] | None:
+    """(question, context) of a query with two segments: the text from its last
+    ``\nQuestion:`` on, and the text before it; None when it has no such line or nothing
+    before it. An encoder reads the pair as ``[CLS] question [SEP] context [SEP]`` (BERT's
+    sentence-pair input, the two token types): truncation cuts the context's end, never the
+    question, and the model sees where one segment ends."""
+    cut = query.rfind(QUESTION_MARK)
+    if cut <= 0 or not query[:cut].strip():
+        return None
+    return query[cut + 1 :].strip(), query[:cut].strip()
 
 
 class Scorer:
     """Builds batches and turns model outputs into per-choice scores [B, C] (see module doc).
 
-    Queries longer than ``max_len`` tokens keep their end (BoolQ's question is last); a
-    choice keeps at most ``max_len // 2`` tokens.
+    Encoders in labels mode read a two-segment query as the pair :func:`text_pair` (the context
+    is truncated, the question kept); other queries longer than ``max_len`` tokens keep their
+    end (a question is last); a choice keeps at most ``max_len // 2`` tokens. Encoders classify
+    on the pooling their folder declares (:func:`~e3bench.train.finetune.model.pooled_logits`).
     """
 
     def __init__(self, ld: Loaded, max_len: int, device: str) -> None:
@@ -69,13 +86,20 @@ class Scorer:
         return (*self._sequence(model, rows), gold)
 
     def _encoder(self, model, rows, mode):
+        from e3bench.train.finetune.model import pooled_logits
 
         tok = self.tok
-        tok.truncation_side = "left"  # keep the end of the query: BoolQ's question is last
+        tok.truncation_side = "right"
         if mode == "labels":
-            enc = tok([r["query"] for r in rows], truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
+            split = [text_pair(r["query"]) for r in rows]
+            if all(split):  # (question, context): the context gives way to the length limit
+                first, second = [p[0] for p in split], [p[1] for p in split]
+                enc = tok(first, second, truncation="longest_first", max_length=self.max_len, padding=True, return_tensors="pt")
+            else:
+                tok.truncation_side = "left"  # one segment: keep the end (a question is last)
+                enc = tok([r["query"] for r in rows], truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()}
-            logits = model(**enc).logits.float()
+            logits = pooled_logits(self.ld, model, enc).float()
             return logits, int(enc["attention_mask"].sum())
         pairs_q, pairs_c, owner = [], [], []
         for i, r in enumerate(rows):
@@ -83,9 +107,10 @@ class Scorer:
                 pairs_q.append(r["query"])
                 pairs_c.append(c)
                 owner.append(i)
+        tok.truncation_side = "left"  # keep the end of the query, next to the choice
         enc = tok(pairs_q, pairs_c, truncation="only_first", max_length=self.max_len, padding=True, return_tensors="pt")
         enc = {k: v.to(self.device) for k, v in enc.items()}
-        flat = model(**enc).logits.float().squeeze(-1)
+        flat = pooled_logits(self.ld, model, enc).float().squeeze(-1)
         return self._regroup(flat, rows), int(enc["attention_mask"].sum())
 
     def _regroup(self, flat, rows):

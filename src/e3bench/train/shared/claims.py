@@ -25,6 +25,7 @@ same round, and the value is the mean over seeds ± the 95% Student-t half-width
 With one seed the uncertainty is the metric's one-run noise (:attr:`Metric.noise`): 0 for
 bytes measured from tensors; an assumed 0.02 nats for a loss difference and 10 points for token
 efficiency (run-to-run noise of one seed on the default model; ``--seeds 3`` measures it);
+for the share of steps in the gradient-norm band, its 95% Wilson interval over the steps;
 for times, the 95% CIs of both step-time means combined, at least 5%.
 
 **Machine load.** Time and energy metrics are compared only between runs whose load from other
@@ -33,8 +34,9 @@ processes (cores busy outside this process, recorded per run) differs by at most
 
 **Verdict** (:func:`verdict`): INCONCLUSIVE when the claim asserts an effect (its range
 excludes 0) but the measured interval includes 0 — the difference is within run-to-run noise —
-or when the value was not measured; SUPPORTED when the measured value lies in the claimed
-range; NOT SUPPORTED when the whole measured interval lies outside it; else INCONCLUSIVE.
+or when the value was not measured; INCONCLUSIVE too when a one-sided claim (``>= 90``,
+``< 5``) holds for the measured value but not for its whole interval; SUPPORTED when the
+measured value lies in the claimed range; NOT SUPPORTED when the whole measured interval lies outside it; else INCONCLUSIVE.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ METRICS: dict[str, Metric] = {
     "gpu_utilization": Metric("mean NVML GPU utilization while training (CUDA only)", "%", "absolute",
                               lambda c: (c.gpu_utilization or {}).get("mean"), noise="count"),
     "grad_norm_in_band": Metric("share of steps whose gradient norm lies in train.grad_norm_band", "%",
-                                "absolute", _band_share, noise="count"),
+                                "absolute", _band_share, noise="share"),
     "grad_norm_spikes": Metric("gradient-norm spikes (> train.spike_factor × the recent median)", "count",
                                "absolute", lambda c: None if c.grad_norm is None else len(c.grad_norm.spikes),
                                noise="count"),
@@ -193,6 +195,9 @@ def verdict(claim: Claim, measured: float | None, u: float | None) -> tuple[str,
     if claim.asserts_effect() and u > 0 and lo_i <= 0 <= hi_i:  # an exact 0 (u = 0) is no effect, not noise
         return INCONCLUSIVE, "difference within run-to-run noise"
     inside = claim.lo < measured < claim.hi if claim.strict else claim.lo <= measured <= claim.hi
+    if inside and u > 0 and ((math.isinf(claim.hi) and lo_i < claim.lo) or (math.isinf(claim.lo) and hi_i > claim.hi)):
+        # a one-sided claim (">= 90") holds only when the whole measured interval is past its bound
+        return INCONCLUSIVE, "measured value past the bound, but its interval reaches across it"
     if inside:
         return SUPPORTED, "measured value in the claimed range"
     if hi_i < claim.lo or lo_i > claim.hi:
@@ -236,6 +241,15 @@ def _one_run_noise(metric: str, c, base) -> float:
         return 0.02
     if kind == "efficiency":
         return 10.0
+    if kind == "share":  # a share of n steps: the distance to the 95 % Wilson bound farther from it
+        from e3bench.core.timing import wilson_interval
+
+        b = c.grad_norm_band or {}
+        share, n = b.get("share_in_band"), b.get("steps") or 0
+        if share is None or n < 1:
+            return 0.0
+        low, high = wilson_interval(share, n)
+        return 100 * max(share - low, high - share)
     if kind == "memory":
         return 2.0 if (c.memory_breakdown or {}).get("device", "cpu").startswith("cuda") else 10.0
     if kind == "time":
@@ -306,7 +320,7 @@ def judge(configs: list, base_name: str, compare: Callable[[Any, Any], dict]) ->
             else:
                 meas = statistics.fmean(values)
                 u = t_critical_95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-                u = max(u, 0.0 if m.noise in ("exact", "count") else 1e-12)
+                u = max(u, 0.0 if m.noise in ("exact", "count", "share") else 1e-12)
             v_, why = verdict(claim, meas, u)
             if meas is None and upper:
                 meas, u = max(upper), _one_run_noise(metric, runs[0], runs[0])

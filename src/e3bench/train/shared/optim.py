@@ -282,13 +282,15 @@ def _galore2_keys(s: OptimSettings) -> dict:
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:
     """The learning-rate multiplier before optimizer step ``step`` (0-based): linear warm-up
-    over ``warmup_steps``, then cosine decay to ``min_ratio`` at ``total_steps`` (or 1.0 with
-    ``schedule="constant"``)."""
+    over ``warmup_steps``, then cosine decay to ``min_ratio`` at ``total_steps`` (linear decay
+    with ``schedule="linear"``; 1.0 with ``schedule="constant"``)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant" or total_steps <= warmup_steps:
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return min_ratio + (1 - min_ratio) * (1 - progress)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -35,6 +35,18 @@ class ModelSettings:
     dropout: float = 0.0
 
 
+def shape_problem(ms) -> tuple[str, str] | None:
+    """``(problem, fix)`` for head counts of ``ms`` (:class:`ModelSettings` or the TOML's
+    ``[model]``) that do not divide (hidden_size by heads, heads by kv_heads), or None: the one
+    check, made when a suite file loads and again by :func:`build_model`."""
+    if ms.hidden_size % ms.heads:
+        return (f"model.hidden_size {ms.hidden_size} is not divisible by model.heads {ms.heads}",
+                "choose heads that divide hidden_size")  # fmt: skip
+    if ms.heads % ms.kv_heads:
+        return f"model.heads {ms.heads} is not a multiple of model.kv_heads {ms.kv_heads}", "fix kv_heads"
+    return None
+
+
 def build_model(
     ms: ModelSettings, vocab_size: int, *, mtp_k: int = 0, mtp_weight: float = 0.3, seed: int = 0,
     collider_threshold: float | None = None, collider_sparsity: float | None = None,
@@ -57,13 +69,8 @@ def build_model(
     from e3bench.core.errors import E3Error
     from e3bench.train.shared import collider
 
-    if ms.hidden_size % ms.heads:
-        raise E3Error(
-            f"model.hidden_size {ms.hidden_size} is not divisible by model.heads {ms.heads}",
-            "choose heads that divide hidden_size",
-        )
-    if ms.heads % ms.kv_heads:
-        raise E3Error(f"model.heads {ms.heads} is not a multiple of model.kv_heads {ms.kv_heads}", "fix kv_heads")
+    if (shape := shape_problem(ms)) is not None:
+        raise E3Error(*shape)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab_size,

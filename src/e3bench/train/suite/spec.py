@@ -230,7 +230,10 @@ def load_spec(path: str | Path, sets: Sequence[str] = ()) -> TrainSpec:
     where = str(path)
     _check_keys(data, where)
     try:
-        spec = TrainSpec.model_validate(data)
+        try:
+            spec = TrainSpec.model_validate(data)
+        except E3Error as exc:  # a validator's own error (a claim): name the file as every other error does
+            raise E3Error(f"{where}: {exc.problem}", exc.fix) from None
         check_combination(spec, where)
         return spec
     except ValidationError as exc:
@@ -248,6 +251,10 @@ def check_combination(spec: TrainSpec, where: str) -> None:
     leaves rank 0 on this model's matrices, a claim on a feature the configuration lacks, or a
     claim whose ``vs`` reference is the configuration itself."""
     t, o, m = spec.train, spec.optim, spec.model
+    from e3bench.train.suite.model import shape_problem
+
+    if (shape := shape_problem(m)) is not None:  # found now, not when this configuration's turn comes
+        raise E3Error(f"{where}: {shape[0]}", shape[1])
     if t.collider_threshold is not None and t.collider_sparsity is not None:
         raise E3Error(f"{where}: train.collider_threshold and train.collider_sparsity cannot combine",
                       "set one of them (a loss threshold, or the share of tokens to drop)")  # fmt: skip
