@@ -76,10 +76,10 @@ def test_batched_rows_stop_at_eos_alone(varied):
 
 
 def test_generation_batch_follows_the_eval_batch_setting(varied):
-    from e3bench.backends.base import default_score_batch_size
+    from e3bench.backends.base import default_batch_size
 
     assert generation_batch(varied, 3) == 3  # the task's own
-    for setting, want in ((None, default_score_batch_size("cpu")), ("auto", default_score_batch_size("cpu")), (4, 4)):
+    for setting, want in ((None, default_batch_size("cpu")), ("auto", default_batch_size("cpu")), (4, 4)):
         varied.score_batch_size = setting
         assert generation_batch(varied) == want
     varied.score_batch_size = None

@@ -39,14 +39,15 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 def generation_batch(backend: Backend, batch_size: int | None = None) -> int:
     """Prompts per generation batch: the task's ``batch_size`` when given, else the run's eval
     batch setting (``--score-batch-size`` N, held by the backend as ``score_batch_size``), else
-    (unset or ``auto``) :func:`e3bench.backends.base.default_score_batch_size` (16 on every device:
-    on the CPU too, 8-16 greedy sequences per decode step cost little more than one, see
-    benchmarks/eval_speed.py's gsm8k row)."""
-    from e3bench.backends.base import default_score_batch_size
+    (unset or ``auto``) :func:`e3bench.backends.base.default_batch_size`: 16 on accelerators, 1 on
+    the CPU (batches of 4-8 measured no faster per item there on the shared 2-core machine, whose
+    load was 10-17 at the time; benchmarks/eval_speed.py --tasks gsm8k --batch-size N decides it on
+    a quiet one)."""
+    from e3bench.backends.base import default_batch_size
 
     if batch_size is None:
         want = getattr(backend, "score_batch_size", None)
-        batch_size = want if isinstance(want, int) else default_score_batch_size(getattr(backend, "device", "cpu"))
+        batch_size = want if isinstance(want, int) else default_batch_size(getattr(backend, "device", "cpu"))
     return max(1, int(batch_size))
 
 
