@@ -6,6 +6,7 @@ object, same items, one process.
     python benchmarks/eval_speed.py --tasks mmlu_5shot --n 200
     python benchmarks/eval_speed.py --tasks winogrande,lambada_openai,piqa,arc_challenge --n 200
     python benchmarks/eval_speed.py --model DIR --n 200 --lm-eval-batch-size 1   # its default only (faster)
+    python benchmarks/eval_speed.py --tasks gsm8k --n 200        # generation (lm-eval bs 1 and 8)
 
 For each task and each lm-eval batch size (default 1, its default, and 8, the fair row) it prints
 examples/s for both (end to end, and log-likelihood scoring only), the speed-up, and whether every
@@ -17,6 +18,14 @@ lm-eval runs fully offline on local task YAMLs (``dataset_path: json``) with lm-
 for the newer task shapes — ``winogrande`` (partial context), ``lambada_openai`` (single
 continuation), and ``piqa``/``arc_challenge`` — lm-eval runs its own task YAMLs over the first
 ``n`` items of the local copy written in the hub's schema (``tests/fakes/lmeval_local.py``).
+
+``gsm8k`` (generation, :func:`gsm8k_row`): lm-eval's own ``gsm8k.yaml`` (0-shot: e3bench takes
+few-shot examples in order, lm-eval at random; greedy, ``max_gen_toks`` = e3bench's
+``max_new_tokens``, stop strings ``Question:``, ``</s>``, ``<|im_end|>``) over the first ``n``
+items of the local GSM8K test file, timed around its ``generate_until`` at each batch size of
+``--lm-eval-batch-size``, against e3bench's GSM8K task (batched greedy
+generation, ``--batch-size`` prompts per batch, default the eval batch default). It prints whether
+every generated text is identical (and the extracted answers, strict and flexible).
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ def main() -> int:
     ap.add_argument("--lm-eval-batch-size", default="1,8",
                     help="lm-eval hf batch sizes to compare with, comma list (default 1,8: its default, and the fair row)")
     ap.add_argument("--batch-size", type=int, default=None, help="e3bench contexts per batch (default: scoring default)")
+    ap.add_argument("--max-gen-toks", type=int, default=256, help="gsm8k: generated tokens at most (both; default 256)")
     args = ap.parse_args()
     try:
         lm_batch_sizes = [int(x) for x in args.lm_eval_batch_size.split(",") if x.strip()]
@@ -127,7 +137,7 @@ def main() -> int:
     # per round and task: [(lm-eval task name, e3bench data dir)]
     parts: dict[tuple[str, int], list[tuple[str, Path]]] = {}
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    known = ["hellaswag", "mmlu", "mmlu_5shot", *LOCAL_COPIES]
+    known = ["hellaswag", "mmlu", "mmlu_5shot", "gsm8k", *LOCAL_COPIES]
     if unknown := [t for t in tasks if t not in known]:
         sys.exit(f"--tasks: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     own_rows = {t: read_jsonl(data / local_relpath(t, "test"))[: args.n] for t in LOCAL_COPIES if t in tasks}
@@ -182,6 +192,9 @@ def main() -> int:
             return out
 
     summary = []
+    if "gsm8k" in tasks:
+        summary += gsm8k_row(args, model, tok, model_dir, data, tmp, rounds, lm_batch_sizes)
+        tasks.remove("gsm8k")
     for task in tasks:
         lm_time.clear()
         be = Backend()
@@ -228,6 +241,108 @@ def main() -> int:
     print("JSON " + json.dumps({"lm_eval_batch_sizes": lm_batch_sizes, "threads": torch.get_num_threads(),
                                 "load_avg": os.getloadavg(), "tasks": summary}))
     return 0
+
+
+def gsm8k_row(args, model, tok, model_dir: Path, data: Path, tmp: Path, rounds: int,
+              lm_batches: list[int]) -> list[dict]:  # fmt: skip
+    """GSM8K (generation), one row per lm-eval batch size: lm-eval's ``generate_until`` (its hf
+    model at each of ``lm_batches``, on ``model``) vs e3bench's GSM8K task (its PyTorch backend on the
+    same weights), the same first ``n`` items in ``rounds`` alternating chunks. Identity is checked
+    on the generated text (lm-eval's ``resps``, cut at the stop strings, vs e3bench's
+    ``generation``) and on the strict / flexible extracted answers."""
+    import torch
+
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from e3bench.backends.models import resolve
+    from e3bench.backends.pytorch import PyTorchBackend
+    from e3bench.evals.tasks import get_task
+    from e3bench.evals.tasks.generative import generation_batch
+    from fakes.lmeval_local import GSM8K_STOP, read_jsonl, write_gsm8k_task, write_jsonl
+
+    rows = read_jsonl(data / "gsm8k" / "test.jsonl")[: args.n]
+    yamls = tmp / "gsm8k-yamls"
+    yamls.mkdir()
+    parts = []
+    for r in range(rounds):
+        d = tmp / f"gsm8k-round{r}"
+        f = write_jsonl(d / "gsm8k" / "test.jsonl", rows[r::rounds])
+        write_gsm8k_task(yamls, f"bench_gsm8k_{r}", f, args.max_gen_toks)
+        parts.append((f"bench_gsm8k_{r}", d))
+    tm = TaskManager(include_path=str(yamls))
+    be = PyTorchBackend(threads=torch.get_num_threads())  # the process's threads, as lm-eval's
+    be.load(resolve(str(model_dir)), "fp32", "cpu")
+    batch = generation_batch(be, args.batch_size)
+    lms = {b: HFLM(pretrained=model, tokenizer=tok, batch_size=b, device="cpu", max_gen_toks=args.max_gen_toks)
+           for b in lm_batches}  # fmt: skip
+    lm_t = dict.fromkeys(lm_batches, 0.0)
+    lm_gen_t = dict.fromkeys(lm_batches, 0.0)
+    for b, lm in lms.items():
+        orig = lm.generate_until
+
+        def timed(requests, *a, _orig=orig, _b=b, **k):
+            t0 = time.perf_counter()
+            try:
+                return _orig(requests, *a, **k)
+            finally:
+                lm_gen_t[_b] += time.perf_counter() - t0
+
+        lm.generate_until = timed
+    e3_t = 0.0
+    lm_out: dict[int, dict[int, dict]] = {b: {} for b in lm_batches}  # batch → global index → sample
+    e3_out: dict[int, dict] = {}
+    for r, (name, d) in enumerate(parts):
+        ids = list(range(len(rows)))[r::rounds]
+
+        def run_lm(b):
+            t0 = time.perf_counter()
+            ref = lm_eval.simple_evaluate(model=lms[b], tasks=[name], task_manager=tm, log_samples=True,
+                                          bootstrap_iters=0, verbosity="ERROR")
+            lm_t[b] += time.perf_counter() - t0
+            for s in ref["samples"][name]:
+                got = lm_out[b].setdefault(ids[s["doc_id"]], {"text": s["resps"][0][0]})
+                got[s["filter"]] = s["filtered_resps"][0]
+
+        def run_e3():
+            nonlocal e3_t
+            t0 = time.perf_counter()
+            score = get_task("gsm8k", data_dir=str(d), max_new_tokens=args.max_gen_toks,
+                             batch_size=batch).evaluate(be, limit=None, seed=0)  # fmt: skip
+            e3_t += time.perf_counter() - t0
+            for s in score.samples:
+                e3_out[ids[s["doc_id"]]] = s
+
+        order = [lambda b=b: run_lm(b) for b in lm_batches] + [run_e3]
+        for job in order if r % 2 == 0 else order[::-1]:
+            job()
+    n = len(rows)
+    e3_text = [e3_out[i]["generation"] for i in range(n)]
+    e3_ans = [(e3_out[i]["strict"], e3_out[i]["flexible"]) for i in range(n)]
+    out = []
+    for b in lm_batches:
+        texts = [lm_out[b][i]["text"] for i in range(n)]
+        ans = [(lm_out[b][i]["strict-match"], lm_out[b][i]["flexible-extract"]) for i in range(n)]
+        line = {
+            "task": "gsm8k", "items": n, "rounds": rounds, "max_gen_toks": args.max_gen_toks, "stop": list(GSM8K_STOP),
+            "lm_eval_batch_size": b, "e3bench_batch_size": batch,
+            "lm_eval_items_per_s": n / lm_t[b], "e3bench_items_per_s": n / e3_t, "speedup_end_to_end": lm_t[b] / e3_t,
+            "lm_eval_generate_until_items_per_s": n / lm_gen_t[b],
+            "predictions_identical": texts == e3_text,  # the generated texts
+            "n_different": sum(a != c for a, c in zip(texts, e3_text, strict=True)),
+            "answers_identical": ans == e3_ans,  # strict and flexible extractions
+            "n_answers_different": sum(a != c for a, c in zip(ans, e3_ans, strict=True)),
+            "em_strict_e3bench": sum(e3_out[i]["exact_match_strict"] for i in range(n)) / n,
+            "em_flexible_e3bench": sum(e3_out[i]["exact_match_flexible"] for i in range(n)) / n,
+        }  # fmt: skip
+        out.append(line)
+        print(f"gsm8k          n={n:4d}  lm-eval bs {b:<2d} {line['lm_eval_items_per_s']:6.3f} ex/s  e3bench bs {batch} "
+              f"{line['e3bench_items_per_s']:6.3f} ex/s  speed-up {line['speedup_end_to_end']:.2f}x  generated texts "
+              f"identical: {line['predictions_identical']} ({line['n_different']} differ; extracted answers identical: "
+              f"{line['answers_identical']}, {line['n_answers_different']} differ)", flush=True)  # fmt: skip
+    be.close()
+    return out
 
 
 def _timed(call, into: dict, key):

@@ -14,4 +14,10 @@ fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 .venv/bin/ruff check --quiet src tests benchmarks  # pyflakes, syntax, missing docstrings (pyproject)
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache  # layering contracts (pyproject)
-exec .venv/bin/python -m pytest -q "$@"
+# llama-cpp-python missing (CI's clean clone): build it in the background, its tests run last
+source scripts/llamacpp_ci.sh
+llamacpp_ci_start
+status=0
+.venv/bin/python -m pytest -q "$@" || status=$?
+llamacpp_ci_finish "$@" || status=$((status ? status : $?))
+exit "$status"

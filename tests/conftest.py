@@ -17,6 +17,16 @@ if "E3BENCH_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
     os.environ["E3BENCH_DATA_DIR"] = str(SHARED_DATA)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark every test whose id names the llama.cpp backend (``llamacpp``) with ``llamacpp``:
+    where llama-cpp-python is not installed, CI builds it in the background while the other
+    tests run and then runs ``-m llamacpp`` (scripts/llamacpp_ci.sh). A test that needs
+    llama_cpp without the word in its id takes ``@pytest.mark.llamacpp`` itself."""
+    for item in items:
+        if "llamacpp" in item.nodeid.lower():
+            item.add_marker(pytest.mark.llamacpp)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from fakes.testing import build_tiny_models

@@ -191,7 +191,7 @@ def test_section_values_come_from_the_records_the_comparison_names():
     assert (gen.latency_is, gen.latency_ms, gen.tpot_ms, gen.j_per_request) == ("TTFT, bs1", 80.0, 20.0, 1.5)
     assert gen.fewshot.estimate == 0.6 and gen.fewshot_j_per_item == 0.5  # 20 J over 40 items
     assert (gen.s_to_target, gen.j_to_target, gen.train_j) == (None, None, 400.0)
-    assert gen.finetuned.estimate == 0.65 and gen.acc_per_kj == pytest.approx(1.625)
+    assert gen.finetuned.estimate == 0.65 and gen.acc_per_kj is None  # a fixture: chance accuracy per toy joule
     cells = gen.cells()
     assert cells["weights"] == "random fixture" and cells["fine-tuned acc [95% CI]"].startswith("0.65 [")
     assert enc.cells()["weights"] == "pretrained" and enc.cells()["few-shot acc [95% CI]"] is None
@@ -293,3 +293,29 @@ def test_a_fixture_outside_any_comparison_is_labelled_by_its_marker(tmp_path):
     assert [r["model"] for r in rows] == ["tiny (fixture)", "x"]
     sec = Section(rows=[Row(label="m", fixture=False, architecture="decoder-only", params=1, task="copa", train_j=0.127)])
     assert "0.127 J fine-tuning" in sec.lines()[0]
+
+
+def test_the_summary_does_not_rank_fixtures_beside_real_models():
+    """A random-weights fixture (tiny, fast, chance accuracy) won 'Fastest decode', 'Least energy
+    per token' and the Pareto front of the architecture sweep beside SmolLM2: it is named as not
+    ranked instead, and its accuracy per kJ is not given; among fixtures only, they are ranked."""
+    from fakes_report import summary
+
+    from e3bench.core.timing import summarize
+    from e3bench.report.compare import BatchFigures, TaskScore
+    from e3bench.report.sections import executive_lines
+
+    def cfg(name: str, tok_s: float, ept: float, acc: float, fixture: bool):
+        b = BatchFigures(1, 1, "iterations", summarize([tok_s, tok_s * 1.01]), None, None, None,
+                         summarize([ept]), "estimated")  # fmt: skip
+        c = summary("fp32", tasks={"copa": TaskScore("copa", "acc", acc, 0.05, 100)}, batches={1: b})
+        c.label, c.config_hash, c.fixture = name, name, fixture
+        return c
+
+    real, toy = cfg("smollm2", 7.0, 0.05, 0.6, False), cfg("tiny-t5 (fixture)", 140.0, 0.003, 0.55, True)
+    text = "\n".join(executive_lines([real, toy], []))
+    assert "**Not ranked:** tiny-t5 (fixture)" in text
+    assert "Fastest decode:** batch 1: smollm2" in text and "Least energy per token:** batch 1: smollm2" in text
+    assert "tiny-t5" not in text.split("Not ranked")[1].split("\n", 1)[1]  # named once, ranked nowhere
+    only_toys = "\n".join(executive_lines([toy], []))
+    assert "Not ranked" not in only_toys and "Fastest decode:** batch 1: tiny-t5 (fixture)" in only_toys

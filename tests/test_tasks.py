@@ -432,13 +432,19 @@ def test_perplexity_math(tmp_path):
     assert one.n_items == 1
 
 
-@pytest.mark.parametrize(("device", "expect_batches"), [("cpu", [1, 1, 1, 1, 1]), ("cuda:0", [5])])
-def test_generation_batches_by_device_and_keeps_input_order(device, expect_batches):
+@pytest.mark.parametrize(("device", "setting", "expect_batches"),
+                         [("cpu", None, [5]), ("cuda:0", None, [5]), ("cpu", "auto", [5]), ("cpu", 2, [2, 2, 1]),
+                          ("cuda:0", 1, [1, 1, 1, 1, 1])])  # fmt: skip
+def test_generation_batches_follow_the_eval_batch_and_keep_input_order(device, setting, expect_batches):
+    """Generation batches: ``--score-batch-size`` N (the eval batch setting), else the default
+    (16 on every device); length-sorted batches, results in input order; a batch of 1 runs the
+    prompts in input order."""
     from e3bench.evals.tasks.generative import generate_texts
 
     prompts = ["a", "ccc", "bb", "eeeee", "dddd"]
     back = TableBackend(gens={p: f" out-{p}\n\nQuestion: x" for p in prompts})
     back.device = device
+    back.score_batch_size = setting
     sizes, lengths = [], []
     real = back.generate
 
@@ -451,8 +457,10 @@ def test_generation_batches_by_device_and_keeps_input_order(device, expect_batch
     out, _ = generate_texts(back, prompts, max_new_tokens=8, stop=["Question:"])
     assert out == [f" out-{p}\n\n" for p in prompts]  # cut at the stop, in input order
     assert sizes == expect_batches
-    if device != "cpu":
+    if len(expect_batches) < len(prompts):
         assert lengths == sorted(lengths, reverse=True)  # longest first: least padding
+    else:
+        assert lengths == [len(p) for p in prompts]
     assert generate_texts(back, prompts, max_new_tokens=8, stop=[], batch_size=2)[0] == [
         f" out-{p}\n\nQuestion: x" for p in prompts
     ]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from e3bench.evals.data import LINE_KEY, local_relpath, read_jsonl
 
-__all__ = ["HUB_FIXTURES", "LOCAL_COPIES", "MC_TASKS", "OWN_TASKS", "mmlu_subject_rows", "mmlu_subject_split",
-           "own_task_data", "read_jsonl", "to_hub_row", "write_jsonl", "write_mc_task", "write_mmlu_task",
-           "write_own_task"]  # fmt: skip
+__all__ = ["GSM8K_STOP", "HUB_FIXTURES", "LOCAL_COPIES", "MC_TASKS", "OWN_TASKS", "mmlu_subject_rows",
+           "mmlu_subject_split", "own_task_data", "read_jsonl", "to_hub_row", "write_gsm8k_task", "write_jsonl",
+           "write_mc_task", "write_mmlu_task", "write_own_task"]  # fmt: skip
 
 #: e3bench multiple-choice task → (the file it reads under the data directory, lm-eval ``doc_to_text``)
 MC_TASKS: dict[str, tuple[str, str]] = {
@@ -197,3 +197,39 @@ def own_task_data(data_dir: Path, out_dir: Path, limit: int) -> dict[str, tuple[
                               read_jsonl(HUB_FIXTURES / task / "test.jsonl")[:limit])  # fmt: skip
             out[task] = (hub.parent.parent, hub)
     return out
+
+
+# -------------------------------------------------- GSM8K: lm-eval's own gsm8k.yaml, local data
+GSM8K_STOP = ("Question:", "</s>", "<|im_end|>")  # lm-eval's gsm8k.yaml ``until``
+
+_GSM8K_YAML = """\
+include: {include}
+task: {task}
+tag: []
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    test: {file}
+training_split: null
+fewshot_split: null
+test_split: test
+num_fewshot: 0
+generation_kwargs:
+  until: {until}
+  do_sample: false
+  temperature: 0.0
+  max_gen_toks: {max_gen_toks}
+"""
+
+
+def write_gsm8k_task(yaml_dir: Path, task: str, test_file: Path, max_gen_toks: int = 256) -> None:
+    """An lm-eval task named ``task``: lm-eval's own ``gsm8k.yaml`` (prompt, stop strings, strict
+    and flexible filters) over ``test_file`` (the hub's schema, as the local copy is), 0-shot (e3bench
+    takes few-shot examples in order, lm-eval at random), at most ``max_gen_toks`` generated tokens
+    (e3bench's GSM8K ``max_new_tokens``; both default to 256)."""
+    import lm_eval.tasks
+
+    include = Path(lm_eval.tasks.__file__).parent / "gsm8k" / "gsm8k.yaml"
+    Path(yaml_dir, f"{task}.yaml").write_text(_GSM8K_YAML.format(
+        include=include, task=task, file=test_file, until=json.dumps(list(GSM8K_STOP)), max_gen_toks=max_gen_toks))  # fmt: skip

@@ -109,8 +109,9 @@ class RunConfig(BaseModel):
         "--apply_chat_template); off = plain text prompts"
     )
     score_batch_size: int | Literal["auto"] | None = Field(
-        None, description="requests per batch when tasks score log-likelihoods: N, or auto = the largest batch that fits "
-        "(CUDA: halve on out-of-memory; CPU: a memory budget); unset = 1 on CPU, 16 on GPU"
+        None, description="requests per batch when tasks score log-likelihoods or generate (gsm8k, squad, jsonl_gen): N, "
+        "or auto = the largest scoring batch that fits (CUDA: halve on out-of-memory; CPU: a memory budget; generation: "
+        "the default); unset = 16"
     )
     pue: float = Field(
         1.0, description="data-centre Power Usage Effectiveness (CodeCarbon's pue): CO2e uses facility energy = "

@@ -79,8 +79,9 @@ class Row:
 
     @property
     def acc_per_kj(self) -> float | None:
-        """Best fine-tuned accuracy ÷ the fine-tuning budget's training energy (kJ)."""
-        if self.finetuned is None or not self.train_j:
+        """Best fine-tuned accuracy ÷ the fine-tuning budget's training energy (kJ); None for a
+        fixture (random weights: its accuracy is chance, its joules are those of a toy size)."""
+        if self.fixture or self.finetuned is None or not self.train_j:
             return None
         return self.finetuned.estimate / (self.train_j / 1000)
 
@@ -191,6 +192,7 @@ def mark_fixtures(section: Section, configs, finetune_rows: list[dict]) -> None:
             name, _, rest = c.label.partition(" ")
             c.label = f"{name} {FIXTURE_TAG} {rest}".rstrip()
             c.model = f"{c.model} {FIXTURE_TAG}"
+            c.fixture = True
     for r in finetune_rows:
         if (r.get("config_hash") in section.fixture_hashes or _marked(r.get("model_path"))) \
                 and FIXTURE_TAG not in str(r.get("model")):

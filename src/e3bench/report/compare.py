@@ -93,7 +93,8 @@ class ConfigSummary:
     (``peak_rss_lifetime``: True for records made before the measured phase was metered apart,
     whose peak is the process lifetime's, load included) beside the model's weight bytes; ``warnings``: what
     the runs reported that a reader must know (busy machine, estimated energy, cut iterations,
-    truncated prompts), each once.
+    truncated prompts), each once; ``fixture``: a random-weights test model (labelled so, and not
+    ranked beside real models in the summary).
     """
 
     label: str
@@ -112,6 +113,7 @@ class ConfigSummary:
     weights_bytes: int | None = None
     peak_device_memory_bytes: int | None = None
     warnings: list[str] = field(default_factory=list)
+    fixture: bool = False
 
     @property
     def runs(self) -> int:

@@ -230,6 +230,11 @@ def executive_lines(configs: Sequence[ConfigSummary], comps: Sequence[VariantCom
         tag = f" (workload {i})" if len(groups) > 1 else ""
         if len(groups) > 1:
             out.append(f"- **Workload {i}:** {md_cell(w.label)}")
+        fixtures = [c for c in members if c.fixture]
+        if fixtures and len(fixtures) < len(members):  # random weights are not ranked beside real models
+            members = [c for c in members if not c.fixture]
+            out.append(f"- **Not ranked{tag}:** {', '.join(md_cell(c.label) for c in fixtures)} — random-weights "
+                       "fixtures: their speed is a toy size's and their accuracy chance")  # fmt: skip
         sizes = sorted({bs for c in members for bs in c.batches})
         for metric, title, higher in (("decode_tokens_per_s", "Fastest decode", True),
                                       ("ept_total_j_per_token", "Least energy per token", False)):  # fmt: skip

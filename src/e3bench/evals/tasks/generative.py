@@ -36,6 +36,20 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text
 
 
+def generation_batch(backend: Backend, batch_size: int | None = None) -> int:
+    """Prompts per generation batch: the task's ``batch_size`` when given, else the run's eval
+    batch setting (``--score-batch-size`` N, held by the backend as ``score_batch_size``), else
+    (unset or ``auto``) :func:`e3bench.backends.base.default_score_batch_size` (16 on every device:
+    on the CPU too, 8-16 greedy sequences per decode step cost little more than one, see
+    benchmarks/eval_speed.py's gsm8k row)."""
+    from e3bench.backends.base import default_score_batch_size
+
+    if batch_size is None:
+        want = getattr(backend, "score_batch_size", None)
+        batch_size = want if isinstance(want, int) else default_score_batch_size(getattr(backend, "device", "cpu"))
+    return max(1, int(batch_size))
+
+
 def generate_texts(
     backend: Backend,
     prompts: Sequence[str],
@@ -49,17 +63,17 @@ def generate_texts(
 
     Prompts are tokenized as lm-eval's ``generate_until`` does
     (:meth:`~e3bench.core.api.Backend.encode_context`: the tokenizer's BOS where it adds one,
-    left-truncated so ``max_new_tokens`` fit the context). ``batch_size=None`` picks
-    :func:`e3bench.backends.base.default_batch_size` for the backend's device (1 on CPU, where
-    padding only costs; 16 on accelerators). Batches are formed from length-sorted prompts so
-    little padding is generated, and results come back in input order. ``progress`` advances
-    by the prompts of each batch.
+    left-truncated so ``max_new_tokens`` fit the context). Batches of :func:`generation_batch`
+    prompts go to ``backend.generate`` at once: left-padded with an attention mask (PyTorch:
+    transformers' ``generate``, which derives the position ids from the mask and stops each row at
+    EOS or at a stop string — ``stop_strings``; a row that stopped only pads until the batch's last
+    row stops or ``max_new_tokens`` is reached, and :func:`e3bench.backends.decoding.finish` cuts it
+    where a lone run would have stopped). The text is the same as one prompt at a time
+    (tests/test_generation_batch.py). Batches are formed from length-sorted prompts so little
+    padding is computed, and results come back in input order; a batch of 1 runs the prompts in
+    input order. ``progress`` advances by the prompts of each batch.
     """
-    from e3bench.backends.base import default_batch_size
-
-    if batch_size is None:
-        batch_size = default_batch_size(backend.device)
-    batch_size = max(1, int(batch_size))
+    batch_size = generation_batch(backend, batch_size)
     params = GenParams(
         max_new_tokens=max_new_tokens,
         min_new_tokens=None,
@@ -212,6 +226,7 @@ class GSM8K:
                 "num_fewshot": self.num_fewshot,
                 "stop": list(self.stop),
                 "max_new_tokens": self.max_new_tokens,
+                "generation_batch_size": generation_batch(backend, self.batch_size),
                 "limit": limit,
                 "subset": "seeded-sample" if self.sample and limit is not None else "first-n",
                 "seed": seed,
@@ -293,9 +308,12 @@ class _UserFileTask:
             progress=progress,
         )
 
-    def _score(self, samples: list[dict], metrics: tuple[str, ...], truncated: list[bool], limit, seed) -> TaskScore:
+    def _score(self, backend: Backend, samples: list[dict], metrics: tuple[str, ...], truncated: list[bool], limit,
+               seed) -> TaskScore:  # fmt: skip
         details = {"scoring": "generation", "task": self.name, "path": str(self.path), "stop": list(self.stop),
-                   "max_new_tokens": self.max_new_tokens, "limit": limit, "seed": seed}  # fmt: skip
+                   "max_new_tokens": self.max_new_tokens,
+                   "generation_batch_size": generation_batch(backend, self.batch_size), "limit": limit,
+                   "seed": seed}  # fmt: skip
         return _finish(mean_score(self.label, samples, metrics, details), truncated, self.path)
 
 
@@ -361,7 +379,7 @@ class ExtractiveQA(_UserFileTask):
                     "f1": best_over(squad_f1, pred, golds),
                 }
             )
-        return self._score(samples, ("exact_match", "f1"), truncated, limit, seed)
+        return self._score(backend, samples, ("exact_match", "f1"), truncated, limit, seed)
 
 
 class JsonlGenerative(_UserFileTask):
@@ -403,4 +421,4 @@ class JsonlGenerative(_UserFileTask):
                 {"doc_id": i, "prompt": r["prompt"], "generation": t, "answer": r["answer"],
                  "exact_match": em, "f1": squad_f1(pred, r["answer"])}
             )  # fmt: skip
-        return self._score(samples, ("exact_match", "f1"), truncated, limit, seed)
+        return self._score(backend, samples, ("exact_match", "f1"), truncated, limit, seed)
