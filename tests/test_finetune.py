@@ -452,3 +452,24 @@ def test_lr_schedule_option_linear_decays_over_the_budget():
     assert all(a > b for a, b in zip(f[2:], f[3:], strict=False))
     assert FinetuneConfig(model="m").lr_schedule == "constant"
     assert FinetuneConfig(model="m").config_hash() != FinetuneConfig(model="m", lr_schedule="linear").config_hash()
+
+
+def test_users_data_is_recorded_under_its_file_name_and_an_empty_file_is_named(tmp_path):
+    """`finetune --train-file mine.jsonl` recorded the task as 'boolq' (the --task default) for
+    anybody's data; an empty file said "task 'boolq' has no training or evaluation items"."""
+    from e3bench.core.errors import E3Error
+    from e3bench.train.finetune.config import FinetuneConfig
+    from e3bench.train.finetune.data import load_task_data
+
+    good = tmp_path / "mine.jsonl"
+    good.write_text("".join(json.dumps({"query": f"q{i}", "choices": ["a", "b"], "gold": i % 2}) + "\n" for i in range(6)))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert FinetuneConfig(model="m", train_file=str(good)).task == "mine"
+    assert FinetuneConfig(model="m", train_file=str(good), task="rte").task == "rte"  # said: a label
+    assert FinetuneConfig(model="m").task == "boolq"
+    assert FinetuneConfig(model="m").config_hash() == FinetuneConfig(model="m", task="boolq").config_hash()
+    with pytest.raises(E3Error, match="empty.jsonl has no training items"):
+        load_task_data(FinetuneConfig(model="m", train_file=str(empty), eval_file=str(good)))
+    with pytest.raises(E3Error, match="empty.jsonl has no evaluation items"):
+        load_task_data(FinetuneConfig(model="m", train_file=str(good), eval_file=str(empty)))

@@ -58,7 +58,7 @@ def command(fn: Callable[..., None], make_reporter: Callable[[bool], Reporter] |
 
 def finetune(
     model: str = typer.Option(..., "--model", "-m", help="alias, HF id, local model dir or .gguf file"),
-    task: str = typer.Option("boolq", "--task", help="boolq | copa | rte | cb | wic | wsc | multirc (SuperGLUE) | arc_easy | openbookqa | hellaswag"),
+    task: str | None = typer.Option(None, "--task", help="boolq (default) | copa | rte | cb | wic | wsc | multirc (SuperGLUE) | arc_easy | openbookqa | hellaswag; with --train-file the name your data is recorded under (default: the file's name)"),
     train_file: str | None = typer.Option(None, "--train-file", help="JSONL {query, choices, gold} to train on"),
     eval_file: str | None = typer.Option(None, "--eval-file", help="JSONL {query, choices, gold} to evaluate on"),
     mode: str = typer.Option("lora", "--mode", help="lora | full"),

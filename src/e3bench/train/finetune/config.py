@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e3bench.core import ids
 
@@ -31,6 +31,8 @@ class FinetuneConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
+    #: a built-in task (:data:`FT_TASKS`), or with ``train_file`` the name the user's data is
+    #: recorded under — by default the file's stem, never a built-in name the data is not
     task: str = "boolq"
     train_file: str | None = None
     eval_file: str | None = None
@@ -72,6 +74,17 @@ class FinetuneConfig(BaseModel):
     trust_remote_code: bool = False
     # diverged: loss not finite, or above diverge_factor × max(first loss, ln(number of choices))
     diverge_factor: float = Field(20.0, gt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_of_a_file(cls, data: Any) -> Any:
+        """No ``task`` with a ``train_file``: the file's stem (the record said 'boolq', the
+        default, for anybody's data)."""
+        if isinstance(data, dict) and data.get("task") is None:
+            data = dict(data)
+            train = data.get("train_file")
+            data["task"] = Path(str(train)).stem if train else "boolq"
+        return data
 
     @property
     def effective_lr(self) -> float:

@@ -92,7 +92,9 @@ def load_task_data(cfg: FinetuneConfig) -> TaskData:
     if len(evals) > cfg.max_eval_samples:
         evals = random.Random(cfg.seed + 1).sample(evals, cfg.max_eval_samples)
     if not train or not evals:
-        raise E3Error(f"task '{cfg.task}' has no training or evaluation items", "check the data files")
+        where = info.get("train_source") if not train else info.get("eval_source")
+        raise E3Error(f"{where} has no {'training' if not train else 'evaluation'} items (task '{cfg.task}')",
+                      "give a JSONL file with at least one {query, choices, gold} line (a file of one item is held out whole: give two or more)")  # fmt: skip
     golds = [r["gold"] for r in evals]
     majority = max(golds.count(g) for g in set(golds)) / len(golds)
     info.update(n_train=len(train), n_eval=len(evals), majority_class_accuracy=majority)
