@@ -54,8 +54,8 @@ def latency_script(argv: list[str]) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
-    tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, trust_remote_code=False).eval()
     text = "The quick brown fox jumps over the lazy dog. " * args.prompt_tokens
     ids = tok(text, return_tensors="pt").input_ids[:, : args.prompt_tokens]
     out = {}

@@ -439,14 +439,14 @@ def test_latex_and_markdown_tables_escape_every_name(hostile_report):
     assert r"m\#\_\%\&\{\}\textasciitilde{}\textasciicircum{}\textbackslash{}\$x" in tex
     body = tex.split(r"\midrule")[1]
     assert "$" not in body.replace(r"\$", "") and "#" not in body.replace(r"\#", "")
-    assert "\n\n" not in tex and r"a b pytorch fp32 cpu" in body  # a blank line would end the row
+    assert "\n\n" not in tex and r"a b (fixture) pytorch fp32 cpu" in body  # the tiny model is a marked fixture  # a blank line would end the row
     md = (hostile_report / "summary.md").read_text()
     tables = [t.splitlines() for t in md.split("\n\n") if t.startswith("| ")]
     assert len(tables) >= 2  # speed and energy, configurations (and comparisons, warnings)
     for table in tables:
         n_cols = table[0].count(" | ")
         assert all(ln.replace("\\|", "").count(" | ") == n_cols for ln in table[2:])  # a|b: no extra column
-    assert "a\\|b pytorch fp32 cpu" in md
+    assert "a\\|b (fixture) pytorch fp32 cpu" in md
 
 
 def test_plot_labels_are_plain_text(hostile_report):

@@ -271,7 +271,7 @@ class OrtGenaiBackend(BaseBackend):
         genai = json.loads((d / "genai_config.json").read_text())["model"]
         context = int(genai.get("context_length") or 2048)
         if hf is not None:
-            self.max_length = resolve_max_length(AutoConfig.from_pretrained(str(hf)), tok)
+            self.max_length = resolve_max_length(AutoConfig.from_pretrained(str(hf), trust_remote_code=False), tok)
         self.max_length = min(self.max_length, context)
         self.context = context
         self.eos = genai.get("eos_token_id")

@@ -189,9 +189,9 @@ def mark_fixtures(section: Section, configs, finetune_rows: list[dict]) -> None:
     :data:`~e3bench.results.architectures.FIXTURE_MARKER` (``model_path`` of a fine-tuning row)."""
     for c in configs:
         if (c.config_hash in section.fixture_hashes or _marked(c.config.get("model"))) and FIXTURE_TAG not in c.label:
-            name, _, rest = c.label.partition(" ")
-            c.label = f"{name} {FIXTURE_TAG} {rest}".rstrip()
-            c.model = f"{c.model} {FIXTURE_TAG}"
+            name = str(c.model).rstrip("/").split("/")[-1]  # the label's model part (config_label's rule)
+            at = len(name) if c.label.startswith(name) else len(c.label)  # a name may hold spaces
+            c.label = f"{c.label[:at]} {FIXTURE_TAG}{c.label[at:]}"
             c.fixture = True
     for r in finetune_rows:
         if (r.get("config_hash") in section.fixture_hashes or _marked(r.get("model_path"))) \
