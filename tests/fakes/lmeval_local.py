@@ -202,18 +202,9 @@ def own_task_data(data_dir: Path, out_dir: Path, limit: int) -> dict[str, tuple[
 # -------------------------------------------------- GSM8K: lm-eval's own gsm8k.yaml, local data
 GSM8K_STOP = ("Question:", "</s>", "<|im_end|>")  # lm-eval's gsm8k.yaml ``until``
 
-_GSM8K_YAML = """\
-include: {include}
-task: {task}
-tag: []
-dataset_path: json
-dataset_name: null
-dataset_kwargs:
-  data_files:
-    test: {file}
-training_split: null
+# lm-eval's own YAML over a local file (as _OWN_YAML), 0-shot, greedy, with gsm8k.yaml's stop strings
+_GSM8K_YAML = _OWN_YAML + """\
 fewshot_split: null
-test_split: test
 num_fewshot: 0
 generation_kwargs:
   until: {until}
@@ -232,4 +223,4 @@ def write_gsm8k_task(yaml_dir: Path, task: str, test_file: Path, max_gen_toks: i
 
     include = Path(lm_eval.tasks.__file__).parent / "gsm8k" / "gsm8k.yaml"
     Path(yaml_dir, f"{task}.yaml").write_text(_GSM8K_YAML.format(
-        include=include, task=task, file=test_file, until=json.dumps(list(GSM8K_STOP)), max_gen_toks=max_gen_toks))  # fmt: skip
+        include=include, task=task, split="test", file=test_file, validation="null", test="test", until=json.dumps(list(GSM8K_STOP)), max_gen_toks=max_gen_toks))  # fmt: skip
