@@ -433,11 +433,11 @@ def test_perplexity_math(tmp_path):
 
 
 @pytest.mark.parametrize(("device", "setting", "expect_batches"),
-                         [("cpu", None, [1, 1, 1, 1, 1]), ("cuda:0", None, [5]), ("cpu", "auto", [1, 1, 1, 1, 1]), ("cpu", 2, [2, 2, 1]),
+                         [("cpu", None, [5]), ("cuda:0", None, [5]), ("cpu", "auto", [5]), ("cpu", 2, [2, 2, 1]),
                           ("cuda:0", 1, [1, 1, 1, 1, 1])])  # fmt: skip
 def test_generation_batches_follow_the_eval_batch_and_keep_input_order(device, setting, expect_batches):
     """Generation batches: ``--score-batch-size`` N (the eval batch setting), else the default
-    (1 on the CPU, 16 on accelerators); length-sorted batches, results in input order; a batch of 1 runs the
+    (8 on the CPU, 16 on accelerators); length-sorted batches, results in input order; a batch of 1 runs the
     prompts in input order."""
     from e3bench.evals.tasks.generative import generate_texts
 

@@ -42,9 +42,13 @@ from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogL
 from e3bench.core.errors import E3Error
 from e3bench.core.host import resolve_threads
 
-#: Generation batches when none is given: on CPU one at a time (padding only costs there); on
-#: accelerators 16, length-sorted.
-CPU_BATCH_SIZE = 1
+#: Generation batches when none is given, length-sorted: 8 on the CPU, 16 on accelerators. On the
+#: CPU a decode step reads every weight once, whatever the batch: SmolLM2-135M fp32, one thread,
+#: quiet machine (2026-12-01): 113 ms a step alone, 222 ms for 8 rows (28 ms a token, 4x), prefill
+#: of 8 GSM8K prompts 6.8 s together vs 8.9 s one by one; rows that stop early pad until the
+#: batch's last one stops, so short, uneven generations gain less (8 GSM8K items, 32 tokens at
+#: most: 1.25x).
+CPU_BATCH_SIZE = 8
 ACCEL_BATCH_SIZE = 16
 #: Log-likelihood scoring batches (contexts per forward pass, length-sorted, at most
 #: ``hf_scorer.DEFAULT_TOKEN_BUDGET`` padded tokens) when none is given, on every device: on the
