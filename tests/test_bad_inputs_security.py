@@ -440,6 +440,29 @@ def test_the_undamaged_folder_passes_every_check(tiny_models):
     assert [check_model_dir(p) for p in tiny_models.values()] == [[], [], []]
 
 
+def test_a_folder_without_tokenizer_files_is_named_with_the_fix(tiny_models, tmp_path):
+    """Weights and config but no tokenizer files: one line saying so and how to add them (it was
+    transformers' "Couldn't instantiate the backend tokenizer from one of:", cut at its line
+    break), exit 2, no record."""
+    from e3bench.backends.modelfiles import TOKENIZER_GLOBS
+
+    model = damaged(tiny_models["decoder"], tmp_path / "m", lambda d: [
+        p.unlink() for g in (*TOKENIZER_GLOBS, "tokenizer_config.json", "special_tokens_map.json") for p in d.glob(g)])
+    res = cli("run", "-m", model, "-o", tmp_path / "out", *FAST)
+    line = one_error_line(res, str(model), "no tokenizer files", "save_pretrained")
+    assert "from one of:" not in line
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_library_message_is_kept_whole_on_one_line():
+    """A library error whose useful part follows a line break keeps it (the first line alone was
+    "Couldn't instantiate the backend tokenizer from one of:")."""
+    from e3bench.backends.modelfiles import loader_error
+
+    err = loader_error("/nowhere", ValueError("from one of:\n(1) a tokenizers file\n(2) a slow tokenizer"), what="read it")
+    assert "(1) a tokenizers file (2) a slow tokenizer" in err.one_line() and "\n" not in err.one_line()
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [pytest.param(b"", "bad magic bytes b''", id="A06-empty"), pytest.param(b"\xb8GUF" + b"\0" * 60, "bad magic", id="A12-bad-magic")],

@@ -33,6 +33,12 @@ JSON_FILES = (
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "added_tokens.json", "vocab.json", "model.safetensors.index.json",
 )  # fmt: skip
+#: files a tokenizer is built from (transformers' tokenizer classes and their vocabulary files:
+#: fast tokenizers, SentencePiece, BPE vocab + merges, WordPiece, tiktoken, Mistral's tekken)
+TOKENIZER_GLOBS = (
+    "tokenizer.json", "tokenizer.model", "tokenizer.model.*", "spiece.model", "sentencepiece*.model",
+    "*.spm", "vocab.json", "vocab.txt", "merges.txt", "*.tiktoken", "tekken.json", "vocab.*",
+)  # fmt: skip
 #: the safetensors format's own limit on the JSON header (safetensors' MAX_HEADER_SIZE)
 MAX_SAFETENSORS_HEADER = 100_000_000
 #: the flag (run, sweep, finetune) that allows a model folder's own code to run
@@ -147,8 +153,9 @@ def remote_code_error(where: str, detail: str = "") -> E3Error:
 def loader_error(path: str, exc: BaseException, *, what: str, fix: str = "check the model directory") -> E3Error:
     """One line for an exception a model library raised while reading ``path`` (``what``:
     "read the model config", "load the weights", ...): remote-code refusals become
-    :func:`remote_code_error`, everything else names ``path`` and the exception's first line
-    (with a memory fix instead of ``fix`` when it was an allocation failure)."""
+    :func:`remote_code_error`; a tokenizer that fails in a folder without tokenizer files says
+    so; everything else names ``path`` and the exception's message on one line (at most 300
+    characters; with a memory fix instead of ``fix`` when it was an allocation failure)."""
     text = str(exc)
     if "trust_remote_code" in text:
         return remote_code_error(path)
@@ -159,10 +166,23 @@ def loader_error(path: str, exc: BaseException, *, what: str, fix: str = "check 
             "refused it (e3bench never runs code from a weights file)",
             "use the model's safetensors weights, or get the model from a source you trust",
         )
-    first = (text.splitlines() or [""])[0][:200]
+    if "tokenizer" in what and Path(path).is_dir() and not has_tokenizer_files(Path(path)):
+        return E3Error(
+            f"cannot {what} in {path}: the folder has no tokenizer files ({', '.join(TOKENIZER_GLOBS[:2])}, "
+            "vocab.json + merges.txt, vocab.txt, ...)",
+            "copy the tokenizer of the model the weights came from into the folder "
+            "(AutoTokenizer.from_pretrained(original).save_pretrained(folder))",
+        )
+    # the whole message on one line (libraries put the useful part after a line break: "from one of:\n...")
+    first = " ".join(text.split())[:300]
     if "OutOfMemory" in type(exc).__name__ or "allocate" in text:
         fix = "free memory, or use a smaller model or --dtype"
     return E3Error(f"cannot {what} in {path}: {type(exc).__name__}: {first}", fix)
+
+
+def has_tokenizer_files(path: Path) -> bool:
+    """Whether folder ``path`` holds any file a tokenizer is built from (:data:`TOKENIZER_GLOBS`)."""
+    return any(next(Path(path).glob(g), None) is not None for g in TOKENIZER_GLOBS)
 
 
 def _auto_map_files(auto_map: Any) -> list[str]:
