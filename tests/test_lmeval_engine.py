@@ -320,3 +320,39 @@ def test_lm_evals_own_progress_bars_do_not_leak(yamls, tmp_path, capfd):
     assert "%|" not in err and "it/s" not in err, err  # no tqdm bar
     (st,) = rec.named("lm-eval task e3t_b")
     assert st.completed == st.total == 12 and st.unit == "requests"  # ours: 6 items x 2 choices
+
+
+# ------------------------------------------------------------------ 18: batched generate_until
+class Batches(Slow):
+    """Records each generate call's prompts and parameters; answers each prompt's length."""
+
+    score_batch_size = 4
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def generate(self, prompts, params):
+        self.calls.append(([len(p) for p in prompts], params.do_sample, params.stop))
+        return [Generation([52], f"len{len(p)}\nrest") for p in prompts]
+
+
+def test_greedy_generate_until_requests_go_to_the_backend_in_batches():
+    """lm-eval's generate_until sent one prompt per backend call; greedy requests with the same
+    stop strings and token limit now go in length-sorted batches of the eval batch setting, sampled
+    ones alone, and every answer comes back at its request's place, cut at its stop."""
+    from lm_eval.api.instance import Instance
+
+    back = Batches()
+    lm = lmeval_engine.make_lm(back)
+    greedy = {"until": ["\n"], "max_gen_toks": 4}
+    prompts = ["a", "bbbbb", "cc", "dddd", "eee"]
+    reqs = [Instance("generate_until", {}, (p, greedy), i) for i, p in enumerate(prompts)]
+    reqs.insert(2, Instance("generate_until", {}, ("sampled", {"until": ["\n"], "do_sample": True, "temperature": 0.7, "max_gen_toks": 4}), 9))
+    reqs.append(Instance("generate_until", {}, ("zz", {"until": ["r"], "max_gen_toks": 4}), 10))
+    out = lm.generate_until(reqs)
+    lengths = [len(CharTok().encode(r.args[0])) for r in reqs]
+    assert out == [f"len{n}" if r.args[1]["until"] == ["\n"] else f"len{n}\n" for n, r in zip(lengths, reqs)]
+    assert [c[0] for c in back.calls] == [[6, 5, 4, 3], [2], [3], [8]]  # longest first; "zz" alone (other stop)
+    assert [c[1] for c in back.calls] == [False, False, False, True]
+    assert back.calls[1][2] == ("\n",) and back.calls[2][2] == ("r",)

@@ -13,7 +13,8 @@ extra.
 * ``generate_until`` → ``backend.encode_context`` (lm-eval's HF input: the tokenizer's BOS,
   left-truncated to ``max_length - max_gen_toks``; truncated requests are counted per task) and
   ``backend.generate`` (greedy unless asked, stopping at EOS and at ``until``), cut at ``until``
-  as lm-eval. lm-eval's HF model also adds the decoded EOS to ``until``; our backends stop at
+  as lm-eval; greedy requests with the same ``until`` and ``max_gen_toks`` in length-sorted
+  batches of the run's eval batch setting (as e3bench's own generation tasks). lm-eval's HF model also adds the decoded EOS to ``until``; our backends stop at
   EOS and never put it in the text, so that adds nothing.
 
 lm-eval's task catalogue (~14,700 configs, ~5 s to index) is indexed once per process and
@@ -188,39 +189,51 @@ def make_lm(backend: Backend, *, batch_size: int = 1, max_gen_toks: int = 256, p
 
         # ---- generation
         def generate_until(self, requests, disable_tqdm: bool = False):
-            from e3bench.evals.tasks.generative import cut_at_stop
+            """Greedy requests with the same stop strings and token limit go to the backend in
+            batches (:func:`~e3bench.evals.tasks.generative.generate_texts`: length-sorted, the
+            run's eval batch setting, text identical to one at a time); sampled ones one by one."""
+            from e3bench.evals.tasks.generative import cut_at_stop, generate_texts
 
-            results: list[str] = []
+            results: list[str] = [""] * len(requests)
             more(len(requests))
-            for r in requests:
+            greedy: dict[tuple, list[int]] = {}
+            parsed = []
+            for i, r in enumerate(requests):
                 context, gen_kwargs = r.args
                 kwargs = dict(gen_kwargs or {})
                 until = kwargs.pop("until", None) or []
-                if isinstance(until, str):
-                    until = [until]
-                until = list(until)
+                until = [until] if isinstance(until, str) else list(until)
                 max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
                 do_sample = bool(kwargs.pop("do_sample", False))
                 temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
-                if temperature == 0.0:
-                    do_sample = False
-                params = GenParams(
-                    max_new_tokens=max_new,
-                    ignore_eos=False,
-                    do_sample=do_sample,
-                    temperature=temperature if do_sample else 1.0,
-                    top_p=float(kwargs.pop("top_p", 1.0) or 1.0),
-                    stop=tuple(until),
-                )
-                ids, cut = self.backend.encode_context(context, max_new_tokens=max_new)
-                task = str(getattr(r, "task_name", "") or "")
-                self.truncated[task] = self.truncated.get(task, 0) + int(cut)
+                do_sample = do_sample and temperature != 0.0
+                top_p = float(kwargs.pop("top_p", 1.0) or 1.0)
+                parsed.append((context, until, max_new, do_sample, temperature, top_p))
+                if not do_sample:
+                    greedy.setdefault((tuple(until), max_new), []).append(i)
+            for (until, max_new), idx in greedy.items():
+                texts, cut = generate_texts(self.backend, [parsed[i][0] for i in idx], max_new_tokens=max_new,
+                                            stop=until, progress=stage)  # fmt: skip
+                for i, text, c in zip(idx, texts, cut, strict=True):
+                    results[i] = text
+                    self._count_cut(requests[i], c)
+            for i, (context, until, max_new, do_sample, temperature, top_p) in enumerate(parsed):
+                if not do_sample:
+                    continue
+                params = GenParams(max_new_tokens=max_new, ignore_eos=False, do_sample=True,
+                                   temperature=temperature, top_p=top_p, stop=tuple(until))  # fmt: skip
+                ids, c = self.backend.encode_context(context, max_new_tokens=max_new)
+                self._count_cut(requests[i], c)
                 (gen,) = self.backend.generate([ids], params)
-                text = cut_at_stop(gen.text, until)
-                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-                results.append(text)
+                results[i] = cut_at_stop(gen.text, until)
                 stage.advance()
+            for r, text in zip(requests, results, strict=True):
+                self.cache_hook.add_partial("generate_until", tuple(r.args), text)
             return results
+
+        def _count_cut(self, request, cut: bool) -> None:
+            task = str(getattr(request, "task_name", "") or "")
+            self.truncated[task] = self.truncated.get(task, 0) + int(cut)
 
     return E3BenchLM()
 

@@ -71,7 +71,8 @@ def generate_texts(
     where a lone run would have stopped). The text is the same as one prompt at a time
     (tests/test_generation_batch.py). Batches are formed from length-sorted prompts so little
     padding is computed, and results come back in input order; a batch of 1 runs the prompts in
-    input order. ``progress`` advances by the prompts of each batch.
+    input order. ``progress`` advances by the prompts of each batch (its total, when unset, set
+    to the prompts).
     """
     batch_size = generation_batch(backend, batch_size)
     params = GenParams(
@@ -87,7 +88,7 @@ def generate_texts(
     if batch_size > 1:
         order.sort(key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
-    if progress is not None:
+    if progress is not None and progress.total is None:
         progress.update(total=len(prompts))
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
