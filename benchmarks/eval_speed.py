@@ -1,5 +1,6 @@
-"""Evaluation speed: lm-evaluation-harness (its ``hf`` model) vs e3bench's own scoring, same model
-object, same items, one process.
+"""Evaluation speed: lm-evaluation-harness (its ``hf`` model) vs e3bench's own scoring, same weights
+(lm-eval on the loaded transformers model, e3bench's PyTorch backend on its own load of it), same
+items, one process.
 
     python benchmarks/eval_speed.py                        # HellaSwag + MMLU, 200 items each, bundled SmolLM2-135M
     python benchmarks/eval_speed.py --n 40 --threads 1     # a quick look
@@ -10,7 +11,9 @@ object, same items, one process.
 
 For each task and each lm-eval batch size (default 1, its default, and 8, the fair row) it prints
 examples/s for both (end to end, and log-likelihood scoring only), the speed-up, and whether every
-item's predicted choice (LAMBADA: greedy match) agrees. Both engines run on ``--threads``. Data: ``$E3BENCH_DATA_DIR`` (default
+item's predicted choice (LAMBADA: greedy match) agrees, and the work each engine asked of the model
+(:class:`WorkCounter`: tokens through the decoder body, rows through the LM head, and the ratio of
+the multiply-adds they imply — the speed-up's ceiling at an equal FLOP rate). Both engines run on ``--threads``. Data: ``$E3BENCH_DATA_DIR`` (default
 /work/shared/data); MMLU items are the first ``ceil(n/57)`` test questions of each subject;
 MMLU 5-shot items are the first ``ceil(n/4)`` questions of the first 4 subjects with that many
 (lm-eval takes few-shot examples per subject, so each subject is its own lm-eval task).
@@ -115,6 +118,7 @@ def main() -> int:
           f"torch {torch.__version__} threads={torch.get_num_threads()}, lm-eval {lm_eval.__version__ if hasattr(lm_eval, '__version__') else ''}",
           flush=True)
 
+    work = WorkCounter(model)
     tmp = Path(tempfile.mkdtemp(prefix="e3bench-evalspeed-"))
     os.environ.setdefault("HF_DATASETS_CACHE", str(tmp / "hf-datasets"))
     hs_rows = read_jsonl(data / "hellaswag" / "validation.jsonl")[: args.n]
@@ -197,7 +201,9 @@ def main() -> int:
         tasks.remove("gsm8k")
     for task in tasks:
         lm_time.clear()
+        work.clear()
         be = Backend()
+        work.attach(be.model)
         e3_e2e = 0.0
         lm_e2e = dict.fromkeys(lm_batch_sizes, 0.0)
         lm_samples: dict[int, list] = {bs: [] for bs in lm_batch_sizes}
@@ -207,8 +213,9 @@ def main() -> int:
 
             def run_lm(bs):
                 t0 = time.perf_counter()
-                ref = lm_eval.simple_evaluate(model=lms[bs], tasks=lm_names, task_manager=tm, log_samples=True,
-                                              bootstrap_iters=0, verbosity="ERROR")
+                with work.counting(("lm-eval", bs)):
+                    ref = lm_eval.simple_evaluate(model=lms[bs], tasks=lm_names, task_manager=tm, log_samples=True,
+                                                  bootstrap_iters=0, verbosity="ERROR")
                 lm_e2e[bs] += time.perf_counter() - t0
                 for name in lm_names:
                     lm_samples[bs] += sorted(ref["samples"][name], key=lambda s: s["doc_id"])
@@ -216,8 +223,9 @@ def main() -> int:
             def run_e3():
                 nonlocal e3_e2e
                 t0 = time.perf_counter()
-                for _, d in parts[task, r]:
-                    e3_samples.extend(get_task(task, data_dir=str(d)).evaluate(be, limit=None, seed=0).samples)
+                with work.counting("e3bench"):
+                    for _, d in parts[task, r]:
+                        e3_samples.extend(get_task(task, data_dir=str(d)).evaluate(be, limit=None, seed=0).samples)
                 e3_e2e += time.perf_counter() - t0
 
             # alternate which engine goes first, so background load hits both alike
@@ -226,7 +234,7 @@ def main() -> int:
                 run()
         for bs in lm_batch_sizes:
             line = _compare(task, e3_samples, lm_samples[bs], e3_e2e, lm_e2e[bs], be.t, lm_time[bs])
-            line.update(rounds=rounds, lm_eval_batch_size=bs)
+            line.update(rounds=rounds, lm_eval_batch_size=bs, **work.compare(("lm-eval", bs), "e3bench"))
             summary.append(line)
             print(_describe(line), flush=True)
     for bs in lm_batch_sizes:
@@ -345,6 +353,77 @@ def gsm8k_row(args, model, tok, model_dir: Path, data: Path, tmp: Path, rounds: 
     return out
 
 
+def _body_of(model):
+    return getattr(model, "model", None) or model.get_decoder()
+
+
+class WorkCounter:
+    """The work each engine asks of the one shared model: tokens through the decoder body (padding
+    included: every input position of every forward pass) and rows through the LM head (positions
+    whose logits were computed), counted by hooks on the model while ``counting(key)`` is open.
+
+    ``compare`` turns them into multiply-adds with the weights each token meets: body tokens x the
+    decoder layers' weight count, head rows x the head's (vocab x hidden); attention's
+    length-squared part and the log-softmax are left out (small at these lengths), so the ratio is
+    the speed-up one would see if both engines ran the same FLOP rate, the ceiling of what sharing
+    and skipping work can give."""
+
+    def __init__(self, model):
+        self.counts: dict = {}
+        self.key = None
+        self.body_macs = sum(p.numel() for n, p in _body_of(model).named_parameters() if "embed" not in n)
+        self.head_macs = model.get_output_embeddings().weight.numel()
+        self.attach(model)
+
+    def attach(self, model) -> None:
+        """Count the work done by ``model`` too (e3bench's backend loads its own copy)."""
+        _body_of(model).register_forward_pre_hook(self._body, with_kwargs=True)
+        model.get_output_embeddings().register_forward_hook(self._head)
+
+    def _add(self, what: str, n: int) -> None:
+        if self.key is not None:
+            c = self.counts.setdefault(self.key, {"body": 0, "head": 0})
+            c[what] += int(n)
+
+    def _body(self, _module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+            self._add("body", ids.shape[0] * ids.shape[1])
+        else:
+            self._add("body", ids.numel())
+
+    def _head(self, _module, _args, out):
+        self._add("head", out.shape[:-1].numel())
+
+    def clear(self) -> None:
+        self.counts.clear()
+
+    def counting(self, key):
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            self.key = key
+            try:
+                yield
+            finally:
+                self.key = None
+
+        return scope()
+
+    def compare(self, lm_key, e3_key) -> dict:
+        lm, e3 = self.counts.get(lm_key), self.counts.get(e3_key)
+        if not lm or not e3:
+            return {}
+
+        def macs(c):
+            return c["body"] * self.body_macs + c["head"] * self.head_macs
+
+        return {"body_tokens_lm_eval": lm["body"], "body_tokens_e3bench": e3["body"], "head_rows_lm_eval": lm["head"],
+                "head_rows_e3bench": e3["head"], "work_ratio": macs(lm) / macs(e3)}  # fmt: skip
+
+
 def _timed(call, into: dict, key):
     """``call`` (lm-eval's log-likelihood method), adding its seconds to ``into[key]``."""
 
@@ -410,6 +489,10 @@ def _describe(line: dict) -> str:
            if line["acc_norm_lm_eval"] == line["acc_norm_lm_eval"] else "")
         + (f", perplexity {line['perplexity_e3bench']:.4g} vs {line['perplexity_lm_eval']:.4g}" if extra else "")
         + ")"
+        + (f"\n{'':14s}   work: body tokens lm-eval {line['body_tokens_lm_eval']:,} e3bench {line['body_tokens_e3bench']:,}, "
+           f"LM-head rows {line['head_rows_lm_eval']:,} vs {line['head_rows_e3bench']:,}: lm-eval does "
+           f"{line['work_ratio']:.2f}x e3bench's multiply-adds (the speed-up's ceiling where both run at the same "
+           "FLOP rate)" if "work_ratio" in line else "")
     )
 
 
