@@ -171,3 +171,21 @@ def test_log_axes_label_ticks_with_plain_numbers():
         assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "4"]
     finally:
         plt.close(fig)
+
+
+def test_models_are_named_in_legends_as_in_labels_not_by_their_path():
+    """The colour facet named models by their whole path (a converted GGUF's cache folder, a
+    fixture under results/) where every label names the folder; paths stay only where two
+    folders share a name."""
+    from types import SimpleNamespace
+
+    from e3bench.report.figures import facet
+
+    def cfg(model):
+        return SimpleNamespace(dtype="fp32", backend="pytorch", model=model, device="cpu")
+
+    cs = [cfg("/root/.cache/e3bench/gguf-converted/SmolLM2-135M-x"), cfg("/work/results/fixtures/tiny-t5")]
+    name, key = facet(cs)
+    assert name == "model" and [key(c) for c in cs] == ["SmolLM2-135M-x", "tiny-t5"]
+    same = [cfg("/a/model"), cfg("/b/model")]
+    assert [facet(same)[1](c) for c in same] == ["/a/model", "/b/model"]

@@ -37,6 +37,7 @@ from e3bench.report.figures import Figure, Mark, Panel
 from e3bench.report.stats import Interval, proportion_ci
 from e3bench.report.tables import ci_cell
 from e3bench.results.architectures import KIND, ArchitecturesRecord
+from e3bench.results.labels import model_display
 
 _NAN = float("nan")
 COLUMNS = [
@@ -217,7 +218,7 @@ def _margin(iv: Interval | None) -> str | None:
 
 
 def _label(model: str, fixture: bool) -> str:
-    name = Path(model).name if "/" in model and Path(model).name else model
+    name = model_display(model)
     return f"{name} {FIXTURE_TAG}" if fixture else name
 
 

@@ -32,6 +32,7 @@ from typing import Literal
 from e3bench.core.fmt import count
 from e3bench.report.compare import ConfigSummary, by_workload, pareto_front
 from e3bench.report.stats import Interval, clipped
+from e3bench.results.labels import model_display
 
 #: Bars per bar panel (the best ones by the panel's metric).
 TOP_N = 20
@@ -168,9 +169,14 @@ def _fmt(iv: Interval, unit: str) -> str:
 
 def facet(configs: Sequence[ConfigSummary]) -> tuple[str, Callable[[ConfigSummary], str]]:
     """The dimension that colours and groups marks: the first of precision, backend, model, device
-    that varies (at most 12 levels), else one series named ``configurations``."""
+    that varies (at most 12 levels), else one series named ``configurations``. Models are named
+    as in labels (:func:`~e3bench.results.labels.model_display`: a folder's name, not its path)."""
+    models = {c.model for c in configs}
+    # models by their display name (the labels' rule), by the whole path where two names collide
+    by_name = len({model_display(m) for m in models}) == len(models)
     for name, key in (("precision", lambda c: c.dtype), ("backend", lambda c: c.backend),
-                      ("model", lambda c: c.model), ("device", lambda c: c.device)):  # fmt: skip
+                      ("model", lambda c: model_display(c.model) if by_name else c.model),
+                      ("device", lambda c: c.device)):  # fmt: skip
         if 1 < len({key(c) for c in configs}) <= 12:
             return name, key
     return "configuration", lambda c: "configurations"

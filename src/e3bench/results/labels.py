@@ -31,12 +31,18 @@ def _value(v: Any) -> str:
     return str(v)
 
 
+def model_display(model: str) -> str:
+    """How a model is named in labels, legends and tables: the last part of a path or hub id
+    (``/root/.cache/.../SmolLM2-135M`` → ``SmolLM2-135M``, ``org/name`` → ``name``)."""
+    return str(model).rstrip("/").split("/")[-1] or str(model)
+
+
 def config_label(config: Mapping[str, Any] | Any, *, model_name: str | None = None) -> str:
     """``"tiny-llama pytorch fp32 cpu [compile=True]"`` for a RunConfig or its stored dict
     (``record.config``); ``model_name`` overrides the config's model (the record's resolved name).
     Backend options are listed sorted by key; none: no brackets."""
     c = _as_dict(config)
-    model = str(model_name or c.get("model", "?")).rstrip("/").split("/")[-1]
+    model = model_display(str(model_name or c.get("model", "?")))
     opts = c.get("backend_options") or {}  # records made before backend_options have none
     extra = " [" + ", ".join(f"{k}={_value(v)}" for k, v in sorted(opts.items())) + "]" if opts else ""
     return f"{model} {c.get('backend')} {c.get('dtype')} {c.get('device')}{extra}"
