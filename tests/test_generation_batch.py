@@ -56,6 +56,30 @@ def test_batched_text_equals_one_prompt_at_a_time_with_an_early_stop_string(vari
         assert got == want, bs
 
 
+def test_finished_rows_leave_the_batch_and_texts_equal_transformers_generate(varied):
+    """The greedy loop (backends.greedy) drops a row from the batch once it stopped: later decode
+    steps run fewer rows (transformers' generate ran every row to the batch's last step); the
+    texts equal generate's, batched and one at a time."""
+    max_new = 12
+    stop, _ = _early_stop(varied, PROMPTS[2], max_new)
+    stops = (stop, "</s>", "<|im_end|>")
+    rows: list[int] = []
+    handle = varied.model.model.register_forward_pre_hook(
+        lambda _m, args, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        got, _ = generate_texts(varied, PROMPTS, max_new_tokens=max_new, stop=stops, batch_size=5)
+    finally:
+        handle.remove()
+    assert rows[0] == 5 and rows[-1] < 5 and rows == sorted(rows, reverse=True), rows
+    assert len(rows) == max_new  # prefill + one pass per further token of the longest row
+    varied.shrinking_batches = False
+    try:
+        assert generate_texts(varied, PROMPTS, max_new_tokens=max_new, stop=stops, batch_size=5)[0] == got
+    finally:
+        del varied.shrinking_batches
+    assert _one_at_a_time(varied, PROMPTS, max_new_tokens=max_new, stop=stops) == got
+
+
 def test_batched_rows_stop_at_eos_alone(varied):
     """A row that emits EOS stops contributing; the batch goes on for the others."""
     max_new = 10

@@ -135,6 +135,11 @@ class PyTorchBackend(BaseBackend):
         # int8/int4 quantize with torchao: without it they are skipped up front, naming the extra
         precision_extras=(("int8", "torchao", "quant"), ("int4", "torchao", "quant")),
     )
+    #: greedy batches of several prompts without a per-token callback (task generation) run
+    #: :func:`e3bench.backends.greedy.greedy_rows`, whose finished rows leave the batch; False:
+    #: always transformers' ``generate`` (pytorch-compile: its static cache and compiled step)
+    shrinking_batches: ClassVar[bool] = True
+
     def _setup(self) -> None:
         self.model = None
         self._torch_device = None
@@ -216,6 +221,13 @@ class PyTorchBackend(BaseBackend):
         side = "left" if self.architecture == "decoder-only" else "right"
         ids, mask = self._batch(prompts, side)
         tok = self.tokenizer
+        if (self.shrinking_batches and len(prompts) > 1 and on_token is None and self.architecture == "decoder-only"
+                and not params.do_sample and min_new(params) == 0):  # fmt: skip
+            from e3bench.backends.greedy import eos_ids, greedy_rows
+
+            rows = greedy_rows(self.model, ids, mask, max_new_tokens=params.max_new_tokens,
+                               eos=eos_ids(self.model, tok), stop=params.stop, decode=self.decode)  # fmt: skip
+            return finish(rows, params, tok.eos_token_id, tok.pad_token_id, self.decode)
         kwargs = dict(
             max_new_tokens=params.max_new_tokens,
             min_new_tokens=min_new(params),

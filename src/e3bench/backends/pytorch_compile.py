@@ -64,6 +64,8 @@ class PyTorchCompileBackend(PyTorchBackend):
         precisions_by_device=(("cpu", frozenset({"fp32", "bf16"})),),
     )
     capability_fix: ClassVar[str] = "choose fp32/bf16 (fp16 on CUDA) and a decoder-only model, or -b pytorch"
+    #: generation always through generate (its static cache and compiled decode step)
+    shrinking_batches: ClassVar[bool] = False
 
     def _load(self, model: ModelSpec, precision: str, device: str) -> LoadInfo:
         import dataclasses
