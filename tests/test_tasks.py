@@ -437,7 +437,7 @@ def test_perplexity_math(tmp_path):
                           ("cuda:0", 1, [1, 1, 1, 1, 1])])  # fmt: skip
 def test_generation_batches_follow_the_eval_batch_and_keep_input_order(device, setting, expect_batches):
     """Generation batches: ``--score-batch-size`` N (the eval batch setting), else the default
-    (8 on the CPU, 16 on accelerators); length-sorted batches, results in input order; a batch of 1 runs the
+    (16 on every device); length-sorted batches, results in input order; a batch of 1 runs the
     prompts in input order."""
     from e3bench.evals.tasks.generative import generate_texts
 

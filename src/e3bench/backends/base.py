@@ -42,13 +42,14 @@ from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, LogL
 from e3bench.core.errors import E3Error
 from e3bench.core.host import resolve_threads
 
-#: Generation batches when none is given, length-sorted: 8 on the CPU, 16 on accelerators. On the
-#: CPU a decode step reads every weight once, whatever the batch: SmolLM2-135M fp32, one thread,
-#: quiet machine (2026-12-01): 113 ms a step alone, 222 ms for 8 rows (28 ms a token, 4x), prefill
-#: of 8 GSM8K prompts 6.8 s together vs 8.9 s one by one; rows that stop early pad until the
-#: batch's last one stops, so short, uneven generations gain less (8 GSM8K items, 32 tokens at
-#: most: 1.25x).
-CPU_BATCH_SIZE = 8
+#: Generation batches when none is given, length-sorted: 16 prompts on every device. On the CPU a
+#: decode step reads every weight once, whatever the batch: SmolLM2-135M fp32, one thread, quiet
+#: machine (2026-12-01): 113 ms a step for one row, 222 ms for 8 (28 ms a token), so a step costs
+#: ~113 ms + ~14 ms a row; finished rows leave the batch (PyTorch: backends/greedy.py; onnxrt and
+#: llama.cpp: their loops), so rows that run long (GSM8K 0-shot: a quarter of the answers run to
+#: 256 tokens, the rest stop within ~70) share their steps with more of their kind in a larger
+#: batch. The padded prefill and the key/value cache grow with it (8B model, 16 x 512 tokens: ~1 GB).
+CPU_BATCH_SIZE = 16
 ACCEL_BATCH_SIZE = 16
 #: Log-likelihood scoring batches (contexts per forward pass, length-sorted, at most
 #: ``hf_scorer.DEFAULT_TOKEN_BUDGET`` padded tokens) when none is given, on every device: on the

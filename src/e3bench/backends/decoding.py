@@ -55,17 +55,32 @@ def take_step(
     step: int,
     rows: list[list[int]],
     done: np.ndarray,
+    active: Sequence[int] | None = None,
+    decode: Callable[[list[int]], str] | None = None,
 ) -> np.ndarray:
     """One decode step for a batch: pick each sequence's next token (EOS suppressed until the
-    minimum length), append it to the rows still running and mark those that emitted EOS."""
+    minimum length), append it to the rows still running and mark those that emitted EOS or,
+    given ``decode``, whose text now holds one of ``params.stop``. ``active``: the rows of
+    ``rows`` / ``done`` that the logits' rows belong to, in order (default: all of them; a loop
+    that drops finished rows from its batch passes the ones left, see :func:`still_running`)."""
+    idx = range(len(rows)) if active is None else active
     suppress = [eos] if (eos is not None and step < min_new(params)) else []
     nxt = next_tokens(last_logits, params, rng, suppress=suppress)
-    for i, t in enumerate(nxt.tolist()):
+    for i, t in zip(idx, nxt.tolist(), strict=True):
         if not done[i]:
             rows[i].append(int(t))
             if not params.ignore_eos and t == eos:
                 done[i] = True
+            elif decode is not None and params.stop and any(s and s in decode(rows[i]) for s in params.stop):
+                done[i] = True
     return nxt
+
+
+def still_running(active: Sequence[int], done: np.ndarray) -> tuple[list[int], list[int]]:
+    """``(positions, rows)``: which positions of the current batch (whose rows are ``active``)
+    have not finished, and their rows — what a loop keeps of its batch for the next step."""
+    keep = [j for j, i in enumerate(active) if not done[i]]
+    return keep, [active[j] for j in keep]
 
 
 def min_new(params: GenParams) -> int:

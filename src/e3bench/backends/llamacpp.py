@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from e3bench.backends.base import BaseBackend
-from e3bench.backends.decoding import finish, take_step
+from e3bench.backends.decoding import finish, still_running, take_step
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
 from e3bench.backends.gguf_types import GGUF_TYPES, captured_stderr, file_type, quantized, target_type
 from e3bench.core.devices import canonical, device_index
@@ -279,13 +279,18 @@ class LlamaCppBackend(BaseBackend):
         rows: list[list[int]] = [[] for _ in prompts]
         done = np.zeros(n, dtype=bool)
         lens = [len(p) for p in prompts]
+        active = list(range(n))  # the sequences still decoding (a finished one is no longer sent)
         for step in range(params.max_new_tokens):
-            nxt = take_step(last, params, rng, eos=eos, step=step, rows=rows, done=done)
+            nxt = take_step(last, params, rng, eos=eos, step=step, rows=rows, done=done, active=active,
+                            decode=self.decode)  # fmt: skip
             if on_token is not None:
                 on_token(step + 1)
             if done.all() or step + 1 == params.max_new_tokens:
                 break
-            last = self._decode(ctx, nxt.tolist(), [lens[i] + step for i in range(n)], list(range(n)), [True] * n)
+            sel, active = still_running(active, done)
+            tokens = nxt.tolist()
+            last = self._decode(ctx, [tokens[j] for j in sel], [lens[i] + step for i in active], active,
+                                [True] * len(active))  # fmt: skip
         return finish(rows, params, eos, None, self.decode)
 
     def _forward(self, prompts: Sequence[Sequence[int]]) -> None:

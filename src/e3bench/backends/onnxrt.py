@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from e3bench.backends.base import BaseBackend
-from e3bench.backends.decoding import finish, take_step
+from e3bench.backends.decoding import finish, still_running, take_step
 from e3bench.backends.onnx_export import EXPORTER_VERSION, MANIFEST, sliding_notes
 from e3bench.core.api import Capabilities, Generation, GenParams, LoadInfo, ModelSpec, OnToken, PeakMemory
 from e3bench.core.devices import canonical, device_index, device_kind
@@ -372,20 +372,32 @@ class OnnxRuntimeBackend(BaseBackend):
         keep = np.array([ids.shape[1] - 1])
         rows: list[list[int]] = [[] for _ in prompts]
         done = np.zeros(len(prompts), dtype=bool)
+        active = list(range(len(prompts)))  # the rows still in the batch, in batch order
         for step in range(params.max_new_tokens):
             logits, past = self._step(ids, mask, pos, keep, past)
-            nxt = take_step(logits[:, -1, :], params, rng, eos=eos, step=step, rows=rows, done=done)
+            nxt = take_step(logits[:, -1, :], params, rng, eos=eos, step=step, rows=rows, done=done, active=active,
+                            decode=self.decode)  # fmt: skip
             if on_token is not None:
                 on_token(step + 1)
             if done.all() or step + 1 == params.max_new_tokens:
                 break
-            if params.stop and all(any(s in self.decode(r) for s in params.stop) or d for r, d in zip(rows, done, strict=True)):
-                break
+            sel, left = still_running(active, done)
+            if len(sel) < len(active):  # finished rows leave the batch: later steps compute the others only
+                past = [self._rows_of(p, sel) for p in past]
+                mask, pos, nxt, active = mask[sel], pos[sel], nxt[sel], left
             ids = nxt.reshape(-1, 1).astype(np.int64)
-            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
+            mask = np.concatenate([mask, np.ones((len(active), 1), dtype=np.int64)], axis=1)
             pos = pos[:, -1:] + 1
             keep = np.array([0])
         return finish(rows, params, eos, tok.pad_token_id, self.decode)
+
+    def _rows_of(self, value, sel: list[int]):
+        """The batch rows ``sel`` of a key/value OrtValue (through the host: rows leave a batch
+        at most once each)."""
+        import onnxruntime as ort
+
+        arr = np.ascontiguousarray(value.numpy()[sel])
+        return ort.OrtValue.ortvalue_from_numpy(arr, self.device_type, self.device_id)
 
     def _forward(self, prompts: Sequence[Sequence[int]]) -> None:
         ids, mask, pos = self._left_padded(prompts)

@@ -111,7 +111,7 @@ class RunConfig(BaseModel):
     score_batch_size: int | Literal["auto"] | None = Field(
         None, description="requests per batch when tasks score log-likelihoods or generate (gsm8k, squad, jsonl_gen): N, "
         "or auto = the largest scoring batch that fits (CUDA: halve on out-of-memory; CPU: a memory budget; generation: "
-        "8 on CPU, 16 on GPU); unset = 16 (generation: 8 on CPU)"
+        "16); unset = 16"
     )
     pue: float = Field(
         1.0, description="data-centre Power Usage Effectiveness (CodeCarbon's pue): CO2e uses facility energy = "

@@ -39,9 +39,9 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 def generation_batch(backend: Backend, batch_size: int | None = None) -> int:
     """Prompts per generation batch: the task's ``batch_size`` when given, else the run's eval
     batch setting (``--score-batch-size`` N, held by the backend as ``score_batch_size``), else
-    (unset or ``auto``) :func:`e3bench.backends.base.default_batch_size`: 16 on accelerators, 8 on
-    the CPU (where a decode step of 8 rows costs about twice one row's; measurements at
-    :data:`e3bench.backends.base.CPU_BATCH_SIZE`)."""
+    (unset or ``auto``) :func:`e3bench.backends.base.default_batch_size`: 16 (on the CPU too, where a
+    decode step of 8 rows costs about twice one row's and finished rows leave the batch;
+    measurements at :data:`e3bench.backends.base.CPU_BATCH_SIZE`)."""
     from e3bench.backends.base import default_batch_size
 
     if batch_size is None:
