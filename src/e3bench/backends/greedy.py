@@ -17,7 +17,8 @@ decoding of a decoder-only model:
   (any of the generation config's, as ``generate``), when its decoded text holds a stop string
   (as ``stop_strings``), or at ``max_new_tokens``;
 * finished rows are dropped from the key/value cache (``DynamicCache.batch_select_indices``),
-  the mask and the next input, so each step computes the running rows only.
+  the mask and the next input, so each step computes the running rows only (a cache without
+  that method keeps them, as ``generate`` does, and their tokens are ignored).
 
 What it returns are token rows for :func:`e3bench.backends.decoding.finish`, which cuts them by
 the contract's rules (EOS dropped, text cut before the stop string) exactly as for ``generate``'s
@@ -60,6 +61,7 @@ def greedy_rows(
     n = ids.shape[0]
     rows: list[list[int]] = [[] for _ in range(n)]
     alive = list(range(n))  # batch position → row index
+    finished: set[int] = set()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
@@ -68,14 +70,17 @@ def greedy_rows(
             nxt = out.logits[:, -1, :].argmax(dim=-1)
             keep: list[int] = []
             for j, t in enumerate(nxt.tolist()):
+                if alive[j] in finished:
+                    continue
                 row = rows[alive[j]]
                 row.append(int(t))
                 if int(t) in eos or (stop and any(s and s in decode(row) for s in stop)):
+                    finished.add(alive[j])
                     continue
                 keep.append(j)
             if not keep or step + 1 == max_new_tokens:
                 break
-            if len(keep) < len(alive):
+            if len(keep) < len(alive) and hasattr(cache, "batch_select_indices"):  # else finished rows ride along
                 sel = torch.tensor(keep, dtype=torch.long, device=ids.device)
                 cache.batch_select_indices(sel)
                 mask, nxt = mask.index_select(0, sel), nxt.index_select(0, sel)
