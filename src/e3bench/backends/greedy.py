@@ -32,6 +32,24 @@ from collections.abc import Callable, Sequence
 from e3bench.backends.hfcache import cache_kw, cache_of
 
 
+def fits(model) -> bool:
+    """Whether :func:`greedy_rows` can run ``model``: an attention model whose ``forward`` takes a
+    key/value cache argument (``past_key_values`` / ``cache``). Stateful models (transformers'
+    ``_is_stateful``: Mamba, RWKV, Jamba, Qwen3-Next, ...) keep ``generate``: their layers apply
+    the whole attention mask to a one-token step (``generate`` prepares their inputs itself), so
+    the loop's decode steps computed garbage (Mamba's tokens repeated)."""
+    import inspect
+
+    from e3bench.backends.hfcache import cache_name
+
+    if getattr(model, "_is_stateful", False):
+        return False
+    try:
+        return cache_name(model) in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def eos_ids(model, tokenizer) -> set[int]:
     """The token ids that end a sequence for ``generate``: the generation config's
     ``eos_token_id`` (an int or a list), else the tokenizer's."""
