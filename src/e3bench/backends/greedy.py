@@ -15,7 +15,7 @@ decoding of a decoder-only model:
   (as ``generate`` derives them), the LM head at the last position only;
 * each step, the argmax token of every running row; a row finishes at an end-of-sequence token
   (any of the generation config's, as ``generate``), when its decoded text holds a stop string
-  (as ``stop_strings``), or at ``max_new_tokens``;
+  (its generated text only, as :func:`~e3bench.backends.decoding.finish`), or at ``max_new_tokens``;
 * finished rows are dropped from the key/value cache (``DynamicCache.batch_select_indices``),
   the mask and the next input, so each step computes the running rows only (a cache without
   that method keeps them, as ``generate`` does, and their tokens are ignored).
