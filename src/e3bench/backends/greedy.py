@@ -32,6 +32,10 @@ from collections.abc import Callable, Sequence
 from e3bench.backends.hfcache import cache_kw, cache_of
 
 
+#: layer types (a config's ``layer_types``) whose cache is keys and values
+ATTENTION_LAYERS = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
+
+
 def fits(model) -> bool:
     """Whether :func:`greedy_rows` can run ``model``: an attention model whose ``forward`` takes a
     key/value cache argument (``past_key_values`` / ``cache``). Stateful models (transformers'
@@ -44,6 +48,9 @@ def fits(model) -> bool:
 
     if getattr(model, "_is_stateful", False):
         return False
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if any(t not in ATTENTION_LAYERS for t in getattr(config, "layer_types", None) or ()):
+        return False  # hybrids (LFM2's conv layers): cache layers without batch_select_indices, masks of their own
     try:
         return cache_name(model) in inspect.signature(type(model).forward).parameters
     except (TypeError, ValueError):
