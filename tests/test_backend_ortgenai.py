@@ -274,3 +274,42 @@ def test_int4_on_gpu(varied_decoder, cache):
     assert len(b.generate([b.encode("abc")], GenParams(max_new_tokens=8))[0].token_ids) == 8
     assert len(b.loglikelihood(REQS)) == 3
     b.close()
+
+
+def test_a_prompt_that_hit_its_stop_string_stops_stepping(varied_decoder, cache):
+    """Prompts of different lengths run one generator each, stepped together: one whose text
+    holds a stop string stops being stepped (it went on until every prompt had stopped, as the
+    onnxrt and llama.cpp loops did before their finished rows left the batch); texts unchanged."""
+    b = _backend(cache)
+    b.load(resolve(str(varied_decoder)), "fp32", "cpu")
+    try:
+        short, long = b.encode("abc"), b.encode("the quick brown fox jumps")
+        full = b.generate([short], GenParams(max_new_tokens=10))[0]
+        stop = full.text[2:4]
+        want = [b.generate([p], GenParams(max_new_tokens=10, stop=(stop,)))[0] for p in (short, long)]
+        assert want[0].finish_reason == "stop"
+        steps: list[int] = []
+        real = b._lane
+
+        def counting(ids, params):
+            gen = real(ids, params)
+            k = len(steps)
+            steps.append(0)
+
+            class Lane:
+                def __getattr__(self, name):
+                    return getattr(gen, name)
+
+                def generate_next_token(self):
+                    steps[k] += 1
+                    return gen.generate_next_token()
+
+            return Lane()
+
+        b._lane = counting
+        got = b.generate([short, long], GenParams(max_new_tokens=10, stop=(stop,)))
+        assert [g.text for g in got] == [w.text for w in want]
+        if want[1].finish_reason == "length":
+            assert steps[0] < steps[1] == 10, steps
+    finally:
+        b.close()

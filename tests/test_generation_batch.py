@@ -153,3 +153,56 @@ def test_bundled_model_gsm8k_batched_equals_one_at_a_time(bundled_gguf):
         assert len({len(b.encode(p)) for p in prompts}) > 3  # the batch was padded
     finally:
         b.close()
+
+
+def test_stop_string_across_the_prompt_end_does_not_stop_one_prompt_alone(varied):
+    """A stop string is looked for in the generated text only (as lm-eval's HF model and the
+    batched loops do): transformers' ``stop_strings`` matched it across the prompt's end too, so a
+    prompt run alone stopped after one token (uncut, "length") where the batch ran on."""
+    max_new = 10
+    free = generate_texts(varied, [PROMPTS[1]], max_new_tokens=max_new, stop=(), batch_size=1)[0][0]
+    stop = PROMPTS[1][-1] + free[:2]  # the prompt's last character and the answer's first two
+    assert stop not in free
+    want = _one_at_a_time(varied, PROMPTS, max_new_tokens=max_new, stop=(stop,))
+    assert want[1] == free
+    assert generate_texts(varied, PROMPTS, max_new_tokens=max_new, stop=(stop,), batch_size=5)[0] == want
+    params = GenParams(max_new_tokens=max_new, stop=(stop,), do_sample=True, temperature=1e-4)  # generate's path
+    ids = varied.encode_context(PROMPTS[1], max_new_tokens=max_new)[0]
+    assert varied.generate([ids], params)[0].text == free
+
+
+@pytest.mark.parametrize("kind", ["mamba", "lfm2"])
+def test_a_stateful_model_keeps_generate(varied_decoder, tmp_path, kind):
+    """Mamba keeps its state in recurrent cache layers and applies the whole attention mask to a
+    one-token step; LFM2 mixes conv layers (a cache layer without ``batch_select_indices``) into
+    its attention: the greedy loop gave Mamba garbage (tokens repeated) and crashed on LFM2
+    (AttributeError). Such models stay on ``generate``."""
+    import torch
+    import transformers as T
+
+    from e3bench.backends.models import resolve
+    from e3bench.backends.pytorch import PyTorchBackend
+
+    tok = T.AutoTokenizer.from_pretrained(varied_decoder)
+    common = dict(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, initializer_range=0.3,
+                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    if kind == "mamba":
+        model = T.MambaForCausalLM(T.MambaConfig(state_size=8, **common))
+    else:
+        model = T.Lfm2ForCausalLM(T.Lfm2Config(intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                                               layer_types=["conv", "full_attention"], **common))  # fmt: skip
+    model.eval().save_pretrained(tmp_path / f"tiny-{kind}")
+    tok.save_pretrained(tmp_path / f"tiny-{kind}")
+    b = PyTorchBackend()
+    b.load(resolve(str(tmp_path / f"tiny-{kind}")), "fp32", "cpu")
+    try:
+        b.shrinking_batches = False  # generate's texts; a stop string that ends one row early
+        free = generate_texts(b, PROMPTS, max_new_tokens=8, stop=(), batch_size=5)[0]
+        stop = next(f[2:4] for f in free if len(f) > 4 and f[2:4].strip())
+        want = generate_texts(b, PROMPTS, max_new_tokens=8, stop=(stop,), batch_size=5)[0]
+        del b.shrinking_batches
+        assert generate_texts(b, PROMPTS, max_new_tokens=8, stop=(stop,), batch_size=5)[0] == want
+        assert generate_texts(b, PROMPTS, max_new_tokens=8, stop=(), batch_size=5)[0] == free
+    finally:
+        b.close()

@@ -83,15 +83,16 @@ def _pytorch(model_dir: Path):
 
 
 def _recording(backend) -> list[list[int]]:
-    """Record the input ids of every ``model.generate`` call of a PyTorch backend."""
+    """Record the prompt ids of every batch a PyTorch backend builds for the model (``_batch``:
+    the input of both transformers' ``generate`` and the batched greedy loop)."""
     seen: list[list[int]] = []
-    real = backend.model.generate
+    real = backend._batch
 
-    def spy(*args, input_ids, **kwargs):
-        seen.extend(input_ids.tolist())
-        return real(*args, input_ids=input_ids, **kwargs)
+    def spy(prompts, side):
+        seen.extend(list(p) for p in prompts)
+        return real(prompts, side)
 
-    backend.model.generate = spy
+    backend._batch = spy
     return seen
 
 

@@ -15,7 +15,7 @@ decoding of a decoder-only model:
   (as ``generate`` derives them), the LM head at the last position only;
 * each step, the argmax token of every running row; a row finishes at an end-of-sequence token
   (any of the generation config's, as ``generate``), when its decoded text holds a stop string
-  (as ``stop_strings``), or at ``max_new_tokens``;
+  (its generated text only, as :func:`~e3bench.backends.decoding.finish`), or at ``max_new_tokens``;
 * finished rows are dropped from the key/value cache (``DynamicCache.batch_select_indices``),
   the mask and the next input, so each step computes the running rows only (a cache without
   that method keeps them, as ``generate`` does, and their tokens are ignored).
@@ -30,6 +30,31 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from e3bench.backends.hfcache import cache_kw, cache_of
+
+
+#: layer types (a config's ``layer_types``) whose cache is keys and values
+ATTENTION_LAYERS = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
+
+
+def fits(model) -> bool:
+    """Whether :func:`greedy_rows` can run ``model``: an attention model whose ``forward`` takes a
+    key/value cache argument (``past_key_values`` / ``cache``). Stateful models (transformers'
+    ``_is_stateful``: Mamba, RWKV, Jamba, Qwen3-Next, ...) keep ``generate``: their layers apply
+    the whole attention mask to a one-token step (``generate`` prepares their inputs itself), so
+    the loop's decode steps computed garbage (Mamba's tokens repeated)."""
+    import inspect
+
+    from e3bench.backends.hfcache import cache_name
+
+    if getattr(model, "_is_stateful", False):
+        return False
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if any(t not in ATTENTION_LAYERS for t in getattr(config, "layer_types", None) or ()):
+        return False  # hybrids (LFM2's conv layers): cache layers without batch_select_indices, masks of their own
+    try:
+        return cache_name(model) in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def eos_ids(model, tokenizer) -> set[int]:

@@ -333,7 +333,9 @@ class OrtGenaiBackend(BaseBackend):
         lanes = [(self._lane(np.asarray([prompts[i] for i in g], dtype=np.int64), params), g) for g in groups]
         steps = [0] * len(lanes)
         for step in range(1, params.max_new_tokens + 1):
-            running = [k for k, (gen, _) in enumerate(lanes) if not gen.is_done()]
+            # a lane whose rows all hold a stop string stops being stepped (the others go on)
+            running = [k for k, (gen, g) in enumerate(lanes)
+                       if not gen.is_done() and not (params.stop and self._stopped(gen, g, prompts, params))]  # fmt: skip
             if not running:
                 break
             for k in running:
@@ -341,8 +343,6 @@ class OrtGenaiBackend(BaseBackend):
                 steps[k] = step
             if on_token is not None:
                 on_token(step)
-            if params.stop and all(self._stopped(gen, g, prompts, params) for gen, g in lanes):
-                break
         rows: list[list[int]] = [[] for _ in prompts]
         for (gen, g), done in zip(lanes, steps, strict=True):
             for r, i in enumerate(g):

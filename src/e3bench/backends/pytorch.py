@@ -109,6 +109,23 @@ class _StepStreamer:
         return None
 
 
+class _GeneratedStop:
+    """A ``generate`` stopping criterion: a row is done once the text of its generated tokens
+    (from position ``start`` of ``input_ids``) holds one of ``stop``, as in
+    :func:`e3bench.backends.decoding.finish`, the greedy loop and lm-eval's HF model.
+    transformers' own ``stop_strings`` also matches a stop string that begins in the prompt, so a
+    prompt ending in a stop string's first characters stopped after a token, its text uncut."""
+
+    def __init__(self, stop: Sequence[str], start: int, decode) -> None:
+        self.stop, self.start, self.decode = [s for s in stop if s], start, decode
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = [any(s in self.decode(row) for s in self.stop) for row in input_ids[:, self.start :].tolist()]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class PyTorchOptions(BaseModel):
     """Options of the ``pytorch`` backend (``backend_options``)."""
 
@@ -216,13 +233,14 @@ class PyTorchBackend(BaseBackend):
     ) -> list[Generation]:
         import torch
 
+        from e3bench.backends import greedy
         from e3bench.backends.decoding import finish, min_new
 
         side = "left" if self.architecture == "decoder-only" else "right"
         ids, mask = self._batch(prompts, side)
         tok = self.tokenizer
         if (self.shrinking_batches and len(prompts) > 1 and on_token is None and self.architecture == "decoder-only"
-                and not params.do_sample and min_new(params) == 0):  # fmt: skip
+                and not params.do_sample and min_new(params) == 0 and greedy.fits(self.model)):  # fmt: skip
             from e3bench.backends.greedy import eos_ids, greedy_rows
 
             rows = greedy_rows(self.model, ids, mask, max_new_tokens=params.max_new_tokens,
@@ -239,8 +257,9 @@ class PyTorchBackend(BaseBackend):
             torch.manual_seed(params.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        if params.stop:  # looked for in the generated text only (transformers' stop_strings match across the prompt)
+            start = ids.shape[1] if self.architecture == "decoder-only" else 1
+            kwargs["stopping_criteria"] = [_GeneratedStop(params.stop, start, self.decode)]
         if on_token is not None:
             kwargs["streamer"] = _StepStreamer(on_token)
         with torch.inference_mode():

@@ -65,10 +65,11 @@ def generate_texts(
     (:meth:`~e3bench.core.api.Backend.encode_context`: the tokenizer's BOS where it adds one,
     left-truncated so ``max_new_tokens`` fit the context). Batches of :func:`generation_batch`
     prompts go to ``backend.generate`` at once: left-padded with an attention mask (PyTorch:
-    transformers' ``generate``, which derives the position ids from the mask and stops each row at
-    EOS or at a stop string — ``stop_strings``; a row that stopped only pads until the batch's last
-    row stops or ``max_new_tokens`` is reached, and :func:`e3bench.backends.decoding.finish` cuts it
-    where a lone run would have stopped). The text is the same as one prompt at a time
+    greedy batches of decoder-only models run :mod:`e3bench.backends.greedy`, whose finished rows
+    leave the batch; others transformers' ``generate``, where a row that stopped only pads until the
+    batch's last row stops or ``max_new_tokens`` is reached; a row stops at EOS or when its
+    generated text holds a stop string, and :func:`e3bench.backends.decoding.finish` cuts it where a
+    lone run would have stopped). The text is the same as one prompt at a time
     (tests/test_generation_batch.py). Batches are formed from length-sorted prompts so little
     padding is computed, and results come back in input order; a batch of 1 runs the prompts in
     input order. ``progress`` advances by the prompts of each batch (its total, when unset, set
