@@ -46,6 +46,13 @@ def next_tokens(
     return out
 
 
+def holds_stop(row: list[int], stop: Sequence[str], decode: Callable[[list[int]], str]) -> bool:
+    """Whether the text of generated tokens ``row`` holds one of ``stop`` (empty strings never
+    match): the one stop test of :func:`finish`, :func:`take_step`, the PyTorch greedy loop and
+    its ``generate`` stopping criterion."""
+    return any(s and s in decode(row) for s in stop)
+
+
 def take_step(
     last_logits: np.ndarray,
     params: GenParams,
@@ -71,7 +78,7 @@ def take_step(
             rows[i].append(int(t))
             if not params.ignore_eos and t == eos:
                 done[i] = True
-            elif decode is not None and params.stop and any(s and s in decode(rows[i]) for s in params.stop):
+            elif decode is not None and params.stop and holds_stop(rows[i], params.stop, decode):
                 done[i] = True
     return nxt
 
@@ -109,7 +116,7 @@ def finish(
         if hits:
             reason = "stop"
             text = text[: min(hits)]
-            k = next(k for k in range(1, len(row) + 1) if any(s and s in decode(row[:k]) for s in params.stop))
+            k = next(k for k in range(1, len(row) + 1) if holds_stop(row[:k], params.stop, decode))
             row = row[:k]
         gens.append(Generation(token_ids=row, text=text, finish_reason=reason))
     return gens

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from e3bench.backends.decoding import holds_stop
 from e3bench.backends.hfcache import cache_kw, cache_of
 
 
@@ -99,7 +100,7 @@ def greedy_rows(
                     continue
                 row = rows[alive[j]]
                 row.append(int(t))
-                if int(t) in eos or (stop and any(s and s in decode(row) for s in stop)):
+                if int(t) in eos or (stop and holds_stop(row, stop, decode)):
                     finished.add(alive[j])
                     continue
                 keep.append(j)

@@ -122,7 +122,9 @@ class _GeneratedStop:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        done = [any(s in self.decode(row) for s in self.stop) for row in input_ids[:, self.start :].tolist()]
+        from e3bench.backends.decoding import holds_stop
+
+        done = [holds_stop(row, self.stop, self.decode) for row in input_ids[:, self.start :].tolist()]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
